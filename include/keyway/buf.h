@@ -1,0 +1,46 @@
+/*
+ * keyway/buf.h - a growable byte buffer with a read offset.
+ *
+ * Data lives in [data + off, data + len). Consumers advance off; producers
+ * append at len. kw_buf_compact moves unread bytes to the front.
+ */
+#ifndef KEYWAY_BUF_H
+#define KEYWAY_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kw_buf {
+	uint8_t *data; /* heap storage, NULL until first growth */
+	size_t off;    /* first unread byte */
+	size_t len;    /* end of written bytes */
+	size_t cap;    /* allocated size */
+};
+
+#define KW_BUF_INIT {NULL, 0, 0, 0}
+
+/* kw_buf_cleanup frees the storage, wiping it first; the buffer is empty after. */
+void kw_buf_cleanup(struct kw_buf *b);
+/* kw_buf_reserve makes room for n more bytes after len; 0 or -ENOMEM. */
+int kw_buf_reserve(struct kw_buf *b, size_t n);
+/* kw_buf_append copies n bytes to the end; 0 or -ENOMEM. */
+int kw_buf_append(struct kw_buf *b, const void *p, size_t n);
+/* kw_buf_consume marks n unread bytes as read; resets to empty when all are. */
+void kw_buf_consume(struct kw_buf *b, size_t n);
+void kw_buf_compact(struct kw_buf *b);
+void kw_buf_reset(struct kw_buf *b);
+
+static inline size_t kw_buf_unread(const struct kw_buf *b)
+{
+	return b->len - b->off;
+}
+static inline uint8_t *kw_buf_head(const struct kw_buf *b)
+{
+	return b->data + b->off;
+}
+static inline uint8_t *kw_buf_tail(const struct kw_buf *b)
+{
+	return b->data + b->len;
+}
+
+#endif

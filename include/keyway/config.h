@@ -1,0 +1,55 @@
+/*
+ * keyway/config.h - one configuration format for every program.
+ *
+ * Options are declared once in a table. They come from `--name value` or
+ * `--name=value` flags and from `--config FILE`, whose lines are
+ * `name = value` with `#` comments; flags override the file whatever their
+ * order. Errors name the file, the line and the fix, e.g.
+ *   keywayd.conf:3: unknown key 'worker' (did you mean 'workers'?)
+ */
+#ifndef KEYWAY_CONFIG_H
+#define KEYWAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum kw_opt_type {
+	KW_OPT_STRING, /* char **: strdup'ed value; a default may be a literal (never freed) */
+	KW_OPT_UINT,   /* unsigned *: decimal, within [min, max] */
+	KW_OPT_BOOL,   /* bool *: flag without value sets true; file: true|false|yes|no|on|off|1|0 */
+	KW_OPT_ENUM,   /* int *: index into choices (NULL-terminated) */
+	KW_OPT_LIST,   /* char ***: repeatable flag / comma-separated list, NULL-terminated;
+			  the first value given replaces the default */
+};
+
+struct kw_option {
+	const char *name;    /* long flag name without dashes; also the config key */
+	enum kw_opt_type type;
+	void *dest;
+	const char *arg;     /* placeholder shown in --help, e.g. "ADDR:PORT" */
+	const char *help;    /* one line */
+	unsigned min, max;   /* KW_OPT_UINT bounds (max 0 means UINT_MAX) */
+	const char *const *choices; /* KW_OPT_ENUM */
+	bool required;
+	bool seen;           /* set by the parser */
+};
+
+/*
+ * kw_config_parse handles argv (argv[0] skipped) against opts (terminated by
+ * an entry with name == NULL). `--config FILE` and `--help` are built in.
+ * Non-option arguments are stored in positional, an array with room for
+ * argc entries (NULL to refuse them), their count in *npositional. On error, a message naming the file and line
+ * (or the flag) and the fix is written to err. Returns 0, 1 if --help was
+ * printed to stdout, or -KW_ECONFIG.
+ */
+int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *usage,
+		    char **positional, int *npositional, char *err, size_t errlen);
+
+/* kw_config_usage prints usage and the option table to stream f (a FILE *). */
+void kw_config_usage(const struct kw_option *opts, const char *usage, void *f);
+
+/* kw_config_free frees strings and lists the parser allocated (defaults are left alone). */
+void kw_config_free(struct kw_option *opts);
+
+#endif

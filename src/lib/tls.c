@@ -1,0 +1,129 @@
+/* tls.c - OpenSSL context helpers (see keyway/tls.h). */
+#include "keyway/tls.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+/* gokeyless' suites first, so its clients interoperate; then the other AES-GCM/ChaCha suites. */
+static const char tls12_ciphers[] = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+				    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+				    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+void kw_tls_err_string(char *out, size_t outlen)
+{
+	size_t used = 0;
+	unsigned long e;
+	out[0] = '\0';
+	while ((e = ERR_get_error()) != 0) {
+		char one[256];
+		ERR_error_string_n(e, one, sizeof(one));
+		/* Keep the reason part only: "error:0A000086:SSL routines::certificate verify failed". */
+		const char *reason = strrchr(one, ':');
+		reason = reason ? reason + 1 : one;
+		int w = snprintf(out + used, outlen - used, "%s%s", used ? "; " : "", reason);
+		if (w < 0 || (size_t)w >= outlen - used)
+			break;
+		used += (size_t)w;
+	}
+}
+
+static void fail(char *err, size_t errlen, const char *what, const char *file)
+{
+	char why[512];
+	kw_tls_err_string(why, sizeof(why));
+	snprintf(err, errlen, "%s '%s'%s%s", what, file, why[0] ? ": " : "", why);
+}
+
+static SSL_CTX *new_ctx(const SSL_METHOD *method)
+{
+	SSL_CTX *ctx = SSL_CTX_new(method);
+	if (ctx == NULL)
+		return NULL;
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_cipher_list(ctx, tls12_ciphers);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	return ctx;
+}
+
+SSL_CTX *kw_tls_server_ctx(const char *cert, const char *key, const char *client_ca, char *err,
+			   size_t errlen)
+{
+	SSL_CTX *ctx = new_ctx(TLS_server_method());
+	if (ctx == NULL) {
+		fail(err, errlen, "cannot create TLS context for", cert);
+		return NULL;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		fail(err, errlen, "cannot load TLS certificate chain", cert);
+		goto err;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		fail(err, errlen, "cannot load TLS private key", key);
+		goto err;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		fail(err, errlen, "TLS private key does not match the certificate in", cert);
+		goto err;
+	}
+	if (client_ca != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {
+			fail(err, errlen, "cannot load client CA", client_ca);
+			goto err;
+		}
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
+		if (names != NULL)
+			SSL_CTX_set_client_CA_list(ctx, names);
+		ERR_clear_error();
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	}
+	/* A keyserver link is long-lived and mutual: no resumption state to keep. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	return ctx;
+err:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL_CTX *kw_tls_client_ctx(const char *cert, const char *key, const char *ca, char *err,
+			   size_t errlen)
+{
+	SSL_CTX *ctx = new_ctx(TLS_client_method());
+	if (ctx == NULL) {
+		fail(err, errlen, "cannot create TLS context for", ca ? ca : "client");
+		return NULL;
+	}
+	if (ca == NULL) {
+		snprintf(err, errlen, "a CA file is required to verify the keyserver");
+		goto err;
+	}
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+		fail(err, errlen, "cannot load CA", ca);
+		goto err;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (cert != NULL && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		fail(err, errlen, "cannot load client certificate", cert);
+		goto err;
+	}
+	if (key != NULL) {
+		if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+			fail(err, errlen, "cannot load client key", key);
+			goto err;
+		}
+		if (SSL_CTX_check_private_key(ctx) != 1) {
+			fail(err, errlen, "client key does not match the certificate in",
+			     cert ? cert : key);
+			goto err;
+		}
+	}
+	return ctx;
+err:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
