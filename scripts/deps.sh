@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# deps.sh - install the Debian 12 packages Keyway builds, tests and benchmarks with.
+# Installs only what is missing; needs root (or sudo) when something is.
+set -euo pipefail
+
+packages=(
+	build-essential cmake ninja-build pkg-config  # toolchain
+	clang libclang-rt-14-dev                      # libFuzzer harnesses, sanitizer runtimes
+	libssl-dev openssl                            # OpenSSL 3.0: all crypto and TLS
+	python3 python3-cryptography                  # the independent keyless client of the e2e tests
+	gnuplot-nox                                   # benchmark plots
+	util-linux procps                             # taskset, ps for benchmarks
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q >&2
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
