@@ -10,7 +10,13 @@
  *
  * Callback contract (as libuv): if kw_client_submit fails, the callback is
  * never called; if it succeeds, the callback is called exactly once, from
- * the loop's thread, never from inside kw_client_submit.
+ * the loop's thread, never from inside kw_client_submit or kw_client_flush.
+ * Connection failures (even a connect(2) that fails at once) are reported
+ * through the callbacks of the requests they affect, not by submit.
+ * A callback may call kw_client_submit, kw_client_flush and kw_client_free
+ * on its own client; memory is released at the end of the loop turn.
+ *
+ * TLS writes go through write(2): the program must ignore SIGPIPE.
  */
 #ifndef KEYWAY_CLIENT_H
 #define KEYWAY_CLIENT_H
@@ -59,15 +65,20 @@ int kw_client_new(struct kw_loop *loop, const struct kw_client_config *cfg, stru
 
 /*
  * kw_client_free fails every pending request with -KW_ECANCELED (callbacks
- * run before it returns), closes the connection and frees the client. NULL ok.
+ * run before it returns; a kw_client_submit from them fails with
+ * -KW_ECANCELED), closes the connection and frees the client at the end of
+ * the current loop turn (or in kw_loop_free). NULL ok. c must not be used
+ * after this returns.
  */
 void kw_client_free(struct kw_client *c);
 
 /*
  * kw_client_submit queues req (encoded at once; req and its byte strings may
  * be freed when this returns) and returns 0, -EAGAIN when max_inflight
- * requests are pending, -EMSGSIZE/-ENOMEM. The request ID is assigned here
- * and written to *id_out when non-NULL.
+ * requests are pending, -EMSGSIZE/-ENOMEM, -EINVAL if cb is NULL. The
+ * request ID is assigned here and written to *id_out when non-NULL. An
+ * answer must carry KW_OP_PONG for a ping and KW_OP_RESPONSE otherwise
+ * (or KW_OP_ERROR with a 1-byte code); anything else is -KW_EPROTO.
  */
 int kw_client_submit(struct kw_client *c, const struct kw_msg *req, kw_client_cb cb, void *arg,
 		     uint32_t *id_out);
