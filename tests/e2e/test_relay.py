@@ -279,15 +279,17 @@ def main():
         dead.close()
         rd = Relay("127.0.0.1:%d" % dead_port, 10)
         relays.append(rd)
-        s = rd.connect()
+        # The reset may even beat connect() back to the client.
         try:
-            d = s.recv(10)
-            closed = d == b""
+            s = rd.connect()
+            try:
+                closed = s.recv(10) == b""
+            finally:
+                s.close()
         except ConnectionResetError:
             closed = True
         except socket.timeout:
             closed = False
-        s.close()
         check(closed and rd.proc.poll() is None, "upstream refused: client closed, relay alive")
 
         for r in list(relays):
