@@ -10,6 +10,7 @@ keywayd. Everything is bounded in time: sockets have timeouts and every wait
 on a process has a deadline.
 """
 
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import datetime
 
 from cryptography import x509
@@ -145,6 +147,17 @@ class Checker:
     def fail(self, what, detail=""):
         return self.check(False, what, detail)
 
+    @contextlib.contextmanager
+    def section(self, name):
+        """A group of checks: an exception inside is one failure, and the
+        script goes on with the next section."""
+        print("-- %s" % name, flush=True)
+        try:
+            yield
+        except Exception as e:
+            traceback.print_exc()
+            self.fail("%s: unexpected exception" % name, "%s: %s" % (type(e).__name__, e))
+
     def done(self):
         secs = time.monotonic() - self.t0
         if self.failures:
@@ -163,7 +176,6 @@ def run_main(name, body):
     try:
         body(c)
     except Exception as e:  # report, don't hide: the traceback says where
-        import traceback
         traceback.print_exc()
         c.fail("unexpected exception", "%s: %s" % (type(e).__name__, e))
     sys.exit(c.done())
@@ -995,3 +1007,10 @@ def signs_with(client, tk, hname="sha256", msg=b"probe"):
     if f.opcode != OP_RESPONSE or f.payload is None:
         return False, f
     return verify_sig(tk, op, payload, f.payload) is None, f
+
+
+def setup(tmp, names, fmts=None):
+    """A PKI under tmp/pki and keys under tmp/keys: (pki, keys_dir, {name: TestKey})."""
+    pki = PKI(os.path.join(tmp, "pki"))
+    keys_dir = os.path.join(tmp, "keys")
+    return pki, keys_dir, make_keys(keys_dir, names, fmts)
