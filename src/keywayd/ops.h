@@ -19,7 +19,8 @@
 struct kwd_result {
 	uint8_t opcode;         /* KW_OP_RESPONSE, KW_OP_PONG or KW_OP_ERROR */
 	uint8_t error;          /* enum kw_proto_error; KW_ERR_NONE on success */
-	const uint8_t *payload; /* points into buf, or into the request (pong) */
+	const uint8_t *payload; /* points into buf, or into the request (pong; NULL if it had
+				   no payload); for KW_OP_ERROR the one error byte */
 	size_t len;
 	uint8_t buf[KWD_RESULT_MAX];
 };
@@ -28,6 +29,8 @@ struct kwd_signer;
 
 int kwd_signer_new(struct kwd_signer **out);
 void kwd_signer_free(struct kwd_signer *s);
+/* kwd_signer_reset drops the cached contexts (and their key references) now. */
+void kwd_signer_reset(struct kwd_signer *s);
 
 /*
  * kwd_execute answers one decoded request (any opcode) following the table in

@@ -19,23 +19,23 @@
 
 enum key_format { FMT_PKCS8_PEM, FMT_TRAD_PEM, FMT_DER, FMT_PUBKEY_PEM };
 
-static EVP_PKEY *gen_rsa(unsigned bits)
+static inline EVP_PKEY *gen_rsa(unsigned bits)
 {
 	return EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
 }
 
-static EVP_PKEY *gen_ec(const char *curve)
+static inline EVP_PKEY *gen_ec(const char *curve)
 {
 	return EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
 }
 
-static EVP_PKEY *gen_named(const char *type)
+static inline EVP_PKEY *gen_named(const char *type)
 {
 	return EVP_PKEY_Q_keygen(NULL, NULL, type);
 }
 
 /* join returns dir/name in a static rotating buffer (enough for one statement). */
-static const char *join(const char *dir, const char *name)
+static inline const char *join(const char *dir, const char *name)
 {
 	static char bufs[4][4096];
 	static int next;
@@ -44,7 +44,7 @@ static const char *join(const char *dir, const char *name)
 	return b;
 }
 
-static FILE *open_mode(const char *path, mode_t mode)
+static inline FILE *open_mode(const char *path, mode_t mode)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (fd < 0)
@@ -54,7 +54,7 @@ static FILE *open_mode(const char *path, mode_t mode)
 }
 
 /* write_key writes key to path in fmt with the given mode; 0 on success. */
-static int write_key(const char *path, EVP_PKEY *key, enum key_format fmt, mode_t mode)
+static inline int write_key(const char *path, EVP_PKEY *key, enum key_format fmt, mode_t mode)
 {
 	FILE *f = open_mode(path, mode);
 	int ok = 0;
@@ -87,7 +87,7 @@ static int write_key(const char *path, EVP_PKEY *key, enum key_format fmt, mode_
 	return ok ? 0 : -1;
 }
 
-static int write_text(const char *path, const char *text, mode_t mode)
+static inline int write_text(const char *path, const char *text, mode_t mode)
 {
 	FILE *f = open_mode(path, mode);
 	if (f == NULL)
@@ -96,14 +96,14 @@ static int write_text(const char *path, const char *text, mode_t mode)
 	return fclose(f);
 }
 
-static char *make_tmpdir(void)
+static inline char *make_tmpdir(void)
 {
 	char tmpl[] = "/tmp/kwtest-XXXXXX";
 	char *d = mkdtemp(tmpl);
 	return d != NULL ? strdup(d) : NULL;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static inline int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
 	(void)flag;
@@ -111,7 +111,7 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return remove(path);
 }
 
-static void rm_tree(char *dir)
+static inline void rm_tree(char *dir)
 {
 	if (dir != NULL)
 		nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
