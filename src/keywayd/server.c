@@ -1,0 +1,468 @@
+/* server.c - keywayd's listeners, generations, reload and shutdown (see server.h). */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "keyway/err.h"
+#include "keyway/log.h"
+#include "keyway/tls.h"
+#include "worker.h"
+
+#define LISTEN_BACKLOG 1024
+
+/* ---- generations ---- */
+
+struct kwd_gen *kwd_gen_ref(struct kwd_gen *g)
+{
+	if (g != NULL)
+		atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+	return g;
+}
+
+void kwd_gen_unref(struct kwd_gen *g)
+{
+	if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	kwd_keystore_unref(g->ks);
+	SSL_CTX_free(g->ssl_ctx);
+	free(g);
+}
+
+/* The TLS key gets the keystore's rule: private to its owner unless allowed. */
+static int check_tls_key(const struct kwd_options *opt, char *err, size_t errlen)
+{
+	struct stat st;
+	if (stat(opt->tls_key, &st) != 0) {
+		int rc = -errno;
+		snprintf(err, errlen, "--tls-key %s: %s; fix: give the server's PEM private key",
+			 opt->tls_key, strerror(-rc));
+		return rc;
+	}
+	if ((st.st_mode & 077) != 0 && !opt->allow_group_readable) {
+		snprintf(err, errlen,
+			 "--tls-key %s: readable by group or others (mode %04o); chmod 600 %s or pass "
+			 "--allow-group-readable-keys",
+			 opt->tls_key, (unsigned)(st.st_mode & 07777), opt->tls_key);
+		return -KW_ECONFIG;
+	}
+	return 0;
+}
+
+static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, char *err,
+		     size_t errlen)
+{
+	const struct kwd_options *opt = s->opt;
+	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable};
+	struct kwd_keystore *ks = NULL;
+	SSL_CTX *ctx = NULL;
+
+	int rc = kwd_keystore_load(opt->keys_dir, &ko, &ks, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (s->has_tcp) {
+		if ((rc = check_tls_key(opt, err, errlen)) < 0)
+			goto err;
+		char why[768];
+		ctx = kw_tls_server_ctx(opt->tls_cert, opt->tls_key, opt->client_ca, why,
+					sizeof(why));
+		if (ctx == NULL) {
+			snprintf(err, errlen,
+				 "%s; fix: --tls-cert must be a PEM certificate chain, --tls-key its "
+				 "unencrypted PEM key, --client-ca the PEM CA of the clients",
+				 why);
+			rc = -KW_ECONFIG;
+			goto err;
+		}
+	}
+	struct kwd_gen *g = calloc(1, sizeof(*g));
+	if (g == NULL) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto err;
+	}
+	atomic_init(&g->refs, 1);
+	g->seq = seq;
+	g->ks = ks;
+	g->ssl_ctx = ctx;
+	*out = g;
+	return 0;
+err:
+	SSL_CTX_free(ctx);
+	kwd_keystore_unref(ks);
+	return rc;
+}
+
+struct kwd_gen *kwd_server_current(struct kwd_server *s)
+{
+	pthread_mutex_lock(&s->gen_lock);
+	struct kwd_gen *g = kwd_gen_ref(s->gen);
+	pthread_mutex_unlock(&s->gen_lock);
+	return g;
+}
+
+/* ---- listeners ---- */
+
+static void set_port(struct kw_addr *a, int port)
+{
+	if (a->ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
+	else if (a->ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
+}
+
+static int tcp_fail(char *err, size_t errlen, const char *name, int rc)
+{
+	snprintf(err, errlen, "cannot listen on %s: %s; fix: %s", name, strerror(-rc),
+		 rc == -EADDRINUSE ? "stop the server using that port or choose another --listen"
+		 : rc == -EADDRNOTAVAIL ? "use an address of this machine in --listen"
+		 : rc == -EACCES ? "use a port above 1023 or run with CAP_NET_BIND_SERVICE"
+				 : "check --listen");
+	return rc;
+}
+
+static int open_tcp(struct kwd_server *s, char *err, size_t errlen)
+{
+	char why[256], name[300];
+	if (kw_addr_parse(&s->tcp_addr, s->opt->listen, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "--listen %s: %s; fix: use ADDR:PORT, e.g. 127.0.0.1:2407",
+			 s->opt->listen, why);
+		return -KW_ECONFIG;
+	}
+	if (s->tcp_addr.is_unix) {
+		snprintf(err, errlen, "--listen %s: a TCP address is needed; use --unix for a socket",
+			 s->opt->listen);
+		return -KW_ECONFIG;
+	}
+	kw_addr_format(&s->tcp_addr, name, sizeof(name));
+	int port = s->tcp_addr.ss.ss_family == AF_INET
+			   ? ntohs(((struct sockaddr_in *)&s->tcp_addr.ss)->sin_port)
+			   : ntohs(((struct sockaddr_in6 *)&s->tcp_addr.ss)->sin6_port);
+	if (port != 0) {
+		/* SO_REUSEPORT would silently share the port with another server of
+		 * this user: make sure nobody listens there first. */
+		int fd = kw_listen_tcp(&s->tcp_addr, false, 1);
+		if (fd < 0)
+			return tcp_fail(err, errlen, name, fd);
+		close(fd);
+	}
+	s->tcp_fds = malloc(s->nworkers * sizeof(int));
+	if (s->tcp_fds == NULL)
+		return -ENOMEM;
+	for (unsigned i = 0; i < s->nworkers; i++)
+		s->tcp_fds[i] = -1;
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		int fd = kw_listen_tcp(&s->tcp_addr, true, LISTEN_BACKLOG);
+		if (fd < 0)
+			return tcp_fail(err, errlen, name, fd);
+		s->tcp_fds[i] = fd;
+		if (i == 0 && port == 0) {
+			/* Port 0: every worker joins the port the kernel picked. */
+			set_port(&s->tcp_addr, kw_bound_port(fd));
+			kw_addr_format(&s->tcp_addr, name, sizeof(name));
+		}
+	}
+	return 0;
+}
+
+static int parse_group(const char *name, gid_t *out)
+{
+	char *end;
+	unsigned long v = strtoul(name, &end, 10);
+	if (*name != '\0' && *end == '\0') {
+		*out = (gid_t)v;
+		return 0;
+	}
+	struct group gr, *res = NULL;
+	char buf[4096];
+	if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) != 0 || res == NULL)
+		return -ENOENT;
+	*out = gr.gr_gid;
+	return 0;
+}
+
+static int open_unix(struct kwd_server *s, char *err, size_t errlen)
+{
+	const char *path = s->opt->unix_path;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	gid_t gid = (gid_t)-1;
+	int rc;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "--unix %s: path longer than %zu bytes; fix: use a shorter path",
+			 path, sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (s->opt->unix_group != NULL && parse_group(s->opt->unix_group, &gid) < 0) {
+		snprintf(err, errlen, "--unix-group %s: no such group; fix: name an existing group",
+			 s->opt->unix_group);
+		return -KW_ECONFIG;
+	}
+
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen,
+				 "--unix %s: exists and is not a socket; fix: remove it or choose "
+				 "another path",
+				 path);
+			return -EEXIST;
+		}
+		/* Remove a stale socket only if nothing answers on it. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (probe < 0)
+			goto sys;
+		int r = connect(probe, (struct sockaddr *)&sa, sizeof(sa));
+		int e = errno;
+		close(probe);
+		if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
+			snprintf(err, errlen,
+				 "--unix %s: already in use by a running server; fix: stop it or "
+				 "choose another path",
+				 path);
+			return -EADDRINUSE;
+		}
+		if (e == ECONNREFUSED) {
+			if (unlink(path) != 0 && errno != ENOENT)
+				goto sys;
+			kw_info("removed stale socket %s", path);
+		} else if (e != ENOENT) {
+			errno = e;
+			goto sys;
+		}
+	}
+
+	s->unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->unix_fd < 0)
+		goto sys;
+	/* Created owner-only (umask around bind; still single-threaded here), then
+	 * given its group, then opened up to --unix-mode. */
+	mode_t old = umask(0077);
+	int r = bind(s->unix_fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	umask(old);
+	if (r != 0) {
+		errno = e;
+		goto sys;
+	}
+	s->unix_owned = true;
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {
+		rc = -errno;
+		snprintf(err, errlen,
+			 "--unix-group %s: cannot give %s that group: %s; fix: run keywayd as a "
+			 "member of the group",
+			 s->opt->unix_group, path, strerror(-rc));
+		return rc;
+	}
+	if (chmod(path, s->unix_mode) != 0 || listen(s->unix_fd, LISTEN_BACKLOG) != 0)
+		goto sys;
+	return 0;
+sys:
+	rc = -errno;
+	snprintf(err, errlen, "--unix %s: %s; fix: check the directory exists and is writable",
+		 path, strerror(-rc));
+	return rc;
+}
+
+/* ---- life cycle ---- */
+
+int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *err,
+		    size_t errlen)
+{
+	memset(s, 0, sizeof(*s));
+	s->opt = opt;
+	s->unix_fd = -1;
+	pthread_mutex_init(&s->gen_lock, NULL);
+	atomic_init(&s->draining, false);
+	s->nworkers = opt->workers;
+	s->has_tcp = opt->listen != NULL;
+	s->unix_mode = 0660;
+	if (opt->unix_mode != NULL) {
+		char *end;
+		unsigned long m = strtoul(opt->unix_mode, &end, 8);
+		if (*opt->unix_mode == '\0' || *end != '\0' || m > 0777) {
+			snprintf(err, errlen,
+				 "--unix-mode %s: not an octal permission mode; fix: use e.g. 0660",
+				 opt->unix_mode);
+			return -KW_ECONFIG;
+		}
+		s->unix_mode = (unsigned)m;
+	}
+
+	s->bio_method = kwd_conn_bio_method();
+	int rc = kwd_metrics_new(&s->metrics);
+	if (s->bio_method == NULL || rc < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if ((rc = build_gen(s, 1, &s->gen, err, errlen)) < 0)
+		return rc;
+	atomic_store(&s->gen_seq, 1);
+	kwd_metrics_set_keys(s->metrics, kwd_keystore_count(s->gen->ks));
+
+	if (s->has_tcp && (rc = open_tcp(s, err, errlen)) < 0)
+		return rc;
+	if (opt->unix_path != NULL && (rc = open_unix(s, err, errlen)) < 0)
+		return rc;
+	return 0;
+}
+
+int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
+{
+	s->workers = calloc(s->nworkers, sizeof(*s->workers));
+	if (s->workers == NULL)
+		return -ENOMEM;
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		int rc = kwd_worker_new(s, i, &s->workers[i]);
+		if (rc == 0)
+			rc = kwd_metrics_add_worker(s->metrics, &s->workers[i]->metrics);
+		if (rc < 0) {
+			snprintf(err, errlen, "cannot set up worker %u: %s", i, kw_strerror(rc));
+			return rc;
+		}
+	}
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		int rc = kwd_worker_start(s->workers[i]);
+		if (rc < 0) {
+			snprintf(err, errlen, "cannot start worker %u: %s", i, kw_strerror(rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int kwd_server_write_pid(struct kwd_server *s, char *err, size_t errlen)
+{
+	const char *path = s->opt->pid_file;
+	char tmp[4096];
+	if (path == NULL)
+		return 0;
+	/* Written whole then renamed, so a reader never sees an empty file. */
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+		snprintf(err, errlen, "--pid-file %s: path too long", path);
+		return -ENAMETOOLONG;
+	}
+	int rc = 0;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		goto sys;
+	char line[32];
+	int n = snprintf(line, sizeof(line), "%ld\n", (long)getpid());
+	if (write(fd, line, (size_t)n) != n) {
+		rc = errno ? -errno : -EIO;
+		close(fd);
+		unlink(tmp);
+		goto out;
+	}
+	close(fd);
+	if (rename(tmp, path) != 0) {
+		rc = -errno;
+		unlink(tmp);
+		goto out;
+	}
+	s->pid_written = true;
+	return 0;
+sys:
+	rc = -errno;
+out:
+	snprintf(err, errlen, "--pid-file %s: %s; fix: choose a writable location", path,
+		 strerror(-rc));
+	return rc;
+}
+
+int kwd_server_reload(struct kwd_server *s)
+{
+	char err[1024];
+	struct kwd_gen *g = NULL;
+	/* Only this thread replaces s->gen, so reading it unlocked here is fine. */
+	int rc = build_gen(s, s->gen->seq + 1, &g, err, sizeof(err));
+	if (rc < 0) {
+		kw_error("reload failed, still serving the previous keys and TLS files: %s", err);
+		kwd_metrics_reload(s->metrics, 0);
+		return rc;
+	}
+	pthread_mutex_lock(&s->gen_lock);
+	struct kwd_gen *old = s->gen;
+	s->gen = g;
+	atomic_store_explicit(&s->gen_seq, g->seq, memory_order_release);
+	pthread_mutex_unlock(&s->gen_lock);
+	kwd_gen_unref(old);
+
+	size_t n = kwd_keystore_count(g->ks);
+	kwd_metrics_set_keys(s->metrics, n);
+	kwd_metrics_reload(s->metrics, 1);
+	kw_info("reloaded: %zu key%s%s", n, n == 1 ? "" : "s",
+		s->has_tcp ? ", TLS certificate, key and client CA" : "");
+	/* Idle workers let go of the old keys now rather than at their next request. */
+	for (unsigned i = 0; s->workers != NULL && i < s->nworkers; i++)
+		if (s->workers[i] != NULL)
+			kwd_worker_wake(s->workers[i]);
+	return 0;
+}
+
+static void unlink_socket(struct kwd_server *s)
+{
+	if (s->unix_owned && unlink(s->opt->unix_path) != 0 && errno != ENOENT)
+		kw_warn("cannot remove %s: %s", s->opt->unix_path, strerror(errno));
+	s->unix_owned = false;
+}
+
+void kwd_server_drain(struct kwd_server *s)
+{
+	/* New clients find no socket; the fd itself stays open until the workers
+	 * have let go of it (closing a watched fd could unwatch a reused number). */
+	unlink_socket(s);
+	atomic_store_explicit(&s->draining, true, memory_order_release);
+	for (unsigned i = 0; s->workers != NULL && i < s->nworkers; i++)
+		if (s->workers[i] != NULL)
+			kwd_worker_wake(s->workers[i]);
+}
+
+void kwd_server_join(struct kwd_server *s)
+{
+	for (unsigned i = 0; s->workers != NULL && i < s->nworkers; i++)
+		if (s->workers[i] != NULL)
+			kwd_worker_join(s->workers[i]);
+}
+
+void kwd_server_cleanup(struct kwd_server *s)
+{
+	if (s->workers != NULL) {
+		kwd_server_drain(s);
+		kwd_server_join(s);
+		for (unsigned i = 0; i < s->nworkers; i++)
+			kwd_worker_free(s->workers[i]);
+		free(s->workers);
+		s->workers = NULL;
+	}
+	for (unsigned i = 0; s->tcp_fds != NULL && i < s->nworkers; i++)
+		if (s->tcp_fds[i] >= 0)
+			close(s->tcp_fds[i]);
+	free(s->tcp_fds);
+	s->tcp_fds = NULL;
+	if (s->unix_fd >= 0)
+		close(s->unix_fd);
+	s->unix_fd = -1;
+	unlink_socket(s);
+	if (s->pid_written && unlink(s->opt->pid_file) != 0 && errno != ENOENT)
+		kw_warn("cannot remove %s: %s", s->opt->pid_file, strerror(errno));
+	s->pid_written = false;
+	kwd_metrics_free(s->metrics);
+	s->metrics = NULL;
+	kwd_gen_unref(s->gen);
+	s->gen = NULL;
+	BIO_meth_free(s->bio_method);
+	s->bio_method = NULL;
+	pthread_mutex_destroy(&s->gen_lock);
+}

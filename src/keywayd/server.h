@@ -1,0 +1,111 @@
+/*
+ * server.h - keywayd's shared state: options, listeners, the current
+ * "generation" (keystore + TLS context) and the worker threads.
+ *
+ * A generation is immutable and reference-counted. SIGHUP builds a complete
+ * new one in the main thread and publishes it under gen_lock, bumping
+ * gen_seq; each worker compares gen_seq with the one it holds before serving
+ * a batch of requests and swaps its reference when they differ. Connections
+ * opened earlier keep their SSL objects, which hold their own reference to
+ * the old SSL_CTX, so nothing is dropped.
+ */
+#ifndef KEYWAYD_SERVER_H
+#define KEYWAYD_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+
+#include "keyway/net.h"
+#include "keystore.h"
+#include "metrics.h"
+
+/* Command-line / config-file options (see main.c for the table). */
+struct kwd_options {
+	char *keys_dir;
+	char *listen;      /* ADDR:PORT, TCP with mutual TLS */
+	char *tls_cert;
+	char *tls_key;
+	char *client_ca;
+	char *unix_path;
+	char *unix_mode;   /* octal text; NULL means 0660 */
+	char *unix_group;
+	char *metrics;     /* ADDR:PORT */
+	char *pid_file;
+	unsigned workers;  /* 0: online cores */
+	unsigned idle_timeout_s;
+	unsigned drain_timeout_s;
+	unsigned max_inflight;
+	bool allow_group_readable;
+	int log_level;     /* enum kw_log_level */
+};
+
+struct kwd_gen {
+	atomic_uint refs;
+	uint64_t seq;             /* 1 for the start-up set, +1 per successful reload */
+	struct kwd_keystore *ks;
+	SSL_CTX *ssl_ctx;         /* NULL without a TCP listener */
+};
+
+struct kwd_gen *kwd_gen_ref(struct kwd_gen *g);
+void kwd_gen_unref(struct kwd_gen *g);
+
+struct kwd_worker;
+
+struct kwd_server {
+	const struct kwd_options *opt;
+	unsigned nworkers;
+	unsigned unix_mode;
+	bool has_tcp;
+	struct kw_addr tcp_addr;       /* with the real port once bound */
+	int *tcp_fds;                  /* one SO_REUSEPORT listener per worker, or NULL */
+	int unix_fd;                   /* shared by all workers (EPOLLEXCLUSIVE), -1 if none */
+	bool unix_owned;               /* we created unix_path and must unlink it */
+	bool pid_written;
+
+	pthread_mutex_t gen_lock;
+	struct kwd_gen *gen;           /* current generation, under gen_lock */
+	_Atomic uint64_t gen_seq;      /* seq of gen, readable without the lock */
+	atomic_bool draining;
+
+	struct kwd_worker **workers;
+	struct kwd_metrics *metrics;
+	BIO_METHOD *bio_method;        /* the connections' buffer BIO */
+};
+
+/*
+ * kwd_server_init loads the first generation and opens every listener
+ * (nothing serves yet). On failure err holds one line naming the file or
+ * address and the fix; the caller exits 2. kwd_server_cleanup undoes it all.
+ */
+int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *err,
+		    size_t errlen);
+/* kwd_server_start starts the worker threads; 0 or -errno. */
+int kwd_server_start(struct kwd_server *s, char *err, size_t errlen);
+/* kwd_server_write_pid writes --pid-file (atomically, by rename); 0 or -errno. */
+int kwd_server_write_pid(struct kwd_server *s, char *err, size_t errlen);
+
+/*
+ * kwd_server_reload builds a new generation from the same options and
+ * publishes it; on failure the current one stays and the reason is logged.
+ * Main thread only. Returns 0 or a negative code.
+ */
+int kwd_server_reload(struct kwd_server *s);
+
+/* kwd_server_current returns the current generation with a reference taken. */
+struct kwd_gen *kwd_server_current(struct kwd_server *s);
+
+/* kwd_server_drain removes the Unix socket path and asks every worker to stop
+ * accepting and drain (main thread). */
+void kwd_server_drain(struct kwd_server *s);
+/* kwd_server_join waits for the workers to finish. */
+void kwd_server_join(struct kwd_server *s);
+/* kwd_server_cleanup closes listeners, unlinks the socket and pid file, frees all. */
+void kwd_server_cleanup(struct kwd_server *s);
+
+#endif
