@@ -128,8 +128,9 @@ void kw_io_init(struct kw_io *io, kw_io_fn fn, void *arg)
 static int io_add(struct kw_loop *loop, struct kw_io *io, int fd, unsigned events, bool excl)
 {
 	struct epoll_event ev = {.events = to_epoll(events), .data.ptr = io};
+	/* EPOLLEXCLUSIVE accepts only EPOLLIN/OUT/WAKEUP/ET (EINVAL with EPOLLRDHUP). */
 	if (excl)
-		ev.events |= EPOLLEXCLUSIVE;
+		ev.events = (ev.events & ~(uint32_t)EPOLLRDHUP) | EPOLLEXCLUSIVE;
 	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		return -errno;
 	io->fd = fd;
