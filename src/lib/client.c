@@ -89,6 +89,7 @@ struct kw_client {
 	struct kw_timer conn_timer;   /* connect + handshake deadline */
 	struct kw_hook hook;          /* writes what the turn queued */
 	bool freeing;                 /* kw_client_free ran; memory goes at the end of the turn */
+	bool failing;                 /* the last connection attempt failed: log repeats quietly */
 	uint64_t dropped;             /* answers whose request had completed (e.g. timed out) */
 };
 
@@ -187,7 +188,10 @@ static void complete_due(struct kw_client *c)
 
 static void log_close(struct kw_client *c, int err)
 {
-	enum kw_log_level lvl = c->inflight > 0 ? KW_LOG_WARN : KW_LOG_DEBUG;
+	/* One line when a link breaks, not one per retry while the server stays down. */
+	enum kw_log_level lvl = c->inflight > 0 && !c->failing ? KW_LOG_WARN : KW_LOG_DEBUG;
+	if (c->state != CONN_UP)
+		c->failing = true;
 	if (err == -KW_ECANCELED || !kw_log_enabled(lvl))
 		return;
 	kw_log(lvl, "keyserver %s: connection closed: %s (%u requests pending)", c->addr_text,
@@ -272,7 +276,8 @@ static int tls_error(struct kw_client *c, int ret, const char *what)
 			char why[512];
 			kw_tls_err_string(why, sizeof(why));
 			long vr = SSL_get_verify_result(c->ssl);
-			kw_warn("keyserver %s: TLS %s failed: %s%s%s", c->addr_text, what,
+			kw_log(c->failing ? KW_LOG_DEBUG : KW_LOG_WARN,
+			       "keyserver %s: TLS %s failed: %s%s%s", c->addr_text, what,
 				why[0] ? why : "error",
 				vr != X509_V_OK ? ": " : "",
 				vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
@@ -439,7 +444,9 @@ static int become_up(struct kw_client *c)
 {
 	c->state = CONN_UP;
 	kw_timer_stop(c->loop, &c->conn_timer);
-	kw_debug("keyserver %s: connected", c->addr_text);
+	if (c->failing)
+		kw_info("keyserver %s: connected again", c->addr_text);
+	c->failing = false;
 	return write_out(c);
 }
 
@@ -745,7 +752,8 @@ int kw_client_submit(struct kw_client *c, const struct kw_msg *req, kw_client_cb
 		rc = conn_open(c);
 		if (rc < 0) {
 			/* Reported through the callback, from the loop, like any failure. */
-			kw_warn("keyserver %s: cannot connect: %s", c->addr_text, kw_strerror(rc));
+			kw_log(c->failing ? KW_LOG_DEBUG : KW_LOG_WARN, "keyserver %s: cannot connect: %s",
+			       c->addr_text, kw_strerror(rc));
 			conn_close(c, rc);
 		}
 	} else if (c->state == CONN_UP && !c->write_blocked && !c->write_wants_read) {
