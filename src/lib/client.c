@@ -165,20 +165,35 @@ static void arm_deadline(struct kw_client *c, uint64_t at)
  * the callbacks are left for the next turn (the timer is armed at "now"), so
  * a callback that resubmits into a failing connect can't loop here forever.
  */
+static void conn_close(struct kw_client *c, int err);
+
 static void complete_due(struct kw_client *c)
 {
 	uint64_t limit = c->gen, now = kw_now_ns();
+	bool expired = false;
 
 	while (!c->freeing && c->head != NIL) {
 		struct slot *s = &c->slots[c->head];
-		if (s->gen < limit)
+		if (s->gen < limit) {
 			finish_error(c, c->head, s->status);
-		else if (s->gen == c->gen && s->submit_ns + c->timeout_ns <= now)
+		} else if (s->gen == c->gen && s->submit_ns + c->timeout_ns <= now) {
+			expired = true;
 			finish_error(c, c->head, -KW_ETIMEOUT);
-		else
+		} else {
 			break;
+		}
 	}
-	if (c->freeing || c->head == NIL)
+	if (c->freeing)
+		return;
+	/*
+	 * A server that has not even taken our requests for a whole timeout
+	 * is stuck: drop the link rather than queue output forever.
+	 */
+	if (expired && c->state == CONN_UP && (c->write_blocked || c->write_wants_read)) {
+		kw_warn("keyserver %s: not reading requests; reconnecting", c->addr_text);
+		conn_close(c, -KW_ETIMEOUT);
+	}
+	if (c->head == NIL)
 		return;
 	struct slot *s = &c->slots[c->head];
 	arm_deadline(c, s->gen < c->gen ? now : s->submit_ns + c->timeout_ns);
@@ -190,8 +205,6 @@ static void log_close(struct kw_client *c, int err)
 {
 	/* One line when a link breaks, not one per retry while the server stays down. */
 	enum kw_log_level lvl = c->inflight > 0 && !c->failing ? KW_LOG_WARN : KW_LOG_DEBUG;
-	if (c->state != CONN_UP)
-		c->failing = true;
 	if (err == -KW_ECANCELED || !kw_log_enabled(lvl))
 		return;
 	kw_log(lvl, "keyserver %s: connection closed: %s (%u requests pending)", c->addr_text,
@@ -218,8 +231,10 @@ static void conn_close(struct kw_client *c, int err)
 		close(c->fd);
 		c->fd = -1;
 		kw_timer_stop(c->loop, &c->conn_timer);
-		c->state = CONN_DOWN;
 	}
+	if (c->state != CONN_UP && err != -KW_ECANCELED)
+		c->failing = true;
+	c->state = CONN_DOWN;
 	c->hs_want_write = c->write_blocked = false;
 	c->write_wants_read = c->read_wants_write = false;
 	kw_buf_reset(&c->out);

@@ -12,6 +12,7 @@
  *   "err" / "err0"  -> error 0x02 / an error without its code byte
  *   "pong"          -> a pong to a non-ping
  *   "silent"        -> no answer
+ *   "stall"         -> no answer, and nothing read for 600 ms
  *   anything else   -> a response echoing the payload
  */
 #include <errno.h>
@@ -156,6 +157,9 @@ static void srv_serve(struct srv *s, int fd)
 		} else if (is(&m, "pong")) {
 			kw_encode_response(&out, h.id, KW_OP_PONG, NULL, 0, true);
 		} else if (is(&m, "silent")) {
+			continue;
+		} else if (is(&m, "stall")) {
+			usleep(600 * 1000);
 			continue;
 		} else {
 			kw_encode_response(&out, h.id, KW_OP_RESPONSE, m.payload.data, m.payload.len,
@@ -572,6 +576,31 @@ static void test_free(struct kw_loop *loop, const struct kw_addr *addr, SSL_CTX 
 	kw_client_free(NULL);
 }
 
+/* A server that stops reading: the client gives up on the link after a timeout. */
+static void test_stuck_server(struct kw_loop *loop, const struct kw_addr *addr, struct srv *s)
+{
+	enum { N = 1000 };
+	static struct req r[N + 1];
+	struct kw_client *c = client_new(loop, addr, NULL, NULL, 150, N);
+
+	memset(r, 0, sizeof(r));
+	total_calls = 0;
+	int conns = atomic_load(&s->nconns);
+	CHECK_EQ(submit(c, &r[0], KW_OP_RSA_SIGN_SHA256, "stall", NULL), 0);
+	for (int i = 1; i < N; i++)
+		CHECK_EQ(submit(c, &r[i], KW_OP_PING, "x", NULL), 0);
+	CHECK(run(loop, &total_calls, N, 3000));
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(r[i].status, -KW_ETIMEOUT);
+	CHECK(!kw_client_connected(c));
+	spin(loop, 600); /* the server wakes up and notices */
+	CHECK_EQ(submit(c, &r[N], KW_OP_PING, "back", NULL), 0);
+	CHECK(run(loop, &total_calls, N + 1, 3000));
+	CHECK(answered_ok(&r[N]));
+	CHECK_EQ(atomic_load(&s->nconns), conns + 2);
+	kw_client_free(c);
+}
+
 static void test_connect_failures(struct kw_loop *loop, const char *tmpdir, SSL_CTX *ctx)
 {
 	struct req r[2];
@@ -770,6 +799,7 @@ int main(void)
 	/* Unix socket, no TLS. */
 	CHECK_EQ(srv_start(&s, &addr, NULL), 0);
 	run_all(loop, &addr, NULL, &s, tmpdir);
+	test_stuck_server(loop, &addr, &s);
 	srv_stop(&s);
 
 	/* TCP with mutual TLS. */
