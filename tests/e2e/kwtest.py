@@ -170,6 +170,24 @@ class Checker:
         return 0
 
 
+# Problems seen in any keywayd run of this script (sanitizer reports, crashes,
+# non-zero exit after SIGTERM); run_main turns them into one failed check.
+PROCESS_PROBLEMS = []
+SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
+                          r"runtime error:|ThreadSanitizer")
+
+
+def note_process_output(what, text, returncode=None, expect_zero=False):
+    m = SANITIZER_RE.search(text or "")
+    if m:
+        i = text.find(m.group(0))
+        PROCESS_PROBLEMS.append("%s: sanitizer report: %s" % (what, text[max(0, i - 200):i + 600]))
+    if returncode is not None and returncode < 0:
+        PROCESS_PROBLEMS.append("%s: killed by signal %d" % (what, -returncode))
+    elif expect_zero and returncode not in (0, None):
+        PROCESS_PROBLEMS.append("%s: exit %s after SIGTERM" % (what, returncode))
+
+
 def run_main(name, body):
     """Run body(checker) and exit with its verdict; an exception is a failure."""
     c = Checker(name)
@@ -178,6 +196,8 @@ def run_main(name, body):
     except Exception as e:  # report, don't hide: the traceback says where
         traceback.print_exc()
         c.fail("unexpected exception", "%s: %s" % (type(e).__name__, e))
+    c.check(not PROCESS_PROBLEMS, "every keywayd run: no crash, no sanitizer report, "
+            "exit 0 after SIGTERM", "\n".join(PROCESS_PROBLEMS))
     sys.exit(c.done())
 
 
@@ -648,6 +668,8 @@ class Keywayd:
         self.stop_timeout = stop_timeout
         self.proc = None
         self.returncode = None
+        self.term_sent = False
+        self.noted = False
         if base_args is None:
             base_args = ["--keys", keys_dir, "--tls-cert", pki.server_cert_file,
                          "--tls-key", pki.server_key_file, "--client-ca", pki.ca_file]
@@ -670,6 +692,7 @@ class Keywayd:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.returncode = self.proc.returncode
+                self._note()
                 raise KeywaydError("keywayd exited %d at start-up: %s\nargs: %s" % (
                     self.proc.returncode, self.stderr_text().strip(), " ".join(self.args)))
             try:
@@ -686,6 +709,9 @@ class Keywayd:
                 pass  # partially written
             time.sleep(0.02)
         self.kill()
+        self.returncode = self.proc.returncode
+        PROCESS_PROBLEMS.append("keywayd wrote no pid file within %.0f s" % self.start_timeout)
+        self._note()
         raise KeywaydError("keywayd wrote no pid file within %.0f s: %s" % (
             self.start_timeout, self.stderr_text().strip()))
 
@@ -700,6 +726,8 @@ class Keywayd:
 
     def signal(self, sig):
         if self.alive():
+            if sig == signal.SIGTERM:
+                self.term_sent = True
             self.proc.send_signal(sig)
 
     def wait(self, timeout):
@@ -715,16 +743,26 @@ class Keywayd:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            self.term_sent = True
             self.proc.send_signal(signal.SIGTERM)
             if self.wait(self.stop_timeout) is None:
                 print("keywayd did not exit %.0f s after SIGTERM; killing" % self.stop_timeout)
+                PROCESS_PROBLEMS.append("keywayd (pid %d) did not exit within %.0f s of SIGTERM" %
+                                        (self.proc.pid, self.stop_timeout))
                 self.kill()
         self.returncode = self.proc.returncode
+        self._note()
         try:
             self._err.close()
         except Exception:
             pass
         return self.returncode
+
+    def _note(self):
+        if not self.noted:
+            self.noted = True
+            note_process_output("keywayd %s" % " ".join(self.args[1:]), self.stderr_text(),
+                                self.returncode, expect_zero=self.term_sent)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
@@ -766,11 +804,14 @@ def run_keywayd_expect_exit(args, timeout=10.0):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         out, _ = p.communicate(timeout=timeout)
-        return p.returncode, out.decode("utf-8", "replace")
+        rc = p.returncode
     except subprocess.TimeoutExpired:
         p.kill()
         out, _ = p.communicate(timeout=5)
-        return None, out.decode("utf-8", "replace")
+        rc = None
+    out = out.decode("utf-8", "replace")
+    note_process_output("keywayd %s" % " ".join(args), out, rc)
+    return rc, out
 
 
 # --------------------------------------------------------------------------

@@ -85,67 +85,67 @@ def main(c):
     with kw.TempDir() as tmp:
         pki, keys_dir, keys = kw.setup(tmp, ["rsa2048", "p256", "p384", "ed25519"])
         with kw.Keywayd(pki, keys_dir, tmp, workers=2) as kd:
-            with kd.connect() as cl:
-                reqs, out = build_batch(keys, 256, rng)
-                frames = cl.pump(out, 256, timeout=30)
-                check_answers(c, "256 pipelined mixed requests in one write", reqs, frames)
-                closed, extra = cl.expect_closed(0.5)
-                c.check(not closed and not extra, "no extra frames after the 256 answers",
-                        "closed=%s, %d extra bytes" % (closed, len(extra)))
-                c.check(all(not kw.check_response_shape(f) for f in frames),
-                        "all 256 answers are 1024-byte padded frames")
+            with c.section("pipelining on one connection"):
+                with kd.connect() as cl:
+                    reqs, out = build_batch(keys, 256, rng)
+                    frames = cl.pump(out, 256, timeout=30)
+                    check_answers(c, "256 pipelined mixed requests in one write", reqs, frames)
+                    closed, extra = cl.expect_closed(0.5)
+                    c.check(not closed and not extra, "no extra frames after the 256 answers",
+                            "closed=%s, %d extra bytes" % (closed, len(extra)))
+                    c.check(all(not kw.check_response_shape(f) for f in frames),
+                            "all 256 answers are 1024-byte padded frames")
 
-                reqs, out = pings(3000, rng)
-                frames = cl.pump(out, 3000, timeout=30)
-                check_answers(c, "3000 pipelined pings (beyond 1024 in flight)", reqs, frames)
+                    reqs, out = pings(3000, rng)
+                    frames = cl.pump(out, 3000, timeout=30)
+                    check_answers(c, "3000 pipelined pings (beyond 1024 in flight)", reqs, frames)
 
-                # Backpressure: write for a second without reading, then read everything.
-                reqs, out = pings(6000, rng)
-                frames = cl.pump(out, 6000, timeout=40, read_delay=1.0)
-                check_answers(c, "6000 pings written before reading (backpressure)", reqs, frames)
-                c.check(kw.ping_ok(cl), "connection usable after the backpressure run")
+                    # Backpressure: write for a second without reading, then read everything.
+                    reqs, out = pings(6000, rng)
+                    frames = cl.pump(out, 6000, timeout=40, read_delay=1.0)
+                    check_answers(c, "6000 pings written before reading (backpressure)", reqs, frames)
+                    c.check(kw.ping_ok(cl), "connection usable after the backpressure run")
 
-            # Four connections at once, each with its own pipelined batch.
-            results = {}
+            with c.section("four connections at once, each with its own pipelined batch"):
+                results = {}
 
-            def worker(i):
-                r = random.Random(i)
-                try:
-                    with kd.connect() as cl:
-                        reqs, out = build_batch(keys, 128, r)
-                        results[i] = (reqs, cl.pump(out, 128, timeout=40), None)
-                except Exception as e:
-                    results[i] = (None, None, e)
+                def worker(i):
+                    r = random.Random(i)
+                    try:
+                        with kd.connect() as cl:
+                            reqs, out = build_batch(keys, 128, r)
+                            results[i] = (reqs, cl.pump(out, 128, timeout=40), None)
+                    except Exception as e:
+                        results[i] = (None, None, e)
 
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-            for i in range(4):
-                reqs, frames, err = results.get(i, (None, None, "thread did not finish"))
-                if err is not None:
-                    c.fail("concurrent connection %d" % i, str(err))
-                else:
-                    check_answers(c, "concurrent connection %d" % i, reqs, frames)
+                threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(60)
+                for i in range(4):
+                    reqs, frames, err = results.get(i, (None, None, "thread did not finish"))
+                    if err is not None:
+                        c.fail("concurrent connection %d" % i, str(err))
+                    else:
+                        check_answers(c, "concurrent connection %d" % i, reqs, frames)
         c.eq(kd.returncode, 0, "keywayd exits 0 on SIGTERM")
 
-        # Idle timeout.
-        with kw.Keywayd(pki, keys_dir, tmp, extra=["--idle-timeout", "1"]) as kd:
-            with kd.connect() as idle, kd.connect() as active:
-                t0 = time.monotonic()
-                alive = True
-                while time.monotonic() - t0 < 2.5:
-                    alive = alive and kw.ping_ok(active)
-                    time.sleep(0.3)
-                c.check(alive, "--idle-timeout 1: a connection pinging every 0.3 s stays open")
-                closed, got = idle.expect_closed(4.0)
-                took = time.monotonic() - t0
-                c.check(closed and not got,
-                        "--idle-timeout 1: an idle connection is closed (after %.1f s)" % took,
-                        "closed=%s got=%d bytes" % (closed, len(got)))
-                c.check(kw.ping_ok(active), "the active connection still works")
-        c.eq(kd.returncode, 0, "keywayd exits 0 on SIGTERM")
+        with c.section("idle timeout"):
+            with kw.Keywayd(pki, keys_dir, tmp, extra=["--idle-timeout", "1"]) as kd:
+                with kd.connect() as idle, kd.connect() as active:
+                    t0 = time.monotonic()
+                    alive = True
+                    while time.monotonic() - t0 < 2.5:
+                        alive = alive and kw.ping_ok(active)
+                        time.sleep(0.3)
+                    c.check(alive, "--idle-timeout 1: a connection pinging every 0.3 s stays open")
+                    closed, got = idle.expect_closed(4.0)
+                    c.check(closed and not got,
+                            "--idle-timeout 1: an idle connection is closed",
+                            "closed=%s got=%d bytes" % (closed, len(got)))
+                    c.check(kw.ping_ok(active), "the active connection still works")
+            c.eq(kd.returncode, 0, "keywayd exits 0 on SIGTERM")
 
 
 if __name__ == "__main__":
