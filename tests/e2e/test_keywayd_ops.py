@@ -8,6 +8,7 @@ Every response must echo its request id and be padded to 1024 bytes."""
 import os
 import random
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 import kwtest as kw
@@ -15,6 +16,31 @@ import kwtest as kw
 KEYS = ["rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521", "ed25519"]
 FMTS = {"rsa3072": "der", "rsa4096": "traditional", "p384": "traditional", "p521": "sub/der",
         "ed25519": "nested/deeper/pkcs8"}
+
+
+def key_material_in(log, tks):
+    """Pieces of private keys found in log: PEM body lines, private scalars in hex."""
+    found = []
+    low = log.lower()
+    for tk in tks:
+        pem = tk.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()).decode()
+        for line in pem.splitlines()[1:-1]:
+            if len(line) >= 32 and line in log:
+                found.append("%s: PEM line %s..." % (tk.name, line[:12]))
+                break
+        if tk.kind == "rsa":
+            secret = tk.key.private_numbers().d
+        elif tk.kind == "ec":
+            secret = tk.key.private_numbers().private_value
+        else:
+            secret = int.from_bytes(tk.key.private_bytes(serialization.Encoding.Raw,
+                                                         serialization.PrivateFormat.Raw,
+                                                         serialization.NoEncryption()), "big")
+        h = "%x" % secret
+        if h[:24] in low:
+            found.append("%s: private value in hex" % tk.name)
+    return found
 
 
 def check_sign(c, cl, tk, op, payload, what):
@@ -35,7 +61,8 @@ def check_sign(c, cl, tk, op, payload, what):
 def main(c):
     with kw.TempDir() as tmp:
         pki, keys_dir, keys = kw.setup(tmp, KEYS, FMTS)
-        with kw.Keywayd(pki, keys_dir, tmp, workers=2) as kd, kd.connect() as cl:
+        with kw.Keywayd(pki, keys_dir, tmp, workers=2, extra=["--log-level", "debug"]) as kd, \
+                kd.connect() as cl:
             msg = os.urandom(100)
             for tk in keys.values():
                 if tk.kind == "rsa":
@@ -99,6 +126,9 @@ def main(c):
                         is None, "interleaved connections: Ed25519 answer on connection 2",
                         kw.describe(fb))
         c.eq(kd.returncode, 0, "keywayd exits 0 on SIGTERM")
+        leaks = key_material_in(kd.stderr_text(), keys.values())
+        c.check(not leaks, "no key material in keywayd's log (--log-level debug)",
+                "; ".join(leaks))
 
 
 if __name__ == "__main__":

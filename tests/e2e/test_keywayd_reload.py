@@ -10,6 +10,8 @@ import signal
 import ssl
 import time
 
+from cryptography import x509
+
 import kwtest as kw
 
 
@@ -111,6 +113,25 @@ def main(c):
             c.eq(answer(cl, rsa), "ok", "broken --tls-cert: keys kept")
             with open(pki.server_cert_file, "wb") as f:
                 f.write(good_cert)
+
+            # TLS: a new server certificate and key are served after SIGHUP.
+            new_key, new_cert = kw.make_leaf(pki.ca_key, pki.ca, "keywayd-renewed", True)
+            kw.write_key(pki.server_key_file + ".new", new_key)
+            kw.write_cert(pki.server_cert_file + ".new", new_cert)
+            os.replace(pki.server_key_file + ".new", pki.server_key_file)
+            os.replace(pki.server_cert_file + ".new", pki.server_cert_file)
+            kd.signal(signal.SIGHUP)
+
+            def serial_seen():
+                try:
+                    with kd.connect() as c2:
+                        der = c2.sock.getpeercert(binary_form=True)
+                        return x509.load_der_x509_certificate(der).serial_number
+                except (ssl.SSLError, OSError):
+                    return None
+            c.check(poll(lambda: serial_seen() == new_cert.serial_number),
+                    "after SIGHUP: new connections get the renewed server certificate (new key)")
+            c.eq(answer(cl, rsa), "ok", "renewed certificate: the old connection still signs")
 
             # TLS: swap the client CA for the other one; new handshakes follow it.
             c.check(not can_connect(kd, "other"), "before CA swap: other CA's client refused")
