@@ -42,8 +42,8 @@ struct slot {
 struct conn {
 	struct bench *b;
 	struct kw_client *client;
-	struct slot *slots;     /* depth of them */
-	struct kw_timer retry;  /* restarts idle slots after a connection failure */
+	struct slot *slots;    /* depth of them */
+	struct kw_timer retry; /* restarts idle slots after a connection failure */
 };
 
 struct bench {
@@ -57,9 +57,9 @@ struct bench {
 	unsigned next_payload;
 	uint64_t duration_ns;
 	uint64_t t_start, t_measure, t_end; /* t_measure: 0 until measuring starts */
-	uint64_t ops;         /* checked answers completed while measuring */
-	uint64_t answers;     /* all good answers (for progress and sampling) */
-	uint64_t verified;    /* signatures verified with the public key */
+	uint64_t ops;                       /* checked answers completed while measuring */
+	uint64_t answers;                   /* all good answers (for progress and sampling) */
+	uint64_t verified;                  /* signatures verified with the public key */
 	uint64_t errors;
 	uint64_t err_timeout, err_conn, err_proto, err_check, err_verify, err_submit;
 	uint64_t err_remote[256];
@@ -87,7 +87,7 @@ static void describe_error(struct bench *b, const char *what, const char *detail
 		return;
 	b->error_lines++;
 	fprintf(stderr, "keyway-bench: error: %s%s%s\n", what, detail,
-		b->error_lines == MAX_ERROR_LINES ? " (further errors are only counted)" : "");
+	        b->error_lines == MAX_ERROR_LINES ? " (further errors are only counted)" : "");
 }
 
 static void count_error(struct bench *b, const struct kw_client_result *res, int check_rc)
@@ -109,7 +109,7 @@ static void count_error(struct bench *b, const struct kw_client_result *res, int
 	case -KW_EREMOTE:
 		b->err_remote[res->remote_error]++;
 		snprintf(why, sizeof(why), " 0x%02x (%s)", res->remote_error,
-			 kw_proto_error_string(res->remote_error));
+		         kw_proto_error_string(res->remote_error));
 		describe_error(b, "keyserver answered error", why);
 		break;
 	case -KW_ETIMEOUT:
@@ -223,8 +223,9 @@ static void on_drain_timeout(struct kw_loop *loop, void *arg)
 {
 	struct bench *b = arg;
 
-	fprintf(stderr, "keyway-bench: %u requests still in flight after %u ms; giving up on them\n",
-		b->inflight, DRAIN_MS);
+	fprintf(stderr,
+	        "keyway-bench: %u requests still in flight after %u ms; giving up on them\n",
+	        b->inflight, DRAIN_MS);
 	kw_loop_stop(loop);
 }
 
@@ -254,8 +255,8 @@ static void on_tick(struct kw_loop *loop, void *arg)
 		double dt = (double)(now - b->last_tick) / 1e9;
 		double rate = dt > 0 ? (double)(b->answers - b->last_answers) / dt : 0;
 		fprintf(stderr, "keyway-bench: %6.1fs %s %10.0f ops/s %8llu errors\n",
-			(double)(now - b->t_start) / 1e9, b->phase == PH_WARMUP ? "warmup " : "",
-			rate, (unsigned long long)b->errors);
+		        (double)(now - b->t_start) / 1e9, b->phase == PH_WARMUP ? "warmup " : "",
+		        rate, (unsigned long long)b->errors);
 	}
 	b->last_answers = b->answers;
 	b->last_tick = now;
@@ -280,8 +281,8 @@ static void json_string(const char *s)
 static void report(const struct bench *b, const char *server)
 {
 	double secs = b->t_measure != 0 && b->t_end > b->t_measure
-			      ? (double)(b->t_end - b->t_measure) / 1e9
-			      : 0;
+	                  ? (double)(b->t_end - b->t_measure) / 1e9
+	                  : 0;
 	double rate = secs > 0 ? (double)b->ops / secs : 0;
 	double p50 = kwb_hist_percentile(&b->hist, 50) / 1e3;
 	double p90 = kwb_hist_percentile(&b->hist, 90) / 1e3;
@@ -311,27 +312,28 @@ static void report(const struct bench *b, const char *server)
 	}
 	if (b->errors == 0)
 		return;
-	fprintf(stderr, "keyway-bench: errors: %llu timeout, %llu connection, %llu protocol, "
-			"%llu wrong answer, %llu bad signature, %llu submit",
-		(unsigned long long)b->err_timeout, (unsigned long long)b->err_conn,
-		(unsigned long long)b->err_proto, (unsigned long long)b->err_check,
-		(unsigned long long)b->err_verify, (unsigned long long)b->err_submit);
+	fprintf(stderr,
+	        "keyway-bench: errors: %llu timeout, %llu connection, %llu protocol, "
+	        "%llu wrong answer, %llu bad signature, %llu submit",
+	        (unsigned long long)b->err_timeout, (unsigned long long)b->err_conn,
+	        (unsigned long long)b->err_proto, (unsigned long long)b->err_check,
+	        (unsigned long long)b->err_verify, (unsigned long long)b->err_submit);
 	for (unsigned i = 0; i < 256; i++)
 		if (b->err_remote[i])
 			fprintf(stderr, ", %llu keyserver error 0x%02x (%s)",
-				(unsigned long long)b->err_remote[i], i, kw_proto_error_string((uint8_t)i));
+			        (unsigned long long)b->err_remote[i], i,
+			        kw_proto_error_string((uint8_t)i));
 	fprintf(stderr, "\n");
 }
 
 static const char usage[] =
-	"usage: keyway-bench --server ADDR:PORT|unix:PATH [--tls-cert F --tls-key F --ca F]\n"
-	"                    [--server-name NAME] --op OP --key PEM\n"
-	"                    [--connections N] [--depth N] [--duration S] [--warmup S]\n"
-	"                    [--verify-every N] [--json] [--config FILE]\n"
-	"Keeps --depth keyless requests in flight on each of --connections connections\n"
-	"for --duration seconds, checks every answer, and prints throughput and latency.\n"
-	"Exit status: 0 if there were operations and no errors, 1 otherwise, 2 on bad usage.";
-
+    "usage: keyway-bench --server ADDR:PORT|unix:PATH [--tls-cert F --tls-key F --ca F]\n"
+    "                    [--server-name NAME] --op OP --key PEM\n"
+    "                    [--connections N] [--depth N] [--duration S] [--warmup S]\n"
+    "                    [--verify-every N] [--json] [--config FILE]\n"
+    "Keeps --depth keyless requests in flight on each of --connections connections\n"
+    "for --duration seconds, checks every answer, and prints throughput and latency.\n"
+    "Exit status: 0 if there were operations and no errors, 1 otherwise, 2 on bad usage.";
 
 int main(int argc, char **argv)
 {
@@ -345,35 +347,37 @@ int main(int argc, char **argv)
 	bool json = false;
 #define OPT(n, t, d, a, h) .name = (n), .type = (t), .dest = (d), .arg = (a), .help = (h)
 	struct kw_option opts[] = {
-		{OPT("server", KW_OPT_STRING, &server, "ADDR:PORT|unix:PATH", "keyserver address"),
-		 .required = true},
-		{OPT("tls-cert", KW_OPT_STRING, &tls_cert, "FILE", "client certificate chain (PEM)")},
-		{OPT("tls-key", KW_OPT_STRING, &tls_key, "FILE", "client private key (PEM)")},
-		{OPT("ca", KW_OPT_STRING, &ca, "FILE", "CA that signed the keyserver's certificate")},
-		{OPT("server-name", KW_OPT_STRING, &server_name, "NAME",
-		     "name to verify in the keyserver's certificate (default: the --server host)")},
-		{OPT("op", KW_OPT_ENUM, &op, "OP",
-		     "ping|rsa-pkcs1-sha256|rsa-pss-sha256|ecdsa-sha256|ed25519|rsa-decrypt"),
-		 .choices = kwb_op_names, .required = true},
-		{OPT("key", KW_OPT_STRING, &key_path, "PEM",
-		     "certificate, public or private key of the keyserver's key (gives the SKI)")},
-		{OPT("connections", KW_OPT_UINT, &conns, "N", "connections (default 1)"), .min = 1,
-		 .max = 10000},
-		{OPT("depth", KW_OPT_UINT, &depth, "N", "requests in flight per connection (default 64)"),
-		 .min = 1, .max = 1024},
-		{OPT("duration", KW_OPT_UINT, &duration, "SECONDS", "measured time (default 10)"),
-		 .min = 1, .max = 86400},
-		{OPT("warmup", KW_OPT_UINT, &warmup, "SECONDS",
-		     "unmeasured load before --duration starts (default 0)"),
-		 .max = 3600},
-		{OPT("verify-every", KW_OPT_UINT, &verify_every, "N",
-		     "verify every Nth signature with the public key; 0: never (default 64)")},
-		{OPT("timeout-ms", KW_OPT_UINT, &timeout_ms, "MS", "per-request deadline (default 10000)"),
-		 .min = 1, .max = 3600000},
-		{OPT("json", KW_OPT_BOOL, &json, NULL, "print one JSON object instead of a table")},
-		{OPT("log-level", KW_OPT_STRING, &log_level, "LEVEL",
-		     "debug|info|warn|error (default warn)")},
-		{.name = NULL},
+	    {OPT("server", KW_OPT_STRING, &server, "ADDR:PORT|unix:PATH", "keyserver address"),
+	     .required = true},
+	    {OPT("tls-cert", KW_OPT_STRING, &tls_cert, "FILE", "client certificate chain (PEM)")},
+	    {OPT("tls-key", KW_OPT_STRING, &tls_key, "FILE", "client private key (PEM)")},
+	    {OPT("ca", KW_OPT_STRING, &ca, "FILE", "CA that signed the keyserver's certificate")},
+	    {OPT("server-name", KW_OPT_STRING, &server_name, "NAME",
+	         "name to verify in the keyserver's certificate (default: the --server host)")},
+	    {OPT("op", KW_OPT_ENUM, &op, "OP",
+	         "ping|rsa-pkcs1-sha256|rsa-pss-sha256|ecdsa-sha256|ed25519|rsa-decrypt"),
+	     .choices = kwb_op_names, .required = true},
+	    {OPT("key", KW_OPT_STRING, &key_path, "PEM",
+	         "certificate, public or private key of the keyserver's key (gives the SKI)")},
+	    {OPT("connections", KW_OPT_UINT, &conns, "N", "connections (default 1)"), .min = 1,
+	     .max = 10000},
+	    {OPT("depth", KW_OPT_UINT, &depth, "N",
+	         "requests in flight per connection (default 64)"),
+	     .min = 1, .max = 1024},
+	    {OPT("duration", KW_OPT_UINT, &duration, "SECONDS", "measured time (default 10)"),
+	     .min = 1, .max = 86400},
+	    {OPT("warmup", KW_OPT_UINT, &warmup, "SECONDS",
+	         "unmeasured load before --duration starts (default 0)"),
+	     .max = 3600},
+	    {OPT("verify-every", KW_OPT_UINT, &verify_every, "N",
+	         "verify every Nth signature with the public key; 0: never (default 64)")},
+	    {OPT("timeout-ms", KW_OPT_UINT, &timeout_ms, "MS",
+	         "per-request deadline (default 10000)"),
+	     .min = 1, .max = 3600000},
+	    {OPT("json", KW_OPT_BOOL, &json, NULL, "print one JSON object instead of a table")},
+	    {OPT("log-level", KW_OPT_STRING, &log_level, "LEVEL",
+	         "debug|info|warn|error (default warn)")},
+	    {.name = NULL},
 	};
 #undef OPT
 	char err[1024];
@@ -393,8 +397,10 @@ int main(int argc, char **argv)
 	if (log_level != NULL) {
 		int lvl = kw_log_parse_level(log_level);
 		if (lvl < 0) {
-			fprintf(stderr, "keyway-bench: --log-level: '%s' is not valid; expected "
-					"debug|info|warn|error\n", log_level);
+			fprintf(stderr,
+			        "keyway-bench: --log-level: '%s' is not valid; expected "
+			        "debug|info|warn|error\n",
+			        log_level);
 			goto out;
 		}
 		kw_log_set_level((enum kw_log_level)lvl);
@@ -405,8 +411,8 @@ int main(int argc, char **argv)
 	}
 	if (key_path != NULL && (rc = kw_load_public_key(key_path, &key)) < 0) {
 		fprintf(stderr, "keyway-bench: --key '%s': %s\n", key_path,
-			rc == -KW_ECRYPTO ? "not a PEM or DER certificate, public or private key"
-					  : kw_strerror(rc));
+		        rc == -KW_ECRYPTO ? "not a PEM or DER certificate, public or private key"
+		                          : kw_strerror(rc));
 		goto out;
 	}
 	rc = kwb_workload_init(&b->wl, (enum kwb_op)op, key, err, sizeof(err));
@@ -423,7 +429,8 @@ int main(int argc, char **argv)
 		ctx = kw_tls_client_ctx(tls_cert, tls_key, ca, err, sizeof(err));
 		if (ctx == NULL) {
 			fprintf(stderr, "keyway-bench: %s%s\n", err,
-				ca == NULL ? " (--ca FILE; TCP keyservers are always mutual TLS)" : "");
+			        ca == NULL ? " (--ca FILE; TCP keyservers are always mutual TLS)"
+			                   : "");
 			goto out;
 		}
 	}
@@ -450,11 +457,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	struct kw_client_config cfg = {
-		.addr = addr,
-		.ssl_ctx = ctx,
-		.server_name = server_name,
-		.timeout_ms = timeout_ms,
-		.max_inflight = depth,
+	    .addr = addr,
+	    .ssl_ctx = ctx,
+	    .server_name = server_name,
+	    .timeout_ms = timeout_ms,
+	    .max_inflight = depth,
 	};
 	for (unsigned i = 0; i < conns; i++) {
 		struct conn *c = &b->conns[i];
@@ -462,7 +469,8 @@ int main(int argc, char **argv)
 		c->slots = &b->slots[(size_t)i * depth];
 		kw_timer_init(&c->retry, on_retry, c);
 		if ((rc = kw_client_new(b->loop, &cfg, &c->client)) < 0) {
-			fprintf(stderr, "keyway-bench: cannot create client: %s\n", kw_strerror(rc));
+			fprintf(stderr, "keyway-bench: cannot create client: %s\n",
+			        kw_strerror(rc));
 			goto out;
 		}
 		for (unsigned j = 0; j < depth; j++)

@@ -22,7 +22,8 @@ struct kwb_hist {
 
 void kwb_hist_init(struct kwb_hist *h);
 void kwb_hist_record(struct kwb_hist *h, uint64_t ns);
-/* kwb_hist_percentile is the value (ns) at or below which pct percent of records fall; 0 if empty. */
+/* kwb_hist_percentile is the value (ns) at or below which pct percent of records fall; 0 if empty.
+ */
 double kwb_hist_percentile(const struct kwb_hist *h, double pct);
 double kwb_hist_mean(const struct kwb_hist *h);
 

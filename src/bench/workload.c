@@ -14,16 +14,16 @@
 #include "keyway/keyid.h"
 
 const char *const kwb_op_names[] = {
-	"ping", "rsa-pkcs1-sha256", "rsa-pss-sha256", "ecdsa-sha256", "ed25519", "rsa-decrypt", NULL,
+    "ping", "rsa-pkcs1-sha256", "rsa-pss-sha256", "ecdsa-sha256", "ed25519", "rsa-decrypt", NULL,
 };
 
 static const uint8_t opcodes[] = {
-	[KWB_OP_PING] = KW_OP_PING,
-	[KWB_OP_RSA_PKCS1_SHA256] = KW_OP_RSA_SIGN_SHA256,
-	[KWB_OP_RSA_PSS_SHA256] = KW_OP_RSA_PSS_SIGN_SHA256,
-	[KWB_OP_ECDSA_SHA256] = KW_OP_ECDSA_SIGN_SHA256,
-	[KWB_OP_ED25519] = KW_OP_ED25519_SIGN,
-	[KWB_OP_RSA_DECRYPT] = KW_OP_RSA_DECRYPT,
+    [KWB_OP_PING] = KW_OP_PING,
+    [KWB_OP_RSA_PKCS1_SHA256] = KW_OP_RSA_SIGN_SHA256,
+    [KWB_OP_RSA_PSS_SHA256] = KW_OP_RSA_PSS_SIGN_SHA256,
+    [KWB_OP_ECDSA_SHA256] = KW_OP_ECDSA_SIGN_SHA256,
+    [KWB_OP_ED25519] = KW_OP_ED25519_SIGN,
+    [KWB_OP_RSA_DECRYPT] = KW_OP_RSA_DECRYPT,
 };
 
 static bool is_rsa_op(enum kwb_op op)
@@ -40,7 +40,7 @@ static int check_key_type(enum kwb_op op, const EVP_PKEY *key, char *err, size_t
 		return 0;
 	if (key == NULL) {
 		snprintf(err, errlen, "--op %s needs --key (certificate, public or private key)",
-			 kwb_op_names[op]);
+		         kwb_op_names[op]);
 		return -EINVAL;
 	}
 	if (is_rsa_op(op) && !EVP_PKEY_is_a(key, "RSA"))
@@ -51,7 +51,7 @@ static int check_key_type(enum kwb_op op, const EVP_PKEY *key, char *err, size_t
 		want = "an Ed25519";
 	if (want != NULL) {
 		snprintf(err, errlen, "--op %s needs %s key; --key is %s", kwb_op_names[op], want,
-			 EVP_PKEY_get0_type_name(key));
+		         EVP_PKEY_get0_type_name(key));
 		return -EINVAL;
 	}
 	return 0;
@@ -73,7 +73,7 @@ static int rsa_encrypt(EVP_PKEY *key, uint8_t *out, size_t outlen, const uint8_t
 }
 
 int kwb_workload_init(struct kwb_workload *w, enum kwb_op op, EVP_PKEY *key, char *err,
-		      size_t errlen)
+                      size_t errlen)
 {
 	int rc;
 	uint8_t ski[KW_SKI_LEN];

@@ -46,7 +46,7 @@ struct kwb_workload {
  * in err.
  */
 int kwb_workload_init(struct kwb_workload *w, enum kwb_op op, EVP_PKEY *key, char *err,
-		      size_t errlen);
+                      size_t errlen);
 void kwb_workload_cleanup(struct kwb_workload *w);
 
 /*

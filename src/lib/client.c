@@ -60,9 +60,9 @@ struct kw_client {
 	uint32_t magic;
 	struct kw_loop *loop;
 	struct kw_addr addr;
-	char addr_text[300];   /* for log lines */
-	SSL_CTX *ssl_ctx;      /* referenced; NULL for unix */
-	char *server_name;     /* NULL: addr.host */
+	char addr_text[300]; /* for log lines */
+	SSL_CTX *ssl_ctx;    /* referenced; NULL for unix */
+	char *server_name;   /* NULL: addr.host */
 	uint64_t timeout_ns;
 	uint64_t connect_timeout_ns;
 	unsigned max_inflight;
@@ -80,17 +80,17 @@ struct kw_client {
 	uint64_t gen;          /* generation of the current (or next) connection */
 
 	struct slot *slots;
-	uint32_t mask;         /* slot count - 1 (power of two) */
-	uint32_t head, tail;   /* oldest and newest pending */
+	uint32_t mask;       /* slot count - 1 (power of two) */
+	uint32_t head, tail; /* oldest and newest pending */
 	uint32_t next_id;
 	unsigned inflight;
 
-	struct kw_timer deadline;     /* oldest request's deadline, or "now" to reap dead ones */
-	struct kw_timer conn_timer;   /* connect + handshake deadline */
-	struct kw_hook hook;          /* writes what the turn queued */
-	bool freeing;                 /* kw_client_free ran; memory goes at the end of the turn */
-	bool failing;                 /* the last connection attempt failed: log repeats quietly */
-	uint64_t dropped;             /* answers whose request had completed (e.g. timed out) */
+	struct kw_timer deadline;   /* oldest request's deadline, or "now" to reap dead ones */
+	struct kw_timer conn_timer; /* connect + handshake deadline */
+	struct kw_hook hook;        /* writes what the turn queued */
+	bool freeing;               /* kw_client_free ran; memory goes at the end of the turn */
+	bool failing;               /* the last connection attempt failed: log repeats quietly */
+	uint64_t dropped;           /* answers whose request had completed (e.g. timed out) */
 };
 
 static void check_magic(const struct kw_client *c)
@@ -293,9 +293,8 @@ static int tls_error(struct kw_client *c, int ret, const char *what)
 			long vr = SSL_get_verify_result(c->ssl);
 			kw_log(c->failing ? KW_LOG_DEBUG : KW_LOG_WARN,
 			       "keyserver %s: TLS %s failed: %s%s%s", c->addr_text, what,
-				why[0] ? why : "error",
-				vr != X509_V_OK ? ": " : "",
-				vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
+			       why[0] ? why : "error", vr != X509_V_OK ? ": " : "",
+			       vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "");
 			rc = -KW_ETLS;
 		}
 	}
@@ -311,7 +310,8 @@ static int write_out(struct kw_client *c)
 		size_t n;
 		if (c->ssl != NULL) {
 			ERR_clear_error();
-			int r = SSL_write_ex(c->ssl, kw_buf_head(&c->out), kw_buf_unread(&c->out), &n);
+			int r =
+			    SSL_write_ex(c->ssl, kw_buf_head(&c->out), kw_buf_unread(&c->out), &n);
 			if (r <= 0) {
 				int e = SSL_get_error(c->ssl, r);
 				if (e == SSL_ERROR_WANT_WRITE) {
@@ -325,8 +325,8 @@ static int write_out(struct kw_client *c)
 				return tls_error(c, r, "write");
 			}
 		} else {
-			ssize_t w = send(c->fd, kw_buf_head(&c->out), kw_buf_unread(&c->out),
-					 MSG_NOSIGNAL);
+			ssize_t w =
+			    send(c->fd, kw_buf_head(&c->out), kw_buf_unread(&c->out), MSG_NOSIGNAL);
 			if (w < 0) {
 				if (errno == EINTR)
 					continue;
@@ -411,7 +411,7 @@ static void answer(struct kw_client *c, uint32_t id, const struct kw_msg *m)
 			res.remote_error = m->payload.data[0];
 		}
 	} else if ((m->opcode == KW_OP_PONG && s->opcode == KW_OP_PING) ||
-		   (m->opcode == KW_OP_RESPONSE && s->opcode != KW_OP_PING)) {
+	           (m->opcode == KW_OP_RESPONSE && s->opcode != KW_OP_PING)) {
 		res.status = 0;
 		res.payload = m->payload.data;
 		res.payload_len = m->payload.len;
@@ -433,7 +433,7 @@ static void parse_in(struct kw_client *c)
 			break;
 		if (h.major != KW_PROTO_MAJOR) {
 			kw_warn("keyserver %s: response with protocol version %u.%u", c->addr_text,
-				h.major, h.minor);
+			        h.major, h.minor);
 			conn_close(c, -KW_EPROTO);
 			return;
 		}
@@ -546,7 +546,8 @@ static int handle_up(struct kw_client *c, unsigned events)
 		if (rc < 0)
 			return rc;
 	}
-	if ((events & (KW_EV_READ | KW_EV_ERROR)) || (c->read_wants_write && (events & KW_EV_WRITE))) {
+	if ((events & (KW_EV_READ | KW_EV_ERROR)) ||
+	    (c->read_wants_write && (events & KW_EV_WRITE))) {
 		rc = read_in(c);
 		/* Answers that arrived before an error or EOF still count. */
 		parse_in(c);
@@ -656,7 +657,7 @@ int kw_client_new(struct kw_loop *loop, const struct kw_client_config *cfg, stru
 	kw_addr_format(&c->addr, c->addr_text, sizeof(c->addr_text));
 	c->timeout_ns = timeout_ms * 1000000u;
 	c->connect_timeout_ns =
-		(cfg->connect_timeout_ms ? cfg->connect_timeout_ms : timeout_ms) * 1000000u;
+	    (cfg->connect_timeout_ms ? cfg->connect_timeout_ms : timeout_ms) * 1000000u;
 	c->max_inflight = max;
 	c->fd = -1;
 	c->head = c->tail = NIL;
@@ -720,7 +721,7 @@ void kw_client_free(struct kw_client *c)
 }
 
 int kw_client_submit(struct kw_client *c, const struct kw_msg *req, kw_client_cb cb, void *arg,
-		     uint32_t *id_out)
+                     uint32_t *id_out)
 {
 	check_magic(c);
 	if (c->freeing)
@@ -767,8 +768,8 @@ int kw_client_submit(struct kw_client *c, const struct kw_msg *req, kw_client_cb
 		rc = conn_open(c);
 		if (rc < 0) {
 			/* Reported through the callback, from the loop, like any failure. */
-			kw_log(c->failing ? KW_LOG_DEBUG : KW_LOG_WARN, "keyserver %s: cannot connect: %s",
-			       c->addr_text, kw_strerror(rc));
+			kw_log(c->failing ? KW_LOG_DEBUG : KW_LOG_WARN,
+			       "keyserver %s: cannot connect: %s", c->addr_text, kw_strerror(rc));
 			conn_close(c, rc);
 		}
 	} else if (c->state == CONN_UP && !c->write_blocked && !c->write_wants_read) {

@@ -19,8 +19,8 @@ int main(void)
 	CHECK(kwb_hist_mean(&h) == 0);
 
 	/* One value anywhere in the range comes back within 1 %. */
-	static const double values[] = {0, 1, 7, 255, 256, 257, 511, 512, 1000, 12345, 99999,
-					1e6, 3.3e7, 1e9, 1.5e10};
+	static const double values[] = {0,    1,     7,     255, 256,   257, 511,   512,
+	                                1000, 12345, 99999, 1e6, 3.3e7, 1e9, 1.5e10};
 	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
 		kwb_hist_init(&h);
 		kwb_hist_record(&h, (uint64_t)values[i]);

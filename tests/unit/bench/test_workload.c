@@ -24,7 +24,7 @@ static EVP_PKEY *keygen(const char *alg, const char *param)
 
 /* sign answers request i as a keyserver would. */
 static size_t sign(EVP_PKEY *key, const struct kwb_workload *w, unsigned i, uint8_t *out,
-		   size_t outlen)
+                   size_t outlen)
 {
 	size_t n = outlen;
 	int ok;
@@ -44,8 +44,10 @@ static size_t sign(EVP_PKEY *key, const struct kwb_workload *w, unsigned i, uint
 			ok = EVP_PKEY_sign_init(ctx) == 1 &&
 			     EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) == 1;
 			if (ok && w->op == KWB_OP_RSA_PSS_SHA256)
-				ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-				     EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) == 1;
+				ok =
+				    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+				    EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) ==
+				        1;
 			ok = ok && EVP_PKEY_sign(ctx, out, &n, w->data[i], w->len) == 1;
 		}
 		EVP_PKEY_CTX_free(ctx);
@@ -95,7 +97,8 @@ int main(void)
 {
 	static struct kwb_workload w;
 	char err[256];
-	EVP_PKEY *rsa = keygen("RSA", NULL), *ec = keygen("EC", "P-256"), *ed = keygen("ED25519", NULL);
+	EVP_PKEY *rsa = keygen("RSA", NULL), *ec = keygen("EC", "P-256"),
+	         *ed = keygen("ED25519", NULL);
 
 	CHECK(rsa != NULL && ec != NULL && ed != NULL);
 	check_op(KWB_OP_RSA_PKCS1_SHA256, rsa, KW_OP_RSA_SIGN_SHA256, 32);

@@ -85,8 +85,9 @@ static int srv_write(SSL *ssl, int fd, struct kw_buf *b)
 		ssize_t w;
 		if (ssl != NULL) {
 			size_t put;
-			w = SSL_write_ex(ssl, kw_buf_head(b), kw_buf_unread(b), &put) == 1 ? (ssize_t)put
-											 : -1;
+			w = SSL_write_ex(ssl, kw_buf_head(b), kw_buf_unread(b), &put) == 1
+			        ? (ssize_t)put
+			        : -1;
 		} else {
 			w = send(fd, kw_buf_head(b), kw_buf_unread(b), MSG_NOSIGNAL);
 		}
@@ -128,9 +129,10 @@ static void srv_serve(struct srv *s, int fd)
 		if (srv_read(ssl, fd, body, h.length) < 0 || kw_msg_parse(&m, body, h.length) < 0)
 			break;
 		if (m.opcode == KW_OP_PING) {
-			kw_encode_response(&out, h.id, KW_OP_PONG, m.payload.data, m.payload.len, true);
+			kw_encode_response(&out, h.id, KW_OP_PONG, m.payload.data, m.payload.len,
+			                   true);
 		} else if (m.payload.len >= 4 && memcmp(m.payload.data, "hold", 4) == 0 &&
-			   nheld < sizeof(held) / sizeof(held[0]) && m.payload.len <= 64) {
+		           nheld < sizeof(held) / sizeof(held[0]) && m.payload.len <= 64) {
 			held[nheld].id = h.id;
 			held[nheld].len = m.payload.len;
 			memcpy(held[nheld].payload, m.payload.data, m.payload.len);
@@ -139,16 +141,25 @@ static void srv_serve(struct srv *s, int fd)
 			while (nheld > 0) {
 				nheld--;
 				kw_encode_response(&out, held[nheld].id, KW_OP_RESPONSE,
-						   held[nheld].payload, held[nheld].len, true);
+				                   held[nheld].payload, held[nheld].len, true);
 			}
-			kw_encode_response(&out, h.id, KW_OP_RESPONSE, m.payload.data, m.payload.len,
-					   true);
+			kw_encode_response(&out, h.id, KW_OP_RESPONSE, m.payload.data,
+			                   m.payload.len, true);
 		} else if (is(&m, "close")) {
 			break;
 		} else if (is(&m, "garbage")) {
 			/* A payload item claiming 255 bytes in a 3-byte body. */
-			uint8_t bad[] = {1, 0, 0, 3, (uint8_t)(h.id >> 24), (uint8_t)(h.id >> 16),
-					 (uint8_t)(h.id >> 8), (uint8_t)h.id, KW_TAG_PAYLOAD, 0, 255};
+			uint8_t bad[] = {1,
+			                 0,
+			                 0,
+			                 3,
+			                 (uint8_t)(h.id >> 24),
+			                 (uint8_t)(h.id >> 16),
+			                 (uint8_t)(h.id >> 8),
+			                 (uint8_t)h.id,
+			                 KW_TAG_PAYLOAD,
+			                 0,
+			                 255};
 			kw_buf_append(&out, bad, sizeof(bad));
 		} else if (is(&m, "err")) {
 			kw_encode_error(&out, h.id, KW_ERR_KEY_NOT_FOUND, true);
@@ -162,8 +173,8 @@ static void srv_serve(struct srv *s, int fd)
 			usleep(600 * 1000);
 			continue;
 		} else {
-			kw_encode_response(&out, h.id, KW_OP_RESPONSE, m.payload.data, m.payload.len,
-					   true);
+			kw_encode_response(&out, h.id, KW_OP_RESPONSE, m.payload.data,
+			                   m.payload.len, true);
 		}
 		if (srv_write(ssl, fd, &out) < 0)
 			break;
@@ -287,8 +298,9 @@ static void on_done(void *arg, const struct kw_client_result *res)
 	if (r->action == ACT_FREE)
 		kw_client_free(r->client);
 	else if (r->action == ACT_RESUBMIT)
-		r->resubmit_rc = kw_client_submit(r->client, &(struct kw_msg){.has_opcode = true,
-			.opcode = KW_OP_PING}, on_done, r + 1, NULL);
+		r->resubmit_rc = kw_client_submit(
+		    r->client, &(struct kw_msg){.has_opcode = true, .opcode = KW_OP_PING}, on_done,
+		    r + 1, NULL);
 }
 
 static int submit(struct kw_client *c, struct req *r, uint8_t op, const char *payload, uint32_t *id)
@@ -327,12 +339,14 @@ static void spin(struct kw_loop *loop, int ms)
 		kw_loop_run_once(loop, 5);
 }
 
-static struct kw_client *client_new(struct kw_loop *loop, const struct kw_addr *addr,
-				    SSL_CTX *ctx, const char *name, unsigned timeout_ms,
-				    unsigned max_inflight)
+static struct kw_client *client_new(struct kw_loop *loop, const struct kw_addr *addr, SSL_CTX *ctx,
+                                    const char *name, unsigned timeout_ms, unsigned max_inflight)
 {
-	struct kw_client_config cfg = {.addr = *addr, .ssl_ctx = ctx, .server_name = name,
-				       .timeout_ms = timeout_ms, .max_inflight = max_inflight};
+	struct kw_client_config cfg = {.addr = *addr,
+	                               .ssl_ctx = ctx,
+	                               .server_name = name,
+	                               .timeout_ms = timeout_ms,
+	                               .max_inflight = max_inflight};
 	struct kw_client *c = NULL;
 	int rc = kw_client_new(loop, &cfg, &c);
 	CHECK_EQ(rc, 0);
@@ -344,7 +358,7 @@ static struct kw_client *client_new(struct kw_loop *loop, const struct kw_addr *
 #define NPIPE 300
 
 static void test_pipelined_out_of_order(struct kw_loop *loop, const struct kw_addr *addr,
-					SSL_CTX *ctx)
+                                        SSL_CTX *ctx)
 {
 	static struct req r[NPIPE + 1];
 	struct kw_client *c = client_new(loop, addr, ctx, NULL, 5000, 0);
@@ -376,7 +390,7 @@ static void test_pipelined_out_of_order(struct kw_loop *loop, const struct kw_ad
 }
 
 static void test_answers(struct kw_loop *loop, const struct kw_addr *addr, SSL_CTX *ctx,
-			 struct srv *s)
+                         struct srv *s)
 {
 	struct req r[6];
 	struct kw_client *c = client_new(loop, addr, ctx, NULL, 5000, 0);
@@ -407,7 +421,7 @@ static void test_answers(struct kw_loop *loop, const struct kw_addr *addr, SSL_C
 }
 
 static void test_timeout_and_late_answer(struct kw_loop *loop, const struct kw_addr *addr,
-					 SSL_CTX *ctx, struct srv *s)
+                                         SSL_CTX *ctx, struct srv *s)
 {
 	struct req r[3];
 	struct kw_client *c = client_new(loop, addr, ctx, NULL, 150, 0);
@@ -435,7 +449,7 @@ static void test_timeout_and_late_answer(struct kw_loop *loop, const struct kw_a
 }
 
 static void test_server_close_and_reconnect(struct kw_loop *loop, const struct kw_addr *addr,
-					    SSL_CTX *ctx, struct srv *s)
+                                            SSL_CTX *ctx, struct srv *s)
 {
 	struct req r[5];
 	struct kw_client *c = client_new(loop, addr, ctx, NULL, 5000, 0);
@@ -475,7 +489,7 @@ static void test_server_close_and_reconnect(struct kw_loop *loop, const struct k
 }
 
 static void test_malformed_closes(struct kw_loop *loop, const struct kw_addr *addr, SSL_CTX *ctx,
-				  struct srv *s)
+                                  struct srv *s)
 {
 	struct req r[3];
 	struct kw_client *c = client_new(loop, addr, ctx, NULL, 5000, 0);
@@ -497,7 +511,7 @@ static void test_malformed_closes(struct kw_loop *loop, const struct kw_addr *ad
 }
 
 static void test_max_inflight_and_reentrancy(struct kw_loop *loop, const struct kw_addr *addr,
-					     SSL_CTX *ctx)
+                                             SSL_CTX *ctx)
 {
 	struct req r[12];
 	struct kw_client *c = client_new(loop, addr, ctx, NULL, 5000, 4);
@@ -660,7 +674,7 @@ static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 }
 
 static X509 *mkcert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-		    const char *san)
+                    const char *san)
 {
 	static long serial = 1;
 	X509 *x = X509_new();
@@ -671,10 +685,10 @@ static X509 *mkcert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issue
 	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
 	X509_set_pubkey(x, key);
 	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-				   (const unsigned char *)cn, -1, -1, 0);
+	                           (const unsigned char *)cn, -1, -1, 0);
 	X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x));
 	add_ext(x, issuer ? issuer : x, NID_basic_constraints,
-		issuer ? "critical,CA:FALSE" : "critical,CA:TRUE");
+	        issuer ? "critical,CA:FALSE" : "critical,CA:TRUE");
 	if (issuer == NULL)
 		add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign");
 	add_ext(x, issuer ? issuer : x, NID_subject_key_identifier, "hash");
@@ -724,15 +738,15 @@ static void make_pki(const char *dir)
 }
 
 static SSL_CTX *ctx_from(const char *dir, bool server, const char *cert, const char *key,
-			 const char *ca)
+                         const char *ca)
 {
 	char c[512], k[512], a[512], err[512];
 	snprintf(c, sizeof(c), "%s/%s", dir, cert ? cert : "");
 	snprintf(k, sizeof(k), "%s/%s", dir, key ? key : "");
 	snprintf(a, sizeof(a), "%s/%s", dir, ca);
-	SSL_CTX *ctx = server ? kw_tls_server_ctx(c, k, a, err, sizeof(err))
-			      : kw_tls_client_ctx(cert ? c : NULL, key ? k : NULL, a, err,
-						  sizeof(err));
+	SSL_CTX *ctx =
+	    server ? kw_tls_server_ctx(c, k, a, err, sizeof(err))
+	           : kw_tls_client_ctx(cert ? c : NULL, key ? k : NULL, a, err, sizeof(err));
 	if (ctx == NULL)
 		fprintf(stderr, "TLS context: %s\n", err);
 	CHECK(ctx != NULL);
@@ -773,7 +787,7 @@ static void test_tls_refusals(struct kw_loop *loop, const struct kw_addr *addr, 
 }
 
 static void run_all(struct kw_loop *loop, const struct kw_addr *addr, SSL_CTX *ctx, struct srv *s,
-		    const char *tmpdir)
+                    const char *tmpdir)
 {
 	test_pipelined_out_of_order(loop, addr, ctx);
 	test_answers(loop, addr, ctx, s);
