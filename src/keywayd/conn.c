@@ -55,6 +55,7 @@ struct kwd_conn {
 	bool draining;           /* server shutdown: close once answered */
 	bool input_drained;      /* the last read emptied the socket */
 	bool handshake_failed;
+	const char *why;         /* reason for closing, for the debug log */
 	struct kw_io io;
 	struct kw_timer idle;    /* idle timeout (also bounds the handshake) */
 	struct kw_timer kick;    /* serve buffered frames on the next turn */
@@ -306,6 +307,7 @@ static void serve_frames(struct kwd_conn *c)
 				kw_debug("connection %s: malformed frame (id %u); closing", c->peer,
 					 (unsigned)h.id);
 				c->closing = true;
+				c->why = "malformed frame";
 				break;
 			}
 			rc = answer(c, h.id, &m);
@@ -315,6 +317,7 @@ static void serve_frames(struct kwd_conn *c)
 			kw_warn("connection %s: cannot queue a response: %s", c->peer,
 				kw_strerror(rc));
 			c->closing = true;
+			c->why = "out of memory";
 			break;
 		}
 	}
@@ -346,6 +349,7 @@ static void handshake_failed(struct kwd_conn *c, const char *why)
 	kwd_counter_add(&c->w->metrics.failed_conns, 1);
 	c->handshake_failed = true;
 	c->closing = true; /* flush the alert, then close */
+	c->why = "TLS handshake failed";
 }
 
 /* tls_input runs the handshake and decrypts rx into in; false if c must stop. */
@@ -469,8 +473,10 @@ static void settle(struct kwd_conn *c)
 	struct kwd_worker *w = c->w;
 	size_t pend = pending_out(c);
 
-	if (!c->closing && c->eof && !has_frame(c))
+	if (!c->closing && c->eof && !has_frame(c)) {
 		c->closing = true;
+		c->why = "closed by peer";
+	}
 	if (!c->closing && c->draining && c->input_drained && !c->handshaking &&
 	    buffered_in(c) == 0 && pend == 0) {
 		/* An empty socket is not the end of a burst over TCP (the rest may wait
@@ -484,9 +490,9 @@ static void settle(struct kwd_conn *c)
 	}
 	if (c->closing && pend == 0) {
 		if (c->handshake_failed)
-			close_now(c, NULL);
+			close_now(c, c->why);
 		else
-			close_graceful(c, c->eof ? "peer closed" : NULL);
+			close_graceful(c, c->why);
 		return;
 	}
 	if (!c->paused && pend >= w->out_bound) {

@@ -67,6 +67,17 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 	struct kwd_keystore *ks = NULL;
 	SSL_CTX *ctx = NULL;
 
+	struct stat st;
+	const char *bad = NULL;
+	if (stat(opt->keys_dir, &st) != 0)
+		bad = strerror(errno);
+	else if (!S_ISDIR(st.st_mode))
+		bad = "not a directory";
+	if (bad != NULL) {
+		snprintf(err, errlen, "--keys %s: %s; fix: give the directory holding the *.key files",
+			 opt->keys_dir, bad);
+		return -KW_ECONFIG;
+	}
 	int rc = kwd_keystore_load(opt->keys_dir, &ko, &ks, err, errlen);
 	if (rc < 0)
 		return rc;
