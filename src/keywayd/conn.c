@@ -36,7 +36,7 @@
 #include "worker.h"
 
 #define READ_CHUNK 16384
-#define READ_BUDGET (64 * 1024)     /* socket bytes per connection per turn, for fairness */
+#define READ_BUDGET (64 * 1024)      /* socket bytes per connection per turn, for fairness */
 #define MAX_BUFFERED_IN (256 * 1024) /* unparsed input above which reading waits (> max frame) */
 #define EXEC_BUDGET KWD_BATCH_MAX    /* requests answered per connection per turn */
 #define DRAIN_QUIET_NS 50000000u     /* draining: silence after which a client is done */
@@ -45,26 +45,26 @@ struct kwd_conn {
 	struct kwd_worker *w;
 	struct kwd_conn *prev, *next;
 	int fd;
-	SSL *ssl;                /* NULL on the Unix socket */
+	SSL *ssl; /* NULL on the Unix socket */
 	enum kwd_transport transport;
-	bool handshaking;        /* TLS handshake not finished */
-	bool closing;            /* read nothing more: flush tx, then close */
-	bool dead;               /* closed; the struct is freed at the end of the turn */
-	bool eof;                /* the peer closed its sending side */
-	bool paused;             /* backpressure: too much unsent output */
-	bool draining;           /* server shutdown: close once answered */
-	bool input_drained;      /* the last read emptied the socket */
+	bool handshaking;   /* TLS handshake not finished */
+	bool closing;       /* read nothing more: flush tx, then close */
+	bool dead;          /* closed; the struct is freed at the end of the turn */
+	bool eof;           /* the peer closed its sending side */
+	bool paused;        /* backpressure: too much unsent output */
+	bool draining;      /* server shutdown: close once answered */
+	bool input_drained; /* the last read emptied the socket */
 	bool handshake_failed;
-	const char *why;         /* reason for closing, for the debug log */
+	const char *why; /* reason for closing, for the debug log */
 	struct kw_io io;
-	struct kw_timer idle;    /* idle timeout (also bounds the handshake) */
-	struct kw_timer kick;    /* serve buffered frames on the next turn */
-	uint64_t active_ns;      /* last request or write progress */
-	uint64_t rx_ns;          /* when the last bytes arrived */
-	struct kw_buf rx;        /* bytes from the socket */
-	struct kw_buf in;        /* TLS: decrypted request bytes */
-	struct kw_buf resp;      /* TLS: plaintext responses not yet encrypted */
-	struct kw_buf tx;        /* bytes for the socket */
+	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
+	struct kw_timer kick; /* serve buffered frames on the next turn */
+	uint64_t active_ns;   /* last request or write progress */
+	uint64_t rx_ns;       /* when the last bytes arrived */
+	struct kw_buf rx;     /* bytes from the socket */
+	struct kw_buf in;     /* TLS: decrypted request bytes */
+	struct kw_buf resp;   /* TLS: plaintext responses not yet encrypted */
+	struct kw_buf tx;     /* bytes for the socket */
 	char peer[64];
 };
 
@@ -257,8 +257,8 @@ static int answer(struct kwd_conn *c, uint32_t id, const struct kw_msg *m)
 	kwd_execute(w->signer, w->gen->ks, m, res);
 	uint64_t t1 = kw_now_ns();
 	int rc = res->opcode == KW_OP_ERROR
-			 ? kw_encode_error(out, id, (enum kw_proto_error)res->error, true)
-			 : kw_encode_response(out, id, res->opcode, res->payload, res->len, true);
+	             ? kw_encode_error(out, id, (enum kw_proto_error)res->error, true)
+	             : kw_encode_response(out, id, res->opcode, res->payload, res->len, true);
 	kwd_result_cleanse(res);
 
 	unsigned fam = (unsigned)kw_opcode_family(m->opcode);
@@ -300,12 +300,12 @@ static void serve_frames(struct kwd_conn *c)
 		int rc;
 		if (h.major != KW_PROTO_MAJOR) {
 			rc = kw_encode_error(c->ssl ? &c->resp : &c->tx, h.id,
-					     KW_ERR_VERSION_MISMATCH, true);
+			                     KW_ERR_VERSION_MISMATCH, true);
 		} else {
 			struct kw_msg m;
 			if (kw_msg_parse(&m, kw_buf_head(src) + KW_HEADER_LEN, h.length) < 0) {
 				kw_debug("connection %s: malformed frame (id %u); closing", c->peer,
-					 (unsigned)h.id);
+				         (unsigned)h.id);
 				c->closing = true;
 				c->why = "malformed frame";
 				break;
@@ -315,7 +315,7 @@ static void serve_frames(struct kwd_conn *c)
 		kw_buf_consume(src, flen);
 		if (rc < 0) {
 			kw_warn("connection %s: cannot queue a response: %s", c->peer,
-				kw_strerror(rc));
+			        kw_strerror(rc));
 			c->closing = true;
 			c->why = "out of memory";
 			break;
@@ -335,17 +335,17 @@ static void log_handshake(struct kwd_conn *c)
 	X509 *peer = SSL_get0_peer_certificate(c->ssl);
 	if (peer != NULL)
 		X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn,
-					  sizeof(cn));
+		                          sizeof(cn));
 	kw_debug("connection %s: %s %s, client '%s'", c->peer, SSL_get_version(c->ssl),
-		 SSL_get_cipher_name(c->ssl), cn);
+	         SSL_get_cipher_name(c->ssl), cn);
 }
 
 static void handshake_failed(struct kwd_conn *c, const char *why)
 {
 	char reason[256];
 	kw_tls_err_string(reason, sizeof(reason));
-	kw_debug("connection %s: TLS handshake failed: %s%s%s", c->peer, why,
-		 reason[0] ? ": " : "", reason);
+	kw_debug("connection %s: TLS handshake failed: %s%s%s", c->peer, why, reason[0] ? ": " : "",
+	         reason);
 	kwd_counter_add(&c->w->metrics.failed_conns, 1);
 	c->handshake_failed = true;
 	c->closing = true; /* flush the alert, then close */
@@ -365,7 +365,7 @@ static bool tls_input(struct kwd_conn *c)
 					handshake_failed(c, "peer closed the connection");
 			} else {
 				handshake_failed(c, e == SSL_ERROR_SSL ? "protocol error"
-								       : "connection error");
+				                                       : "connection error");
 			}
 			return false;
 		}
@@ -463,8 +463,8 @@ static void flush(struct kwd_conn *c)
 		w->nbatch = 0;
 	}
 	if (rc < 0)
-		close_now(c, rc == -EPIPE || rc == -ECONNRESET ? "peer went away"
-							       : kw_strerror(rc));
+		close_now(c,
+		          rc == -EPIPE || rc == -ECONNRESET ? "peer went away" : kw_strerror(rc));
 }
 
 /* settle decides what to wait for next, or closes. */
@@ -566,7 +566,7 @@ static void on_idle(struct kw_loop *loop, void *arg)
 /* ---- public ---- */
 
 int kwd_conn_open(struct kwd_worker *w, int fd, enum kwd_transport transport, SSL_CTX *ctx,
-		  const char *peer)
+                  const char *peer)
 {
 	struct kwd_conn *c = calloc(1, sizeof(*c));
 	if (c == NULL) {

@@ -26,7 +26,7 @@ BIO_METHOD *kwd_conn_bio_method(void);
  * for the Unix socket). On failure the fd is closed and -errno returned.
  */
 int kwd_conn_open(struct kwd_worker *w, int fd, enum kwd_transport transport, SSL_CTX *ctx,
-		  const char *peer);
+                  const char *peer);
 
 /*
  * kwd_conn_drain stops reading new requests once what the peer already sent

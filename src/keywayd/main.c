@@ -24,12 +24,12 @@
 #include "server.h"
 
 static const char usage[] =
-	"usage: keywayd --keys DIR --listen ADDR:PORT --tls-cert FILE --tls-key FILE --client-ca FILE\n"
-	"               [--unix PATH] [--workers N] [--metrics ADDR:PORT] [--config FILE]\n"
-	"               [--pid-file FILE] [options]\n"
-	"A keyless keyserver: signs and decrypts with the keys in DIR for keyless clients\n"
-	"over mutual TLS (--listen) and/or a Unix socket (--unix). SIGHUP reloads the keys\n"
-	"and TLS files; SIGTERM drains and exits.";
+    "usage: keywayd --keys DIR --listen ADDR:PORT --tls-cert FILE --tls-key FILE --client-ca FILE\n"
+    "               [--unix PATH] [--workers N] [--metrics ADDR:PORT] [--config FILE]\n"
+    "               [--pid-file FILE] [options]\n"
+    "A keyless keyserver: signs and decrypts with the keys in DIR for keyless clients\n"
+    "over mutual TLS (--listen) and/or a Unix socket (--unix). SIGHUP reloads the keys\n"
+    "and TLS files; SIGTERM drains and exits.";
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
@@ -50,8 +50,8 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 		} else if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !mc->stopping) {
 			mc->stopping = true;
 			kw_info("%s: no longer accepting; draining connections (at most %u s)",
-				si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
-				mc->srv->opt->drain_timeout_s);
+			        si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
+			        mc->srv->opt->drain_timeout_s);
 			kwd_server_drain(mc->srv);
 			kw_loop_stop(loop);
 		}
@@ -62,20 +62,21 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 static int check_options(struct kwd_options *o, char *err, size_t errlen)
 {
 	if (o->listen == NULL && o->unix_path == NULL) {
-		snprintf(err, errlen, "nothing to listen on; fix: pass --listen ADDR:PORT (mutual "
-				      "TLS) and/or --unix PATH");
+		snprintf(err, errlen,
+		         "nothing to listen on; fix: pass --listen ADDR:PORT (mutual "
+		         "TLS) and/or --unix PATH");
 		return -KW_ECONFIG;
 	}
 	if (o->listen != NULL) {
 		const char *missing = o->tls_cert == NULL    ? "--tls-cert"
-				      : o->tls_key == NULL   ? "--tls-key"
-				      : o->client_ca == NULL ? "--client-ca"
-							     : NULL;
+		                      : o->tls_key == NULL   ? "--tls-key"
+		                      : o->client_ca == NULL ? "--client-ca"
+		                                             : NULL;
 		if (missing != NULL) {
 			snprintf(err, errlen,
-				 "--listen needs %s; fix: pass --tls-cert FILE --tls-key FILE "
-				 "--client-ca FILE (the TCP listener always uses mutual TLS)",
-				 missing);
+			         "--listen needs %s; fix: pass --tls-cert FILE --tls-key FILE "
+			         "--client-ca FILE (the TCP listener always uses mutual TLS)",
+			         missing);
 			return -KW_ECONFIG;
 		}
 	} else if (o->tls_cert || o->tls_key || o->client_ca) {
@@ -94,67 +95,122 @@ static void log_started(const struct kwd_server *s)
 	size_t used = 0;
 	if (s->has_tcp) {
 		kw_addr_format(&s->tcp_addr, addr, sizeof(addr));
-		used += (size_t)snprintf(where + used, sizeof(where) - used, "%s (mutual TLS)", addr);
+		used +=
+		    (size_t)snprintf(where + used, sizeof(where) - used, "%s (mutual TLS)", addr);
 	}
 	if (s->opt->unix_path != NULL && used < sizeof(where))
-		used += (size_t)snprintf(where + used, sizeof(where) - used, "%sunix:%s (mode %04o)",
-					 used ? ", " : "", s->opt->unix_path, s->unix_mode);
+		used +=
+		    (size_t)snprintf(where + used, sizeof(where) - used, "%sunix:%s (mode %04o)",
+		                     used ? ", " : "", s->opt->unix_path, s->unix_mode);
 	if (s->opt->metrics != NULL && used < sizeof(where))
 		snprintf(where + used, sizeof(where) - used, "; metrics on http://%s/metrics",
-			 s->opt->metrics);
+		         s->opt->metrics);
 	size_t n = kwd_keystore_count(s->gen->ks);
 	kw_info("keywayd started: %zu key%s from %s, %u worker%s, listening on %s", n,
-		n == 1 ? "" : "s", s->opt->keys_dir, s->nworkers, s->nworkers == 1 ? "" : "s",
-		where);
+	        n == 1 ? "" : "s", s->opt->keys_dir, s->nworkers, s->nworkers == 1 ? "" : "s",
+	        where);
 }
 
 int main(int argc, char **argv)
 {
 	struct kwd_options o = {
-		.idle_timeout_s = 30,
-		.drain_timeout_s = 5,
-		.max_inflight = 1024,
-		.log_level = KW_LOG_INFO,
+	    .idle_timeout_s = 30,
+	    .drain_timeout_s = 5,
+	    .max_inflight = 1024,
+	    .log_level = KW_LOG_INFO,
 	};
 	struct kw_option opts[] = {
-		{.name = "keys", .type = KW_OPT_STRING, .dest = &o.keys_dir, .arg = "DIR",
-		 .help = "serve every *.key file under DIR (recursively)", .required = true},
-		{.name = "listen", .type = KW_OPT_STRING, .dest = &o.listen, .arg = "ADDR:PORT",
-		 .help = "TCP listener, mutual TLS (needs --tls-cert, --tls-key, --client-ca)"},
-		{.name = "tls-cert", .type = KW_OPT_STRING, .dest = &o.tls_cert, .arg = "FILE",
-		 .help = "server certificate chain, PEM"},
-		{.name = "tls-key", .type = KW_OPT_STRING, .dest = &o.tls_key, .arg = "FILE",
-		 .help = "server private key, PEM (mode 0600)"},
-		{.name = "client-ca", .type = KW_OPT_STRING, .dest = &o.client_ca, .arg = "FILE",
-		 .help = "CA certificates client certificates must chain to, PEM"},
-		{.name = "unix", .type = KW_OPT_STRING, .dest = &o.unix_path, .arg = "PATH",
-		 .help = "Unix socket listener, no TLS"},
-		{.name = "unix-mode", .type = KW_OPT_STRING, .dest = &o.unix_mode, .arg = "MODE",
-		 .help = "permissions of the Unix socket, octal (default 0660)"},
-		{.name = "unix-group", .type = KW_OPT_STRING, .dest = &o.unix_group, .arg = "GROUP",
-		 .help = "group of the Unix socket (name or number)"},
-		{.name = "workers", .type = KW_OPT_UINT, .dest = &o.workers, .arg = "N",
-		 .help = "worker threads (default: online cores)", .min = 1, .max = 1024},
-		{.name = "metrics", .type = KW_OPT_STRING, .dest = &o.metrics, .arg = "ADDR:PORT",
-		 .help = "serve Prometheus metrics at http://ADDR:PORT/metrics"},
-		{.name = "pid-file", .type = KW_OPT_STRING, .dest = &o.pid_file, .arg = "FILE",
-		 .help = "write the process id here once listening; removed on exit"},
-		{.name = "allow-group-readable-keys", .type = KW_OPT_BOOL,
-		 .dest = &o.allow_group_readable,
-		 .help = "accept key files (and --tls-key) readable by group or others"},
-		{.name = "idle-timeout", .type = KW_OPT_UINT, .dest = &o.idle_timeout_s,
-		 .arg = "SECONDS", .help = "close connections without a request this long (default 30)",
-		 .min = 1, .max = 86400},
-		{.name = "drain-timeout", .type = KW_OPT_UINT, .dest = &o.drain_timeout_s,
-		 .arg = "SECONDS", .help = "on SIGTERM, wait at most this long for in-flight requests "
-					   "(default 5)",
-		 .min = 0, .max = 3600},
-		{.name = "max-inflight", .type = KW_OPT_UINT, .dest = &o.max_inflight, .arg = "N",
-		 .help = "requests in flight per connection before it stops being read (default 1024)",
-		 .min = 1, .max = 65536},
-		{.name = "log-level", .type = KW_OPT_ENUM, .dest = &o.log_level, .arg = "LEVEL",
-		 .help = "debug|info|warn|error (default info)", .choices = log_levels},
-		{.name = NULL},
+	    {.name = "keys",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.keys_dir,
+	     .arg = "DIR",
+	     .help = "serve every *.key file under DIR (recursively)",
+	     .required = true},
+	    {.name = "listen",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.listen,
+	     .arg = "ADDR:PORT",
+	     .help = "TCP listener, mutual TLS (needs --tls-cert, --tls-key, --client-ca)"},
+	    {.name = "tls-cert",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.tls_cert,
+	     .arg = "FILE",
+	     .help = "server certificate chain, PEM"},
+	    {.name = "tls-key",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.tls_key,
+	     .arg = "FILE",
+	     .help = "server private key, PEM (mode 0600)"},
+	    {.name = "client-ca",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.client_ca,
+	     .arg = "FILE",
+	     .help = "CA certificates client certificates must chain to, PEM"},
+	    {.name = "unix",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.unix_path,
+	     .arg = "PATH",
+	     .help = "Unix socket listener, no TLS"},
+	    {.name = "unix-mode",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.unix_mode,
+	     .arg = "MODE",
+	     .help = "permissions of the Unix socket, octal (default 0660)"},
+	    {.name = "unix-group",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.unix_group,
+	     .arg = "GROUP",
+	     .help = "group of the Unix socket (name or number)"},
+	    {.name = "workers",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.workers,
+	     .arg = "N",
+	     .help = "worker threads (default: online cores)",
+	     .min = 1,
+	     .max = 1024},
+	    {.name = "metrics",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.metrics,
+	     .arg = "ADDR:PORT",
+	     .help = "serve Prometheus metrics at http://ADDR:PORT/metrics"},
+	    {.name = "pid-file",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.pid_file,
+	     .arg = "FILE",
+	     .help = "write the process id here once listening; removed on exit"},
+	    {.name = "allow-group-readable-keys",
+	     .type = KW_OPT_BOOL,
+	     .dest = &o.allow_group_readable,
+	     .help = "accept key files (and --tls-key) readable by group or others"},
+	    {.name = "idle-timeout",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.idle_timeout_s,
+	     .arg = "SECONDS",
+	     .help = "close connections without a request this long (default 30)",
+	     .min = 1,
+	     .max = 86400},
+	    {.name = "drain-timeout",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.drain_timeout_s,
+	     .arg = "SECONDS",
+	     .help = "on SIGTERM, wait at most this long for in-flight requests "
+	             "(default 5)",
+	     .min = 0,
+	     .max = 3600},
+	    {.name = "max-inflight",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.max_inflight,
+	     .arg = "N",
+	     .help = "requests in flight per connection before it stops being read (default 1024)",
+	     .min = 1,
+	     .max = 65536},
+	    {.name = "log-level",
+	     .type = KW_OPT_ENUM,
+	     .dest = &o.log_level,
+	     .arg = "LEVEL",
+	     .help = "debug|info|warn|error (default info)",
+	     .choices = log_levels},
+	    {.name = NULL},
 	};
 	char err[1536];
 	int status = 2;
@@ -212,8 +268,8 @@ int main(int argc, char **argv)
 		struct kw_addr maddr;
 		char why[256];
 		if (kw_addr_parse(&maddr, o.metrics, why, sizeof(why)) < 0 || maddr.is_unix) {
-			kw_error("--metrics %s: %s; fix: use ADDR:PORT, e.g. 127.0.0.1:2406", o.metrics,
-				 maddr.is_unix ? "a TCP address is needed" : why);
+			kw_error("--metrics %s: %s; fix: use ADDR:PORT, e.g. 127.0.0.1:2406",
+			         o.metrics, maddr.is_unix ? "a TCP address is needed" : why);
 			goto out;
 		}
 		if (kwd_metrics_serve(srv.metrics, loop, &maddr, err, sizeof(err)) < 0) {

@@ -35,7 +35,7 @@ struct kwd_metrics {
 	_Atomic uint64_t keys;
 	_Atomic uint64_t reloads[2]; /* error, ok */
 
-	struct kw_loop *loop;        /* the HTTP server's, NULL when not serving */
+	struct kw_loop *loop; /* the HTTP server's, NULL when not serving */
 	int listen_fd;
 	struct kw_io io;
 	struct mclient *clients;
@@ -44,8 +44,8 @@ struct kwd_metrics {
 
 /* gokeyless: prometheus.ExponentialBuckets(1e-4, 2.0, 15), in Go's float formatting. */
 static const char *const bucket_le[KWD_HIST_BUCKETS] = {
-	"0.0001", "0.0002", "0.0004", "0.0008", "0.0016", "0.0032", "0.0064", "0.0128",
-	"0.0256", "0.0512", "0.1024", "0.2048", "0.4096", "0.8192", "1.6384",
+    "0.0001", "0.0002", "0.0004", "0.0008", "0.0016", "0.0032", "0.0064", "0.0128",
+    "0.0256", "0.0512", "0.1024", "0.2048", "0.4096", "0.8192", "1.6384",
 };
 
 void kwd_hist_observe(struct kwd_hist *h, uint64_t ns)
@@ -126,18 +126,18 @@ static void header(struct kw_buf *b, const char *name, const char *type, const c
 static void render_hist(struct kwd_metrics *m, struct kw_buf *b, bool total)
 {
 	const char *name = total ? "keyless_request_total_duration_per_opcode"
-				 : "keyless_request_exec_duration_per_opcode";
+	                         : "keyless_request_exec_duration_per_opcode";
 	header(b, name, "histogram",
 	       total ? "Total time to satisfy a request including time in queues, broken down "
-		       "by type and error code."
-		     : "Time to execute a request not including time in queues, broken down by "
-		       "type and error code.");
+	               "by type and error code."
+	             : "Time to execute a request not including time in queues, broken down by "
+	               "type and error code.");
 	for (unsigned f = 0; f < KWD_NFAMILY; f++) {
 		for (unsigned e = 0; e < KWD_NERR; e++) {
 			uint64_t bucket[KWD_HIST_BUCKETS + 1] = {0}, sum = 0, count = 0;
 			for (unsigned w = 0; w < m->nworkers; w++) {
-				const struct kwd_hist *h =
-					total ? &m->workers[w]->total[f][e] : &m->workers[w]->exec[f][e];
+				const struct kwd_hist *h = total ? &m->workers[w]->total[f][e]
+				                                 : &m->workers[w]->exec[f][e];
 				for (unsigned i = 0; i <= KWD_HIST_BUCKETS; i++)
 					bucket[i] += load(&h->bucket[i]);
 				sum += load(&h->sum_ns);
@@ -146,22 +146,22 @@ static void render_hist(struct kwd_metrics *m, struct kw_buf *b, bool total)
 				count += bucket[i];
 			if (count == 0)
 				continue;
-			const char *err = e < KWD_NERR - 1 ? kw_proto_error_string((uint8_t)e)
-							   : "unknown error";
+			const char *err =
+			    e < KWD_NERR - 1 ? kw_proto_error_string((uint8_t)e) : "unknown error";
 			const char *type = kw_family_name((enum kw_op_family)f);
 			uint64_t cum = 0;
 			for (unsigned i = 0; i < KWD_HIST_BUCKETS; i++) {
 				cum += bucket[i];
-				appendf(b, "%s_bucket{error=\"%s\",type=\"%s\",le=\"%s\"} %llu\n", name,
-					err, type, bucket_le[i], (unsigned long long)cum);
+				appendf(b, "%s_bucket{error=\"%s\",type=\"%s\",le=\"%s\"} %llu\n",
+				        name, err, type, bucket_le[i], (unsigned long long)cum);
 			}
-			appendf(b, "%s_bucket{error=\"%s\",type=\"%s\",le=\"+Inf\"} %llu\n", name, err,
-				type, (unsigned long long)count);
-			appendf(b, "%s_sum{error=\"%s\",type=\"%s\"} %llu.%09llu\n", name, err, type,
-				(unsigned long long)(sum / 1000000000u),
-				(unsigned long long)(sum % 1000000000u));
+			appendf(b, "%s_bucket{error=\"%s\",type=\"%s\",le=\"+Inf\"} %llu\n", name,
+			        err, type, (unsigned long long)count);
+			appendf(b, "%s_sum{error=\"%s\",type=\"%s\"} %llu.%09llu\n", name, err,
+			        type, (unsigned long long)(sum / 1000000000u),
+			        (unsigned long long)(sum % 1000000000u));
 			appendf(b, "%s_count{error=\"%s\",type=\"%s\"} %llu\n", name, err, type,
-				(unsigned long long)count);
+			        (unsigned long long)count);
 		}
 	}
 }
@@ -189,10 +189,10 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 		const char *name = kw_opcode_name((uint8_t)op);
 		if (name != NULL)
 			appendf(b, "keyless_requests{opcode=\"%s\"} %llu\n", name,
-				(unsigned long long)v);
+			        (unsigned long long)v);
 		else /* what Go's stringer prints for an undeclared Op */
 			appendf(b, "keyless_requests{opcode=\"Op(%u)\"} %llu\n", op,
-				(unsigned long long)v);
+			        (unsigned long long)v);
 	}
 	render_hist(m, b, false);
 	render_hist(m, b, true);
@@ -200,25 +200,25 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 	header(b, "keyless_failed_connection", "counter",
 	       "Number of connection/transport failure, in tls handshake and etc.");
 	appendf(b, "keyless_failed_connection %llu\n",
-		(unsigned long long)sum_workers(m, offsetof(struct kwd_wmetrics, failed_conns), 0));
+	        (unsigned long long)sum_workers(m, offsetof(struct kwd_wmetrics, failed_conns), 0));
 	header(b, "keyless_connections", "gauge", "Open client connections by transport.");
 	for (unsigned t = 0; t < KWD_NTRANSPORT; t++)
 		appendf(b, "keyless_connections{transport=\"%s\"} %llu\n", transport[t],
-			(unsigned long long)sum_workers(
-				m, offsetof(struct kwd_wmetrics, conns_open), t));
+		        (unsigned long long)sum_workers(
+		            m, offsetof(struct kwd_wmetrics, conns_open), t));
 	header(b, "keyless_connections_total", "counter",
 	       "Client connections accepted by transport.");
 	for (unsigned t = 0; t < KWD_NTRANSPORT; t++)
 		appendf(b, "keyless_connections_total{transport=\"%s\"} %llu\n", transport[t],
-			(unsigned long long)sum_workers(
-				m, offsetof(struct kwd_wmetrics, conns_total), t));
+		        (unsigned long long)sum_workers(
+		            m, offsetof(struct kwd_wmetrics, conns_total), t));
 	header(b, "keyless_keys", "gauge", "Number of private keys loaded.");
 	appendf(b, "keyless_keys %llu\n", (unsigned long long)load(&m->keys));
 	header(b, "keyless_reloads_total", "counter", "Key and TLS reloads (SIGHUP) by result.");
 	appendf(b, "keyless_reloads_total{result=\"ok\"} %llu\n",
-		(unsigned long long)load(&m->reloads[1]));
+	        (unsigned long long)load(&m->reloads[1]));
 	appendf(b, "keyless_reloads_total{result=\"error\"} %llu\n",
-		(unsigned long long)load(&m->reloads[0]));
+	        (unsigned long long)load(&m->reloads[0]));
 
 	/* appendf only fails on allocation; report it once here. */
 	if (b->len == start || b->data == NULL)
@@ -294,9 +294,10 @@ static void respond(struct mclient *c)
 		appendf(&body, "%s\n", status);
 		type = "text/plain; charset=utf-8";
 	}
-	appendf(&c->out,
-		"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-		status, type, kw_buf_unread(&body));
+	appendf(
+	    &c->out,
+	    "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+	    status, type, kw_buf_unread(&body));
 	if (strcmp(method, "HEAD") != 0 && kw_buf_unread(&body) > 0)
 		kw_buf_append(&c->out, kw_buf_head(&body), kw_buf_unread(&body));
 	kw_buf_cleanup(&body);
@@ -371,15 +372,15 @@ static void on_listen(struct kw_loop *loop, int fd, unsigned events, void *arg)
 }
 
 int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, const struct kw_addr *addr,
-		      char *err, size_t errlen)
+                      char *err, size_t errlen)
 {
 	char name[300];
 	kw_addr_format(addr, name, sizeof(name));
 	int fd = kw_listen_tcp(addr, false, 64);
 	if (fd < 0) {
 		snprintf(err, errlen, "--metrics: cannot listen on %s: %s; fix: %s", name,
-			 strerror(-fd),
-			 fd == -EADDRINUSE ? "choose another --metrics port" : "check --metrics");
+		         strerror(-fd),
+		         fd == -EADDRINUSE ? "choose another --metrics port" : "check --metrics");
 		return fd;
 	}
 	kw_io_init(&m->io, on_listen, m);

@@ -31,25 +31,25 @@ struct kwd_hist {
 };
 
 struct kwd_wmetrics {
-	_Atomic uint64_t requests[256];                /* keyless_requests by opcode */
-	struct kwd_hist exec[KWD_NFAMILY][KWD_NERR];   /* time inside kwd_execute */
-	struct kwd_hist total[KWD_NFAMILY][KWD_NERR];  /* frame read to response written */
-	_Atomic uint64_t conns_open[KWD_NTRANSPORT];   /* gauge: opened minus closed */
+	_Atomic uint64_t requests[256];               /* keyless_requests by opcode */
+	struct kwd_hist exec[KWD_NFAMILY][KWD_NERR];  /* time inside kwd_execute */
+	struct kwd_hist total[KWD_NFAMILY][KWD_NERR]; /* frame read to response written */
+	_Atomic uint64_t conns_open[KWD_NTRANSPORT];  /* gauge: opened minus closed */
 	_Atomic uint64_t conns_total[KWD_NTRANSPORT];
-	_Atomic uint64_t failed_conns;                 /* TLS handshake failures/timeouts */
+	_Atomic uint64_t failed_conns; /* TLS handshake failures/timeouts */
 };
 
 /* Single-writer increment: the owner thread is the only one storing. */
 static inline void kwd_counter_add(_Atomic uint64_t *c, uint64_t n)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-			      memory_order_relaxed);
+	                      memory_order_relaxed);
 }
 
 static inline void kwd_gauge_dec(_Atomic uint64_t *c)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - 1,
-			      memory_order_relaxed);
+	                      memory_order_relaxed);
 }
 
 /* kwd_hist_observe records one duration (owner thread only). */
@@ -84,6 +84,6 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *out);
  * -errno with the reason in err.
  */
 int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, const struct kw_addr *addr,
-		      char *err, size_t errlen);
+                      char *err, size_t errlen);
 
 #endif

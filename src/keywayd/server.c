@@ -46,21 +46,22 @@ static int check_tls_key(const struct kwd_options *opt, char *err, size_t errlen
 	if (stat(opt->tls_key, &st) != 0) {
 		int rc = -errno;
 		snprintf(err, errlen, "--tls-key %s: %s; fix: give the server's PEM private key",
-			 opt->tls_key, strerror(-rc));
+		         opt->tls_key, strerror(-rc));
 		return rc;
 	}
 	if ((st.st_mode & 077) != 0 && !opt->allow_group_readable) {
-		snprintf(err, errlen,
-			 "--tls-key %s: readable by group or others (mode %04o); chmod 600 %s or pass "
-			 "--allow-group-readable-keys",
-			 opt->tls_key, (unsigned)(st.st_mode & 07777), opt->tls_key);
+		snprintf(
+		    err, errlen,
+		    "--tls-key %s: readable by group or others (mode %04o); chmod 600 %s or pass "
+		    "--allow-group-readable-keys",
+		    opt->tls_key, (unsigned)(st.st_mode & 07777), opt->tls_key);
 		return -KW_ECONFIG;
 	}
 	return 0;
 }
 
 static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, char *err,
-		     size_t errlen)
+                     size_t errlen)
 {
 	const struct kwd_options *opt = s->opt;
 	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable};
@@ -74,8 +75,9 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 	else if (!S_ISDIR(st.st_mode))
 		bad = "not a directory";
 	if (bad != NULL) {
-		snprintf(err, errlen, "--keys %s: %s; fix: give the directory holding the *.key files",
-			 opt->keys_dir, bad);
+		snprintf(err, errlen,
+		         "--keys %s: %s; fix: give the directory holding the *.key files",
+		         opt->keys_dir, bad);
 		return -KW_ECONFIG;
 	}
 	int rc = kwd_keystore_load(opt->keys_dir, &ko, &ks, err, errlen);
@@ -86,12 +88,13 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 			goto err;
 		char why[768];
 		ctx = kw_tls_server_ctx(opt->tls_cert, opt->tls_key, opt->client_ca, why,
-					sizeof(why));
+		                        sizeof(why));
 		if (ctx == NULL) {
-			snprintf(err, errlen,
-				 "%s; fix: --tls-cert must be a PEM certificate chain, --tls-key its "
-				 "unencrypted PEM key, --client-ca the PEM CA of the clients",
-				 why);
+			snprintf(
+			    err, errlen,
+			    "%s; fix: --tls-cert must be a PEM certificate chain, --tls-key its "
+			    "unencrypted PEM key, --client-ca the PEM CA of the clients",
+			    why);
 			rc = -KW_ECONFIG;
 			goto err;
 		}
@@ -135,10 +138,10 @@ static void set_port(struct kw_addr *a, int port)
 static int tcp_fail(char *err, size_t errlen, const char *name, int rc)
 {
 	snprintf(err, errlen, "cannot listen on %s: %s; fix: %s", name, strerror(-rc),
-		 rc == -EADDRINUSE ? "stop the server using that port or choose another --listen"
-		 : rc == -EADDRNOTAVAIL ? "use an address of this machine in --listen"
-		 : rc == -EACCES ? "use a port above 1023 or run with CAP_NET_BIND_SERVICE"
-				 : "check --listen");
+	         rc == -EADDRINUSE ? "stop the server using that port or choose another --listen"
+	         : rc == -EADDRNOTAVAIL ? "use an address of this machine in --listen"
+	         : rc == -EACCES        ? "use a port above 1023 or run with CAP_NET_BIND_SERVICE"
+	                                : "check --listen");
 	return rc;
 }
 
@@ -147,18 +150,19 @@ static int open_tcp(struct kwd_server *s, char *err, size_t errlen)
 	char why[256], name[300];
 	if (kw_addr_parse(&s->tcp_addr, s->opt->listen, why, sizeof(why)) < 0) {
 		snprintf(err, errlen, "--listen %s: %s; fix: use ADDR:PORT, e.g. 127.0.0.1:2407",
-			 s->opt->listen, why);
+		         s->opt->listen, why);
 		return -KW_ECONFIG;
 	}
 	if (s->tcp_addr.is_unix) {
-		snprintf(err, errlen, "--listen %s: a TCP address is needed; use --unix for a socket",
-			 s->opt->listen);
+		snprintf(err, errlen,
+		         "--listen %s: a TCP address is needed; use --unix for a socket",
+		         s->opt->listen);
 		return -KW_ECONFIG;
 	}
 	kw_addr_format(&s->tcp_addr, name, sizeof(name));
 	int port = s->tcp_addr.ss.ss_family == AF_INET
-			   ? ntohs(((struct sockaddr_in *)&s->tcp_addr.ss)->sin_port)
-			   : ntohs(((struct sockaddr_in6 *)&s->tcp_addr.ss)->sin6_port);
+	               ? ntohs(((struct sockaddr_in *)&s->tcp_addr.ss)->sin_port)
+	               : ntohs(((struct sockaddr_in6 *)&s->tcp_addr.ss)->sin6_port);
 	if (port != 0) {
 		/* SO_REUSEPORT would silently share the port with another server of
 		 * this user: make sure nobody listens there first. */
@@ -210,14 +214,15 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 	int rc;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "--unix %s: path longer than %zu bytes; fix: use a shorter path",
-			 path, sizeof(sa.sun_path) - 1);
+		snprintf(err, errlen,
+		         "--unix %s: path longer than %zu bytes; fix: use a shorter path", path,
+		         sizeof(sa.sun_path) - 1);
 		return -ENAMETOOLONG;
 	}
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (s->opt->unix_group != NULL && parse_group(s->opt->unix_group, &gid) < 0) {
 		snprintf(err, errlen, "--unix-group %s: no such group; fix: name an existing group",
-			 s->opt->unix_group);
+		         s->opt->unix_group);
 		return -KW_ECONFIG;
 	}
 
@@ -225,9 +230,9 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			snprintf(err, errlen,
-				 "--unix %s: exists and is not a socket; fix: remove it or choose "
-				 "another path",
-				 path);
+			         "--unix %s: exists and is not a socket; fix: remove it or choose "
+			         "another path",
+			         path);
 			return -EEXIST;
 		}
 		/* Remove a stale socket only if nothing answers on it. */
@@ -239,9 +244,9 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 		close(probe);
 		if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
 			snprintf(err, errlen,
-				 "--unix %s: already in use by a running server; fix: stop it or "
-				 "choose another path",
-				 path);
+			         "--unix %s: already in use by a running server; fix: stop it or "
+			         "choose another path",
+			         path);
 			return -EADDRINUSE;
 		}
 		if (e == ECONNREFUSED) {
@@ -271,9 +276,9 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {
 		rc = -errno;
 		snprintf(err, errlen,
-			 "--unix-group %s: cannot give %s that group: %s; fix: run keywayd as a "
-			 "member of the group",
-			 s->opt->unix_group, path, strerror(-rc));
+		         "--unix-group %s: cannot give %s that group: %s; fix: run keywayd as a "
+		         "member of the group",
+		         s->opt->unix_group, path, strerror(-rc));
 		return rc;
 	}
 	if (chmod(path, s->unix_mode) != 0 || listen(s->unix_fd, LISTEN_BACKLOG) != 0)
@@ -282,14 +287,13 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 sys:
 	rc = -errno;
 	snprintf(err, errlen, "--unix %s: %s; fix: check the directory exists and is writable",
-		 path, strerror(-rc));
+	         path, strerror(-rc));
 	return rc;
 }
 
 /* ---- life cycle ---- */
 
-int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *err,
-		    size_t errlen)
+int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *err, size_t errlen)
 {
 	memset(s, 0, sizeof(*s));
 	s->opt = opt;
@@ -304,8 +308,8 @@ int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *e
 		unsigned long m = strtoul(opt->unix_mode, &end, 8);
 		if (*opt->unix_mode == '\0' || *end != '\0' || m > 0777) {
 			snprintf(err, errlen,
-				 "--unix-mode %s: not an octal permission mode; fix: use e.g. 0660",
-				 opt->unix_mode);
+			         "--unix-mode %s: not an octal permission mode; fix: use e.g. 0660",
+			         opt->unix_mode);
 			return -KW_ECONFIG;
 		}
 		s->unix_mode = (unsigned)m;
@@ -388,7 +392,7 @@ sys:
 	rc = -errno;
 out:
 	snprintf(err, errlen, "--pid-file %s: %s; fix: choose a writable location", path,
-		 strerror(-rc));
+	         strerror(-rc));
 	return rc;
 }
 
@@ -414,7 +418,7 @@ int kwd_server_reload(struct kwd_server *s)
 	kwd_metrics_set_keys(s->metrics, n);
 	kwd_metrics_reload(s->metrics, 1);
 	kw_info("reloaded: %zu key%s%s", n, n == 1 ? "" : "s",
-		s->has_tcp ? ", TLS certificate, key and client CA" : "");
+	        s->has_tcp ? ", TLS certificate, key and client CA" : "");
 	/* Idle workers let go of the old keys now rather than at their next request. */
 	for (unsigned i = 0; s->workers != NULL && i < s->nworkers; i++)
 		if (s->workers[i] != NULL)

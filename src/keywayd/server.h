@@ -28,28 +28,28 @@
 /* Command-line / config-file options (see main.c for the table). */
 struct kwd_options {
 	char *keys_dir;
-	char *listen;      /* ADDR:PORT, TCP with mutual TLS */
+	char *listen; /* ADDR:PORT, TCP with mutual TLS */
 	char *tls_cert;
 	char *tls_key;
 	char *client_ca;
 	char *unix_path;
-	char *unix_mode;   /* octal text; NULL means 0660 */
+	char *unix_mode; /* octal text; NULL means 0660 */
 	char *unix_group;
-	char *metrics;     /* ADDR:PORT */
+	char *metrics; /* ADDR:PORT */
 	char *pid_file;
-	unsigned workers;  /* 0: online cores */
+	unsigned workers; /* 0: online cores */
 	unsigned idle_timeout_s;
 	unsigned drain_timeout_s;
 	unsigned max_inflight;
 	bool allow_group_readable;
-	int log_level;     /* enum kw_log_level */
+	int log_level; /* enum kw_log_level */
 };
 
 struct kwd_gen {
 	atomic_uint refs;
-	uint64_t seq;             /* 1 for the start-up set, +1 per successful reload */
+	uint64_t seq; /* 1 for the start-up set, +1 per successful reload */
 	struct kwd_keystore *ks;
-	SSL_CTX *ssl_ctx;         /* NULL without a TCP listener */
+	SSL_CTX *ssl_ctx; /* NULL without a TCP listener */
 };
 
 struct kwd_gen *kwd_gen_ref(struct kwd_gen *g);
@@ -62,20 +62,20 @@ struct kwd_server {
 	unsigned nworkers;
 	unsigned unix_mode;
 	bool has_tcp;
-	struct kw_addr tcp_addr;       /* with the real port once bound */
-	int *tcp_fds;                  /* one SO_REUSEPORT listener per worker, or NULL */
-	int unix_fd;                   /* shared by all workers (EPOLLEXCLUSIVE), -1 if none */
-	bool unix_owned;               /* we created unix_path and must unlink it */
+	struct kw_addr tcp_addr; /* with the real port once bound */
+	int *tcp_fds;            /* one SO_REUSEPORT listener per worker, or NULL */
+	int unix_fd;             /* shared by all workers (EPOLLEXCLUSIVE), -1 if none */
+	bool unix_owned;         /* we created unix_path and must unlink it */
 	bool pid_written;
 
 	pthread_mutex_t gen_lock;
-	struct kwd_gen *gen;           /* current generation, under gen_lock */
-	_Atomic uint64_t gen_seq;      /* seq of gen, readable without the lock */
+	struct kwd_gen *gen;      /* current generation, under gen_lock */
+	_Atomic uint64_t gen_seq; /* seq of gen, readable without the lock */
 	atomic_bool draining;
 
 	struct kwd_worker **workers;
 	struct kwd_metrics *metrics;
-	BIO_METHOD *bio_method;        /* the connections' buffer BIO */
+	BIO_METHOD *bio_method; /* the connections' buffer BIO */
 };
 
 /*
@@ -83,8 +83,7 @@ struct kwd_server {
  * (nothing serves yet). On failure err holds one line naming the file or
  * address and the fix; the caller exits 2. kwd_server_cleanup undoes it all.
  */
-int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *err,
-		    size_t errlen);
+int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *err, size_t errlen);
 /* kwd_server_start starts the worker threads; 0 or -errno. */
 int kwd_server_start(struct kwd_server *s, char *err, size_t errlen);
 /* kwd_server_write_pid writes --pid-file (atomically, by rename); 0 or -errno. */

@@ -74,8 +74,8 @@ static void accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 			if (e == EAGAIN || e == EWOULDBLOCK)
 				return;
 			/* Out of descriptors or memory: a level-triggered listener would spin. */
-			kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id, strerror(e),
-				ACCEPT_PAUSE_MS);
+			kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id,
+			        strerror(e), ACCEPT_PAUSE_MS);
 			listeners_stop(w);
 			kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS);
 			return;
@@ -85,8 +85,8 @@ static void accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 		if (t == KWD_TRANSPORT_TCP)
 			kw_set_nodelay(fd);
 		kwd_worker_refresh(w);
-		int rc = kwd_conn_open(w, fd, t, t == KWD_TRANSPORT_TCP ? w->gen->ssl_ctx : NULL,
-				       peer);
+		int rc =
+		    kwd_conn_open(w, fd, t, t == KWD_TRANSPORT_TCP ? w->gen->ssl_ctx : NULL, peer);
 		if (rc < 0)
 			kw_warn("worker %u: cannot serve %s: %s", w->id, peer, kw_strerror(rc));
 	}
@@ -115,7 +115,7 @@ void kwd_worker_refresh_slow(struct kwd_worker *w)
 	int rc = kwd_signer_new(&s);
 	if (rc < 0) {
 		kw_warn("worker %u: cannot switch to the reloaded keys yet: %s", w->id,
-			kw_strerror(rc));
+		        kw_strerror(rc));
 		kwd_gen_unref(g);
 		return;
 	}
@@ -144,7 +144,7 @@ static void on_drain_deadline(struct kw_loop *loop, void *arg)
 {
 	struct kwd_worker *w = arg;
 	kw_warn("worker %u: drain timeout; closing %u connection%s", w->id, w->nconns,
-		w->nconns == 1 ? "" : "s");
+	        w->nconns == 1 ? "" : "s");
 	while (w->conns != NULL)
 		kwd_conn_abort(w->conns);
 	finish(w);
@@ -161,9 +161,9 @@ static void begin_drain(struct kwd_worker *w)
 	}
 	if (w->nconns > 0) {
 		kw_debug("worker %u: draining %u connection%s", w->id, w->nconns,
-			 w->nconns == 1 ? "" : "s");
+		         w->nconns == 1 ? "" : "s");
 		kw_timer_start_ms(w->loop, &w->drain_timer,
-				  (uint64_t)w->srv->opt->drain_timeout_s * 1000u);
+		                  (uint64_t)w->srv->opt->drain_timeout_s * 1000u);
 	}
 	for (struct kwd_conn *c = w->conns, *next; c != NULL; c = next) {
 		next = kwd_conn_next(c);

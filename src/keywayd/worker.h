@@ -32,25 +32,25 @@ struct kwd_worker {
 	bool started;
 	struct kw_loop *loop;
 
-	int tcp_fd;                  /* own listener, -1 if none */
+	int tcp_fd; /* own listener, -1 if none */
 	struct kw_io tcp_io;
-	struct kw_io unix_io;        /* srv->unix_fd, registered exclusive */
+	struct kw_io unix_io;         /* srv->unix_fd, registered exclusive */
 	struct kw_timer accept_timer; /* re-enables accepting after EMFILE */
-	struct kw_hook hook;         /* picks up reloads and the drain request */
+	struct kw_hook hook;          /* picks up reloads and the drain request */
 
-	struct kwd_gen *gen;         /* the generation this worker serves with */
+	struct kwd_gen *gen; /* the generation this worker serves with */
 	uint64_t gen_seq;
-	struct kwd_signer *signer;   /* context cache for gen->ks */
+	struct kwd_signer *signer; /* context cache for gen->ks */
 
-	struct kwd_conn *conns;      /* list of open connections */
+	struct kwd_conn *conns; /* list of open connections */
 	unsigned nconns;
 	bool draining;
 	struct kw_timer drain_timer;
 
-	size_t out_bound;            /* backpressure: unsent output bytes per connection */
+	size_t out_bound; /* backpressure: unsent output bytes per connection */
 	uint64_t idle_ns;
 
-	struct kwd_result result;    /* scratch for kwd_execute */
+	struct kwd_result result; /* scratch for kwd_execute */
 	struct kwd_batch_entry batch[KWD_BATCH_MAX];
 	unsigned nbatch;
 
