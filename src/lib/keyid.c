@@ -74,6 +74,16 @@ static EVP_PKEY *pubkey_from_private(EVP_PKEY *priv)
 	return pub;
 }
 
+/* Refuse to decrypt: a public key needs no passphrase, and we never prompt. */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
 int kw_load_public_key(const char *path, EVP_PKEY **out)
 {
 	BIO *bio = NULL;
@@ -89,13 +99,13 @@ int kw_load_public_key(const char *path, EVP_PKEY **out)
 		return rc;
 	}
 	/* Try, in order: PEM certificate, PEM public key, PEM private key, then DER forms. */
-	if ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+	if ((cert = PEM_read_bio_X509(bio, NULL, no_password, NULL)) != NULL)
 		goto have_cert;
 	(void)BIO_reset(bio);
-	if ((key = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL)) != NULL)
+	if ((key = PEM_read_bio_PUBKEY(bio, NULL, no_password, NULL)) != NULL)
 		goto done;
 	(void)BIO_reset(bio);
-	if ((key = PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"")) != NULL)
+	if ((key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL)) != NULL)
 		goto have_private;
 	(void)BIO_reset(bio);
 	if ((cert = d2i_X509_bio(bio, NULL)) != NULL)
