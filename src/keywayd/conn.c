@@ -55,6 +55,7 @@ struct kwd_conn {
 	bool draining;      /* server shutdown: close once answered */
 	bool input_drained; /* the last read emptied the socket */
 	bool handshake_failed;
+	bool secret_out; /* queued output holds a decrypted block: wipe it once sent */
 	const char *why; /* reason for closing, for the debug log */
 	struct kw_io io;
 	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
@@ -181,8 +182,8 @@ static int write_tx(struct kwd_conn *c)
 		size_t len = kw_buf_unread(&c->tx);
 		ssize_t n = send(c->fd, kw_buf_head(&c->tx), len, MSG_NOSIGNAL);
 		if (n > 0) {
-			/* Without TLS, tx holds plaintext responses (decrypted blocks). */
-			if (c->ssl == NULL)
+			/* Without TLS, tx holds plaintext responses. */
+			if (c->ssl == NULL && c->secret_out)
 				OPENSSL_cleanse(kw_buf_head(&c->tx), (size_t)n);
 			kw_buf_consume(&c->tx, (size_t)n);
 			c->active_ns = kw_loop_now_ns(c->w->loop);
@@ -260,6 +261,9 @@ static int answer(struct kwd_conn *c, uint32_t id, const struct kw_msg *m)
 	             ? kw_encode_error(out, id, (enum kw_proto_error)res->error, true)
 	             : kw_encode_response(out, id, res->opcode, res->payload, res->len, true);
 	kwd_result_cleanse(res);
+	/* Signatures are public; a raw RSA decryption is not. */
+	if (m->opcode == KW_OP_RSA_DECRYPT && res->opcode == KW_OP_RESPONSE)
+		c->secret_out = true;
 
 	unsigned fam = (unsigned)kw_opcode_family(m->opcode);
 	if (fam >= KWD_NFAMILY)
@@ -452,10 +456,13 @@ static void flush(struct kwd_conn *c)
 			close_now(c, reason[0] ? reason : "TLS write failed");
 			return;
 		}
-		OPENSSL_cleanse(kw_buf_head(&c->resp), len);
+		if (c->secret_out)
+			OPENSSL_cleanse(kw_buf_head(&c->resp), len);
 		kw_buf_consume(&c->resp, len);
 	}
 	int rc = write_tx(c);
+	if (pending_out(c) == 0)
+		c->secret_out = false;
 	if (w->nbatch > 0) {
 		uint64_t now = kw_now_ns(), d = now > c->rx_ns ? now - c->rx_ns : 0;
 		for (unsigned i = 0; i < w->nbatch; i++)
