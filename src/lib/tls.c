@@ -23,6 +23,9 @@ void kw_tls_err_string(char *out, size_t outlen)
 		/* Keep the reason part only: "error:0A000086:SSL routines::certificate verify failed". */
 		const char *reason = strrchr(one, ':');
 		reason = reason ? reason + 1 : one;
+		/* OpenSSL often queues the same reason several times (e.g. "system lib"). */
+		if (reason[0] == '\0' || strstr(out, reason) != NULL)
+			continue;
 		int w = snprintf(out + used, outlen - used, "%s%s", used ? "; " : "", reason);
 		if (w < 0 || (size_t)w >= outlen - used)
 			break;
