@@ -1,0 +1,417 @@
+/* settings.c - the provider's settings (see settings.h). */
+#include "settings.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/bio.h>
+#include <openssl/conf.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "keyway/err.h"
+
+#define MAX_FILE_SIZE (1u << 20)
+
+enum { S_SERVERS, S_CLIENT_CERT, S_CLIENT_KEY, S_CA, S_SERVER_NAME, S_TIMEOUT, S_CONNECTIONS };
+
+const struct kwp_setting_name kwp_setting_names[] = {
+    [S_SERVERS] = {"servers", "KEYWAY_SERVERS"},
+    [S_CLIENT_CERT] = {"client_cert", "KEYWAY_CLIENT_CERT"},
+    [S_CLIENT_KEY] = {"client_key", "KEYWAY_CLIENT_KEY"},
+    [S_CA] = {"ca", "KEYWAY_CA"},
+    [S_SERVER_NAME] = {"server_name", "KEYWAY_SERVER_NAME"},
+    [S_TIMEOUT] = {"timeout_ms", "KEYWAY_TIMEOUT_MS"},
+    [S_CONNECTIONS] = {"connections", "KEYWAY_CONNECTIONS"},
+    {NULL, NULL},
+};
+
+static void set_error(struct kwp_settings *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void set_error(struct kwp_settings *s, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (s->error != NULL)
+		return; /* the first problem is the one to fix first */
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	s->error = strdup(msg);
+}
+
+/* value returns the environment override, else the configured value, else NULL. */
+static const char *value(int which, kwp_setting_fn get, void *arg, const char **from)
+{
+	const char *v = secure_getenv(kwp_setting_names[which].env);
+	if (v != NULL) {
+		*from = kwp_setting_names[which].env;
+		return v;
+	}
+	*from = kwp_setting_names[which].key;
+	return get != NULL ? get(arg, kwp_setting_names[which].key) : NULL;
+}
+
+static int parse_uint(struct kwp_settings *s, const char *from, const char *text, unsigned min,
+                      unsigned max, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(text, &end, 10);
+	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 || v < min || v > max) {
+		set_error(s, "%s: '%s' is not a number from %u to %u", from, text, min, max);
+		return -EINVAL;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static char *trim(char *p)
+{
+	while (*p == ' ' || *p == '\t')
+		p++;
+	size_t n = strlen(p);
+	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		p[--n] = '\0';
+	return p;
+}
+
+static int parse_servers(struct kwp_settings *s, const char *from, const char *text)
+{
+	char *copy = strdup(text), *save = NULL;
+	size_t cap = 1;
+	int rc = 0;
+
+	if (copy == NULL)
+		return -ENOMEM;
+	for (const char *c = text; *c; c++)
+		cap += *c == ',';
+	s->addrs = calloc(cap, sizeof(*s->addrs));
+	s->server_texts = calloc(cap, sizeof(*s->server_texts));
+	if (s->addrs == NULL || s->server_texts == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char err[512];
+		tok = trim(tok);
+		if (*tok == '\0')
+			continue;
+		if (s->nservers == KWP_MAX_SERVERS) {
+			set_error(s, "%s: more than %d keyservers", from, KWP_MAX_SERVERS);
+			break;
+		}
+		if (kw_addr_parse(&s->addrs[s->nservers], tok, err, sizeof(err)) < 0) {
+			set_error(s, "%s: %s", from, err);
+			continue;
+		}
+		if ((s->server_texts[s->nservers] = strdup(tok)) == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		s->nservers++;
+	}
+out:
+	free(copy);
+	return rc;
+}
+
+/* read_file reads path whole into b; on failure records why and returns a negative code. */
+static int read_file(struct kwp_settings *s, const char *from, const char *path, struct kwp_blob *b)
+{
+	FILE *f = fopen(path, "rb");
+	struct stat st;
+	int rc;
+
+	if (f == NULL) {
+		rc = -errno;
+		set_error(s, "%s '%s': cannot open: %s", from, path, kw_strerror(rc));
+		return rc;
+	}
+	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_FILE_SIZE) {
+		set_error(s, "%s '%s': not a regular file of at most %u bytes", from, path,
+		          MAX_FILE_SIZE);
+		fclose(f);
+		return -EINVAL;
+	}
+	b->data = malloc((size_t)st.st_size + 1);
+	if (b->data == NULL) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	b->len = fread(b->data, 1, (size_t)st.st_size, f);
+	rc = ferror(f) ? -EIO : 0;
+	fclose(f);
+	if (rc < 0)
+		set_error(s, "%s '%s': read error", from, path);
+	return rc;
+}
+
+static void blob_cleanup(struct kwp_blob *b)
+{
+	if (b->data != NULL)
+		OPENSSL_cleanse(b->data, b->len);
+	free(b->data);
+	b->data = NULL;
+	b->len = 0;
+}
+
+/* load_path copies a path setting and reads its file; "" counts as unset. */
+static int load_path(struct kwp_settings *s, int which, kwp_setting_fn get, void *arg, char **path,
+                     struct kwp_blob *b)
+{
+	const char *from, *v = value(which, get, arg, &from);
+	if (v == NULL || *v == '\0')
+		return 0;
+	if ((*path = strdup(v)) == NULL)
+		return -ENOMEM;
+	int rc = read_file(s, from, v, b);
+	return rc == -ENOMEM ? rc : 0;
+}
+
+int kwp_settings_need_tls(const struct kwp_settings *s)
+{
+	for (size_t i = 0; i < s->nservers; i++)
+		if (!s->addrs[i].is_unix)
+			return 1;
+	return 0;
+}
+
+int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
+{
+	const char *from, *v;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->timeout_ms = KWP_DEFAULT_TIMEOUT_MS;
+	s->connections = KWP_DEFAULT_CONNECTIONS;
+
+	if ((v = value(S_SERVERS, get, arg, &from)) != NULL && (rc = parse_servers(s, from, v)) < 0)
+		return rc;
+	if ((v = value(S_TIMEOUT, get, arg, &from)) != NULL)
+		(void)parse_uint(s, from, v, 1, 3600000, &s->timeout_ms);
+	if ((v = value(S_CONNECTIONS, get, arg, &from)) != NULL)
+		(void)parse_uint(s, from, v, 1, 64, &s->connections);
+	if ((v = value(S_SERVER_NAME, get, arg, &from)) != NULL && *v != '\0' &&
+	    (s->server_name = strdup(v)) == NULL)
+		return -ENOMEM;
+	if ((rc = load_path(s, S_CLIENT_CERT, get, arg, &s->client_cert, &s->cert_pem)) < 0 ||
+	    (rc = load_path(s, S_CLIENT_KEY, get, arg, &s->client_key, &s->key_pem)) < 0 ||
+	    (rc = load_path(s, S_CA, get, arg, &s->ca, &s->ca_pem)) < 0)
+		return rc;
+
+	if ((s->client_cert == NULL) != (s->client_key == NULL))
+		set_error(s,
+		          "client_cert and client_key go together: set both (KEYWAY_CLIENT_CERT, "
+		          "KEYWAY_CLIENT_KEY) or neither");
+	if (kwp_settings_need_tls(s) && s->ca == NULL)
+		set_error(s, "ca is not set: it is required to verify TCP keyservers (set ca or "
+		             "KEYWAY_CA)");
+	return 0;
+}
+
+void kwp_settings_cleanup(struct kwp_settings *s)
+{
+	for (size_t i = 0; i < s->nservers; i++)
+		free(s->server_texts[i]);
+	free(s->server_texts);
+	free(s->addrs);
+	free(s->client_cert);
+	free(s->client_key);
+	free(s->ca);
+	free(s->server_name);
+	free(s->error);
+	blob_cleanup(&s->cert_pem);
+	blob_cleanup(&s->key_pem);
+	blob_cleanup(&s->ca_pem);
+	memset(s, 0, sizeof(*s));
+}
+
+/* ---- TLS context from memory ---- */
+
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1; /* an encrypted client key cannot be unlocked here: fail, never prompt */
+}
+
+static void tls_fail(char *err, size_t errlen, const char *what, const char *path)
+{
+	char why[256] = "";
+	unsigned long e = ERR_peek_last_error();
+	if (e != 0)
+		ERR_error_string_n(e, why, sizeof(why));
+	ERR_clear_error();
+	snprintf(err, errlen, "%s '%s'%s%s", what, path ? path : "", why[0] ? ": " : "", why);
+}
+
+static BIO *blob_bio(const struct kwp_blob *b)
+{
+	return BIO_new_mem_buf(b->data, (int)b->len);
+}
+
+/* add_certs adds every certificate of a PEM blob to store; the count or -1. */
+static int add_certs(X509_STORE *store, const struct kwp_blob *b, OSSL_LIB_CTX *libctx)
+{
+	BIO *bio = blob_bio(b);
+	STACK_OF(X509_INFO) *infos = NULL;
+	int n = -1;
+
+	if (bio == NULL)
+		return -1;
+	infos = PEM_X509_INFO_read_bio_ex(bio, NULL, NULL, NULL, libctx, NULL);
+	if (infos != NULL) {
+		n = 0;
+		for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
+			X509_INFO *xi = sk_X509_INFO_value(infos, i);
+			if (xi->x509 == NULL)
+				continue;
+			if (X509_STORE_add_cert(store, xi->x509) != 1) {
+				n = -1;
+				break;
+			}
+			n++;
+		}
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	BIO_free(bio);
+	return n;
+}
+
+static int use_chain(SSL_CTX *ctx, const struct kwp_blob *b, OSSL_LIB_CTX *libctx)
+{
+	BIO *bio = blob_bio(b);
+	X509 *x = NULL;
+	int ok = 0;
+
+	if (bio == NULL)
+		return 0;
+	if ((x = X509_new_ex(libctx, NULL)) == NULL ||
+	    PEM_read_bio_X509(bio, &x, NULL, NULL) == NULL || SSL_CTX_use_certificate(ctx, x) != 1)
+		goto out;
+	X509_free(x);
+	x = NULL;
+	/* The rest of the file is the chain. */
+	for (;;) {
+		ERR_set_mark();
+		X509 *c = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+		ERR_pop_to_mark();
+		if (c == NULL)
+			break;
+		if (SSL_CTX_add0_chain_cert(ctx, c) != 1) {
+			X509_free(c);
+			goto out;
+		}
+	}
+	ok = 1;
+out:
+	X509_free(x);
+	BIO_free(bio);
+	return ok;
+}
+
+SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, char *err,
+                              size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new_ex(libctx, NULL, TLS_client_method());
+	EVP_PKEY *key = NULL;
+	BIO *bio = NULL;
+
+	if (ctx == NULL) {
+		tls_fail(err, errlen, "cannot create the keyserver TLS context", NULL);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (s->ca == NULL) {
+		snprintf(err, errlen, "ca is not set: it is required to verify TCP keyservers");
+		goto err;
+	}
+	if (add_certs(SSL_CTX_get_cert_store(ctx), &s->ca_pem, libctx) <= 0) {
+		tls_fail(err, errlen, "ca: no usable PEM certificate in", s->ca);
+		goto err;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (s->client_cert != NULL) {
+		if (!use_chain(ctx, &s->cert_pem, libctx)) {
+			tls_fail(err, errlen, "client_cert: cannot use the PEM certificate in",
+			         s->client_cert);
+			goto err;
+		}
+		if ((bio = blob_bio(&s->key_pem)) == NULL ||
+		    (key = PEM_read_bio_PrivateKey_ex(bio, NULL, no_password, NULL, libctx,
+		                                      NULL)) == NULL ||
+		    SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+			tls_fail(err, errlen, "client_key: cannot use the (unencrypted PEM) key in",
+			         s->client_key);
+			goto err;
+		}
+		if (SSL_CTX_check_private_key(ctx) != 1) {
+			tls_fail(err, errlen, "client_key does not match client_cert",
+			         s->client_cert);
+			goto err;
+		}
+	}
+	EVP_PKEY_free(key);
+	BIO_free(bio);
+	return ctx;
+err:
+	EVP_PKEY_free(key);
+	BIO_free(bio);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* ---- openssl.cnf, for tools that are not the provider ---- */
+
+struct cnf_lookup {
+	CONF *conf;
+	const char *section;
+};
+
+static const char *cnf_get(void *arg, const char *name)
+{
+	struct cnf_lookup *l = arg;
+	ERR_set_mark();
+	const char *v = NCONF_get_string(l->conf, l->section, name);
+	ERR_pop_to_mark();
+	return v;
+}
+
+int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *provname)
+{
+	char *deflt = NULL;
+	struct cnf_lookup l = {NULL, NULL};
+	long eline = 0;
+	int rc;
+
+	if (path == NULL)
+		path = getenv("OPENSSL_CONF");
+	if (path == NULL)
+		path = deflt = CONF_get1_default_config_file();
+	l.conf = NCONF_new(NULL);
+	if (l.conf == NULL) {
+		OPENSSL_free(deflt);
+		return -ENOMEM;
+	}
+	ERR_set_mark();
+	if (path != NULL && NCONF_load(l.conf, path, &eline) == 1) {
+		const char *init = NCONF_get_string(l.conf, NULL, "openssl_conf");
+		const char *provs = init ? NCONF_get_string(l.conf, init, "providers") : NULL;
+		l.section = provs ? NCONF_get_string(l.conf, provs, provname) : NULL;
+	}
+	ERR_pop_to_mark();
+	rc = kwp_settings_load(s, l.section ? cnf_get : NULL, &l);
+	NCONF_free(l.conf);
+	OPENSSL_free(deflt);
+	return rc;
+}

@@ -1,0 +1,82 @@
+/*
+ * settings.h - the keyway provider's settings, shared by the provider and
+ * by `keyway ping`, so both read them the same way.
+ *
+ * Each setting comes from the provider's openssl.cnf section and may be
+ * overridden by an environment variable (servers / KEYWAY_SERVERS, ...).
+ * Files (client certificate, key, CA) are read into memory when the
+ * settings are loaded -- in the privileged parent, before a chroot or a
+ * fork -- and turned into a TLS context later, where it is used.
+ */
+#ifndef KEYWAY_PROVIDER_SETTINGS_H
+#define KEYWAY_PROVIDER_SETTINGS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#include "keyway/net.h"
+
+#define KWP_DEFAULT_TIMEOUT_MS 2000u
+#define KWP_DEFAULT_CONNECTIONS 2u
+#define KWP_MAX_SERVERS 32
+
+/* A whole file read into memory (wiped on cleanup). */
+struct kwp_blob {
+	unsigned char *data;
+	size_t len;
+};
+
+struct kwp_settings {
+	struct kw_addr *addrs; /* resolved keyserver addresses */
+	char **server_texts;   /* each as written, for messages */
+	size_t nservers;
+	char *client_cert; /* paths, as configured (NULL: unset) */
+	char *client_key;
+	char *ca;
+	char *server_name; /* overrides the name checked and sent as SNI */
+	unsigned timeout_ms;
+	unsigned connections; /* per keyserver, per I/O thread */
+	struct kwp_blob cert_pem, key_pem, ca_pem;
+	char *error; /* the first configuration error, or NULL */
+};
+
+/* A setting as the configuration holds it, or NULL when unset. */
+typedef const char *(*kwp_setting_fn)(void *arg, const char *name);
+
+/* One row per setting: the openssl.cnf key and the environment variable. */
+struct kwp_setting_name {
+	const char *key;
+	const char *env;
+};
+extern const struct kwp_setting_name kwp_setting_names[];
+
+/*
+ * kwp_settings_load fills s from get (openssl.cnf values; may be NULL) and
+ * the environment. It never fails on a bad value: the first problem is
+ * kept in s->error ("timeout_ms: ..."), for the caller to report where it
+ * matters. Returns 0, or -ENOMEM.
+ */
+int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg);
+void kwp_settings_cleanup(struct kwp_settings *s);
+
+/*
+ * kwp_settings_ssl_ctx builds the keyserver TLS client context from the
+ * in-memory CA, certificate and key (NULL libctx: the default one). NULL
+ * with the reason in err on failure.
+ */
+SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, char *err,
+                              size_t errlen);
+
+/* kwp_settings_need_tls is true when some keyserver is reached over TCP. */
+int kwp_settings_need_tls(const struct kwp_settings *s);
+
+/*
+ * kwp_settings_from_cnf loads settings as the provider would under the name
+ * provname in the OpenSSL configuration file path (NULL: $OPENSSL_CONF or
+ * OpenSSL's default file). A missing file or section just means no
+ * openssl.cnf values. Returns 0 or -ENOMEM; problems land in s->error.
+ */
+int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *provname);
+
+#endif
