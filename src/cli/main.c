@@ -12,6 +12,7 @@
 
 #include <openssl/evp.h>
 
+#include "commands.h"
 #include "keyway/config.h"
 #include "keyway/err.h"
 #include "keyway/keyid.h"
@@ -128,6 +129,9 @@ static const struct subcommand subcommands[] = {
 	{"ski", "FILE", "print the SKI (SHA-1 of the public key bits) of a certificate or key",
 	 cmd_ski},
 	{"digest", "FILE", "print the RSA modulus digest (SHA-256 of its upper-case hex)", cmd_digest},
+	{"ref", "--cert CERT", "print the KEYWAY KEY reference PEM for a certificate's key", kw_cli_ref},
+	{"ping", "[--openssl-conf FILE]", "ask each keyserver of the provider's settings for a pong",
+	 kw_cli_ping},
 	{"help", "[COMMAND]", "show this list, or one command's options", cmd_help},
 	{NULL, NULL, NULL, NULL},
 };

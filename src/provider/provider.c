@@ -1,0 +1,429 @@
+/*
+ * provider.c - the keyway provider's entry point: OSSL_provider_init (the
+ * module's only exported symbol), settings, errors, the algorithm tables,
+ * and the per-process I/O thread's lifecycle across fork().
+ */
+#include "provider.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/provider.h>
+
+#include "keyway/err.h"
+#include "keyway/keyid.h"
+#include "remote.h"
+
+#define KWP_VERSION "0.1.0"
+#define PROPS "provider=keyway"
+
+/* ---- errors ---- */
+
+static const OSSL_ITEM reason_strings[] = {
+    {KWP_R_CONFIG, "keyway provider configuration error"},
+    {KWP_R_NOT_CONFIGURED, "no keyserver configured"},
+    {KWP_R_BAD_URI, "malformed keyway URI"},
+    {KWP_R_BAD_KEY_REF, "malformed KEYWAY KEY reference"},
+    {KWP_R_SKI_MISMATCH, "SKI does not match the public key"},
+    {KWP_R_UNSUPPORTED_KEY, "key type not supported by keyless"},
+    {KWP_R_UNSUPPORTED, "operation not supported by the keyless protocol"},
+    {KWP_R_UNREACHABLE, "keyserver unreachable"},
+    {KWP_R_TLS, "TLS with the keyserver failed"},
+    {KWP_R_TIMEOUT, "keyserver timeout"},
+    {KWP_R_KEY_NOT_FOUND, "key not found on the keyserver"},
+    {KWP_R_REMOTE_ERROR, "keyserver error"},
+    {KWP_R_BAD_RESPONSE, "unexpected keyserver response"},
+    {KWP_R_BUFFER_TOO_SMALL, "output buffer too small"},
+    {KWP_R_INTERNAL, "keyway provider internal error"},
+    {0, NULL},
+};
+
+void kwp_raise_at(const struct kwp_prov *prov, const char *file, int line, const char *func,
+                  int reason, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (prov == NULL || prov->c_new_error == NULL)
+		return;
+	prov->c_new_error(prov->handle);
+	prov->c_set_error_debug(prov->handle, file, line, func);
+	va_start(ap, fmt);
+	prov->c_vset_error(prov->handle, (uint32_t)reason, fmt, ap);
+	va_end(ap);
+}
+
+int kwp_check_config(const struct kwp_prov *prov)
+{
+	if (prov->settings.error == NULL)
+		return 1;
+	kwp_raise(prov, KWP_R_CONFIG, "%s", prov->settings.error);
+	return 0;
+}
+
+/* ---- per-process remote, and fork ---- */
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kwp_prov *registry;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* Around fork() every lock is held by the forking thread, so the child gets them unlocked. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&registry_lock);
+	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov)
+		pthread_mutex_lock(&p->lock);
+}
+
+static void fork_parent(void)
+{
+	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov)
+		pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void fork_child(void)
+{
+	/* The parent's I/O thread does not exist here and its connections are not ours. */
+	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov) {
+		if (p->remote != NULL)
+			kwp_remote_abandon(p->remote);
+		p->remote = NULL;
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void register_atfork(void)
+{
+	(void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+int kwp_prov_is_live(const struct kwp_prov *prov)
+{
+	int live = 0;
+
+	pthread_mutex_lock(&registry_lock);
+	for (struct kwp_prov *p = registry; p != NULL && !live; p = p->next_prov)
+		live = p == prov;
+	pthread_mutex_unlock(&registry_lock);
+	return live;
+}
+
+struct kwp_remote *kwp_prov_remote(struct kwp_prov *prov)
+{
+	struct kwp_remote *r;
+	int rc = 0;
+
+	pthread_mutex_lock(&prov->lock);
+	/* Also catches a child made without running atfork handlers (raw clone). */
+	if (prov->remote != NULL && kwp_remote_pid(prov->remote) != getpid()) {
+		kwp_remote_abandon(prov->remote);
+		prov->remote = NULL;
+	}
+	if (prov->remote == NULL)
+		rc = kwp_remote_new(&prov->settings, prov->libctx, &prov->remote);
+	r = prov->remote;
+	pthread_mutex_unlock(&prov->lock);
+	if (rc < 0)
+		kwp_raise(prov, KWP_R_INTERNAL, "cannot set up keyserver I/O: %s", kw_strerror(rc));
+	return r;
+}
+
+int kwp_remote_call(struct kwp_prov *prov, uint8_t opcode, const uint8_t ski[KW_SKI_LEN],
+                    const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len)
+{
+	const struct kwp_settings *s = &prov->settings;
+	struct kwp_remote *r;
+	struct kwp_op *op = NULL;
+	char hex[2 * KW_SKI_LEN + 1];
+	int rc;
+
+	*out = NULL;
+	*out_len = 0;
+	if (!kwp_check_config(prov))
+		return -KW_ECONFIG;
+	if (s->nservers == 0) {
+		kwp_raise(prov, KWP_R_NOT_CONFIGURED,
+		          "set servers in the provider's openssl.cnf section or KEYWAY_SERVERS");
+		return -KW_ECONFIG;
+	}
+	if ((r = kwp_prov_remote(prov)) == NULL)
+		return -ENOMEM;
+	if ((op = kwp_op_new(opcode, ski, in, in_len)) == NULL) {
+		kwp_raise(prov, KWP_R_INTERNAL, "out of memory");
+		return -ENOMEM;
+	}
+	op->deadline_ns = kwp_deadline_after_ms(s->timeout_ms);
+	if ((rc = kwp_remote_submit(r, op)) < 0) {
+		kwp_raise(prov, KWP_R_INTERNAL, "cannot start the keyserver I/O thread: %s",
+		          kw_strerror(rc));
+		goto out;
+	}
+	rc = kwp_op_wait(op, op->deadline_ns);
+	if (rc == 0)
+		rc = op->status;
+	kw_hex(hex, ski, KW_SKI_LEN);
+	const char *where = op->last_server >= 0 ? s->server_texts[op->last_server] : "keyserver";
+	switch (rc) {
+	case 0:
+		*out = op->out;
+		*out_len = op->out_len;
+		op->out = NULL;
+		break;
+	case -KW_EREMOTE:
+		if (op->remote_error == KW_ERR_KEY_NOT_FOUND)
+			kwp_raise(prov, KWP_R_KEY_NOT_FOUND,
+			          "no keyserver holds the key with SKI %s "
+			          "(last asked: %s)",
+			          hex, where);
+		else
+			kwp_raise(prov, KWP_R_REMOTE_ERROR, "%s answered \"%s\" (%s, key SKI %s)",
+			          where, kw_proto_error_string(op->remote_error),
+			          kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "?", hex);
+		break;
+	case -KW_ETIMEOUT:
+		kwp_raise(prov, KWP_R_TIMEOUT, "no answer within timeout_ms=%u%s%s", s->timeout_ms,
+		          op->detail[0] ? ": " : "", op->detail);
+		break;
+	case -KW_ECONFIG:
+		kwp_raise(prov, KWP_R_CONFIG, "cannot set up keyserver connections: %s",
+		          op->detail);
+		break;
+	case -KW_ETLS:
+		kwp_raise(prov, KWP_R_TLS, "%s", op->detail);
+		break;
+	default:
+		kwp_raise(prov, KWP_R_UNREACHABLE, "%s",
+		          op->detail[0] ? op->detail : kw_strerror(rc));
+		break;
+	}
+out:
+	kwp_op_put(op);
+	return rc;
+}
+
+/* ---- algorithms ---- */
+
+static const OSSL_ALGORITHM keymgmts[] = {
+    {KWP_NAMES_RSA, PROPS, kwp_rsa_keymgmt_functions, "RSA key held by a keyserver"},
+    {KWP_NAMES_EC, PROPS, kwp_ec_keymgmt_functions, "EC key held by a keyserver"},
+    {KWP_NAMES_ED25519, PROPS, kwp_ed25519_keymgmt_functions, "Ed25519 key held by a keyserver"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM stores[] = {
+    {KWP_URI_SCHEME, PROPS, kwp_store_functions, "keyway:ski=...;cert=... key URIs"},
+    {NULL, NULL, NULL, NULL},
+};
+
+#define DER_PROPS PROPS ",input=der,structure=" KWP_DER_STRUCTURE
+static const OSSL_ALGORITHM decoders[] = {
+    {"DER", PROPS ",input=pem", kwp_pem_decoder_functions, "KEYWAY KEY PEM block"},
+    {KWP_NAMES_RSA, DER_PROPS, kwp_der_rsa_decoder_functions, "keyway RSA key reference"},
+    {KWP_NAMES_EC, DER_PROPS, kwp_der_ec_decoder_functions, "keyway EC key reference"},
+    {KWP_NAMES_ED25519, DER_PROPS, kwp_der_ed25519_decoder_functions,
+     "keyway Ed25519 key reference"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM signatures[] = {
+    {KWP_NAMES_RSA, PROPS, kwp_rsa_signature_functions, "RSA PKCS#1 v1.5 and PSS by keyserver"},
+    {KWP_NAMES_ECDSA, PROPS, kwp_ecdsa_signature_functions, "ECDSA by keyserver"},
+    {KWP_NAMES_ED25519, PROPS, kwp_ed25519_signature_functions, "Ed25519 by keyserver"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM asym_ciphers[] = {
+    {KWP_NAMES_RSA, PROPS, kwp_rsa_asym_cipher_functions, "RSA decryption by keyserver"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM *query_operation(void *provctx, int operation_id, int *no_cache)
+{
+	*no_cache = 0;
+	switch (operation_id) {
+	case OSSL_OP_KEYMGMT:
+		return keymgmts;
+	case OSSL_OP_STORE:
+		return stores;
+	case OSSL_OP_DECODER:
+		return decoders;
+	case OSSL_OP_SIGNATURE:
+		return signatures;
+	case OSSL_OP_ASYM_CIPHER:
+		return asym_ciphers;
+	}
+	return NULL;
+}
+
+static const OSSL_PARAM *gettable_params(void *provctx)
+{
+	static const OSSL_PARAM p[] = {
+	    OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, NULL, 0),
+	    OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_VERSION, NULL, 0),
+	    OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_BUILDINFO, NULL, 0),
+	    OSSL_PARAM_int(OSSL_PROV_PARAM_STATUS, NULL),
+	    OSSL_PARAM_END,
+	};
+	return p;
+}
+
+static int get_params(void *provctx, OSSL_PARAM params[])
+{
+	OSSL_PARAM *p;
+
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL &&
+	    !OSSL_PARAM_set_utf8_ptr(p, "Keyway keyless provider"))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) != NULL &&
+	    !OSSL_PARAM_set_utf8_ptr(p, KWP_VERSION))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO)) != NULL &&
+	    !OSSL_PARAM_set_utf8_ptr(p, "keyway " KWP_VERSION))
+		return 0;
+	if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL &&
+	    !OSSL_PARAM_set_int(p, 1))
+		return 0;
+	return 1;
+}
+
+static const OSSL_ITEM *get_reason_strings(void *provctx)
+{
+	return reason_strings;
+}
+
+static void prov_free(struct kwp_prov *prov)
+{
+	if (prov == NULL)
+		return;
+	pthread_mutex_lock(&registry_lock);
+	for (struct kwp_prov **pp = &registry; *pp != NULL; pp = &(*pp)->next_prov)
+		if (*pp == prov) {
+			*pp = prov->next_prov;
+			break;
+		}
+	pthread_mutex_unlock(&registry_lock);
+	if (prov->remote != NULL) {
+		if (kwp_remote_pid(prov->remote) == getpid())
+			kwp_remote_free(prov->remote);
+		else
+			kwp_remote_abandon(prov->remote);
+	}
+	kwp_settings_cleanup(&prov->settings);
+	OSSL_LIB_CTX_free(prov->libctx);
+	pthread_mutex_destroy(&prov->lock);
+	free(prov->name);
+	free(prov);
+}
+
+static void teardown(void *provctx)
+{
+	prov_free(provctx);
+}
+
+static const OSSL_DISPATCH prov_functions[] = {
+    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))teardown},
+    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))gettable_params},
+    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params},
+    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query_operation},
+    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))get_reason_strings},
+    {0, NULL},
+};
+
+/* ---- init ---- */
+
+struct cnf {
+	const OSSL_CORE_HANDLE *handle;
+	OSSL_FUNC_core_get_params_fn *get;
+};
+
+/* cnf_get reads one key of our openssl.cnf section through the core. */
+static const char *cnf_get(void *arg, const char *name)
+{
+	struct cnf *c = arg;
+	const char *v = NULL;
+	OSSL_PARAM p[2] = {OSSL_PARAM_utf8_ptr(name, (char **)&v, 0), OSSL_PARAM_END};
+
+	if (c->get == NULL || !c->get(c->handle, p) || !OSSL_PARAM_modified(&p[0]))
+		return NULL;
+	return v;
+}
+
+__attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
+                                                              const OSSL_DISPATCH *in,
+                                                              const OSSL_DISPATCH **out,
+                                                              void **provctx);
+
+int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                       const OSSL_DISPATCH **out, void **provctx)
+{
+	struct kwp_prov *prov = calloc(1, sizeof(*prov));
+	struct cnf cnf = {handle, NULL};
+
+	if (prov == NULL)
+		return 0;
+	prov->handle = handle;
+	pthread_mutex_init(&prov->lock, NULL);
+	for (const OSSL_DISPATCH *f = in; f->function_id != 0; f++) {
+		switch (f->function_id) {
+		case OSSL_FUNC_CORE_GET_PARAMS:
+			cnf.get = OSSL_FUNC_core_get_params(f);
+			break;
+		case OSSL_FUNC_CORE_NEW_ERROR:
+			prov->c_new_error = OSSL_FUNC_core_new_error(f);
+			break;
+		case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+			prov->c_set_error_debug = OSSL_FUNC_core_set_error_debug(f);
+			break;
+		case OSSL_FUNC_CORE_VSET_ERROR:
+			prov->c_vset_error = OSSL_FUNC_core_vset_error(f);
+			break;
+		case OSSL_FUNC_BIO_READ_EX:
+			prov->c_bio_read_ex = OSSL_FUNC_BIO_read_ex(f);
+			break;
+		}
+	}
+	if (prov->c_new_error == NULL || prov->c_set_error_debug == NULL ||
+	    prov->c_vset_error == NULL || prov->c_bio_read_ex == NULL) {
+		prov->c_new_error = NULL;
+		goto err;
+	}
+	const char *name = cnf_get(&cnf, OSSL_PROV_PARAM_CORE_PROV_NAME);
+	if ((prov->name = strdup(name ? name : "keyway")) == NULL)
+		goto err;
+
+	/*
+	 * Settings and the files they name are read now: this may be the
+	 * privileged parent, about to chroot or to fork workers without our
+	 * environment. A bad setting does not fail the load; it is reported
+	 * on every use of a key, where an operator looks.
+	 */
+	if (kwp_settings_load(&prov->settings, cnf_get, &cnf) < 0)
+		goto err;
+
+	/* Our own fetches (digests, the keyserver TLS context) must never come back to us. */
+	prov->libctx = OSSL_LIB_CTX_new_child(handle, in);
+	if (prov->libctx == NULL || !EVP_set_default_properties(prov->libctx, "provider!=keyway"))
+		goto err;
+
+	pthread_once(&atfork_once, register_atfork);
+	pthread_mutex_lock(&registry_lock);
+	prov->next_prov = registry;
+	registry = prov;
+	pthread_mutex_unlock(&registry_lock);
+
+	*out = prov_functions;
+	*provctx = prov;
+	return 1;
+err:
+	prov_free(prov);
+	return 0;
+}
