@@ -320,7 +320,9 @@ const char *kwp_key_type_name(enum kwp_key_type type)
 /* ecdsa_max_size is the largest DER ECDSA-Sig-Value for an order of `bits` bits. */
 static int ecdsa_max_size(int bits)
 {
-	int ilen = (bits + 7) / 8 + 1; /* a leading zero when the top bit is set */
+	/* As ECDSA_size: r and s as large as the order, which needs a leading zero
+	 * when its top bit falls on a byte boundary. */
+	int ilen = (bits + 7) / 8 + (bits % 8 == 0);
 	int one = ASN1_object_size(0, ilen, V_ASN1_INTEGER);
 	return ASN1_object_size(1, 2 * one, V_ASN1_SEQUENCE);
 }

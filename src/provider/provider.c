@@ -246,9 +246,61 @@ static const OSSL_ALGORITHM asym_ciphers[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+struct order_scan {
+	const struct kwp_prov *self;
+	bool seen_self;
+	int after_self;
+};
+
+static int order_cb(OSSL_PROVIDER *p, void *arg)
+{
+	struct order_scan *scan = arg;
+	if (OSSL_PROVIDER_get0_provider_ctx(p) == scan->self)
+		scan->seen_self = true;
+	else if (scan->seen_self)
+		scan->after_self++;
+	return 1;
+}
+
+/*
+ * keep_default_first makes sure the application's unqualified fetches of
+ * "RSA" or "EC" key management (libssl's ECDHE key generation and its TLS
+ * group list, EVP_PKEY_fromdata...) get OpenSSL's implementation, not our
+ * opaque one. OpenSSL takes the first implementation registered, and
+ * registers them in the order of its provider list, which is load order
+ * ("-provider keyway -provider default") until the list gets sorted by name.
+ * So on our first query, if we precede another provider, we have the list
+ * sorted ("default" < "keyway"); and if that first query is itself a
+ * key-management pass, which runs in the old order, we sit it out
+ * (no_cache: we are asked again on the next pass, then after the others).
+ * Returns true when this query's key management must be deferred.
+ */
+static bool keep_default_first(struct kwp_prov *prov, int operation_id)
+{
+	struct order_scan scan = {prov, false, 0};
+	bool defer = false;
+
+	pthread_mutex_lock(&prov->lock);
+	if (!prov->order_checked && prov->have_parent) {
+		prov->order_checked = true;
+		(void)OSSL_PROVIDER_do_all(prov->parent, order_cb, &scan);
+		if (scan.seen_self && scan.after_self > 0) {
+			/* Any lookup by name sorts OpenSSL's provider list. */
+			(void)OSSL_PROVIDER_available(prov->parent, prov->name);
+			defer = operation_id == OSSL_OP_KEYMGMT;
+		}
+	}
+	pthread_mutex_unlock(&prov->lock);
+	return defer;
+}
+
 static const OSSL_ALGORITHM *query_operation(void *provctx, int operation_id, int *no_cache)
 {
 	*no_cache = 0;
+	if (keep_default_first(provctx, operation_id)) {
+		*no_cache = 1;
+		return NULL;
+	}
 	switch (operation_id) {
 	case OSSL_OP_KEYMGMT:
 		return keymgmts;
@@ -388,6 +440,11 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 			break;
 		case OSSL_FUNC_BIO_READ_EX:
 			prov->c_bio_read_ex = OSSL_FUNC_BIO_read_ex(f);
+			break;
+		case OSSL_FUNC_CORE_GET_LIBCTX:
+			/* The same libcrypto as ours, so the core context is the OSSL_LIB_CTX. */
+			prov->parent = (OSSL_LIB_CTX *)OSSL_FUNC_core_get_libctx(f)(handle);
+			prov->have_parent = true; /* NULL is the default context */
 			break;
 		}
 	}

@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,6 +57,9 @@ struct kwp_prov {
 	OSSL_FUNC_core_set_error_debug_fn *c_set_error_debug;
 	OSSL_FUNC_core_vset_error_fn *c_vset_error;
 	OSSL_FUNC_BIO_read_ex_fn *c_bio_read_ex;
+	OSSL_LIB_CTX *parent; /* the application's library context (NULL: the default) */
+	bool have_parent;     /* parent was given by the core */
+	bool order_checked;   /* see query_operation() */
 
 	struct kwp_settings settings; /* read once, at init */
 
