@@ -10,6 +10,7 @@ packages=(
 	python3 python3-cryptography                  # the independent keyless client of the e2e tests
 	gnuplot-nox                                   # benchmark plots
 	util-linux procps                             # taskset, ps for benchmarks
+	nginx curl                                    # the provider's e2e test with an unmodified server
 )
 
 missing=()

@@ -105,8 +105,8 @@ static int der_decode(struct kwp_prov *prov, enum kwp_key_type want, OSSL_CORE_B
 
 	if ((der = read_all(prov, cin, &der_len)) == NULL)
 		return 1;
-	if (kwp_ref_type(der, der_len) == (int)want &&
-	    kwp_ref_blob(prov, der, der_len, &blob, &blob_len) == 0) {
+	int type = kwp_ref_type(der, der_len);
+	if (type == (int)want && kwp_ref_blob(prov, der, der_len, &blob, &blob_len) == 0) {
 		OSSL_PARAM params[4] = {
 		    OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type),
 		    OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,

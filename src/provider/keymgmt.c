@@ -70,9 +70,6 @@ static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_t
 
 	if (kwp_ref_unblob(reference, reference_sz, &prov, &der, &der_len) < 0)
 		return NULL; /* not one of ours: nothing to say to whom */
-	/* A key that could never sign is better refused where the operator loads it. */
-	if (!kwp_check_config(prov))
-		return NULL;
 	struct kwp_key *k = kwp_key_from_ref(prov, der, der_len, &reason, err, sizeof(err));
 	if (k == NULL) {
 		kwp_raise(prov, reason, "%s", err);

@@ -20,6 +20,7 @@
 
 #include "keyway/err.h"
 #include "keyway/keyid.h"
+#include "keyway/log.h"
 #include "remote.h"
 
 #define KWP_VERSION "0.1.0"
@@ -460,11 +461,15 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 	/*
 	 * Settings and the files they name are read now: this may be the
 	 * privileged parent, about to chroot or to fork workers without our
-	 * environment. A bad setting does not fail the load; it is reported
-	 * on every use of a key, where an operator looks.
+	 * environment. A bad setting does not fail the load (OpenSSL would
+	 * hide why): it is logged once here and raised on every operation.
 	 */
 	if (kwp_settings_load(&prov->settings, cnf_get, &cnf) < 0)
 		goto err;
+	if (prov->settings.error != NULL)
+		kw_error("keyway provider: configuration error: %s (keys load, but every "
+		         "signature and decryption will fail)",
+		         prov->settings.error);
 
 	/* Our own fetches (digests, the keyserver TLS context) must never come back to us. */
 	prov->libctx = OSSL_LIB_CTX_new_child(handle, in);
