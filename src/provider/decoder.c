@@ -121,6 +121,17 @@ static int der_decode(struct kwp_prov *prov, enum kwp_key_type want, OSSL_CORE_B
 	return ret;
 }
 
+/*
+ * export_object declines: the private key cannot leave the keyserver. It
+ * must exist, as OpenSSL 3.0 calls it without checking when another
+ * provider's key management is picked for our reference.
+ */
+static int dec_export_object(void *ctx, const void *objref, size_t objref_sz,
+                             OSSL_CALLBACK *export_cb, void *export_cbarg)
+{
+	return 0;
+}
+
 /* clang-format off */
 #define DER_DECODER(t, TYPE)                                                                 \
 	static int t##_der_decode(void *ctx, OSSL_CORE_BIO *cin, int selection,              \
@@ -133,6 +144,7 @@ static int der_decode(struct kwp_prov *prov, enum kwp_key_type want, OSSL_CORE_B
 		{OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))dec_newctx},                      \
 		{OSSL_FUNC_DECODER_FREECTX, (void (*)(void))dec_freectx},                    \
 		{OSSL_FUNC_DECODER_DECODE, (void (*)(void))t##_der_decode},                  \
+		{OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))dec_export_object},        \
 		{0, NULL},                                                                   \
 	}
 
@@ -145,5 +157,6 @@ const OSSL_DISPATCH kwp_pem_decoder_functions[] = {
     {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))dec_newctx},
     {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))dec_freectx},
     {OSSL_FUNC_DECODER_DECODE, (void (*)(void))pem_decode},
+    {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))dec_export_object},
     {0, NULL},
 };

@@ -95,6 +95,48 @@ static void *ed25519_load(const void *reference, size_t reference_sz)
 	return key_load(reference, reference_sz, KWP_KEY_ED25519);
 }
 
+/*
+ * key_new and key_import exist so that OpenSSL, matching a certificate's
+ * key against ours, can try to import it here and be told no quietly: a
+ * missing NEW makes it leave a bogus "malloc failure" on the error queue,
+ * which applications (nginx) then report. An empty key is good for
+ * nothing else.
+ */
+static void *key_new(void *provctx, enum kwp_key_type type)
+{
+	struct kwp_key *k = calloc(1, sizeof(*k));
+	if (k != NULL) {
+		atomic_init(&k->refs, 1);
+		k->prov = provctx;
+		k->type = type;
+	}
+	return k;
+}
+
+static void *rsa_new(void *provctx)
+{
+	return key_new(provctx, KWP_KEY_RSA);
+}
+static void *ec_new(void *provctx)
+{
+	return key_new(provctx, KWP_KEY_EC);
+}
+static void *ed25519_new(void *provctx)
+{
+	return key_new(provctx, KWP_KEY_ED25519);
+}
+
+static int key_import(void *keydata, int selection, const OSSL_PARAM params[])
+{
+	return 0; /* keyway keys come from a keyway: URI or a KEYWAY KEY reference only */
+}
+
+static const OSSL_PARAM *key_import_types(int selection)
+{
+	static const OSSL_PARAM none[] = {OSSL_PARAM_END};
+	return none;
+}
+
 static void key_free(void *keydata)
 {
 	kwp_key_free(keydata);
@@ -110,15 +152,16 @@ static void *key_dup(const void *keydata, int selection)
 
 static int key_has(const void *keydata, int selection)
 {
+	const struct kwp_key *k = keydata;
 	/* Public and domain parts are here; the private part is on the keyserver. */
-	return keydata != NULL;
+	return k != NULL && (k->spki != NULL || (selection & OSSL_KEYMGMT_SELECT_ALL) == 0);
 }
 
 static int key_match(const void *a, const void *b, int selection)
 {
 	const struct kwp_key *k1 = a, *k2 = b;
 
-	if (k1->type != k2->type)
+	if (k1->type != k2->type || k1->spki == NULL || k2->spki == NULL)
 		return 0;
 	if (selection & OSSL_KEYMGMT_SELECT_KEYPAIR)
 		return k1->spki_len == k2->spki_len &&
@@ -151,7 +194,7 @@ static int key_export(void *keydata, int selection, OSSL_CALLBACK *cb, void *cba
 	int ok = 0;
 
 	/* The private key never leaves the keyserver; see the top of the file. */
-	if (k == NULL || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY))
+	if (k == NULL || k->spki == NULL || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY))
 		return 0;
 	if ((bld = OSSL_PARAM_BLD_new()) == NULL || !push_public(bld, k, selection) ||
 	    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL)
@@ -196,7 +239,7 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	const struct kwp_key *k = keydata;
 	OSSL_PARAM *p;
 
-	if (k == NULL)
+	if (k == NULL || k->spki == NULL)
 		return 0;
 	if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_BITS)) != NULL &&
 	    !OSSL_PARAM_set_int(p, k->bits))
@@ -307,6 +350,9 @@ static const char *ed25519_query_operation_name(int operation_id)
 /* clang-format off */
 #define KEYMGMT_FUNCTIONS(t)                                                                   \
 	const OSSL_DISPATCH kwp_##t##_keymgmt_functions[] = {                                  \
+		{OSSL_FUNC_KEYMGMT_NEW, (void (*)(void))t##_new},                              \
+		{OSSL_FUNC_KEYMGMT_IMPORT, (void (*)(void))key_import},                        \
+		{OSSL_FUNC_KEYMGMT_IMPORT_TYPES, (void (*)(void))key_import_types},            \
 		{OSSL_FUNC_KEYMGMT_LOAD, (void (*)(void))t##_load},                           \
 		{OSSL_FUNC_KEYMGMT_FREE, (void (*)(void))key_free},                            \
 		{OSSL_FUNC_KEYMGMT_DUP, (void (*)(void))key_dup},                              \

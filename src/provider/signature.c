@@ -243,7 +243,7 @@ static int sig_init(struct sig_ctx *ctx, void *keydata, const OSSL_PARAM params[
 	    [ALG_RSA] = KWP_KEY_RSA, [ALG_ECDSA] = KWP_KEY_EC, [ALG_ED25519] = KWP_KEY_ED25519};
 
 	if (key != NULL) {
-		if (key->type != want[ctx->alg]) {
+		if (key->type != want[ctx->alg] || key->spki == NULL) {
 			kwp_raise(ctx->prov, KWP_R_UNSUPPORTED_KEY, "key type mismatch");
 			return 0;
 		}
