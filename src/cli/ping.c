@@ -30,10 +30,12 @@ static int report(const struct kwp_settings *s, struct kwp_remote *r, size_t i, 
 		printf("ok    %s  %.1f ms\n", name, (double)(op->done_ns - op->submit_ns) / 1e6);
 		return 1;
 	}
-	const char *why = op->detail[0] ? op->detail : kw_strerror(op->status);
-	if (wrc < 0)
+	if (wrc < 0) { /* abandoned: the I/O thread may still write the op */
 		printf("FAIL  %s  no answer within timeout_ms=%u\n", name, s->timeout_ms);
-	else if (op->status == -KW_ECONFIG)
+		return 0;
+	}
+	const char *why = op->detail[0] ? op->detail : kw_strerror(op->status);
+	if (op->status == -KW_ECONFIG)
 		printf("FAIL  %s  %s\n", name,
 		       kwp_remote_setup_error(r) ? kwp_remote_setup_error(r) : why);
 	else if (op->status == -KW_EREMOTE)

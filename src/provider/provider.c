@@ -168,9 +168,13 @@ int kwp_remote_call(struct kwp_prov *prov, uint8_t opcode, const uint8_t ski[KW_
 		          kw_strerror(rc));
 		goto out;
 	}
-	rc = kwp_op_wait(op, op->deadline_ns);
-	if (rc == 0)
-		rc = op->status;
+	if (kwp_op_wait(op, op->deadline_ns) < 0) {
+		/* Abandoned: the op belongs to the I/O thread now; read nothing of it. */
+		kwp_raise(prov, KWP_R_TIMEOUT, "no answer within timeout_ms=%u", s->timeout_ms);
+		rc = -KW_ETIMEOUT;
+		goto out;
+	}
+	rc = op->status;
 	kw_hex(hex, ski, KW_SKI_LEN);
 	const char *where = op->last_server >= 0 ? s->server_texts[op->last_server] : "keyserver";
 	switch (rc) {

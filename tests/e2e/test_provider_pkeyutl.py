@@ -4,7 +4,8 @@ Signs with a keyway: URI and with a KEYWAY KEY reference PEM, for RSA
 PKCS#1 v1.5, RSA-PSS (salt = digest), ECDSA P-256/P-384 and Ed25519 (-rawin),
 through both sign-a-digest and digest-sign; every signature is verified with
 the public key, by python3-cryptography and by `openssl pkeyutl -verify`.
-Also: a reference after a certificate in one file; keys load with no
+RSA decryption, PKCS#1 v1.5 and raw. Also: a reference after a certificate
+in one file; keys load with no
 keyserver reachable; settings from an openssl.cnf section; PSS settings
 keyless can't do are refused when set; `keyway ping`; the module exports
 OSSL_provider_init only.
@@ -90,6 +91,30 @@ def body(c):
                     b"Signature Verified Successfully" in v.stdout,
                     "%s: openssl pkeyutl -verify accepts the signature" % name,
                     (p.stderr + v.stdout + v.stderr).decode(errors="replace")[-400:])
+
+        # RSA decryption by the keyserver: PKCS#1 v1.5 (depadded here) and raw.
+        from cryptography.hazmat.primitives.asymmetric import padding as apad
+        tk = s.keys["rsa2048"]
+        secret = b"keyway secret for decryption"
+        ct = os.path.join(tmp, "ct")
+        with open(ct, "wb") as f:
+            f.write(tk.pub.encrypt(secret, apad.PKCS1v15()))
+        for key, form in ((s.refs["rsa2048"], "reference PEM"), (s.uris["rsa2048"], "URI")):
+            out = os.path.join(tmp, "pt")
+            p = s.openssl(["pkeyutl", "-decrypt", "-inkey", key, "-in", ct, "-out", out])
+            c.check(p.returncode == 0 and open(out, "rb").read() == secret,
+                    "RSA PKCS#1 v1.5 decryption via %s" % form, p.stderr.decode(errors="replace"))
+        p = s.openssl(["pkeyutl", "-decrypt", "-inkey", s.refs["rsa2048"], "-in", ct, "-out", out,
+                       "-pkeyopt", "rsa_padding_mode:none"])
+        raw = open(out, "rb").read() if p.returncode == 0 else b""
+        c.check(len(raw) == 256 and raw[:2] == b"\x00\x02" and raw.endswith(b"\x00" + secret),
+                "raw RSA decryption returns the padded block", p.stderr.decode(errors="replace"))
+        with open(ct, "wb") as f:  # a ciphertext whose block is not PKCS#1 padded
+            f.write(b"\x01" + bytes(255))
+        p = s.openssl(["pkeyutl", "-decrypt", "-inkey", s.refs["rsa2048"], "-in", ct, "-out", out])
+        c.check(p.returncode != 0 and b"RSA decryption failed" in p.stderr,
+                "badly padded ciphertext: decryption fails cleanly",
+                p.stderr.decode(errors="replace")[-300:])
 
         # A reference after a certificate in the same file (HAProxy's combined crt file).
         combined = os.path.join(tmp, "combined.pem")
