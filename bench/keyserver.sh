@@ -11,8 +11,10 @@
 # CPU/op = seconds / count: the best this OpenSSL does on this CPU.
 # Numerator: keywayd with one worker pinned to one core, under keyway-bench
 # pinned to the other (mutual TLS, one connection, 64 requests in flight);
-# keywayd's utime+stime from /proc/PID/stat over the run divided by the ops
-# keyway-bench got answered. openssl speed runs on keywayd's core.
+# keywayd's utime+stime from /proc/PID/stat over the run divided by the
+# requests it served (its keyless_requests counter: keyway-bench's own count
+# leaves out the requests still in flight when its clock stops, which keywayd
+# did sign). openssl speed runs on keywayd's core.
 #
 # On a VM the cost of the very same sign drifts by 10-40 % within seconds
 # with the host's load, so the two sides are measured in alternating
@@ -55,7 +57,8 @@ done
 
 die() { echo "keyserver.sh: $*" >&2; exit 2; }
 
-# find_bin NAME SUBDIR: --build DIR, else build dirs of this checkout, else PATH.
+# find_bin NAME SUBDIR: --build DIR, else this checkout's build-release/ (what scripts/demo.sh
+# builds, optimised) or build/, else PATH (installed: keywayd in sbin, keyway-bench in bin).
 find_bin() {
 	local name=$1 sub=$2 d
 	if [ -n "$build" ]; then
@@ -63,7 +66,7 @@ find_bin() {
 		[ -x "$build/$name" ] && { echo "$build/$name"; return; }
 		return 1
 	fi
-	for d in "$root/build" "$root/build-release"; do
+	for d in "$root/build-release" "$root/build"; do
 		[ -x "$d/$sub/$name" ] && { echo "$d/$sub/$name"; return; }
 	done
 	PATH=$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin command -v "$name"
@@ -117,6 +120,13 @@ free_port() {
 cpu_ticks() { # utime + stime (fields 14, 15); strip "pid (comm) " first, comm may hold spaces
 	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
+served() { # served MPORT: keywayd's keyless_requests, summed over opcodes
+	taskset -c "$bench_cpu" python3 - "$1" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
+print(sum(int(float(l.split()[-1])) for l in text.splitlines() if l.startswith("keyless_requests{")))
+PY
+}
 core_busy() { # busy ticks of CPU N (all but idle and iowait), to show other load on the core
 	awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
@@ -143,18 +153,18 @@ speed_slice() {
 }
 
 # measure REP NAME KEYFILE OP: keywayd with that one key, then DURATION pairs
-# of slices; appends "REP NAME TICKS OTHER-TICKS BENCH-JSON" per keywayd slice.
+# of slices; appends "REP NAME TICKS OTHER-TICKS SERVED BENCH-JSON" per keywayd slice.
 measure() {
-	local rep=$1 name=$2 file=$3 op=$4 port keys t0 t1 b0 b1 out i
+	local rep=$1 name=$2 file=$3 op=$4 port mport keys t0 t1 b0 b1 n0 n1 out i
 	keys=$scratch/keys-$name
 	mkdir -p "$keys"
 	install -m 600 "$pki/keys/$file.key" "$keys/"
-	port=$(free_port)
+	port=$(free_port) mport=$(free_port)
 	rm -f "$scratch/keywayd.pid"
 	# Bounded even if this script is killed; the trap stops it sooner.
 	timeout -k 5 $((duration * 10 + 120)) taskset -c "$server_cpu" "$keywayd" --keys "$keys" \
 		--listen "127.0.0.1:$port" --tls-cert "$pki/server.crt" --tls-key "$pki/server.key" \
-		--client-ca "$pki/ca.crt" --workers 1 --log-level warn \
+		--client-ca "$pki/ca.crt" --workers 1 --log-level warn --metrics "127.0.0.1:$mport" \
 		--pid-file "$scratch/keywayd.pid" 2>"$scratch/keywayd-$name.log" &
 	tpid=$!
 	for _ in $(seq 100); do
@@ -172,13 +182,16 @@ measure() {
 		die "keyway-bench warm-up failed for $name: $(tail -n3 "$scratch/keywayd-$name.log")"
 	for i in $(seq "$duration"); do
 		speed_slice "$rep" "$name"
+		# keyway-bench exits after its last answer, so keywayd is idle at t1.
+		n0=$(served "$mport") || die "cannot read keywayd's metrics"
 		t0=$(cpu_ticks "$kpid") b0=$(core_busy "$server_cpu")
 		out=$(timeout 60 taskset -c "$bench_cpu" "$bench" "${args[@]}" --duration 1 \
 			2>"$scratch/bench.err") ||
 			die "keyway-bench failed for $name: $(tail -n3 "$scratch/bench.err")"
 		t1=$(cpu_ticks "$kpid") b1=$(core_busy "$server_cpu")
-		printf '%s %s %s %s %s\n' "$rep" "$name" "$((t1 - t0))" "$((b1 - b0 - (t1 - t0)))" \
-			"$out" >>"$scratch/keywayd.raw"
+		n1=$(served "$mport") || die "cannot read keywayd's metrics"
+		printf '%s %s %s %s %s %s\n' "$rep" "$name" "$((t1 - t0))" "$((b1 - b0 - (t1 - t0)))" \
+			"$((n1 - n0))" "$out" >>"$scratch/keywayd.raw"
 		printf .
 	done
 	stop_keywayd
@@ -219,8 +232,8 @@ for line in open(speed_f):
     c, s, n = speed.get((rep, name), (0, 0.0, 0))
     speed[rep, name] = (c + int(count), s + float(secs), n + 1)
 for line in open(raw_f):
-    rep, name, ticks, other, js = line.split(" ", 4)
-    kw.setdefault((rep, name), []).append((int(ticks), int(other), json.loads(js)))
+    rep, name, ticks, other, served, js = line.split(" ", 5)
+    kw.setdefault((rep, name), []).append((int(ticks), int(other), json.loads(js), int(served)))
 
 runs = {}
 for (rep, name), slices in kw.items():
@@ -228,11 +241,12 @@ for (rep, name), slices in kw.items():
     ticks = sum(s[0] for s in slices)
     other = sum(max(0, s[1]) for s in slices)
     ops = sum(s[2]["ops"] for s in slices)
+    served = sum(s[3] for s in slices)
     wall = sum(s[2]["seconds"] for s in slices)
     r = {
         "name": name,
         "ossl_us": secs * 1e6 / count,
-        "kw_us": ticks / tck * 1e6 / ops if ops else float("inf"),
+        "kw_us": ticks / tck * 1e6 / served if served else float("inf"),
         "ops_per_sec": ops / wall if wall else 0,
         "p50_us": statistics.median(s[2]["p50_us"] for s in slices),
         "p99_us": statistics.median(s[2]["p99_us"] for s in slices),
@@ -267,7 +281,7 @@ for r in rows:
         r["other_pct"]))
 print()
 print("openssl µs: user CPU per sign in `openssl speed` (its +R lines); keywayd µs: keywayd's")
-print("utime+stime per answered op. openssl%, keywayd%: each one's CPU over its wall time;")
+print("utime+stime per request served. openssl%, keywayd%: each one's CPU over its wall time;")
 print("other%: CPU its core gave to other processes during the keywayd slices. Well under 100%")
 print("openssl% or more than a few % other% means other load on the core skewed the numbers.")
 if nrep > 1:
