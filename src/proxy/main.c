@@ -1,0 +1,315 @@
+/*
+ * keyway-proxy - the QTLS front end: a TLS terminator whose handshakes can
+ * offload their private-key work asynchronously.
+ *
+ * The main thread parses options, opens the listeners (one SO_REUSEPORT
+ * socket per worker), starts the workers and then only handles signals
+ * (SIGTERM/SIGINT: drain and exit) and serves --metrics in its own loop.
+ * Exit status: 0 after a clean stop, 2 for a start-up error (one line
+ * naming the option or file and the fix), 1 for a failure later on.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "keyway/config.h"
+#include "keyway/err.h"
+#include "keyway/log.h"
+#include "keyway/loop.h"
+#include "keyway/net.h"
+#include "metrics.h"
+#include "proxy.h"
+#include "tlsctx.h"
+
+static const char usage[] =
+    "usage: keyway-proxy --listen ADDR:PORT --cert FILE --key FILE|keyway:URI|REFERENCE.pem "
+    "--respond\n"
+    "                    [--workers N] [--backend inline|threads|keyless] [--async on|off]\n"
+    "                    [--notify callback|fd] [--poll heuristic|timer|busy] "
+    "[--poll-interval-us N]\n"
+    "                    [--keepalive-timeout S] [--resumption on|off] [--metrics ADDR:PORT]\n"
+    "                    [--config FILE] [options]\n"
+    "A TLS terminator (QTLS front end) answering every HTTP/1.1 request with a small\n"
+    "fixed response (--respond). Handshakes offload their private-key operation to\n"
+    "the backend; SIGTERM drains and exits.";
+
+static const char *const backend_names[] = {"inline", "threads", "keyless", NULL};
+static const char *const on_off[] = {"on", "off", NULL};
+static const char *const notify_names[] = {"callback", "fd", NULL};
+static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
+
+static int check_options(struct kpx_options *o, bool backend_seen, char *err, size_t errlen)
+{
+	if (!o->respond) {
+		snprintf(err, errlen,
+		         "no mode given; fix: pass --respond (answer each request with a fixed "
+		         "response)");
+		return -KW_ECONFIG;
+	}
+	enum kpx_key_kind kind = kpx_key_kind(o->key);
+	int want = kind == KPX_KEY_KEYWAY ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
+	if (!backend_seen) {
+		o->backend = want;
+	} else if ((kind == KPX_KEY_KEYWAY) != (o->backend == KPX_BACKEND_KEYLESS)) {
+		snprintf(err, errlen,
+		         "--backend %s does not fit --key %s (%s); fix: use --backend %s, or give "
+		         "a %s",
+		         backend_names[o->backend], o->key,
+		         kind == KPX_KEY_KEYWAY ? "a key held by keyservers" : "a local private key",
+		         kind == KPX_KEY_KEYWAY ? "keyless" : "inline or --backend threads",
+		         kind == KPX_KEY_KEYWAY ? "local PEM private key"
+		                                : "keyway: URI or KEYWAY KEY reference");
+		return -KW_ECONFIG;
+	}
+	if (o->backend == KPX_BACKEND_KEYLESS) {
+		snprintf(err, errlen,
+		         "--key %s names a key held by keyservers, and this keyway-proxy cannot "
+		         "use them yet (the keyway provider is not built in); fix: use a local "
+		         "PEM private key",
+		         o->key);
+		return -KW_ECONFIG;
+	}
+	if (o->workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		o->workers = n > 0 ? (unsigned)(n > 256 ? 256 : n) : 1;
+	}
+	return 0;
+}
+
+struct main_ctx {
+	struct kpx_worker *workers;
+	unsigned nworkers;
+	struct kw_io sig_io;
+};
+
+static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
+{
+	struct signalfd_siginfo si;
+	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			kw_info("%s: draining connections and exiting",
+			        si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+			kw_loop_stop(loop);
+		}
+	}
+}
+
+static int open_listeners(struct kpx_worker *workers, unsigned n, struct kw_addr *addr,
+                          int *fds, char *err, size_t errlen)
+{
+	char text[300];
+	for (unsigned i = 0; i < n; i++) {
+		fds[i] = kw_listen_tcp(addr, true, 1024);
+		if (fds[i] < 0) {
+			kw_addr_format(addr, text, sizeof(text));
+			snprintf(err, errlen, "cannot listen on %s: %s; fix: choose a free address",
+			         text, kw_strerror(fds[i]));
+			return fds[i];
+		}
+		if (i == 0) {
+			/* Port 0: every worker's socket must share the port the first one got. */
+			int port = kw_bound_port(fds[0]);
+			if (port > 0 && addr->ss.ss_family == AF_INET)
+				((struct sockaddr_in *)&addr->ss)->sin_port = htons((uint16_t)port);
+			else if (port > 0 && addr->ss.ss_family == AF_INET6)
+				((struct sockaddr_in6 *)&addr->ss)->sin6_port = htons((uint16_t)port);
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct kpx_options o = {
+	    .resumption_off = 1,
+	    .poll_threshold = 48,
+	    .poll_interval_us = 1000,
+	    .crypto_threads = 1,
+	    .ring_size = 256,
+	    .keepalive_timeout_s = 60,
+	    .handshake_timeout_s = 10,
+	    .async_jobs = 1024,
+	    .body = "ok\n",
+	    .log_level = "info",
+	};
+	struct kw_option opts[] = {
+	    {.name = "listen", .type = KW_OPT_STRING, .dest = &o.listen, .arg = "ADDR:PORT",
+	     .help = "TLS listener (one SO_REUSEPORT socket per worker)", .required = true},
+	    {.name = "cert", .type = KW_OPT_STRING, .dest = &o.cert, .arg = "FILE",
+	     .help = "certificate chain, PEM", .required = true},
+	    {.name = "key", .type = KW_OPT_STRING, .dest = &o.key, .arg = "FILE|URI",
+	     .help = "private key: local PEM, keyway: URI or KEYWAY KEY reference PEM",
+	     .required = true},
+	    {.name = "respond", .type = KW_OPT_BOOL, .dest = &o.respond,
+	     .help = "answer every HTTP/1.1 request with a small fixed response"},
+	    {.name = "workers", .type = KW_OPT_UINT, .dest = &o.workers, .arg = "N",
+	     .help = "worker threads (default: online cores)", .min = 1, .max = 256},
+	    {.name = "backend", .type = KW_OPT_ENUM, .dest = &o.backend,
+	     .arg = "inline|threads|keyless",
+	     .help = "where private-key operations run (default: inline for a local key)",
+	     .choices = backend_names},
+	    {.name = "async", .type = KW_OPT_ENUM, .dest = &o.async_off, .arg = "on|off",
+	     .help = "pause handshakes on offloaded operations (off: block; default on)",
+	     .choices = on_off},
+	    {.name = "notify", .type = KW_OPT_ENUM, .dest = &o.notify, .arg = "callback|fd",
+	     .help = "how a completed operation resumes its handshake (default callback)",
+	     .choices = notify_names},
+	    {.name = "poll", .type = KW_OPT_ENUM, .dest = &o.poll, .arg = "heuristic|timer|busy",
+	     .help = "when a ring backend is polled (default heuristic)", .choices = poll_names},
+	    {.name = "poll-interval-us", .type = KW_OPT_UINT, .dest = &o.poll_interval_us,
+	     .arg = "N", .help = "--poll timer period (default 1000)", .min = 1, .max = 1000000},
+	    {.name = "poll-threshold", .type = KW_OPT_UINT, .dest = &o.poll_threshold, .arg = "N",
+	     .help = "heuristic: poll at this many ops in flight (default 48)", .min = 1,
+	     .max = 65536},
+	    {.name = "crypto-threads", .type = KW_OPT_UINT, .dest = &o.crypto_threads, .arg = "N",
+	     .help = "--backend threads: crypto threads per worker (default 1)", .min = 1,
+	     .max = 64},
+	    {.name = "ring-size", .type = KW_OPT_UINT, .dest = &o.ring_size, .arg = "N",
+	     .help = "--backend threads: ops in flight per crypto thread (default 256)", .min = 2,
+	     .max = 65536},
+	    {.name = "keepalive-timeout", .type = KW_OPT_UINT, .dest = &o.keepalive_timeout_s,
+	     .arg = "S", .help = "close idle keep-alive connections after S s; 0: close after "
+	                         "each response (default 60)",
+	     .max = 86400},
+	    {.name = "handshake-timeout", .type = KW_OPT_UINT, .dest = &o.handshake_timeout_s,
+	     .arg = "S", .help = "limit on a handshake and on reading one request (default 10)",
+	     .min = 1, .max = 3600},
+	    {.name = "resumption", .type = KW_OPT_ENUM, .dest = &o.resumption_off, .arg = "on|off",
+	     .help = "session tickets and cache (default off: every handshake is full)",
+	     .choices = on_off},
+	    {.name = "async-jobs", .type = KW_OPT_UINT, .dest = &o.async_jobs, .arg = "N",
+	     .help = "bound of each worker's ASYNC job pool (default 1024)", .min = 1,
+	     .max = 1000000},
+	    {.name = "offload-probe", .type = KW_OPT_BOOL, .dest = &o.offload_probe,
+	     .help = "test aid: each handshake also runs one sign through the backend, paused "
+	             "like an offloaded op (costs a sign; not for benchmarks)"},
+	    {.name = "metrics", .type = KW_OPT_STRING, .dest = &o.metrics, .arg = "ADDR:PORT",
+	     .help = "serve Prometheus metrics at http://ADDR:PORT/metrics"},
+	    {.name = "log-level", .type = KW_OPT_STRING, .dest = &o.log_level,
+	     .arg = "debug|info|warn|error", .help = "minimum level logged (default info)"},
+	    {0},
+	};
+	char err[1024] = "";
+	struct kw_addr addr, maddr;
+	struct kw_loop *loop = NULL;
+	struct kpx_metrics *metrics = NULL;
+	struct kpx_worker *workers = NULL;
+	int *lfds = NULL, sfd = -1, status = 2, rc;
+	SSL_CTX *ctx = NULL;
+	EVP_PKEY *key = NULL;
+	unsigned started = 0;
+
+	kw_log_init("keyway-proxy", KW_LOG_INFO);
+	rc = kw_config_parse(opts, argc, argv, usage, NULL, NULL, err, sizeof(err));
+	if (rc == 1)
+		return 0;
+	if (rc < 0)
+		goto fail;
+	int level = kw_log_parse_level(o.log_level);
+	if (level < 0) {
+		snprintf(err, sizeof(err), "--log-level %s: fix: use debug, info, warn or error",
+		         o.log_level);
+		goto fail;
+	}
+	kw_log_set_level((enum kw_log_level)level);
+	bool backend_seen = false;
+	for (struct kw_option *op = opts; op->name != NULL; op++)
+		if (strcmp(op->name, "backend") == 0)
+			backend_seen = op->seen;
+	if (check_options(&o, backend_seen, err, sizeof(err)) < 0)
+		goto fail;
+	if (kw_addr_parse(&addr, o.listen, err, sizeof(err)) < 0 || addr.is_unix) {
+		if (addr.is_unix)
+			snprintf(err, sizeof(err), "--listen %s: fix: give a TCP ADDR:PORT", o.listen);
+		goto fail;
+	}
+	if (o.metrics != NULL && kw_addr_parse(&maddr, o.metrics, err, sizeof(err)) < 0)
+		goto fail;
+	if ((ctx = kpx_tls_ctx(&o, &key, err, sizeof(err))) == NULL)
+		goto fail;
+	if (o.offload_probe)
+		kpx_probe_install(ctx, key);
+
+	/* Signals go to a signalfd; a write to a closed client must not kill the process. */
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+	workers = calloc(o.workers, sizeof(*workers));
+	lfds = calloc(o.workers, sizeof(*lfds));
+	if (workers == NULL || lfds == NULL || sfd < 0 || kw_loop_new(&loop) < 0) {
+		snprintf(err, sizeof(err), "out of memory or descriptors at start-up");
+		goto fail;
+	}
+	for (unsigned i = 0; i < o.workers; i++)
+		lfds[i] = -1;
+	if (open_listeners(workers, o.workers, &addr, lfds, err, sizeof(err)) < 0)
+		goto fail;
+	for (unsigned i = 0; i < o.workers; i++) {
+		if ((rc = kpx_worker_init(&workers[i], i, &o, ctx, lfds[i])) < 0) {
+			snprintf(err, sizeof(err), "cannot start worker %u: %s", i, kw_strerror(rc));
+			goto fail;
+		}
+		lfds[i] = -1; /* the worker owns it now */
+	}
+	if (o.metrics != NULL &&
+	    (rc = kpx_metrics_serve(&metrics, loop, &maddr, workers, o.workers, &o)) < 0) {
+		snprintf(err, sizeof(err), "--metrics %s: %s; fix: choose a free address", o.metrics,
+		         kw_strerror(rc));
+		goto fail;
+	}
+	for (; started < o.workers; started++) {
+		if ((rc = kpx_worker_start(&workers[started])) < 0) {
+			snprintf(err, sizeof(err), "cannot start worker thread: %s", kw_strerror(rc));
+			goto fail;
+		}
+	}
+	struct main_ctx mc = {.workers = workers, .nworkers = o.workers};
+	kw_io_init(&mc.sig_io, on_signal, &mc);
+	kw_io_start(loop, &mc.sig_io, sfd, KW_EV_READ);
+	char where[300];
+	kw_addr_format(&addr, where, sizeof(where));
+	kw_info("keyway-proxy listening on %s: %u worker%s, backend %s, async %s, notify %s, "
+	        "poll %s%s%s",
+	        where, o.workers, o.workers == 1 ? "" : "s", backend_names[o.backend],
+	        on_off[o.async_off], notify_names[o.notify], poll_names[o.poll],
+	        o.metrics != NULL ? ", metrics on " : "", o.metrics != NULL ? o.metrics : "");
+	status = kw_loop_run(loop) < 0 ? 1 : 0;
+	kw_io_stop(loop, &mc.sig_io);
+	goto out;
+fail:
+	fprintf(stderr, "keyway-proxy: %s\n", err);
+out:
+	for (unsigned i = 0; i < started; i++)
+		kpx_worker_stop(&workers[i]);
+	for (unsigned i = 0; i < started; i++)
+		kpx_worker_join(&workers[i]);
+	kpx_metrics_free(metrics);
+	for (unsigned i = 0; workers != NULL && i < o.workers; i++)
+		if (workers[i].loop != NULL)
+			kpx_worker_cleanup(&workers[i]);
+	for (unsigned i = 0; lfds != NULL && i < o.workers; i++)
+		if (lfds[i] >= 0)
+			close(lfds[i]);
+	free(workers);
+	free(lfds);
+	if (sfd >= 0)
+		close(sfd);
+	kw_loop_free(loop);
+	SSL_CTX_free(ctx);
+	EVP_PKEY_free(key);
+	kw_config_free(opts);
+	return status;
+}

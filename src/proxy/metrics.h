@@ -1,0 +1,25 @@
+/* metrics.h - keyway-proxy's Prometheus /metrics (see metrics.c). */
+#ifndef KPX_METRICS_H
+#define KPX_METRICS_H
+
+#include "keyway/buf.h"
+#include "keyway/loop.h"
+#include "keyway/net.h"
+#include "proxy.h"
+
+struct kpx_metrics;
+
+/*
+ * kpx_metrics_serve listens on addr in loop and answers GET /metrics with
+ * the sum of the workers' blocks (404 otherwise; one request per
+ * connection). 0 or -errno.
+ */
+int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
+                      struct kpx_worker *workers, unsigned nworkers,
+                      const struct kpx_options *opt);
+void kpx_metrics_free(struct kpx_metrics *m);
+
+/* kpx_metrics_render appends the exposition text to b. */
+int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * proxy.h - keyway-proxy's shared types: options, the worker, the
+ * connection, and the per-worker metrics block.
+ *
+ * Threads: each worker owns a kw_loop, a SO_REUSEPORT listener, its
+ * connections, an ASYNC job pool and an offload backend; nothing on the hot
+ * path is shared. The main thread handles signals and serves /metrics,
+ * reading the workers' counters with relaxed loads (single writer each).
+ */
+#ifndef KPX_PROXY_H
+#define KPX_PROXY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "keyway/buf.h"
+#include "keyway/loop.h"
+#include "keyway/net.h"
+#include "keyway/offload.h"
+
+enum kpx_backend_kind { KPX_BACKEND_INLINE, KPX_BACKEND_THREADS, KPX_BACKEND_KEYLESS };
+enum kpx_notify { KPX_NOTIFY_CALLBACK, KPX_NOTIFY_FD };
+enum kpx_poll { KPX_POLL_HEURISTIC, KPX_POLL_TIMER, KPX_POLL_BUSY };
+
+struct kpx_options {
+	char *listen, *cert, *key, *metrics, *log_level;
+	bool respond;
+	bool offload_probe; /* test aid, see probe.c */
+	unsigned workers;
+	int backend; /* enum kpx_backend_kind */
+	bool backend_given;
+	int async_off; /* choice index: 0 = on, 1 = off */
+	int notify;    /* enum kpx_notify */
+	int poll;      /* enum kpx_poll */
+	int resumption_off;
+	unsigned poll_interval_us, poll_threshold, crypto_threads, ring_size;
+	unsigned keepalive_timeout_s, handshake_timeout_s, async_jobs;
+	char *body;
+};
+
+/* Why a connection ended badly (handshake_failures_total{reason}). */
+enum kpx_fail {
+	KPX_FAIL_TLS,      /* TLS alert or protocol error */
+	KPX_FAIL_CLOSED,   /* the client closed or reset before finishing */
+	KPX_FAIL_TIMEOUT,  /* handshake not done within --handshake-timeout */
+	KPX_FAIL_INTERNAL, /* out of memory, offload error */
+	KPX_NFAIL
+};
+
+/* What made the worker reap completions (polls_total{trigger}). */
+enum kpx_trigger {
+	KPX_TRIG_THRESHOLD,  /* in-flight ops reached --poll-threshold */
+	KPX_TRIG_TIMELINESS, /* in-flight ops >= active connections */
+	KPX_TRIG_TIMER,      /* heuristic failover timer, or --poll timer */
+	KPX_TRIG_WAKEUP,     /* the armed eventfd woke a sleeping worker */
+	KPX_TRIG_BUSY,       /* --poll busy, every loop turn */
+	KPX_NTRIG
+};
+
+struct kpx_wmetrics {
+	_Atomic uint64_t accepted, handshakes, failures[KPX_NFAIL];
+	_Atomic uint64_t requests, http_errors, closed;
+	_Atomic uint64_t active, idle;            /* gauges */
+	_Atomic uint64_t inflight[KW_OPK_COUNT];  /* gauges, refreshed every loop turn */
+	_Atomic uint64_t polls[KPX_NTRIG], polled_ops;
+	_Atomic uint64_t async_pauses;   /* SSL_ERROR_WANT_ASYNC */
+	_Atomic uint64_t async_queue_wakeups, async_fd_wakeups;
+	_Atomic uint64_t job_waits;      /* SSL_ERROR_WANT_ASYNC_JOB */
+	_Atomic uint64_t capacity_waits; /* paused with ASYNC_STATUS_EAGAIN */
+	_Atomic uint64_t probe_ops;      /* --offload-probe ops completed */
+};
+
+/* Single-writer counter update: the owning worker is the only one storing. */
+static inline void kpx_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+static inline void kpx_set(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_store_explicit(c, v, memory_order_relaxed);
+}
+
+/* A circular doubly-linked list node; a lone node points to itself. */
+struct kpx_list {
+	struct kpx_list *prev, *next;
+};
+
+static inline void kpx_list_init(struct kpx_list *l)
+{
+	l->prev = l->next = l;
+}
+static inline bool kpx_list_empty(const struct kpx_list *l)
+{
+	return l->next == l;
+}
+static inline void kpx_list_add_tail(struct kpx_list *head, struct kpx_list *n)
+{
+	n->prev = head->prev;
+	n->next = head;
+	head->prev->next = n;
+	head->prev = n;
+}
+static inline void kpx_list_del(struct kpx_list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	kpx_list_init(n);
+}
+
+struct kpx_proxy; /* main.c: options, SSL_CTX, workers */
+
+/* Which wait list a connection is on (at most one). */
+enum kpx_wait { KPX_WAIT_NONE, KPX_WAIT_ASYNCQ, KPX_WAIT_JOB, KPX_WAIT_CAPACITY };
+
+struct kpx_worker {
+	unsigned id;
+	const struct kpx_options *opt;
+	SSL_CTX *ctx;
+	pthread_t tid;
+	bool started;
+	struct kw_loop *loop;
+	int lfd;
+	struct kw_io lio;
+	struct kw_backend *backend;
+	bool ring_backend;        /* the backend is polled by the loop (threads) */
+	struct kw_io wake_io;     /* the backend's wake eventfd */
+	struct kpx_list conns;    /* every connection */
+	struct kpx_list asyncq;   /* ops completed: resume these (callback mode's queue) */
+	struct kpx_list job_wait; /* SSL_ERROR_WANT_ASYNC_JOB: retry when a job frees */
+	struct kpx_list cap_wait; /* backend was full: retry after the next completion */
+	pthread_mutex_t remote_mu; /* guards remote_q: completions signalled from other threads */
+	struct kpx_list remote_q;
+	unsigned nconns, active, idle;
+	/* polling */
+	struct kw_timer failover;    /* heuristic: 1 ms safety net */
+	unsigned heuristic_polls;    /* heuristic polls since the failover timer was armed */
+	int timerfd;                 /* --poll timer */
+	struct kw_io timer_io;
+	bool timer_running;
+	bool armed;                  /* the backend's eventfd is armed for this sleep */
+	_Atomic bool stop;
+	struct kpx_wmetrics m;
+};
+
+enum kpx_cstate {
+	KPX_CS_HANDSHAKE, /* TLS handshake in progress, waiting for the socket */
+	KPX_CS_ASYNC,     /* TLS-ASYNC: the handshake's job is paused on an offload op */
+	KPX_CS_HTTP,      /* reading a request or writing a response */
+	KPX_CS_IDLE,      /* keep-alive, nothing buffered */
+	KPX_CS_CLOSED,
+};
+
+#define KPX_CONN_MAGIC 0x6b707863u /* "kpxc" */
+#define KPX_MAX_ASYNC_FDS 4
+
+struct kpx_conn {
+	uint32_t magic;
+	struct kpx_worker *w;
+	struct kpx_list node;     /* in w->conns */
+	struct kpx_list wait;     /* in one of the worker's wait lists */
+	enum kpx_wait waiting;
+	enum kpx_cstate state;
+	int fd;
+	struct kw_io io;
+	struct kw_timer timer;    /* handshake, request or keep-alive timeout */
+	SSL *ssl;
+	unsigned parked;          /* socket events swallowed while in TLS-ASYNC */
+	bool counted_active, counted_idle;
+	bool closing;             /* close as soon as the paused job has finished */
+	bool close_after_write;
+	bool async_mode;          /* SSL_MODE_ASYNC is set (handshake only) */
+	uint64_t nreq;            /* requests answered */
+	struct kw_buf in, out;
+	int async_fds[KPX_MAX_ASYNC_FDS]; /* fd mode: the provider's wait fds */
+	struct kw_io async_io[KPX_MAX_ASYNC_FDS];
+};
+
+/* ---- conn.c ---- */
+void kpx_conn_accept(struct kpx_worker *w, int fd);
+/* kpx_conn_resume re-calls the paused handshake after its op completed (or a retry is due). */
+void kpx_conn_resume(struct kpx_conn *c);
+/* kpx_conn_close closes now, or as soon as a paused job has finished. */
+void kpx_conn_close(struct kpx_conn *c);
+/* kpx_conn_async_cb is the SSL_CTX async callback (callback mode). */
+int kpx_conn_async_cb(SSL *ssl, void *arg);
+
+/* ---- worker.c ---- */
+int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt,
+                    SSL_CTX *ctx, int lfd);
+int kpx_worker_start(struct kpx_worker *w);
+void kpx_worker_stop(struct kpx_worker *w);
+void kpx_worker_join(struct kpx_worker *w);
+void kpx_worker_cleanup(struct kpx_worker *w);
+/* kpx_worker_current is the worker running on this thread, or NULL. */
+struct kpx_worker *kpx_worker_current(void);
+/* kpx_wait_on puts c on a wait list of its worker (taking it off any other). */
+void kpx_wait_on(struct kpx_conn *c, enum kpx_wait which);
+void kpx_wait_off(struct kpx_conn *c);
+/* kpx_job_freed: a job went back to this thread's pool; retry one WANT_ASYNC_JOB waiter. */
+void kpx_job_freed(struct kpx_worker *w);
+/* Activity accounting for the heuristic (idle keep-alive connections are not active). */
+void kpx_set_active(struct kpx_conn *c, bool active);
+void kpx_set_idle(struct kpx_conn *c, bool idle);
+
+/* ---- poller.c ---- */
+int kpx_poller_init(struct kpx_worker *w);
+void kpx_poller_cleanup(struct kpx_worker *w);
+/* kpx_poller_check is the QTLS heuristic, run after an op was submitted and when a connection goes idle or closes. */
+void kpx_poller_check(struct kpx_worker *w);
+/* kpx_poller_before_sleep returns the loop timeout (ms, -1 forever) and arms the wake-up. */
+int kpx_poller_before_sleep(struct kpx_worker *w);
+void kpx_poller_after_wake(struct kpx_worker *w);
+/* kpx_poll_now reaps completions; returns how many. */
+int kpx_poll_now(struct kpx_worker *w, enum kpx_trigger why);
+
+/* ---- probe.c ---- */
+/* kpx_probe_install makes every handshake also run one op through the worker's backend. */
+void kpx_probe_install(SSL_CTX *ctx, EVP_PKEY *key);
+
+#endif

@@ -1,0 +1,109 @@
+/*
+ * tlsctx.c - the proxy's server SSL_CTX and what --key names.
+ *
+ * Resumption off (the default, and what the benchmarks compare) means no
+ * tickets at all -- SSL_CTX_set_num_tickets(0), because OpenSSL sends two
+ * TLS 1.3 tickets even with SSL_OP_NO_TICKET -- and no session cache.
+ */
+#include "tlsctx.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "keyway/tls.h"
+
+enum kpx_key_kind kpx_key_kind(const char *key)
+{
+	char line[128];
+	enum kpx_key_kind kind = KPX_KEY_LOCAL;
+
+	if (strncmp(key, "keyway:", 7) == 0)
+		return KPX_KEY_KEYWAY;
+	FILE *f = fopen(key, "r");
+	if (f == NULL)
+		return KPX_KEY_LOCAL; /* the load reports the error */
+	/* A reference PEM holds only a KEYWAY KEY block (the provider's decoder label). */
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "-----BEGIN KEYWAY KEY-----", 26) == 0) {
+			kind = KPX_KEY_KEYWAY;
+			break;
+		}
+	fclose(f);
+	return kind;
+}
+
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+	return 0; /* never prompt: a server must start unattended */
+}
+
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char h1[] = "\x08http/1.1";
+	unsigned char *sel = NULL;
+	unsigned char sellen = 0;
+	if (SSL_select_next_proto(&sel, &sellen, h1, sizeof(h1) - 1, in, inlen) !=
+	    OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK; /* e.g. h2 only: go on without ALPN */
+	*out = sel;
+	*outlen = sellen;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static void set_err(char *err, size_t errlen, const char *what, const char *file)
+{
+	char detail[256];
+	kw_tls_err_string(detail, sizeof(detail));
+	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
+}
+
+SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	EVP_PKEY *key = NULL;
+	BIO *bio = NULL;
+
+	if (ctx == NULL) {
+		set_err(err, errlen, "cannot make a TLS context", "");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
+		set_err(err, errlen, "cannot load the certificate chain", o->cert);
+		goto err;
+	}
+	if ((bio = BIO_new_file(o->key, "r")) == NULL ||
+	    (key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL)) == NULL) {
+		set_err(err, errlen, "cannot load the private key (PEM, unencrypted)", o->key);
+		goto err;
+	}
+	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+		set_err(err, errlen, "the private key does not match the certificate in", o->cert);
+		goto err;
+	}
+	if (o->resumption_off) {
+		SSL_CTX_set_num_tickets(ctx, 0);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	} else {
+		static const unsigned char sid_ctx[] = "keyway-proxy";
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+		SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	}
+	SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+	if (!o->async_off && o->notify == KPX_NOTIFY_CALLBACK)
+		SSL_CTX_set_async_callback(ctx, kpx_conn_async_cb);
+	BIO_free(bio);
+	*key_out = key;
+	return ctx;
+err:
+	BIO_free(bio);
+	EVP_PKEY_free(key);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
