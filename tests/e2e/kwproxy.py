@@ -1,0 +1,216 @@
+"""Helpers for the keyway-proxy end-to-end tests (standard library only).
+
+KEYWAY_PROXY names the binary; without it the tests are skipped (exit 77).
+Keys and certificates are made with the openssl command, so they are
+independent of the code under test.
+"""
+
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+PROXY = os.environ.get("KEYWAY_PROXY")
+TIMEOUT = 20.0
+
+
+class Checker:
+    def __init__(self):
+        self.failures = []
+
+    def check(self, cond, what, detail=""):
+        if cond:
+            print("ok   " + what)
+        else:
+            print("FAIL " + what + (": " + str(detail) if detail != "" else ""))
+            self.failures.append(what)
+        return cond
+
+    def eq(self, got, want, what):
+        return self.check(got == want, what, "got %r, want %r" % (got, want))
+
+    def done(self):
+        if self.failures:
+            print("%d check(s) failed" % len(self.failures))
+            sys.exit(1)
+        print("all checks passed")
+        sys.exit(0)
+
+
+def skip_without_proxy():
+    if not PROXY or not os.path.exists(PROXY):
+        print("skipped: KEYWAY_PROXY is not set")
+        sys.exit(77)
+
+
+def make_cert(dir, name, kind):
+    """Writes dir/name.key and dir/name.crt (self-signed, CN=localhost)."""
+    key, crt = os.path.join(dir, name + ".key"), os.path.join(dir, name + ".crt")
+    newkey = {"rsa": ["-newkey", "rsa:2048"],
+              "ec": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+              "ed25519": ["-newkey", "ed25519"]}[kind]
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return key, crt
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Proxy:
+    """A running keyway-proxy on free loopback ports, with its stderr in a file."""
+
+    def __init__(self, key, crt, *args, metrics=True, expect_start=True):
+        self.log = tempfile.NamedTemporaryFile(prefix="kw-proxy-", suffix=".log", delete=False)
+        for attempt in range(5):
+            self.port = free_port()
+            self.mport = free_port() if metrics else None
+            cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--cert", crt, "--key", key,
+                   "--respond", *args]
+            if metrics:
+                cmd += ["--metrics", "127.0.0.1:%d" % self.mport]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
+            if not expect_start:
+                return
+            if self._wait_listening():
+                return
+            self.proc.kill()
+            self.proc.wait()
+        raise RuntimeError("keyway-proxy did not start:\n" + self.stderr())
+
+    def _wait_listening(self):
+        deadline = time.time() + TIMEOUT
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if "listening on" in self.stderr():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stderr(self):
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def metrics(self):
+        """The /metrics samples as {"name{labels}": value}."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.mport,
+                                    timeout=TIMEOUT) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    def stop(self):
+        """SIGTERM, then the exit status (None if it had to be killed)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        os.unlink(self.log.name)
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def client_context(crt):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(crt)
+    return ctx
+
+
+def tls_connect(port, crt, timeout=TIMEOUT):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return client_context(crt).wrap_socket(raw, server_hostname="localhost")
+
+
+def read_response(sock, buf=b""):
+    """Reads one HTTP response; returns (status, headers dict, body, leftover bytes)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed before a response head")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed inside a body")
+        rest += chunk
+    return status, headers, rest[:n], rest[n:]
+
+
+def closed_by_peer(sock, timeout=5.0):
+    """True when the peer closes (EOF, close_notify or reset) within timeout."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except (ssl.SSLError, ConnectionError, OSError) as e:
+        return not isinstance(e, socket.timeout)
+
+
+def https_get(port, crt, path="/", extra=b""):
+    with tls_connect(port, crt) as s:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\n" + extra +
+                  b"Connection: close\r\n\r\n")
+        status, headers, body, _ = read_response(s)
+        return status, headers, body
+
+
+def run(cmd, timeout=TIMEOUT, input=None):
+    return subprocess.run(cmd, capture_output=True, timeout=timeout, input=input)
+
+
+def label_value(metrics, name):
+    return metrics.get(name, -1)
+
+
+def wait_for(cond, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def grep(pattern, text):
+    return re.search(pattern, text) is not None
