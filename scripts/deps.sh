@@ -11,6 +11,7 @@ packages=(
 	gnuplot-nox                                   # benchmark plots
 	util-linux procps                             # taskset, ps for benchmarks
 	nginx curl                                    # the provider's e2e test with an unmodified server
+	haproxy nghttp2-client                        # keyway-proxy benchmarks: HAProxy 2.6 peer, h2load
 )
 
 missing=()

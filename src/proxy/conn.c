@@ -92,6 +92,12 @@ void kpx_conn_close(struct kpx_conn *c)
 		return;
 	}
 	kpx_wait_off(c);
+	if (c->rqueued) {
+		pthread_mutex_lock(&w->remote_mu);
+		kpx_list_del(&c->rnode);
+		c->rqueued = false;
+		pthread_mutex_unlock(&w->remote_mu);
+	}
 	kpx_set_active(c, false);
 	kpx_set_idle(c, false);
 	kw_io_stop(w->loop, &c->io);
@@ -128,6 +134,7 @@ void kpx_conn_accept(struct kpx_worker *w, int fd)
 	c->fd = fd;
 	c->state = KPX_CS_HANDSHAKE;
 	kpx_list_init(&c->wait);
+	kpx_list_init(&c->rnode);
 	kpx_list_add_tail(&w->conns, &c->node);
 	w->nconns++;
 	for (int i = 0; i < KPX_MAX_ASYNC_FDS; i++) {
@@ -226,11 +233,18 @@ int kpx_conn_async_cb(SSL *ssl, void *arg)
 		}
 		return 1;
 	}
-	/* A completion on another thread (a provider polling internally): hand over and wake. */
+	/*
+	 * A completion on another thread (a provider polling internally): hand over
+	 * through a locked queue of its own (the wait lists are the worker's alone)
+	 * and wake the loop. Not the hot path of keyway-proxy, which polls itself.
+	 */
 	pthread_mutex_lock(&w->remote_mu);
-	if (c->waiting == KPX_WAIT_NONE && kpx_list_empty(&c->wait))
-		kpx_list_add_tail(&w->remote_q, &c->wait);
+	if (!c->rqueued) {
+		c->rqueued = true;
+		kpx_list_add_tail(&w->remote_q, &c->rnode);
+	}
 	pthread_mutex_unlock(&w->remote_mu);
+	atomic_store_explicit(&w->remote_pending, true, memory_order_release);
 	kw_loop_wake(w->loop);
 	return 1;
 }
@@ -451,6 +465,7 @@ static void http_io(struct kpx_conn *c)
 	}
 	if (c->state != KPX_CS_IDLE) {
 		c->state = KPX_CS_IDLE;
+		kw_buf_cleanup(&c->in); /* idle keep-alive connections hold no read buffer */
 		kpx_set_active(c, false);
 		kpx_set_idle(c, true);
 		kpx_poller_check(w);

@@ -135,6 +135,7 @@ struct kpx_worker {
 	struct kpx_list cap_wait; /* backend was full: retry after the next completion */
 	pthread_mutex_t remote_mu; /* guards remote_q: completions signalled from other threads */
 	struct kpx_list remote_q;
+	_Atomic bool remote_pending; /* remote_q may be non-empty: lets the loop skip the lock */
 	unsigned nconns, active, idle;
 	/* polling */
 	struct kw_timer failover;    /* heuristic: 1 ms safety net */
@@ -164,6 +165,8 @@ struct kpx_conn {
 	struct kpx_list node;     /* in w->conns */
 	struct kpx_list wait;     /* in one of the worker's wait lists */
 	enum kpx_wait waiting;
+	struct kpx_list rnode;    /* in w->remote_q (under remote_mu) */
+	bool rqueued;             /* on w->remote_q (under remote_mu) */
 	enum kpx_cstate state;
 	int fd;
 	struct kw_io io;

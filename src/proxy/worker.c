@@ -98,12 +98,13 @@ static void run_asyncq(struct kpx_worker *w)
 {
 	struct kpx_list batch;
 
-	if (!kpx_list_empty(&w->remote_q)) {
+	if (atomic_exchange_explicit(&w->remote_pending, false, memory_order_acquire)) {
 		pthread_mutex_lock(&w->remote_mu);
 		while (!kpx_list_empty(&w->remote_q)) {
-			struct kpx_conn *c = conn_of_wait(w->remote_q.next);
-			kpx_list_del(&c->wait);
-			c->waiting = KPX_WAIT_NONE;
+			struct kpx_conn *c = (struct kpx_conn *)((char *)w->remote_q.next -
+			                                         offsetof(struct kpx_conn, rnode));
+			kpx_list_del(&c->rnode);
+			c->rqueued = false;
 			kpx_wait_on(c, KPX_WAIT_ASYNCQ);
 			kpx_add(&w->m.async_queue_wakeups, 1);
 		}

@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# proxy-vs-peers.sh - keyway-proxy's server CPU per full TLS 1.3 handshake,
+# local RSA-2048 key signed inline, against nginx 1.22 and HAProxy 2.6.
+#
+#   bench/proxy-vs-peers.sh [--connections N] [--rounds R] [--build DIR] [--results DIR]
+#
+# Configured equally: one worker each (keyway-proxy --workers 1, nginx
+# worker_processes 1, HAProxy nbthread 1), every server pinned to CPU 1 and
+# h2load to CPU 0, TLS 1.3 only, X25519, TLS_AES_128_GCM_SHA256, the same
+# RSA-2048 certificate, no session cache, tickets off, the connection closed
+# after each response (keyway-proxy --keepalive-timeout 0, nginx
+# keepalive_timeout 0, HAProxy option httpclose). nginx 1.22 still sends two
+# TLS 1.3 tickets with tickets off (OpenSSL's stateful default); the script
+# counts the tickets each server really sends and prints them.
+#
+# Load: `h2load --h1 -n N -c 32 -t 1 --groups X25519 --tls13-ciphers
+# TLS_AES_128_GCM_SHA256`, one request per connection (the servers close). CPU
+# is utime+stime of all the server's processes from /proc/PID/stat, divided by
+# the handshakes the server itself counted (keyway-proxy's /metrics, nginx's
+# stub_status accepts, HAProxy's CumSslConns), which must equal h2load's
+# successes. Servers alternate in slices of N connections, R rounds, the order
+# rotating each round, so all see the same drift of this noisy VM; the figure is
+# total CPU / total handshakes, with the per-round spread beside it.
+#
+# Prints a table, writes RESULTS/proxy-vs-peers-DATE.dat and
+# RESULTS/proxy-vs-peers.png (gnuplot), and ends with `RESULT` lines: target
+# keyway-proxy CPU/handshake <= nginx's and <= HAProxy's (ratio <= 1.0).
+# Exit status: 0 if every target is met, 1 if one is missed, 2 on a setup error.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+conns=2000
+rounds=5
+build=
+results=$here/results
+
+usage() {
+	echo "usage: proxy-vs-peers.sh [--connections N] [--rounds R] [--build DIR] [--results DIR]" >&2
+	exit 2
+}
+while [ $# -gt 0 ]; do
+	case $1 in
+	--connections) [ $# -ge 2 ] || usage; conns=$2; shift 2 ;;
+	--rounds) [ $# -ge 2 ] || usage; rounds=$2; shift 2 ;;
+	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
+	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
+	-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) usage ;;
+	esac
+done
+[[ $conns =~ ^[1-9][0-9]{2,5}$ ]] || { echo "--connections: expected 100-999999" >&2; exit 2; }
+[[ $rounds =~ ^[1-9][0-9]?$ ]] || { echo "--rounds: expected 1-99" >&2; exit 2; }
+
+die() { echo "proxy-vs-peers.sh: $*" >&2; exit 2; }
+
+find_proxy() {
+	local d
+	if [ -n "$build" ]; then
+		for d in "$build/src/proxy" "$build"; do
+			[ -x "$d/keyway-proxy" ] && { echo "$d/keyway-proxy"; return; }
+		done
+		return 1
+	fi
+	for d in "$root/build-release" "$root/build"; do
+		[ -x "$d/src/proxy/keyway-proxy" ] && { echo "$d/src/proxy/keyway-proxy"; return; }
+	done
+	command -v keyway-proxy
+}
+proxy=$(find_proxy) || die "keyway-proxy not found (build it, or pass --build DIR)"
+PATH=$PATH:/usr/sbin:/usr/local/sbin
+for tool in nginx haproxy h2load openssl taskset python3 timeout; do
+	command -v "$tool" >/dev/null || die "$tool is needed (scripts/deps.sh installs it)"
+done
+
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ]; then
+	server_cpu=1 load_cpu=0
+else
+	server_cpu=0 load_cpu=0
+	echo "warning: one CPU only; the servers and h2load share it" >&2
+fi
+tck=$(getconf CLK_TCK)
+machine="$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $ncpu CPUs, kernel $(uname -r)"
+
+scratch=$(mktemp -d /tmp/keyway-peers.XXXXXX)
+chmod 755 "$scratch" # nginx workers run as an unprivileged user
+declare -A pid port
+names=(keyway-proxy keyway-proxy-async nginx haproxy)
+stop_all() {
+	local n
+	for n in "${names[@]}"; do
+		[ -n "${pid[$n]:-}" ] || continue
+		kill -TERM "${pid[$n]}" 2>/dev/null || true
+	done
+	for n in "${names[@]}"; do
+		[ -n "${pid[$n]:-}" ] || continue
+		for _ in $(seq 50); do kill -0 "${pid[$n]}" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "${pid[$n]}" 2>/dev/null || true
+		wait "${pid[$n]}" 2>/dev/null || true
+		pid[$n]=
+	done
+}
+cleanup() {
+	stop_all
+	rm -rf "$scratch"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # PORT: until something accepts on 127.0.0.1:PORT (10 s)
+	timeout 10 bash -c "until (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.05; done"
+}
+
+echo "== machine: $machine"
+echo "== $(openssl version); $(nginx -v 2>&1); $(haproxy -v | head -n1 | cut -d' ' -f1-3); $(h2load --version | head -n1)"
+echo "== keyway-proxy: $proxy"
+
+# One RSA-2048 certificate for everyone.
+timeout 60 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$scratch/rsa.key" \
+	-out "$scratch/rsa.crt" -days 2 -subj /CN=localhost 2>/dev/null || die "openssl req failed"
+cat "$scratch/rsa.crt" "$scratch/rsa.key" >"$scratch/rsa.pem"
+chmod 644 "$scratch/rsa.key" "$scratch/rsa.pem" # scratch copy; nginx reads it as root anyway
+
+for n in "${names[@]}"; do port[$n]=$(free_port); done
+mport=$(free_port) mport2=$(free_port) sport=$(free_port)
+hsock=$scratch/haproxy.sock
+
+# keyway-proxy: the no-offload baseline, sign inline on the loop thread; without and with
+# SSL_MODE_ASYNC around the handshake.
+start_proxy() { # NAME ASYNC METRICSPORT
+	taskset -c "$server_cpu" "$proxy" --listen "127.0.0.1:${port[$1]}" --cert "$scratch/rsa.crt" \
+		--key "$scratch/rsa.key" --respond --workers 1 --backend inline --async "$2" \
+		--keepalive-timeout 0 --resumption off --metrics "127.0.0.1:$3" \
+		2>"$scratch/$1.log" &
+	pid[$1]=$!
+}
+start_proxy keyway-proxy off "$mport"
+start_proxy keyway-proxy-async on "$mport2"
+
+mkdir -p "$scratch/nginx/logs"
+cat >"$scratch/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $scratch/nginx/nginx.pid;
+error_log $scratch/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:${port[nginx]} ssl;
+        ssl_certificate $scratch/rsa.crt;
+        ssl_certificate_key $scratch/rsa.key;
+        ssl_protocols TLSv1.3;
+        ssl_ecdh_curve X25519;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        keepalive_timeout 0;
+        location / { return 200 "ok\n"; }
+    }
+    server {
+        listen 127.0.0.1:$sport;
+        location / { stub_status; }
+    }
+}
+EOF
+taskset -c "$server_cpu" nginx -p "$scratch/nginx" -c "$scratch/nginx/nginx.conf" \
+	-e "$scratch/nginx/error.log" 2>"$scratch/nginx.log" &
+pid[nginx]=$!
+
+cat >"$scratch/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+    tune.ssl.cachesize 0
+    stats socket $hsock mode 600 level admin
+defaults
+    mode http
+    timeout client 10s
+    timeout connect 5s
+    timeout server 10s
+    option httpclose
+frontend fe
+    bind 127.0.0.1:${port[haproxy]} ssl crt $scratch/rsa.pem ssl-min-ver TLSv1.3 curves X25519 no-tls-tickets
+    http-request return status 200 content-type text/plain string "ok\n"
+EOF
+taskset -c "$server_cpu" haproxy -db -f "$scratch/haproxy.cfg" 2>"$scratch/haproxy.log" &
+pid[haproxy]=$!
+
+for n in "${names[@]}"; do
+	wait_port "${port[$n]}" || { cat "$scratch/$n.log" "$scratch/nginx/error.log" >&2 2>/dev/null; die "$n did not start"; }
+done
+wait_port "$sport" && wait_port "$mport" && wait_port "$mport2" || die "a status port did not open"
+for _ in $(seq 50); do [ -S "$hsock" ] && break; sleep 0.1; done
+
+# server_pids NAME: the processes whose CPU counts (nginx: master and its worker).
+server_pids() {
+	if [ "$1" = nginx ]; then
+		echo "${pid[nginx]} $(pgrep -P "${pid[nginx]}" | tr '\n' ' ')"
+	else
+		echo "${pid[$1]}"
+	fi
+}
+cpu_ticks() { # PIDS...: summed utime + stime; strip "pid (comm) " first, comm may hold spaces
+	local p t=0 f
+	for p in "$@"; do
+		f=$(sed 's/^.*) //' "/proc/$p/stat") || continue
+		t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
+	done
+	echo "$t"
+}
+# handshakes NAME: the server's own count of TLS connections (each gets exactly one).
+handshakes() {
+	case $1 in
+	keyway-proxy | keyway-proxy-async)
+		local mp=$mport
+		[ "$1" = keyway-proxy-async ] && mp=$mport2
+		timeout 10 python3 - "$mp" <<'PY'
+import sys, urllib.request
+t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
+print(int(float([l for l in t.splitlines() if l.startswith("keyway_proxy_handshakes_total ")][0].split()[1])))
+PY
+		;;
+	nginx) # accepts counts this status request too, on a plain port: take it off
+		timeout 10 python3 - "$sport" <<'PY'
+import sys, urllib.request
+t = urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=5).read().decode()
+print(int(t.splitlines()[2].split()[0]))
+PY
+		;;
+	haproxy)
+		timeout 10 python3 - "$hsock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"show info\n")
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+print([l.split(":")[1].strip() for l in data.decode().splitlines() if l.startswith("CumSslConns:")][0])
+PY
+		;;
+	esac
+}
+
+# What each server really negotiates and sends: protocol, tickets.
+echo
+printf "%-20s %-8s %-24s %-8s %s\n" server proto cipher group tickets
+for n in "${names[@]}"; do
+	out=$(printf 'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' |
+		timeout 10 openssl s_client -connect "127.0.0.1:${port[$n]}" -msg -ign_eof \
+			-ciphersuites TLS_AES_128_GCM_SHA256 -groups X25519 2>/dev/null) || true
+	tickets=$(grep -c 'NewSessionTicket' <<<"$out" || true)
+	proto=$(sed -n 's/^New, \(TLSv[0-9.]*\), Cipher is .*/\1/p' <<<"$out" | head -n1)
+	cipher=$(sed -n 's/^New, TLSv[0-9.]*, Cipher is //p' <<<"$out" | head -n1)
+	group=$(sed -n 's/^Server Temp Key: \([^,]*\).*/\1/p' <<<"$out" | head -n1)
+	printf "%-20s %-8s %-24s %-8s %s\n" "$n" "${proto:-?}" "${cipher:-?}" "${group:-?}" "$tickets"
+	echo "$n $tickets" >>"$scratch/tickets"
+done
+
+h2() { # PORT N
+	taskset -c "$load_cpu" timeout 300 h2load --h1 -n "$2" -c 32 -t 1 --groups X25519 \
+		--tls13-ciphers TLS_AES_128_GCM_SHA256 "https://127.0.0.1:$1/"
+}
+
+echo
+echo "== warm-up"
+for n in "${names[@]}"; do h2 "${port[$n]}" 320 >/dev/null 2>&1 || die "h2load against $n failed"; done
+
+mkdir -p "$results"
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+dat=$results/proxy-vs-peers-$stamp.dat
+{
+	echo "# proxy-vs-peers.sh $stamp; $machine; $(openssl version)"
+	echo "# connections per slice $conns, rounds $rounds, h2load -c 32 on CPU $load_cpu, servers on CPU $server_cpu"
+	echo "# round server ticks handshakes_counted h2load_succeeded h2load_failed wall_s tls"
+} >"$dat"
+
+echo "== $rounds rounds of $conns connections per server"
+for r in $(seq "$rounds"); do
+	# Rotate the order so no server always runs first (or right after another).
+	order=("${names[@]:$(((r - 1) % 4))}" "${names[@]:0:$(((r - 1) % 4))}")
+	for n in "${order[@]}"; do
+		# shellcheck disable=SC2046
+		pids=$(server_pids "$n")
+		h0=$(handshakes "$n")
+		t0=$(cpu_ticks $pids)
+		out=$(h2 "${port[$n]}" "$conns" 2>&1) || die "h2load against $n failed: $out"
+		t1=$(cpu_ticks $pids)
+		h1=$(handshakes "$n")
+		counted=$((h1 - h0))
+		[ "$n" = nginx ] && counted=$((counted - 1))
+		ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded, \([0-9]*\) failed.*/\1 \2/p' <<<"$out")
+		wall=$(sed -n 's/^finished in \([0-9.]*\)\(m\{0,1\}\)s,.*/\1 \2/p' <<<"$out" |
+			awk '{print ($2 == "m") ? $1 / 1000 : $1}')
+		tls=$(sed -n 's/^TLS Protocol: *//p; s/^Cipher: *//p; s/^Server Temp Key: *\([A-Z0-9]*\).*/\1/p' <<<"$out" | tr '\n' '/' | sed 's/ //g; s/\/$//')
+		echo "$r $n $((t1 - t0)) $counted ${ok:-0 0} ${wall:-0} ${tls:-?}" >>"$dat"
+		printf "  round %d %-20s %5d ticks %6d handshakes (h2load: %s) %ss %s\n" "$r" "$n" \
+			"$((t1 - t0))" "$counted" "${ok:-?}" "${wall:-?}" "$tls"
+	done
+done
+
+stop_all
+
+status=0
+python3 - "$dat" "$tck" "$results" "$scratch/tickets" <<'PY' || status=$?
+import collections, statistics, sys
+dat, tck, results, tickets_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rows = [l.split() for l in open(dat) if not l.startswith("#")]
+tickets = dict(l.split() for l in open(tickets_file))
+names = ["keyway-proxy", "keyway-proxy-async", "nginx", "haproxy"]
+labels = {"keyway-proxy": "keyway-proxy inline, async off", "keyway-proxy-async":
+          "keyway-proxy inline, async on", "nginx": "nginx 1.22", "haproxy": "HAProxy 2.6"}
+tot = collections.defaultdict(lambda: [0, 0, 0, 0, 0.0])
+per_round = collections.defaultdict(dict)
+bad = []
+for r, n, ticks, counted, ok, failed, wall, tls in rows:
+    t = tot[n]
+    t[0] += int(ticks); t[1] += int(counted); t[2] += int(ok); t[3] += int(failed); t[4] += float(wall)
+    per_round[n][r] = int(ticks) * 1e6 / tck / max(int(counted), 1)
+    if int(counted) != int(ok) or int(failed) != 0:
+        bad.append("round %s %s: server counted %s, h2load %s ok %s failed" % (r, n, counted, ok, failed))
+    if tls != "TLSv1.3/TLS_AES_128_GCM_SHA256/X25519":
+        bad.append("round %s %s: negotiated %s" % (r, n, tls))
+us = {n: tot[n][0] * 1e6 / tck / tot[n][1] for n in names}
+print()
+print("| server | handshakes | verified | tickets | CPS (wall) | server CPU µs/handshake | per round (min-max) |")
+print("|---|---:|---|---:|---:|---:|---|")
+for n in names:
+    t = tot[n]
+    v = sorted(per_round[n].values())
+    print("| %s | %d | %s | %s | %.0f | **%.1f** | %.0f-%.0f |" % (
+        labels[n], t[1], "yes" if t[1] == t[2] and t[3] == 0 else "NO", tickets.get(n, "?"),
+        t[2] / t[4] if t[4] else 0, us[n], v[0], v[-1]))
+for b in bad:
+    print("WARNING: " + b)
+with open(results + "/proxy-vs-peers.plotdata", "w") as f:
+    for i, n in enumerate(names):
+        v = list(per_round[n].values())
+        f.write('%d "%s" %.1f %.1f %.1f\n' % (i, labels[n], us[n], min(v), max(v)))
+print()
+ok_all = not bad
+for n in ("keyway-proxy", "keyway-proxy-async"):
+    for peer in ("nginx", "haproxy"):
+        ratio = us[n] / us[peer]
+        rounds = sorted(per_round[n][r] / per_round[peer][r] for r in per_round[n])
+        passed = ratio <= 1.0 and not bad
+        ok_all &= passed
+        print("RESULT %s_cpu_per_handshake_vs_%s %.3f 1.0 %s   (per round %.2f-%.2f, median %.2f)" % (
+            n.replace("-", "_"), peer, ratio, "PASS" if passed else "FAIL",
+            rounds[0], rounds[-1], statistics.median(rounds)))
+sys.exit(0 if ok_all else 1)
+PY
+
+if command -v gnuplot >/dev/null; then
+	timeout 60 gnuplot <<EOF || echo "warning: gnuplot failed" >&2
+set terminal pngcairo size 900,520 font "sans,11"
+set output "$results/proxy-vs-peers.png"
+set title "Server CPU per full TLS 1.3 handshake (RSA-2048, X25519, one core)\n$machine" noenhanced
+set ylabel "µs of server CPU per handshake (lower is better)"
+set style fill solid 0.6 border -1
+set boxwidth 0.6
+set yrange [0:*]
+set xrange [-0.6:3.6]
+set grid ytics
+unset key
+plot "$results/proxy-vs-peers.plotdata" using 1:3:xtic(2) with boxes lc rgb "#4477aa", \
+     "" using 1:3:4:5 with yerrorbars lc rgb "black" pt 0, \
+     "" using 1:(\$3+15):(sprintf("%.0f",\$3)) with labels
+EOF
+	rm -f "$results/proxy-vs-peers.plotdata"
+	echo "== data: $dat; chart: $results/proxy-vs-peers.png"
+else
+	echo "warning: gnuplot not installed; no chart" >&2
+fi
+exit $status
