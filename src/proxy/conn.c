@@ -390,10 +390,14 @@ static void serve(struct kpx_conn *c)
 		kw_buf_reset(&c->in); /* nothing after the last answered request is read */
 }
 
-/* read_some reads what the socket has; 1: data read or nothing yet, -1: closed (c is gone). */
+/*
+ * read_some reads until SSL_read wants more from the socket (with read-ahead,
+ * records may wait inside the SSL where epoll cannot see them), or until the
+ * output high-water mark stops it; 1: read or nothing yet, -1: closed (c is gone).
+ */
 static int read_some(struct kpx_conn *c)
 {
-	for (int rounds = 0; rounds < 8; rounds++) {
+	for (;;) {
 		if (kw_buf_unread(&c->out) >= OUT_HIGH_WATER || c->close_after_write)
 			return 1;
 		if (kw_buf_reserve(&c->in, READ_CHUNK) < 0) {
@@ -416,7 +420,6 @@ static int read_some(struct kpx_conn *c)
 		kpx_conn_close(c);
 		return -1;
 	}
-	return 1;
 }
 
 static void become_active(struct kpx_conn *c)
