@@ -316,8 +316,8 @@ dat, tck, results, tickets_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sy
 rows = [l.split() for l in open(dat) if not l.startswith("#")]
 tickets = dict(l.split() for l in open(tickets_file))
 names = ["keyway-proxy", "keyway-proxy-async", "nginx", "haproxy"]
-labels = {"keyway-proxy": "keyway-proxy inline, async off", "keyway-proxy-async":
-          "keyway-proxy inline, async on", "nginx": "nginx 1.22", "haproxy": "HAProxy 2.6"}
+labels = {"keyway-proxy": "keyway-proxy async off", "keyway-proxy-async":
+          "keyway-proxy async on", "nginx": "nginx 1.22", "haproxy": "HAProxy 2.6"}
 tot = collections.defaultdict(lambda: [0, 0, 0, 0, 0.0])
 per_round = collections.defaultdict(dict)
 bad = []
@@ -361,9 +361,9 @@ PY
 
 if command -v gnuplot >/dev/null; then
 	timeout 60 gnuplot <<EOF || echo "warning: gnuplot failed" >&2
-set terminal pngcairo size 900,520 font "sans,11"
+set terminal pngcairo size 1000,540 font "sans,10"
 set output "$results/proxy-vs-peers.png"
-set title "Server CPU per full TLS 1.3 handshake (RSA-2048, X25519, one core)\n$machine" noenhanced
+set title "Server CPU per full TLS 1.3 handshake: RSA-2048 signed inline, X25519, one core\n(bars: total CPU / total handshakes; whiskers: per-round min-max)\n$machine" noenhanced
 set ylabel "µs of server CPU per handshake (lower is better)"
 set style fill solid 0.6 border -1
 set boxwidth 0.6
@@ -373,7 +373,7 @@ set grid ytics
 unset key
 plot "$results/proxy-vs-peers.plotdata" using 1:3:xtic(2) with boxes lc rgb "#4477aa", \
      "" using 1:3:4:5 with yerrorbars lc rgb "black" pt 0, \
-     "" using 1:(\$3+15):(sprintf("%.0f",\$3)) with labels
+     "" using (\$1+0.17):(\$3+25):(sprintf("%.0f µs",\$3)) with labels
 EOF
 	rm -f "$results/proxy-vs-peers.plotdata"
 	echo "== data: $dat; chart: $results/proxy-vs-peers.png"

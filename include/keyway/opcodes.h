@@ -21,7 +21,13 @@
 /* Key types; the same values as keywayd's keystore uses. */
 enum kw_key_type { KW_KEY_RSA = 1, KW_KEY_EC, KW_KEY_ED25519 };
 
-enum kw_opcode_alg { KW_ALG_RSA_DECRYPT, KW_ALG_RSA_PKCS1, KW_ALG_RSA_PSS, KW_ALG_ECDSA, KW_ALG_ED25519 };
+enum kw_opcode_alg {
+	KW_ALG_RSA_DECRYPT,
+	KW_ALG_RSA_PKCS1,
+	KW_ALG_RSA_PSS,
+	KW_ALG_ECDSA,
+	KW_ALG_ED25519
+};
 
 /*
  * Slots of a per-key cache of initialised contexts: one per RSA opcode; every

@@ -131,7 +131,8 @@ static int run(struct kwd_signer *s, const struct kwd_key *key, const struct kw_
 		                     payload->data, payload->len);
 	} else {
 		EVP_PKEY_CTX *ctx = c->pctx[d->slot];
-		if (ctx == NULL && (ctx = c->pctx[d->slot] = kw_opcode_pctx_new(key->pkey, d)) == NULL)
+		if (ctx == NULL &&
+		    (ctx = c->pctx[d->slot] = kw_opcode_pctx_new(key->pkey, d)) == NULL)
 			return -1;
 		rc = kw_opcode_pctx_run(ctx, d, key->pkey, res->buf, sizeof(res->buf), &outlen,
 		                        payload->data, payload->len);

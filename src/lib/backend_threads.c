@@ -45,8 +45,8 @@ struct ring {
 };
 
 struct crypto_thread {
-	struct ring req;  /* owner -> crypto thread */
-	struct ring done; /* crypto thread -> owner */
+	struct ring req;                               /* owner -> crypto thread */
+	struct ring done;                              /* crypto thread -> owner */
 	_Alignas(CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while waiting for work */
 	struct threads_backend *b;
 	pthread_t tid;
@@ -211,8 +211,7 @@ static int threads_submit(struct kw_backend *base, struct kw_op *op)
 	return 0;
 }
 
-static void finish(struct threads_backend *b, struct crypto_thread *t, struct kw_op *op,
-                   int status)
+static void finish(struct threads_backend *b, struct crypto_thread *t, struct kw_op *op, int status)
 {
 	t->outstanding--;
 	b->inflight[op->kind < KW_OPK_COUNT ? op->kind : KW_OPK_OTHER]--;

@@ -90,7 +90,8 @@ EVP_PKEY_CTX *kw_opcode_pctx_new(EVP_PKEY *pkey, const struct kw_opcode_desc *d)
 	const EVP_MD *md = NULL;
 	bool ok = false;
 
-	if (d->alg == KW_ALG_ED25519 || (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL)
+	if (d->alg == KW_ALG_ED25519 ||
+	    (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL)
 		return NULL;
 	if (d->md != NULL && (md = EVP_get_digestbyname(d->md)) == NULL)
 		goto out;

@@ -113,7 +113,8 @@ void kpx_conn_close(struct kpx_conn *c)
 	kpx_add(&w->m.closed, 1);
 	if (kw_loop_defer_free(w->loop, conn_free, c) < 0)
 		kw_warn("worker %u: out of memory; leaking a closed connection", w->id);
-	/* QTLS runs the heuristic when a connection goes: it may be the one that was not waiting. */
+	/* QTLS runs the heuristic when a connection goes: it may be the one that was not waiting.
+	 */
 	kpx_poller_check(w);
 }
 
@@ -194,7 +195,8 @@ static void track_async_fds(struct kpx_conn *c)
 		for (int j = 0; j < KPX_MAX_ASYNC_FDS; j++)
 			if (c->async_fds[j] < 0) {
 				kw_io_init(&c->async_io[j], async_fd_ready, c);
-				if (kw_io_start(c->w->loop, &c->async_io[j], add[i], KW_EV_READ) == 0)
+				if (kw_io_start(c->w->loop, &c->async_io[j], add[i], KW_EV_READ) ==
+				    0)
 					c->async_fds[j] = add[i];
 				break;
 			}
@@ -226,7 +228,8 @@ int kpx_conn_async_cb(SSL *ssl, void *arg)
 		return 0;
 	w = c->w;
 	if (kpx_worker_current() == w) {
-		/* Kernel-bypass notification: the op completed on this thread; queue, no syscall. */
+		/* Kernel-bypass notification: the op completed on this thread; queue, no syscall.
+		 */
 		if (c->waiting != KPX_WAIT_ASYNCQ) {
 			kpx_wait_on(c, KPX_WAIT_ASYNCQ);
 			kpx_add(&w->m.async_queue_wakeups, 1);
@@ -252,7 +255,8 @@ int kpx_conn_async_cb(SSL *ssl, void *arg)
 void kpx_conn_resume(struct kpx_conn *c)
 {
 	if (c->state == KPX_CS_HANDSHAKE) {
-		/* A job came free for a connection that had none (or a harmless late notification). */
+		/* A job came free for a connection that had none (or a harmless late notification).
+		 */
 		kpx_wait_off(c);
 		handshake(c);
 		return;
@@ -460,9 +464,11 @@ static void http_io(struct kpx_conn *c)
 	}
 	set_interest(c, KW_EV_READ);
 	if (kw_buf_unread(&c->in) > 0 || c->nreq == 0) {
-		/* Part of a request, or the first one still to come: active, under the request timeout. */
+		/* Part of a request, or the first one still to come: active, under the request
+		 * timeout. */
 		if (c->nreq != before)
-			c->state = KPX_CS_IDLE; /* so become_active restarts the timer for this request */
+			c->state =
+			    KPX_CS_IDLE; /* so become_active restarts the timer for this request */
 		become_active(c);
 		return;
 	}

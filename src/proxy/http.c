@@ -48,7 +48,7 @@ static int parse_request_line(struct kpx_http_req *req, const uint8_t *p, const 
 		return -400;
 	req->head = (size_t)(p - m) == 4 && memcmp(m, "HEAD", 4) == 0;
 	const uint8_t *target = ++p;
-	while (p < e && *p > ' ' && *p < 0x7f)
+	while (p<e && * p> ' ' && *p < 0x7f)
 		p++;
 	if (p == target || p >= e || *p != ' ')
 		return -400;

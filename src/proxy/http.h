@@ -18,8 +18,8 @@
 
 #include "keyway/buf.h"
 
-#define KPX_HTTP_MAX_HEAD 8192   /* request line + header fields */
-#define KPX_HTTP_MAX_BODY 65536  /* request body we are willing to skip */
+#define KPX_HTTP_MAX_HEAD 8192  /* request line + header fields */
+#define KPX_HTTP_MAX_BODY 65536 /* request body we are willing to skip */
 
 struct kpx_http_req {
 	size_t len;      /* bytes of this request, head and body: consume them */

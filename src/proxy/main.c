@@ -63,7 +63,8 @@ static int check_options(struct kpx_options *o, bool backend_seen, char *err, si
 		         "--backend %s does not fit --key %s (%s); fix: use --backend %s, or give "
 		         "a %s",
 		         backend_names[o->backend], o->key,
-		         kind == KPX_KEY_KEYWAY ? "a key held by keyservers" : "a local private key",
+		         kind == KPX_KEY_KEYWAY ? "a key held by keyservers"
+		                                : "a local private key",
 		         kind == KPX_KEY_KEYWAY ? "keyless" : "inline or --backend threads",
 		         kind == KPX_KEY_KEYWAY ? "local PEM private key"
 		                                : "keyway: URI or KEYWAY KEY reference");
@@ -102,8 +103,8 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	}
 }
 
-static int open_listeners(struct kpx_worker *workers, unsigned n, struct kw_addr *addr,
-                          int *fds, char *err, size_t errlen)
+static int open_listeners(struct kpx_worker *workers, unsigned n, struct kw_addr *addr, int *fds,
+                          char *err, size_t errlen)
 {
 	char text[300];
 	for (unsigned i = 0; i < n; i++) {
@@ -120,7 +121,8 @@ static int open_listeners(struct kpx_worker *workers, unsigned n, struct kw_addr
 			if (port > 0 && addr->ss.ss_family == AF_INET)
 				((struct sockaddr_in *)&addr->ss)->sin_port = htons((uint16_t)port);
 			else if (port > 0 && addr->ss.ss_family == AF_INET6)
-				((struct sockaddr_in6 *)&addr->ss)->sin6_port = htons((uint16_t)port);
+				((struct sockaddr_in6 *)&addr->ss)->sin6_port =
+				    htons((uint16_t)port);
 		}
 	}
 	return 0;
@@ -141,60 +143,129 @@ int main(int argc, char **argv)
 	    .log_level = "info",
 	};
 	struct kw_option opts[] = {
-	    {.name = "listen", .type = KW_OPT_STRING, .dest = &o.listen, .arg = "ADDR:PORT",
-	     .help = "TLS listener (one SO_REUSEPORT socket per worker)", .required = true},
-	    {.name = "cert", .type = KW_OPT_STRING, .dest = &o.cert, .arg = "FILE",
-	     .help = "certificate chain, PEM", .required = true},
-	    {.name = "key", .type = KW_OPT_STRING, .dest = &o.key, .arg = "FILE|URI",
+	    {.name = "listen",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.listen,
+	     .arg = "ADDR:PORT",
+	     .help = "TLS listener (one SO_REUSEPORT socket per worker)",
+	     .required = true},
+	    {.name = "cert",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.cert,
+	     .arg = "FILE",
+	     .help = "certificate chain, PEM",
+	     .required = true},
+	    {.name = "key",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.key,
+	     .arg = "FILE|URI",
 	     .help = "private key: local PEM, keyway: URI or KEYWAY KEY reference PEM",
 	     .required = true},
-	    {.name = "respond", .type = KW_OPT_BOOL, .dest = &o.respond,
+	    {.name = "respond",
+	     .type = KW_OPT_BOOL,
+	     .dest = &o.respond,
 	     .help = "answer every HTTP/1.1 request with a small fixed response"},
-	    {.name = "workers", .type = KW_OPT_UINT, .dest = &o.workers, .arg = "N",
-	     .help = "worker threads (default: online cores)", .min = 1, .max = 256},
-	    {.name = "backend", .type = KW_OPT_ENUM, .dest = &o.backend,
+	    {.name = "workers",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.workers,
+	     .arg = "N",
+	     .help = "worker threads (default: online cores)",
+	     .min = 1,
+	     .max = 256},
+	    {.name = "backend",
+	     .type = KW_OPT_ENUM,
+	     .dest = &o.backend,
 	     .arg = "inline|threads|keyless",
 	     .help = "where private-key operations run (default: inline for a local key)",
 	     .choices = backend_names},
-	    {.name = "async", .type = KW_OPT_ENUM, .dest = &o.async_off, .arg = "on|off",
+	    {.name = "async",
+	     .type = KW_OPT_ENUM,
+	     .dest = &o.async_off,
+	     .arg = "on|off",
 	     .help = "pause handshakes on offloaded operations (off: block; default on)",
 	     .choices = on_off},
-	    {.name = "notify", .type = KW_OPT_ENUM, .dest = &o.notify, .arg = "callback|fd",
+	    {.name = "notify",
+	     .type = KW_OPT_ENUM,
+	     .dest = &o.notify,
+	     .arg = "callback|fd",
 	     .help = "how a completed operation resumes its handshake (default callback)",
 	     .choices = notify_names},
-	    {.name = "poll", .type = KW_OPT_ENUM, .dest = &o.poll, .arg = "heuristic|timer|busy",
-	     .help = "when a ring backend is polled (default heuristic)", .choices = poll_names},
-	    {.name = "poll-interval-us", .type = KW_OPT_UINT, .dest = &o.poll_interval_us,
-	     .arg = "N", .help = "--poll timer period (default 1000)", .min = 1, .max = 1000000},
-	    {.name = "poll-threshold", .type = KW_OPT_UINT, .dest = &o.poll_threshold, .arg = "N",
-	     .help = "heuristic: poll at this many ops in flight (default 48)", .min = 1,
+	    {.name = "poll",
+	     .type = KW_OPT_ENUM,
+	     .dest = &o.poll,
+	     .arg = "heuristic|timer|busy",
+	     .help = "when a ring backend is polled (default heuristic)",
+	     .choices = poll_names},
+	    {.name = "poll-interval-us",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.poll_interval_us,
+	     .arg = "N",
+	     .help = "--poll timer period (default 1000)",
+	     .min = 1,
+	     .max = 1000000},
+	    {.name = "poll-threshold",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.poll_threshold,
+	     .arg = "N",
+	     .help = "heuristic: poll at this many ops in flight (default 48)",
+	     .min = 1,
 	     .max = 65536},
-	    {.name = "crypto-threads", .type = KW_OPT_UINT, .dest = &o.crypto_threads, .arg = "N",
-	     .help = "--backend threads: crypto threads per worker (default 1)", .min = 1,
+	    {.name = "crypto-threads",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.crypto_threads,
+	     .arg = "N",
+	     .help = "--backend threads: crypto threads per worker (default 1)",
+	     .min = 1,
 	     .max = 64},
-	    {.name = "ring-size", .type = KW_OPT_UINT, .dest = &o.ring_size, .arg = "N",
-	     .help = "--backend threads: ops in flight per crypto thread (default 256)", .min = 2,
+	    {.name = "ring-size",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.ring_size,
+	     .arg = "N",
+	     .help = "--backend threads: ops in flight per crypto thread (default 256)",
+	     .min = 2,
 	     .max = 65536},
-	    {.name = "keepalive-timeout", .type = KW_OPT_UINT, .dest = &o.keepalive_timeout_s,
-	     .arg = "S", .help = "close idle keep-alive connections after S s; 0: close after "
-	                         "each response (default 60)",
+	    {.name = "keepalive-timeout",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.keepalive_timeout_s,
+	     .arg = "S",
+	     .help = "close idle keep-alive connections after S s; 0: close after "
+	             "each response (default 60)",
 	     .max = 86400},
-	    {.name = "handshake-timeout", .type = KW_OPT_UINT, .dest = &o.handshake_timeout_s,
-	     .arg = "S", .help = "limit on a handshake and on reading one request (default 10)",
-	     .min = 1, .max = 3600},
-	    {.name = "resumption", .type = KW_OPT_ENUM, .dest = &o.resumption_off, .arg = "on|off",
+	    {.name = "handshake-timeout",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.handshake_timeout_s,
+	     .arg = "S",
+	     .help = "limit on a handshake and on reading one request (default 10)",
+	     .min = 1,
+	     .max = 3600},
+	    {.name = "resumption",
+	     .type = KW_OPT_ENUM,
+	     .dest = &o.resumption_off,
+	     .arg = "on|off",
 	     .help = "session tickets and cache (default off: every handshake is full)",
 	     .choices = on_off},
-	    {.name = "async-jobs", .type = KW_OPT_UINT, .dest = &o.async_jobs, .arg = "N",
-	     .help = "bound of each worker's ASYNC job pool (default 1024)", .min = 1,
+	    {.name = "async-jobs",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.async_jobs,
+	     .arg = "N",
+	     .help = "bound of each worker's ASYNC job pool (default 1024)",
+	     .min = 1,
 	     .max = 1000000},
-	    {.name = "offload-probe", .type = KW_OPT_BOOL, .dest = &o.offload_probe,
+	    {.name = "offload-probe",
+	     .type = KW_OPT_BOOL,
+	     .dest = &o.offload_probe,
 	     .help = "test aid: each handshake also runs one sign through the backend, paused "
 	             "like an offloaded op (costs a sign; not for benchmarks)"},
-	    {.name = "metrics", .type = KW_OPT_STRING, .dest = &o.metrics, .arg = "ADDR:PORT",
+	    {.name = "metrics",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.metrics,
+	     .arg = "ADDR:PORT",
 	     .help = "serve Prometheus metrics at http://ADDR:PORT/metrics"},
-	    {.name = "log-level", .type = KW_OPT_STRING, .dest = &o.log_level,
-	     .arg = "debug|info|warn|error", .help = "minimum level logged (default info)"},
+	    {.name = "log-level",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.log_level,
+	     .arg = "debug|info|warn|error",
+	     .help = "minimum level logged (default info)"},
 	    {0},
 	};
 	char err[1024] = "";
@@ -228,7 +299,8 @@ int main(int argc, char **argv)
 		goto fail;
 	if (kw_addr_parse(&addr, o.listen, err, sizeof(err)) < 0 || addr.is_unix) {
 		if (addr.is_unix)
-			snprintf(err, sizeof(err), "--listen %s: fix: give a TCP ADDR:PORT", o.listen);
+			snprintf(err, sizeof(err), "--listen %s: fix: give a TCP ADDR:PORT",
+			         o.listen);
 		goto fail;
 	}
 	if (o.metrics != NULL && kw_addr_parse(&maddr, o.metrics, err, sizeof(err)) < 0)
@@ -259,20 +331,22 @@ int main(int argc, char **argv)
 		goto fail;
 	for (unsigned i = 0; i < o.workers; i++) {
 		if ((rc = kpx_worker_init(&workers[i], i, &o, ctx, lfds[i])) < 0) {
-			snprintf(err, sizeof(err), "cannot start worker %u: %s", i, kw_strerror(rc));
+			snprintf(err, sizeof(err), "cannot start worker %u: %s", i,
+			         kw_strerror(rc));
 			goto fail;
 		}
 		lfds[i] = -1; /* the worker owns it now */
 	}
 	if (o.metrics != NULL &&
 	    (rc = kpx_metrics_serve(&metrics, loop, &maddr, workers, o.workers, &o)) < 0) {
-		snprintf(err, sizeof(err), "--metrics %s: %s; fix: choose a free address", o.metrics,
-		         kw_strerror(rc));
+		snprintf(err, sizeof(err), "--metrics %s: %s; fix: choose a free address",
+		         o.metrics, kw_strerror(rc));
 		goto fail;
 	}
 	for (; started < o.workers; started++) {
 		if ((rc = kpx_worker_start(&workers[started])) < 0) {
-			snprintf(err, sizeof(err), "cannot start worker thread: %s", kw_strerror(rc));
+			snprintf(err, sizeof(err), "cannot start worker thread: %s",
+			         kw_strerror(rc));
 			goto fail;
 		}
 	}

@@ -90,7 +90,8 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	        : o->poll == KPX_POLL_BUSY ? "busy"
 	                                   : "heuristic",
 	        m->nworkers);
-	family(b, "keyway_proxy_connections_accepted_total", "counter", "TCP connections accepted.");
+	family(b, "keyway_proxy_connections_accepted_total", "counter",
+	       "TCP connections accepted.");
 	appendf(b, "keyway_proxy_connections_accepted_total %llu\n",
 	        (unsigned long long)SUM(accepted));
 	family(b, "keyway_proxy_handshakes_total", "counter", "TLS handshakes completed.");
@@ -109,7 +110,8 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	       "Open connections: active (handshaking, reading or writing) and idle keep-alive.");
 	appendf(b, "keyway_proxy_connections{state=\"active\"} %llu\n",
 	        (unsigned long long)SUM(active));
-	appendf(b, "keyway_proxy_connections{state=\"idle\"} %llu\n", (unsigned long long)SUM(idle));
+	appendf(b, "keyway_proxy_connections{state=\"idle\"} %llu\n",
+	        (unsigned long long)SUM(idle));
 	family(b, "keyway_proxy_inflight_ops", "gauge", "Offload operations in flight, by kind.");
 	for (int k = 0; k < KW_OPK_COUNT; k++)
 		appendf(b, "keyway_proxy_inflight_ops{kind=\"%s\"} %llu\n", kind_names[k],
@@ -178,11 +180,11 @@ static void respond(struct mconn *c)
 		kpx_metrics_render(c->m, &body);
 	else
 		kw_buf_append(&body, "not found; try /metrics\n", 24);
-	appendf(&c->out,
-	        "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-	        ok ? "200 OK" : "404 Not Found",
-	        ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain",
-	        kw_buf_unread(&body));
+	appendf(
+	    &c->out,
+	    "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+	    ok ? "200 OK" : "404 Not Found",
+	    ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain", kw_buf_unread(&body));
 	kw_buf_append(&c->out, kw_buf_head(&body), kw_buf_unread(&body));
 	kw_buf_cleanup(&body);
 }
@@ -246,8 +248,7 @@ static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 }
 
 int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
-                      struct kpx_worker *workers, unsigned nworkers,
-                      const struct kpx_options *opt)
+                      struct kpx_worker *workers, unsigned nworkers, const struct kpx_options *opt)
 {
 	struct kpx_metrics *m = calloc(1, sizeof(*m));
 	if (m == NULL)

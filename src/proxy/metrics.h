@@ -15,8 +15,7 @@ struct kpx_metrics;
  * connection). 0 or -errno.
  */
 int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
-                      struct kpx_worker *workers, unsigned nworkers,
-                      const struct kpx_options *opt);
+                      struct kpx_worker *workers, unsigned nworkers, const struct kpx_options *opt);
 void kpx_metrics_free(struct kpx_metrics *m);
 
 /* kpx_metrics_render appends the exposition text to b. */

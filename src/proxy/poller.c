@@ -121,7 +121,8 @@ int kpx_poller_init(struct kpx_worker *w)
 	kw_io_init(&w->timer_io, on_timer, w);
 	if (!w->ring_backend)
 		return 0;
-	if ((rc = kw_io_start(w->loop, &w->wake_io, kw_backend_wake_fd(w->backend), KW_EV_READ)) < 0)
+	if ((rc = kw_io_start(w->loop, &w->wake_io, kw_backend_wake_fd(w->backend), KW_EV_READ)) <
+	    0)
 		return rc;
 	if (w->opt->poll == KPX_POLL_TIMER) {
 		w->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);

@@ -29,10 +29,10 @@
 struct probe_op {
 	struct kw_op op;
 	uint8_t digest[32];
-	bool in_submit;      /* done inside submit (inline): nothing to notify */
+	bool in_submit;       /* done inside submit (inline): nothing to notify */
 	ASYNC_callback_fn cb; /* callback mode */
 	void *cb_arg;
-	int efd;             /* fd mode: the wait context's eventfd (owned by it) */
+	int efd; /* fd mode: the wait context's eventfd (owned by it) */
 };
 
 static const int probe_fd_key; /* our key in the ASYNC_WAIT_CTX */
@@ -119,7 +119,8 @@ static int run_async(struct kw_backend *b, struct probe_op *p, ASYNC_JOB *job)
 			return p->efd;
 	}
 	while ((rc = submit(b, p)) == -EAGAIN) {
-		/* No notification will come for this: the application retries after a completion. */
+		/* No notification will come for this: the application retries after a completion.
+		 */
 		ASYNC_WAIT_CTX_set_status(wctx, ASYNC_STATUS_EAGAIN);
 		ASYNC_pause_job();
 	}

@@ -64,10 +64,10 @@ enum kpx_trigger {
 struct kpx_wmetrics {
 	_Atomic uint64_t accepted, handshakes, failures[KPX_NFAIL];
 	_Atomic uint64_t requests, http_errors, closed;
-	_Atomic uint64_t active, idle;            /* gauges */
-	_Atomic uint64_t inflight[KW_OPK_COUNT];  /* gauges, refreshed every loop turn */
+	_Atomic uint64_t active, idle;           /* gauges */
+	_Atomic uint64_t inflight[KW_OPK_COUNT]; /* gauges, refreshed every loop turn */
 	_Atomic uint64_t polls[KPX_NTRIG], polled_ops;
-	_Atomic uint64_t async_pauses;   /* SSL_ERROR_WANT_ASYNC */
+	_Atomic uint64_t async_pauses; /* SSL_ERROR_WANT_ASYNC */
 	_Atomic uint64_t async_queue_wakeups, async_fd_wakeups;
 	_Atomic uint64_t job_waits;      /* SSL_ERROR_WANT_ASYNC_JOB */
 	_Atomic uint64_t capacity_waits; /* paused with ASYNC_STATUS_EAGAIN */
@@ -127,23 +127,23 @@ struct kpx_worker {
 	int lfd;
 	struct kw_io lio;
 	struct kw_backend *backend;
-	bool ring_backend;        /* the backend is polled by the loop (threads) */
-	struct kw_io wake_io;     /* the backend's wake eventfd */
-	struct kpx_list conns;    /* every connection */
-	struct kpx_list asyncq;   /* ops completed: resume these (callback mode's queue) */
-	struct kpx_list job_wait; /* SSL_ERROR_WANT_ASYNC_JOB: retry when a job frees */
-	struct kpx_list cap_wait; /* backend was full: retry after the next completion */
+	bool ring_backend;         /* the backend is polled by the loop (threads) */
+	struct kw_io wake_io;      /* the backend's wake eventfd */
+	struct kpx_list conns;     /* every connection */
+	struct kpx_list asyncq;    /* ops completed: resume these (callback mode's queue) */
+	struct kpx_list job_wait;  /* SSL_ERROR_WANT_ASYNC_JOB: retry when a job frees */
+	struct kpx_list cap_wait;  /* backend was full: retry after the next completion */
 	pthread_mutex_t remote_mu; /* guards remote_q: completions signalled from other threads */
 	struct kpx_list remote_q;
 	_Atomic bool remote_pending; /* remote_q may be non-empty: lets the loop skip the lock */
 	unsigned nconns, active, idle;
 	/* polling */
-	struct kw_timer failover;    /* heuristic: 1 ms safety net */
-	unsigned heuristic_polls;    /* heuristic polls since the failover timer was armed */
-	int timerfd;                 /* --poll timer */
+	struct kw_timer failover; /* heuristic: 1 ms safety net */
+	unsigned heuristic_polls; /* heuristic polls since the failover timer was armed */
+	int timerfd;              /* --poll timer */
 	struct kw_io timer_io;
 	bool timer_running;
-	bool armed;                  /* the backend's eventfd is armed for this sleep */
+	bool armed; /* the backend's eventfd is armed for this sleep */
 	_Atomic bool stop;
 	struct kpx_wmetrics m;
 };
@@ -162,22 +162,22 @@ enum kpx_cstate {
 struct kpx_conn {
 	uint32_t magic;
 	struct kpx_worker *w;
-	struct kpx_list node;     /* in w->conns */
-	struct kpx_list wait;     /* in one of the worker's wait lists */
+	struct kpx_list node; /* in w->conns */
+	struct kpx_list wait; /* in one of the worker's wait lists */
 	enum kpx_wait waiting;
-	struct kpx_list rnode;    /* in w->remote_q (under remote_mu) */
-	bool rqueued;             /* on w->remote_q (under remote_mu) */
+	struct kpx_list rnode; /* in w->remote_q (under remote_mu) */
+	bool rqueued;          /* on w->remote_q (under remote_mu) */
 	enum kpx_cstate state;
 	int fd;
 	struct kw_io io;
-	struct kw_timer timer;    /* handshake, request or keep-alive timeout */
+	struct kw_timer timer; /* handshake, request or keep-alive timeout */
 	SSL *ssl;
-	unsigned parked;          /* socket events swallowed while in TLS-ASYNC */
+	unsigned parked; /* socket events swallowed while in TLS-ASYNC */
 	bool counted_active, counted_idle;
-	bool closing;             /* close as soon as the paused job has finished */
+	bool closing; /* close as soon as the paused job has finished */
 	bool close_after_write;
-	bool async_mode;          /* SSL_MODE_ASYNC is set (handshake only) */
-	uint64_t nreq;            /* requests answered */
+	bool async_mode; /* SSL_MODE_ASYNC is set (handshake only) */
+	uint64_t nreq;   /* requests answered */
 	struct kw_buf in, out;
 	int async_fds[KPX_MAX_ASYNC_FDS]; /* fd mode: the provider's wait fds */
 	struct kw_io async_io[KPX_MAX_ASYNC_FDS];
@@ -193,8 +193,8 @@ void kpx_conn_close(struct kpx_conn *c);
 int kpx_conn_async_cb(SSL *ssl, void *arg);
 
 /* ---- worker.c ---- */
-int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt,
-                    SSL_CTX *ctx, int lfd);
+int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt, SSL_CTX *ctx,
+                    int lfd);
 int kpx_worker_start(struct kpx_worker *w);
 void kpx_worker_stop(struct kpx_worker *w);
 void kpx_worker_join(struct kpx_worker *w);
@@ -213,7 +213,8 @@ void kpx_set_idle(struct kpx_conn *c, bool idle);
 /* ---- poller.c ---- */
 int kpx_poller_init(struct kpx_worker *w);
 void kpx_poller_cleanup(struct kpx_worker *w);
-/* kpx_poller_check is the QTLS heuristic, run after an op was submitted and when a connection goes idle or closes. */
+/* kpx_poller_check is the QTLS heuristic, run after an op was submitted and when a connection goes
+ * idle or closes. */
 void kpx_poller_check(struct kpx_worker *w);
 /* kpx_poller_before_sleep returns the loop timeout (ms, -1 forever) and arms the wake-up. */
 int kpx_poller_before_sleep(struct kpx_worker *w);

@@ -140,8 +140,8 @@ static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	}
 }
 
-int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt,
-                    SSL_CTX *ctx, int lfd)
+int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt, SSL_CTX *ctx,
+                    int lfd)
 {
 	int rc;
 	memset(w, 0, sizeof(*w));
@@ -186,7 +186,8 @@ static void drain_step(struct kpx_worker *w)
 		kw_io_stop(w->loop, &w->lio);
 	struct kpx_list *l = w->conns.next;
 	while (l != &w->conns) {
-		struct kpx_conn *c = (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
+		struct kpx_conn *c =
+		    (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
 		l = l->next;
 		if (c->state == KPX_CS_IDLE || c->waiting == KPX_WAIT_JOB)
 			kpx_conn_close(c);
@@ -197,7 +198,8 @@ static void close_all(struct kpx_worker *w)
 {
 	struct kpx_list *l = w->conns.next;
 	while (l != &w->conns) {
-		struct kpx_conn *c = (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
+		struct kpx_conn *c =
+		    (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
 		l = l->next;
 		kpx_conn_close(c);
 	}
@@ -211,8 +213,11 @@ static void *worker_main(void *arg)
 	int rc;
 
 	current = w;
-	if (!o->async_off && ASYNC_init_thread(o->async_jobs, o->async_jobs < JOB_PREWARM ? o->async_jobs : JOB_PREWARM) != 1)
-		kw_warn("worker %u: cannot prepare the ASYNC job pool; jobs are made on demand", w->id);
+	if (!o->async_off &&
+	    ASYNC_init_thread(o->async_jobs,
+	                      o->async_jobs < JOB_PREWARM ? o->async_jobs : JOB_PREWARM) != 1)
+		kw_warn("worker %u: cannot prepare the ASYNC job pool; jobs are made on demand",
+		        w->id);
 	if ((rc = make_backend(w)) < 0) {
 		kw_error("worker %u: cannot start the %s backend: %s", w->id,
 		         o->backend == KPX_BACKEND_THREADS ? "threads" : "inline", kw_strerror(rc));

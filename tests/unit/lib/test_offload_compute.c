@@ -98,7 +98,8 @@ static void check_decrypt(void)
 
 	RAND_bytes(msg, sizeof(msg));
 	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, rsa, NULL);
-	CHECK(EVP_PKEY_encrypt_init(c) == 1 && EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1);
+	CHECK(EVP_PKEY_encrypt_init(c) == 1 &&
+	      EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1);
 	CHECK(EVP_PKEY_encrypt(c, ct, &ctlen, msg, sizeof(msg)) == 1);
 	EVP_PKEY_CTX_free(c);
 

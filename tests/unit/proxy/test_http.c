@@ -34,7 +34,8 @@ int main(void)
 	CHECK_EQ(r.len, 20);
 
 	/* Pipelined: two requests back to back, the first with a body. */
-	const char *two = "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
+	const char *two =
+	    "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\n\r\n";
 	CHECK_EQ(parse(two, &r), 1);
 	CHECK_EQ(r.len, 44);
 	CHECK_EQ(parse(two + r.len, &r), 1);
@@ -52,7 +53,8 @@ int main(void)
 	CHECK_EQ(parse("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", &r), -400);
 	CHECK_EQ(parse("GET / HTTP/1.1\r\nNoColon\r\n\r\n", &r), -400);
 	CHECK_EQ(parse("GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", &r), -400);
-	CHECK_EQ(parse("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &r), -400);
+	CHECK_EQ(parse("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &r),
+	         -400);
 	CHECK_EQ(parse("GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", &r), -400);
 	CHECK_EQ(parse("GET / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n", &r), -413);
 	CHECK_EQ(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &r), -501);
@@ -70,7 +72,8 @@ int main(void)
 	CHECK_EQ(kpx_http_respond(&out, &r, "ok\n", false), 0);
 	kw_buf_append(&out, "", 1); /* for strstr */
 	CHECK(strstr((const char *)kw_buf_head(&out), "HTTP/1.1 200 OK\r\n") != NULL);
-	CHECK(strstr((const char *)kw_buf_head(&out), "Content-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n") != NULL);
+	CHECK(strstr((const char *)kw_buf_head(&out),
+	             "Content-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n") != NULL);
 	kw_buf_reset(&out);
 	CHECK_EQ(kpx_http_respond(&out, &r, "ok\n", true), 0);
 	kw_buf_append(&out, "", 1);
