@@ -78,6 +78,7 @@ struct kw_op {
 	struct kw_op *next;       /* intrusive link for backend queues */
 	uint64_t submit_ns;
 	unsigned attempts;        /* tries so far (keyless retries) */
+	int server;               /* keyless: index of the keyserver tried last; -1: none */
 };
 
 /* kw_op_init zeroes op and sets one reference (the submitter's). */

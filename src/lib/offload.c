@@ -13,6 +13,7 @@ void kw_op_init(struct kw_op *op, enum kw_op_kind kind, uint8_t opcode)
 	atomic_init(&op->state, KW_OP_NEW);
 	atomic_init(&op->refs, 1);
 	atomic_flag_clear(&op->cb_lock);
+	op->server = -1;
 }
 
 static void cb_lock(struct kw_op *op)

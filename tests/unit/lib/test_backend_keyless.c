@@ -1,0 +1,367 @@
+/*
+ * test_backend_keyless.c - the keyless backend against tiny scripted
+ * keyservers on unix sockets (one thread each).
+ *
+ * A server answers each request by its payload: "silent..." gets no answer,
+ * anything else a response echoing the payload -- unless the server is in
+ * "nokey" mode (every request: KEY_NOT_FOUND). Covered: results and
+ * in-flight counts, the in-flight cap (-EAGAIN), failover from a dead
+ * keyserver and from one without the key, the op deadline with a late
+ * answer dropped, pinning, completion outside submit, detached ops and
+ * freeing the backend with ops in flight.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "keyway/backend_keyless.h"
+#include "keyway/buf.h"
+#include "keyway/err.h"
+#include "keyway/loop.h"
+#include "keyway/protocol.h"
+
+/* ---- scripted keyserver ---- */
+
+#define MAXC 16
+
+struct srv {
+	char path[108];
+	int lfd;
+	bool nokey;
+	atomic_bool stop;
+	atomic_int requests;
+	pthread_t th;
+};
+
+static void reply(int fd, uint32_t id, uint8_t opcode, const uint8_t *p, size_t n)
+{
+	struct kw_buf out = {0};
+	struct kw_msg m = {.has_opcode = true, .opcode = opcode};
+	m.payload.data = p;
+	m.payload.len = n;
+	if (kw_msg_encode(&out, id, &m, false) == 0) {
+		size_t off = 0;
+		while (off < out.len) {
+			ssize_t w = send(fd, out.data + off, out.len - off, MSG_NOSIGNAL);
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+	}
+	kw_buf_cleanup(&out);
+}
+
+static void handle(struct srv *s, int fd, struct kw_buf *in)
+{
+	for (;;) {
+		struct kw_header h;
+		struct kw_msg m;
+		size_t avail = in->len - in->off;
+		if (kw_header_parse(&h, in->data + in->off, avail) < 0 ||
+		    avail < KW_HEADER_LEN + (size_t)h.length)
+			break;
+		if (kw_msg_parse(&m, in->data + in->off + KW_HEADER_LEN, h.length) == 0) {
+			atomic_fetch_add(&s->requests, 1);
+			if (m.opcode == KW_OP_PING) {
+				reply(fd, h.id, KW_OP_PONG, m.payload.data, m.payload.len);
+			} else if (s->nokey) {
+				uint8_t e = KW_ERR_KEY_NOT_FOUND;
+				reply(fd, h.id, KW_OP_ERROR, &e, 1);
+			} else if (!(m.payload.len >= 6 &&
+			             memcmp(m.payload.data, "silent", 6) == 0)) {
+				reply(fd, h.id, KW_OP_RESPONSE, m.payload.data, m.payload.len);
+			}
+		}
+		in->off += KW_HEADER_LEN + (size_t)h.length;
+	}
+}
+
+static void *srv_main(void *arg)
+{
+	struct srv *s = arg;
+	struct pollfd pf[MAXC + 1];
+	struct kw_buf in[MAXC + 1];
+	int n = 1;
+
+	memset(in, 0, sizeof(in));
+	pf[0].fd = s->lfd;
+	pf[0].events = POLLIN;
+	while (!atomic_load(&s->stop)) {
+		if (poll(pf, (nfds_t)n, 20) <= 0)
+			continue;
+		if ((pf[0].revents & POLLIN) && n <= MAXC) {
+			int c = accept(s->lfd, NULL, NULL);
+			if (c >= 0) {
+				pf[n].fd = c;
+				pf[n].events = POLLIN;
+				pf[n].revents = 0;
+				memset(&in[n], 0, sizeof(in[n]));
+				n++;
+			}
+		}
+		for (int i = 1; i < n; i++) {
+			if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			if (kw_buf_reserve(&in[i], 4096) < 0)
+				continue;
+			ssize_t r =
+			    recv(pf[i].fd, in[i].data + in[i].len, in[i].cap - in[i].len, 0);
+			if (r <= 0) {
+				close(pf[i].fd);
+				kw_buf_cleanup(&in[i]);
+				pf[i] = pf[n - 1];
+				in[i] = in[n - 1];
+				n--;
+				i--;
+				continue;
+			}
+			in[i].len += (size_t)r;
+			handle(s, pf[i].fd, &in[i]);
+		}
+	}
+	for (int i = 1; i < n; i++) {
+		close(pf[i].fd);
+		kw_buf_cleanup(&in[i]);
+	}
+	return NULL;
+}
+
+static void srv_start(struct srv *s, int which, bool nokey)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	memset(s, 0, sizeof(*s));
+	snprintf(s->path, sizeof(s->path), "/tmp/kw-bk-%d-%d.sock", (int)getpid(), which);
+	unlink(s->path);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s->path);
+	s->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(s->lfd, 16) < 0) {
+		perror("scripted server");
+		exit(1);
+	}
+	s->nokey = nokey;
+	pthread_create(&s->th, NULL, srv_main, s);
+}
+
+static void srv_stop(struct srv *s)
+{
+	atomic_store(&s->stop, true);
+	pthread_join(s->th, NULL);
+	close(s->lfd);
+	unlink(s->path);
+}
+
+/* ---- ops ---- */
+
+struct top {
+	struct kw_op op;
+	uint8_t in[32];
+	int done_calls;
+	bool freed_flag;
+};
+
+static int releases;
+
+static void on_done(struct kw_op *op, void *arg)
+{
+	((struct top *)arg)->done_calls++;
+}
+
+static void on_release(struct kw_op *op)
+{
+	releases++;
+	free(op);
+}
+
+static struct top *mk(const char *payload)
+{
+	struct top *t = calloc(1, sizeof(*t));
+	kw_op_init(&t->op, KW_OPK_ASYM, KW_OP_ECDSA_SIGN_SHA256);
+	size_t n = strlen(payload);
+	memcpy(t->in, payload, n);
+	t->op.in = t->in;
+	t->op.in_len = n;
+	memset(t->op.ski, 0xab, KW_SKI_LEN);
+	t->op.done = on_done;
+	t->op.done_arg = t;
+	t->op.release = on_release;
+	return t;
+}
+
+static void run_until(struct kw_loop *loop, struct top **ops, int n, unsigned ms)
+{
+	uint64_t end = kw_now_ns() + (uint64_t)ms * 1000000u;
+	while (kw_now_ns() < end) {
+		int left = 0;
+		for (int i = 0; i < n; i++)
+			left += !kw_op_is_done(&ops[i]->op);
+		if (left == 0)
+			return;
+		kw_loop_run_once(loop, 10);
+	}
+}
+
+static void addr(struct kw_addr *a, const char *path)
+{
+	char text[140], err[128];
+	snprintf(text, sizeof(text), "unix:%s", path);
+	if (kw_addr_parse(a, text, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		exit(1);
+	}
+}
+
+static struct kw_backend *mkb(struct kw_loop *loop, struct kw_addr *addrs, size_t n, unsigned max,
+                              unsigned timeout_ms, struct kw_keyless_counters *ctr)
+{
+	struct kw_keyless_config cfg = {.addrs = addrs,
+	                                .nservers = n,
+	                                .connections = 2,
+	                                .timeout_ms = timeout_ms,
+	                                .max_inflight = max,
+	                                .counters = ctr};
+	struct kw_backend *b = NULL;
+	CHECK_EQ(kw_backend_keyless_new(loop, &cfg, &b), 0);
+	return b;
+}
+
+int main(void)
+{
+	struct kw_loop *loop = NULL;
+	struct srv good, nokey;
+	struct kw_addr addrs[3];
+	struct kw_keyless_counters ctr = {0};
+	struct kw_keyless_stats st;
+	struct top *ops[8];
+
+	signal(SIGPIPE, SIG_IGN);
+	CHECK_EQ(kw_loop_new(&loop), 0);
+	srv_start(&good, 1, false);
+	srv_start(&nokey, 2, true);
+	addr(&addrs[0], good.path);
+	addr(&addrs[1], nokey.path);
+	addr(&addrs[2], "/tmp/kw-bk-nobody-listens.sock");
+
+	/* Results, counts, the cap, completion never inside submit. */
+	struct kw_backend *b = mkb(loop, addrs, 1, 2, 2000, &ctr);
+	CHECK(kw_backend_is_keyless(b));
+	ops[0] = mk("hello");
+	ops[1] = mk("world");
+	ops[2] = mk("third");
+	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
+	CHECK_EQ(kw_backend_submit(b, &ops[1]->op), 0);
+	CHECK_EQ(kw_backend_submit(b, &ops[2]->op), -EAGAIN);
+	CHECK_EQ(kw_backend_inflight(b, KW_OPK_ASYM), 2);
+	CHECK_EQ(kw_backend_inflight(b, KW_OPK_OTHER), 0);
+	CHECK_EQ(ops[0]->done_calls, 0);
+	run_until(loop, ops, 2, 3000);
+	CHECK_EQ(ops[0]->op.status, 0);
+	CHECK_EQ(ops[0]->op.out_len, 5);
+	CHECK(memcmp(ops[0]->op.out, "hello", 5) == 0);
+	CHECK(memcmp(ops[1]->op.out, "world", 5) == 0);
+	CHECK_EQ(ops[0]->done_calls, 1);
+	CHECK_EQ(ops[0]->op.server, 0);
+	CHECK_EQ(kw_backend_inflight(b, KW_OPK_ASYM), 0);
+	CHECK_EQ(kw_backend_submit(b, &ops[2]->op), 0);
+	run_until(loop, &ops[2], 1, 3000);
+	CHECK_EQ(ops[2]->op.status, 0);
+	CHECK_EQ(kw_backend_keyless_stats(b, &st), 0);
+	CHECK_EQ(st.submitted, 3);
+	CHECK_EQ(st.eagain, 1);
+	for (int i = 0; i < 3; i++)
+		kw_op_unref(&ops[i]->op);
+
+	/* The deadline: a silent keyserver; the late answer (none here) would be dropped. */
+	ops[0] = mk("silent");
+	ops[0]->op.deadline_ns = kw_now_ns() + 150 * 1000000ull;
+	uint64_t t0 = kw_now_ns();
+	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
+	run_until(loop, ops, 1, 3000);
+	uint64_t took = kw_now_ns() - t0;
+	CHECK_EQ(ops[0]->op.status, -KW_ETIMEOUT);
+	CHECK(took >= 140 * 1000000ull && took < 1000 * 1000000ull);
+	CHECK_EQ(kw_backend_inflight(b, KW_OPK_ASYM), 0);
+	kw_op_unref(&ops[0]->op);
+
+	/* A detached op: done never runs; the backend's reference frees it. */
+	releases = 0;
+	ops[0] = mk("detached");
+	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
+	kw_op_detach(&ops[0]->op);
+	struct top *keep = ops[0];
+	kw_op_unref(&ops[0]->op);
+	CHECK_EQ(releases, 0);
+	for (int i = 0; i < 100 && releases == 0; i++)
+		kw_loop_run_once(loop, 10);
+	CHECK_EQ(releases, 1);
+	(void)keep;
+	kw_backend_free(b);
+	kw_loop_run_once(loop, 0);
+
+	/* Failover: a keyserver nobody listens on, and one without the key, then the good one. */
+	struct kw_addr order[3] = {addrs[2], addrs[1], addrs[0]};
+	b = mkb(loop, order, 3, 64, 2000, &ctr);
+	for (int i = 0; i < 8; i++) {
+		ops[i] = mk("failover");
+		CHECK_EQ(kw_backend_submit(b, &ops[i]->op), 0);
+	}
+	run_until(loop, ops, 8, 5000);
+	for (int i = 0; i < 8; i++) {
+		CHECK_EQ(ops[i]->op.status, 0);
+		CHECK_EQ(ops[i]->op.server, 2);
+		CHECK(ops[i]->op.attempts >= 1 && ops[i]->op.attempts <= 3);
+		kw_op_unref(&ops[i]->op);
+	}
+	CHECK_EQ(kw_backend_keyless_stats(b, &st), 0);
+	CHECK(st.retries >= 1);
+	CHECK(atomic_load(&ctr.retries) == st.retries);
+	CHECK(atomic_load(&ctr.failovers) == st.failovers);
+	CHECK(st.failovers >= 1);
+	CHECK(strcmp(kw_backend_keyless_server_name(b, 2), "unix:") > 0);
+
+	/* Pinned to the keyserver without the key: its answer, no failover. */
+	ops[0] = mk("pinned");
+	CHECK_EQ(kw_backend_keyless_submit_to(b, &ops[0]->op, 1), 0);
+	run_until(loop, ops, 1, 3000);
+	CHECK_EQ(ops[0]->op.status, -KW_EREMOTE);
+	CHECK_EQ(ops[0]->op.remote_error, KW_ERR_KEY_NOT_FOUND);
+	CHECK_EQ(ops[0]->op.attempts, 1);
+	kw_op_unref(&ops[0]->op);
+
+	/* Only dead keyservers: a link error, quickly. */
+	ops[0] = mk("dead");
+	CHECK_EQ(kw_backend_keyless_submit_to(b, &ops[0]->op, 0), 0);
+	CHECK_EQ(ops[0]->done_calls, 0);
+	run_until(loop, ops, 1, 3000);
+	CHECK(ops[0]->op.status != 0 && ops[0]->op.status != -KW_ETIMEOUT);
+	kw_op_unref(&ops[0]->op);
+
+	/* Freed with ops in flight: they complete with -KW_ECANCELED before free returns. */
+	ops[0] = mk("silent-1");
+	ops[1] = mk("silent-2");
+	CHECK_EQ(kw_backend_keyless_submit_to(b, &ops[0]->op, 2), 0);
+	CHECK_EQ(kw_backend_keyless_submit_to(b, &ops[1]->op, 2), 0);
+	for (int i = 0; i < 5; i++)
+		kw_loop_run_once(loop, 10);
+	kw_backend_free(b);
+	CHECK_EQ(ops[0]->op.status, -KW_ECANCELED);
+	CHECK_EQ(ops[1]->op.status, -KW_ECANCELED);
+	CHECK_EQ(ops[0]->done_calls, 1);
+	kw_op_unref(&ops[0]->op);
+	kw_op_unref(&ops[1]->op);
+	kw_loop_run_once(loop, 0);
+
+	srv_stop(&good);
+	srv_stop(&nokey);
+	kw_loop_free(loop);
+	CHECK_DONE();
+}
