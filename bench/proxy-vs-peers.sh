@@ -30,8 +30,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-conns=2000
-rounds=5
+conns=1000
+rounds=10
 build=
 results=$here/results
 
