@@ -109,7 +109,8 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 	struct dec_ctx *ctx = vctx;
 	size_t k = (size_t)ctx->key->max_size;
 	uint8_t rnd[KWP_TLS_PREMASTER_LEN];
-	uint8_t *block = NULL;
+	struct kwp_op *op = NULL;
+	const uint8_t *block;
 	size_t len = 0;
 	int ok = 0;
 
@@ -134,9 +135,9 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 			return 0;
 		}
 	}
-	if (kwp_remote_call(ctx->prov, KW_OP_RSA_DECRYPT, ctx->key->ski, in, inlen, &block, &len) <
-	    0)
+	if (kwp_key_op(ctx->prov, ctx->key, KW_OP_RSA_DECRYPT, in, inlen, &op) < 0)
 		goto out;
+	block = kwp_op_out(op, &len);
 
 	switch (ctx->pad) {
 	case RSA_PKCS1_WITH_TLS_PADDING:
@@ -167,9 +168,7 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 	}
 out:
 	OPENSSL_cleanse(rnd, sizeof(rnd));
-	if (block != NULL)
-		OPENSSL_cleanse(block, len);
-	free(block);
+	kwp_op_put(op); /* wipes the block */
 	return ok;
 }
 

@@ -126,9 +126,32 @@ static void *ed25519_new(void *provctx)
 	return key_new(provctx, KWP_KEY_ED25519);
 }
 
+/*
+ * Keys come from a keyway: URI or a KEYWAY KEY reference, or wrap a local
+ * key for an application that offloads it (keyway_provider_wrap_key):
+ * nothing else imports.
+ */
 static int key_import(void *keydata, int selection, const OSSL_PARAM params[])
 {
-	return 0; /* keyway keys come from a keyway: URI or a KEYWAY KEY reference only */
+	struct kwp_key *k = keydata;
+	const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, KWP_PARAM_LOCAL_KEY);
+	unsigned char blob[KWP_LOCAL_MAGIC_LEN + sizeof(EVP_PKEY *)];
+	EVP_PKEY *pkey;
+	char err[256];
+
+	if (k == NULL || p == NULL || p->data_type != OSSL_PARAM_OCTET_STRING ||
+	    p->data_size != sizeof(blob))
+		return 0;
+	memcpy(blob, p->data, sizeof(blob));
+	if (memcmp(blob, KWP_LOCAL_MAGIC, KWP_LOCAL_MAGIC_LEN) != 0)
+		return 0;
+	memcpy(&pkey, blob + KWP_LOCAL_MAGIC_LEN, sizeof(pkey));
+	if (pkey == NULL || kwp_key_set_local(k, pkey, err, sizeof(err)) < 0) {
+		kwp_raise(k->prov, KWP_R_UNSUPPORTED_KEY, "cannot wrap the local key: %s",
+		          pkey == NULL ? "no key" : err);
+		return 0;
+	}
+	return 1;
 }
 
 static const OSSL_PARAM *key_import_types(int selection)

@@ -441,16 +441,63 @@ int kwp_ref_type(const unsigned char *der, size_t len)
 	return type;
 }
 
+/*
+ * fill_from_spki sets k's type, sizes and public key from spki, and its
+ * SKI (as gokeyless computes it: SHA-1 of the subjectPublicKey bits) into
+ * ski. 0, or a negative code with *reason and err set.
+ */
+static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_SKI_LEN],
+                          int *reason, char *err, size_t errlen)
+{
+	const unsigned char *pk = NULL;
+	X509_ALGOR *alg = NULL;
+	unsigned char *der = NULL;
+	int pklen = 0, der_len, rc = 0;
+
+	int type = spki_type(spki);
+	*reason = KWP_R_UNSUPPORTED_KEY;
+	if (type < 0 || X509_PUBKEY_get0_param(NULL, &pk, &pklen, &alg, spki) != 1 ||
+	    pklen <= 0) {
+		snprintf(err, errlen, "unsupported public key type (RSA, EC and Ed25519 only)");
+		return -EINVAL;
+	}
+	SHA1(pk, (size_t)pklen, ski);
+	k->type = (enum kwp_key_type)type;
+	if (type == KWP_KEY_RSA) {
+		rc = set_rsa(k, pk, pklen, err, errlen);
+	} else if (type == KWP_KEY_EC) {
+		rc = set_ec(k, alg, pk, pklen, err, errlen);
+	} else if (pklen != 32) {
+		snprintf(err, errlen, "malformed Ed25519 public key");
+		rc = -EINVAL;
+	} else {
+		k->bits = 256, k->security_bits = 128, k->max_size = 64;
+	}
+	if (rc < 0)
+		return rc;
+	*reason = KWP_R_INTERNAL;
+	if (type != KWP_KEY_RSA) {
+		if ((k->pub = malloc((size_t)pklen)) == NULL)
+			goto nomem;
+		memcpy(k->pub, pk, (size_t)pklen);
+		k->pub_len = (size_t)pklen;
+	}
+	if ((der_len = i2d_X509_PUBKEY(spki, &der)) <= 0)
+		goto nomem;
+	k->spki = der;
+	k->spki_len = (size_t)der_len;
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+	return -ENOMEM;
+}
+
 struct kwp_key *kwp_key_from_ref(struct kwp_prov *prov, const unsigned char *der, size_t len,
                                  int *reason, char *err, size_t errlen)
 {
 	KWP_KEY_REF *ref = NULL;
 	struct kwp_key *k = NULL;
-	const unsigned char *pk = NULL;
-	X509_ALGOR *alg = NULL;
-	unsigned char *spki = NULL;
 	uint8_t ski[KW_SKI_LEN];
-	int pklen = 0, spki_len;
 
 	*reason = KWP_R_BAD_KEY_REF;
 	if ((ref = parse_ref(der, len, err, errlen)) == NULL)
@@ -471,47 +518,14 @@ struct kwp_key *kwp_key_from_ref(struct kwp_prov *prov, const unsigned char *der
 		goto nomem;
 	if (kwp_uri_parse(k->uri, k->ski, NULL, err, errlen) < 0)
 		goto err;
-
-	int type = spki_type(ref->spki);
-	if (type < 0 || X509_PUBKEY_get0_param(NULL, &pk, &pklen, &alg, ref->spki) != 1 ||
-	    pklen <= 0) {
-		*reason = KWP_R_UNSUPPORTED_KEY;
-		snprintf(err, errlen, "unsupported public key type (RSA, EC and Ed25519 only)");
+	if (fill_from_spki(k, ref->spki, ski, reason, err, errlen) < 0)
 		goto err;
-	}
-	/* The SKI as gokeyless computes it: SHA-1 of the subjectPublicKey bits. */
-	SHA1(pk, (size_t)pklen, ski);
 	if (CRYPTO_memcmp(ski, k->ski, KW_SKI_LEN) != 0) {
 		*reason = KWP_R_SKI_MISMATCH;
 		snprintf(err, errlen,
 		         "the URI's SKI does not match the public key it travels with");
 		goto err;
 	}
-	k->type = (enum kwp_key_type)type;
-	int rc = 0;
-	*reason = KWP_R_UNSUPPORTED_KEY;
-	if (type == KWP_KEY_RSA) {
-		rc = set_rsa(k, pk, pklen, err, errlen);
-	} else if (type == KWP_KEY_EC) {
-		rc = set_ec(k, alg, pk, pklen, err, errlen);
-	} else if (pklen != 32) {
-		snprintf(err, errlen, "malformed Ed25519 public key");
-		rc = -EINVAL;
-	} else {
-		k->bits = 256, k->security_bits = 128, k->max_size = 64;
-	}
-	if (rc < 0)
-		goto err;
-	if (type != KWP_KEY_RSA) {
-		if ((k->pub = malloc((size_t)pklen)) == NULL)
-			goto nomem;
-		memcpy(k->pub, pk, (size_t)pklen);
-		k->pub_len = (size_t)pklen;
-	}
-	if ((spki_len = i2d_X509_PUBKEY(ref->spki, &spki)) <= 0)
-		goto nomem;
-	k->spki = spki;
-	k->spki_len = (size_t)spki_len;
 	ref_free(ref);
 	ERR_clear_error();
 	return k;
@@ -525,6 +539,40 @@ err:
 	return NULL;
 }
 
+int kwp_key_set_local(struct kwp_key *k, EVP_PKEY *pkey, char *err, size_t errlen)
+{
+	X509_PUBKEY *spki = NULL;
+	enum kwp_key_type want = k->type;
+	int reason, rc = -EINVAL;
+
+	if (k->spki != NULL || k->local != NULL) {
+		snprintf(err, errlen, "key already set");
+		return -EINVAL;
+	}
+	if (X509_PUBKEY_set(&spki, pkey) != 1) {
+		snprintf(err, errlen, "cannot read the key's public half");
+		goto out;
+	}
+	if ((rc = fill_from_spki(k, spki, k->ski, &reason, err, errlen)) < 0)
+		goto out;
+	rc = -EINVAL;
+	if (want != 0 && k->type != want) {
+		snprintf(err, errlen, "a %s key where %s was expected", kwp_key_type_name(k->type),
+		         kwp_key_type_name(want));
+		goto out;
+	}
+	if (!EVP_PKEY_up_ref(pkey)) {
+		snprintf(err, errlen, "cannot reference the key");
+		goto out;
+	}
+	k->local = pkey;
+	rc = 0;
+out:
+	X509_PUBKEY_free(spki);
+	ERR_clear_error();
+	return rc;
+}
+
 void kwp_key_free(struct kwp_key *k)
 {
 	if (k == NULL || atomic_fetch_sub(&k->refs, 1) != 1)
@@ -534,6 +582,7 @@ void kwp_key_free(struct kwp_key *k)
 	free(k->pub);
 	BN_free(k->n);
 	BN_free(k->e);
+	EVP_PKEY_free(k->local);
 	free(k);
 }
 

@@ -1,7 +1,8 @@
 /*
- * provider.c - the keyway provider's entry point: OSSL_provider_init (the
- * module's only exported symbol), settings, errors, the algorithm tables,
- * and the per-process I/O thread's lifecycle across fork().
+ * provider.c - the keyway provider's entry point (kwp_prov_init: the
+ * module's OSSL_provider_init, or a built-in provider's init function),
+ * settings, errors, the algorithm tables, the per-process I/O thread's
+ * lifecycle across fork(), and the counters written at teardown.
  */
 #include "provider.h"
 
@@ -44,6 +45,7 @@ static const OSSL_ITEM reason_strings[] = {
     {KWP_R_BAD_RESPONSE, "unexpected keyserver response"},
     {KWP_R_BUFFER_TOO_SMALL, "output buffer too small"},
     {KWP_R_INTERNAL, "keyway provider internal error"},
+    {KWP_R_LOCAL, "local key operation failed"},
     {0, NULL},
 };
 
@@ -69,36 +71,61 @@ int kwp_check_config(const struct kwp_prov *prov)
 	return 0;
 }
 
-/* ---- per-process remote, and fork ---- */
+/* ---- per-process I/O thread, and fork ---- */
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct kwp_prov *registry;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static char *exit_stats_file; /* the first instance's stats_file, for stats_at_exit */
+
+/*
+ * Teardown writes the counters, but may never come: an SSL freed with its
+ * job paused (HAProxy) leaks the job and the provider references it holds.
+ * So they are also written when the program exits or the module is
+ * unloaded (a destructor, unlike atexit, never outlives the module).
+ */
+__attribute__((destructor)) static void stats_at_exit(void)
+{
+	if (exit_stats_file != NULL)
+		(void)kwp_stats_write(exit_stats_file);
+	free(exit_stats_file);
+	exit_stats_file = NULL;
+}
 
 /* Around fork() every lock is held by the forking thread, so the child gets them unlocked. */
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&registry_lock);
-	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov)
+	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov) {
 		pthread_mutex_lock(&p->lock);
+		pthread_mutex_lock(&p->cap.mu);
+	}
 }
 
 static void fork_parent(void)
 {
-	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov)
+	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov) {
+		pthread_mutex_unlock(&p->cap.mu);
 		pthread_mutex_unlock(&p->lock);
+	}
 	pthread_mutex_unlock(&registry_lock);
 }
 
 static void fork_child(void)
 {
-	/* The parent's I/O thread does not exist here and its connections are not ours. */
+	/*
+	 * The parent's I/O thread does not exist here, its connections are not
+	 * ours, and neither are its in-flight ops and waiting threads.
+	 */
 	for (struct kwp_prov *p = registry; p != NULL; p = p->next_prov) {
-		if (p->remote != NULL)
-			kwp_remote_abandon(p->remote);
-		p->remote = NULL;
+		if (p->io != NULL)
+			kwp_io_abandon(p->io);
+		p->io = NULL;
+		kwp_cap_forget(&p->cap);
+		pthread_mutex_unlock(&p->cap.mu);
 		pthread_mutex_unlock(&p->lock);
 	}
+	kwp_stats_reset(); /* each process reports its own work */
 	pthread_mutex_unlock(&registry_lock);
 }
 
@@ -118,101 +145,24 @@ int kwp_prov_is_live(const struct kwp_prov *prov)
 	return live;
 }
 
-struct kwp_remote *kwp_prov_remote(struct kwp_prov *prov)
+struct kwp_io *kwp_prov_io(struct kwp_prov *prov)
 {
-	struct kwp_remote *r;
+	struct kwp_io *io;
 	int rc = 0;
 
 	pthread_mutex_lock(&prov->lock);
 	/* Also catches a child made without running atfork handlers (raw clone). */
-	if (prov->remote != NULL && kwp_remote_pid(prov->remote) != getpid()) {
-		kwp_remote_abandon(prov->remote);
-		prov->remote = NULL;
+	if (prov->io != NULL && kwp_io_pid(prov->io) != getpid()) {
+		kwp_io_abandon(prov->io);
+		prov->io = NULL;
 	}
-	if (prov->remote == NULL)
-		rc = kwp_remote_new(&prov->settings, prov->libctx, &prov->remote);
-	r = prov->remote;
+	if (prov->io == NULL)
+		rc = kwp_io_new(&prov->settings, prov->libctx, &kwp_stats.keyless, &prov->io);
+	io = prov->io;
 	pthread_mutex_unlock(&prov->lock);
 	if (rc < 0)
 		kwp_raise(prov, KWP_R_INTERNAL, "cannot set up keyserver I/O: %s", kw_strerror(rc));
-	return r;
-}
-
-int kwp_remote_call(struct kwp_prov *prov, uint8_t opcode, const uint8_t ski[KW_SKI_LEN],
-                    const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len)
-{
-	const struct kwp_settings *s = &prov->settings;
-	struct kwp_remote *r;
-	struct kwp_op *op = NULL;
-	char hex[2 * KW_SKI_LEN + 1];
-	int rc;
-
-	*out = NULL;
-	*out_len = 0;
-	if (!kwp_check_config(prov))
-		return -KW_ECONFIG;
-	if (s->nservers == 0) {
-		kwp_raise(prov, KWP_R_NOT_CONFIGURED,
-		          "set servers in the provider's openssl.cnf section or KEYWAY_SERVERS");
-		return -KW_ECONFIG;
-	}
-	if ((r = kwp_prov_remote(prov)) == NULL)
-		return -ENOMEM;
-	if ((op = kwp_op_new(opcode, ski, in, in_len)) == NULL) {
-		kwp_raise(prov, KWP_R_INTERNAL, "out of memory");
-		return -ENOMEM;
-	}
-	op->deadline_ns = kwp_deadline_after_ms(s->timeout_ms);
-	if ((rc = kwp_remote_submit(r, op)) < 0) {
-		kwp_raise(prov, KWP_R_INTERNAL, "cannot start the keyserver I/O thread: %s",
-		          kw_strerror(rc));
-		goto out;
-	}
-	if (kwp_op_wait(op, op->deadline_ns) < 0) {
-		/* Abandoned: the op belongs to the I/O thread now; read nothing of it. */
-		kwp_raise(prov, KWP_R_TIMEOUT, "no answer within timeout_ms=%u", s->timeout_ms);
-		rc = -KW_ETIMEOUT;
-		goto out;
-	}
-	rc = op->status;
-	kw_hex(hex, ski, KW_SKI_LEN);
-	const char *where = op->last_server >= 0 ? s->server_texts[op->last_server] : "keyserver";
-	switch (rc) {
-	case 0:
-		*out = op->out;
-		*out_len = op->out_len;
-		op->out = NULL;
-		break;
-	case -KW_EREMOTE:
-		if (op->remote_error == KW_ERR_KEY_NOT_FOUND)
-			kwp_raise(prov, KWP_R_KEY_NOT_FOUND,
-			          "no keyserver holds the key with SKI %s "
-			          "(last asked: %s)",
-			          hex, where);
-		else
-			kwp_raise(prov, KWP_R_REMOTE_ERROR, "%s answered \"%s\" (%s, key SKI %s)",
-			          where, kw_proto_error_string(op->remote_error),
-			          kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "?", hex);
-		break;
-	case -KW_ETIMEOUT:
-		kwp_raise(prov, KWP_R_TIMEOUT, "no answer within timeout_ms=%u%s%s", s->timeout_ms,
-		          op->detail[0] ? ": " : "", op->detail);
-		break;
-	case -KW_ECONFIG:
-		kwp_raise(prov, KWP_R_CONFIG, "cannot set up keyserver connections: %s",
-		          op->detail);
-		break;
-	case -KW_ETLS:
-		kwp_raise(prov, KWP_R_TLS, "%s", op->detail);
-		break;
-	default:
-		kwp_raise(prov, KWP_R_UNREACHABLE, "%s",
-		          op->detail[0] ? op->detail : kw_strerror(rc));
-		break;
-	}
-out:
-	kwp_op_put(op);
-	return rc;
+	return io;
 }
 
 /* ---- algorithms ---- */
@@ -368,12 +318,17 @@ static void prov_free(struct kwp_prov *prov)
 			break;
 		}
 	pthread_mutex_unlock(&registry_lock);
-	if (prov->remote != NULL) {
-		if (kwp_remote_pid(prov->remote) == getpid())
-			kwp_remote_free(prov->remote);
+	if (prov->io != NULL) {
+		if (kwp_io_pid(prov->io) == getpid())
+			kwp_io_free(prov->io); /* ops still in flight complete before this returns */
 		else
-			kwp_remote_abandon(prov->remote);
+			kwp_io_abandon(prov->io);
 	}
+	/* Written at each teardown (there may be several instances): the last has all. */
+	if (prov->settings.stats_file != NULL && kwp_stats_write(prov->settings.stats_file) < 0)
+		kw_warn("keyway provider: cannot write stats_file %s", prov->settings.stats_file);
+	SSL_CTX_free(prov->ext_ssl_ctx);
+	kwp_cap_cleanup(&prov->cap);
 	kwp_settings_cleanup(&prov->settings);
 	OSSL_LIB_CTX_free(prov->libctx);
 	pthread_mutex_destroy(&prov->lock);
@@ -414,13 +369,8 @@ static const char *cnf_get(void *arg, const char *name)
 	return v;
 }
 
-__attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
-                                                              const OSSL_DISPATCH *in,
-                                                              const OSSL_DISPATCH **out,
-                                                              void **provctx);
-
-int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
-                       const OSSL_DISPATCH **out, void **provctx)
+int kwp_prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                  const OSSL_DISPATCH **out, void **provctx)
 {
 	struct kwp_prov *prov = calloc(1, sizeof(*prov));
 	struct cnf cnf = {handle, NULL};
@@ -429,6 +379,7 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 		return 0;
 	prov->handle = handle;
 	pthread_mutex_init(&prov->lock, NULL);
+	kwp_cap_init(&prov->cap, 0);
 	for (const OSSL_DISPATCH *f = in; f->function_id != 0; f++) {
 		switch (f->function_id) {
 		case OSSL_FUNC_CORE_GET_PARAMS:
@@ -470,6 +421,7 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 	 */
 	if (kwp_settings_load(&prov->settings, cnf_get, &cnf) < 0)
 		goto err;
+	prov->cap.max = prov->settings.max_inflight;
 	if (prov->settings.error != NULL)
 		kw_error("keyway provider: configuration error: %s (keys load, but every "
 		         "signature and decryption will fail)",
@@ -482,6 +434,8 @@ int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 
 	pthread_once(&atfork_once, register_atfork);
 	pthread_mutex_lock(&registry_lock);
+	if (exit_stats_file == NULL && prov->settings.stats_file != NULL)
+		exit_stats_file = strdup(prov->settings.stats_file);
 	prov->next_prov = registry;
 	registry = prov;
 	pthread_mutex_unlock(&registry_lock);

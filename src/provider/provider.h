@@ -4,7 +4,10 @@
  * The provider makes keys held by keyservers usable by any OpenSSL 3
  * application. A key is opaque: it carries its public key (so loading and
  * matching are local) and its SKI; signing and decryption are keyless
- * requests sent by the I/O thread (remote.c).
+ * requests run by async.c: through the provider's I/O thread (remote.c),
+ * or the keyless backend the application's thread bound (external
+ * polling). A wrapped local key (provider_api.h) carries a local private
+ * key instead, computed by the thread's local backend.
  *
  * Internal functions return 0 or a negative -errno/-KW_E* code; OpenSSL's
  * 1/0 appears only in the dispatch functions.
@@ -23,10 +26,11 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
 
+#include "async.h"
 #include "keyway/protocol.h"
 #include "settings.h"
 
-struct kwp_remote;
+struct kwp_io;
 
 /* Reason codes of the provider's errors (what an operator reads). */
 enum kwp_reason {
@@ -45,6 +49,7 @@ enum kwp_reason {
 	KWP_R_BAD_RESPONSE,     /* the answer has the wrong shape */
 	KWP_R_BUFFER_TOO_SMALL, /* the caller's output buffer is too small */
 	KWP_R_INTERNAL,         /* out of memory, thread creation... */
+	KWP_R_LOCAL,            /* a wrapped local key's operation failed */
 };
 
 /* The provider context: one per loaded instance of the provider. */
@@ -63,8 +68,10 @@ struct kwp_prov {
 
 	struct kwp_settings settings; /* read once, at init */
 
-	pthread_mutex_t lock;       /* guards remote */
-	struct kwp_remote *remote;  /* started on first use, per process */
+	pthread_mutex_t lock;       /* guards io, ext_ssl_ctx */
+	struct kwp_io *io;          /* the I/O thread: started on first use, per process */
+	struct kwp_cap cap;         /* its in-flight slots (max_inflight) and their waiters */
+	SSL_CTX *ext_ssl_ctx;       /* for keyless backends the application makes (provider_api.h) */
 	struct kwp_prov *next_prov; /* registry for the fork handler */
 };
 
@@ -77,8 +84,12 @@ void kwp_raise_at(const struct kwp_prov *prov, const char *file, int line, const
 /* kwp_check_config raises KWP_R_CONFIG and returns 0 if the settings had an error, else 1. */
 int kwp_check_config(const struct kwp_prov *prov);
 
-/* kwp_prov_remote returns this process's remote, starting it on first use; NULL + error raised. */
-struct kwp_remote *kwp_prov_remote(struct kwp_prov *prov);
+/* kwp_prov_io returns this process's I/O thread, made on first use; NULL + error raised. */
+struct kwp_io *kwp_prov_io(struct kwp_prov *prov);
+
+/* kwp_prov_init is the provider's entry point (OSSL_provider_init of keyway.so). */
+int kwp_prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                  const OSSL_DISPATCH **out, void **provctx);
 
 /* ---- keys (keyref.c) ---- */
 
@@ -96,6 +107,7 @@ struct kwp_key {
 	unsigned char *pub; /* EC point or Ed25519 key: the BIT STRING contents */
 	size_t pub_len;
 	BIGNUM *n, *e;     /* RSA */
+	EVP_PKEY *local;   /* a wrapped local key: the private key itself (else NULL) */
 	const char *group; /* EC: "prime256v1", "secp384r1", "secp521r1" */
 	int bits, security_bits, max_size;
 };
@@ -192,12 +204,18 @@ extern const OSSL_DISPATCH kwp_rsa_asym_cipher_functions[];
 #define KWP_DER_STRUCTURE "keyway"
 
 /*
- * kwp_remote_call runs one keyless operation synchronously: sends it to a
- * keyserver and waits at most timeout_ms. On success *out (allocated,
- * caller wipes and frees) holds the result. On failure the reason is
- * already on the error queue and a negative code is returned.
+ * kwp_key_set_local makes the empty key k (its type set, or 0 for any) wrap
+ * the local private key pkey (referenced): public half, SKI and sizes as
+ * any keyway key. 0, or -EINVAL with the reason in err.
  */
-int kwp_remote_call(struct kwp_prov *prov, uint8_t opcode, const uint8_t ski[KW_SKI_LEN],
-                    const uint8_t *in, size_t in_len, uint8_t **out, size_t *out_len);
+int kwp_key_set_local(struct kwp_key *k, EVP_PKEY *pkey, char *err, size_t errlen);
+
+/*
+ * The keymgmt import parameter that wraps a local key (provider_api.c):
+ * an octet string of KWP_LOCAL_MAGIC followed by the EVP_PKEY pointer.
+ */
+#define KWP_PARAM_LOCAL_KEY "keyway-local-key"
+#define KWP_LOCAL_MAGIC "kwlocal\x01"
+#define KWP_LOCAL_MAGIC_LEN 8
 
 #endif

@@ -1,126 +1,75 @@
 /*
- * remote.h - keyless operations for the provider: an operation object
- * submitted from any application thread to one I/O thread per process,
- * which owns a kw_loop and the keyless connections (kw_client).
+ * remote.h - the provider's I/O thread (internal polling): one per process,
+ * owning a kw_loop and a keyless backend (keyway/backend_keyless.h) with
+ * `connections` kw_clients per keyserver.
  *
- * An operation (struct kwp_op) is reference-counted: the submitter holds
- * one reference, the I/O thread another until it completes the op. A
- * submitter that stops waiting (its deadline passed) marks the op
- * abandoned and drops its reference; the late completion then touches
- * nothing but the op itself. Completion either signals the op's condition
- * variable (kwp_op_wait) or calls the op's done callback on the I/O thread
- * -- the hook an asynchronous caller uses.
+ * Application threads hand accepted kw_ops over through a mutex-protected
+ * queue and wake the loop; the thread submits them to the backend, whose
+ * completions run the ops' done callbacks on the thread. How many ops may
+ * be in flight, and who waits for a slot, is the caller's business (the
+ * capacity queue in async.c): the thread itself never refuses an op.
  *
- * The I/O thread starts on the first submit, in the process that submits.
- * After fork() the child must not touch its parent's remote: it abandons
- * it (kwp_remote_abandon) and makes a new one.
+ * The thread starts on the first submit, in the process that submits.
+ * After fork() the child must not touch its parent's I/O thread: it
+ * abandons it (kwp_io_abandon) and makes a new one.
  */
 #ifndef KEYWAY_PROVIDER_REMOTE_H
 #define KEYWAY_PROVIDER_REMOTE_H
 
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <sys/types.h>
 
 #include <openssl/types.h>
 
-#include "keyway/protocol.h"
+#include "keyway/backend_keyless.h"
+#include "keyway/offload.h"
 #include "settings.h"
 
-struct kwp_remote;
-struct kwp_op;
-
-/* Called once on the I/O thread when op completes (status set). Must not block. */
-typedef void (*kwp_op_done_fn)(struct kwp_op *op, void *arg);
-
-struct kwp_op {
-	atomic_int refs;
-	/* Request: set before submit, read-only afterwards. */
-	uint8_t opcode; /* KW_OP_* */
-	bool has_ski;
-	uint8_t ski[KW_SKI_LEN];
-	uint8_t *in; /* payload (owned, wiped on free) */
-	size_t in_len;
-	int server;             /* keyserver index, or -1: any, with failover */
-	uint64_t deadline_ns;   /* CLOCK_MONOTONIC; the op fails with -KW_ETIMEOUT after it */
-	kwp_op_done_fn done_fn; /* NULL: signal waiters instead */
-	void *done_arg;
-
-	/* Result: valid once done is set (read it under mu, or after kwp_op_wait). */
-	int status;           /* 0, -KW_EREMOTE, -KW_ETIMEOUT, -KW_ECONFIG, -errno... */
-	uint8_t remote_error; /* kw_proto_error when status == -KW_EREMOTE */
-	uint8_t *out;         /* response payload (owned, wiped on free) */
-	size_t out_len;
-	int last_server;    /* the keyserver that answered or failed last (-1: none) */
-	uint64_t submit_ns; /* kw_now_ns() at kwp_remote_submit */
-	uint64_t done_ns;   /* kw_now_ns() at completion */
-	char detail[256];   /* why, for failures that are not the keyserver's answer */
-
-	/* I/O thread state. */
-	uint32_t tried;            /* bit i: keyserver i was tried */
-	int start;                 /* first keyserver to try */
-	struct kwp_op *next;       /* submission queue / backlog link */
-	struct kwp_remote *remote; /* set when sent, for the completion */
-
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
-	bool abandoned; /* the submitter stopped waiting */
-};
+struct kwp_io;
 
 /*
- * kwp_op_new makes an op for opcode with a copy of payload (ski may be
- * NULL: ping). The caller holds the one reference. NULL when out of memory.
+ * kwp_io_new prepares an I/O thread for the keyservers of s (which must
+ * outlive it); libctx is used for the TLS context (NULL: default); the
+ * backend adds its retries and failovers to counters (may be NULL). No
+ * thread and no connection yet. 0 or -errno.
  */
-struct kwp_op *kwp_op_new(uint8_t opcode, const uint8_t *ski, const uint8_t *payload, size_t len);
-/* kwp_op_put drops a reference; the last one frees the op. NULL ok. */
-void kwp_op_put(struct kwp_op *op);
+int kwp_io_new(const struct kwp_settings *s, OSSL_LIB_CTX *libctx,
+               struct kw_keyless_counters *counters, struct kwp_io **out);
 
 /*
- * kwp_op_wait blocks until op completes or deadline_ns (CLOCK_MONOTONIC)
- * passes. Returns 0 when done, -KW_ETIMEOUT after marking the op abandoned.
+ * kwp_io_submit accepts op (kw_op_accept: it is in flight from now on and
+ * completes exactly once, on the I/O thread) and hands it to the thread,
+ * started here on first use. 0, or -errno when the thread cannot start
+ * (the op is then untouched).
  */
-int kwp_op_wait(struct kwp_op *op, uint64_t deadline_ns);
+int kwp_io_submit(struct kwp_io *io, struct kw_op *op);
 
 /*
- * kwp_remote_new prepares a remote for the keyservers of s (which must
- * outlive it); libctx is used for the TLS context (NULL: default). No thread
- * and no connection yet. 0 or -errno.
+ * kwp_io_submit_to is kwp_io_submit pinned to keyserver `server`, without
+ * failover (keyway ping).
  */
-int kwp_remote_new(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, struct kwp_remote **out);
+int kwp_io_submit_to(struct kwp_io *io, struct kw_op *op, int server);
+
+/* kwp_io_setup_error is why the thread could not set up (ops fail with -KW_ECONFIG), or NULL. */
+const char *kwp_io_setup_error(struct kwp_io *io);
+
+/* kwp_io_pid is the process the I/O thread belongs to. */
+pid_t kwp_io_pid(const struct kwp_io *io);
 
 /*
- * kwp_remote_submit hands op to the I/O thread (started here on first use)
- * and takes a reference. 0, or -errno when the thread cannot start (the op
- * is then untouched).
+ * kwp_io_free stops the thread (ops in flight or queued complete with
+ * -KW_ECANCELED before it returns), closes the connections and frees io.
+ * Only in the process that made io. NULL ok.
  */
-int kwp_remote_submit(struct kwp_remote *r, struct kwp_op *op);
-
-/* kwp_remote_setup_error is why the I/O thread could not set up (ops fail with -KW_ECONFIG), or
- * NULL. */
-const char *kwp_remote_setup_error(struct kwp_remote *r);
-
-/* kwp_remote_pid is the process the remote belongs to. */
-pid_t kwp_remote_pid(const struct kwp_remote *r);
+void kwp_io_free(struct kwp_io *io);
 
 /*
- * kwp_remote_free stops the I/O thread (pending ops complete with
- * -KW_ECANCELED), closes the connections and frees r. Only in the process
- * that made r. NULL ok.
+ * kwp_io_abandon is for a forked child: io's thread does not exist there
+ * and its connections belong to the parent, so io is left as it is (its
+ * memory and descriptors are not reclaimed).
  */
-void kwp_remote_free(struct kwp_remote *r);
+void kwp_io_abandon(struct kwp_io *io);
 
-/*
- * kwp_remote_abandon is for a forked child: r's thread does not exist
- * there and its connections belong to the parent, so r is left as it is
- * (its memory and descriptors are not reclaimed).
- */
-void kwp_remote_abandon(struct kwp_remote *r);
-
-/* kwp_now_ms_deadline is CLOCK_MONOTONIC now + ms, in nanoseconds. */
+/* kwp_deadline_after_ms is CLOCK_MONOTONIC now + ms, in nanoseconds. */
 uint64_t kwp_deadline_after_ms(unsigned ms);
 
 #endif

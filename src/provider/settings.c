@@ -19,7 +19,18 @@
 
 #define MAX_FILE_SIZE (1u << 20)
 
-enum { S_SERVERS, S_CLIENT_CERT, S_CLIENT_KEY, S_CA, S_SERVER_NAME, S_TIMEOUT, S_CONNECTIONS };
+enum {
+	S_SERVERS,
+	S_CLIENT_CERT,
+	S_CLIENT_KEY,
+	S_CA,
+	S_SERVER_NAME,
+	S_TIMEOUT,
+	S_CONNECTIONS,
+	S_MAX_INFLIGHT,
+	S_POLLING,
+	S_STATS_FILE,
+};
 
 const struct kwp_setting_name kwp_setting_names[] = {
     [S_SERVERS] = {"servers", "KEYWAY_SERVERS"},
@@ -29,6 +40,9 @@ const struct kwp_setting_name kwp_setting_names[] = {
     [S_SERVER_NAME] = {"server_name", "KEYWAY_SERVER_NAME"},
     [S_TIMEOUT] = {"timeout_ms", "KEYWAY_TIMEOUT_MS"},
     [S_CONNECTIONS] = {"connections", "KEYWAY_CONNECTIONS"},
+    [S_MAX_INFLIGHT] = {"max_inflight", "KEYWAY_MAX_INFLIGHT"},
+    [S_POLLING] = {"polling", "KEYWAY_POLLING"},
+    [S_STATS_FILE] = {"stats_file", "KEYWAY_STATS_FILE"},
     {NULL, NULL},
 };
 
@@ -193,6 +207,7 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 	memset(s, 0, sizeof(*s));
 	s->timeout_ms = KWP_DEFAULT_TIMEOUT_MS;
 	s->connections = KWP_DEFAULT_CONNECTIONS;
+	s->max_inflight = KWP_DEFAULT_MAX_INFLIGHT;
 
 	if ((v = value(S_SERVERS, get, arg, &from)) != NULL && (rc = parse_servers(s, from, v)) < 0)
 		return rc;
@@ -200,6 +215,19 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 		(void)parse_uint(s, from, v, 1, 3600000, &s->timeout_ms);
 	if ((v = value(S_CONNECTIONS, get, arg, &from)) != NULL)
 		(void)parse_uint(s, from, v, 1, 64, &s->connections);
+	if ((v = value(S_MAX_INFLIGHT, get, arg, &from)) != NULL)
+		(void)parse_uint(s, from, v, 1, 1000000, &s->max_inflight);
+	if ((v = value(S_POLLING, get, arg, &from)) != NULL) {
+		if (strcmp(v, "internal") == 0)
+			s->polling = KWP_POLLING_INTERNAL;
+		else if (strcmp(v, "external") == 0)
+			s->polling = KWP_POLLING_EXTERNAL;
+		else
+			set_error(s, "%s: '%s' is neither internal nor external", from, v);
+	}
+	if ((v = value(S_STATS_FILE, get, arg, &from)) != NULL && *v != '\0' &&
+	    (s->stats_file = strdup(v)) == NULL)
+		return -ENOMEM;
 	if ((v = value(S_SERVER_NAME, get, arg, &from)) != NULL && *v != '\0' &&
 	    (s->server_name = strdup(v)) == NULL)
 		return -ENOMEM;
@@ -228,6 +256,7 @@ void kwp_settings_cleanup(struct kwp_settings *s)
 	free(s->client_key);
 	free(s->ca);
 	free(s->server_name);
+	free(s->stats_file);
 	free(s->error);
 	blob_cleanup(&s->cert_pem);
 	blob_cleanup(&s->key_pem);

@@ -20,6 +20,10 @@
 #define KWP_DEFAULT_TIMEOUT_MS 2000u
 #define KWP_DEFAULT_CONNECTIONS 2u
 #define KWP_MAX_SERVERS 32
+#define KWP_DEFAULT_MAX_INFLIGHT 1024u
+
+/* Who reads keyserver answers: the provider's I/O thread, or the application's own loop. */
+enum kwp_polling { KWP_POLLING_INTERNAL = 0, KWP_POLLING_EXTERNAL };
 
 /* A whole file read into memory (wiped on cleanup). */
 struct kwp_blob {
@@ -37,6 +41,9 @@ struct kwp_settings {
 	char *server_name; /* overrides the name checked and sent as SNI */
 	unsigned timeout_ms;
 	unsigned connections; /* per keyserver, per I/O thread */
+	unsigned max_inflight; /* ops in flight per process (internal polling) before jobs wait */
+	enum kwp_polling polling;
+	char *stats_file; /* counters written here at teardown ("%p": the pid), or NULL */
 	struct kwp_blob cert_pem, key_pem, ca_pem;
 	char *error; /* the first configuration error, or NULL */
 };

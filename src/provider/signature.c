@@ -297,7 +297,8 @@ static int remote_sign(struct sig_ctx *ctx, int nid, unsigned char *sig, size_t 
                        size_t sigsize, const unsigned char *tbs, size_t tbslen)
 {
 	const struct kwp_key *k = ctx->key;
-	uint8_t *out = NULL;
+	struct kwp_op *op = NULL;
+	const uint8_t *out;
 	size_t out_len = 0;
 	int opcode = -1, ok = 0;
 
@@ -317,8 +318,9 @@ static int remote_sign(struct sig_ctx *ctx, int nid, unsigned char *sig, size_t 
 		          nid == NID_undef ? "this digest" : OBJ_nid2sn(nid));
 		return 0;
 	}
-	if (kwp_remote_call(ctx->prov, (uint8_t)opcode, k->ski, tbs, tbslen, &out, &out_len) < 0)
+	if (kwp_key_op(ctx->prov, k, (uint8_t)opcode, tbs, tbslen, &op) < 0)
 		return 0;
+	out = kwp_op_out(op, &out_len);
 
 	int shape_ok;
 	if (ctx->alg == ALG_RSA) {
@@ -344,8 +346,7 @@ static int remote_sign(struct sig_ctx *ctx, int nid, unsigned char *sig, size_t 
 		*siglen = out_len;
 		ok = 1;
 	}
-	OPENSSL_cleanse(out, out_len);
-	free(out);
+	kwp_op_put(op);
 	return ok;
 }
 

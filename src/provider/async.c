@@ -1,0 +1,766 @@
+/*
+ * async.c - one private-key operation, paused and resumed inside an
+ * ASYNC_JOB or waited for outside one (see async.h).
+ *
+ * Everything a paused job needs lives in the heap op, never on the fibre's
+ * 32 KiB stack, and everything a completion touches is the op: whether the
+ * job resumed early, ran on, or went away with its SSL.
+ *
+ * Exactness of the counters. A completion sets `notified` and then notifies
+ * (callback or eventfd), exactly once per op that was not done inside submit;
+ * the job stops pausing only once it sees `notified`. So each op ends exactly
+ * one of its OK pauses on its notification and every other OK pause was a
+ * spurious resume: notifications = pauses - spurious_resumes - eagain.
+ *
+ * The eventfd of a wait context is written only by the completion of the op
+ * its job waits for (while attached) and by a capacity wake-up (under the
+ * capacity queue's lock, while the job is queued). The job drains it before
+ * submitting, after every resume, and once more after kw_op_detach (which
+ * waits out a completion still writing), so a job leaves it empty and no
+ * stale count resumes the next operation.
+ */
+#include "async.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/async.h>
+#include <openssl/crypto.h>
+
+#include "keyway/backend.h"
+#include "keyway/err.h"
+#include "keyway/keyid.h"
+#include "provider.h"
+#include "remote.h"
+
+/* How long a blocked caller waits past the deadline for the backend's own verdict. */
+#define GRACE_NS (200ull * 1000 * 1000)
+
+struct kwp_stats kwp_stats;
+
+#define COUNT(field) atomic_fetch_add_explicit(&kwp_stats.field, 1, memory_order_relaxed)
+
+enum mode { MODE_SYNC = 0, MODE_CALLBACK, MODE_FD };
+
+struct wstate;
+
+struct kwp_op {
+	struct kw_op op; /* first: a kw_op pointer is a kwp_op pointer */
+	uint8_t *in;     /* owned copy of the input, wiped on release */
+	enum mode mode;
+	ASYNC_callback_fn cb; /* callback mode */
+	void *cb_arg;
+	int efd; /* fd mode: the wait context's eventfd (owned by it) */
+	atomic_bool notified;
+	bool in_submit;   /* inside a bound backend's submit, on this thread */
+	bool inline_done; /* completed inside submit: nothing notified, no pause */
+	bool holds_slot;  /* counted in cap until settled */
+	atomic_bool settled;
+	struct kwp_cap *cap;
+	bool queued; /* in cap's waiters (guarded by cap->mu) */
+	bool woken;  /* taken out of the queue by a freed slot (guarded by cap->mu) */
+	struct kwp_op *qprev, *qnext;
+	bool gave_up; /* a blocked caller stopped waiting: read nothing of the op */
+	bool sync_init;
+	pthread_mutex_t mu; /* sync mode */
+	pthread_cond_t cv;
+};
+
+/* The capacity queue of a thread's bound backend (external polling). */
+static _Thread_local struct kwp_cap ext_cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* ---- counters ---- */
+
+void kwp_stats_reset(void)
+{
+	atomic_store(&kwp_stats.ops_submitted, 0);
+	atomic_store(&kwp_stats.pauses, 0);
+	atomic_store(&kwp_stats.spurious_resumes, 0);
+	atomic_store(&kwp_stats.eagain, 0);
+	atomic_store(&kwp_stats.fd_wakeups, 0);
+	atomic_store(&kwp_stats.callback_wakeups, 0);
+	atomic_store(&kwp_stats.eventfds_created, 0);
+	atomic_store(&kwp_stats.keyless.retries, 0);
+	atomic_store(&kwp_stats.keyless.failovers, 0);
+}
+
+int kwp_stats_write(const char *path)
+{
+	char name[4096];
+	size_t o = 0;
+
+	/* "%p" makes one file per process (HAProxy master and workers, nginx workers). */
+	for (const char *c = path; *c != '\0' && o + 24 < sizeof(name); c++) {
+		if (c[0] == '%' && c[1] == 'p') {
+			o += (size_t)snprintf(name + o, sizeof(name) - o, "%ld", (long)getpid());
+			c++;
+		} else {
+			name[o++] = *c;
+		}
+	}
+	name[o] = '\0';
+	/* A process that ran nothing (a master, a parent) leaves a worker's numbers alone. */
+	if (atomic_load(&kwp_stats.ops_submitted) == 0 && access(name, F_OK) == 0)
+		return 0;
+	FILE *f = fopen(name, "w");
+	if (f == NULL)
+		return -errno;
+	fprintf(f,
+	        "ops_submitted %llu\npauses %llu\nspurious_resumes %llu\neagain %llu\n"
+	        "fd_wakeups %llu\ncallback_wakeups %llu\neventfds_created %llu\n"
+	        "retries %llu\nfailovers %llu\n",
+	        (unsigned long long)atomic_load(&kwp_stats.ops_submitted),
+	        (unsigned long long)atomic_load(&kwp_stats.pauses),
+	        (unsigned long long)atomic_load(&kwp_stats.spurious_resumes),
+	        (unsigned long long)atomic_load(&kwp_stats.eagain),
+	        (unsigned long long)atomic_load(&kwp_stats.fd_wakeups),
+	        (unsigned long long)atomic_load(&kwp_stats.callback_wakeups),
+	        (unsigned long long)atomic_load(&kwp_stats.eventfds_created),
+	        (unsigned long long)atomic_load(&kwp_stats.keyless.retries),
+	        (unsigned long long)atomic_load(&kwp_stats.keyless.failovers));
+	return fclose(f) == 0 ? 0 : -errno;
+}
+
+/* ---- capacity queues ---- */
+
+void kwp_cap_init(struct kwp_cap *c, unsigned max)
+{
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->mu, NULL);
+	c->max = max;
+}
+
+void kwp_cap_cleanup(struct kwp_cap *c)
+{
+	pthread_mutex_destroy(&c->mu);
+}
+
+void kwp_cap_forget(struct kwp_cap *c)
+{
+	c->used = 0;
+	c->head = c->tail = NULL;
+}
+
+/* Called with cap->mu held. */
+static void cap_link(struct kwp_cap *c, struct kwp_op *p)
+{
+	p->qnext = NULL;
+	p->qprev = c->tail;
+	if (c->tail != NULL)
+		c->tail->qnext = p;
+	else
+		c->head = p;
+	c->tail = p;
+	p->queued = true;
+	p->woken = false;
+}
+
+/* Called with cap->mu held. */
+static void cap_unlink(struct kwp_cap *c, struct kwp_op *p)
+{
+	if (p->qprev != NULL)
+		p->qprev->qnext = p->qnext;
+	else
+		c->head = p->qnext;
+	if (p->qnext != NULL)
+		p->qnext->qprev = p->qprev;
+	else
+		c->tail = p->qprev;
+	p->qprev = p->qnext = NULL;
+	p->queued = false;
+}
+
+/* cap_unqueue takes p out of its queue; true if a freed slot had woken it meanwhile. */
+static bool cap_unqueue(struct kwp_op *p)
+{
+	struct kwp_cap *c = p->cap;
+	bool woken;
+
+	if (c == NULL)
+		return false;
+	pthread_mutex_lock(&c->mu);
+	if (p->queued)
+		cap_unlink(c, p);
+	woken = p->woken;
+	p->woken = false;
+	pthread_mutex_unlock(&c->mu);
+	return woken;
+}
+
+static void write_efd(int fd)
+{
+	uint64_t one = 1;
+	ssize_t w;
+	do
+		w = write(fd, &one, sizeof(one));
+	while (w < 0 && errno == EINTR);
+}
+
+/* drain_efd empties an eventfd; true if it was signalled. */
+static bool drain_efd(int fd)
+{
+	uint64_t v;
+	ssize_t r;
+	do
+		r = read(fd, &v, sizeof(v));
+	while (r < 0 && errno == EINTR);
+	return r == (ssize_t)sizeof(v);
+}
+
+/*
+ * cap_wake frees a slot (free_slot, when c counts them) and wakes the first
+ * waiter the way it waits. The eventfd is written under the lock: a wait
+ * context being freed takes its job out of the queue under the same lock
+ * before it closes the descriptor.
+ */
+static void cap_wake(struct kwp_cap *c, bool free_slot)
+{
+	ASYNC_callback_fn cb = NULL;
+	void *arg = NULL;
+
+	pthread_mutex_lock(&c->mu);
+	if (free_slot && c->max != 0 && c->used > 0)
+		c->used--;
+	struct kwp_op *w = c->head;
+	if (w != NULL) {
+		cap_unlink(c, w);
+		w->woken = true;
+		switch (w->mode) {
+		case MODE_FD:
+			write_efd(w->efd);
+			break;
+		case MODE_CALLBACK:
+			cb = w->cb;
+			arg = w->cb_arg;
+			break;
+		case MODE_SYNC:
+			pthread_cond_signal(&w->cv);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (cb != NULL)
+		cb(arg); /* only schedules the job's resumption (OpenSSL's rule for it) */
+}
+
+/* settle gives p's slot back once, whether p completed attached or detached. */
+static void settle(struct kwp_op *p)
+{
+	if (!p->holds_slot || atomic_exchange(&p->settled, true))
+		return;
+	cap_wake(p->cap, true);
+}
+
+/* ---- ops ---- */
+
+static void op_done(struct kw_op *op, void *arg)
+{
+	struct kwp_op *p = arg;
+
+	if (p->in_submit) {
+		/* Computed inside submit on this thread: the caller sees it, no pause. */
+		p->inline_done = true;
+		settle(p);
+		return;
+	}
+	settle(p);
+	/* Before the notification: a resume that sees it knows the notification came or comes. */
+	atomic_store(&p->notified, true);
+	switch (p->mode) {
+	case MODE_CALLBACK:
+		COUNT(callback_wakeups);
+		p->cb(p->cb_arg);
+		break;
+	case MODE_FD:
+		COUNT(fd_wakeups);
+		write_efd(p->efd);
+		break;
+	case MODE_SYNC:
+		pthread_mutex_lock(&p->mu);
+		pthread_cond_signal(&p->cv);
+		pthread_mutex_unlock(&p->mu);
+		break;
+	}
+}
+
+static void op_release(struct kw_op *op)
+{
+	struct kwp_op *p = (struct kwp_op *)op;
+
+	settle(p); /* completed after its owner detached: the slot is still counted */
+	if (p->in != NULL) {
+		OPENSSL_cleanse(p->in, p->op.in_len);
+		free(p->in);
+	}
+	if (p->sync_init) {
+		pthread_mutex_destroy(&p->mu);
+		pthread_cond_destroy(&p->cv);
+	}
+	free(p);
+}
+
+static struct kwp_op *op_new(const struct kwp_key *key, uint8_t opcode, const uint8_t *in,
+                             size_t in_len, unsigned timeout_ms)
+{
+	struct kwp_op *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	kw_op_init(&p->op, KW_OPK_ASYM, opcode);
+	/* The input lives with the op: a crypto thread may read it after its caller left. */
+	if ((p->in = malloc(in_len ? in_len : 1)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	if (in_len > 0)
+		memcpy(p->in, in, in_len);
+	p->op.in = p->in;
+	p->op.in_len = in_len;
+	memcpy(p->op.ski, key->ski, KW_SKI_LEN);
+	p->op.pkey = key->local;
+	p->op.deadline_ns = kwp_deadline_after_ms(timeout_ms);
+	p->op.done = op_done;
+	p->op.done_arg = p;
+	p->op.release = op_release;
+	p->efd = -1;
+	atomic_init(&p->notified, false);
+	atomic_init(&p->settled, false);
+	return p;
+}
+
+void kwp_op_put(struct kwp_op *p)
+{
+	if (p != NULL)
+		kw_op_unref(&p->op);
+}
+
+const uint8_t *kwp_op_out(const struct kwp_op *p, size_t *len)
+{
+	*len = p->op.out_len;
+	return p->op.out;
+}
+
+static int sync_init(struct kwp_op *p)
+{
+	pthread_condattr_t ca;
+
+	if (pthread_mutex_init(&p->mu, NULL) != 0)
+		return -ENOMEM;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	int rc = pthread_cond_init(&p->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc != 0) {
+		pthread_mutex_destroy(&p->mu);
+		return -ENOMEM;
+	}
+	p->sync_init = true;
+	return 0;
+}
+
+static struct timespec abs_ts(uint64_t ns)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
+	                      .tv_nsec = (long)(ns % 1000000000u)};
+	return ts;
+}
+
+/* ---- channels: where an op runs ---- */
+
+enum chan_kind { CH_IO, CH_EXT, CH_INLINE };
+
+struct chan {
+	enum chan_kind kind;
+	struct kwp_io *io;    /* CH_IO */
+	struct kw_backend *b; /* CH_EXT: the thread's bound backend */
+	struct kwp_cap *cap;
+};
+
+/*
+ * chan_submit starts p: 0, or -EAGAIN when the channel is full (p then
+ * waits in the capacity queue if queue is set: taking the slot and joining
+ * the queue happen under one lock, so no completion can slip between), or
+ * another negative code.
+ */
+static int chan_submit(struct chan *ch, struct kwp_op *p, bool queue)
+{
+	int rc;
+
+	p->cap = ch->cap;
+	if (ch->kind == CH_IO) {
+		struct kwp_cap *c = ch->cap;
+		pthread_mutex_lock(&c->mu);
+		if (c->used >= c->max) {
+			if (queue)
+				cap_link(c, p);
+			pthread_mutex_unlock(&c->mu);
+			return -EAGAIN;
+		}
+		c->used++;
+		p->holds_slot = true;
+		pthread_mutex_unlock(&c->mu);
+		if ((rc = kwp_io_submit(ch->io, &p->op)) < 0) {
+			settle(p);
+			return rc;
+		}
+	} else {
+		/* Our own thread runs the backend's completions: none can come between. */
+		p->holds_slot = true;
+		p->in_submit = true;
+		rc = kw_backend_submit(ch->b, &p->op);
+		p->in_submit = false;
+		if (rc < 0) {
+			p->holds_slot = false;
+			if (rc == -EAGAIN && queue) {
+				pthread_mutex_lock(&ch->cap->mu);
+				cap_link(ch->cap, p);
+				pthread_mutex_unlock(&ch->cap->mu);
+			}
+			return rc;
+		}
+	}
+	COUNT(ops_submitted);
+	return 0;
+}
+
+/* wait_backend lets a bound backend make progress while its owner blocks (no job). */
+static void wait_backend(struct kw_backend *b)
+{
+	if (kw_backend_poll(b, 64) > 0)
+		return;
+	int fd = kw_backend_wake_fd(b);
+	if (fd < 0) {
+		sched_yield();
+		return;
+	}
+	if (kw_backend_arm(b)) {
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		(void)poll(&pf, 1, 10);
+		kw_backend_disarm(b);
+		kw_backend_drain_wake_fd(b);
+	}
+}
+
+/* ---- fd mode: one eventfd per wait context ---- */
+
+struct wstate {
+	int efd;
+	struct kwp_op *p; /* the op its job is paused on (the job's reference), or NULL */
+};
+
+static const char wait_key; /* our entry in every ASYNC_WAIT_CTX */
+
+/*
+ * The wait context is being freed (SSL_free), perhaps with its job paused
+ * for good. Detach first, close last: no write can follow the close.
+ */
+static void wstate_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *custom)
+{
+	struct wstate *ws = custom;
+	struct kwp_op *p = ws->p;
+
+	if (p != NULL) {
+		/* A job that will never run cannot use the slot it was woken for: pass it on. */
+		if (cap_unqueue(p))
+			cap_wake(p->cap, false);
+		kw_op_detach(&p->op);
+		kwp_op_put(p); /* the job will never resume to drop it */
+	}
+	close(ws->efd);
+	free(ws);
+}
+
+static int wstate_get(ASYNC_WAIT_CTX *w, struct wstate **out)
+{
+	OSSL_ASYNC_FD fd = -1;
+	void *custom = NULL;
+	struct wstate *ws;
+
+	if (ASYNC_WAIT_CTX_get_fd(w, &wait_key, &fd, &custom) == 1 && custom != NULL) {
+		*out = custom;
+		return 0;
+	}
+	if ((ws = calloc(1, sizeof(*ws))) == NULL)
+		return -ENOMEM;
+	if ((ws->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		int rc = -errno;
+		free(ws);
+		return rc;
+	}
+	if (ASYNC_WAIT_CTX_set_wait_fd(w, &wait_key, ws->efd, ws, wstate_cleanup) != 1) {
+		close(ws->efd);
+		free(ws);
+		return -ENOMEM;
+	}
+	COUNT(eventfds_created);
+	*out = ws;
+	return 0;
+}
+
+/* ---- the four stages ---- */
+
+static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
+{
+	ASYNC_WAIT_CTX *w = ASYNC_get_wait_ctx(job);
+	struct wstate *ws = NULL;
+	int rc;
+
+	if (w == NULL)
+		return -EINVAL;
+	if (ASYNC_WAIT_CTX_get_callback(w, &p->cb, &p->cb_arg) == 1) {
+		p->mode = MODE_CALLBACK;
+	} else {
+		p->mode = MODE_FD;
+		if ((rc = wstate_get(w, &ws)) < 0)
+			return rc;
+		p->efd = ws->efd;
+		(void)drain_efd(ws->efd);
+	}
+
+	/* Pre-processing; a full channel: wait for the completion that frees a slot. */
+	while ((rc = chan_submit(ch, p, true)) == -EAGAIN) {
+		if (ws != NULL)
+			ws->p = p;
+		COUNT(eagain);
+		COUNT(pauses);
+		ASYNC_WAIT_CTX_set_status(w, ASYNC_STATUS_EAGAIN);
+		ASYNC_pause_job();
+		(void)cap_unqueue(p); /* still queued: resumed by something else; try again */
+		if (ws != NULL) {
+			ws->p = NULL;
+			(void)drain_efd(ws->efd);
+		}
+	}
+	if (rc < 0)
+		return rc;
+	if (p->inline_done)
+		return 0;
+
+	/* Paused until notified; a resume before that pauses again. */
+	if (ws != NULL)
+		ws->p = p;
+	for (;;) {
+		COUNT(pauses);
+		ASYNC_WAIT_CTX_set_status(w, ASYNC_STATUS_OK);
+		ASYNC_pause_job();
+		if (ws != NULL)
+			(void)drain_efd(ws->efd);
+		if (atomic_load(&p->notified))
+			break;
+		COUNT(spurious_resumes);
+	}
+	/* Post-processing: the completion may still be finishing its notification. */
+	kw_op_detach(&p->op);
+	if (ws != NULL) {
+		ws->p = NULL;
+		(void)drain_efd(ws->efd);
+	}
+	return 0;
+}
+
+/* cap_wait_sync blocks a caller outside any job until it leaves the capacity queue. */
+static int cap_wait_sync(struct kwp_op *p, uint64_t deadline_ns)
+{
+	struct kwp_cap *c = p->cap;
+	struct timespec ts = abs_ts(deadline_ns);
+	int rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	while (p->queued) {
+		if (pthread_cond_timedwait(&p->cv, &c->mu, &ts) == ETIMEDOUT && p->queued) {
+			cap_unlink(c, p);
+			rc = -KW_ETIMEOUT;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+static int run_sync(struct kwp_op *p, struct chan *ch)
+{
+	int rc;
+
+	p->mode = MODE_SYNC;
+	if ((rc = sync_init(p)) < 0)
+		return rc;
+	if (ch->kind == CH_EXT) {
+		/* We own the backend: drive it ourselves while we wait. */
+		while ((rc = chan_submit(ch, p, false)) == -EAGAIN)
+			wait_backend(ch->b);
+		if (rc < 0)
+			return rc;
+		while (!p->inline_done && !atomic_load(&p->notified))
+			wait_backend(ch->b);
+		kw_op_detach(&p->op);
+		return 0;
+	}
+	while ((rc = chan_submit(ch, p, true)) == -EAGAIN)
+		if ((rc = cap_wait_sync(p, p->op.deadline_ns)) < 0)
+			return rc;
+	if (rc < 0)
+		return rc;
+	struct timespec ts = abs_ts(p->op.deadline_ns + GRACE_NS);
+	pthread_mutex_lock(&p->mu);
+	while (!atomic_load(&p->notified))
+		if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&p->mu);
+	/* Gave up: the op completes by itself later; nothing of it is read. */
+	kw_op_detach(&p->op);
+	if (atomic_load(&p->notified))
+		return 0;
+	p->gave_up = true;
+	return -KW_ETIMEOUT;
+}
+
+/* ---- the entry point ---- */
+
+static int route(struct kwp_prov *prov, const struct kwp_key *key, bool in_job, struct chan *ch)
+{
+	struct kw_backend *b = kw_backend_thread();
+
+	memset(ch, 0, sizeof(*ch));
+	if (key->local != NULL) {
+		/* A wrapped local key: the thread's local backend, else right here. */
+		if (b != NULL && !kw_backend_is_keyless(b)) {
+			ch->kind = CH_EXT;
+			ch->b = b;
+			ch->cap = &ext_cap;
+		} else {
+			ch->kind = CH_INLINE;
+		}
+		return 0;
+	}
+	/* Blocking callers (no job) use the I/O thread: nobody would drive the loop meanwhile. */
+	if (prov->settings.polling == KWP_POLLING_EXTERNAL && in_job && kw_backend_is_keyless(b)) {
+		ch->kind = CH_EXT;
+		ch->b = b;
+		ch->cap = &ext_cap;
+		return 0;
+	}
+	ch->kind = CH_IO;
+	ch->cap = &prov->cap;
+	if ((ch->io = kwp_prov_io(prov)) == NULL)
+		return -ENOMEM;
+	return 0;
+}
+
+static const char *server_text(struct kwp_prov *prov, const struct chan *ch, int i)
+{
+	if (i < 0)
+		return "keyserver";
+	if (ch->kind == CH_EXT)
+		return kw_backend_keyless_server_name(ch->b, (size_t)i);
+	return (size_t)i < prov->settings.nservers ? prov->settings.server_texts[i] : "keyserver";
+}
+
+static void report(struct kwp_prov *prov, const struct chan *ch, const struct kwp_op *p,
+                   const struct kwp_key *key, int rc)
+{
+	const struct kwp_settings *s = &prov->settings;
+	/* The backend may still write an op its caller gave up on: touch none of it. */
+	const char *where = p->gave_up ? "keyserver" : server_text(prov, ch, p->op.server);
+	int server = p->gave_up ? -1 : p->op.server;
+	uint8_t opcode = p->op.opcode;
+	char hex[2 * KW_SKI_LEN + 1];
+
+	kw_hex(hex, key->ski, KW_SKI_LEN);
+	if (key->local != NULL) {
+		kwp_raise(prov, KWP_R_LOCAL, "%s with the local key failed: %s",
+		          kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "operation",
+		          kw_strerror(rc));
+		return;
+	}
+	switch (rc) {
+	case -KW_EREMOTE:
+		if (p->op.remote_error == KW_ERR_KEY_NOT_FOUND)
+			kwp_raise(prov, KWP_R_KEY_NOT_FOUND,
+			          "no keyserver holds the key with SKI %s (last asked: %s)", hex,
+			          where);
+		else
+			kwp_raise(prov, KWP_R_REMOTE_ERROR, "%s answered \"%s\" (%s, key SKI %s)",
+			          where, kw_proto_error_string(p->op.remote_error),
+			          kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "?", hex);
+		break;
+	case -KW_ETIMEOUT:
+		kwp_raise(prov, KWP_R_TIMEOUT, "no answer within timeout_ms=%u%s%s", s->timeout_ms,
+		          server >= 0 ? " from " : "", server >= 0 ? where : "");
+		break;
+	case -KW_ECONFIG: {
+		const char *why = ch->io != NULL ? kwp_io_setup_error(ch->io) : NULL;
+		kwp_raise(prov, KWP_R_CONFIG, "%s",
+		          why ? why : "cannot set up keyserver connections");
+		break;
+	}
+	case -KW_ETLS:
+		kwp_raise(
+		    prov, KWP_R_TLS,
+		    "%s: TLS failure (is its certificate signed by the configured ca, for the "
+		    "name in servers or server_name?)",
+		    where);
+		break;
+	case -KW_ECANCELED:
+		kwp_raise(prov, KWP_R_INTERNAL,
+		          "operation canceled: the provider is shutting down");
+		break;
+	case -ENOMEM:
+		kwp_raise(prov, KWP_R_INTERNAL, "out of memory");
+		break;
+	default:
+		kwp_raise(prov, KWP_R_UNREACHABLE, "%s: %s", where, kw_strerror(rc));
+		break;
+	}
+}
+
+int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode, const uint8_t *in,
+               size_t in_len, struct kwp_op **res)
+{
+	const struct kwp_settings *s = &prov->settings;
+	ASYNC_JOB *job = ASYNC_get_current_job();
+	struct chan ch;
+	struct kwp_op *p;
+	int rc;
+
+	*res = NULL;
+	if (key->local == NULL) {
+		if (!kwp_check_config(prov))
+			return -KW_ECONFIG;
+		if (s->nservers == 0) {
+			kwp_raise(prov, KWP_R_NOT_CONFIGURED,
+			          "set servers in the provider's openssl.cnf section or "
+			          "KEYWAY_SERVERS");
+			return -KW_ECONFIG;
+		}
+	}
+	if ((p = op_new(key, opcode, in, in_len, s->timeout_ms)) == NULL) {
+		kwp_raise(prov, KWP_R_INTERNAL, "out of memory");
+		return -ENOMEM;
+	}
+	if ((rc = route(prov, key, job != NULL, &ch)) < 0) {
+		kwp_op_put(p);
+		return rc; /* raised by kwp_prov_io */
+	}
+	if (ch.kind == CH_INLINE) {
+		COUNT(ops_submitted);
+		rc = kw_op_compute(&p->op);
+	} else {
+		rc = job != NULL ? run_async(p, &ch, job) : run_sync(p, &ch);
+		if (rc == 0)
+			rc = p->op.status;
+	}
+	if (rc == 0) {
+		*res = p;
+		return 0;
+	}
+	report(prov, &ch, p, key, rc);
+	kwp_op_put(p);
+	return rc;
+}
