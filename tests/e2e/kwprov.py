@@ -17,6 +17,7 @@ they are not ours to hold to that.
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -224,3 +225,54 @@ def s_client(setup, port, args=(), timeout=20):
 def first(pattern, text):
     m = re.search(pattern, text)
     return m.group(1) if m else None
+
+
+# --------------------------------------------------------------------------
+# KEYWAY_STATS_FILE and keyway-relay.
+
+def read_stats(path):
+    """The counters the provider wrote to KEYWAY_STATS_FILE, as a dict."""
+    out = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                k, _, v = line.strip().partition(" ")
+                if v.isdigit():
+                    out[k] = int(v)
+    return out
+
+
+STATS_NAMES = ["ops_submitted", "pauses", "spurious_resumes", "eagain", "fd_wakeups",
+               "callback_wakeups", "eventfds_created", "retries", "failovers"]
+
+
+class Relay:
+    """keyway-relay from a free port to target, delay_ms each way."""
+
+    def __init__(self, target, delay_ms):
+        self.port = free_port()
+        exe = os.environ.get("KEYWAY_RELAY")
+        if not exe:
+            skip("KEYWAY_RELAY not set")
+        self.proc = subprocess.Popen([exe, "--listen", "127.0.0.1:%d" % self.port, "--to", target,
+                                      "--delay-ms", str(delay_ms), "--log-level", "warn"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("keyway-relay did not start")
+
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -82,6 +82,8 @@ def body(c):
              ["no keyserver configured", "KEYWAY_SERVERS"])
         sign("malformed setting", s.refs["p256"], s.env(KEYWAY_TIMEOUT_MS="soon"),
                    ["configuration error", "KEYWAY_TIMEOUT_MS", "soon"])
+        sign("malformed polling setting", s.refs["p256"], s.env(KEYWAY_POLLING="sometimes"),
+             ["configuration error", "KEYWAY_POLLING", "sometimes"])
         sign("unreadable client key", s.refs["p256"],
              s.env(KEYWAY_CLIENT_KEY=os.path.join(tmp, "missing.key")),
              ["configuration error", "missing.key"])
