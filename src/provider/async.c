@@ -672,32 +672,33 @@ static void report(struct kwp_prov *prov, const struct chan *ch, const struct kw
 	uint8_t opcode = p->op.opcode;
 	char hex[2 * KW_SKI_LEN + 1];
 
+	/* Errors name the operation, not this helper. */
+#define RAISE(...) kwp_raise_at(prov, __FILE__, __LINE__, "kwp_key_op", __VA_ARGS__)
 	kw_hex(hex, key->ski, KW_SKI_LEN);
 	if (key->local != NULL) {
-		kwp_raise(prov, KWP_R_LOCAL, "%s with the local key failed: %s",
-		          kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "operation",
-		          kw_strerror(rc));
+		RAISE(KWP_R_LOCAL, "%s with the local key failed: %s",
+		      kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "operation",
+		      kw_strerror(rc));
 		return;
 	}
 	switch (rc) {
 	case -KW_EREMOTE:
 		if (p->op.remote_error == KW_ERR_KEY_NOT_FOUND)
-			kwp_raise(prov, KWP_R_KEY_NOT_FOUND,
-			          "no keyserver holds the key with SKI %s (last asked: %s)", hex,
-			          where);
+			RAISE(KWP_R_KEY_NOT_FOUND,
+			      "no keyserver holds the key with SKI %s (last asked: %s)", hex,
+			      where);
 		else
-			kwp_raise(prov, KWP_R_REMOTE_ERROR, "%s answered \"%s\" (%s, key SKI %s)",
-			          where, kw_proto_error_string(p->op.remote_error),
-			          kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "?", hex);
+			RAISE(KWP_R_REMOTE_ERROR, "%s answered \"%s\" (%s, key SKI %s)", where,
+			      kw_proto_error_string(p->op.remote_error),
+			      kw_opcode_name(opcode) ? kw_opcode_name(opcode) : "?", hex);
 		break;
 	case -KW_ETIMEOUT:
-		kwp_raise(prov, KWP_R_TIMEOUT, "no answer within timeout_ms=%u%s%s", s->timeout_ms,
-		          server >= 0 ? " from " : "", server >= 0 ? where : "");
+		RAISE(KWP_R_TIMEOUT, "no answer within timeout_ms=%u%s%s", s->timeout_ms,
+		      server >= 0 ? " from " : "", server >= 0 ? where : "");
 		break;
 	case -KW_ECONFIG: {
 		const char *why = ch->io != NULL ? kwp_io_setup_error(ch->io) : NULL;
-		kwp_raise(prov, KWP_R_CONFIG, "%s",
-		          why ? why : "cannot set up keyserver connections");
+		RAISE(KWP_R_CONFIG, "%s", why ? why : "cannot set up keyserver connections");
 		break;
 	}
 	case -KW_ETLS:
@@ -708,16 +709,16 @@ static void report(struct kwp_prov *prov, const struct chan *ch, const struct kw
 		    where);
 		break;
 	case -KW_ECANCELED:
-		kwp_raise(prov, KWP_R_INTERNAL,
-		          "operation canceled: the provider is shutting down");
+		RAISE(KWP_R_INTERNAL, "operation canceled: the provider is shutting down");
 		break;
 	case -ENOMEM:
-		kwp_raise(prov, KWP_R_INTERNAL, "out of memory");
+		RAISE(KWP_R_INTERNAL, "out of memory");
 		break;
 	default:
-		kwp_raise(prov, KWP_R_UNREACHABLE, "%s: %s", where, kw_strerror(rc));
+		RAISE(KWP_R_UNREACHABLE, "%s: %s", where, kw_strerror(rc));
 		break;
 	}
+#undef RAISE
 }
 
 int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode, const uint8_t *in,
