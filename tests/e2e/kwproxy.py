@@ -53,6 +53,7 @@ def make_cert(dir, name, kind):
     """Writes dir/name.key and dir/name.crt (self-signed, CN=localhost)."""
     key, crt = os.path.join(dir, name + ".key"), os.path.join(dir, name + ".crt")
     newkey = {"rsa": ["-newkey", "rsa:2048"],
+              "rsa4096": ["-newkey", "rsa:4096"],
               "ec": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
               "ed25519": ["-newkey", "ed25519"]}[kind]
     subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", crt,
