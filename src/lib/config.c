@@ -76,10 +76,19 @@ static void unknown(char *err, size_t errlen, const struct origin *org,
 		    s ? " (did you mean '--" : "", s ? s : "", s ? "'?)" : "");
 }
 
+/* Names match with '_' and '-' alike, so a file can use the provider's openssl.cnf keys. */
+static bool same_name(const char *a, const char *b)
+{
+	for (; *a != '\0' && *b != '\0'; a++, b++)
+		if (*a != *b && !((*a == '_' || *a == '-') && (*b == '_' || *b == '-')))
+			return false;
+	return *a == *b;
+}
+
 static struct kw_option *find(struct kw_option *opts, const char *name)
 {
 	for (struct kw_option *o = opts; o->name; o++)
-		if (strcmp(o->name, name) == 0)
+		if (same_name(o->name, name))
 			return o;
 	return NULL;
 }

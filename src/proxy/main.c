@@ -27,6 +27,7 @@
 #include "keyway/net.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "keys.h"
 #include "tlsctx.h"
 
 static const char usage[] =
@@ -68,14 +69,6 @@ static int check_options(struct kpx_options *o, bool backend_seen, char *err, si
 		         kind == KPX_KEY_KEYWAY ? "keyless" : "inline or --backend threads",
 		         kind == KPX_KEY_KEYWAY ? "local PEM private key"
 		                                : "keyway: URI or KEYWAY KEY reference");
-		return -KW_ECONFIG;
-	}
-	if (o->backend == KPX_BACKEND_KEYLESS) {
-		snprintf(err, errlen,
-		         "--key %s names a key held by keyservers, and this keyway-proxy cannot "
-		         "use them yet (the keyway provider is not built in); fix: use a local "
-		         "PEM private key",
-		         o->key);
 		return -KW_ECONFIG;
 	}
 	if (o->workers == 0) {
@@ -251,11 +244,67 @@ int main(int argc, char **argv)
 	     .help = "bound of each worker's ASYNC job pool (default 1024)",
 	     .min = 1,
 	     .max = 1000000},
-	    {.name = "offload-probe",
-	     .type = KW_OPT_BOOL,
-	     .dest = &o.offload_probe,
-	     .help = "test aid: each handshake also runs one sign through the backend, paused "
-	             "like an offloaded op (costs a sign; not for benchmarks)"},
+	    {.name = "servers",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.keyless.servers,
+	     .arg = "LIST",
+	     .help = "keyservers, comma-separated host:port, [v6]:port or unix:/path "
+	             "(KEYWAY_SERVERS)"},
+	    {.name = "client-cert",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.keyless.client_cert,
+	     .arg = "FILE",
+	     .help = "certificate presented to TCP keyservers (KEYWAY_CLIENT_CERT)"},
+	    {.name = "client-key",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.keyless.client_key,
+	     .arg = "FILE",
+	     .help = "its private key (KEYWAY_CLIENT_KEY)"},
+	    {.name = "ca",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.keyless.ca,
+	     .arg = "FILE",
+	     .help = "CA that signs the keyservers' certificates (KEYWAY_CA)"},
+	    {.name = "server-name",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.keyless.server_name,
+	     .arg = "NAME",
+	     .help = "name expected in keyserver certificates, sent as SNI (KEYWAY_SERVER_NAME)"},
+	    {.name = "timeout-ms",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.keyless.timeout_ms,
+	     .arg = "MS",
+	     .help = "deadline of one keyless operation (KEYWAY_TIMEOUT_MS; default 2000)",
+	     .min = 1,
+	     .max = 600000},
+	    {.name = "attempt-timeout-ms",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.keyless.attempt_timeout_ms,
+	     .arg = "MS",
+	     .help = "one try on one keyserver before another is asked "
+	             "(KEYWAY_ATTEMPT_TIMEOUT_MS; default 300)",
+	     .min = 1,
+	     .max = 600000},
+	    {.name = "connections",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.keyless.connections,
+	     .arg = "N",
+	     .help = "connections per keyserver per worker (KEYWAY_CONNECTIONS; default 2)",
+	     .min = 1,
+	     .max = 64},
+	    {.name = "max-inflight",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.keyless.max_inflight,
+	     .arg = "N",
+	     .help = "keyless operations in flight per worker before handshakes wait "
+	             "(KEYWAY_MAX_INFLIGHT; default 1024)",
+	     .min = 1,
+	     .max = 1000000},
+	    {.name = "fallback-keys",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.keyless.fallback_keys,
+	     .arg = "DIR",
+	     .help = "local keys used when no keyserver answers in time (KEYWAY_FALLBACK_KEYS)"},
 	    {.name = "metrics",
 	     .type = KW_OPT_STRING,
 	     .dest = &o.metrics,
@@ -305,10 +354,10 @@ int main(int argc, char **argv)
 	}
 	if (o.metrics != NULL && kw_addr_parse(&maddr, o.metrics, err, sizeof(err)) < 0)
 		goto fail;
+	if (o.backend != KPX_BACKEND_INLINE && kpx_provider_start(&o, err, sizeof(err)) < 0)
+		goto fail;
 	if ((ctx = kpx_tls_ctx(&o, &key, err, sizeof(err))) == NULL)
 		goto fail;
-	if (o.offload_probe)
-		kpx_probe_install(ctx, key);
 
 	/* Signals go to a signalfd; a write to a closed client must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -384,6 +433,7 @@ out:
 	kw_loop_free(loop);
 	SSL_CTX_free(ctx);
 	EVP_PKEY_free(key);
+	kpx_provider_stop(&o);
 	kw_config_free(opts);
 	return status;
 }

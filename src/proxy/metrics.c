@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "keyway/log.h"
+#include "keyway/provider_api.h"
 
 #define REQ_MAX 4096
 
@@ -73,6 +74,35 @@ static uint64_t sum(const struct kpx_metrics *m, size_t offset)
 static void family(struct kw_buf *b, const char *name, const char *type, const char *help)
 {
 	appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The built-in provider's counters: the keyway_provider_* twins of KEYWAY_STATS_FILE. */
+static void provider_counters(struct kw_buf *b)
+{
+	struct kw_provider_stats s;
+	kw_provider_stats(&s);
+	const struct {
+		const char *name, *help;
+		uint64_t v;
+	} rows[] = {
+	    {"ops_submitted", "Operations the provider offloaded.", s.ops_submitted},
+	    {"pauses", "Times an operation paused its ASYNC job.", s.pauses},
+	    {"spurious_resumes", "Jobs resumed before their operation completed (paused again).",
+	     s.spurious_resumes},
+	    {"eagain", "Pauses with ASYNC_STATUS_EAGAIN: the backend was full.", s.eagain},
+	    {"callback_wakeups", "Paused jobs notified through the async callback.",
+	     s.callback_wakeups},
+	    {"fd_wakeups", "Paused jobs notified through their wait eventfd.", s.fd_wakeups},
+	    {"eventfds_created", "Wait eventfds created (fd notification).", s.eventfds_created},
+	    {"retries", "Keyless operations sent again after a failed try.", s.retries},
+	    {"failovers", "Retries that went to another keyserver.", s.failovers},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char name[96];
+		snprintf(name, sizeof(name), "keyway_provider_%s_total", rows[i].name);
+		family(b, name, "counter", rows[i].help);
+		appendf(b, "%s %llu\n", name, (unsigned long long)rows[i].v);
+	}
 }
 
 int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
@@ -139,9 +169,7 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	       "Handshakes that waited because the offload backend was full.");
 	appendf(b, "keyway_proxy_capacity_waits_total %llu\n",
 	        (unsigned long long)SUM(capacity_waits));
-	family(b, "keyway_proxy_probe_ops_total", "counter",
-	       "Operations run by --offload-probe (a test aid).");
-	appendf(b, "keyway_proxy_probe_ops_total %llu\n", (unsigned long long)SUM(probe_ops));
+	provider_counters(b);
 	family(b, "keyway_proxy_worker_cpu_seconds_total", "counter",
 	       "CPU time (user+system) of each worker thread.");
 	for (unsigned i = 0; i < m->nworkers; i++) {

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <openssl/provider.h>
 #include <openssl/ssl.h>
 
 #include "keyway/buf.h"
@@ -26,10 +27,18 @@ enum kpx_backend_kind { KPX_BACKEND_INLINE, KPX_BACKEND_THREADS, KPX_BACKEND_KEY
 enum kpx_notify { KPX_NOTIFY_CALLBACK, KPX_NOTIFY_FD };
 enum kpx_poll { KPX_POLL_HEURISTIC, KPX_POLL_TIMER, KPX_POLL_BUSY };
 
+/* Keyserver settings handed to the built-in provider (keys.c); NULL/0: not given. */
+struct kpx_keyless_opts {
+	char *servers, *client_cert, *client_key, *ca, *server_name, *fallback_keys;
+	unsigned timeout_ms, attempt_timeout_ms, connections, max_inflight;
+};
+
 struct kpx_options {
 	char *listen, *cert, *key, *metrics, *log_level;
 	bool respond;
-	bool offload_probe; /* test aid, see probe.c */
+	struct kpx_keyless_opts keyless;
+	OSSL_PROVIDER *provider;         /* the built-in keyway, unless --backend inline */
+	OSSL_PROVIDER *default_provider; /* loaded with it */
 	unsigned workers;
 	int backend; /* enum kpx_backend_kind */
 	bool backend_given;
@@ -71,7 +80,6 @@ struct kpx_wmetrics {
 	_Atomic uint64_t async_queue_wakeups, async_fd_wakeups;
 	_Atomic uint64_t job_waits;      /* SSL_ERROR_WANT_ASYNC_JOB */
 	_Atomic uint64_t capacity_waits; /* paused with ASYNC_STATUS_EAGAIN */
-	_Atomic uint64_t probe_ops;      /* --offload-probe ops completed */
 };
 
 /* Single-writer counter update: the owning worker is the only one storing. */
@@ -221,9 +229,5 @@ int kpx_poller_before_sleep(struct kpx_worker *w);
 void kpx_poller_after_wake(struct kpx_worker *w);
 /* kpx_poll_now reaps completions; returns how many. */
 int kpx_poll_now(struct kpx_worker *w, enum kpx_trigger why);
-
-/* ---- probe.c ---- */
-/* kpx_probe_install makes every handshake also run one op through the worker's backend. */
-void kpx_probe_install(SSL_CTX *ctx, EVP_PKEY *key);
 
 #endif

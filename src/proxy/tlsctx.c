@@ -1,5 +1,5 @@
 /*
- * tlsctx.c - the proxy's server SSL_CTX and what --key names.
+ * tlsctx.c - the proxy's server SSL_CTX (the key comes from keys.c).
  *
  * Resumption off (the default, and what the benchmarks compare) means no
  * tickets at all -- SSL_CTX_set_num_tickets(0), because OpenSSL sends two
@@ -7,38 +7,14 @@
  */
 #include "tlsctx.h"
 
+#include "keys.h"
+
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/err.h>
-#include <openssl/pem.h>
 
 #include "keyway/tls.h"
-
-enum kpx_key_kind kpx_key_kind(const char *key)
-{
-	char line[128];
-	enum kpx_key_kind kind = KPX_KEY_LOCAL;
-
-	if (strncmp(key, "keyway:", 7) == 0)
-		return KPX_KEY_KEYWAY;
-	FILE *f = fopen(key, "r");
-	if (f == NULL)
-		return KPX_KEY_LOCAL; /* the load reports the error */
-	/* A reference PEM holds only a KEYWAY KEY block (the provider's decoder label). */
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (strncmp(line, "-----BEGIN KEYWAY KEY-----", 26) == 0) {
-			kind = KPX_KEY_KEYWAY;
-			break;
-		}
-	fclose(f);
-	return kind;
-}
-
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-	return 0; /* never prompt: a server must start unattended */
-}
 
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
@@ -65,7 +41,6 @@ SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err,
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	EVP_PKEY *key = NULL;
-	BIO *bio = NULL;
 
 	if (ctx == NULL) {
 		set_err(err, errlen, "cannot make a TLS context", "");
@@ -77,11 +52,8 @@ SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err,
 		set_err(err, errlen, "cannot load the certificate chain", o->cert);
 		goto err;
 	}
-	if ((bio = BIO_new_file(o->key, "r")) == NULL ||
-	    (key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL)) == NULL) {
-		set_err(err, errlen, "cannot load the private key (PEM, unencrypted)", o->key);
+	if ((key = kpx_load_key(o, err, errlen)) == NULL)
 		goto err;
-	}
 	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
 		set_err(err, errlen, "the private key does not match the certificate in", o->cert);
 		goto err;
@@ -105,11 +77,9 @@ SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err,
 	SSL_CTX_set_read_ahead(ctx, 1);
 	if (!o->async_off && o->notify == KPX_NOTIFY_CALLBACK)
 		SSL_CTX_set_async_callback(ctx, kpx_conn_async_cb);
-	BIO_free(bio);
 	*key_out = key;
 	return ctx;
 err:
-	BIO_free(bio);
 	EVP_PKEY_free(key);
 	SSL_CTX_free(ctx);
 	return NULL;

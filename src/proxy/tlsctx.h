@@ -8,13 +8,8 @@
 
 #include "proxy.h"
 
-enum kpx_key_kind { KPX_KEY_LOCAL, KPX_KEY_KEYWAY };
-
-/* kpx_key_kind tells a keyway: URI or KEYWAY KEY reference PEM from a local private key. */
-enum kpx_key_kind kpx_key_kind(const char *key);
-
 /*
- * kpx_tls_ctx builds the server context for o (a local key); the key is
+ * kpx_tls_ctx builds the server context for o (the key as kpx_load_key makes it); the key is
  * returned in *key_out for the caller to free after the context. NULL with
  * the reason (file and OpenSSL's words) in err.
  */

@@ -20,6 +20,7 @@
 #include "keyway/backend.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
+#include "keyway/provider_api.h"
 #include "proxy.h"
 
 #define ACCEPT_BATCH 64
@@ -173,9 +174,15 @@ static int make_backend(struct kpx_worker *w)
 		return rc;
 	case KPX_BACKEND_INLINE:
 		return kw_backend_inline_new(&w->backend);
-	default:
-		/* keyless: the provider's own backend, bound when it runs built-in (next step). */
-		return 0;
+	default: {
+		/* The provider's keyless backend on this loop: this worker's own connections. */
+		char why[512];
+		rc = kw_provider_keyless_backend(o->provider, w->loop, &w->backend, why,
+		                                 sizeof(why));
+		if (rc < 0)
+			kw_error("worker %u: %s", w->id, why);
+		return rc;
+	}
 	}
 }
 
@@ -220,7 +227,10 @@ static void *worker_main(void *arg)
 		        w->id);
 	if ((rc = make_backend(w)) < 0) {
 		kw_error("worker %u: cannot start the %s backend: %s", w->id,
-		         o->backend == KPX_BACKEND_THREADS ? "threads" : "inline", kw_strerror(rc));
+		         o->backend == KPX_BACKEND_THREADS  ? "threads"
+		         : o->backend == KPX_BACKEND_INLINE ? "inline"
+		                                            : "keyless",
+		         kw_strerror(rc));
 		kill(getpid(), SIGTERM);
 		return NULL;
 	}

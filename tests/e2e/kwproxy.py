@@ -74,7 +74,7 @@ def free_port():
 class Proxy:
     """A running keyway-proxy on free loopback ports, with its stderr in a file."""
 
-    def __init__(self, key, crt, *args, metrics=True, expect_start=True):
+    def __init__(self, key, crt, *args, metrics=True, expect_start=True, env=None):
         self.log = tempfile.NamedTemporaryFile(prefix="kw-proxy-", suffix=".log", delete=False)
         for attempt in range(5):
             self.port = free_port()
@@ -83,7 +83,8 @@ class Proxy:
                    "--respond", *args]
             if metrics:
                 cmd += ["--metrics", "127.0.0.1:%d" % self.mport]
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
+                                         env=env)
             if not expect_start:
                 return
             if self._wait_listening():

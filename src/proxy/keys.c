@@ -1,0 +1,185 @@
+/*
+ * keys.c - what --key names, made ready for handshakes.
+ *
+ * A local PEM key stays a plain key for --backend inline: the no-offload
+ * baseline pays nothing for Keyway. For --backend threads it is wrapped as a
+ * keyway key, so the built-in provider turns each signature into a kw_op
+ * on the worker's crypto threads -- the same path a keyserver-held key
+ * takes. A keyway: URI or KEYWAY KEY reference PEM names a key held by
+ * keyservers; the provider loads it (public half only, no round trip) and
+ * each worker's keyless backend answers it.
+ *
+ * The provider is the program's own code (OSSL_PROVIDER_add_builtin) with
+ * polling = external, so every worker owns its keyserver connections in its
+ * own loop. Its settings come from the proxy's flags and --config keys
+ * (which, spelled with '_' or '-', are the provider's openssl.cnf keys),
+ * handed over as the KEYWAY_* variables it reads at init; a flag overrides
+ * a variable already in the environment.
+ */
+#include "keys.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/provider.h>
+#include <openssl/store.h>
+
+#include "keyway/err.h"
+#include "keyway/loop.h"
+#include "keyway/provider_api.h"
+#include "keyway/tls.h"
+
+enum kpx_key_kind kpx_key_kind(const char *key)
+{
+	char line[128];
+	enum kpx_key_kind kind = KPX_KEY_LOCAL;
+
+	if (strncmp(key, "keyway:", 7) == 0)
+		return KPX_KEY_KEYWAY;
+	FILE *f = fopen(key, "r");
+	if (f == NULL)
+		return KPX_KEY_LOCAL; /* the load reports the error */
+	/* A reference PEM holds a KEYWAY KEY block (the provider's decoder label). */
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "-----BEGIN KEYWAY KEY-----", 26) == 0) {
+			kind = KPX_KEY_KEYWAY;
+			break;
+		}
+	fclose(f);
+	return kind;
+}
+
+static void set_err(char *err, size_t errlen, const char *what, const char *file)
+{
+	char detail[512];
+	kw_tls_err_string(detail, sizeof(detail));
+	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
+}
+
+static int export_setting(const char *var, const char *text)
+{
+	return text == NULL || setenv(var, text, 1) == 0 ? 0 : -KW_ECONFIG;
+}
+
+static int export_uint(const char *var, unsigned v)
+{
+	char text[16];
+	if (v == 0)
+		return 0; /* not given: the environment or openssl.cnf decides */
+	snprintf(text, sizeof(text), "%u", v);
+	return export_setting(var, text);
+}
+
+int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
+{
+	const struct kpx_keyless_opts *k = &o->keyless;
+	char why[512];
+
+	if (export_setting("KEYWAY_SERVERS", k->servers) < 0 ||
+	    export_setting("KEYWAY_CLIENT_CERT", k->client_cert) < 0 ||
+	    export_setting("KEYWAY_CLIENT_KEY", k->client_key) < 0 ||
+	    export_setting("KEYWAY_CA", k->ca) < 0 ||
+	    export_setting("KEYWAY_SERVER_NAME", k->server_name) < 0 ||
+	    export_setting("KEYWAY_FALLBACK_KEYS", k->fallback_keys) < 0 ||
+	    export_uint("KEYWAY_TIMEOUT_MS", k->timeout_ms) < 0 ||
+	    export_uint("KEYWAY_ATTEMPT_TIMEOUT_MS", k->attempt_timeout_ms) < 0 ||
+	    export_uint("KEYWAY_CONNECTIONS", k->connections) < 0 ||
+	    export_uint("KEYWAY_MAX_INFLIGHT", k->max_inflight) < 0 ||
+	    export_setting("KEYWAY_POLLING", "external") < 0) {
+		snprintf(err, errlen, "out of memory passing settings to the keyway provider");
+		return -KW_ECONFIG;
+	}
+	/* default first: decoding a KEYWAY KEY file starts with its PEM-to-DER step. */
+	if (OSSL_PROVIDER_add_builtin(NULL, "keyway", kw_provider_init) != 1 ||
+	    (o->default_provider = OSSL_PROVIDER_load(NULL, "default")) == NULL ||
+	    (o->provider = OSSL_PROVIDER_load(NULL, "keyway")) == NULL) {
+		set_err(err, errlen, "cannot load the built-in keyway provider", "");
+		return -KW_ECONFIG;
+	}
+	if (o->backend != KPX_BACKEND_KEYLESS)
+		return 0;
+	/* Check the keyserver settings now, not in each worker: a trial backend connects nothing. */
+	struct kw_loop *loop = NULL;
+	struct kw_backend *b = NULL;
+	int rc = kw_loop_new(&loop);
+	if (rc == 0)
+		rc = kw_provider_keyless_backend(o->provider, loop, &b, why, sizeof(why));
+	else
+		snprintf(why, sizeof(why), "%s", kw_strerror(rc));
+	kw_backend_free(b);
+	kw_loop_free(loop);
+	if (rc < 0) {
+		snprintf(err, errlen,
+		         "--key %s needs keyservers: %s; fix: pass --servers (and for TCP "
+		         "--client-cert, --client-key, --ca), or set KEYWAY_SERVERS etc.",
+		         o->key, why);
+		return -KW_ECONFIG;
+	}
+	return 0;
+}
+
+void kpx_provider_stop(struct kpx_options *o)
+{
+	if (o->provider != NULL)
+		OSSL_PROVIDER_unload(o->provider);
+	if (o->default_provider != NULL)
+		OSSL_PROVIDER_unload(o->default_provider);
+	o->provider = o->default_provider = NULL;
+}
+
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+	return 0; /* never prompt: a server must start unattended */
+}
+
+static EVP_PKEY *load_uri(const char *uri, char *err, size_t errlen)
+{
+	EVP_PKEY *key = NULL;
+	OSSL_STORE_CTX *st = OSSL_STORE_open_ex(uri, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+	if (st == NULL) {
+		set_err(err, errlen, "cannot open the key", uri);
+		return NULL;
+	}
+	while (key == NULL && !OSSL_STORE_eof(st)) {
+		OSSL_STORE_INFO *info = OSSL_STORE_load(st);
+		if (info != NULL && OSSL_STORE_INFO_get_type(info) == OSSL_STORE_INFO_PKEY)
+			key = OSSL_STORE_INFO_get1_PKEY(info);
+		OSSL_STORE_INFO_free(info);
+		if (info == NULL)
+			break;
+	}
+	OSSL_STORE_close(st);
+	if (key == NULL)
+		set_err(err, errlen, "no private key at", uri);
+	return key;
+}
+
+static EVP_PKEY *load_pem(const char *path, char *err, size_t errlen)
+{
+	EVP_PKEY *key = NULL;
+	BIO *bio = BIO_new_file(path, "r");
+	if (bio != NULL)
+		key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+	BIO_free(bio);
+	if (key == NULL)
+		set_err(err, errlen, "cannot load the private key (PEM, unencrypted)", path);
+	return key;
+}
+
+EVP_PKEY *kpx_load_key(const struct kpx_options *o, char *err, size_t errlen)
+{
+	EVP_PKEY *key, *wrapped = NULL;
+
+	ERR_clear_error();
+	if (strncmp(o->key, "keyway:", 7) == 0)
+		return load_uri(o->key, err, errlen);
+	if ((key = load_pem(o->key, err, errlen)) == NULL || o->backend != KPX_BACKEND_THREADS)
+		return key;
+	if (kw_provider_wrap_key(NULL, key, &wrapped) != 1)
+		set_err(err, errlen, "cannot offload the private key in", o->key);
+	EVP_PKEY_free(key);
+	return wrapped;
+}

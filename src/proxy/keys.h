@@ -1,0 +1,33 @@
+/* keys.h - what --key names, and the built-in keyway provider (see keys.c). */
+#ifndef KPX_KEYS_H
+#define KPX_KEYS_H
+
+#include <stddef.h>
+
+#include <openssl/evp.h>
+
+#include "proxy.h"
+
+enum kpx_key_kind { KPX_KEY_LOCAL, KPX_KEY_KEYWAY };
+
+/* kpx_key_kind tells a keyway: URI or KEYWAY KEY reference PEM from a local private key. */
+enum kpx_key_kind kpx_key_kind(const char *key);
+
+/*
+ * kpx_provider_start registers and loads the built-in keyway provider
+ * (polling = external) with o's keyserver settings, and for --backend
+ * keyless checks them. 0, or -KW_ECONFIG with the reason and fix in err.
+ */
+int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen);
+
+/* kpx_provider_stop unloads what kpx_provider_start loaded (after every key is freed). */
+void kpx_provider_stop(struct kpx_options *o);
+
+/*
+ * kpx_load_key loads --key for o->backend: plain for inline, wrapped for
+ * threads, a keyway key for keyless. NULL with the file and OpenSSL's words
+ * in err.
+ */
+EVP_PKEY *kpx_load_key(const struct kpx_options *o, char *err, size_t errlen);
+
+#endif
