@@ -11,18 +11,38 @@
  * waits (the clients' before-sleep hook).
  *
  * Each keyserver (TCP with mutual TLS, or unix:) gets `connections`
- * clients, opened lazily. An op is sent to the untried keyserver with the
- * fewest requests in flight (keyservers that failed recently last), on its
- * least busy connection. When the link fails (refused, reset, TLS), or the
- * keyserver does not hold the key, the op is sent again to another
- * keyserver while its deadline allows (retries; failovers when the
- * keyserver differs). At the op's deadline it completes with -KW_ETIMEOUT
- * (or the last link error); an answer arriving later is dropped.
+ * clients, opened lazily. An op is sent to the healthy keyserver with the
+ * fewest requests in flight that it has not tried yet, on its least busy
+ * connection; unhealthy keyservers (least recently failed first) only when
+ * no healthy one is left.
+ *
+ * Two time bounds: attempt_timeout_ms for one try, the op's deadline
+ * (timeout_ms) for all of them. When a try's link fails (refused, reset,
+ * closed, TLS), or the keyserver does not hold the key, the op is sent to
+ * another keyserver while its deadline allows (retries; failovers when the
+ * keyserver differs). When a try gets no answer within attempt_timeout_ms,
+ * the op is also sent to another keyserver (a hedge) but the first try stays
+ * alive: the first answer wins, the other is dropped, so a keyserver that is
+ * merely slow still answers when it is the only one.
+ *
+ * Health: a keyserver whose link fails or whose try times out is marked
+ * unhealthy and probed (a ping) after 100 ms, then with the delay doubling
+ * up to 5 s; any successful answer from it (a probe's, or a late one) makes
+ * it healthy again. Connections idle for idle_ping_ms get a ping, so a
+ * keyserver's idle timeout (keywayd: 30 s) never closes a connection under
+ * the next request.
+ *
+ * When no keyserver can answer -- the deadline arrives, or every keyserver
+ * failed at the link level for this op and none is left to try -- an op
+ * whose SKI is in the fallback keyset is computed locally with that key
+ * (kw_op_compute, on the loop's thread) and succeeds ("fallbacks"); any
+ * other completes with -KW_ETIMEOUT or the last link error. Pinned ops and
+ * pings never fall back.
  *
  * Each try is an attempt object of its own, the client's callback argument,
- * so an op can give a try up (its deadline, or later an attempt timeout)
- * while the client still holds the request: the late answer finds an
- * abandoned attempt and is dropped.
+ * so an op can give a try up (completed by another try, its deadline) while
+ * the client still holds the request: the late answer finds an abandoned
+ * attempt and is dropped.
  */
 #ifndef KEYWAY_BACKEND_KEYLESS_H
 #define KEYWAY_BACKEND_KEYLESS_H
@@ -36,6 +56,7 @@
 
 #include "keyway/loop.h"
 #include "keyway/net.h"
+#include "keyway/keyset.h"
 #include "keyway/offload.h"
 
 #define KW_KEYLESS_MAX_SERVERS 64
@@ -44,6 +65,8 @@
 struct kw_keyless_counters {
 	_Atomic uint64_t retries;   /* ops sent again after a failed try */
 	_Atomic uint64_t failovers; /* retries that went to another keyserver */
+	_Atomic uint64_t fallbacks; /* ops computed with a fallback key */
+	atomic_bool in_fallback;    /* one log line per transition, whichever backend sees it */
 };
 
 struct kw_keyless_config {
@@ -57,6 +80,9 @@ struct kw_keyless_config {
 	unsigned max_inflight;       /* submit returns -EAGAIN at this many ops; 0 means 1024 */
 	unsigned conn_max_inflight;  /* requests pipelined per connection; 0 means 1000 */
 	struct kw_keyless_counters *counters; /* optional, added to (not owned) */
+	unsigned attempt_timeout_ms; /* one try before a hedge to another keyserver; 0 means 300 */
+	unsigned idle_ping_ms;       /* ping a connection idle this long; 0 means 10000 */
+	struct kw_keyset *fallback;  /* local keys by SKI (a reference is taken), or NULL */
 };
 
 /*
@@ -87,6 +113,11 @@ struct kw_keyless_stats {
 	uint64_t failovers;
 	uint64_t timeouts; /* ops that reached their deadline */
 	uint64_t dropped;  /* answers that came after their op gave the try up */
+	uint64_t attempt_timeouts; /* tries unanswered within attempt_timeout_ms */
+	uint64_t fallbacks;        /* ops computed with a fallback key */
+	uint64_t probes;           /* health-check pings to unhealthy keyservers */
+	uint64_t idle_pings;       /* pings on idle connections */
+	uint64_t unhealthy;        /* keyservers unhealthy now */
 };
 
 /* kw_backend_keyless_stats reads the counters (owning thread); -EINVAL if b is not keyless. */

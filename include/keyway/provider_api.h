@@ -76,8 +76,9 @@ int kw_provider_is_external(OSSL_PROVIDER *prov);
 /*
  * kw_provider_keyless_backend makes a keyless backend on loop (the calling
  * worker's) from prov's settings: its keyservers, TLS files, connections,
- * timeout_ms and max_inflight. 0, or a negative code with the reason in
- * err (-EINVAL: prov is not keyway; -KW_ECONFIG: bad or missing settings).
+ * timeout_ms, attempt_timeout_ms, max_inflight and fallback keys. 0, or a
+ * negative code with the reason in err (-EINVAL: prov is not keyway;
+ * -KW_ECONFIG: bad or missing settings).
  */
 int kw_provider_keyless_backend(OSSL_PROVIDER *prov, struct kw_loop *loop, struct kw_backend **out,
                                 char *err, size_t errlen);
@@ -101,6 +102,7 @@ struct kw_provider_stats {
 	uint64_t eventfds_created;
 	uint64_t retries;
 	uint64_t failovers;
+	uint64_t fallbacks; /* operations computed with a fallback key (fallback_keys) */
 };
 
 void kw_provider_stats(struct kw_provider_stats *out);

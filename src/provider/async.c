@@ -90,6 +90,7 @@ void kwp_stats_reset(void)
 	atomic_store(&kwp_stats.eventfds_created, 0);
 	atomic_store(&kwp_stats.keyless.retries, 0);
 	atomic_store(&kwp_stats.keyless.failovers, 0);
+	atomic_store(&kwp_stats.keyless.fallbacks, 0);
 }
 
 int kwp_stats_write(const char *path)
@@ -116,7 +117,7 @@ int kwp_stats_write(const char *path)
 	fprintf(f,
 	        "ops_submitted %llu\npauses %llu\nspurious_resumes %llu\neagain %llu\n"
 	        "fd_wakeups %llu\ncallback_wakeups %llu\neventfds_created %llu\n"
-	        "retries %llu\nfailovers %llu\n",
+	        "retries %llu\nfailovers %llu\nfallbacks %llu\n",
 	        (unsigned long long)atomic_load(&kwp_stats.ops_submitted),
 	        (unsigned long long)atomic_load(&kwp_stats.pauses),
 	        (unsigned long long)atomic_load(&kwp_stats.spurious_resumes),
@@ -125,7 +126,8 @@ int kwp_stats_write(const char *path)
 	        (unsigned long long)atomic_load(&kwp_stats.callback_wakeups),
 	        (unsigned long long)atomic_load(&kwp_stats.eventfds_created),
 	        (unsigned long long)atomic_load(&kwp_stats.keyless.retries),
-	        (unsigned long long)atomic_load(&kwp_stats.keyless.failovers));
+	        (unsigned long long)atomic_load(&kwp_stats.keyless.failovers),
+	        (unsigned long long)atomic_load(&kwp_stats.keyless.fallbacks));
 	return fclose(f) == 0 ? 0 : -errno;
 }
 

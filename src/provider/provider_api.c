@@ -58,6 +58,13 @@ int kw_provider_keyless_backend(OSSL_PROVIDER *p, struct kw_loop *loop, struct k
 		snprintf(err, errlen, "no keyserver configured (servers, or KEYWAY_SERVERS)");
 		return -KW_ECONFIG;
 	}
+	if (s->fallback != NULL) {
+		char why[400];
+		if (kw_keyset_prepare(s->fallback, prov->libctx, why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "fallback_keys: %s", why);
+			return -KW_ECONFIG;
+		}
+	}
 	if (kwp_settings_need_tls(s)) {
 		/*
 		 * One TLS context for every worker's connections. Built unlocked:
@@ -87,6 +94,8 @@ int kw_provider_keyless_backend(OSSL_PROVIDER *p, struct kw_loop *loop, struct k
 	    .server_name = s->server_name,
 	    .connections = s->connections,
 	    .timeout_ms = s->timeout_ms,
+	    .attempt_timeout_ms = s->attempt_timeout_ms,
+	    .fallback = s->fallback,
 	    .max_inflight = s->max_inflight,
 	    .counters = &kwp_stats.keyless,
 	};
@@ -142,4 +151,5 @@ void kw_provider_stats(struct kw_provider_stats *out)
 	out->eventfds_created = atomic_load(&kwp_stats.eventfds_created);
 	out->retries = atomic_load(&kwp_stats.keyless.retries);
 	out->failovers = atomic_load(&kwp_stats.keyless.failovers);
+	out->fallbacks = atomic_load(&kwp_stats.keyless.fallbacks);
 }

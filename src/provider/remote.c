@@ -105,6 +105,14 @@ static int setup(struct kwp_io *io)
 		if (ctx == NULL)
 			goto fail;
 	}
+	if (s->fallback != NULL) {
+		char why[400];
+		if (kw_keyset_prepare(s->fallback, io->libctx, why, sizeof(why)) < 0) {
+			snprintf(err, sizeof(err), "fallback_keys: %s", why);
+			SSL_CTX_free(ctx);
+			goto fail;
+		}
+	}
 	struct kw_keyless_config cfg = {
 	    .addrs = s->addrs,
 	    .names = (const char *const *)s->server_texts,
@@ -113,6 +121,8 @@ static int setup(struct kwp_io *io)
 	    .server_name = s->server_name,
 	    .connections = s->connections,
 	    .timeout_ms = s->timeout_ms,
+	    .attempt_timeout_ms = s->attempt_timeout_ms,
+	    .fallback = s->fallback,
 	    /* The capacity queue keeps within this; the backend's own cap is a safety net. */
 	    .max_inflight = s->max_inflight,
 	    .counters = io->counters,

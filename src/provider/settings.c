@@ -30,6 +30,8 @@ enum {
 	S_MAX_INFLIGHT,
 	S_POLLING,
 	S_STATS_FILE,
+	S_ATTEMPT_TIMEOUT,
+	S_FALLBACK_KEYS,
 };
 
 const struct kwp_setting_name kwp_setting_names[] = {
@@ -43,6 +45,8 @@ const struct kwp_setting_name kwp_setting_names[] = {
     [S_MAX_INFLIGHT] = {"max_inflight", "KEYWAY_MAX_INFLIGHT"},
     [S_POLLING] = {"polling", "KEYWAY_POLLING"},
     [S_STATS_FILE] = {"stats_file", "KEYWAY_STATS_FILE"},
+    [S_ATTEMPT_TIMEOUT] = {"attempt_timeout_ms", "KEYWAY_ATTEMPT_TIMEOUT_MS"},
+    [S_FALLBACK_KEYS] = {"fallback_keys", "KEYWAY_FALLBACK_KEYS"},
     {NULL, NULL},
 };
 
@@ -206,6 +210,7 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 
 	memset(s, 0, sizeof(*s));
 	s->timeout_ms = KWP_DEFAULT_TIMEOUT_MS;
+	s->attempt_timeout_ms = KWP_DEFAULT_ATTEMPT_TIMEOUT_MS;
 	s->connections = KWP_DEFAULT_CONNECTIONS;
 	s->max_inflight = KWP_DEFAULT_MAX_INFLIGHT;
 
@@ -213,6 +218,8 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 		return rc;
 	if ((v = value(S_TIMEOUT, get, arg, &from)) != NULL)
 		(void)parse_uint(s, from, v, 1, 3600000, &s->timeout_ms);
+	if ((v = value(S_ATTEMPT_TIMEOUT, get, arg, &from)) != NULL)
+		(void)parse_uint(s, from, v, 1, 3600000, &s->attempt_timeout_ms);
 	if ((v = value(S_CONNECTIONS, get, arg, &from)) != NULL)
 		(void)parse_uint(s, from, v, 1, 64, &s->connections);
 	if ((v = value(S_MAX_INFLIGHT, get, arg, &from)) != NULL)
@@ -235,6 +242,16 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 	    (rc = load_path(s, S_CLIENT_KEY, get, arg, &s->client_key, &s->key_pem)) < 0 ||
 	    (rc = load_path(s, S_CA, get, arg, &s->ca, &s->ca_pem)) < 0)
 		return rc;
+	if ((v = value(S_FALLBACK_KEYS, get, arg, &from)) != NULL && *v != '\0') {
+		char err[512];
+		if ((s->fallback_keys = strdup(v)) == NULL)
+			return -ENOMEM;
+		rc = kw_keyset_load(v, &s->fallback, err, sizeof(err));
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc < 0)
+			set_error(s, "%s: %s", from, err);
+	}
 
 	if ((s->client_cert == NULL) != (s->client_key == NULL))
 		set_error(s,
@@ -257,6 +274,8 @@ void kwp_settings_cleanup(struct kwp_settings *s)
 	free(s->ca);
 	free(s->server_name);
 	free(s->stats_file);
+	free(s->fallback_keys);
+	kw_keyset_free(s->fallback);
 	free(s->error);
 	blob_cleanup(&s->cert_pem);
 	blob_cleanup(&s->key_pem);

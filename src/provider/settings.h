@@ -4,7 +4,7 @@
  *
  * Each setting comes from the provider's openssl.cnf section and may be
  * overridden by an environment variable (servers / KEYWAY_SERVERS, ...).
- * Files (client certificate, key, CA) are read into memory when the
+ * Files (client certificate, key, CA, fallback keys) are read into memory when the
  * settings are loaded -- in the privileged parent, before a chroot or a
  * fork -- and turned into a TLS context later, where it is used.
  */
@@ -15,9 +15,11 @@
 
 #include <openssl/ssl.h>
 
+#include "keyway/keyset.h"
 #include "keyway/net.h"
 
 #define KWP_DEFAULT_TIMEOUT_MS 2000u
+#define KWP_DEFAULT_ATTEMPT_TIMEOUT_MS 300u
 #define KWP_DEFAULT_CONNECTIONS 2u
 #define KWP_MAX_SERVERS 32
 #define KWP_DEFAULT_MAX_INFLIGHT 1024u
@@ -40,11 +42,14 @@ struct kwp_settings {
 	char *ca;
 	char *server_name; /* overrides the name checked and sent as SNI */
 	unsigned timeout_ms;
+	unsigned attempt_timeout_ms; /* one try on one keyserver before another is asked too */
 	unsigned connections; /* per keyserver, per I/O thread */
 	unsigned max_inflight; /* ops in flight per process (internal polling) before jobs wait */
 	enum kwp_polling polling;
 	char *stats_file; /* counters written here at teardown ("%p": the pid), or NULL */
 	struct kwp_blob cert_pem, key_pem, ca_pem;
+	char *fallback_keys;          /* directory, as configured (NULL: unset) */
+	struct kw_keyset *fallback;   /* its keys, loaded with the settings; NULL: none */
 	char *error; /* the first configuration error, or NULL */
 };
 
