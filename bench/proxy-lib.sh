@@ -1,0 +1,187 @@
+# proxy-lib.sh - shared pieces of the keyway-proxy benchmarks (sourced, not run).
+#
+# The caller sets `build` (may be empty) and `results`, then sources this file.
+# It provides: the binaries (proxy keywayd relay cli), a scratch directory with a
+# demo PKI, processes started under `timeout` and stopped by the EXIT trap, /proc
+# CPU accounting, /metrics reads, and h2load runs parsed into fields.
+
+here=${here:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+root=$(cd "$here/.." && pwd)
+PATH=$PATH:/usr/sbin:/usr/local/sbin
+# Every long-running process is started under this bound (seconds).
+max_life=${max_life:-900}
+
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+find_bin() { # NAME SUBDIR: --build DIR, then build-release/, build/, then PATH
+	local d
+	if [ -n "${build:-}" ]; then
+		for d in "$build/src/$2" "$build"; do
+			[ -x "$d/$1" ] && { echo "$d/$1"; return; }
+		done
+		return 1
+	fi
+	for d in "$root/build-release" "$root/build"; do
+		[ -x "$d/src/$2/$1" ] && { echo "$d/src/$2/$1"; return; }
+	done
+	command -v "$1"
+}
+proxy=$(find_bin keyway-proxy proxy) || die "keyway-proxy not found (build it, or pass --build DIR)"
+keywayd=$(find_bin keywayd keywayd) || die "keywayd not found"
+relay=$(find_bin keyway-relay relay) || die "keyway-relay not found"
+cli=$(find_bin keyway cli) || die "keyway (the CLI) not found"
+for tool in h2load openssl taskset python3 timeout curl; do
+	command -v "$tool" >/dev/null || die "$tool is needed (scripts/deps.sh installs it)"
+done
+
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ]; then
+	server_cpu=1 load_cpu=0
+else
+	server_cpu=0 load_cpu=0
+	echo "warning: one CPU only; everything shares it" >&2
+fi
+tck=$(getconf CLK_TCK)
+machine="$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $ncpu CPUs, kernel $(uname -r)"
+
+scratch=$(mktemp -d /tmp/keyway-bench.XXXXXX)
+declare -A wrapper child
+procs=()
+stop_proc() { # NAME: SIGTERM (timeout passes it on), wait up to 5 s, then SIGKILL
+	local w=${wrapper[$1]:-} c=${child[$1]:-}
+	[ -n "$w" ] || return 0
+	kill -TERM "$w" 2>/dev/null || true
+	for _ in $(seq 50); do kill -0 "$w" 2>/dev/null || break; sleep 0.1; done
+	if kill -0 "$w" 2>/dev/null; then
+		[ -n "$c" ] && kill -KILL "$c" 2>/dev/null
+		kill -KILL "$w" 2>/dev/null || true
+	fi
+	wait "$w" 2>/dev/null || true
+	wrapper[$1]=
+}
+stop_all() {
+	local n
+	for n in "${procs[@]}"; do [ -n "${wrapper[$n]:-}" ] && kill -TERM "${wrapper[$n]}" 2>/dev/null; done
+	for n in "${procs[@]}"; do stop_proc "$n"; done
+	return 0
+}
+cleanup() {
+	stop_all
+	rm -rf "$scratch"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CPU CMD...: run CMD pinned to CPU under `timeout`, stderr to
+# $scratch/NAME.log; child[NAME] is the program's own pid (for /proc).
+start() {
+	local name=$1 cpu=$2
+	shift 2
+	taskset -c "$cpu" timeout -s TERM "$max_life" "$@" 2>"$scratch/$name.log" &
+	wrapper[$name]=$!
+	procs+=("$name")
+	local c=
+	for _ in $(seq 50); do
+		c=$(pgrep -P "${wrapper[$name]}" | head -n1) && [ -n "$c" ] && break
+		sleep 0.02
+	done
+	child[$name]=$c
+}
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # PORT: until something accepts on 127.0.0.1:PORT (10 s)
+	timeout 10 bash -c "until (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.05; done"
+}
+
+cpu_ticks() { # PID: utime + stime of the whole process; strip "pid (comm) " first
+	sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+core_ticks() { # CPU: "busy total" ticks of that core from /proc/stat (busy: all but idle, iowait)
+	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+metric() { # PORT NAME: the value of one un-labelled or fully-labelled series, integer
+	curl -s --max-time 5 "http://127.0.0.1:$1/metrics" |
+		awk -v n="$2" '$1 == n { printf "%.0f\n", $2; found = 1 } END { if (!found) print 0 }'
+}
+metric_sum() { # PORT PREFIX: sum of every series whose name starts with PREFIX{
+	curl -s --max-time 5 "http://127.0.0.1:$1/metrics" |
+		awk -v n="$2{" 'index($1, n) == 1 { s += $2 } END { printf "%.0f\n", s }'
+}
+
+# Demo PKI (CA, keywayd and client identities, keys and certificates) and the
+# KEYWAY KEY reference PEMs the keyless proxies load instead of a key.
+make_pki() {
+	timeout 120 "$root/scripts/demo-pki.sh" "$scratch/pki" || die "demo-pki.sh failed"
+	pki=$scratch/pki
+	local k
+	for k in rsa2048 ecdsa-p256; do
+		timeout 10 "$cli" ref --cert "$pki/certs/$k.crt" >"$scratch/$k.ref" || die "keyway ref failed"
+	done
+}
+
+# start_keywayd CPU: one worker, mutual TLS, metrics; sets kport, kmport
+start_keywayd() {
+	kport=$(free_port) kmport=$(free_port)
+	start keywayd "$1" "$keywayd" --keys "$pki/keys" --listen "127.0.0.1:$kport" \
+		--tls-cert "$pki/server.crt" --tls-key "$pki/server.key" --client-ca "$pki/ca.crt" \
+		--workers 1 --metrics "127.0.0.1:$kmport" --log-level warn
+	wait_port "$kport" || { cat "$scratch/keywayd.log" >&2; die "keywayd did not start"; }
+}
+
+# start_relay NAME CPU DELAY_MS TO_PORT: sets rport[NAME]
+declare -A rport pport mport
+start_relay() {
+	rport[$1]=$(free_port)
+	start "$1" "$2" "$relay" --listen "127.0.0.1:${rport[$1]}" --to "127.0.0.1:$4" --delay-ms "$3" \
+		--log-level warn
+	wait_port "${rport[$1]}" || { cat "$scratch/$1.log" >&2; die "$1 did not start"; }
+}
+
+# start_proxy NAME KEY(rsa2048|ecdsa-p256) KEYSERVER_PORT|local ARGS...: one worker on
+# the server CPU, closes after each response, no resumption; sets pport, mport.
+start_proxy() {
+	local name=$1 key=$2 ks=$3
+	shift 3
+	pport[$name]=$(free_port) mport[$name]=$(free_port)
+	local keyargs
+	if [ "$ks" = local ]; then
+		keyargs=(--key "$pki/keys/$key.key")
+	else
+		keyargs=(--key "$scratch/$key.ref" --servers "127.0.0.1:$ks" --ca "$pki/ca.crt"
+			--client-cert "$pki/client.crt" --client-key "$pki/client.key")
+	fi
+	start "$name" "$server_cpu" "$proxy" --listen "127.0.0.1:${pport[$name]}" \
+		--cert "$pki/certs/$key.crt" "${keyargs[@]}" --respond --workers 1 \
+		--keepalive-timeout 0 --resumption off --metrics "127.0.0.1:${mport[$name]}" "$@"
+}
+wait_proxies() { # NAMES...
+	local n
+	for n in "$@"; do
+		wait_port "${pport[$n]}" && wait_port "${mport[$n]}" ||
+			{ cat "$scratch/$n.log" >&2; die "$n did not start"; }
+	done
+}
+
+# h2 PORT N C: h2load, one request per connection (the proxy closes), TLS 1.3
+# X25519 AES-128-GCM, pinned to the load CPU.
+h2() {
+	taskset -c "$load_cpu" timeout 300 h2load --h1 -n "$2" -c "$3" -m 1 -t 1 --groups X25519 \
+		--tls13-ciphers TLS_AES_128_GCM_SHA256 "https://127.0.0.1:$1/"
+}
+# h2_fields OUTPUT: "succeeded failed wall_seconds tls mean_connect_ms"
+h2_fields() {
+	local ok wall tls conn
+	ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded, \([0-9]*\) failed.*/\1 \2/p' <<<"$1")
+	wall=$(sed -n 's/^finished in \([0-9.]*\)\(m\{0,1\}\)s,.*/\1 \2/p' <<<"$1" |
+		awk '{print ($2 == "m") ? $1 / 1000 : $1}')
+	tls=$(sed -n 's/^TLS Protocol: *//p; s/^Cipher: *//p; s/^Server Temp Key: *\([A-Z0-9]*\).*/\1/p' <<<"$1" |
+		tr '\n' '/' | sed 's/ //g; s/\/$//')
+	# "time for connect:  min max mean sd +/-sd", units us/ms/s each
+	conn=$(awk '/^time for connect:/ { v = $6; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u);
+		print (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }' <<<"$1")
+	echo "${ok:-0 0} ${wall:-0} ${tls:-?} ${conn:-0}"
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
