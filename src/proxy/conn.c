@@ -121,7 +121,7 @@ void kpx_conn_close(struct kpx_conn *c)
 void kpx_conn_accept(struct kpx_worker *w, int fd)
 {
 	struct kpx_conn *c = calloc(1, sizeof(*c));
-	if (c == NULL || (c->ssl = SSL_new(w->ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
+	if (c == NULL || (c->ssl = kpx_worker_ssl_new(w)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
 		kw_warn("worker %u: cannot set up a connection (out of memory)", w->id);
 		kpx_add(&w->m.failures[KPX_FAIL_INTERNAL], 1);
 		if (c != NULL)

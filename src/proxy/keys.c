@@ -99,7 +99,7 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 		set_err(err, errlen, "cannot load the built-in keyway provider", "");
 		return -KW_ECONFIG;
 	}
-	if (o->backend != KPX_BACKEND_KEYLESS)
+	if (!kpx_keys_any(o, KPX_KEY_KEYWAY))
 		return 0;
 	/* Check the keyserver settings now, not in each worker: a trial backend connects nothing. */
 	struct kw_loop *loop = NULL;
@@ -113,9 +113,9 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 	kw_loop_free(loop);
 	if (rc < 0) {
 		snprintf(err, errlen,
-		         "--key %s needs keyservers: %s; fix: pass --servers (and for TCP "
-		         "--client-cert, --client-key, --ca), or set KEYWAY_SERVERS etc.",
-		         o->key, why);
+		         "a --key held by keyservers needs them: %s; fix: pass --servers (and for "
+		         "TCP --client-cert, --client-key, --ca), or set KEYWAY_SERVERS etc.",
+		         why);
 		return -KW_ECONFIG;
 	}
 	return 0;
@@ -169,17 +169,26 @@ static EVP_PKEY *load_pem(const char *path, char *err, size_t errlen)
 	return key;
 }
 
-EVP_PKEY *kpx_load_key(const struct kpx_options *o, char *err, size_t errlen)
+EVP_PKEY *kpx_load_key(const struct kpx_options *o, const char *name, char *err, size_t errlen)
 {
 	EVP_PKEY *key, *wrapped = NULL;
 
 	ERR_clear_error();
-	if (strncmp(o->key, "keyway:", 7) == 0)
-		return load_uri(o->key, err, errlen);
-	if ((key = load_pem(o->key, err, errlen)) == NULL || o->backend != KPX_BACKEND_THREADS)
+	if (strncmp(name, "keyway:", 7) == 0)
+		return load_uri(name, err, errlen);
+	if ((key = load_pem(name, err, errlen)) == NULL || o->backend != KPX_BACKEND_THREADS ||
+	    kpx_key_kind(name) == KPX_KEY_KEYWAY)
 		return key;
 	if (kw_provider_wrap_key(NULL, key, &wrapped) != 1)
-		set_err(err, errlen, "cannot offload the private key in", o->key);
+		set_err(err, errlen, "cannot offload the private key in", name);
 	EVP_PKEY_free(key);
 	return wrapped;
+}
+
+bool kpx_keys_any(const struct kpx_options *o, enum kpx_key_kind kind)
+{
+	for (char **k = o->keys; k != NULL && *k != NULL; k++)
+		if (kpx_key_kind(*k) == kind)
+			return true;
+	return false;
 }

@@ -2,6 +2,7 @@
 #ifndef KPX_KEYS_H
 #define KPX_KEYS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/evp.h>
@@ -24,10 +25,13 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen);
 void kpx_provider_stop(struct kpx_options *o);
 
 /*
- * kpx_load_key loads --key for o->backend: plain for inline, wrapped for
- * threads, a keyway key for keyless. NULL with the file and OpenSSL's words
- * in err.
+ * kpx_load_key loads the key `name` (a --key value): a keyway key for a URI
+ * or reference PEM; a local key plain, or wrapped for --backend threads.
+ * NULL with the file and OpenSSL's words in err.
  */
-EVP_PKEY *kpx_load_key(const struct kpx_options *o, char *err, size_t errlen);
+EVP_PKEY *kpx_load_key(const struct kpx_options *o, const char *name, char *err, size_t errlen);
+
+/* kpx_keys_any tells whether any --key is of this kind. */
+bool kpx_keys_any(const struct kpx_options *o, enum kpx_key_kind kind);
 
 #endif

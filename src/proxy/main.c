@@ -47,6 +47,46 @@ static const char *const on_off[] = {"on", "off", NULL};
 static const char *const notify_names[] = {"callback", "fd", NULL};
 static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
 
+/*
+ * Pairs of --cert and --key, and the backend they fit: keys held by
+ * keyservers want keyless (the default when any is given), local ones
+ * inline or threads. Mixed sets are allowed with any backend: with keyless
+ * the local keys sign on the loop thread; otherwise keyserver-held keys go
+ * through the provider's own I/O thread.
+ */
+static int check_keys(struct kpx_options *o, bool backend_seen, char *err, size_t errlen)
+{
+	size_t ncerts = 0, nkeys = 0;
+	while (o->certs != NULL && o->certs[ncerts] != NULL)
+		ncerts++;
+	while (o->keys != NULL && o->keys[nkeys] != NULL)
+		nkeys++;
+	if (ncerts != nkeys) {
+		snprintf(err, errlen,
+		         "%zu --cert but %zu --key; fix: give them in pairs, each --key right "
+		         "after its --cert",
+		         ncerts, nkeys);
+		return -KW_ECONFIG;
+	}
+	bool remote = kpx_keys_any(o, KPX_KEY_KEYWAY), local = kpx_keys_any(o, KPX_KEY_LOCAL);
+	if (!backend_seen) {
+		o->backend = remote ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
+	} else if (o->backend == KPX_BACKEND_KEYLESS && !remote) {
+		snprintf(err, errlen,
+		         "--backend keyless, but every --key is a local private key; fix: use "
+		         "--backend inline or threads, or give a keyway: URI or KEYWAY KEY "
+		         "reference");
+		return -KW_ECONFIG;
+	} else if (o->backend != KPX_BACKEND_KEYLESS && !local) {
+		snprintf(err, errlen,
+		         "--backend %s does not fit keys held by keyservers; fix: use --backend "
+		         "keyless, or give a local PEM private key",
+		         backend_names[o->backend]);
+		return -KW_ECONFIG;
+	}
+	return 0;
+}
+
 static int check_options(struct kpx_options *o, bool backend_seen, char *err, size_t errlen)
 {
 	if (!o->respond) {
@@ -55,22 +95,8 @@ static int check_options(struct kpx_options *o, bool backend_seen, char *err, si
 		         "response)");
 		return -KW_ECONFIG;
 	}
-	enum kpx_key_kind kind = kpx_key_kind(o->key);
-	int want = kind == KPX_KEY_KEYWAY ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
-	if (!backend_seen) {
-		o->backend = want;
-	} else if ((kind == KPX_KEY_KEYWAY) != (o->backend == KPX_BACKEND_KEYLESS)) {
-		snprintf(err, errlen,
-		         "--backend %s does not fit --key %s (%s); fix: use --backend %s, or give "
-		         "a %s",
-		         backend_names[o->backend], o->key,
-		         kind == KPX_KEY_KEYWAY ? "a key held by keyservers"
-		                                : "a local private key",
-		         kind == KPX_KEY_KEYWAY ? "keyless" : "inline or --backend threads",
-		         kind == KPX_KEY_KEYWAY ? "local PEM private key"
-		                                : "keyway: URI or KEYWAY KEY reference");
+	if (check_keys(o, backend_seen, err, errlen) < 0)
 		return -KW_ECONFIG;
-	}
 	if (o->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		o->workers = n > 0 ? (unsigned)(n > 256 ? 256 : n) : 1;
@@ -81,14 +107,37 @@ static int check_options(struct kpx_options *o, bool backend_seen, char *err, si
 struct main_ctx {
 	struct kpx_worker *workers;
 	unsigned nworkers;
+	const struct kpx_options *o;
 	struct kw_io sig_io;
 };
+
+/*
+ * SIGHUP: load every --cert/--key pair again (files re-read, keyway keys
+ * re-resolved) and publish the new set for new connections; open ones keep
+ * theirs. A set that fails to load changes nothing.
+ */
+static void reload_certs(const struct kpx_options *o)
+{
+	char err[1024] = "";
+	struct kpx_tls *t = kpx_tls_load(o, err, sizeof(err));
+	if (t == NULL) {
+		kw_error("SIGHUP: reload failed, keeping the certificates in use: %s", err);
+		return;
+	}
+	size_t n = kpx_tls_count(t);
+	kpx_tls_publish(t);
+	kw_info("SIGHUP: reloaded %zu certificate%s; new connections use them", n,
+	        n == 1 ? "" : "s");
+}
 
 static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 {
 	struct signalfd_siginfo si;
 	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+		if (si.ssi_signo == SIGHUP) {
+			struct main_ctx *mc = arg;
+			reload_certs(mc->o);
+		} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
 			kw_info("%s: draining connections and exiting",
 			        si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
 			kw_loop_stop(loop);
@@ -143,17 +192,24 @@ int main(int argc, char **argv)
 	     .help = "TLS listener (one SO_REUSEPORT socket per worker)",
 	     .required = true},
 	    {.name = "cert",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.cert,
+	     .type = KW_OPT_LIST,
+	     .dest = &o.certs,
 	     .arg = "FILE",
-	     .help = "certificate chain, PEM",
+	     .help = "certificate chain, PEM; repeat with --key for more (SNI picks; the "
+	             "first is the default)",
 	     .required = true},
 	    {.name = "key",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.key,
+	     .type = KW_OPT_LIST,
+	     .dest = &o.keys,
 	     .arg = "FILE|URI",
-	     .help = "private key: local PEM, keyway: URI or KEYWAY KEY reference PEM",
+	     .help = "private key of the --cert before it: local PEM, keyway: URI or KEYWAY "
+	             "KEY reference PEM",
 	     .required = true},
+	    {.name = "alpn",
+	     .type = KW_OPT_LIST,
+	     .dest = &o.alpn,
+	     .arg = "LIST",
+	     .help = "ALPN protocols offered, in order of preference (default http/1.1)"},
 	    {.name = "respond",
 	     .type = KW_OPT_BOOL,
 	     .dest = &o.respond,
@@ -323,8 +379,7 @@ int main(int argc, char **argv)
 	struct kpx_metrics *metrics = NULL;
 	struct kpx_worker *workers = NULL;
 	int *lfds = NULL, sfd = -1, status = 2, rc;
-	SSL_CTX *ctx = NULL;
-	EVP_PKEY *key = NULL;
+	struct kpx_tls *tls = NULL;
 	unsigned started = 0;
 
 	kw_log_init("keyway-proxy", KW_LOG_INFO);
@@ -354,10 +409,12 @@ int main(int argc, char **argv)
 	}
 	if (o.metrics != NULL && kw_addr_parse(&maddr, o.metrics, err, sizeof(err)) < 0)
 		goto fail;
-	if (o.backend != KPX_BACKEND_INLINE && kpx_provider_start(&o, err, sizeof(err)) < 0)
+	if ((o.backend != KPX_BACKEND_INLINE || kpx_keys_any(&o, KPX_KEY_KEYWAY)) &&
+	    kpx_provider_start(&o, err, sizeof(err)) < 0)
 		goto fail;
-	if ((ctx = kpx_tls_ctx(&o, &key, err, sizeof(err))) == NULL)
+	if ((tls = kpx_tls_load(&o, err, sizeof(err))) == NULL)
 		goto fail;
+	kpx_tls_publish(tls); /* the published set owns it now */
 
 	/* Signals go to a signalfd; a write to a closed client must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -365,6 +422,7 @@ int main(int argc, char **argv)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 
@@ -379,7 +437,7 @@ int main(int argc, char **argv)
 	if (open_listeners(workers, o.workers, &addr, lfds, err, sizeof(err)) < 0)
 		goto fail;
 	for (unsigned i = 0; i < o.workers; i++) {
-		if ((rc = kpx_worker_init(&workers[i], i, &o, ctx, lfds[i])) < 0) {
+		if ((rc = kpx_worker_init(&workers[i], i, &o, lfds[i])) < 0) {
 			snprintf(err, sizeof(err), "cannot start worker %u: %s", i,
 			         kw_strerror(rc));
 			goto fail;
@@ -399,7 +457,7 @@ int main(int argc, char **argv)
 			goto fail;
 		}
 	}
-	struct main_ctx mc = {.workers = workers, .nworkers = o.workers};
+	struct main_ctx mc = {.workers = workers, .nworkers = o.workers, .o = &o};
 	kw_io_init(&mc.sig_io, on_signal, &mc);
 	kw_io_start(loop, &mc.sig_io, sfd, KW_EV_READ);
 	char where[300];
@@ -431,8 +489,7 @@ out:
 	if (sfd >= 0)
 		close(sfd);
 	kw_loop_free(loop);
-	SSL_CTX_free(ctx);
-	EVP_PKEY_free(key);
+	kpx_tls_publish(NULL); /* drops the last set; every SSL is gone by now */
 	kpx_provider_stop(&o);
 	kw_config_free(opts);
 	return status;

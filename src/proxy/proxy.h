@@ -34,7 +34,9 @@ struct kpx_keyless_opts {
 };
 
 struct kpx_options {
-	char *listen, *cert, *key, *metrics, *log_level;
+	char *listen, *metrics, *log_level;
+	char **certs, **keys; /* --cert/--key pairs; the first is the default certificate */
+	char **alpn;          /* ALPN protocols offered */
 	bool respond;
 	struct kpx_keyless_opts keyless;
 	OSSL_PROVIDER *provider;         /* the built-in keyway, unless --backend inline */
@@ -121,6 +123,7 @@ static inline void kpx_list_del(struct kpx_list *n)
 }
 
 struct kpx_proxy; /* main.c: options, SSL_CTX, workers */
+struct kpx_tls;   /* tlsctx.c: a certificate set */
 
 /* Which wait list a connection is on (at most one). */
 enum kpx_wait { KPX_WAIT_NONE, KPX_WAIT_ASYNCQ, KPX_WAIT_JOB, KPX_WAIT_CAPACITY };
@@ -128,7 +131,8 @@ enum kpx_wait { KPX_WAIT_NONE, KPX_WAIT_ASYNCQ, KPX_WAIT_JOB, KPX_WAIT_CAPACITY 
 struct kpx_worker {
 	unsigned id;
 	const struct kpx_options *opt;
-	SSL_CTX *ctx;
+	struct kpx_tls *tls; /* the certificate set new connections get (tlsctx.c) */
+	uint64_t tls_gen;
 	pthread_t tid;
 	bool started;
 	struct kw_loop *loop;
@@ -201,8 +205,9 @@ void kpx_conn_close(struct kpx_conn *c);
 int kpx_conn_async_cb(SSL *ssl, void *arg);
 
 /* ---- worker.c ---- */
-int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt, SSL_CTX *ctx,
-                    int lfd);
+int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt, int lfd);
+/* kpx_worker_ssl_new makes a new connection's SSL from the current certificate set. */
+SSL *kpx_worker_ssl_new(struct kpx_worker *w);
 int kpx_worker_start(struct kpx_worker *w);
 void kpx_worker_stop(struct kpx_worker *w);
 void kpx_worker_join(struct kpx_worker *w);

@@ -1,5 +1,13 @@
 /*
- * tlsctx.c - the proxy's server SSL_CTX (the key comes from keys.c).
+ * tlsctx.c - the proxy's certificates: one SSL_CTX per --cert/--key pair,
+ * SNI choosing among them, and the swap that SIGHUP makes.
+ *
+ * A set (struct kpx_tls) is immutable once published. Every SSL made from
+ * it holds a reference in its ex_data, dropped by SSL_free, so a reload
+ * never pulls a certificate from under a connection: old connections keep
+ * the old set until they close, new ones get the new set. Workers pick up
+ * a new set at their next accept (one atomic load per accept when nothing
+ * changed).
  *
  * Resumption off (the default, and what the benchmarks compare) means no
  * tickets at all -- SSL_CTX_set_num_tickets(0), because OpenSSL sends two
@@ -7,37 +15,139 @@
  */
 #include "tlsctx.h"
 
-#include "keys.h"
-
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
+#include "keys.h"
+#include "keyway/err.h"
+#include "keyway/log.h"
 #include "keyway/tls.h"
+
+struct kpx_tls {
+	_Atomic unsigned refs;
+	size_t n;
+	SSL_CTX **ctx;      /* ctx[0]: the default, first --cert/--key pair */
+	X509 **leaf;        /* each context's certificate, for SNI matching */
+	unsigned char *alpn; /* wire format: length-prefixed protocol names */
+	size_t alpn_len;
+};
+
+static int ssl_set_index = -1;
+static pthread_once_t index_once = PTHREAD_ONCE_INIT;
+
+/* The published set. */
+static pthread_mutex_t cur_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct kpx_tls *cur;
+static _Atomic uint64_t cur_gen;
+
+static void set_err(char *err, size_t errlen, const char *what, const char *file)
+{
+	char detail[512];
+	kw_tls_err_string(detail, sizeof(detail));
+	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
+}
+
+static void ssl_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                        void *argp)
+{
+	kpx_tls_unref(ptr);
+}
+
+static void make_index(void)
+{
+	ssl_set_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, ssl_free_cb);
+}
+
+void kpx_tls_ref(struct kpx_tls *t)
+{
+	atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void kpx_tls_unref(struct kpx_tls *t)
+{
+	if (t == NULL || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	for (size_t i = 0; i < t->n; i++) {
+		SSL_CTX_free(t->ctx[i]);
+		X509_free(t->leaf[i]);
+	}
+	free(t->ctx);
+	free(t->leaf);
+	free(t->alpn);
+	free(t);
+}
+
+/* ---- SNI and ALPN ---- */
+
+static int select_cert(SSL *ssl, int *alert, void *arg)
+{
+	struct kpx_tls *t = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (name == NULL || t->n == 1)
+		return SSL_TLSEXT_ERR_NOACK; /* the default certificate */
+	for (size_t i = 0; i < t->n; i++) {
+		/* Names in the subjectAltName (wildcards as RFC 6125 allows), else the CN. */
+		if (X509_check_host(t->leaf[i], name, 0, 0, NULL) == 1) {
+			if (i > 0 && SSL_set_SSL_CTX(ssl, t->ctx[i]) == NULL)
+				return SSL_TLSEXT_ERR_ALERT_FATAL;
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	return SSL_TLSEXT_ERR_NOACK; /* unknown name: the default certificate */
+}
 
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
 {
-	static const unsigned char h1[] = "\x08http/1.1";
+	struct kpx_tls *t = arg;
 	unsigned char *sel = NULL;
 	unsigned char sellen = 0;
-	if (SSL_select_next_proto(&sel, &sellen, h1, sizeof(h1) - 1, in, inlen) !=
+	if (SSL_select_next_proto(&sel, &sellen, t->alpn, (unsigned)t->alpn_len, in, inlen) !=
 	    OPENSSL_NPN_NEGOTIATED)
-		return SSL_TLSEXT_ERR_NOACK; /* e.g. h2 only: go on without ALPN */
+		return SSL_TLSEXT_ERR_NOACK; /* no protocol in common: go on without ALPN */
 	*out = sel;
 	*outlen = sellen;
 	return SSL_TLSEXT_ERR_OK;
 }
 
-static void set_err(char *err, size_t errlen, const char *what, const char *file)
+int kpx_alpn_wire(char *const *names, unsigned char **out, size_t *outlen, char *err,
+                  size_t errlen)
 {
-	char detail[256];
-	kw_tls_err_string(detail, sizeof(detail));
-	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
+	size_t len = 0;
+	for (char *const *p = names; p != NULL && *p != NULL; p++) {
+		size_t l = strlen(*p);
+		if (l == 0 || l > 255) {
+			snprintf(err, errlen,
+			         "--alpn '%s': a protocol name is 1 to 255 bytes; fix: e.g. "
+			         "--alpn http/1.1",
+			         *p);
+			return -KW_ECONFIG;
+		}
+		len += 1 + l;
+	}
+	unsigned char *w = malloc(len > 0 ? len : 1);
+	if (w == NULL)
+		return -ENOMEM;
+	*out = w;
+	*outlen = len;
+	for (char *const *p = names; p != NULL && *p != NULL; p++) {
+		size_t l = strlen(*p);
+		*w++ = (unsigned char)l;
+		memcpy(w, *p, l);
+		w += l;
+	}
+	return 0;
 }
 
-SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err, size_t errlen)
+/* ---- loading ---- */
+
+static SSL_CTX *make_ctx(const struct kpx_options *o, struct kpx_tls *t, const char *cert,
+                         const char *keyname, X509 **leaf, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	EVP_PKEY *key = NULL;
@@ -48,16 +158,21 @@ SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err,
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
-		set_err(err, errlen, "cannot load the certificate chain", o->cert);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		set_err(err, errlen, "cannot load the certificate chain", cert);
 		goto err;
 	}
-	if ((key = kpx_load_key(o, err, errlen)) == NULL)
+	if ((key = kpx_load_key(o, keyname, err, errlen)) == NULL)
 		goto err;
 	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-		set_err(err, errlen, "the private key does not match the certificate in", o->cert);
+		char what[300];
+		snprintf(what, sizeof(what), "the private key %s does not match the certificate in",
+		         keyname);
+		set_err(err, errlen, what, cert);
 		goto err;
 	}
+	EVP_PKEY_free(key); /* the context holds its own reference */
+	key = NULL;
 	if (o->resumption_off) {
 		SSL_CTX_set_num_tickets(ctx, 0);
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
@@ -67,7 +182,9 @@ SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err,
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 		SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	}
-	SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+	SSL_CTX_set_alpn_select_cb(ctx, select_alpn, t);
+	SSL_CTX_set_tlsext_servername_callback(ctx, select_cert);
+	SSL_CTX_set_tlsext_servername_arg(ctx, t);
 	/*
 	 * Read whole socket buffers instead of each record's header and body
 	 * apart: a handshake and its request take 4 reads instead of 8. The
@@ -77,10 +194,96 @@ SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err,
 	SSL_CTX_set_read_ahead(ctx, 1);
 	if (!o->async_off && o->notify == KPX_NOTIFY_CALLBACK)
 		SSL_CTX_set_async_callback(ctx, kpx_conn_async_cb);
-	*key_out = key;
+	if ((*leaf = SSL_CTX_get0_certificate(ctx)) == NULL || X509_up_ref(*leaf) != 1) {
+		*leaf = NULL;
+		set_err(err, errlen, "no certificate in", cert);
+		goto err;
+	}
 	return ctx;
 err:
 	EVP_PKEY_free(key);
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+struct kpx_tls *kpx_tls_load(const struct kpx_options *o, char *err, size_t errlen)
+{
+	struct kpx_tls *t = calloc(1, sizeof(*t));
+	size_t n = 0;
+
+	pthread_once(&index_once, make_index);
+	while (o->certs != NULL && o->certs[n] != NULL)
+		n++;
+	if (t == NULL) {
+		snprintf(err, errlen, "out of memory loading certificates");
+		return NULL;
+	}
+	atomic_init(&t->refs, 1);
+	if (ssl_set_index < 0 || (t->ctx = calloc(n, sizeof(*t->ctx))) == NULL ||
+	    (t->leaf = calloc(n, sizeof(*t->leaf))) == NULL) {
+		snprintf(err, errlen, "out of memory loading certificates");
+		goto err;
+	}
+	static char *const http11[] = {"http/1.1", NULL};
+	if (kpx_alpn_wire(o->alpn != NULL ? o->alpn : http11, &t->alpn, &t->alpn_len, err,
+	                  errlen) < 0)
+		goto err;
+	for (; t->n < n; t->n++) {
+		ERR_clear_error();
+		t->ctx[t->n] = make_ctx(o, t, o->certs[t->n], o->keys[t->n], &t->leaf[t->n], err,
+		                        errlen);
+		if (t->ctx[t->n] == NULL)
+			goto err;
+	}
+	return t;
+err:
+	kpx_tls_unref(t); /* frees the contexts made so far */
+	return NULL;
+}
+
+/* ---- publishing ---- */
+
+void kpx_tls_publish(struct kpx_tls *t)
+{
+	pthread_mutex_lock(&cur_mu);
+	struct kpx_tls *old = cur;
+	cur = t;
+	atomic_fetch_add_explicit(&cur_gen, 1, memory_order_release);
+	pthread_mutex_unlock(&cur_mu);
+	kpx_tls_unref(old);
+}
+
+struct kpx_tls *kpx_tls_current(uint64_t *gen)
+{
+	pthread_mutex_lock(&cur_mu);
+	struct kpx_tls *t = cur;
+	if (t != NULL)
+		kpx_tls_ref(t);
+	*gen = atomic_load_explicit(&cur_gen, memory_order_relaxed);
+	pthread_mutex_unlock(&cur_mu);
+	return t;
+}
+
+uint64_t kpx_tls_generation(void)
+{
+	return atomic_load_explicit(&cur_gen, memory_order_acquire);
+}
+
+SSL *kpx_tls_ssl_new(struct kpx_tls *t)
+{
+	SSL *ssl = SSL_new(t->ctx[0]);
+	if (ssl == NULL)
+		return NULL;
+	kpx_tls_ref(t);
+	if (SSL_set_ex_data(ssl, ssl_set_index, t) != 1) {
+		kpx_tls_unref(t);
+		SSL_free(ssl);
+		return NULL;
+	}
+	return ssl;
+}
+
+size_t kpx_tls_count(const struct kpx_tls *t)
+{
+	return t->n;
 }

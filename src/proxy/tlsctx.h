@@ -1,18 +1,42 @@
-/* tlsctx.h - the proxy's server TLS context (see tlsctx.c). */
+/* tlsctx.h - the proxy's certificate sets, SNI and ALPN (see tlsctx.c). */
 #ifndef KPX_TLSCTX_H
 #define KPX_TLSCTX_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
 #include "proxy.h"
 
+/* One loaded set of certificates and keys (one SSL_CTX per --cert/--key pair); refcounted. */
+struct kpx_tls;
+
 /*
- * kpx_tls_ctx builds the server context for o (the key as kpx_load_key makes it); the key is
- * returned in *key_out for the caller to free after the context. NULL with
- * the reason (file and OpenSSL's words) in err.
+ * kpx_tls_load loads every --cert/--key pair of o (keys as kpx_load_key
+ * makes them) with o's ALPN list. NULL with the reason (file and OpenSSL's
+ * words) in err.
  */
-SSL_CTX *kpx_tls_ctx(const struct kpx_options *o, EVP_PKEY **key_out, char *err, size_t errlen);
+struct kpx_tls *kpx_tls_load(const struct kpx_options *o, char *err, size_t errlen);
+void kpx_tls_ref(struct kpx_tls *t);
+void kpx_tls_unref(struct kpx_tls *t); /* NULL ok */
+size_t kpx_tls_count(const struct kpx_tls *t);
+
+/* kpx_tls_publish makes t (its reference taken over) the set new connections get. */
+void kpx_tls_publish(struct kpx_tls *t);
+/* kpx_tls_current is a new reference to the published set, with its generation in *gen. */
+struct kpx_tls *kpx_tls_current(uint64_t *gen);
+/* kpx_tls_generation changes at every publish: a cheap "is mine still current?". */
+uint64_t kpx_tls_generation(void);
+
+/* kpx_tls_ssl_new makes a server SSL on t's default context; the SSL keeps t alive. */
+SSL *kpx_tls_ssl_new(struct kpx_tls *t);
+
+/*
+ * kpx_alpn_wire turns a NULL-terminated list of protocol names into ALPN
+ * wire format (*out malloc'ed). 0, -ENOMEM, or -KW_ECONFIG naming the fix.
+ */
+int kpx_alpn_wire(char *const *names, unsigned char **out, size_t *outlen, char *err,
+                  size_t errlen);
 
 #endif

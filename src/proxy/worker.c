@@ -22,6 +22,7 @@
 #include "keyway/log.h"
 #include "keyway/provider_api.h"
 #include "proxy.h"
+#include "tlsctx.h"
 
 #define ACCEPT_BATCH 64
 #define JOB_PREWARM 16
@@ -126,6 +127,17 @@ static void run_asyncq(struct kpx_worker *w)
 	}
 }
 
+SSL *kpx_worker_ssl_new(struct kpx_worker *w)
+{
+	/* A SIGHUP published another set: take it for this and later connections. */
+	if (w->tls == NULL || kpx_tls_generation() != w->tls_gen) {
+		struct kpx_tls *t = kpx_tls_current(&w->tls_gen);
+		kpx_tls_unref(w->tls);
+		w->tls = t;
+	}
+	return w->tls != NULL ? kpx_tls_ssl_new(w->tls) : NULL;
+}
+
 static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 {
 	struct kpx_worker *w = arg;
@@ -141,14 +153,12 @@ static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	}
 }
 
-int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt, SSL_CTX *ctx,
-                    int lfd)
+int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt, int lfd)
 {
 	int rc;
 	memset(w, 0, sizeof(*w));
 	w->id = id;
 	w->opt = opt;
-	w->ctx = ctx;
 	w->lfd = lfd;
 	w->timerfd = -1;
 	kpx_list_init(&w->conns);
@@ -279,6 +289,8 @@ out:
 	kw_backend_bind_thread(NULL);
 	kw_backend_free(w->backend);
 	w->backend = NULL;
+	kpx_tls_unref(w->tls);
+	w->tls = NULL;
 	if (!o->async_off)
 		ASYNC_cleanup_thread();
 	kw_op_compute_thread_cleanup();

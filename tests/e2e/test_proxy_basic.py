@@ -63,7 +63,7 @@ def startup_error(args, want, what):
 
 startup_error(["--cert", crt, "--key", key], "--respond", "no --respond: named")
 startup_error(["--cert", crt, "--key", key, "--respond", "--backend", "keyless"],
-              "does not fit", "--backend keyless with a local key: mismatch")
+              "every --key is a local private key", "--backend keyless with a local key: mismatch")
 startup_error(["--cert", crt, "--key", "keyway:ski=" + "00" * 20 + ";cert=" + crt, "--respond",
                "--backend", "threads"], "does not fit", "keyway URI with --backend threads")
 startup_error(["--cert", crt, "--key", keys["rsa"][0], "--respond"], "does not match",
