@@ -110,13 +110,12 @@ class Fleet:
         kd.returncode = kd.proc.returncode
 
     def fallback_dir(self):
-        d = os.path.join(self.tmp, "fallback")
-        if not os.path.isdir(d):
-            os.makedirs(d, mode=0o700)
-            src = self.s.keys[self.name].path
-            dst = os.path.join(d, self.name + ".key")
-            shutil.copyfile(src, dst)
-            os.chmod(dst, 0o600)
+        """A directory holding this Setup's key (each Fleet makes keys of its own)."""
+        d = os.path.join(self.tmp, "fallback-%d" % time.monotonic_ns())
+        os.makedirs(d, mode=0o700)
+        dst = os.path.join(d, self.name + ".key")
+        shutil.copyfile(self.s.keys[self.name].path, dst)
+        os.chmod(dst, 0o600)
         return d
 
     def run(self, seconds, actions=(), servers=None, threads=4, **env):
