@@ -13,5 +13,6 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
 int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                        const OSSL_DISPATCH **out, void **provctx)
 {
+	kwp_is_module = true;
 	return kwp_prov_init(handle, in, out, provctx);
 }

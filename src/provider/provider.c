@@ -6,6 +6,7 @@
  */
 #include "provider.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +146,48 @@ int kwp_prov_is_live(const struct kwp_prov *prov)
 	return live;
 }
 
+/*
+ * OpenSSL's cleanup at exit tears providers down only after it has stopped
+ * running thread-stop handlers, so an I/O thread joined from teardown
+ * would leave its thread-local DRBGs behind. Its atexit handlers run
+ * first: stop the I/O threads there, each freeing its own state.
+ */
+static pthread_once_t io_atexit_once = PTHREAD_ONCE_INIT;
+
+static void stop_io_threads(void)
+{
+	struct kwp_io *ios[64];
+	size_t n = 0;
+
+	pthread_mutex_lock(&registry_lock);
+	for (struct kwp_prov *p = registry; p != NULL && n < 64; p = p->next_prov) {
+		pthread_mutex_lock(&p->lock);
+		if (p->io != NULL && kwp_io_pid(p->io) == getpid())
+			ios[n++] = p->io;
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_unlock(&registry_lock);
+	/* Outside the locks: completing the I/O thread's ops may take them. */
+	for (size_t i = 0; i < n; i++)
+		kwp_io_stop(ios[i]);
+}
+
+bool kwp_is_module;
+
+static void register_io_atexit(void)
+{
+	/*
+	 * The handler must outlive an OSSL_PROVIDER_unload that would dlclose
+	 * keyway.so before exit: pin the module. Built in, it is the program.
+	 */
+	Dl_info self;
+	if (kwp_is_module &&
+	    (dladdr((void *)stop_io_threads, &self) == 0 || self.dli_fname == NULL ||
+	     dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL))
+		return; /* cannot pin: better a leak report at exit than a dangling handler */
+	(void)OPENSSL_atexit(stop_io_threads);
+}
+
 struct kwp_io *kwp_prov_io(struct kwp_prov *prov)
 {
 	struct kwp_io *io;
@@ -156,8 +199,10 @@ struct kwp_io *kwp_prov_io(struct kwp_prov *prov)
 		kwp_io_abandon(prov->io);
 		prov->io = NULL;
 	}
-	if (prov->io == NULL)
+	if (prov->io == NULL) {
 		rc = kwp_io_new(&prov->settings, prov->libctx, &kwp_stats.keyless, &prov->io);
+		pthread_once(&io_atexit_once, register_io_atexit);
+	}
 	io = prov->io;
 	pthread_mutex_unlock(&prov->lock);
 	if (rc < 0)

@@ -87,6 +87,9 @@ int kwp_check_config(const struct kwp_prov *prov);
 /* kwp_prov_io returns this process's I/O thread, made on first use; NULL + error raised. */
 struct kwp_io *kwp_prov_io(struct kwp_prov *prov);
 
+/* kwp_is_module: this copy is keyway.so loaded from disk (set by its OSSL_provider_init). */
+extern bool kwp_is_module;
+
 /* kwp_prov_init is the provider's entry point (OSSL_provider_init of keyway.so). */
 int kwp_prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                   const OSSL_DISPATCH **out, void **provctx);

@@ -33,9 +33,10 @@ struct kwp_io {
 	pid_t pid;
 	struct kw_loop *loop;
 
-	pthread_mutex_t mu;  /* guards queue, started */
+	pthread_mutex_t mu;  /* guards queue, started, joined */
 	struct kw_op *queue; /* submitted, not yet seen by the I/O thread (LIFO) */
 	bool started;
+	bool joined; /* the thread was stopped and joined (kwp_io_stop) */
 	atomic_bool stopping;
 	pthread_t thread;
 
@@ -291,18 +292,24 @@ pid_t kwp_io_pid(const struct kwp_io *io)
 	return io->pid;
 }
 
+void kwp_io_stop(struct kwp_io *io)
+{
+	pthread_mutex_lock(&io->mu);
+	bool join = io->started && !io->joined;
+	io->joined = io->joined || io->started;
+	atomic_store(&io->stopping, true);
+	pthread_mutex_unlock(&io->mu);
+	if (join) {
+		kw_loop_wake(io->loop);
+		pthread_join(io->thread, NULL);
+	}
+}
+
 void kwp_io_free(struct kwp_io *io)
 {
 	if (io == NULL)
 		return;
-	pthread_mutex_lock(&io->mu);
-	bool started = io->started;
-	atomic_store(&io->stopping, true);
-	pthread_mutex_unlock(&io->mu);
-	if (started) {
-		kw_loop_wake(io->loop);
-		pthread_join(io->thread, NULL);
-	}
+	kwp_io_stop(io);
 	kw_loop_free(io->loop);
 	pthread_mutex_destroy(&io->mu);
 	free(io->setup_error);

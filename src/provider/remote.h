@@ -56,6 +56,13 @@ const char *kwp_io_setup_error(struct kwp_io *io);
 pid_t kwp_io_pid(const struct kwp_io *io);
 
 /*
+ * kwp_io_stop stops and joins the thread (ops in flight or queued complete
+ * with -KW_ECANCELED; later submits are refused with it) and keeps io.
+ * Idempotent. Only in the process that made io.
+ */
+void kwp_io_stop(struct kwp_io *io);
+
+/*
  * kwp_io_free stops the thread (ops in flight or queued complete with
  * -KW_ECANCELED before it returns), closes the connections and frees io.
  * Only in the process that made io. NULL ok.
