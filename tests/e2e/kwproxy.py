@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -74,13 +75,14 @@ def free_port():
 class Proxy:
     """A running keyway-proxy on free loopback ports, with its stderr in a file."""
 
-    def __init__(self, key, crt, *args, metrics=True, expect_start=True, env=None):
+    def __init__(self, key, crt, *args, metrics=True, expect_start=True, env=None, mode=None):
+        """mode: the mode flags (default ["--respond"]; e.g. ["--upstream", "127.0.0.1:N"])."""
         self.log = tempfile.NamedTemporaryFile(prefix="kw-proxy-", suffix=".log", delete=False)
         for attempt in range(5):
             self.port = free_port()
             self.mport = free_port() if metrics else None
             cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--cert", crt, "--key", key,
-                   "--respond", *args]
+                   *(["--respond"] if mode is None else mode), *args]
             if metrics:
                 cmd += ["--metrics", "127.0.0.1:%d" % self.mport]
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
@@ -216,3 +218,23 @@ def wait_for(cond, timeout=10.0):
 
 def grep(pattern, text):
     return re.search(pattern, text) is not None
+
+
+def concurrent_gets(port, ca, clients, each):
+    """clients threads each make `each` one-request connections; returns the errors seen."""
+    errors = []
+
+    def one():
+        for _ in range(each):
+            try:
+                st, _, body = https_get(port, ca)
+                if st != 200 or body != b"ok\n":
+                    errors.append(st)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+    ts = [threading.Thread(target=one) for _ in range(clients)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return errors

@@ -10,9 +10,8 @@ offloads nothing.
 
 import shutil
 import tempfile
-import threading
 
-from kwproxy import Checker, Proxy, https_get, make_cert, skip_without_proxy
+from kwproxy import Checker, Proxy, concurrent_gets, make_cert, skip_without_proxy
 
 skip_without_proxy()
 c = Checker()
@@ -22,23 +21,6 @@ CLIENTS, EACH = 16, 8
 N = CLIENTS * EACH
 
 
-def load(port, crt):
-    errors = []
-
-    def one():
-        for _ in range(EACH):
-            try:
-                st, _, body = https_get(port, crt)
-                if st != 200 or body != b"ok\n":
-                    errors.append(st)
-            except Exception as e:  # noqa: BLE001
-                errors.append(repr(e))
-    ts = [threading.Thread(target=one) for _ in range(CLIENTS)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(120)
-    return errors
 
 
 def trig(m, t):
@@ -48,7 +30,7 @@ def trig(m, t):
 def scenario(what, kind, args, checks, offloaded=True):
     key, crt = keys[kind]
     with Proxy(key, crt, "--workers", "1", "--keepalive-timeout", "0", *args) as p:
-        errors = load(p.port, crt)
+        errors = concurrent_gets(p.port, crt, CLIENTS, EACH)
         c.check(not errors, "%s: %d handshakes, no errors" % (what, N), errors[:3])
         m = p.metrics()
         c.eq(m["keyway_proxy_handshakes_total"], float(N), what + ": handshakes counted")

@@ -11,11 +11,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 
 import kwprov
-from kwproxy import Checker, Proxy, https_get, skip_without_proxy
+from kwproxy import Checker, Proxy, concurrent_gets, https_get, skip_without_proxy
 
 skip_without_proxy()
 c = Checker()
@@ -29,23 +28,6 @@ def clean_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("KEYWAY_")}
 
 
-def load(port, ca):
-    errors = []
-
-    def one():
-        for _ in range(EACH):
-            try:
-                st, _, body = https_get(port, ca)
-                if st != 200 or body != b"ok\n":
-                    errors.append(st)
-            except Exception as e:  # noqa: BLE001
-                errors.append(repr(e))
-    ts = [threading.Thread(target=one) for _ in range(CLIENTS)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(120)
-    return errors
 
 
 with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
@@ -63,7 +45,7 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
     for what, key, crt, extra in cases:
         with Proxy(key, crt, "--workers", "2", "--keepalive-timeout", "0", *flags, *extra,
                    env=clean_env()) as p:
-            errors = load(p.port, ca)
+            errors = concurrent_gets(p.port, ca, CLIENTS, EACH)
             c.check(not errors, "%s: %d handshakes, no errors" % (what, N), errors[:3])
             m = p.metrics()
             info = [k for k in m if k.startswith("keyway_proxy_info")]
