@@ -12,6 +12,7 @@ packages=(
 	util-linux procps                             # taskset, ps for benchmarks
 	nginx curl                                    # the provider's e2e test with an unmodified server
 	haproxy nghttp2-client                        # keyway-proxy benchmarks: HAProxy 2.6 peer, h2load
+	strace                                        # system calls per handshake (bench/proxy-notify-poll.sh)
 )
 
 missing=()
