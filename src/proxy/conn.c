@@ -32,6 +32,37 @@
 #include "proxy.h"
 
 #define READ_CHUNK 16384
+
+const char *const kpx_reason_names[KPX_NREASON] = {
+    "-",           "done",           "client-close",   "upstream-close",
+    "upstream-connect-failed",       "upstream-timeout", "idle-timeout",
+    "handshake-timeout",             "handshake-failed", "too-many-bytes",
+    "max-connections", "drain",      "tls-error",      "http-error",
+    "request-timeout", "internal",
+};
+
+/* Connections holding a --max-connections slot, across all workers. */
+static _Atomic unsigned slots;
+
+unsigned kpx_conn_slots(void)
+{
+	return atomic_load_explicit(&slots, memory_order_relaxed);
+}
+
+bool kpx_conn_take_slot(unsigned max)
+{
+	unsigned n = atomic_fetch_add_explicit(&slots, 1, memory_order_relaxed);
+	if (max != 0 && n >= max) {
+		atomic_fetch_sub_explicit(&slots, 1, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+void kpx_conn_drop_slot(void)
+{
+	atomic_fetch_sub_explicit(&slots, 1, memory_order_relaxed);
+}
 #define OUT_HIGH_WATER 65536 /* stop reading requests while this much output is unsent */
 
 static void conn_io(struct kw_loop *loop, int fd, unsigned events, void *arg);
@@ -70,6 +101,11 @@ static void async_fds_forget(struct kpx_conn *c)
 static void fail(struct kpx_conn *c, enum kpx_fail why)
 {
 	kpx_add(&c->w->m.failures[why], 1);
+	if (c->reason == KPX_R_NONE)
+		c->reason = why == KPX_FAIL_CLOSED     ? KPX_R_CLIENT_CLOSE
+		            : why == KPX_FAIL_TIMEOUT  ? KPX_R_HANDSHAKE_TIMEOUT
+		            : why == KPX_FAIL_INTERNAL ? KPX_R_INTERNAL
+		                                       : KPX_R_HANDSHAKE_FAILED;
 	if (kw_log_enabled(KW_LOG_DEBUG)) {
 		char detail[256];
 		unsigned long e = ERR_peek_error();
@@ -77,6 +113,13 @@ static void fail(struct kpx_conn *c, enum kpx_fail why)
 		kw_debug("worker %u: handshake failed (%d): %s", c->w->id, (int)why,
 		         e != 0 ? detail : "no TLS error");
 	}
+	kpx_conn_close(c);
+}
+
+void kpx_conn_close_why(struct kpx_conn *c, enum kpx_reason reason)
+{
+	if (c->reason == KPX_R_NONE)
+		c->reason = reason;
 	kpx_conn_close(c);
 }
 
@@ -103,6 +146,14 @@ void kpx_conn_close(struct kpx_conn *c)
 	kw_io_stop(w->loop, &c->io);
 	kw_timer_stop(w->loop, &c->timer);
 	async_fds_forget(c);
+	kpx_relay_free(c);
+	if (c->reason == KPX_R_NONE)
+		c->reason = c->handshake_ns != 0 ? KPX_R_DONE : KPX_R_CLIENT_CLOSE;
+	kpx_add(&w->m.closes[c->reason], 1);
+	kpx_alog_conn(c); /* before SSL_free: the line reads the SNI and cipher from the SSL */
+	if (c->holds_slot)
+		kpx_conn_drop_slot();
+	c->holds_slot = false;
 	/* Only a finished job can get here; a paused one keeps the connection alive. */
 	SSL_free(c->ssl);
 	c->ssl = NULL;
@@ -120,16 +171,44 @@ void kpx_conn_close(struct kpx_conn *c)
 
 void kpx_conn_accept(struct kpx_worker *w, int fd)
 {
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		len = 0;
+	if (!kpx_conn_take_slot(w->opt->max_connections)) {
+		kpx_conn_refuse(w, fd, len > 0 ? (struct sockaddr *)&ss : NULL);
+		return;
+	}
+	kpx_conn_accept_from(w, fd, (struct sockaddr *)&ss, len);
+}
+
+void kpx_conn_refuse(struct kpx_worker *w, int fd, const struct sockaddr *peer)
+{
+	kpx_add(&w->m.accepted, 1);
+	kpx_add(&w->m.closes[KPX_R_MAX_CONNECTIONS], 1);
+	kpx_alog_refused(w, peer);
+	close(fd);
+}
+
+void kpx_conn_accept_from(struct kpx_worker *w, int fd, const struct sockaddr *peer,
+                          socklen_t peer_len)
+{
 	struct kpx_conn *c = calloc(1, sizeof(*c));
 	if (c == NULL || (c->ssl = kpx_worker_ssl_new(w)) == NULL || SSL_set_fd(c->ssl, fd) != 1) {
 		kw_warn("worker %u: cannot set up a connection (out of memory)", w->id);
 		kpx_add(&w->m.failures[KPX_FAIL_INTERNAL], 1);
+		kpx_add(&w->m.closes[KPX_R_INTERNAL], 1);
 		if (c != NULL)
 			SSL_free(c->ssl);
 		free(c);
 		close(fd);
+		kpx_conn_drop_slot();
 		return;
 	}
+	c->holds_slot = true; /* the caller took it */
+	c->accept_ns = kw_loop_now_ns(w->loop);
+	if (peer_len > 0 && peer_len <= sizeof(c->peer))
+		memcpy(&c->peer, peer, peer_len);
 	c->magic = KPX_CONN_MAGIC;
 	c->w = w;
 	c->fd = fd;
@@ -284,11 +363,34 @@ static void handshake_done(struct kpx_conn *c)
 		async_fds_forget(c);
 	}
 	kpx_add(&c->w->m.handshakes, 1);
+	c->handshake_ns = kw_now_ns() - c->accept_ns;
+	if (c->handshake_ns == 0)
+		c->handshake_ns = 1;
+	if (c->w->opt->upstream != NULL) {
+		kpx_relay_start(c);
+		return;
+	}
 	c->state = KPX_CS_HTTP;
 	start_timer_s(c, c->w->opt->handshake_timeout_s);
 	set_interest(c, KW_EV_READ);
 	/* The request usually follows the client's Finished in the same flight. */
 	http_io(c);
+}
+
+/*
+ * over_handshake_bytes closes a client that sent more than
+ * --max-handshake-bytes before finishing its handshake (counted on the
+ * socket BIO, so read-ahead is included: the cap is on memory and work, and
+ * a real ClientHello is far below the default).
+ */
+static bool over_handshake_bytes(struct kpx_conn *c)
+{
+	unsigned max = c->w->opt->max_handshake_bytes;
+	if (max == 0 || BIO_number_read(SSL_get_rbio(c->ssl)) <= max)
+		return false;
+	kpx_add(&c->w->m.failures[KPX_FAIL_TLS], 1);
+	kpx_conn_close_why(c, KPX_R_TOO_MANY_BYTES);
+	return true;
 }
 
 static void handshake(struct kpx_conn *c)
@@ -308,10 +410,10 @@ static void handshake(struct kpx_conn *c)
 		handshake_done(c);
 		return;
 	case SSL_ERROR_WANT_READ:
-		set_interest(c, KW_EV_READ);
-		return;
 	case SSL_ERROR_WANT_WRITE:
-		set_interest(c, KW_EV_READ | KW_EV_WRITE);
+		if (over_handshake_bytes(c))
+			return;
+		set_interest(c, e == SSL_ERROR_WANT_READ ? KW_EV_READ : KW_EV_READ | KW_EV_WRITE);
 		return;
 	case SSL_ERROR_WANT_ASYNC:
 		enter_async(c);
@@ -333,8 +435,10 @@ static void handshake(struct kpx_conn *c)
 
 /* ---- HTTP ---- */
 
-static void finish_close(struct kpx_conn *c)
+static void finish_close(struct kpx_conn *c, enum kpx_reason reason)
 {
+	if (c->reason == KPX_R_NONE)
+		c->reason = reason;
 	/* close_notify, once and without waiting for the client's. */
 	ERR_clear_error();
 	SSL_shutdown(c->ssl);
@@ -350,12 +454,13 @@ static int flush(struct kpx_conn *c)
 		int r = SSL_write(c->ssl, kw_buf_head(&c->out), n > INT32_MAX ? INT32_MAX : (int)n);
 		if (r > 0) {
 			kw_buf_consume(&c->out, (size_t)r);
+			c->tx_client += (uint64_t)r;
 			continue;
 		}
 		int e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
 			return 0;
-		kpx_conn_close(c);
+		kpx_conn_close_why(c, KPX_R_CLIENT_CLOSE);
 		return -1;
 	}
 	return 1;
@@ -375,6 +480,7 @@ static void serve(struct kpx_conn *c)
 		if (rc < 0) {
 			kpx_add(&w->m.http_errors, 1);
 			kpx_http_error(&c->out, -rc);
+			c->reason = KPX_R_HTTP_ERROR;
 			c->close_after_write = true;
 			break;
 		}
@@ -382,7 +488,7 @@ static void serve(struct kpx_conn *c)
 		bool last = !req.keep_alive || w->opt->keepalive_timeout_s == 0 ||
 		            atomic_load_explicit(&w->stop, memory_order_relaxed);
 		if (kpx_http_respond(&c->out, &req, w->opt->body, last) < 0) {
-			kpx_conn_close(c);
+			kpx_conn_close_why(c, KPX_R_INTERNAL);
 			return;
 		}
 		c->nreq++;
@@ -405,13 +511,14 @@ static int read_some(struct kpx_conn *c)
 		if (kw_buf_unread(&c->out) >= OUT_HIGH_WATER || c->close_after_write)
 			return 1;
 		if (kw_buf_reserve(&c->in, READ_CHUNK) < 0) {
-			kpx_conn_close(c);
+			kpx_conn_close_why(c, KPX_R_INTERNAL);
 			return -1;
 		}
 		ERR_clear_error();
 		int r = SSL_read(c->ssl, kw_buf_tail(&c->in), READ_CHUNK);
 		if (r > 0) {
 			c->in.len += (size_t)r;
+			c->rx_client += (uint64_t)r;
 			serve(c);
 			if (c->state == KPX_CS_CLOSED)
 				return -1;
@@ -421,7 +528,10 @@ static int read_some(struct kpx_conn *c)
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 			return 1;
 		/* close_notify, EOF or reset: a client leaving between requests is no failure. */
-		kpx_conn_close(c);
+		kpx_conn_close_why(c, e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) !=
+		                                                SSL_R_UNEXPECTED_EOF_WHILE_READING
+		                          ? KPX_R_TLS_ERROR
+		                          : KPX_R_CLIENT_CLOSE);
 		return -1;
 	}
 }
@@ -459,7 +569,7 @@ static void http_io(struct kpx_conn *c)
 		return;
 	}
 	if (c->close_after_write) {
-		finish_close(c);
+		finish_close(c, KPX_R_DONE);
 		return;
 	}
 	set_interest(c, KW_EV_READ);
@@ -502,6 +612,9 @@ static void conn_io(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	case KPX_CS_IDLE:
 		http_io(c);
 		return;
+	case KPX_CS_RELAY:
+		kpx_relay_client_io(c, events);
+		return;
 	case KPX_CS_CLOSED:
 		return;
 	}
@@ -514,12 +627,15 @@ static void conn_timeout(struct kw_loop *loop, void *arg)
 	case KPX_CS_HANDSHAKE:
 	case KPX_CS_ASYNC:
 		kpx_add(&c->w->m.failures[KPX_FAIL_TIMEOUT], 1);
-		kpx_conn_close(c);
+		kpx_conn_close_why(c, KPX_R_HANDSHAKE_TIMEOUT);
 		return;
 	case KPX_CS_IDLE:
-		finish_close(c);
+		finish_close(c, KPX_R_IDLE_TIMEOUT);
+		return;
+	case KPX_CS_RELAY:
+		kpx_relay_timeout(c);
 		return;
 	default:
-		kpx_conn_close(c);
+		kpx_conn_close_why(c, KPX_R_REQUEST_TIMEOUT);
 	}
 }

@@ -32,15 +32,16 @@
 
 static const char usage[] =
     "usage: keyway-proxy --listen ADDR:PORT --cert FILE --key FILE|keyway:URI|REFERENCE.pem "
-    "--respond\n"
+    "--respond|--upstream HOST:PORT\n"
     "                    [--workers N] [--backend inline|threads|keyless] [--async on|off]\n"
     "                    [--notify callback|fd] [--poll heuristic|timer|busy] "
     "[--poll-interval-us N]\n"
     "                    [--keepalive-timeout S] [--resumption on|off] [--metrics ADDR:PORT]\n"
     "                    [--config FILE] [options]\n"
     "A TLS terminator (QTLS front end) answering every HTTP/1.1 request with a small\n"
-    "fixed response (--respond). Handshakes offload their private-key operation to\n"
-    "the backend; SIGTERM drains and exits.";
+    "fixed response (--respond), or relaying each connection's plaintext to a TCP\n"
+    "server (--upstream). Handshakes offload their private-key operation to the\n"
+    "backend; SIGTERM drains (within --drain-timeout) and exits.";
 
 static const char *const backend_names[] = {"inline", "threads", "keyless", NULL};
 static const char *const on_off[] = {"on", "off", NULL};
@@ -89,12 +90,8 @@ static int check_keys(struct kpx_options *o, bool backend_seen, char *err, size_
 
 static int check_options(struct kpx_options *o, bool backend_seen, char *err, size_t errlen)
 {
-	if (!o->respond) {
-		snprintf(err, errlen,
-		         "no mode given; fix: pass --respond (answer each request with a fixed "
-		         "response)");
+	if (kpx_term_check(o, err, errlen) < 0)
 		return -KW_ECONFIG;
-	}
 	if (check_keys(o, backend_seen, err, errlen) < 0)
 		return -KW_ECONFIG;
 	if (o->workers == 0) {
@@ -137,6 +134,9 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 		if (si.ssi_signo == SIGHUP) {
 			struct main_ctx *mc = arg;
 			reload_certs(mc->o);
+			if (kpx_alog_reopen(mc->o) < 0)
+				kw_error("SIGHUP: cannot reopen --access-log %s: %s", mc->o->access_log,
+				         strerror(errno));
 		} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
 			kw_info("%s: draining connections and exiting",
 			        si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -183,6 +183,12 @@ int main(int argc, char **argv)
 	    .async_jobs = 1024,
 	    .body = "ok\n",
 	    .log_level = "info",
+	    /* TLS termination */
+	    .connect_timeout_s = 5,
+	    .idle_timeout_s = 300,
+	    .drain_timeout_s = 10,
+	    .max_handshake_bytes = 65536,
+	    .access_fd = -1,
 	};
 	struct kw_option opts[] = {
 	    {.name = "listen",
@@ -371,6 +377,55 @@ int main(int argc, char **argv)
 	     .dest = &o.log_level,
 	     .arg = "debug|info|warn|error",
 	     .help = "minimum level logged (default info)"},
+	    /* TLS termination: upstream relay, limits, access log */
+	    {.name = "upstream",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.upstream,
+	     .arg = "HOST:PORT",
+	     .help = "relay each connection's plaintext to this TCP server (instead of --respond)"},
+	    {.name = "send-proxy-v2",
+	     .type = KW_OPT_BOOL,
+	     .dest = &o.send_proxy_v2,
+	     .help = "begin each upstream connection with a PROXY protocol v2 header (client "
+	             "address, TLS version, cipher, SNI)"},
+	    {.name = "connect-timeout",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.connect_timeout_s,
+	     .arg = "S",
+	     .help = "limit on connecting to the upstream (default 5)",
+	     .min = 1,
+	     .max = 3600},
+	    {.name = "idle-timeout",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.idle_timeout_s,
+	     .arg = "S",
+	     .help = "close a relayed connection after S s without a byte either way; 0: never "
+	             "(default 300)",
+	     .max = 604800},
+	    {.name = "drain-timeout",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.drain_timeout_s,
+	     .arg = "S",
+	     .help = "after SIGTERM/SIGINT, close connections still open after S s (default 10)",
+	     .max = 86400},
+	    {.name = "max-connections",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.max_connections,
+	     .arg = "N",
+	     .help = "open client connections, all workers together; more are accepted and "
+	             "closed at once (default 0: no limit)"},
+	    {.name = "max-handshake-bytes",
+	     .type = KW_OPT_UINT,
+	     .dest = &o.max_handshake_bytes,
+	     .arg = "N",
+	     .help = "close a client that sends more than N bytes before its handshake completes "
+	             "(default 65536; 0: no limit)"},
+	    {.name = "access-log",
+	     .type = KW_OPT_STRING,
+	     .dest = &o.access_log,
+	     .arg = "FILE|-|off",
+	     .help = "one key=value line per connection at close: appended to FILE, - for "
+	             "stderr (default), off for none; SIGHUP reopens FILE"},
 	    {0},
 	};
 	char err[1024] = "";
@@ -491,6 +546,7 @@ out:
 	kw_loop_free(loop);
 	kpx_tls_publish(NULL); /* drops the last set; every SSL is gone by now */
 	kpx_provider_stop(&o);
+	kpx_alog_close(&o);
 	kw_config_free(opts);
 	return status;
 }

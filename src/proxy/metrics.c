@@ -105,6 +105,36 @@ static void provider_counters(struct kw_buf *b)
 	}
 }
 
+/* The TLS terminator's families: close reasons, relay bytes, upstream connects, limits. */
+static void termination(struct kpx_metrics *m, struct kw_buf *b)
+{
+	static const char *const dirs[2] = {"client_to_upstream", "upstream_to_client"};
+	static const char *const results[3] = {"ok", "failed", "timeout"};
+
+	family(b, "keyway_proxy_closes_total", "counter",
+	       "Connections closed (or refused), by reason; the access log's reason=.");
+	for (int r = 1; r < KPX_NREASON; r++)
+		appendf(b, "keyway_proxy_closes_total{reason=\"%s\"} %llu\n", kpx_reason_names[r],
+		        (unsigned long long)SUM(closes[r]));
+	family(b, "keyway_proxy_relay_bytes_total", "counter",
+	       "Plaintext bytes relayed (--upstream), by direction; the PROXY header not counted.");
+	for (int d = 0; d < 2; d++)
+		appendf(b, "keyway_proxy_relay_bytes_total{direction=\"%s\"} %llu\n", dirs[d],
+		        (unsigned long long)SUM(relay_bytes[d]));
+	family(b, "keyway_proxy_upstream_connects_total", "counter",
+	       "Connections to the upstream, by result (ok, failed, timeout).");
+	for (int r = 0; r < 3; r++)
+		appendf(b, "keyway_proxy_upstream_connects_total{result=\"%s\"} %llu\n", results[r],
+		        (unsigned long long)SUM(upstream_connects[r]));
+	family(b, "keyway_proxy_relays", "gauge", "Connections relaying to the upstream now.");
+	appendf(b, "keyway_proxy_relays %llu\n", (unsigned long long)SUM(relays));
+	family(b, "keyway_proxy_open_connections", "gauge",
+	       "Client connections open now, all workers (what --max-connections limits).");
+	appendf(b, "keyway_proxy_open_connections %u\n", kpx_conn_slots());
+	family(b, "keyway_proxy_max_connections", "gauge", "--max-connections (0: no limit).");
+	appendf(b, "keyway_proxy_max_connections %u\n", m->opt->max_connections);
+}
+
 int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 {
 	static const char *const backends[] = {"inline", "threads", "keyless"};
@@ -169,6 +199,7 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	       "Handshakes that waited because the offload backend was full.");
 	appendf(b, "keyway_proxy_capacity_waits_total %llu\n",
 	        (unsigned long long)SUM(capacity_waits));
+	termination(m, b);
 	provider_counters(b);
 	family(b, "keyway_proxy_worker_cpu_seconds_total", "counter",
 	       "CPU time (user+system) of each worker thread.");

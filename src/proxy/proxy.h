@@ -51,6 +51,14 @@ struct kpx_options {
 	unsigned poll_interval_us, poll_threshold, crypto_threads, ring_size;
 	unsigned keepalive_timeout_s, handshake_timeout_s, async_jobs;
 	char *body;
+	/* TLS termination (relay.c, alog.c): upstream relay, limits, access log */
+	char *upstream;               /* --upstream HOST:PORT, instead of --respond */
+	struct kw_addr upstream_addr; /* parsed at start-up */
+	bool send_proxy_v2;
+	unsigned connect_timeout_s, idle_timeout_s, drain_timeout_s;
+	unsigned max_connections, max_handshake_bytes; /* 0: no limit */
+	char *access_log;
+	int access_fd; /* where access lines go: 2 (stderr) or the --access-log file */
 };
 
 /* Why a connection ended badly (handshake_failures_total{reason}). */
@@ -72,6 +80,28 @@ enum kpx_trigger {
 	KPX_NTRIG
 };
 
+/* Why a connection closed: the access log's reason= and closes_total{reason}. */
+enum kpx_reason {
+	KPX_R_NONE,
+	KPX_R_DONE,                     /* finished normally */
+	KPX_R_CLIENT_CLOSE,             /* the client closed, reset or failed first */
+	KPX_R_UPSTREAM_CLOSE,           /* the upstream reset or failed */
+	KPX_R_UPSTREAM_CONNECT_FAILED,  /* connecting to the upstream failed */
+	KPX_R_UPSTREAM_TIMEOUT,         /* connecting took longer than --connect-timeout */
+	KPX_R_IDLE_TIMEOUT,             /* no traffic for --idle-timeout (or keep-alive timeout) */
+	KPX_R_HANDSHAKE_TIMEOUT,        /* no handshake within --handshake-timeout */
+	KPX_R_HANDSHAKE_FAILED,         /* TLS error during the handshake */
+	KPX_R_TOO_MANY_BYTES,           /* over --max-handshake-bytes before the handshake ended */
+	KPX_R_MAX_CONNECTIONS,          /* refused: --max-connections reached */
+	KPX_R_DRAIN,                    /* still open at the end of --drain-timeout */
+	KPX_R_TLS_ERROR,                /* bad TLS record after the handshake */
+	KPX_R_HTTP_ERROR,               /* --respond: malformed request */
+	KPX_R_REQUEST_TIMEOUT,          /* --respond: a request not read in time */
+	KPX_R_INTERNAL,                 /* out of memory or descriptors */
+	KPX_NREASON
+};
+extern const char *const kpx_reason_names[KPX_NREASON];
+
 struct kpx_wmetrics {
 	_Atomic uint64_t accepted, handshakes, failures[KPX_NFAIL];
 	_Atomic uint64_t requests, http_errors, closed;
@@ -82,6 +112,11 @@ struct kpx_wmetrics {
 	_Atomic uint64_t async_queue_wakeups, async_fd_wakeups;
 	_Atomic uint64_t job_waits;      /* SSL_ERROR_WANT_ASYNC_JOB */
 	_Atomic uint64_t capacity_waits; /* paused with ASYNC_STATUS_EAGAIN */
+	/* termination */
+	_Atomic uint64_t closes[KPX_NREASON];         /* by close reason */
+	_Atomic uint64_t relay_bytes[2];              /* 0: client->upstream, 1: upstream->client */
+	_Atomic uint64_t upstream_connects[3];        /* 0: ok, 1: failed, 2: timeout */
+	_Atomic uint64_t relays;                      /* gauge: connections relaying */
 };
 
 /* Single-writer counter update: the owning worker is the only one storing. */
@@ -158,6 +193,7 @@ struct kpx_worker {
 	bool armed; /* the backend's eventfd is armed for this sleep */
 	_Atomic bool stop;
 	struct kpx_wmetrics m;
+	struct kw_timer accept_pause; /* out of descriptors: accept again later */
 };
 
 enum kpx_cstate {
@@ -166,6 +202,7 @@ enum kpx_cstate {
 	KPX_CS_HTTP,      /* reading a request or writing a response */
 	KPX_CS_IDLE,      /* keep-alive, nothing buffered */
 	KPX_CS_CLOSED,
+	KPX_CS_RELAY, /* --upstream: connecting to it, then relaying both ways */
 };
 
 #define KPX_CONN_MAGIC 0x6b707863u /* "kpxc" */
@@ -193,10 +230,53 @@ struct kpx_conn {
 	struct kw_buf in, out;
 	int async_fds[KPX_MAX_ASYNC_FDS]; /* fd mode: the provider's wait fds */
 	struct kw_io async_io[KPX_MAX_ASYNC_FDS];
+	/* termination: access log fields and the relay */
+	struct sockaddr_storage peer; /* the client */
+	uint64_t accept_ns, handshake_ns; /* when accepted; handshake duration (0: none) */
+	int reason;                        /* enum kpx_reason, set by the first cause */
+	bool holds_slot;                   /* counted against --max-connections */
+	uint64_t rx_client, tx_client, rx_upstream, tx_upstream; /* plaintext bytes */
+	struct kpx_relay *relay;                                 /* NULL unless relaying */
 };
 
 /* ---- conn.c ---- */
 void kpx_conn_accept(struct kpx_worker *w, int fd);
+/* kpx_conn_accept_from: the same, with the client's address (for logs and PROXY v2), for a
+ * caller that has taken a --max-connections slot (kpx_conn_take_slot). */
+void kpx_conn_accept_from(struct kpx_worker *w, int fd, const struct sockaddr *peer,
+                          socklen_t peer_len);
+/* kpx_conn_close_why records reason (the first one given wins) and closes. */
+void kpx_conn_close_why(struct kpx_conn *c, enum kpx_reason reason);
+/* kpx_conn_refuse answers a connection over --max-connections: counted, logged, closed. */
+void kpx_conn_refuse(struct kpx_worker *w, int fd, const struct sockaddr *peer);
+/* kpx_conn_slots: connections holding a --max-connections slot, process-wide. */
+unsigned kpx_conn_slots(void);
+bool kpx_conn_take_slot(unsigned max);
+void kpx_conn_drop_slot(void);
+
+/* ---- relay.c (--upstream) ---- */
+struct kpx_relay;
+/* kpx_relay_start begins connecting to the upstream after the handshake. */
+void kpx_relay_start(struct kpx_conn *c);
+/* kpx_relay_client_io handles readiness of the client's socket while relaying. */
+void kpx_relay_client_io(struct kpx_conn *c, unsigned events);
+/* kpx_relay_timeout: the connection's timer fired while relaying. */
+void kpx_relay_timeout(struct kpx_conn *c);
+/* kpx_relay_free closes the upstream side (kpx_conn_close calls it). */
+void kpx_relay_free(struct kpx_conn *c);
+
+/* ---- alog.c: one access line per connection ---- */
+void kpx_alog_conn(struct kpx_conn *c);
+void kpx_alog_refused(struct kpx_worker *w, const struct sockaddr *peer);
+/* kpx_alog_open sets o->access_fd from --access-log (FILE, - for stderr, off); 0 or -errno. */
+int kpx_alog_open(struct kpx_options *o, char *err, size_t errlen);
+/* kpx_alog_reopen reopens the --access-log file in place (after log rotation); 0 or -errno. */
+int kpx_alog_reopen(const struct kpx_options *o);
+void kpx_alog_close(struct kpx_options *o);
+
+/* ---- term.c ---- */
+/* kpx_term_check: exactly one mode, the upstream address, the access log; 0 or -KW_ECONFIG. */
+int kpx_term_check(struct kpx_options *o, char *err, size_t errlen);
 /* kpx_conn_resume re-calls the paused handshake after its op completed (or a retry is due). */
 void kpx_conn_resume(struct kpx_conn *c);
 /* kpx_conn_close closes now, or as soon as a paused job has finished. */

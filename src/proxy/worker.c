@@ -26,6 +26,7 @@
 
 #define ACCEPT_BATCH 64
 #define JOB_PREWARM 16
+#define ACCEPT_PAUSE_MS 100
 
 static _Thread_local struct kpx_worker *current;
 
@@ -138,18 +139,44 @@ SSL *kpx_worker_ssl_new(struct kpx_worker *w)
 	return w->tls != NULL ? kpx_tls_ssl_new(w->tls) : NULL;
 }
 
+static void accept_resume(struct kw_loop *loop, void *arg)
+{
+	struct kpx_worker *w = arg;
+	if (!atomic_load_explicit(&w->stop, memory_order_relaxed) && w->lio.fd < 0)
+		kw_io_start(loop, &w->lio, w->lfd, KW_EV_READ);
+}
+
+/*
+ * on_accept takes a --max-connections slot for each connection (process-wide);
+ * over the limit the connection is accepted and closed at once (counted and
+ * logged), so the backlog never fills with clients that wait for nothing.
+ * Out of descriptors, accepting pauses for ACCEPT_PAUSE_MS: the listener is
+ * level-triggered and would otherwise spin.
+ */
 static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 {
 	struct kpx_worker *w = arg;
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id,
+				        strerror(errno), ACCEPT_PAUSE_MS);
+				kw_io_stop(loop, &w->lio);
+				kw_timer_start_ms(loop, &w->accept_pause, ACCEPT_PAUSE_MS);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				kw_warn("worker %u: accept: %s", w->id, strerror(errno));
+			}
 			return;
 		}
+		if (!kpx_conn_take_slot(w->opt->max_connections)) {
+			kpx_conn_refuse(w, cfd, (struct sockaddr *)&ss);
+			continue;
+		}
 		kw_set_nodelay(cfd);
-		kpx_conn_accept(w, cfd);
+		kpx_conn_accept_from(w, cfd, (struct sockaddr *)&ss, len);
 	}
 }
 
@@ -168,6 +195,7 @@ int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options 
 	kpx_list_init(&w->remote_q);
 	pthread_mutex_init(&w->remote_mu, NULL);
 	kw_io_init(&w->lio, on_accept, w);
+	kw_timer_init(&w->accept_pause, accept_resume, w);
 	if ((rc = kw_loop_new(&w->loop)) < 0)
 		return rc;
 	return 0;
@@ -198,16 +226,18 @@ static int make_backend(struct kpx_worker *w)
 
 static void drain_step(struct kpx_worker *w)
 {
-	/* Stop accepting; idle keep-alive connections go now, the rest finish their request. */
+	/* Stop accepting; idle keep-alive connections go now, the rest finish their request
+	 * (relayed ones run on until --drain-timeout). */
 	if (w->lio.fd >= 0)
 		kw_io_stop(w->loop, &w->lio);
+	kw_timer_stop(w->loop, &w->accept_pause);
 	struct kpx_list *l = w->conns.next;
 	while (l != &w->conns) {
 		struct kpx_conn *c =
 		    (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
 		l = l->next;
 		if (c->state == KPX_CS_IDLE || c->waiting == KPX_WAIT_JOB)
-			kpx_conn_close(c);
+			kpx_conn_close_why(c, KPX_R_DRAIN);
 	}
 }
 
@@ -218,7 +248,7 @@ static void close_all(struct kpx_worker *w)
 		struct kpx_conn *c =
 		    (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
 		l = l->next;
-		kpx_conn_close(c);
+		kpx_conn_close_why(c, KPX_R_DRAIN);
 	}
 }
 
@@ -254,7 +284,8 @@ static void *worker_main(void *arg)
 	for (;;) {
 		if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
 			if (drain_deadline == 0) {
-				drain_deadline = kw_now_ns() + 2000000000ull;
+				drain_deadline =
+				    kw_now_ns() + (uint64_t)o->drain_timeout_s * 1000000000ull;
 				drain_step(w);
 			}
 			if (w->nconns == 0)
@@ -286,6 +317,7 @@ out:
 	kw_loop_run_once(w->loop, 0); /* run deferred frees */
 	kpx_poller_cleanup(w);
 	kw_io_stop(w->loop, &w->lio);
+	kw_timer_stop(w->loop, &w->accept_pause);
 	kw_backend_bind_thread(NULL);
 	kw_backend_free(w->backend);
 	w->backend = NULL;
