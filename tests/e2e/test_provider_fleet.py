@@ -28,8 +28,8 @@ def killed(c, f):
         restarted["kd"] = nb
         f.b = nb
 
-    acts.append((4, restart))
-    rep = f.run(7, acts)
+    acts.append((3, restart))
+    rep = f.run(8, acts)
     print("SIGKILL:\n" + rep.text())
     c.eq(rep.returncode, 0, "SIGKILL: the driver ran")
     c.check(rep.total is not None and rep.total[1] == 0 and rep.total[0] > 0,
