@@ -429,7 +429,10 @@ static void handshake(struct kpx_conn *c)
 		fail(c, ERR_peek_error() != 0 ? KPX_FAIL_TLS : KPX_FAIL_CLOSED);
 		return;
 	default:
-		fail(c, KPX_FAIL_TLS);
+		/* A client that went away mid-record closed; it did not speak bad TLS. */
+		fail(c, ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING
+		            ? KPX_FAIL_CLOSED
+		            : KPX_FAIL_TLS);
 	}
 }
 

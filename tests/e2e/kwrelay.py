@@ -271,3 +271,14 @@ def parse_access_log(text):
 
 def sha256(b):
     return hashlib.sha256(b).hexdigest()
+
+
+def client_hello(crt, sni="localhost"):
+    """The bytes of a real ClientHello, made without a socket."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_context(crt).wrap_bio(inc, out, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()

@@ -14,6 +14,7 @@ right reason.
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -227,11 +228,21 @@ with Proxy(key, crt, "--workers", "1", "--access-log", alog3,
     m = p.metrics()
     c.eq(m.get('keyway_proxy_upstream_connects_total{result="failed"}'), 3.0,
          "metrics: 3 failed upstream connects")
+    c.eq(m.get('keyway_proxy_relays'), 0.0, "metrics: no relay left")
     c.eq(m.get('keyway_proxy_closes_total{reason="upstream-connect-failed"}'), 3.0,
          "metrics: closes{upstream-connect-failed}")
     lines = wait_lines(alog3, 3)
     c.eq([l["reason"] for l in lines], ["upstream-connect-failed"] * 3,
          "access log: upstream-connect-failed")
+    # Log rotation: move the file away, SIGHUP, and the next line goes to a new file.
+    os.rename(alog3, alog3 + ".1")
+    p.proc.send_signal(signal.SIGHUP)
+    c.check(wait_for(lambda: os.path.exists(alog3)), "SIGHUP reopens --access-log")
+    s = tls_connect(p.port, crt)
+    closed_by_peer(s)
+    s.close()
+    c.eq(len(wait_lines(alog3, 1)), 1, "the next line goes to the new file")
+    c.eq(len(log_lines(alog3 + ".1")), 3, "the old file keeps its lines")
     c.eq(p.stop(), 0, "clean exit")
 
 # ---- start-up errors ----
