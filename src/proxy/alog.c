@@ -93,8 +93,8 @@ void kpx_alog_conn(struct kpx_conn *c)
 		return;
 	timestamp(when, sizeof(when));
 	format_addr((const struct sockaddr *)&c->peer, client, sizeof(client));
-	sanitize(c->ssl != NULL ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL,
-	         sni, sizeof(sni));
+	sanitize(c->ssl != NULL ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL, sni,
+	         sizeof(sni));
 	if (c->handshake_ns != 0) {
 		snprintf(hs, sizeof(hs), "%.3f", (double)c->handshake_ns / 1e6);
 		version = SSL_get_version(c->ssl);

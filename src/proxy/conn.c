@@ -34,11 +34,22 @@
 #define READ_CHUNK 16384
 
 const char *const kpx_reason_names[KPX_NREASON] = {
-    "-",           "done",           "client-close",   "upstream-close",
-    "upstream-connect-failed",       "upstream-timeout", "idle-timeout",
-    "handshake-timeout",             "handshake-failed", "too-many-bytes",
-    "max-connections", "drain",      "tls-error",      "http-error",
-    "request-timeout", "internal",
+    "-",
+    "done",
+    "client-close",
+    "upstream-close",
+    "upstream-connect-failed",
+    "upstream-timeout",
+    "idle-timeout",
+    "handshake-timeout",
+    "handshake-failed",
+    "too-many-bytes",
+    "max-connections",
+    "drain",
+    "tls-error",
+    "http-error",
+    "request-timeout",
+    "internal",
 };
 
 /* Connections holding a --max-connections slot, across all workers. */

@@ -135,8 +135,8 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 			struct main_ctx *mc = arg;
 			reload_certs(mc->o);
 			if (kpx_alog_reopen(mc->o) < 0)
-				kw_error("SIGHUP: cannot reopen --access-log %s: %s", mc->o->access_log,
-				         strerror(errno));
+				kw_error("SIGHUP: cannot reopen --access-log %s: %s",
+				         mc->o->access_log, strerror(errno));
 		} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
 			kw_info("%s: draining connections and exiting",
 			        si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -83,21 +83,21 @@ enum kpx_trigger {
 /* Why a connection closed: the access log's reason= and closes_total{reason}. */
 enum kpx_reason {
 	KPX_R_NONE,
-	KPX_R_DONE,                     /* finished normally */
-	KPX_R_CLIENT_CLOSE,             /* the client closed, reset or failed first */
-	KPX_R_UPSTREAM_CLOSE,           /* the upstream reset or failed */
-	KPX_R_UPSTREAM_CONNECT_FAILED,  /* connecting to the upstream failed */
-	KPX_R_UPSTREAM_TIMEOUT,         /* connecting took longer than --connect-timeout */
-	KPX_R_IDLE_TIMEOUT,             /* no traffic for --idle-timeout (or keep-alive timeout) */
-	KPX_R_HANDSHAKE_TIMEOUT,        /* no handshake within --handshake-timeout */
-	KPX_R_HANDSHAKE_FAILED,         /* TLS error during the handshake */
-	KPX_R_TOO_MANY_BYTES,           /* over --max-handshake-bytes before the handshake ended */
-	KPX_R_MAX_CONNECTIONS,          /* refused: --max-connections reached */
-	KPX_R_DRAIN,                    /* still open at the end of --drain-timeout */
-	KPX_R_TLS_ERROR,                /* bad TLS record after the handshake */
-	KPX_R_HTTP_ERROR,               /* --respond: malformed request */
-	KPX_R_REQUEST_TIMEOUT,          /* --respond: a request not read in time */
-	KPX_R_INTERNAL,                 /* out of memory or descriptors */
+	KPX_R_DONE,                    /* finished normally */
+	KPX_R_CLIENT_CLOSE,            /* the client closed, reset or failed first */
+	KPX_R_UPSTREAM_CLOSE,          /* the upstream reset or failed */
+	KPX_R_UPSTREAM_CONNECT_FAILED, /* connecting to the upstream failed */
+	KPX_R_UPSTREAM_TIMEOUT,        /* connecting took longer than --connect-timeout */
+	KPX_R_IDLE_TIMEOUT,            /* no traffic for --idle-timeout (or keep-alive timeout) */
+	KPX_R_HANDSHAKE_TIMEOUT,       /* no handshake within --handshake-timeout */
+	KPX_R_HANDSHAKE_FAILED,        /* TLS error during the handshake */
+	KPX_R_TOO_MANY_BYTES,          /* over --max-handshake-bytes before the handshake ended */
+	KPX_R_MAX_CONNECTIONS,         /* refused: --max-connections reached */
+	KPX_R_DRAIN,                   /* still open at the end of --drain-timeout */
+	KPX_R_TLS_ERROR,               /* bad TLS record after the handshake */
+	KPX_R_HTTP_ERROR,              /* --respond: malformed request */
+	KPX_R_REQUEST_TIMEOUT,         /* --respond: a request not read in time */
+	KPX_R_INTERNAL,                /* out of memory or descriptors */
 	KPX_NREASON
 };
 extern const char *const kpx_reason_names[KPX_NREASON];
@@ -113,10 +113,10 @@ struct kpx_wmetrics {
 	_Atomic uint64_t job_waits;      /* SSL_ERROR_WANT_ASYNC_JOB */
 	_Atomic uint64_t capacity_waits; /* paused with ASYNC_STATUS_EAGAIN */
 	/* termination */
-	_Atomic uint64_t closes[KPX_NREASON];         /* by close reason */
-	_Atomic uint64_t relay_bytes[2];              /* 0: client->upstream, 1: upstream->client */
-	_Atomic uint64_t upstream_connects[3];        /* 0: ok, 1: failed, 2: timeout */
-	_Atomic uint64_t relays;                      /* gauge: connections relaying */
+	_Atomic uint64_t closes[KPX_NREASON];  /* by close reason */
+	_Atomic uint64_t relay_bytes[2];       /* 0: client->upstream, 1: upstream->client */
+	_Atomic uint64_t upstream_connects[3]; /* 0: ok, 1: failed, 2: timeout */
+	_Atomic uint64_t relays;               /* gauge: connections relaying */
 };
 
 /* Single-writer counter update: the owning worker is the only one storing. */
@@ -231,10 +231,10 @@ struct kpx_conn {
 	int async_fds[KPX_MAX_ASYNC_FDS]; /* fd mode: the provider's wait fds */
 	struct kw_io async_io[KPX_MAX_ASYNC_FDS];
 	/* termination: access log fields and the relay */
-	struct sockaddr_storage peer; /* the client */
+	struct sockaddr_storage peer;     /* the client */
 	uint64_t accept_ns, handshake_ns; /* when accepted; handshake duration (0: none) */
-	int reason;                        /* enum kpx_reason, set by the first cause */
-	bool holds_slot;                   /* counted against --max-connections */
+	int reason;                       /* enum kpx_reason, set by the first cause */
+	bool holds_slot;                  /* counted against --max-connections */
 	uint64_t rx_client, tx_client, rx_upstream, tx_upstream; /* plaintext bytes */
 	struct kpx_relay *relay;                                 /* NULL unless relaying */
 };

@@ -41,7 +41,7 @@
 #include "proxy.h"
 #include "proxyv2.h"
 
-#define RELAY_BUF 32768  /* per direction */
+#define RELAY_BUF 32768    /* per direction */
 #define COMPACT_BELOW 4096 /* move unread bytes to the front when less room is left at the end */
 
 struct kpx_relay {
@@ -55,7 +55,7 @@ struct kpx_relay {
 	bool client_shut;  /* close_notify sent (or being sent: shut_pending) */
 	bool shut_pending; /* SSL_shutdown wants to write */
 	bool read_wants_write, write_wants_read;
-	size_t hdr_left; /* PROXY v2 header bytes at the head of c2u, not counted as payload */
+	size_t hdr_left;  /* PROXY v2 header bytes at the head of c2u, not counted as payload */
 	uint64_t last_ns; /* last time a byte moved (idle timeout) */
 	size_t c2u_off, c2u_len, u2c_off, u2c_len;
 	uint8_t c2u[RELAY_BUF], u2c[RELAY_BUF];
@@ -134,7 +134,8 @@ static void pump(struct kpx_conn *c)
 		make_room(r->c2u, &r->c2u_off, &r->c2u_len);
 		if (!r->client_eof && r->c2u_len < RELAY_BUF) {
 			ERR_clear_error();
-			int n = SSL_read(c->ssl, r->c2u + r->c2u_len, (int)(RELAY_BUF - r->c2u_len));
+			int n =
+			    SSL_read(c->ssl, r->c2u + r->c2u_len, (int)(RELAY_BUF - r->c2u_len));
 			r->read_wants_write = false;
 			if (n > 0) {
 				r->c2u_len += (size_t)n;
@@ -148,16 +149,17 @@ static void pump(struct kpx_conn *c)
 					r->client_eof = true;
 					progress = true;
 				} else if (e != SSL_ERROR_WANT_READ) {
-					kpx_conn_close_why(c, e == SSL_ERROR_SSL ? KPX_R_TLS_ERROR
-					                                         : KPX_R_CLIENT_CLOSE);
+					kpx_conn_close_why(c, e == SSL_ERROR_SSL
+					                          ? KPX_R_TLS_ERROR
+					                          : KPX_R_CLIENT_CLOSE);
 					goto out;
 				}
 			}
 		}
 		/* c2u -> upstream */
 		if (!r->connecting && !r->upstream_err && r->c2u_off < r->c2u_len) {
-			ssize_t n = send(r->fd, r->c2u + r->c2u_off, r->c2u_len - r->c2u_off,
-			                 MSG_NOSIGNAL);
+			ssize_t n =
+			    send(r->fd, r->c2u + r->c2u_off, r->c2u_len - r->c2u_off, MSG_NOSIGNAL);
 			if (n > 0) {
 				size_t hdr = (size_t)n < r->hdr_left ? (size_t)n : r->hdr_left;
 				r->hdr_left -= hdr;
@@ -315,9 +317,10 @@ void kpx_relay_start(struct kpx_conn *c)
 	}
 	int fd = kw_connect(&o->upstream_addr);
 	if (fd < 0) {
-		connect_failed(c, fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM
-		                      ? KPX_R_INTERNAL
-		                      : KPX_R_UPSTREAM_CONNECT_FAILED,
+		connect_failed(c,
+		               fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM
+		                   ? KPX_R_INTERNAL
+		                   : KPX_R_UPSTREAM_CONNECT_FAILED,
 		               -fd);
 		return;
 	}

@@ -31,8 +31,9 @@ int kpx_term_check(struct kpx_options *o, char *err, size_t errlen)
 		}
 	}
 	if (o->send_proxy_v2 && o->upstream == NULL) {
-		snprintf(err, errlen, "--send-proxy-v2 needs --upstream; fix: add --upstream "
-		                      "HOST:PORT or drop --send-proxy-v2");
+		snprintf(err, errlen,
+		         "--send-proxy-v2 needs --upstream; fix: add --upstream "
+		         "HOST:PORT or drop --send-proxy-v2");
 		return -KW_ECONFIG;
 	}
 	/* Raise the soft descriptor limit to the hard one: every relayed connection takes two. */

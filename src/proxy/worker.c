@@ -161,7 +161,8 @@ static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 		socklen_t len = sizeof(ss);
 		int cfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id,
 				        strerror(errno), ACCEPT_PAUSE_MS);
 				kw_io_stop(loop, &w->lio);

@@ -43,9 +43,9 @@ static void test_ipv4_tlvs(void)
 	t += 14;
 	CHECK_EQ(t[0], 0x20);
 	CHECK_EQ(be16(t + 1), 40);
-	CHECK_EQ(t[3], 0x01);                        /* PP2_CLIENT_SSL */
-	CHECK(t[4] || t[5] || t[6] || t[7]);         /* verify: no client certificate */
-	CHECK_EQ(t[8], 0x21);                        /* version sub-TLV */
+	CHECK_EQ(t[3], 0x01);                /* PP2_CLIENT_SSL */
+	CHECK(t[4] || t[5] || t[6] || t[7]); /* verify: no client certificate */
+	CHECK_EQ(t[8], 0x21);                /* version sub-TLV */
 	CHECK_EQ(be16(t + 9), 7);
 	CHECK(memcmp(t + 11, "TLSv1.3", 7) == 0);
 	CHECK_EQ(t[18], 0x23); /* cipher sub-TLV */
