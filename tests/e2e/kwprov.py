@@ -243,7 +243,7 @@ def read_stats(path):
 
 
 STATS_NAMES = ["ops_submitted", "pauses", "spurious_resumes", "eagain", "fd_wakeups",
-               "callback_wakeups", "eventfds_created", "retries", "failovers"]
+               "callback_wakeups", "eventfds_created", "retries", "failovers", "fallbacks"]
 
 
 class Relay:

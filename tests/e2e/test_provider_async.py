@@ -76,7 +76,7 @@ def s_server_async(c, s, name, n):
     c.check(ok == n, "s_server -async %s: %d of %d handshakes complete" % (name, ok, n),
             out[-800:])
     c.check(sorted(st) == sorted(kwprov.STATS_NAMES),
-            "s_server -async %s: KEYWAY_STATS_FILE has the nine counters" % name, repr(st))
+            "s_server -async %s: KEYWAY_STATS_FILE has the ten counters" % name, repr(st))
     c.check(st.get("ops_submitted", 0) >= n and st.get("pauses", 0) >= n,
             "s_server -async %s: every handshake paused (%s)" % (name, st))
     c.check(st.get("fd_wakeups", 0) >= n and st.get("eventfds_created", 0) >= 1 and
