@@ -27,7 +27,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 conns=1000
-rounds=10
+rounds=16
 build=
 results=$here/results
 usage() {

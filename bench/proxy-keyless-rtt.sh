@@ -29,8 +29,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-conns=2000
-rounds=5
+conns=1500
+rounds=7
 delay=2.5
 backend_cpu=
 build=
@@ -91,7 +91,7 @@ dat=$results/proxy-keyless-rtt-$stamp.dat
 {
 	echo "# proxy-keyless-rtt.sh $stamp; $machine; $(openssl version)"
 	echo "# relay delay $delay ms each way; connections per slice $conns (sync $sync_conns), rounds $rounds; h2load -c 64 on CPU $load_cpu, keywayd and relays on CPU $backend_cpu, proxies on CPU $server_cpu"
-	echo "# round key mode proxy_ticks handshakes h2load_ok h2load_failed wall_s tls connect_mean_ms keywayd_requests loadavg1 load_core_busy_ticks server_core_busy_ticks core_elapsed_ticks h2load_cpu_s"
+	echo "# round key mode proxy_ticks handshakes h2load_ok h2load_failed wall_s tls connect_mean_ms keywayd_requests loadavg1 load_core_busy_ticks server_core_busy_ticks core_elapsed_ticks h2load_cpu_s keywayd_relays_ticks"
 } >"$dat"
 
 echo "== $rounds rounds (load average $(loadavg))"
@@ -104,6 +104,7 @@ for r in $(seq "$rounds"); do
 			[ "$m" = sync ] && nc=$sync_conns
 			h0=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
 			k0=$(metric_sum "$kmport" keyless_requests)
+			s0=$(($(cpu_ticks "${child[keywayd]}") + $(cpu_ticks "${child[relay]}") + $(cpu_ticks "${child[relay0]}")))
 			read -r a0 _ < <(core_ticks "$load_cpu")
 			read -r b0 e0 < <(core_ticks "$server_cpu")
 			t0=$(cpu_ticks "${child[$n]}")
@@ -114,11 +115,12 @@ for r in $(seq "$rounds"); do
 			t1=$(cpu_ticks "${child[$n]}")
 			read -r b1 e1 < <(core_ticks "$server_cpu")
 			read -r a1 _ < <(core_ticks "$load_cpu")
+			s1=$(($(cpu_ticks "${child[keywayd]}") + $(cpu_ticks "${child[relay]}") + $(cpu_ticks "${child[relay0]}")))
 			k1=$(metric_sum "$kmport" keyless_requests)
 			h1=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
 			f=$(h2_fields "$out")
 			la=$(cut -d' ' -f1 /proc/loadavg)
-			echo "$r $k $m $((t1 - t0)) $((h1 - h0)) $f $((k1 - k0)) $la $((a1 - a0)) $((b1 - b0)) $((e1 - e0)) $cl" >>"$dat"
+			echo "$r $k $m $((t1 - t0)) $((h1 - h0)) $f $((k1 - k0)) $la $((a1 - a0)) $((b1 - b0)) $((e1 - e0)) $cl $((s1 - s0))" >>"$dat"
 			read -r ok _ wall _ cm <<<"$f"
 			printf "  round %d %-10s %-6s %6d handshakes in %6.2fs = %6.0f/s, connect mean %6.1f ms, keywayd +%d, busy CPU%d %d%% CPU%d %d%% (proxy %d%%)\n" \
 				"$r" "$k" "$m" "$((h1 - h0))" "$wall" "$(awk -v a="$ok" -v b="$wall" 'BEGIN{print (b > 0) ? a / b : 0}')" \
@@ -131,18 +133,19 @@ echo "== load average after: $(loadavg)"
 stop_all
 
 status=0
-python3 - "$dat" "$tck" "$results" "$delay" <<'PY' || status=$?
+python3 - "$dat" "$tck" "$results" "$delay" "$load_cpu" "$server_cpu" "$backend_cpu" <<'PY' || status=$?
 import collections, statistics, sys
 dat, tck, results, delay = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+load_cpu, server_cpu, backend_cpu = sys.argv[5], sys.argv[6], sys.argv[7]
 rows = [l.split() for l in open(dat) if not l.startswith("#")]
 tot = collections.defaultdict(collections.Counter)
 cps = collections.defaultdict(dict)
 conn = collections.defaultdict(list)
 bad = []
-for r, k, m, ticks, hs, ok, failed, wall, tls, cm, kreq, la, busy0, busy1, el, cl in rows:
+for r, k, m, ticks, hs, ok, failed, wall, tls, cm, kreq, la, busy0, busy1, el, cl, kr in rows:
     t = tot[k, m]
     t["ticks"] += int(ticks); t["hs"] += int(hs); t["ok"] += int(ok); t["failed"] += int(failed)
-    t["wall"] += float(wall); t["client"] += float(cl); t["b0"] += int(busy0); t["b1"] += int(busy1); t["el"] += int(el)
+    t["wall"] += float(wall); t["client"] += float(cl); t["b0"] += int(busy0); t["b1"] += int(busy1); t["el"] += int(el); t["kr"] += int(kr)
     cps[k, m][r] = int(ok) / float(wall)
     conn[k, m].append(float(cm))
     if int(hs) != int(ok) or int(failed):
@@ -156,17 +159,22 @@ labels = {"async": "async on, %s ms each way" % delay, "sync": "async off, %s ms
 keys = {"ecdsa-p256": "ECDSA P-256", "rsa2048": "RSA-2048"}
 rate = {km: tot[km]["ok"] / tot[km]["wall"] for km in tot}
 print()
-print("| key | keyway-proxy | handshakes | handshakes/s | per round (min-max) | connect mean ms | proxy CPU µs/hs | h2load CPU µs/hs | load core busy | proxy core busy |")
+print("| key | keyway-proxy | handshakes | handshakes/s total (median of rounds) | per round (min-max) | connect mean ms | proxy CPU µs/hs | h2load CPU µs/hs | CPU %s busy (other) | CPU %s busy (other) |" % (load_cpu, server_cpu))
 print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
 with open(results + "/proxy-keyless-rtt.plotdata", "w") as f:
     i = 0
     for k in keys:
         for m in ("async", "sync", "async0"):
             t = tot[k, m]; v = sorted(cps[k, m].values())
-            print("| %s | %s | %d | **%.0f** | %.0f-%.0f | %.1f | %.0f | %.0f | %.0f %% | %.0f %% |" % (
-                keys[k], labels[m], t["hs"], rate[k, m], v[0], v[-1], statistics.median(conn[k, m]),
-                t["ticks"] * 1e6 / tck / max(t["hs"], 1), t["client"] * 1e6 / max(t["ok"], 1),
-                100.0 * t["b0"] / max(t["el"], 1), 100.0 * t["b1"] / max(t["el"], 1)))
+            el = max(t["el"], 1)
+            # other: what the core did besides h2load, keywayd and the relays (load core) or the proxy
+            o0 = max(0.0, t["b0"] - t["client"] * tck - (t["kr"] if backend_cpu == load_cpu else 0))
+            o1 = max(0.0, t["b1"] - t["ticks"] - (t["kr"] if backend_cpu == server_cpu else 0))
+            print("| %s | %s | %d | %.0f (**%.0f**) | %.0f-%.0f | %.1f | %.0f | %.0f | %.0f %% (%.0f %%) | %.0f %% (%.0f %%) |" % (
+                keys[k], labels[m], t["hs"], rate[k, m], statistics.median(v), v[0], v[-1],
+                statistics.median(conn[k, m]), t["ticks"] * 1e6 / tck / max(t["hs"], 1),
+                t["client"] * 1e6 / max(t["ok"], 1), 100.0 * t["b0"] / el, 100.0 * o0 / el,
+                100.0 * t["b1"] / el, 100.0 * o1 / el))
             short = {"async": "async on, %s ms" % delay, "sync": "async off, %s ms" % delay, "async0": "async on, 0 ms"}[m]
             f.write('%d "%s\\n%s" %.1f %.1f %.1f %s\n' % (i, keys[k], short, rate[k, m], v[0], v[-1], m))
             i += 1
@@ -175,19 +183,30 @@ for b in bad:
     print("WARNING: " + b)
 print()
 ok_all = not bad
+# The verdict is on the median of the per-round ratios: CPU time survives other
+# processes taking the core, wall-clock rates do not, and a slice during which
+# another program held a core would swing a ratio of totals.
 for k in keys:
     for a, b, target in (("async", "sync", 9.0), ("async", "async0", 0.9)):
-        ratio = rate[k, a] / rate[k, b]
+        total = rate[k, a] / rate[k, b]
         rr = sorted(cps[k, a][r] / cps[k, b][r] for r in cps[k, a])
+        med = statistics.median(rr)
         name = "keyless_%s_%s_vs_%s_handshakes_per_s" % (k.replace("-", ""), a, b)
         if k == "ecdsa-p256":
-            passed = ratio >= target and not bad
+            passed = med >= target and not bad
             ok_all &= passed
             verdict, tgt = ("PASS" if passed else "FAIL"), "%.1f" % target
         else:
             verdict, tgt = "INFO", "-"
-        print("RESULT %s %.2f %s %s   (per round %.2f-%.2f, median %.2f)" % (
-            name, ratio, tgt, verdict, rr[0], rr[-1], statistics.median(rr)))
+        print("RESULT %s %.2f %s %s   (median of %d rounds; per round %.2f-%.2f; ratio of totals %.2f)" % (
+            name, med, tgt, verdict, len(rr), rr[0], rr[-1], total))
+    # What the proxy alone could sustain (1 s / its CPU per handshake) against the
+    # blocking rate: the ratio if the load generator were not the limit.
+    t = tot[k, "async"]
+    cap = 1e6 / (t["ticks"] * 1e6 / tck / max(t["hs"], 1))
+    print("RESULT keyless_%s_async_proxy_cpu_bound_vs_sync %.2f - INFO   (1 s / proxy CPU per handshake = %.0f/s; sync median %.0f/s)" % (
+        k.replace("-", ""), cap / statistics.median(cps[k, "sync"].values()), cap,
+        statistics.median(cps[k, "sync"].values())))
 sys.exit(0 if ok_all else 1)
 PY
 
