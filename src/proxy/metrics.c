@@ -96,6 +96,8 @@ static void provider_counters(struct kw_buf *b)
 	    {"eventfds_created", "Wait eventfds created (fd notification).", s.eventfds_created},
 	    {"retries", "Keyless operations sent again after a failed try.", s.retries},
 	    {"failovers", "Retries that went to another keyserver.", s.failovers},
+	    {"fallbacks", "Operations computed with a fallback key: no keyserver answered in time.",
+	     s.fallbacks},
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char name[96];
