@@ -245,6 +245,47 @@ with Proxy(key, crt, "--workers", "1", "--access-log", alog3,
     c.eq(len(log_lines(alog3 + ".1")), 3, "the old file keeps its lines")
     c.eq(p.stop(), 0, "clean exit")
 
+# ---- an upstream that never answers the SYN: --connect-timeout ----
+# A listener with a full accept queue drops new SYNs, so connecting hangs.
+full = socket.socket()
+full.bind(("127.0.0.1", 0))
+full.listen(0)
+fillers = []
+for _ in range(3):
+    f = socket.socket()
+    f.setblocking(False)
+    f.connect_ex(full.getsockname())
+    fillers.append(f)
+time.sleep(0.2)
+alog4 = os.path.join(tmp, "access4.log")
+with Proxy(key, crt, "--workers", "1", "--access-log", alog4, "--connect-timeout", "1",
+           mode=["--upstream", "127.0.0.1:%d" % full.getsockname()[1]]) as p:
+    s = tls_connect(p.port, crt)
+    c.check(closed_by_peer(s, timeout=15), "connect timeout: client closed")
+    s.close()
+    lines = wait_lines(alog4, 1)
+    c.eq([l["reason"] for l in lines], ["upstream-timeout"], "access log: upstream-timeout")
+    c.eq(p.metrics().get('keyway_proxy_upstream_connects_total{result="timeout"}'), 1.0,
+         "metrics: connect timeout counted")
+    c.eq(p.stop(), 0, "clean exit")
+for f in fillers:
+    f.close()
+full.close()
+
+# ---- the relay after offloaded (paused) handshakes ----
+up = Upstream(echo)
+with Proxy(key, crt, "--workers", "2", "--backend", "threads", "--access-log", "off",
+           mode=["--upstream", "127.0.0.1:%d" % up.port]) as p:
+    blob = os.urandom(128 << 10)  # fits in the socket buffers: no reader needed meanwhile
+    ok = 0
+    for i in range(5):
+        with tls_connect(p.port, crt) as s:
+            ok += echo_round(s, blob) == blob
+    c.eq(ok, 5, "--backend threads: 128 KiB echoed on each of 5 connections")
+    c.check(p.metrics()["keyway_proxy_async_pauses_total"] > 0, "--backend threads: paused")
+    c.eq(p.stop(), 0, "clean exit")
+up.close()
+
 # ---- start-up errors ----
 with Proxy(key, crt, expect_start=False, metrics=False, mode=[]) as p:
     p.proc.wait(20)
