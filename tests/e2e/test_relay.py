@@ -263,7 +263,7 @@ def main():
         uecho.close()
 
         with open(conf, "w") as f:
-            f.write("to = 127.0.0.1:1\ndelay_ms = 5\n")
+            f.write("to = 127.0.0.1:1\ndelay-msec = 5\n")
         p = subprocess.run([RELAY, "--listen", "127.0.0.1:0", "--config", conf],
                            stderr=subprocess.PIPE, text=True, timeout=10)
         check(p.returncode != 0 and "relay.conf:2" in p.stderr and "delay-ms" in p.stderr,

@@ -14,6 +14,7 @@ static unsigned workers;
 static bool verbose;
 static int mode;
 static char **servers;
+static unsigned idle_timeout;
 static const char *const modes[] = {"fast", "slow", NULL};
 
 static struct kw_option opts[] = {
@@ -22,6 +23,7 @@ static struct kw_option opts[] = {
 	{.name = "verbose", .type = KW_OPT_BOOL, .dest = &verbose},
 	{.name = "mode", .type = KW_OPT_ENUM, .dest = &mode, .choices = modes},
 	{.name = "servers", .type = KW_OPT_LIST, .dest = &servers},
+	{.name = "idle-timeout", .type = KW_OPT_UINT, .dest = &idle_timeout},
 	{0},
 };
 
@@ -74,6 +76,15 @@ int main(void)
 	char *a2b[] = {"t", "--config", path, "--servers", "z:9"};
 	CHECK_EQ(parse(5, a2b, err), 0);
 	CHECK(servers && strcmp(servers[0], "z:9") == 0 && servers[1] == NULL);
+	unlink(path);
+
+	/* '_' and '-' are the same in names, so openssl.cnf-style keys work as they are. */
+	write_file("idle_timeout = 7\n");
+	char *a2c[] = {"t", "--config", path, "--idle_timeout", "9"};
+	CHECK_EQ(parse(3, a2c, err), 0);
+	CHECK_EQ(idle_timeout, 7);
+	CHECK_EQ(parse(5, a2c, err), 0);
+	CHECK_EQ(idle_timeout, 9);
 	unlink(path);
 
 	/* Unknown key: file and line, and a suggestion. */
