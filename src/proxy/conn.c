@@ -119,10 +119,14 @@ static void fail(struct kpx_conn *c, enum kpx_fail why)
 		                                       : KPX_R_HANDSHAKE_FAILED;
 	if (kw_log_enabled(KW_LOG_DEBUG)) {
 		char detail[256];
-		unsigned long e = ERR_peek_error();
+		const char *data = NULL;
+		int flags = 0;
+		/* The first error is the cause; its data holds the provider's words (SKI, keyserver). */
+		unsigned long e = ERR_peek_error_data(&data, &flags);
 		ERR_error_string_n(e, detail, sizeof(detail));
-		kw_debug("worker %u: handshake failed (%d): %s", c->w->id, (int)why,
-		         e != 0 ? detail : "no TLS error");
+		bool text = data != NULL && (flags & ERR_TXT_STRING) && data[0] != '\0';
+		kw_debug("worker %u: handshake failed (%d): %s%s%s", c->w->id, (int)why,
+		         e != 0 ? detail : "no TLS error", text ? ": " : "", text ? data : "");
 	}
 	kpx_conn_close(c);
 }
