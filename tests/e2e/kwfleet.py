@@ -66,17 +66,19 @@ class Report:
 
 class Fleet:
     def __init__(self, tmp, name="p256", unix_b=False, extra=()):
+        """unix_b: B also listens on a Unix socket (f.b.unix_path)."""
         self.tmp = tmp
         self.name = name
         self.s = kwprov.Setup(tmp, names=(name,))
         self.keys_dir = os.path.join(tmp, "keys")
         self.a = self.keywayd(extra)
-        self.b = self.keywayd(extra)
+        self.b = self.keywayd(extra, unix=os.path.join(tmp, "kw-b-%d.sock" % time.monotonic_ns())
+                              if unix_b else None)
         self.exe = driver()
 
-    def keywayd(self, extra=(), port=None):
+    def keywayd(self, extra=(), port=None, unix=None):
         kd = kwtest.Keywayd(self.s.pki, self.keys_dir, self.tmp, metrics=True, workers=2,
-                            extra=list(extra))
+                            extra=list(extra), unix=unix)
         if port is not None:  # the same address again, as a restarted keyserver has
             i = kd.args.index("--listen")
             kd.args[i + 1] = "127.0.0.1:%d" % port

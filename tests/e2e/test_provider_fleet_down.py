@@ -7,6 +7,7 @@ handshakes):
 - the same with fallback_keys: every operation succeeds, `fallbacks` counts
   them, one log line says so (not one per operation);
 - a group-readable fallback key is refused, naming the setting and the fix;
+- TCP and unix: keyservers mixed, the TCP one killed: every operation succeeds;
 - keyway-relay at 5 ms (one keyserver killed meanwhile) and at 200 ms each
   way in front of both: every operation succeeds;
 - TLS handshakes (external polling, in ASYNC_JOBs) while one keyserver is
@@ -38,6 +39,8 @@ def both_down(c, tmp, how, fallback):
                     kd.proc.send_signal(signal.SIGSTOP)
 
         env = {"KEYWAY_TIMEOUT_MS": str(TIMEOUT_MS), "KEYWAY_ATTEMPT_TIMEOUT_MS": "300"}
+        stats = os.path.join(tmp, "stats-%d" % time.monotonic_ns())
+        env["KEYWAY_STATS_FILE"] = stats
         if fallback:
             env["KEYWAY_FALLBACK_KEYS"] = f.fallback_dir()
         rep = f.run(5, [(2, down)], **env)
@@ -51,8 +54,13 @@ def both_down(c, tmp, how, fallback):
             c.check(fail == 0 and rep.ok_from(3) > 0,
                     "%s: every operation succeeds, signatures verified (%d ok)" % (what, ok),
                     rep.text())
-            c.check(rep.stats["fallbacks"] > 0 and rep.stats["fallbacks"] <= ok,
-                    "%s: fallbacks counted (%d)" % (what, rep.stats["fallbacks"]))
+            st = kwprov.read_stats(stats)
+            c.check(rep.stats["fallbacks"] > 0 and rep.stats["fallbacks"] <= ok and
+                    st.get("fallbacks") == rep.stats["fallbacks"] and
+                    st.get("retries") == rep.stats["retries"] and
+                    st.get("failovers") == rep.stats["failovers"],
+                    "%s: fallbacks counted (%d), KEYWAY_STATS_FILE agrees" % (
+                        what, rep.stats["fallbacks"]), repr(st))
             c.check(mx < TIMEOUT_MS + SLACK_MS,
                     "%s: slowest operation %.0f ms, within timeout_ms=%d" % (what, mx,
                                                                              TIMEOUT_MS))
@@ -104,6 +112,18 @@ def relays(c, tmp):
                 rb.stop()
 
 
+def mixed(c, tmp):
+    """servers mixes TCP and unix:; the TCP keyserver is killed."""
+    with kwfleet.Fleet(tmp, unix_b=True) as f:
+        rep = f.run(4, [(2, lambda: f.sigkill(f.a))],
+                    servers="%s,unix:%s" % (f.addr(f.a), f.b.unix_path))
+        print("TCP + unix:\n" + rep.text())
+        c.check(rep.total is not None and rep.total[1] == 0 and rep.total[0] > 0 and
+                rep.ok_from(3) > 0,
+                "TCP and unix: keyservers, the TCP one SIGKILLed: every operation succeeds "
+                "(%s ok)" % (rep.total and rep.total[0]), rep.text())
+
+
 def handshakes(c, tmp):
     exe = os.environ.get("KEYWAY_ASYNC_DRIVER")
     if not exe or not os.access(exe, os.X_OK):
@@ -142,6 +162,7 @@ def body(c):
             both_down(c, tmp, how, fallback=False)
             both_down(c, tmp, how, fallback=True)
         bad_fallback(c, tmp)
+        mixed(c, tmp)
         relays(c, tmp)
         handshakes(c, tmp)
 
