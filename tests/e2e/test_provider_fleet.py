@@ -86,6 +86,7 @@ def drained(c, f):
             rep.text())
     rc = f.a.wait(10)
     c.eq(rc, 0, "SIGTERM drain: keywayd exited 0")
+    print("drained keywayd's last words:\n" + "\n".join(f.a.stderr_text().splitlines()[-6:]))
     c.check(all(o > 0 for s, o, _, _, _ in rep.secs if s >= 2),
             "SIGTERM drain: signatures went on every second", rep.text())
 
