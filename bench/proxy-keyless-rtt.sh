@@ -5,6 +5,7 @@
 #
 #   bench/proxy-keyless-rtt.sh [--connections N] [--rounds R] [--delay-ms D]
 #                              [--backend-cpu C] [--build DIR] [--results DIR]
+#   bench/proxy-keyless-rtt.sh --analyse RESULTS/proxy-keyless-rtt-DATE.dat   (table and chart again)
 #
 # keywayd (--workers 1) sits behind two keyway-relay processes, one delaying every
 # chunk by D ms each way (default 2.5, so 5 ms round trip) and one by 0 ms. For each
@@ -33,6 +34,7 @@ conns=1500
 rounds=7
 delay=2.5
 backend_cpu=
+analyse=
 build=
 results=$here/results
 usage() {
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
 	--backend-cpu) [ $# -ge 2 ] || usage; backend_cpu=$2; shift 2 ;;
 	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
 	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
+	--analyse) [ $# -ge 2 ] || usage; analyse=$2; shift 2 ;;
 	-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) usage ;;
 	esac
@@ -62,6 +65,12 @@ sync_conns=$((conns / 5))
 backend_cpu=${backend_cpu:-$load_cpu}
 [[ $backend_cpu =~ ^[0-9]+$ ]] && [ "$backend_cpu" -lt "$ncpu" ] || die "--backend-cpu: expected 0-$((ncpu - 1))"
 
+if [ -n "$analyse" ]; then
+	[ -f "$analyse" ] || die "--analyse: no file $analyse"
+	dat=$analyse
+	read -r delay load_cpu backend_cpu server_cpu < <(sed -n 's/^# relay delay \([0-9.]*\) ms.* on CPU \([0-9]*\), keywayd and relays on CPU \([0-9]*\), proxies on CPU \([0-9]*\)$/\1 \2 \3 \4/p' "$dat")
+	[ -n "$server_cpu" ] || die "--analyse: $dat has no set-up line"
+else
 echo "== machine: $machine; load average $(loadavg)"
 echo "== $(openssl version); $(h2load --version | head -n1)"
 echo "== keyway-proxy: $proxy"
@@ -131,6 +140,7 @@ for r in $(seq "$rounds"); do
 done
 echo "== load average after: $(loadavg)"
 stop_all
+fi
 
 status=0
 python3 - "$dat" "$tck" "$results" "$delay" "$load_cpu" "$server_cpu" "$backend_cpu" <<'PY' || status=$?
@@ -176,7 +186,7 @@ with open(results + "/proxy-keyless-rtt.plotdata", "w") as f:
                 t["client"] * 1e6 / max(t["ok"], 1), 100.0 * t["b0"] / el, 100.0 * o0 / el,
                 100.0 * t["b1"] / el, 100.0 * o1 / el))
             short = {"async": "async on, %s ms" % delay, "sync": "async off, %s ms" % delay, "async0": "async on, 0 ms"}[m]
-            f.write('%d "%s\\n%s" %.1f %.1f %.1f %s\n' % (i, keys[k], short, rate[k, m], v[0], v[-1], m))
+            f.write('%d "%s\\n%s" %.1f %.1f %.1f %s\n' % (i, keys[k], short, statistics.median(v), v[0], v[-1], m))
             i += 1
         i += 1
 for b in bad:
@@ -214,7 +224,7 @@ if command -v gnuplot >/dev/null; then
 	timeout 60 gnuplot <<EOF || echo "warning: gnuplot failed" >&2
 set terminal pngcairo size 1100,560 font "sans,10"
 set output "$results/proxy-keyless-rtt.png"
-set title "keyway-proxy handshakes/s, signs on keywayd through a relay ($delay ms each way), one worker, h2load -c 64\n(bars: total handshakes / total time; whiskers: per-round min-max)\n$machine" noenhanced
+set title "keyway-proxy handshakes/s, signs on keywayd through a relay ($delay ms each way), one worker, h2load -c 64\n(bars: median of the rounds; whiskers: per-round min-max)\n$machine" noenhanced
 set ylabel "full TLS 1.3 handshakes per second (higher is better)"
 set style fill solid 0.6 border -1
 set boxwidth 0.7
