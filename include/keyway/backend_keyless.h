@@ -111,8 +111,8 @@ struct kw_keyless_stats {
 	uint64_t eagain; /* submits refused at max_inflight */
 	uint64_t retries;
 	uint64_t failovers;
-	uint64_t timeouts; /* ops that reached their deadline */
-	uint64_t dropped;  /* answers that came after their op gave the try up */
+	uint64_t timeouts;         /* ops that reached their deadline */
+	uint64_t dropped;          /* answers that came after their op gave the try up */
 	uint64_t attempt_timeouts; /* tries unanswered within attempt_timeout_ms */
 	uint64_t fallbacks;        /* ops computed with a fallback key */
 	uint64_t probes;           /* health-check pings to unhealthy keyservers */

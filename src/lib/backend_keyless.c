@@ -277,7 +277,8 @@ static void on_idle_timer(struct kw_loop *loop, void *arg)
 			if (!kw_client_connected(s->conns[k]))
 				continue;
 			any = true;
-			if (kw_client_inflight(s->conns[k]) == 0 && now - s->used_ns[k] >= b->idle_ns &&
+			if (kw_client_inflight(s->conns[k]) == 0 &&
+			    now - s->used_ns[k] >= b->idle_ns &&
 			    send_ping(b, (unsigned)i, k, ATT_IDLE) == 0)
 				b->st.idle_pings++;
 		}
@@ -580,7 +581,7 @@ static void on_answer(void *arg, const struct kw_client_result *res)
 		if (res->payload_len > KW_OP_OUT_MAX) {
 			complete(r, -KW_EPROTO);
 		} else {
-			/* Only ours to write while in flight: a completed op belongs to its owner. */
+			/* Ours to write only while in flight: a completed op is its owner's. */
 			if (atomic_load_explicit(&op->state, memory_order_acquire) ==
 			    KW_OP_INFLIGHT) {
 				if (res->payload_len > 0)

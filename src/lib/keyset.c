@@ -60,7 +60,7 @@ static int refuse_password(char *buf, int size, int rwflag, void *u)
 	return -1; /* never prompt: an encrypted key is refused */
 }
 
-/* read_file reads one opened key file; 0, 1 (not a regular file: skipped) or an error with err set. */
+/* read_file reads one opened key file: 0, 1 (not a regular file: skipped), or an error (err). */
 static int read_file(int fd, const char *path, struct file *f, char *err, size_t errlen)
 {
 	struct stat st;
@@ -133,9 +133,10 @@ static int parse_key(const struct file *f, OSSL_LIB_CTX *libctx, EVP_PKEY **out,
 		         "-out NEWFILE",
 		         f->path, f->path);
 	} else {
-		snprintf(err, errlen,
-		         "%s: not a private key (expected PEM or DER PKCS#8, PKCS#1 RSA or SEC1 EC)",
-		         f->path);
+		snprintf(
+		    err, errlen,
+		    "%s: not a private key (expected PEM or DER PKCS#8, PKCS#1 RSA or SEC1 EC)",
+		    f->path);
 	}
 	ERR_clear_error();
 	BIO_free(bio);

@@ -201,9 +201,8 @@ int main(int argc, char **argv)
 	       tot_max_us / 1000.0, tot_fail_max_us / 1000.0);
 	struct kw_provider_stats st;
 	kw_provider_stats(&st);
-	printf("stats retries %llu failovers %llu fallbacks %llu\n",
-	       (unsigned long long)st.retries, (unsigned long long)st.failovers,
-	       (unsigned long long)st.fallbacks);
+	printf("stats retries %llu failovers %llu fallbacks %llu\n", (unsigned long long)st.retries,
+	       (unsigned long long)st.failovers, (unsigned long long)st.fallbacks);
 	fflush(stdout);
 	EVP_PKEY_free(key);
 	EVP_PKEY_free(pub);
