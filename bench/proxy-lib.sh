@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # proxy-lib.sh - shared pieces of the keyway-proxy benchmarks (sourced, not run).
 #
 # The caller sets `build` (may be empty) and `results`, then sources this file.
