@@ -218,6 +218,8 @@ set yrange [0:*]
 set xrange [-0.6:2.6]
 set grid ytics
 set xtics font "sans,8"
+set bmargin 3.5
+set offsets 0, 0, graph 0.1, 0
 unset key
 set title "handshakes per second"
 plot "$results.plot" using 1:3:xtic(2) with boxes lc rgb "#4477aa", "" using 1:3:(sprintf("%.0f",\$3)) with labels offset 0,0.7
