@@ -67,6 +67,7 @@ struct kwp_op {
 	struct kwp_cap *cap;
 	bool queued; /* in cap's waiters (guarded by cap->mu) */
 	bool woken;  /* taken out of the queue by a freed slot (guarded by cap->mu) */
+	bool handed; /* ...and given that slot: used counts it already (guarded by cap->mu) */
 	struct kwp_op *qprev, *qnext;
 	bool gave_up; /* a blocked caller stopped waiting: read nothing of the op */
 	bool sync_init;
@@ -219,22 +220,26 @@ static bool drain_efd(int fd)
 
 /*
  * cap_wake frees a slot (free_slot, when c counts them) and wakes the first
- * waiter the way it waits. The eventfd is written under the lock: a wait
- * context being freed takes its job out of the queue under the same lock
- * before it closes the descriptor.
+ * waiter the way it waits. A counted slot goes to that waiter (handed): a
+ * newcomer cannot take it before the woken job resumes, so a waiter never
+ * loses its turn and goes to the back again. The eventfd is written under
+ * the lock: a wait context being freed takes its job out of the queue under
+ * the same lock before it closes the descriptor.
  */
 static void cap_wake(struct kwp_cap *c, bool free_slot)
 {
 	ASYNC_callback_fn cb = NULL;
 	void *arg = NULL;
+	bool counted = free_slot && c->max != 0;
 
 	pthread_mutex_lock(&c->mu);
-	if (free_slot && c->max != 0 && c->used > 0)
-		c->used--;
 	struct kwp_op *w = c->head;
+	if (counted && w == NULL && c->used > 0)
+		c->used--;
 	if (w != NULL) {
 		cap_unlink(c, w);
 		w->woken = true;
+		w->handed = counted;
 		switch (w->mode) {
 		case MODE_FD:
 			write_efd(w->efd);
@@ -400,13 +405,16 @@ static int chan_submit(struct chan *ch, struct kwp_op *p, bool queue)
 	if (ch->kind == CH_IO) {
 		struct kwp_cap *c = ch->cap;
 		pthread_mutex_lock(&c->mu);
-		if (c->used >= c->max) {
+		if (p->handed) {
+			p->handed = false; /* the slot a completion handed over */
+		} else if (c->used >= c->max) {
 			if (queue)
 				cap_link(c, p);
 			pthread_mutex_unlock(&c->mu);
 			return -EAGAIN;
+		} else {
+			c->used++;
 		}
-		c->used++;
 		p->holds_slot = true;
 		pthread_mutex_unlock(&c->mu);
 		if ((rc = kwp_io_submit(ch->io, &p->op)) < 0) {
@@ -471,8 +479,15 @@ static void wstate_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD f
 
 	if (p != NULL) {
 		/* A job that will never run cannot use the slot it was woken for: pass it on. */
-		if (cap_unqueue(p))
-			cap_wake(p->cap, false);
+		bool handed = false;
+		if (p->cap != NULL) {
+			pthread_mutex_lock(&p->cap->mu);
+			handed = p->handed;
+			p->handed = false;
+			pthread_mutex_unlock(&p->cap->mu);
+		}
+		if (cap_unqueue(p) || handed)
+			cap_wake(p->cap, handed);
 		kw_op_detach(&p->op);
 		kwp_op_put(p); /* the job will never resume to drop it */
 	}
