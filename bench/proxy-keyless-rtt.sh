@@ -4,7 +4,7 @@
 # the same path without the delay.
 #
 #   bench/proxy-keyless-rtt.sh [--connections N] [--rounds R] [--delay-ms D]
-#                              [--backend-cpu C] [--build DIR] [--results DIR]
+#                              [--backend-cpu C] [--load-cpus LIST] [--build DIR] [--results DIR]
 #   bench/proxy-keyless-rtt.sh --analyse RESULTS/proxy-keyless-rtt-DATE.dat   (table and chart again)
 #
 # keywayd (--workers 1) sits behind two keyway-relay processes, one delaying every
@@ -34,11 +34,12 @@ conns=1500
 rounds=7
 delay=2.5
 backend_cpu=
+load_cpus=
 analyse=
 build=
 results=$here/results
 usage() {
-	echo "usage: proxy-keyless-rtt.sh [--connections N] [--rounds R] [--delay-ms D] [--backend-cpu C] [--build DIR] [--results DIR]" >&2
+	echo "usage: proxy-keyless-rtt.sh [--connections N] [--rounds R] [--delay-ms D] [--backend-cpu C] [--load-cpus LIST] [--build DIR] [--results DIR]" >&2
 	exit 2
 }
 while [ $# -gt 0 ]; do
@@ -47,6 +48,7 @@ while [ $# -gt 0 ]; do
 	--rounds) [ $# -ge 2 ] || usage; rounds=$2; shift 2 ;;
 	--delay-ms) [ $# -ge 2 ] || usage; delay=$2; shift 2 ;;
 	--backend-cpu) [ $# -ge 2 ] || usage; backend_cpu=$2; shift 2 ;;
+	--load-cpus) [ $# -ge 2 ] || usage; load_cpus=$2; shift 2 ;;
 	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
 	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
 	--analyse) [ $# -ge 2 ] || usage; analyse=$2; shift 2 ;;
@@ -63,6 +65,13 @@ sync_conns=$((conns / 5))
 # shellcheck source=proxy-lib.sh
 . "$here/proxy-lib.sh"
 backend_cpu=${backend_cpu:-$load_cpu}
+if [ -n "$load_cpus" ]; then
+	# h2load on more cores than CPU 0 (one thread each): to see what the proxy does
+	# when one core of load generator is not enough. Not "configured equally".
+	load_threads=$(taskset -c "$load_cpus" python3 -c 'import os; print(len(os.sched_getaffinity(0)))') ||
+		die "--load-cpus: expected a CPU list such as 0,2-3"
+	echo "warning: h2load on CPUs $load_cpus ($load_threads threads): not configured as the issue says; the CPU $load_cpu columns count that core only" >&2
+fi
 [[ $backend_cpu =~ ^[0-9]+$ ]] && [ "$backend_cpu" -lt "$ncpu" ] || die "--backend-cpu: expected 0-$((ncpu - 1))"
 
 if [ -n "$analyse" ]; then
@@ -100,6 +109,7 @@ dat=$results/proxy-keyless-rtt-$stamp.dat
 {
 	echo "# proxy-keyless-rtt.sh $stamp; $machine; $(openssl version)"
 	echo "# relay delay $delay ms each way; connections per slice $conns (sync $sync_conns), rounds $rounds; h2load -c 64 on CPU $load_cpu, keywayd and relays on CPU $backend_cpu, proxies on CPU $server_cpu"
+	[ -n "$load_cpus" ] && echo "# h2load on CPUs $load_cpus with $load_threads threads (--load-cpus)"
 	echo "# round key mode proxy_ticks handshakes h2load_ok h2load_failed wall_s tls connect_mean_ms keywayd_requests loadavg1 load_core_busy_ticks server_core_busy_ticks core_elapsed_ticks h2load_cpu_s keywayd_relays_ticks"
 } >"$dat"
 

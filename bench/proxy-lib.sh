@@ -167,9 +167,12 @@ wait_proxies() { # NAMES...
 
 # h2 PORT N C: h2load, one request per connection (the proxy closes), TLS 1.3
 # X25519 AES-128-GCM, pinned to the load CPU.
+# A caller may set load_cpus (a taskset list) and load_threads to give h2load
+# more cores, one h2load thread each; by default one thread on the load CPU.
 h2() {
-	taskset -c "$load_cpu" timeout 300 h2load --h1 -n "$2" -c "$3" -m 1 -t 1 --groups X25519 \
-		--tls13-ciphers TLS_AES_128_GCM_SHA256 "https://127.0.0.1:$1/"
+	taskset -c "${load_cpus:-$load_cpu}" timeout 300 h2load --h1 -n "$2" -c "$3" -m 1 \
+		-t "${load_threads:-1}" --groups X25519 --tls13-ciphers TLS_AES_128_GCM_SHA256 \
+		"https://127.0.0.1:$1/"
 }
 # h2_fields OUTPUT: "succeeded failed wall_seconds tls mean_connect_ms"
 h2_fields() {
