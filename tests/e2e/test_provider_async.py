@@ -174,7 +174,10 @@ def body(c):
                 st, _, d = run_driver(c, s, "RSA key exchange, %s mode" % notify,
                                       ["-c", "30", "--tls12", "AES128-GCM-SHA256", "--spurious",
                                        "--notify", notify], slow, name="rsa2048", n=100)
-                c.check(st.get("pauses", 0) >= 200 and st.get("spurious_resumes", 0) >= 100,
+                # Each decryption paused at least once; a forced early resume is spurious
+                # unless the answer beat it (possible on a loaded machine), so only some are.
+                sp = st.get("spurious_resumes", 0)
+                c.check(st.get("pauses", 0) - sp >= 100 and sp > 0,
                         "RSA key exchange, %s mode: each decryption paused" % notify, d)
 
             c.section("external polling, built in")
