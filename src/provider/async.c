@@ -464,6 +464,7 @@ static void wait_backend(struct kw_backend *b)
 struct wstate {
 	int efd;
 	struct kwp_op *p; /* the op its job is paused on (the job's reference), or NULL */
+	bool clean;       /* efd is known to be unsignalled: no read needed before a submit */
 };
 
 static const char wait_key; /* our entry in every ASYNC_WAIT_CTX */
@@ -517,6 +518,7 @@ static int wstate_get(ASYNC_WAIT_CTX *w, struct wstate **out)
 		free(ws);
 		return -ENOMEM;
 	}
+	ws->clean = true;
 	COUNT(eventfds_created);
 	*out = ws;
 	return 0;
@@ -539,7 +541,9 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 		if ((rc = wstate_get(w, &ws)) < 0)
 			return rc;
 		p->efd = ws->efd;
-		(void)drain_efd(ws->efd);
+		if (!ws->clean)
+			(void)drain_efd(ws->efd);
+		ws->clean = false; /* until this op has left it empty */
 	}
 
 	/* Pre-processing; a full channel: wait for the completion that frees a slot. */
@@ -562,6 +566,7 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 		return 0;
 
 	/* Paused until notified; a resume before that pauses again. */
+	bool consumed = false; /* the last resume read the completion's one write */
 	if (ws != NULL)
 		ws->p = p;
 	for (;;) {
@@ -569,16 +574,22 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 		ASYNC_WAIT_CTX_set_status(w, ASYNC_STATUS_OK);
 		ASYNC_pause_job();
 		if (ws != NULL)
-			(void)drain_efd(ws->efd);
+			consumed = drain_efd(ws->efd);
 		if (atomic_load(&p->notified))
 			break;
 		COUNT(spurious_resumes);
 	}
-	/* Post-processing: the completion may still be finishing its notification. */
+	/*
+	 * Post-processing: the completion may still be finishing its
+	 * notification. It writes once: if that write was read above, none can
+	 * follow; otherwise read it after the detach has waited it out.
+	 */
 	kw_op_detach(&p->op);
 	if (ws != NULL) {
 		ws->p = NULL;
-		(void)drain_efd(ws->efd);
+		if (!consumed)
+			(void)drain_efd(ws->efd);
+		ws->clean = true;
 	}
 	return 0;
 }
