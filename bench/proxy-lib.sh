@@ -155,7 +155,7 @@ start_proxy() {
 	fi
 	start "$name" "$server_cpu" "$proxy" --listen "127.0.0.1:${pport[$name]}" \
 		--cert "$pki/certs/$key.crt" "${keyargs[@]}" --respond --workers 1 \
-		--keepalive-timeout 0 --resumption off --metrics "127.0.0.1:${mport[$name]}" "$@"
+		--keepalive-timeout 0 --resumption off --access-log off --metrics "127.0.0.1:${mport[$name]}" "$@"
 }
 wait_proxies() { # NAMES...
 	local n

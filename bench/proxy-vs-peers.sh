@@ -134,7 +134,7 @@ hsock=$scratch/haproxy.sock
 start_proxy() { # NAME ASYNC METRICSPORT
 	taskset -c "$server_cpu" "$proxy" --listen "127.0.0.1:${port[$1]}" --cert "$scratch/rsa.crt" \
 		--key "$scratch/rsa.key" --respond --workers 1 --backend inline --async "$2" \
-		--keepalive-timeout 0 --resumption off --metrics "127.0.0.1:$3" \
+		--keepalive-timeout 0 --resumption off --access-log off --metrics "127.0.0.1:$3" \
 		2>"$scratch/$1.log" &
 	pid[$1]=$!
 }

@@ -130,7 +130,7 @@ for m in "${modes[@]}"; do
 	esac
 	start "$m" "${pin_proxy[@]}" timeout "$life" "$proxy" --listen "127.0.0.1:${port[$m]}" \
 		--cert "$pki/certs/rsa2048.crt" "${keyargs[@]}" --respond --workers 1 --keepalive-timeout 0 \
-		--resumption off --metrics "127.0.0.1:${mport[$m]}"
+		--resumption off --access-log off --metrics "127.0.0.1:${mport[$m]}"
 done
 for m in "${modes[@]}"; do wait_port "${port[$m]}" "$m"; wait_port "${mport[$m]}" "$m"; done
 proxy_pid() { pgrep -P "${wpid[$1]}" | head -n1; }
