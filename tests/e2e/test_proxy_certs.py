@@ -2,7 +2,9 @@
 key, a local RSA key and a key only keywayd holds), SNI choosing among them
 with the first as the default, the ALPN list, and SIGHUP swapping a
 certificate for new connections while an open one keeps working -- and a
-broken file at reload keeping the old set.
+broken file at reload keeping the old set. Then, with --upstream, SIGHUP
+in the middle of a 32 MiB transfer: the transfer finishes intact on the
+old certificate while new connections get the new one.
 """
 
 import os
@@ -18,6 +20,7 @@ from cryptography import x509
 
 import kwprov
 from kwproxy import Checker, Proxy, read_response, skip_without_proxy
+from kwrelay import Upstream, pattern, sha256
 
 skip_without_proxy()
 c = Checker()
@@ -128,6 +131,49 @@ with kwprov.Setup(os.path.join(tmp, "kw"), names=("p256",)) as setup:
     rc = p.proc.wait(timeout=20)
     c.check(rc == 2 and "in pairs" in p.stderr(), "--cert without its --key: start-up error",
             p.stderr())
+
+# SIGHUP while a long transfer runs through --upstream.
+SIZE = 32 << 20
+blob = pattern(11, SIZE)
+
+
+def stream(conn, i):
+    try:
+        conn.sendall(blob)
+    except (BrokenPipeError, ConnectionResetError):
+        return  # a handshake-only probe (served()) closed at once: expected
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(30)
+    conn.recv(1)  # until the proxy closes
+
+
+up = Upstream(stream)
+ckey, ccrt = self_signed("c.test", "ec")
+with Proxy(ckey, ccrt, "--workers", "2", "--access-log", "off",
+           mode=["--upstream", "127.0.0.1:%d" % up.port]) as p:
+    first = served(p.port, "c.test")[1]
+    s = connect(p.port, "c.test")
+    got, reloaded = bytearray(), False
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got.extend(d)
+        if not reloaded and len(got) >= (4 << 20):
+            self_signed("c.test", "ec")  # a new certificate and key, same paths
+            p.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "reloaded" not in p.stderr():
+                time.sleep(0.05)
+            c.check(served(p.port, "c.test")[1] != first,
+                    "mid-transfer SIGHUP: new connections get the new certificate")
+            reloaded = True
+    s.close()
+    c.check(reloaded and len(got) == SIZE and sha256(bytes(got)) == sha256(blob),
+            "mid-transfer SIGHUP: the 32 MiB transfer finished intact", len(got))
+    c.eq(p.stop(), 0, "upstream mode: clean exit")
+up.close()
+c.check(not up.errors, "upstream handler without error", up.errors)
 
 shutil.rmtree(tmp, ignore_errors=True)
 c.done()
