@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "poll_server.h"
 #include "keyway/backend_keyless.h"
 #include "keyway/buf.h"
 #include "keyway/err.h"
@@ -30,8 +31,6 @@
 #include "keyway/protocol.h"
 
 /* ---- scripted keyserver ---- */
-
-#define MAXC 16
 
 struct srv {
 	char path[108];
@@ -85,53 +84,20 @@ static void handle(struct srv *s, int fd, struct kw_buf *in)
 	}
 }
 
+static void srv_handle(void *arg, int fd, struct kw_buf *in)
+{
+	handle(arg, fd, in);
+}
+
 static void *srv_main(void *arg)
 {
 	struct srv *s = arg;
-	struct pollfd pf[MAXC + 1];
-	struct kw_buf in[MAXC + 1];
-	int n = 1;
+	struct poll_server ps;
 
-	memset(in, 0, sizeof(in));
-	pf[0].fd = s->lfd;
-	pf[0].events = POLLIN;
-	while (!atomic_load(&s->stop)) {
-		if (poll(pf, (nfds_t)n, 20) <= 0)
-			continue;
-		if ((pf[0].revents & POLLIN) && n <= MAXC) {
-			int c = accept(s->lfd, NULL, NULL);
-			if (c >= 0) {
-				pf[n].fd = c;
-				pf[n].events = POLLIN;
-				pf[n].revents = 0;
-				memset(&in[n], 0, sizeof(in[n]));
-				n++;
-			}
-		}
-		for (int i = 1; i < n; i++) {
-			if (!(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			if (kw_buf_reserve(&in[i], 4096) < 0)
-				continue;
-			ssize_t r =
-			    recv(pf[i].fd, in[i].data + in[i].len, in[i].cap - in[i].len, 0);
-			if (r <= 0) {
-				close(pf[i].fd);
-				kw_buf_cleanup(&in[i]);
-				pf[i] = pf[n - 1];
-				in[i] = in[n - 1];
-				n--;
-				i--;
-				continue;
-			}
-			in[i].len += (size_t)r;
-			handle(s, pf[i].fd, &in[i]);
-		}
-	}
-	for (int i = 1; i < n; i++) {
-		close(pf[i].fd);
-		kw_buf_cleanup(&in[i]);
-	}
+	poll_server_init(&ps, s->lfd);
+	while (!atomic_load(&s->stop))
+		poll_server_step(&ps, 20, srv_handle, s);
+	poll_server_close(&ps);
 	return NULL;
 }
 
