@@ -61,9 +61,11 @@ static void on_accept_timer(struct kw_loop *loop, void *arg)
 		listeners_start(w);
 }
 
-static void accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
+/* accept_some accepts up to ACCEPTS_PER_TURN connections; returns how many it tried. */
+static int accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 {
-	for (int i = 0; i < ACCEPTS_PER_TURN; i++) {
+	int i;
+	for (i = 0; i < ACCEPTS_PER_TURN; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -72,13 +74,13 @@ static void accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 			if (e == EINTR || e == ECONNABORTED || e == EPROTO)
 				continue;
 			if (e == EAGAIN || e == EWOULDBLOCK)
-				return;
+				return i;
 			/* Out of descriptors or memory: a level-triggered listener would spin. */
 			kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id,
 			        strerror(e), ACCEPT_PAUSE_MS);
 			listeners_stop(w);
 			kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS);
-			return;
+			return -1;
 		}
 		char peer[64];
 		format_peer(&ss, peer, sizeof(peer));
@@ -90,16 +92,36 @@ static void accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 		if (rc < 0)
 			kw_warn("worker %u: cannot serve %s: %s", w->id, peer, kw_strerror(rc));
 	}
+	return i;
 }
 
 static void on_tcp_listener(struct kw_loop *loop, int fd, unsigned events, void *arg)
 {
-	accept_some(arg, fd, KWD_TRANSPORT_TCP);
+	(void)accept_some(arg, fd, KWD_TRANSPORT_TCP);
 }
 
 static void on_unix_listener(struct kw_loop *loop, int fd, unsigned events, void *arg)
 {
-	accept_some(arg, fd, KWD_TRANSPORT_UNIX);
+	(void)accept_some(arg, fd, KWD_TRANSPORT_UNIX);
+}
+
+/*
+ * A client whose connect() completed before the drain is waiting in the
+ * listener's backlog and may already have sent requests: closing the
+ * listener would reset it. Take those connections in first (bounded by the
+ * backlog), so the drain answers what they sent.
+ */
+static void accept_backlog(struct kwd_worker *w)
+{
+	for (int round = 0; round < 64; round++) {
+		int n = 0;
+		if (w->tcp_fd >= 0 && w->tcp_io.fd >= 0)
+			n += accept_some(w, w->tcp_fd, KWD_TRANSPORT_TCP);
+		if (w->srv->unix_fd >= 0 && w->unix_io.fd >= 0)
+			n += accept_some(w, w->srv->unix_fd, KWD_TRANSPORT_UNIX);
+		if (n < ACCEPTS_PER_TURN)
+			return;
+	}
 }
 
 void kwd_worker_refresh_slow(struct kwd_worker *w)
@@ -152,6 +174,7 @@ static void on_drain_deadline(struct kw_loop *loop, void *arg)
 
 static void begin_drain(struct kwd_worker *w)
 {
+	accept_backlog(w);
 	w->draining = true;
 	listeners_stop(w);
 	kw_timer_stop(w->loop, &w->accept_timer);
