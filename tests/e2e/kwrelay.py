@@ -75,13 +75,14 @@ def parse_tlvs(b):
 
 
 class Upstream:
-    """A TCP server on 127.0.0.1; handler(conn, index) runs in a thread per connection."""
+    """A TCP server on host (127.0.0.1, or ::1); handler(conn, index) runs in a thread per
+    connection."""
 
-    def __init__(self, handler, rcvbuf=None):
-        self.lsock = socket.socket()
+    def __init__(self, handler, rcvbuf=None, host="127.0.0.1"):
+        self.lsock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         if rcvbuf:
             self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind((host, 0))
         self.lsock.listen(128)
         self.port = self.lsock.getsockname()[1]
         self.handler = handler
