@@ -75,16 +75,21 @@ def parse_tlvs(b):
 
 
 class Upstream:
-    """A TCP server on host (127.0.0.1, or ::1); handler(conn, index) runs in a thread per
-    connection."""
+    """A server on host (127.0.0.1, ::1 or unix:/path); handler(conn, index) runs in a
+    thread per connection. addr is what --upstream takes."""
 
     def __init__(self, handler, rcvbuf=None, host="127.0.0.1"):
-        self.lsock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if host.startswith("unix:"):
+            self.lsock = socket.socket(socket.AF_UNIX)
+        else:
+            self.lsock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         if rcvbuf:
             self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.lsock.bind((host, 0))
+        self.lsock.bind(host[5:] if host.startswith("unix:") else (host, 0))
         self.lsock.listen(128)
-        self.port = self.lsock.getsockname()[1]
+        self.port = None if host.startswith("unix:") else self.lsock.getsockname()[1]
+        self.addr = host if host.startswith("unix:") else "%s:%d" % (
+            "[%s]" % host if ":" in host else host, self.port)
         self.handler = handler
         self.threads, self.errors, self.count = [], [], 0
         self.stop = False
