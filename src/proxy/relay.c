@@ -4,10 +4,12 @@
  *
  * The upstream connect is non-blocking, in the worker's loop, bounded by
  * --connect-timeout; the client may send meanwhile (up to one buffer). Each
- * direction has one fixed buffer of RELAY_BUF bytes: a side is read only
+ * direction has one buffer of RELAY_BUF bytes: a side is read only
  * while its buffer has room, so a slow reader on one side stops reading
  * from the other and the proxy never holds more than 2 * RELAY_BUF per
- * connection (plus OpenSSL's record buffers).
+ * connection (plus OpenSSL's record buffers). A buffer exists only while
+ * it holds bytes: it is taken when a read is about to fill it and given
+ * back once it is empty, so an idle relayed connection holds none.
  *
  * Every event on either socket runs pump(), which moves bytes in all four
  * steps until none makes progress, then sets both sockets' interest from
@@ -58,8 +60,34 @@ struct kpx_relay {
 	size_t hdr_left;  /* PROXY v2 header bytes at the head of c2u, not counted as payload */
 	uint64_t last_ns; /* last time a byte moved (idle timeout) */
 	size_t c2u_off, c2u_len, u2c_off, u2c_len;
-	uint8_t c2u[RELAY_BUF], u2c[RELAY_BUF];
+	uint8_t *c2u, *u2c; /* RELAY_BUF bytes each while they hold data, else NULL */
 };
+
+/* take_buf makes sure *b exists before a read into it; false when out of memory. */
+static bool take_buf(uint8_t **b)
+{
+	if (*b == NULL)
+		*b = malloc(RELAY_BUF);
+	return *b != NULL;
+}
+
+/* give_back frees an empty buffer (a pending SSL_write retry never leaves it empty). */
+static void give_back(uint8_t **b, size_t *off, size_t *len)
+{
+	if (*b != NULL && *off == *len) {
+		free(*b);
+		*b = NULL;
+		*off = *len = 0;
+	}
+}
+
+static void relay_free(void *p)
+{
+	struct kpx_relay *r = p;
+	free(r->c2u);
+	free(r->u2c);
+	free(r);
+}
 
 static void upstream_io(struct kw_loop *loop, int fd, unsigned events, void *arg);
 
@@ -133,6 +161,10 @@ static void pump(struct kpx_conn *c)
 		/* client -> c2u */
 		make_room(r->c2u, &r->c2u_off, &r->c2u_len);
 		if (!r->client_eof && r->c2u_len < RELAY_BUF) {
+			if (!take_buf(&r->c2u)) {
+				kpx_conn_close_why(c, KPX_R_INTERNAL);
+				goto out;
+			}
 			ERR_clear_error();
 			int n =
 			    SSL_read(c->ssl, r->c2u + r->c2u_len, (int)(RELAY_BUF - r->c2u_len));
@@ -182,6 +214,10 @@ static void pump(struct kpx_conn *c)
 		/* upstream -> u2c */
 		make_room(r->u2c, &r->u2c_off, &r->u2c_len);
 		if (!r->connecting && !r->upstream_eof && r->u2c_len < RELAY_BUF) {
+			if (!take_buf(&r->u2c)) {
+				kpx_conn_close_why(c, KPX_R_INTERNAL);
+				goto out;
+			}
 			ssize_t n = recv(r->fd, r->u2c + r->u2c_len, RELAY_BUF - r->u2c_len, 0);
 			if (n > 0) {
 				r->u2c_len += (size_t)n;
@@ -244,6 +280,8 @@ static void pump(struct kpx_conn *c)
 		kpx_conn_close_why(c, KPX_R_DONE);
 		goto out;
 	}
+	give_back(&r->c2u, &r->c2u_off, &r->c2u_len);
+	give_back(&r->u2c, &r->u2c_off, &r->u2c_len);
 	if (moved) {
 		r->last_ns = kw_loop_now_ns(w->loop);
 		if (!r->connecting && !kw_timer_active(&c->timer))
@@ -274,10 +312,12 @@ static int proxy_header(struct kpx_conn *c, struct kpx_relay *r)
 	    .alpn = alpn,
 	    .alpn_len = alpn_len,
 	};
-	int n = kpx_pp2_build(r->c2u, sizeof(r->c2u), &in);
+	if (!take_buf(&r->c2u))
+		return -ENOMEM;
+	int n = kpx_pp2_build(r->c2u, RELAY_BUF, &in);
 	if (n == -EINVAL) {
 		in.sni = NULL; /* a name longer than a TLV carries: send none */
-		n = kpx_pp2_build(r->c2u, sizeof(r->c2u), &in);
+		n = kpx_pp2_build(r->c2u, RELAY_BUF, &in);
 	}
 	if (n < 0)
 		return n;
@@ -297,14 +337,13 @@ void kpx_relay_start(struct kpx_conn *c)
 {
 	struct kpx_worker *w = c->w;
 	const struct kpx_options *o = w->opt;
-	struct kpx_relay *r = malloc(sizeof(*r));
+	struct kpx_relay *r = calloc(1, sizeof(*r));
 
 	c->state = KPX_CS_RELAY;
 	if (r == NULL) {
 		kpx_conn_close_why(c, KPX_R_INTERNAL);
 		return;
 	}
-	memset(r, 0, offsetof(struct kpx_relay, c2u));
 	r->fd = -1;
 	kw_io_init(&r->io, upstream_io, c);
 	r->last_ns = kw_loop_now_ns(w->loop);
@@ -394,6 +433,6 @@ void kpx_relay_free(struct kpx_conn *c)
 	kpx_add(&c->w->m.relays, (uint64_t)-1);
 	c->relay = NULL;
 	/* The upstream watcher may have an event queued this turn: free after it. */
-	if (kw_loop_defer_free(c->w->loop, free, r) < 0)
+	if (kw_loop_defer_free(c->w->loop, relay_free, r) < 0)
 		kw_warn("worker %u: out of memory; leaking a relay buffer", c->w->id);
 }
