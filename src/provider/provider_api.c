@@ -58,13 +58,6 @@ int kw_provider_keyless_backend(OSSL_PROVIDER *p, struct kw_loop *loop, struct k
 		snprintf(err, errlen, "no keyserver configured (servers, or KEYWAY_SERVERS)");
 		return -KW_ECONFIG;
 	}
-	if (s->fallback != NULL) {
-		char why[400];
-		if (kw_keyset_prepare(s->fallback, prov->libctx, why, sizeof(why)) < 0) {
-			snprintf(err, errlen, "fallback_keys: %s", why);
-			return -KW_ECONFIG;
-		}
-	}
 	if (kwp_settings_need_tls(s)) {
 		/*
 		 * One TLS context for every worker's connections. Built unlocked:
@@ -86,19 +79,12 @@ int kw_provider_keyless_backend(OSSL_PROVIDER *p, struct kw_loop *loop, struct k
 			pthread_mutex_unlock(&prov->lock);
 		}
 	}
-	struct kw_keyless_config cfg = {
-	    .addrs = s->addrs,
-	    .names = (const char *const *)s->server_texts,
-	    .nservers = s->nservers,
-	    .ssl_ctx = ctx,
-	    .server_name = s->server_name,
-	    .connections = s->connections,
-	    .timeout_ms = s->timeout_ms,
-	    .attempt_timeout_ms = s->attempt_timeout_ms,
-	    .fallback = s->fallback,
-	    .max_inflight = s->max_inflight,
-	    .counters = &kwp_stats.keyless,
-	};
+	struct kw_keyless_config cfg;
+	if (kwp_settings_keyless_config(s, prov->libctx, ctx, &kwp_stats.keyless, &cfg, err,
+	                                errlen) < 0) {
+		SSL_CTX_free(ctx);
+		return -KW_ECONFIG;
+	}
 	rc = kw_backend_keyless_new(loop, &cfg, out);
 	SSL_CTX_free(ctx);
 	if (rc < 0)

@@ -106,28 +106,12 @@ static int setup(struct kwp_io *io)
 		if (ctx == NULL)
 			goto fail;
 	}
-	if (s->fallback != NULL) {
-		char why[400];
-		if (kw_keyset_prepare(s->fallback, io->libctx, why, sizeof(why)) < 0) {
-			snprintf(err, sizeof(err), "fallback_keys: %s", why);
-			SSL_CTX_free(ctx);
-			goto fail;
-		}
+	struct kw_keyless_config cfg;
+	if (kwp_settings_keyless_config(s, io->libctx, ctx, io->counters, &cfg, err, sizeof(err)) <
+	    0) {
+		SSL_CTX_free(ctx);
+		goto fail;
 	}
-	struct kw_keyless_config cfg = {
-	    .addrs = s->addrs,
-	    .names = (const char *const *)s->server_texts,
-	    .nservers = s->nservers,
-	    .ssl_ctx = ctx,
-	    .server_name = s->server_name,
-	    .connections = s->connections,
-	    .timeout_ms = s->timeout_ms,
-	    .attempt_timeout_ms = s->attempt_timeout_ms,
-	    .fallback = s->fallback,
-	    /* The capacity queue keeps within this; the backend's own cap is a safety net. */
-	    .max_inflight = s->max_inflight,
-	    .counters = io->counters,
-	};
 	rc = kw_backend_keyless_new(io->loop, &cfg, &io->backend);
 	SSL_CTX_free(ctx);
 	if (rc < 0) {

@@ -463,3 +463,31 @@ int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *
 	OPENSSL_free(deflt);
 	return rc;
 }
+
+int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, SSL_CTX *ctx,
+                                struct kw_keyless_counters *counters,
+                                struct kw_keyless_config *cfg, char *err, size_t errlen)
+{
+	if (s->fallback != NULL) {
+		char why[400];
+		if (kw_keyset_prepare(s->fallback, libctx, why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "fallback_keys: %s", why);
+			return -KW_ECONFIG;
+		}
+	}
+	*cfg = (struct kw_keyless_config){
+	    .addrs = s->addrs,
+	    .names = (const char *const *)s->server_texts,
+	    .nservers = s->nservers,
+	    .ssl_ctx = ctx,
+	    .server_name = s->server_name,
+	    .connections = s->connections,
+	    .timeout_ms = s->timeout_ms,
+	    .attempt_timeout_ms = s->attempt_timeout_ms,
+	    .fallback = s->fallback,
+	    /* Callers' capacity queues keep within this; the backend's own cap is a safety net. */
+	    .max_inflight = s->max_inflight,
+	    .counters = counters,
+	};
+	return 0;
+}

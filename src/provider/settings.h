@@ -15,6 +15,7 @@
 
 #include <openssl/ssl.h>
 
+#include "keyway/backend_keyless.h"
 #include "keyway/keyset.h"
 #include "keyway/net.h"
 
@@ -82,6 +83,16 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 
 /* kwp_settings_need_tls is true when some keyserver is reached over TCP. */
 int kwp_settings_need_tls(const struct kwp_settings *s);
+
+/*
+ * kwp_settings_keyless_config fills *cfg for a keyless backend from s, with
+ * ctx (from kwp_settings_ssl_ctx, or NULL for unix: keyservers only) and
+ * counters, after preparing the fallback keys. 0, or -KW_ECONFIG with the
+ * reason in err.
+ */
+int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, SSL_CTX *ctx,
+                                struct kw_keyless_counters *counters,
+                                struct kw_keyless_config *cfg, char *err, size_t errlen);
 
 /*
  * kwp_settings_from_cnf loads settings as the provider would under the name
