@@ -1,8 +1,8 @@
 /*
- * poll_server.h - the accept-and-read loop of the unit tests' fake
- * keyservers: a listening socket and up to POLL_SERVER_MAXC connections
- * polled from one thread, each connection's unread bytes handed to a
- * handler that consumes the complete frames it finds.
+ * poll_server.h - the unit tests' fake keyservers: a listening socket and
+ * up to POLL_SERVER_MAXC connections polled from one thread, each complete
+ * keyless frame handed to the test's handler, which may answer with
+ * poll_server_reply.
  */
 #ifndef KW_TEST_POLL_SERVER_H
 #define KW_TEST_POLL_SERVER_H
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "keyway/buf.h"
+#include "keyway/protocol.h"
 
 #define POLL_SERVER_MAXC 16
 
@@ -22,7 +23,45 @@ struct poll_server {
 	int n;
 };
 
-typedef void (*poll_server_handler)(void *arg, int fd, struct kw_buf *in);
+/* A frame that parsed: its request id and message. */
+typedef void (*poll_server_handler)(void *arg, int fd, uint32_t id, const struct kw_msg *m);
+
+/* poll_server_reply sends one frame (blocking; a failed send is left to the client to notice). */
+static inline void poll_server_reply(int fd, uint32_t id, uint8_t opcode, const uint8_t *p,
+                                     size_t n)
+{
+	struct kw_buf out = {0};
+	struct kw_msg m = {.has_opcode = true, .opcode = opcode};
+	m.payload.data = p;
+	m.payload.len = n;
+	if (kw_msg_encode(&out, id, &m, false) == 0) {
+		size_t off = 0;
+		while (off < out.len) {
+			ssize_t w = send(fd, out.data + off, out.len - off, MSG_NOSIGNAL);
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+	}
+	kw_buf_cleanup(&out);
+}
+
+/* frames hands every complete frame in `in` to handle and consumes it. */
+static inline void poll_server_frames(struct kw_buf *in, int fd, poll_server_handler handle,
+                                      void *arg)
+{
+	for (;;) {
+		struct kw_header h;
+		struct kw_msg m;
+		size_t avail = in->len - in->off;
+		if (kw_header_parse(&h, in->data + in->off, avail) < 0 ||
+		    avail < KW_HEADER_LEN + (size_t)h.length)
+			return;
+		if (kw_msg_parse(&m, in->data + in->off + KW_HEADER_LEN, h.length) == 0)
+			handle(arg, fd, h.id, &m);
+		in->off += KW_HEADER_LEN + (size_t)h.length;
+	}
+}
 
 static inline void poll_server_init(struct poll_server *ps, int lfd)
 {
@@ -32,7 +71,7 @@ static inline void poll_server_init(struct poll_server *ps, int lfd)
 	ps->n = 1;
 }
 
-/* poll_server_step waits up to timeout_ms, accepts, reads, and calls handle per connection read. */
+/* poll_server_step waits up to timeout_ms, accepts, reads, and hands complete frames to handle. */
 static inline void poll_server_step(struct poll_server *ps, int timeout_ms,
                                     poll_server_handler handle, void *arg)
 {
@@ -65,7 +104,7 @@ static inline void poll_server_step(struct poll_server *ps, int timeout_ms,
 			continue;
 		}
 		ps->in[i].len += (size_t)r;
-		handle(arg, ps->pf[i].fd, &ps->in[i]);
+		poll_server_frames(&ps->in[i], ps->pf[i].fd, handle, arg);
 	}
 }
 

@@ -45,49 +45,16 @@ struct srv {
 	pthread_t th;
 };
 
-static void reply(int fd, uint32_t id, uint8_t opcode, const uint8_t *p, size_t n)
+static void handle(void *arg, int fd, uint32_t id, const struct kw_msg *m)
 {
-	struct kw_buf out = {0};
-	struct kw_msg m = {.has_opcode = true, .opcode = opcode};
-	m.payload.data = p;
-	m.payload.len = n;
-	if (kw_msg_encode(&out, id, &m, false) == 0) {
-		size_t off = 0;
-		while (off < out.len) {
-			ssize_t w = send(fd, out.data + off, out.len - off, MSG_NOSIGNAL);
-			if (w <= 0)
-				break;
-			off += (size_t)w;
-		}
+	struct srv *s = arg;
+	if (m->opcode == KW_OP_PING) {
+		atomic_fetch_add(&s->pings, 1);
+		poll_server_reply(fd, id, KW_OP_PONG, m->payload.data, m->payload.len);
+	} else {
+		atomic_fetch_add(&s->requests, 1);
+		poll_server_reply(fd, id, KW_OP_RESPONSE, m->payload.data, m->payload.len);
 	}
-	kw_buf_cleanup(&out);
-}
-
-static void handle(struct srv *s, int fd, struct kw_buf *in)
-{
-	for (;;) {
-		struct kw_header h;
-		struct kw_msg m;
-		size_t avail = in->len - in->off;
-		if (kw_header_parse(&h, in->data + in->off, avail) < 0 ||
-		    avail < KW_HEADER_LEN + (size_t)h.length)
-			break;
-		if (kw_msg_parse(&m, in->data + in->off + KW_HEADER_LEN, h.length) == 0) {
-			if (m.opcode == KW_OP_PING) {
-				atomic_fetch_add(&s->pings, 1);
-				reply(fd, h.id, KW_OP_PONG, m.payload.data, m.payload.len);
-			} else {
-				atomic_fetch_add(&s->requests, 1);
-				reply(fd, h.id, KW_OP_RESPONSE, m.payload.data, m.payload.len);
-			}
-		}
-		in->off += KW_HEADER_LEN + (size_t)h.length;
-	}
-}
-
-static void srv_handle(void *arg, int fd, struct kw_buf *in)
-{
-	handle(arg, fd, in);
 }
 
 static void *srv_main(void *arg)
@@ -103,7 +70,7 @@ static void *srv_main(void *arg)
 			continue;
 		}
 		atomic_store(&s->paused, false);
-		poll_server_step(&ps, 20, srv_handle, s);
+		poll_server_step(&ps, 20, handle, s);
 	}
 	poll_server_close(&ps);
 	return NULL;
