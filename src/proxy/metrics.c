@@ -76,6 +76,14 @@ static void family(struct kw_buf *b, const char *name, const char *type, const c
 	appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* single writes a family with one unlabelled sample. */
+static void single(struct kw_buf *b, const char *name, const char *type, const char *help,
+                   uint64_t v)
+{
+	family(b, name, type, help);
+	appendf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
 /* The built-in provider's counters: the keyway_provider_* twins of KEYWAY_STATS_FILE. */
 static void provider_counters(struct kw_buf *b)
 {
@@ -102,8 +110,7 @@ static void provider_counters(struct kw_buf *b)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char name[96];
 		snprintf(name, sizeof(name), "keyway_provider_%s_total", rows[i].name);
-		family(b, name, "counter", rows[i].help);
-		appendf(b, "%s %llu\n", name, (unsigned long long)rows[i].v);
+		single(b, name, "counter", rows[i].help, rows[i].v);
 	}
 }
 
@@ -128,8 +135,8 @@ static void termination(struct kpx_metrics *m, struct kw_buf *b)
 	for (int r = 0; r < 3; r++)
 		appendf(b, "keyway_proxy_upstream_connects_total{result=\"%s\"} %llu\n", results[r],
 		        (unsigned long long)SUM(upstream_connects[r]));
-	family(b, "keyway_proxy_relays", "gauge", "Connections relaying to the upstream now.");
-	appendf(b, "keyway_proxy_relays %llu\n", (unsigned long long)SUM(relays));
+	single(b, "keyway_proxy_relays", "gauge", "Connections relaying to the upstream now.",
+	       SUM(relays));
 	family(b, "keyway_proxy_open_connections", "gauge",
 	       "Client connections open now, all workers (what --max-connections limits).");
 	appendf(b, "keyway_proxy_open_connections %u\n", kpx_conn_slots());
@@ -152,22 +159,20 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	        : o->poll == KPX_POLL_BUSY ? "busy"
 	                                   : "heuristic",
 	        m->nworkers);
-	family(b, "keyway_proxy_connections_accepted_total", "counter",
-	       "TCP connections accepted.");
-	appendf(b, "keyway_proxy_connections_accepted_total %llu\n",
-	        (unsigned long long)SUM(accepted));
-	family(b, "keyway_proxy_handshakes_total", "counter", "TLS handshakes completed.");
-	appendf(b, "keyway_proxy_handshakes_total %llu\n", (unsigned long long)SUM(handshakes));
+	single(b, "keyway_proxy_connections_accepted_total", "counter", "TCP connections accepted.",
+	       SUM(accepted));
+	single(b, "keyway_proxy_handshakes_total", "counter", "TLS handshakes completed.",
+	       SUM(handshakes));
 	family(b, "keyway_proxy_handshake_failures_total", "counter",
 	       "Connections that ended before their TLS handshake completed, by reason.");
 	for (int i = 0; i < KPX_NFAIL; i++)
 		appendf(b, "keyway_proxy_handshake_failures_total{reason=\"%s\"} %llu\n",
 		        fail_names[i], (unsigned long long)SUM(failures[i]));
-	family(b, "keyway_proxy_requests_total", "counter", "HTTP requests answered with 200.");
-	appendf(b, "keyway_proxy_requests_total %llu\n", (unsigned long long)SUM(requests));
-	family(b, "keyway_proxy_http_errors_total", "counter",
-	       "Malformed or unsupported HTTP requests (answered 4xx/5xx and closed).");
-	appendf(b, "keyway_proxy_http_errors_total %llu\n", (unsigned long long)SUM(http_errors));
+	single(b, "keyway_proxy_requests_total", "counter", "HTTP requests answered with 200.",
+	       SUM(requests));
+	single(b, "keyway_proxy_http_errors_total", "counter",
+	       "Malformed or unsupported HTTP requests (answered 4xx/5xx and closed).",
+	       SUM(http_errors));
 	family(b, "keyway_proxy_connections", "gauge",
 	       "Open connections: active (handshaking, reading or writing) and idle keep-alive.");
 	appendf(b, "keyway_proxy_connections{state=\"active\"} %llu\n",
@@ -183,24 +188,22 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	for (int t = 0; t < KPX_NTRIG; t++)
 		appendf(b, "keyway_proxy_polls_total{trigger=\"%s\"} %llu\n", trig_names[t],
 		        (unsigned long long)SUM(polls[t]));
-	family(b, "keyway_proxy_polled_ops_total", "counter", "Operations completed by polls.");
-	appendf(b, "keyway_proxy_polled_ops_total %llu\n", (unsigned long long)SUM(polled_ops));
-	family(b, "keyway_proxy_async_pauses_total", "counter",
-	       "Handshakes paused on an offload operation (SSL_ERROR_WANT_ASYNC).");
-	appendf(b, "keyway_proxy_async_pauses_total %llu\n", (unsigned long long)SUM(async_pauses));
+	single(b, "keyway_proxy_polled_ops_total", "counter", "Operations completed by polls.",
+	       SUM(polled_ops));
+	single(b, "keyway_proxy_async_pauses_total", "counter",
+	       "Handshakes paused on an offload operation (SSL_ERROR_WANT_ASYNC).",
+	       SUM(async_pauses));
 	family(b, "keyway_proxy_async_wakeups_total", "counter",
 	       "Paused handshakes notified: through the in-process async queue or a wait fd.");
 	appendf(b, "keyway_proxy_async_wakeups_total{via=\"queue\"} %llu\n",
 	        (unsigned long long)SUM(async_queue_wakeups));
 	appendf(b, "keyway_proxy_async_wakeups_total{via=\"fd\"} %llu\n",
 	        (unsigned long long)SUM(async_fd_wakeups));
-	family(b, "keyway_proxy_async_job_waits_total", "counter",
-	       "Handshakes that waited for a free ASYNC job (SSL_ERROR_WANT_ASYNC_JOB).");
-	appendf(b, "keyway_proxy_async_job_waits_total %llu\n", (unsigned long long)SUM(job_waits));
-	family(b, "keyway_proxy_capacity_waits_total", "counter",
-	       "Handshakes that waited because the offload backend was full.");
-	appendf(b, "keyway_proxy_capacity_waits_total %llu\n",
-	        (unsigned long long)SUM(capacity_waits));
+	single(b, "keyway_proxy_async_job_waits_total", "counter",
+	       "Handshakes that waited for a free ASYNC job (SSL_ERROR_WANT_ASYNC_JOB).",
+	       SUM(job_waits));
+	single(b, "keyway_proxy_capacity_waits_total", "counter",
+	       "Handshakes that waited because the offload backend was full.", SUM(capacity_waits));
 	termination(m, b);
 	provider_counters(b);
 	family(b, "keyway_proxy_worker_cpu_seconds_total", "counter",
