@@ -99,7 +99,7 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 		set_err(err, errlen, "cannot load the built-in keyway provider", "");
 		return -KW_ECONFIG;
 	}
-	if (!kpx_keys_any(o, KPX_KEY_KEYWAY))
+	if (!o->keys_remote)
 		return 0;
 	/* Check the keyserver settings now, not in each worker: a trial backend connects nothing. */
 	struct kw_loop *loop = NULL;
@@ -183,12 +183,4 @@ EVP_PKEY *kpx_load_key(const struct kpx_options *o, const char *name, char *err,
 		set_err(err, errlen, "cannot offload the private key in", name);
 	EVP_PKEY_free(key);
 	return wrapped;
-}
-
-bool kpx_keys_any(const struct kpx_options *o, enum kpx_key_kind kind)
-{
-	for (char **k = o->keys; k != NULL && *k != NULL; k++)
-		if (kpx_key_kind(*k) == kind)
-			return true;
-	return false;
 }

@@ -31,7 +31,5 @@ void kpx_provider_stop(struct kpx_options *o);
  */
 EVP_PKEY *kpx_load_key(const struct kpx_options *o, const char *name, char *err, size_t errlen);
 
-/* kpx_keys_any tells whether any --key is of this kind. */
-bool kpx_keys_any(const struct kpx_options *o, enum kpx_key_kind kind);
 
 #endif

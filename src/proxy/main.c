@@ -69,7 +69,13 @@ static int check_keys(struct kpx_options *o, bool backend_seen, char *err, size_
 		         ncerts, nkeys);
 		return -KW_ECONFIG;
 	}
-	bool remote = kpx_keys_any(o, KPX_KEY_KEYWAY), local = kpx_keys_any(o, KPX_KEY_LOCAL);
+	bool remote = false, local = false; /* each file is looked at once */
+	for (size_t i = 0; i < nkeys; i++) {
+		bool r = kpx_key_kind(o->keys[i]) == KPX_KEY_KEYWAY;
+		remote |= r;
+		local |= !r;
+	}
+	o->keys_remote = remote;
 	if (!backend_seen) {
 		o->backend = remote ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
 	} else if (o->backend == KPX_BACKEND_KEYLESS && !remote) {
@@ -464,7 +470,7 @@ int main(int argc, char **argv)
 	}
 	if (o.metrics != NULL && kw_addr_parse(&maddr, o.metrics, err, sizeof(err)) < 0)
 		goto fail;
-	if ((o.backend != KPX_BACKEND_INLINE || kpx_keys_any(&o, KPX_KEY_KEYWAY)) &&
+	if ((o.backend != KPX_BACKEND_INLINE || o.keys_remote) &&
 	    kpx_provider_start(&o, err, sizeof(err)) < 0)
 		goto fail;
 	if ((tls = kpx_tls_load(&o, err, sizeof(err))) == NULL)

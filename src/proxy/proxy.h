@@ -37,6 +37,7 @@ struct kpx_options {
 	char *listen, *metrics, *log_level;
 	char **certs, **keys; /* --cert/--key pairs; the first is the default certificate */
 	char **alpn;          /* ALPN protocols offered */
+	bool keys_remote;     /* some --key is held by keyservers (set by the option check) */
 	bool respond;
 	struct kpx_keyless_opts keyless;
 	OSSL_PROVIDER *provider;         /* the built-in keyway, unless --backend inline */
