@@ -2,7 +2,6 @@
 #ifndef KPX_KEYS_H
 #define KPX_KEYS_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/evp.h>
