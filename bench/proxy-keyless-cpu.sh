@@ -80,22 +80,12 @@ for r in $(seq "$rounds"); do
 	order=("${names[@]}")
 	[ $((r % 2)) -eq 0 ] && order=(inline keyless)
 	for n in "${order[@]}"; do
-		c=${child[$n]}
-		h0=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
 		k0=$(metric_sum "$kmport" keyless_requests)
-		read -r b0 e0 < <(core_ticks "$server_cpu")
-		t0=$(cpu_ticks "$c")
-		out=$(h2 "${pport[$n]}" "$conns" 32 2>&1) || die "h2load against $n failed: $out"
-		t1=$(cpu_ticks "$c")
-		read -r b1 e1 < <(core_ticks "$server_cpu")
+		cpu_slice "$n" "$conns"
 		k1=$(metric_sum "$kmport" keyless_requests)
-		h1=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
-		f=$(h2_fields "$out")
-		other=$((b1 - b0 - (t1 - t0)))
-		[ "$other" -lt 0 ] && other=0
-		echo "$r $n $((t1 - t0)) $((h1 - h0)) $f $other $((e1 - e0)) $((k1 - k0))" >>"$dat"
+		echo "$r $n $slice_ticks $slice_hs $slice_fields $slice_other $slice_core $((k1 - k0))" >>"$dat"
 		printf "  round %2d %-8s %5d ticks %6d handshakes (h2load ok/failed: %s) other %d/%d ticks, keywayd +%d\n" \
-			"$r" "$n" "$((t1 - t0))" "$((h1 - h0))" "$(cut -d' ' -f1-2 <<<"$f")" "$other" "$((e1 - e0))" "$((k1 - k0))"
+			"$r" "$n" "$slice_ticks" "$slice_hs" "$(cut -d' ' -f1-2 <<<"$slice_fields")" "$slice_other" "$slice_core" "$((k1 - k0))"
 	done
 done
 echo "== load average after: $(loadavg)"

@@ -191,4 +191,24 @@ h2_fields() {
 	echo "${ok:-0 0} ${wall:-0} ${tls:-?} ${conn:-0}"
 }
 
+# cpu_slice NAME N: one CPU slice, h2load (N connections, 32 at a time) against proxy
+# NAME. Sets slice_ticks (the proxy's utime+stime), slice_hs (its handshake counter's
+# growth), slice_fields (h2_fields), slice_other (ticks other processes took on the
+# server core) and slice_core (that core's total ticks).
+cpu_slice() {
+	local n=$1 h0 h1 b0 e0 b1 e1 t0 t1 out
+	h0=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
+	read -r b0 e0 < <(core_ticks "$server_cpu")
+	t0=$(cpu_ticks "${child[$n]}")
+	out=$(h2 "${pport[$n]}" "$2" 32 2>&1) || die "h2load against $n failed: $out"
+	t1=$(cpu_ticks "${child[$n]}")
+	read -r b1 e1 < <(core_ticks "$server_cpu")
+	h1=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
+	slice_ticks=$((t1 - t0)) slice_hs=$((h1 - h0)) slice_core=$((e1 - e0))
+	slice_fields=$(h2_fields "$out")
+	slice_other=$((b1 - b0 - slice_ticks))
+	[ "$slice_other" -lt 0 ] && slice_other=0
+	return 0
+}
+
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }

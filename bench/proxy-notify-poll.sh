@@ -108,19 +108,10 @@ for r in $(seq "$rounds"); do
 	s=$(((r - 1) % nn))
 	order=("${names[@]:$s}" "${names[@]:0:$s}")
 	for n in "${order[@]}"; do
-		h0=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
-		read -r b0 e0 < <(core_ticks "$server_cpu")
-		t0=$(cpu_ticks "${child[$n]}")
-		out=$(h2 "${pport[$n]}" "$conns" 32 2>&1) || die "h2load against $n failed: $out"
-		t1=$(cpu_ticks "${child[$n]}")
-		read -r b1 e1 < <(core_ticks "$server_cpu")
-		h1=$(metric "${mport[$n]}" keyway_proxy_handshakes_total)
-		f=$(h2_fields "$out")
-		other=$((b1 - b0 - (t1 - t0)))
-		[ "$other" -lt 0 ] && other=0
-		echo "cpu $r $n $((t1 - t0)) $((h1 - h0)) $f $other $((e1 - e0))" >>"$dat"
+		cpu_slice "$n" "$conns"
+		echo "cpu $r $n $slice_ticks $slice_hs $slice_fields $slice_other $slice_core" >>"$dat"
 		printf "  round %d %-26s %4d ticks %5d handshakes (h2load ok/failed %s) other %d/%d ticks\n" \
-			"$r" "$n" "$((t1 - t0))" "$((h1 - h0))" "$(cut -d' ' -f1-2 <<<"$f")" "$other" "$((e1 - e0))"
+			"$r" "$n" "$slice_ticks" "$slice_hs" "$(cut -d' ' -f1-2 <<<"$slice_fields")" "$slice_other" "$slice_core"
 	done
 done
 
