@@ -17,7 +17,9 @@
 enum kw_opt_type {
 	KW_OPT_STRING, /* char **: strdup'ed value; a default may be a literal (never freed) */
 	KW_OPT_UINT,   /* unsigned *: decimal, within [min, max] */
-	KW_OPT_BOOL,   /* bool *: flag without value sets true; file: true|false|yes|no|on|off|1|0 */
+	KW_OPT_BOOL,   /* bool *: on|off|true|false|yes|no; on the command line a bare flag
+			  sets true unless the option has an arg (e.g. "on|off"), which then
+			  takes the next argument as its value */
 	KW_OPT_ENUM,   /* int *: index into choices (NULL-terminated) */
 	KW_OPT_LIST,   /* char ***: repeatable flag / comma-separated list, NULL-terminated;
 			  the first value given replaces the default */
@@ -34,6 +36,26 @@ struct kw_option {
 	bool required;
 	bool seen;           /* set by the parser */
 };
+
+/*
+ * One table entry per line. Further designated initializers may follow the
+ * fixed arguments, e.g. KW_OPT_STR("cert", &o.cert, "FILE", "...", .required = true).
+ */
+#define KW_OPT_STR(n, d, a, h, ...)                                                       \
+	{.name = (n), .type = KW_OPT_STRING, .dest = (d), .arg = (a), .help = (h), __VA_ARGS__}
+#define KW_OPT_NUM(n, d, a, h, lo, hi, ...)                                               \
+	{.name = (n), .type = KW_OPT_UINT, .dest = (d), .arg = (a), .help = (h), .min = (lo),  \
+	 .max = (hi), __VA_ARGS__}
+#define KW_OPT_FLAG(n, d, h, ...)                                                         \
+	{.name = (n), .type = KW_OPT_BOOL, .dest = (d), .help = (h), __VA_ARGS__}
+#define KW_OPT_ONOFF(n, d, h, ...)                                                        \
+	{.name = (n), .type = KW_OPT_BOOL, .dest = (d), .arg = "on|off", .help = (h), __VA_ARGS__}
+#define KW_OPT_CHOICE(n, d, a, h, ch, ...)                                                \
+	{.name = (n), .type = KW_OPT_ENUM, .dest = (d), .arg = (a), .help = (h), .choices = (ch), \
+	 __VA_ARGS__}
+#define KW_OPT_MANY(n, d, a, h, ...)                                                      \
+	{.name = (n), .type = KW_OPT_LIST, .dest = (d), .arg = (a), .help = (h), __VA_ARGS__}
+#define KW_OPT_END {0}
 
 /*
  * kw_config_parse handles argv (argv[0] skipped) against opts (terminated by

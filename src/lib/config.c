@@ -395,7 +395,7 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
 			return -KW_ECONFIG;
 		}
 		if (value == NULL) {
-			if (o->type == KW_OPT_BOOL) {
+			if (o->type == KW_OPT_BOOL && o->arg == NULL) {
 				value = "true";
 			} else if (i + 1 >= argc) {
 				snprintf(err, errlen, "--%s: missing value%s%s", name, o->arg ? " " : "",
