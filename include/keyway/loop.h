@@ -24,11 +24,11 @@ typedef void (*kw_hook_fn)(struct kw_loop *loop, void *arg);
 
 /* An fd watcher, embedded in the caller's object. */
 struct kw_io {
-	int fd;            /* -1 when not registered */
-	unsigned events;   /* current interest set */
-	bool exclusive;    /* registered with EPOLLEXCLUSIVE */
-	kw_io_fn fn;       /* handler */
-	void *arg;         /* handler argument */
+	int fd;          /* -1 when not registered */
+	unsigned events; /* current interest set */
+	bool exclusive;  /* registered with EPOLLEXCLUSIVE */
+	kw_io_fn fn;     /* handler */
+	void *arg;       /* handler argument */
 };
 
 /* A one-shot timer, embedded in the caller's object. */
@@ -37,6 +37,7 @@ struct kw_timer {
 	size_t heap_index;    /* position in the heap; SIZE_MAX when stopped */
 	kw_timer_fn fn;
 	void *arg;
+	bool precise; /* woken to the nanosecond (kw_timer_init_precise) */
 };
 
 /* A hook run every loop turn before waiting, embedded in the caller's object. */
@@ -72,6 +73,14 @@ void kw_io_stop(struct kw_loop *loop, struct kw_io *io);
 
 /* Timers: (re)start fires once after ms/us; stopping a stopped timer is fine. */
 void kw_timer_init(struct kw_timer *t, kw_timer_fn fn, void *arg);
+/*
+ * kw_timer_init_precise prepares a timer the loop wakes for at its deadline
+ * to the nanosecond (through one timerfd per loop, armed for the earliest
+ * timer when that one is precise), where an ordinary timer is woken for on
+ * the next whole millisecond: for delays of a few hundred microseconds.
+ * Without a timerfd (none left) it falls back to milliseconds.
+ */
+void kw_timer_init_precise(struct kw_timer *t, kw_timer_fn fn, void *arg);
 int kw_timer_start_ms(struct kw_loop *loop, struct kw_timer *t, uint64_t ms);
 int kw_timer_start_us(struct kw_loop *loop, struct kw_timer *t, uint64_t us);
 int kw_timer_start_at(struct kw_loop *loop, struct kw_timer *t, uint64_t deadline_ns);

@@ -31,8 +31,6 @@
 
 #include "keyway/protocol.h"
 
-#define KW_OP_OUT_MAX 1024 /* largest result: an RSA-8192 block fits */
-
 /* What an op costs, for in-flight accounting and polling heuristics. */
 enum kw_op_kind {
 	KW_OPK_ASYM,  /* private-key sign or decrypt */
@@ -41,10 +39,10 @@ enum kw_op_kind {
 };
 
 enum kw_op_state {
-	KW_OP_NEW = 0,   /* not submitted */
-	KW_OP_INFLIGHT,  /* accepted by a backend */
+	KW_OP_NEW = 0,    /* not submitted */
+	KW_OP_INFLIGHT,   /* accepted by a backend */
 	KW_OP_COMPLETING, /* a completion won the race and is writing the status */
-	KW_OP_DONE,      /* result written; done callback (if any) has run or is running */
+	KW_OP_DONE,       /* result written; done callback (if any) has run or is running */
 };
 
 struct kw_op;
@@ -53,32 +51,34 @@ typedef void (*kw_op_done_fn)(struct kw_op *op, void *arg);
 struct kw_op {
 	/* --- request, set before submit --- */
 	enum kw_op_kind kind;
-	uint8_t opcode;           /* keyless opcode (KW_OP_RSA_SIGN_SHA256, ...) */
-	uint8_t ski[KW_SKI_LEN];  /* key identifier, for remote backends */
-	EVP_PKEY *pkey;           /* private key, for local backends (not owned) */
-	const uint8_t *in;        /* digest, message or ciphertext (owned by the submitter; valid until done) */
+	uint8_t opcode;          /* keyless opcode (KW_OP_RSA_SIGN_SHA256, ...) */
+	uint8_t ski[KW_SKI_LEN]; /* key identifier, for remote backends */
+	EVP_PKEY *pkey;          /* private key, for local backends (not owned) */
+	const uint8_t
+	    *in; /* digest, message or ciphertext (owned by the submitter; valid until done) */
 	size_t in_len;
-	uint64_t deadline_ns;     /* CLOCK_MONOTONIC; 0 = the backend's default */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = the backend's default */
 
 	/* --- result, written by the backend before done --- */
-	int status;               /* 0, -KW_EREMOTE (see remote_error), -KW_ETIMEOUT, -KW_ECRYPTO, ... */
-	uint8_t remote_error;     /* enum kw_proto_error when status == -KW_EREMOTE */
-	uint8_t out[KW_OP_OUT_MAX];
+	int status; /* 0, -KW_EREMOTE (see remote_error), -KW_ETIMEOUT, -KW_ECRYPTO, ... */
+	uint8_t remote_error; /* enum kw_proto_error when status == -KW_EREMOTE */
+	uint8_t out[KW_RESULT_MAX];
 	size_t out_len;
 
 	/* --- completion --- */
-	kw_op_done_fn done;       /* called once on the backend's thread; NULL once detached */
+	kw_op_done_fn done; /* called once on the backend's thread; NULL once detached */
 	void *done_arg;
-	void (*release)(struct kw_op *op); /* frees the op when the last reference goes; NULL: not heap */
+	void (*release)(
+	    struct kw_op *op); /* frees the op when the last reference goes; NULL: not heap */
 
 	/* --- bookkeeping (backends and kw_op_* only) --- */
-	_Atomic int state;        /* enum kw_op_state */
-	atomic_flag cb_lock;      /* held while done runs, and by kw_op_detach */
+	_Atomic int state;   /* enum kw_op_state */
+	atomic_flag cb_lock; /* held while done runs, and by kw_op_detach */
 	_Atomic unsigned refs;
-	struct kw_op *next;       /* intrusive link for backend queues */
+	struct kw_op *next; /* intrusive link for backend queues */
 	uint64_t submit_ns;
-	unsigned attempts;        /* tries so far (keyless retries) */
-	int server;               /* keyless: index of the keyserver tried last; -1: none */
+	unsigned attempts; /* tries so far (keyless retries) */
+	int server;        /* keyless: index of the keyserver tried last; -1: none */
 };
 
 /* kw_op_init zeroes op and sets one reference (the submitter's). */

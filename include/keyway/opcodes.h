@@ -18,8 +18,7 @@
 
 #include <openssl/evp.h>
 
-/* Key types; the same values as keywayd's keystore uses. */
-enum kw_key_type { KW_KEY_RSA = 1, KW_KEY_EC, KW_KEY_ED25519 };
+#include "keyway/keytype.h"
 
 enum kw_opcode_alg {
 	KW_ALG_RSA_DECRYPT,

@@ -24,6 +24,11 @@
 #define KW_PADDED_LEN 1024 /* gokeyless pads every frame to this many bytes */
 #define KW_SKI_LEN 20
 #define KW_DIGEST_LEN 32
+/*
+ * KW_RESULT_MAX is the largest result an operation produces (a signature or
+ * a decrypted block: RSA-8192 is 1024 bytes), for every result buffer.
+ */
+#define KW_RESULT_MAX 1024
 
 enum kw_tag {
 	KW_TAG_CERTIFICATE_DIGEST = 0x01, /* SHA-256 of upper-case hex RSA modulus */
@@ -171,7 +176,7 @@ size_t kw_msg_encoded_len(const struct kw_msg *m, bool pad);
  * payload, and KW_OP_ERROR with the one-byte error code.
  */
 int kw_encode_response(struct kw_buf *out, uint32_t id, uint8_t opcode, const uint8_t *payload,
-		       size_t len, bool pad);
+                       size_t len, bool pad);
 int kw_encode_error(struct kw_buf *out, uint32_t id, enum kw_proto_error err, bool pad);
 
 /* Names: Go constant names ("OpRSASignSHA256"), NULL for unknown values. */

@@ -578,7 +578,7 @@ static void on_answer(void *arg, const struct kw_client_result *res)
 	}
 	struct kw_op *op = r->op;
 	if (status == 0) {
-		if (res->payload_len > KW_OP_OUT_MAX) {
+		if (res->payload_len > KW_RESULT_MAX) {
 			complete(r, -KW_EPROTO);
 		} else {
 			/* Ours to write only while in flight: a completed op is its owner's. */

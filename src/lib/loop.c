@@ -6,22 +6,26 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_EVENTS 256
 
 struct kw_loop {
-	int epfd;                  /* epoll instance */
-	int wakefd;                /* eventfd for kw_loop_wake */
-	bool stopped;              /* kw_loop_stop was called */
-	uint64_t now_ns;           /* time cached at the start of the turn */
-	struct kw_timer **heap;    /* min-heap of active timers by deadline */
+	int epfd;               /* epoll instance */
+	int wakefd;             /* eventfd for kw_loop_wake */
+	bool stopped;           /* kw_loop_stop was called */
+	uint64_t now_ns;        /* time cached at the start of the turn */
+	struct kw_timer **heap; /* min-heap of active timers by deadline */
 	size_t nheap, capheap;
 	struct kw_hook hooks;      /* sentinel of the circular hook list */
 	struct kw_hook *hook_next; /* next hook to run, so hooks may remove themselves */
 	struct deferred *deferred; /* frees to run at the end of the turn */
 	size_t ndeferred, capdeferred;
+	int timerfd;           /* for precise timers; -1 until the first one waits */
+	struct kw_io timer_io; /* watches timerfd */
+	uint64_t timerfd_ns;   /* deadline timerfd is armed for; 0: disarmed */
 };
 
 struct deferred {
@@ -61,6 +65,7 @@ int kw_loop_new(struct kw_loop **out)
 		return rc;
 	}
 	loop->hooks.next = loop->hooks.prev = &loop->hooks;
+	loop->timerfd = -1;
 	loop->now_ns = kw_now_ns();
 	*out = loop;
 	return 0;
@@ -98,6 +103,8 @@ void kw_loop_free(struct kw_loop *loop)
 		close(loop->epfd);
 	if (loop->wakefd >= 0)
 		close(loop->wakefd);
+	if (loop->timerfd >= 0)
+		close(loop->timerfd);
 	run_deferred(loop);
 	free(loop->deferred);
 	free(loop->heap);
@@ -220,6 +227,13 @@ void kw_timer_init(struct kw_timer *t, kw_timer_fn fn, void *arg)
 	t->heap_index = (size_t)-1;
 	t->fn = fn;
 	t->arg = arg;
+	t->precise = false;
+}
+
+void kw_timer_init_precise(struct kw_timer *t, kw_timer_fn fn, void *arg)
+{
+	kw_timer_init(t, fn, arg);
+	t->precise = true;
 }
 
 void kw_timer_stop(struct kw_loop *loop, struct kw_timer *t)
@@ -321,6 +335,43 @@ static void run_hooks(struct kw_loop *loop)
 
 /* ---- running ---- */
 
+static void on_timerfd(struct kw_loop *loop, int fd, unsigned events, void *arg)
+{
+	uint64_t expirations;
+	ssize_t r = read(fd, &expirations, sizeof(expirations));
+	(void)r, (void)events, (void)arg;
+	loop->timerfd_ns = 0; /* a one-shot timerfd is disarmed once it fired */
+}
+
+/*
+ * timerfd_arm makes the loop's timerfd fire at deadline_ns, creating it the
+ * first time. 0, or -errno: the caller then waits in whole milliseconds.
+ */
+static int timerfd_arm(struct kw_loop *loop, uint64_t deadline_ns)
+{
+	if (loop->timerfd < 0) {
+		int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		kw_io_init(&loop->timer_io, on_timerfd, NULL);
+		int rc = kw_io_start(loop, &loop->timer_io, fd, KW_EV_READ);
+		if (rc < 0) {
+			close(fd);
+			return rc;
+		}
+		loop->timerfd = fd;
+	}
+	if (loop->timerfd_ns == deadline_ns)
+		return 0;
+	struct itimerspec its = {0};
+	its.it_value.tv_sec = (time_t)(deadline_ns / 1000000000u);
+	its.it_value.tv_nsec = (long)(deadline_ns % 1000000000u);
+	if (timerfd_settime(loop->timerfd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+		return -errno;
+	loop->timerfd_ns = deadline_ns;
+	return 0;
+}
+
 int kw_loop_run_once(struct kw_loop *loop, int timeout_ms)
 {
 	struct epoll_event evs[MAX_EVENTS];
@@ -332,7 +383,10 @@ int kw_loop_run_once(struct kw_loop *loop, int timeout_ms)
 		uint64_t now = kw_now_ns(), dl = loop->heap[0]->deadline_ns;
 		/* Round up so a timer is never woken for early and then spun on. */
 		int64_t ms = dl <= now ? 0 : (int64_t)((dl - now + 999999) / 1000000);
-		if (timeout_ms < 0 || ms < timeout_ms)
+		/* A precise timer is woken by the timerfd, to the nanosecond. */
+		if (ms > 0 && loop->heap[0]->precise && timerfd_arm(loop, dl) == 0)
+			ms = -1;
+		if (ms >= 0 && (timeout_ms < 0 || ms < timeout_ms))
 			timeout_ms = ms > 1000000 ? 1000000 : (int)ms;
 	}
 	int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout_ms);

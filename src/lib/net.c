@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -21,12 +22,13 @@ int kw_addr_parse(struct kw_addr *out, const char *text, char *err, size_t errle
 		const char *path = text + 5;
 		struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
 		if (path[0] != '/') {
-			snprintf(err, errlen, "'%s': a unix socket path must be absolute (unix:/path)", text);
+			snprintf(err, errlen,
+			         "'%s': a unix socket path must be absolute (unix:/path)", text);
 			return -EINVAL;
 		}
 		if (strlen(path) >= sizeof(sun->sun_path)) {
 			snprintf(err, errlen, "'%s': unix socket path longer than %zu bytes", text,
-				 sizeof(sun->sun_path) - 1);
+			         sizeof(sun->sun_path) - 1);
 			return -EINVAL;
 		}
 		sun->sun_family = AF_UNIX;
@@ -55,7 +57,8 @@ int kw_addr_parse(struct kw_addr *out, const char *text, char *err, size_t errle
 	} else {
 		const char *colon = strrchr(text, ':');
 		if (colon == NULL || colon == text || strchr(text, ':') != colon) {
-			snprintf(err, errlen, "'%s': expected HOST:PORT, [IPv6]:PORT or unix:/path", text);
+			snprintf(err, errlen, "'%s': expected HOST:PORT, [IPv6]:PORT or unix:/path",
+			         text);
 			return -EINVAL;
 		}
 		size_t n = (size_t)(colon - text);
@@ -79,34 +82,50 @@ int kw_addr_parse(struct kw_addr *out, const char *text, char *err, size_t errle
 	struct addrinfo *res = NULL;
 	int gai = getaddrinfo(host, NULL, &hints, &res);
 	if (gai != 0 || res == NULL) {
-		snprintf(err, errlen, "'%s': cannot resolve '%s': %s", text, host, gai_strerror(gai));
+		snprintf(err, errlen, "'%s': cannot resolve '%s': %s", text, host,
+		         gai_strerror(gai));
 		return -EINVAL;
 	}
 	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
 	out->len = res->ai_addrlen;
 	freeaddrinfo(res);
-	if (out->ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&out->ss)->sin_port = htons((uint16_t)p);
-	else
-		((struct sockaddr_in6 *)&out->ss)->sin6_port = htons((uint16_t)p);
+	kw_addr_set_port(out, (int)p);
 	snprintf(out->host, sizeof(out->host), "%s", host);
 	return 0;
 }
 
+void kw_sockaddr_format(const struct sockaddr *sa, const char *other, char *out, size_t outlen)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	if (sa != NULL && sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)(const void *)sa;
+		inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
+		snprintf(out, outlen, "%s:%u", ip, (unsigned)ntohs(s->sin_port));
+	} else if (sa != NULL && sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)(const void *)sa;
+		inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
+		snprintf(out, outlen, "[%s]:%u", ip, (unsigned)ntohs(s->sin6_port));
+	} else {
+		snprintf(out, outlen, "%s", other);
+	}
+}
+
 void kw_addr_format(const struct kw_addr *a, char *out, size_t outlen)
 {
-	char ip[INET6_ADDRSTRLEN];
-	if (a->is_unix) {
+	if (a->is_unix)
 		snprintf(out, outlen, "unix:%s", ((const struct sockaddr_un *)&a->ss)->sun_path);
-	} else if (a->ss.ss_family == AF_INET) {
-		const struct sockaddr_in *s = (const struct sockaddr_in *)&a->ss;
-		inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
-		snprintf(out, outlen, "%s:%u", ip, ntohs(s->sin_port));
-	} else {
-		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&a->ss;
-		inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
-		snprintf(out, outlen, "[%s]:%u", ip, ntohs(s->sin6_port));
-	}
+	else
+		kw_sockaddr_format((const struct sockaddr *)&a->ss, "?", out, outlen);
+}
+
+void kw_addr_set_port(struct kw_addr *a, int port)
+{
+	if (port < 0 || port > 65535)
+		return;
+	if (a->ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
+	else if (a->ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
 }
 
 int kw_set_nonblock(int fd)
@@ -141,6 +160,14 @@ int kw_listen_tcp(const struct kw_addr *a, bool reuseport, int backlog)
 	return fd;
 }
 
+int kw_listen_tcp_pin(struct kw_addr *a, bool reuseport, int backlog)
+{
+	int fd = kw_listen_tcp(a, reuseport, backlog);
+	if (fd >= 0)
+		kw_addr_set_port(a, kw_bound_port(fd));
+	return fd;
+}
+
 int kw_connect(const struct kw_addr *a)
 {
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -167,4 +194,23 @@ int kw_bound_port(int fd)
 	if (ss.ss_family == AF_INET6)
 		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 	return -EAFNOSUPPORT;
+}
+
+int kw_raise_nofile(unsigned long *out)
+{
+	struct rlimit rl;
+	int rc = 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return -errno;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			rc = -errno;
+			rl.rlim_cur = was;
+		}
+	}
+	if (out != NULL)
+		*out = (unsigned long)rl.rlim_cur;
+	return rc;
 }

@@ -1,5 +1,6 @@
 /* test_loop.c - the event loop: fd events, timer order, hooks, deferred frees, wake-ups. */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -174,11 +175,63 @@ static void test_hooks_and_wake(void)
 	kw_loop_free(loop);
 }
 
+static uint64_t fired_ns;
+
+static void stamp_fn(struct kw_loop *loop, void *arg)
+{
+	(void)loop, (void)arg;
+	fired_ns = kw_now_ns();
+}
+
+/*
+ * best_latency runs 20 timers of 200 us one after another and returns the
+ * shortest time from start to callback: under load some wake late, but an
+ * ordinary timer never wakes before the next whole millisecond.
+ */
+static uint64_t best_latency(bool precise, bool *early)
+{
+	struct kw_loop *loop;
+	struct kw_timer t;
+	uint64_t best = UINT64_MAX;
+	CHECK_EQ(kw_loop_new(&loop), 0);
+	if (precise)
+		kw_timer_init_precise(&t, stamp_fn, NULL);
+	else
+		kw_timer_init(&t, stamp_fn, NULL);
+	*early = false;
+	for (int i = 0; i < 20; i++) {
+		uint64_t start = kw_now_ns();
+		fired_ns = 0;
+		CHECK_EQ(kw_timer_start_us(loop, &t, 200), 0);
+		for (int turn = 0; turn < 100 && fired_ns == 0; turn++)
+			kw_loop_run_once(loop, 100);
+		CHECK(fired_ns != 0);
+		if (fired_ns - start < 200000)
+			*early = true;
+		if (fired_ns - start < best)
+			best = fired_ns - start;
+	}
+	kw_loop_free(loop);
+	return best;
+}
+
+static void test_precise_timers(void)
+{
+	bool early;
+	uint64_t coarse = best_latency(false, &early);
+	CHECK(!early);
+	CHECK(coarse >= 1000000); /* what precise timers are for */
+	uint64_t fine = best_latency(true, &early);
+	CHECK(!early);
+	CHECK(fine < 900000);
+}
+
 int main(void)
 {
 	test_timers_fire_in_deadline_order();
 	test_io_read_and_modify();
 	test_deferred_free_in_same_turn();
 	test_hooks_and_wake();
+	test_precise_timers();
 	CHECK_DONE();
 }
