@@ -13,19 +13,18 @@
 
 #include <openssl/evp.h>
 
+#include "keyway/keytype.h"
 #include "keyway/protocol.h"
 
-enum kwd_key_type { KWD_KEY_RSA = 1, KWD_KEY_EC, KWD_KEY_ED25519 };
-
 struct kwd_key {
-	EVP_PKEY *pkey;          /* private key */
-	enum kwd_key_type type;
-	unsigned bits;           /* modulus or field size */
+	EVP_PKEY *pkey; /* private key */
+	enum kw_key_type type;
+	unsigned bits; /* modulus or field size */
 	uint8_t ski[KW_SKI_LEN];
-	bool has_digest;         /* RSA only */
+	bool has_digest; /* RSA only */
 	uint8_t digest[KW_DIGEST_LEN];
-	char *path;              /* file it came from, for logs */
-	unsigned index;          /* dense index 0..count-1, for per-thread caches */
+	char *path;     /* file it came from, for logs */
+	unsigned index; /* dense index 0..count-1, for per-thread caches */
 };
 
 struct kwd_keystore;
@@ -43,7 +42,7 @@ struct kwd_keystore_options {
  * all. Returns 0 with *out holding one reference, or -KW_ECONFIG/-errno.
  */
 int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
-		      struct kwd_keystore **out, char *err, size_t errlen);
+                      struct kwd_keystore **out, char *err, size_t errlen);
 
 /* Reference counting (thread-safe). unref frees keys (wiped) at zero; NULL ok. */
 struct kwd_keystore *kwd_keystore_ref(struct kwd_keystore *ks);
@@ -59,8 +58,8 @@ size_t kwd_keystore_count(const struct kwd_keystore *ks);
 const struct kwd_key *kwd_keystore_at(const struct kwd_keystore *ks, size_t i);
 /* Lookups return NULL when no key matches. */
 const struct kwd_key *kwd_keystore_find_ski(const struct kwd_keystore *ks,
-					    const uint8_t ski[KW_SKI_LEN]);
+                                            const uint8_t ski[KW_SKI_LEN]);
 const struct kwd_key *kwd_keystore_find_digest(const struct kwd_keystore *ks,
-					       const uint8_t digest[KW_DIGEST_LEN]);
+                                               const uint8_t digest[KW_DIGEST_LEN]);
 
 #endif

@@ -21,7 +21,7 @@ static int load(const char *dir, bool allow, struct kwd_keystore **ks, char *err
 	return kwd_keystore_load(dir, &o, ks, err, errlen);
 }
 
-static void check_key(const struct kwd_keystore *ks, EVP_PKEY *want, enum kwd_key_type type,
+static void check_key(const struct kwd_keystore *ks, EVP_PKEY *want, enum kw_key_type type,
                       unsigned bits, const char *path_suffix)
 {
 	uint8_t ski[KW_SKI_LEN], digest[KW_DIGEST_LEN];
@@ -37,7 +37,7 @@ static void check_key(const struct kwd_keystore *ks, EVP_PKEY *want, enum kwd_ke
 	size_t pl = strlen(k->path), sl = strlen(path_suffix);
 	CHECK(pl >= sl && strcmp(k->path + pl - sl, path_suffix) == 0);
 	CHECK(strstr(k->path, "//") == NULL);
-	if (type == KWD_KEY_RSA) {
+	if (type == KW_KEY_RSA) {
 		CHECK(kw_key_digest(want, digest) == 0);
 		CHECK(k->has_digest);
 		CHECK(kwd_keystore_find_digest(ks, digest) == k);
@@ -79,12 +79,12 @@ static void test_load_all(void)
 		for (size_t i = 0; i < kwd_keystore_count(ks); i++)
 			CHECK_EQ(kwd_keystore_at(ks, i)->index, i);
 		CHECK(kwd_keystore_at(ks, 6) == NULL);
-		check_key(ks, rsa2048, KWD_KEY_RSA, 2048, "/a.key");
-		check_key(ks, rsa3072, KWD_KEY_RSA, 3072, "/b.key");
-		check_key(ks, p256, KWD_KEY_EC, 256, "/sub/nested/c.key");
-		check_key(ks, p384, KWD_KEY_EC, 384, "/d.key");
-		check_key(ks, p521, KWD_KEY_EC, 521, "/sub/e.key");
-		check_key(ks, ed25519, KWD_KEY_ED25519, 256, "/sub/f.key");
+		check_key(ks, rsa2048, KW_KEY_RSA, 2048, "/a.key");
+		check_key(ks, rsa3072, KW_KEY_RSA, 3072, "/b.key");
+		check_key(ks, p256, KW_KEY_EC, 256, "/sub/nested/c.key");
+		check_key(ks, p384, KW_KEY_EC, 384, "/d.key");
+		check_key(ks, p521, KW_KEY_EC, 521, "/sub/e.key");
+		check_key(ks, ed25519, KW_KEY_ED25519, 256, "/sub/f.key");
 
 		uint8_t zero[KW_DIGEST_LEN] = {0}, other[KW_DIGEST_LEN];
 		memset(other, 0xab, sizeof(other));
@@ -114,7 +114,7 @@ static void test_load_all(void)
 	ks = NULL;
 	CHECK_EQ(load(slashed, false, &ks, err, sizeof(err)), 0);
 	if (ks != NULL)
-		check_key(ks, rsa2048, KWD_KEY_RSA, 2048, "/a.key");
+		check_key(ks, rsa2048, KW_KEY_RSA, 2048, "/a.key");
 	kwd_keystore_unref(ks);
 	rm_tree(dir);
 }
