@@ -17,7 +17,10 @@ struct kw_buf {
 	size_t cap;    /* allocated size */
 };
 
-#define KW_BUF_INIT {NULL, 0, 0, 0}
+#define KW_BUF_INIT                                                                                \
+	{                                                                                          \
+		NULL, 0, 0, 0                                                                      \
+	}
 
 /* kw_buf_cleanup frees the storage, wiping it first; the buffer is empty after. */
 void kw_buf_cleanup(struct kw_buf *b);
@@ -25,6 +28,12 @@ void kw_buf_cleanup(struct kw_buf *b);
 int kw_buf_reserve(struct kw_buf *b, size_t n);
 /* kw_buf_append copies n bytes to the end; 0 or -ENOMEM. */
 int kw_buf_append(struct kw_buf *b, const void *p, size_t n);
+/*
+ * kw_buf_appendf appends printf-formatted text (without its terminating NUL,
+ * though one is kept after len), growing the buffer as much as needed: the
+ * text is never cut. 0, -ENOMEM or -EINVAL (a bad format).
+ */
+int kw_buf_appendf(struct kw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* kw_buf_consume marks n unread bytes as read; resets to empty when all are. */
 void kw_buf_consume(struct kw_buf *b, size_t n);
 void kw_buf_compact(struct kw_buf *b);

@@ -2,6 +2,8 @@
 #include "keyway/buf.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,4 +83,24 @@ void kw_buf_compact(struct kw_buf *b)
 void kw_buf_reset(struct kw_buf *b)
 {
 	b->off = b->len = 0;
+}
+
+int kw_buf_appendf(struct kw_buf *b, const char *fmt, ...)
+{
+	for (size_t want = 256;;) {
+		if (kw_buf_reserve(b, want) < 0)
+			return -ENOMEM;
+		size_t room = b->cap - b->len;
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf((char *)kw_buf_tail(b), room, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return -EINVAL;
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return 0;
+		}
+		want = (size_t)n + 1;
+	}
 }
