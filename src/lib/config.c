@@ -65,7 +65,7 @@ static const char *suggest(const struct kw_option *opts, const char *name)
 }
 
 static void unknown(char *err, size_t errlen, const struct origin *org,
-		    const struct kw_option *opts, const char *name)
+                    const struct kw_option *opts, const char *name)
 {
 	const char *s = suggest(opts, name);
 	if (org->file)
@@ -136,10 +136,10 @@ static int list_append(char ***listp, const char *value)
 	return 0;
 }
 
-static int parse_bool(const char *v, bool *out)
+int kw_config_parse_bool(const char *v, bool *out)
 {
-	static const char *const t[] = {"true", "yes", "on", "1", NULL};
-	static const char *const f[] = {"false", "no", "off", "0", NULL};
+	static const char *const t[] = {"on", "true", "yes", NULL};
+	static const char *const f[] = {"off", "false", "no", NULL};
 	for (int i = 0; t[i]; i++)
 		if (strcasecmp(v, t[i]) == 0) {
 			*out = true;
@@ -153,9 +153,28 @@ static int parse_bool(const char *v, bool *out)
 	return -EINVAL;
 }
 
+int kw_config_parse_uint(const char *v, unsigned min, unsigned max, unsigned *out)
+{
+	unsigned long long n = 0;
+	if (*v == '\0')
+		return -EINVAL;
+	/* Decimal digits only: no sign, no space, no 0x; a leading 0 is not octal. */
+	for (const char *p = v; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		n = n * 10 + (unsigned)(*p - '0');
+		if (n > UINT_MAX)
+			return -ERANGE;
+	}
+	if (n < min || n > max)
+		return -ERANGE;
+	*out = (unsigned)n;
+	return 0;
+}
+
 /* set applies one value; from_flag tells a list to drop what the file gave. */
 static int set(struct kw_option *o, const char *value, const struct origin *org, bool from_flag,
-	       bool *list_reset, char *err, size_t errlen)
+               bool *list_reset, char *err, size_t errlen)
 {
 	const char *pre = org->file ? "" : "--";
 	switch (o->type) {
@@ -172,21 +191,18 @@ static int set(struct kw_option *o, const char *value, const struct origin *org,
 	}
 	case KW_OPT_UINT: {
 		unsigned max = o->max ? o->max : UINT_MAX;
-		char *end;
-		errno = 0;
-		unsigned long long v = strtoull(value, &end, 0);
-		if (value[0] == '\0' || value[0] == '-' || *end != '\0' || errno || v < o->min ||
-		    v > max) {
-			say(err, errlen, org, "%s%s: '%s' is not valid; expected a whole number from %u to %u",
-			    pre, o->name, value, o->min, max);
+		if (kw_config_parse_uint(value, o->min, max, o->dest) < 0) {
+			say(err, errlen, org,
+			    "%s%s: '%s' is not valid; expected a whole number from %u to %u", pre,
+			    o->name, value, o->min, max);
 			return -KW_ECONFIG;
 		}
-		*(unsigned *)o->dest = (unsigned)v;
 		break;
 	}
 	case KW_OPT_BOOL:
-		if (parse_bool(value, o->dest) < 0) {
-			say(err, errlen, org, "%s%s: '%s' is not valid; expected true or false", pre,
+		if (kw_config_parse_bool(value, o->dest) < 0) {
+			say(err, errlen, org,
+			    "%s%s: '%s' is not valid; expected on|off|true|false|yes|no", pre,
 			    o->name, value);
 			return -KW_ECONFIG;
 		}
@@ -200,8 +216,8 @@ static int set(struct kw_option *o, const char *value, const struct origin *org,
 			char list[256] = "";
 			size_t used = 0;
 			for (int j = 0; o->choices[j]; j++) {
-				int w = snprintf(list + used, sizeof(list) - used, "%s%s", j ? "|" : "",
-						 o->choices[j]);
+				int w = snprintf(list + used, sizeof(list) - used, "%s%s",
+				                 j ? "|" : "", o->choices[j]);
 				if (w < 0 || (size_t)w >= sizeof(list) - used)
 					break;
 				used += (size_t)w;
@@ -215,7 +231,8 @@ static int set(struct kw_option *o, const char *value, const struct origin *org,
 	}
 	case KW_OPT_LIST:
 		if (!o->seen || (from_flag && !*list_reset)) {
-			/* The first value replaces a default; the first flag replaces the file's list. */
+			/* The first value replaces a default; the first flag replaces the file's
+			 * list. */
 			if (o->seen)
 				free_list(*(char ***)o->dest);
 			*(char ***)o->dest = NULL;
@@ -226,6 +243,8 @@ static int set(struct kw_option *o, const char *value, const struct origin *org,
 		break;
 	}
 	o->seen = true;
+	o->file = org->file;
+	o->line = org->line;
 	return 0;
 }
 
@@ -237,6 +256,62 @@ static char *trim(char *s)
 	while (n > 0 && isspace((unsigned char)s[n - 1]))
 		s[--n] = '\0';
 	return s;
+}
+
+/* cut_comment ends s at a '#' that starts it or follows whitespace. */
+static void cut_comment(char *s)
+{
+	for (char *p = s; *p; p++)
+		if (*p == '#' && (p == s || isspace((unsigned char)p[-1]))) {
+			*p = '\0';
+			return;
+		}
+}
+
+/*
+ * split_line splits a config line into key and value: 0, 1 for a blank or
+ * comment line, or -KW_ECONFIG with the reason in err. A value in double
+ * quotes is taken as written, '#' included; elsewhere a '#' at the start or
+ * after whitespace starts a comment.
+ */
+static int split_line(char *line, char **key, char **value, const struct origin *org, char *err,
+                      size_t errlen)
+{
+	char *s = trim(line);
+	if (*s == '\0' || *s == '#')
+		return 1;
+	char *eq = strchr(s, '=');
+	if (eq == NULL) {
+		cut_comment(s);
+		say(err, errlen, org, "expected 'key = value', got '%s'", trim(s));
+		return -KW_ECONFIG;
+	}
+	*eq = '\0';
+	*key = trim(s);
+	char *v = eq + 1;
+	while (isspace((unsigned char)*v))
+		v++;
+	if (*v != '"') {
+		cut_comment(v);
+		*value = trim(v);
+		return 0;
+	}
+	char *close = strchr(v + 1, '"');
+	if (close == NULL) {
+		say(err, errlen, org, "%s: the value's opening quote is never closed; add a '\"'",
+		    *key);
+		return -KW_ECONFIG;
+	}
+	*close = '\0';
+	char *rest = close + 1;
+	while (isspace((unsigned char)*rest))
+		rest++;
+	if (*rest != '\0' && *rest != '#') {
+		say(err, errlen, org, "%s: unexpected '%s' after the quoted value", *key, rest);
+		return -KW_ECONFIG;
+	}
+	*value = v + 1;
+	return 0;
 }
 
 static int parse_file(struct kw_option *opts, const char *path, char *err, size_t errlen)
@@ -258,30 +333,17 @@ static int parse_file(struct kw_option *opts, const char *path, char *err, size_
 			rc = -KW_ECONFIG;
 			break;
 		}
-		/* Comments: a '#' at the start or after whitespace. */
-		for (char *p = line; *p; p++)
-			if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
-				*p = '\0';
-				break;
-			}
-		char *s = trim(line);
-		if (*s == '\0')
+		char *key, *value;
+		int lr = split_line(line, &key, &value, &org, err, errlen);
+		if (lr == 1)
 			continue;
-		char *eq = strchr(s, '=');
-		if (eq == NULL) {
-			say(err, errlen, &org, "expected 'key = value', got '%s'", s);
-			rc = -KW_ECONFIG;
+		if (lr < 0) {
+			rc = lr;
 			break;
 		}
-		*eq = '\0';
-		char *key = trim(s), *value = trim(eq + 1);
-		size_t vl = strlen(value);
-		if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
-			value[vl - 1] = '\0';
-			value++;
-		}
 		if (strcmp(key, "config") == 0) {
-			say(err, errlen, &org, "'config' cannot be set inside a config file; remove the line");
+			say(err, errlen, &org,
+			    "'config' cannot be set inside a config file; remove the line");
 			rc = -KW_ECONFIG;
 			break;
 		}
@@ -293,7 +355,8 @@ static int parse_file(struct kw_option *opts, const char *path, char *err, size_
 		}
 		size_t idx = (size_t)(o - opts);
 		if (o->type != KW_OPT_LIST && idx < 256 && seen_line && seen_line[idx]) {
-			say(err, errlen, &org, "'%s' is already set on line %u; keep one of the two", key,
+			say(err, errlen, &org,
+			    "'%s' is already set on line %u; keep one of the two", key,
 			    seen_line[idx]);
 			rc = -KW_ECONFIG;
 			break;
@@ -315,65 +378,62 @@ void kw_config_usage(const struct kw_option *opts, const char *usage, void *stre
 	fprintf(f, "%s\n\nOptions (each is also a config-file key: name = value):\n", usage);
 	for (const struct kw_option *o = opts; o->name; o++) {
 		char left[64];
-		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-		fprintf(f, "  %-32s %s%s\n", left, o->help ? o->help : "", o->required ? " (required)" : "");
+		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "",
+		         o->arg ? o->arg : "");
+		fprintf(f, "  %-32s %s%s\n", left, o->help ? o->help : "",
+		        o->required ? " (required)" : "");
 	}
 	fprintf(f, "  %-32s %s\n", "--config FILE", "read options from FILE; flags override it");
 	fprintf(f, "  %-32s %s\n", "--help", "show this help");
 }
 
-int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *usage,
-		    char **positional, int *npositional, char *err, size_t errlen)
+/* What scan_next found on the command line. */
+enum token { TOK_END, TOK_POSITIONAL, TOK_HELP, TOK_CONFIG, TOK_OPTION };
+
+struct scanner {
+	int argc;
+	char **argv;
+	int i;                /* the argument last looked at */
+	bool only_positional; /* after "--" */
+};
+
+/* takes_value tells whether `--name` without '=' takes the next argument. */
+static bool takes_value(const struct kw_option *o)
 {
-	struct origin flag = {NULL, 0};
-	const char *config = NULL;
-	int rc;
+	return o == NULL || o->type != KW_OPT_BOOL || o->arg != NULL;
+}
 
-	if (npositional)
-		*npositional = 0;
-	/* Pass 1: --help and --config, so the file is read before flags override it. */
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			break;
-		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-			kw_config_usage(opts, usage, stdout);
-			return 1;
-		}
-		if (strcmp(argv[i], "--config") == 0) {
-			if (i + 1 >= argc) {
-				snprintf(err, errlen, "--config: missing FILE");
-				return -KW_ECONFIG;
-			}
-			config = argv[++i];
-		} else if (strncmp(argv[i], "--config=", 9) == 0) {
-			config = argv[i] + 9;
-		}
-	}
-	if (config && (rc = parse_file(opts, config, err, errlen)) < 0)
-		return rc < 0 && rc != -ENOMEM ? -KW_ECONFIG : rc;
+/*
+ * scan_next reads the next argument: a positional one, --help, --config
+ * FILE or an option (*opt) with its value. A value is never another option:
+ * `--key --help` is an error, not key = "--help" (`--key=--help` says that).
+ * Returns a token or -KW_ECONFIG with the reason in err.
+ */
+static int scan_next(struct scanner *sc, struct kw_option *opts, struct kw_option **opt,
+                     const char **value, char *err, size_t errlen)
+{
+	static const struct origin flag = {NULL, 0};
+	char name[128];
 
-	bool reset[256] = {false};
-	bool only_positional = false;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (only_positional || a[0] != '-' || a[1] == '\0') {
-			if (positional == NULL) {
-				snprintf(err, errlen, "unexpected argument '%s'; see --help", a);
-				return -KW_ECONFIG;
-			}
-			positional[(*npositional)++] = argv[i];
-			continue;
-		}
+	for (;;) {
+		if (++sc->i >= sc->argc)
+			return TOK_END;
+		const char *a = sc->argv[sc->i];
+		*value = a;
+		if (sc->only_positional || a[0] != '-' || a[1] == '\0')
+			return TOK_POSITIONAL;
 		if (strcmp(a, "--") == 0) {
-			only_positional = true;
+			sc->only_positional = true;
 			continue;
 		}
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+			return TOK_HELP;
 		if (a[1] != '-') {
-			snprintf(err, errlen, "unknown option '%s'; options are long: --name value (see --help)", a);
+			snprintf(err, errlen,
+			         "unknown option '%s'; options are long: --name value (see --help)",
+			         a);
 			return -KW_ECONFIG;
 		}
-		char name[128];
-		const char *value = NULL;
 		const char *eq = strchr(a + 2, '=');
 		size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
 		if (nl >= sizeof(name)) {
@@ -382,41 +442,104 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
 		}
 		memcpy(name, a + 2, nl);
 		name[nl] = '\0';
-		if (eq)
-			value = eq + 1;
-		if (strcmp(name, "config") == 0) {
-			if (!eq)
-				i++;
-			continue;
-		}
-		struct kw_option *o = find(opts, name);
-		if (o == NULL) {
+		*opt = NULL;
+		if (strcmp(name, "config") != 0 && (*opt = find(opts, name)) == NULL) {
 			unknown(err, errlen, &flag, opts, name);
 			return -KW_ECONFIG;
 		}
-		if (value == NULL) {
-			if (o->type == KW_OPT_BOOL && o->arg == NULL) {
-				value = "true";
-			} else if (i + 1 >= argc) {
-				snprintf(err, errlen, "--%s: missing value%s%s", name, o->arg ? " " : "",
-					 o->arg ? o->arg : "");
-				return -KW_ECONFIG;
-			} else {
-				value = argv[++i];
-			}
+		const char *what = *opt != NULL ? (*opt)->arg : "FILE";
+		if (eq != NULL) {
+			*value = eq + 1;
+		} else if (!takes_value(*opt)) {
+			*value = "true";
+		} else if (sc->i + 1 >= sc->argc) {
+			snprintf(err, errlen, "--%s: missing value%s%s", name, what ? " " : "",
+			         what ? what : "");
+			return -KW_ECONFIG;
+		} else if (strncmp(sc->argv[sc->i + 1], "--", 2) == 0) {
+			const char *next = sc->argv[sc->i + 1];
+			snprintf(
+			    err, errlen,
+			    "--%s: missing value%s%s: '%s' is an option, not a value (if it is "
+			    "the value, write --%s=%s)",
+			    name, what ? " " : "", what ? what : "", next, name, next);
+			return -KW_ECONFIG;
+		} else {
+			*value = sc->argv[++sc->i];
 		}
-		size_t idx = (size_t)(o - opts);
-		bool dummy = false;
-		if ((rc = set(o, value, &flag, true, idx < 256 ? &reset[idx] : &dummy, err, errlen)) < 0)
-			return rc;
+		return *opt != NULL ? TOK_OPTION : TOK_CONFIG;
 	}
-	for (struct kw_option *o = opts; o->name; o++)
+}
+
+int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *usage,
+                    char **positional, int *npositional, char *err, size_t errlen)
+{
+	static const struct origin flag = {NULL, 0};
+	struct scanner sc = {.argc = argc, .argv = argv};
+	struct kw_option *o;
+	const char *config = NULL, *value;
+	bool reset[256] = {false};
+	int tok, rc;
+
+	if (npositional)
+		*npositional = 0;
+	/* Pass 1: --help, --config and the shape of the line, so the file is read before
+	 * flags override it. */
+	while ((tok = scan_next(&sc, opts, &o, &value, err, errlen)) != TOK_END) {
+		if (tok < 0)
+			return tok;
+		if (tok == TOK_HELP) {
+			kw_config_usage(opts, usage, stdout);
+			return 1;
+		}
+		if (tok == TOK_CONFIG)
+			config = value;
+	}
+	if (config && (rc = parse_file(opts, config, err, errlen)) < 0)
+		return rc < 0 && rc != -ENOMEM ? -KW_ECONFIG : rc;
+
+	sc = (struct scanner){.argc = argc, .argv = argv};
+	while ((tok = scan_next(&sc, opts, &o, &value, err, errlen)) != TOK_END) {
+		if (tok == TOK_POSITIONAL) {
+			if (positional == NULL) {
+				snprintf(err, errlen, "unexpected argument '%s'; see --help",
+				         value);
+				return -KW_ECONFIG;
+			}
+			positional[(*npositional)++] = (char *)value;
+		} else if (tok == TOK_OPTION) {
+			size_t idx = (size_t)(o - opts);
+			bool dummy = false;
+			if ((rc = set(o, value, &flag, true, idx < 256 ? &reset[idx] : &dummy, err,
+			              errlen)) < 0)
+				return rc;
+		}
+	}
+	for (o = opts; o->name; o++)
 		if (o->required && !o->seen) {
-			snprintf(err, errlen, "--%s%s%s is required (as a flag or a config key); see --help",
-				 o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+			snprintf(err, errlen,
+			         "--%s%s%s is required (as a flag or a config key); see --help",
+			         o->name, o->arg ? " " : "", o->arg ? o->arg : "");
 			return -KW_ECONFIG;
 		}
 	return 0;
+}
+
+int kw_config_errorf(const struct kw_option *opts, const char *name, char *err, size_t errlen,
+                     const char *fmt, ...)
+{
+	const struct kw_option *o = opts;
+	while (o->name != NULL && strcmp(o->name, name) != 0)
+		o++;
+	int w = o->name != NULL && o->file != NULL
+	            ? snprintf(err, errlen, "%s:%u: %s: ", o->file, o->line, name)
+	            : snprintf(err, errlen, "--%s: ", name);
+	size_t used = w > 0 && (size_t)w < errlen ? (size_t)w : 0;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err + used, errlen - used, fmt, ap);
+	va_end(ap);
+	return -KW_ECONFIG;
 }
 
 void kw_config_free(struct kw_option *opts)
@@ -425,6 +548,8 @@ void kw_config_free(struct kw_option *opts)
 		if (!o->seen)
 			continue;
 		o->seen = false;
+		o->file = NULL;
+		o->line = 0;
 		if (o->type == KW_OPT_STRING) {
 			free(*(char **)o->dest);
 			*(char **)o->dest = NULL;
