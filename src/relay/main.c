@@ -7,9 +7,9 @@
  * a FIFO holds what was read, each chunk stamped with arrival + delay. All
  * chunks of all directions also sit in one timing list; since the delay is the
  * same everywhere and stamps only grow, appending keeps that list sorted, so
- * its head is always the next deadline. One timerfd (nanosecond precision;
- * the loop's own timers wake on millisecond boundaries, too coarse for a
- * 2.5 ms delay) is armed for that head. At expiry every due chunk is written;
+ * its head is always the next deadline. One precise loop timer (woken to the
+ * nanosecond; an ordinary one wakes on millisecond boundaries, too coarse for
+ * a 2.5 ms delay) is armed for that head. At expiry every due chunk is written;
  * what the socket does not take waits for writability.
  *
  * Backpressure: a direction holding more than --max-queue bytes stops reading
@@ -26,22 +26,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "keyway/config.h"
 #include "keyway/err.h"
+#include "keyway/list.h"
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
 
-#define READ_SIZE (64u * 1024u)  /* one read(2) */
-#define READS_PER_EVENT 4         /* fairness between connections */
-#define WRITE_IOV 64              /* chunks per sendmsg */
+#define READ_SIZE (64u * 1024u) /* one read(2) */
+#define READS_PER_EVENT 4       /* fairness between connections */
+#define WRITE_IOV 64            /* chunks per sendmsg */
 #define MAX_DELAY_MS 600000u
 
 struct relay;
@@ -49,12 +48,11 @@ struct pair;
 
 /* What one read returned, queued until its deadline. */
 struct chunk {
-	struct chunk *next;        /* direction FIFO */
-	struct chunk *tprev, *tnext; /* timing list, while not yet due */
+	struct chunk *next;   /* direction FIFO */
+	struct kw_list tlink; /* in the relay's timing list while not yet due */
 	struct dir *dir;
 	uint64_t deadline_ns;
-	size_t len, off;           /* bytes held; bytes already written */
-	bool timed;                /* linked in the timing list */
+	size_t len, off; /* bytes held; bytes already written */
 	unsigned char data[];
 };
 
@@ -63,27 +61,27 @@ struct side {
 	struct kw_io io;
 	int fd;
 	struct pair *pair;
-	struct dir *in;            /* the direction this side feeds (we read it) */
-	struct dir *out;           /* the direction that writes to this side */
+	struct dir *in;  /* the direction this side feeds (we read it) */
+	struct dir *out; /* the direction that writes to this side */
 };
 
 /* One direction: bytes read from src, written to dst after the delay. */
 struct dir {
 	struct side *src, *dst;
 	struct chunk *head, *tail;
-	size_t queued;             /* bytes held, with per-chunk overhead */
-	bool eof;                  /* src sent FIN (or we stopped reading it for good) */
-	bool paused;               /* reading src stopped by backpressure */
-	bool blocked;              /* dst refused due bytes: waiting for writability */
-	bool done;                 /* everything written and dst shut for writing */
+	size_t queued; /* bytes held, with per-chunk overhead */
+	bool eof;      /* src sent FIN (or we stopped reading it for good) */
+	bool paused;   /* reading src stopped by backpressure */
+	bool blocked;  /* dst refused due bytes: waiting for writability */
+	bool done;     /* everything written and dst shut for writing */
 };
 
 struct pair {
 	struct side cli, srv;
-	struct dir up, down;       /* cli->srv, srv->cli */
+	struct dir up, down; /* cli->srv, srv->cli */
 	struct relay *relay;
-	struct pair *prev, *next;  /* all live pairs */
-	bool connecting;           /* upstream connect in progress */
+	struct kw_list link; /* in the relay's pairs */
+	bool connecting;     /* upstream connect in progress */
 	bool closed;
 	unsigned id;
 };
@@ -97,88 +95,63 @@ struct relay {
 	unsigned max_conns, nconns, next_id;
 	int lfd;
 	struct kw_io lio;
-	struct kw_timer accept_retry;  /* after EMFILE */
+	struct kw_timer accept_retry; /* after EMFILE */
 	bool accepting;
-	int tfd;                       /* timerfd for the timing list */
-	struct kw_io tio;
-	uint64_t armed_ns;             /* deadline the timerfd is set to; 0: disarmed */
-	struct chunk *thead, *ttail;   /* timing list */
-	int sfd;                       /* signalfd: SIGINT, SIGTERM */
+	struct kw_timer timer; /* precise; armed for the timing list's head */
+	struct kw_list timing; /* chunks not yet due, by deadline (struct chunk.tlink) */
+	int sfd;               /* signalfd: SIGINT, SIGTERM */
 	struct kw_io sio;
-	struct pair *pairs;
+	struct kw_list pairs; /* all live pairs (struct pair.link) */
 	unsigned char buf[READ_SIZE];
 };
 
 static void pair_close(struct pair *p, bool reset, const char *why);
 static void dir_flush(struct dir *d, uint64_t now);
 
-/* ---- the timing list and its timerfd ---- */
+/* ---- the timing list and its timer ---- */
+
+static struct chunk *timing_head(const struct relay *r)
+{
+	return kw_list_entry(kw_list_first(&r->timing), struct chunk, tlink);
+}
 
 static void timer_arm(struct relay *r)
 {
-	uint64_t want = r->thead ? r->thead->deadline_ns : 0;
-	if (want == r->armed_ns)
-		return;
-	struct itimerspec its = {0};
-	if (want) {
-		its.it_value.tv_sec = (time_t)(want / 1000000000u);
-		its.it_value.tv_nsec = (long)(want % 1000000000u);
-	}
-	if (timerfd_settime(r->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
-		kw_error("timerfd_settime: %s", strerror(errno));
+	struct chunk *head = timing_head(r);
+	if (head == NULL) {
+		kw_timer_stop(r->loop, &r->timer);
 		return;
 	}
-	r->armed_ns = want;
-}
-
-static void timing_unlink(struct relay *r, struct chunk *c)
-{
-	if (!c->timed)
+	if (kw_timer_active(&r->timer) && r->timer.deadline_ns == head->deadline_ns)
 		return;
-	if (c->tprev)
-		c->tprev->tnext = c->tnext;
-	else
-		r->thead = c->tnext;
-	if (c->tnext)
-		c->tnext->tprev = c->tprev;
-	else
-		r->ttail = c->tprev;
-	c->tprev = c->tnext = NULL;
-	c->timed = false;
+	if (kw_timer_start_at(r->loop, &r->timer, head->deadline_ns) < 0)
+		kw_error("timer: out of memory");
 }
 
 static void timing_append(struct relay *r, struct chunk *c)
 {
 	/* Stamps only grow (monotonic clock, one delay), so the tail is the latest. */
-	if (r->ttail && c->deadline_ns < r->ttail->deadline_ns)
-		c->deadline_ns = r->ttail->deadline_ns;
-	c->tprev = r->ttail;
-	c->tnext = NULL;
-	if (r->ttail)
-		r->ttail->tnext = c;
-	else
-		r->thead = c;
-	r->ttail = c;
-	c->timed = true;
+	if (!kw_list_empty(&r->timing)) {
+		struct chunk *tail = kw_container_of(r->timing.prev, struct chunk, tlink);
+		if (c->deadline_ns < tail->deadline_ns)
+			c->deadline_ns = tail->deadline_ns;
+	}
+	kw_list_add_tail(&r->timing, &c->tlink);
 }
 
-static void on_timer(struct kw_loop *loop, int fd, unsigned events, void *arg)
+static void on_timer(struct kw_loop *loop, void *arg)
 {
 	struct relay *r = arg;
-	uint64_t expirations;
-	if (read(fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
-		kw_warn("timerfd read: %s", strerror(errno));
-	r->armed_ns = 0; /* a one-shot timerfd is disarmed once it fired */
-
 	uint64_t now = kw_now_ns();
+	struct chunk *c;
+
 	/* Flush each direction whose head became due. A flush may close a pair
 	 * and free its chunks, so restart from the list head each time. */
-	while (r->thead && r->thead->deadline_ns <= now) {
-		struct chunk *c = r->thead;
+	while ((c = timing_head(r)) != NULL && c->deadline_ns <= now) {
 		struct dir *d = c->dir;
 		/* Everything of d up to c is due; the flush writes it or marks d blocked. */
 		for (struct chunk *x = d->head; x; x = x->next) {
-			timing_unlink(r, x);
+			kw_list_del(&x->tlink);
 			if (x == c)
 				break;
 		}
@@ -230,7 +203,7 @@ static void dir_drop(struct relay *r, struct dir *d)
 	struct chunk *c = d->head;
 	while (c) {
 		struct chunk *n = c->next;
-		timing_unlink(r, c);
+		kw_list_del(&c->tlink);
 		free(c);
 		c = n;
 	}
@@ -268,12 +241,7 @@ static void pair_close(struct pair *p, bool reset, const char *why)
 	side_close(r, &p->srv, reset);
 	dir_drop(r, &p->up);
 	dir_drop(r, &p->down);
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		r->pairs = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
+	kw_list_del(&p->link);
 	r->nconns--;
 	/* Its watchers may still have events queued in this loop turn. */
 	if (kw_loop_defer_free(r->loop, pair_free, p) < 0)
@@ -317,7 +285,8 @@ static void dir_flush(struct dir *d, uint64_t now)
 	while (d->head && d->head->deadline_ns <= now) {
 		struct iovec iov[WRITE_IOV];
 		int n = 0;
-		for (struct chunk *c = d->head; c && n < WRITE_IOV && c->deadline_ns <= now; c = c->next) {
+		for (struct chunk *c = d->head; c && n < WRITE_IOV && c->deadline_ns <= now;
+		     c = c->next) {
 			iov[n].iov_base = c->data + c->off;
 			iov[n].iov_len = c->len - c->off;
 			n++;
@@ -347,7 +316,7 @@ static void dir_flush(struct dir *d, uint64_t now)
 			if (d->head == NULL)
 				d->tail = NULL;
 			d->queued -= sizeof(*c) + c->len;
-			timing_unlink(r, c);
+			kw_list_del(&c->tlink);
 			free(c);
 		}
 	}
@@ -368,6 +337,7 @@ static struct chunk *chunk_new(struct dir *d, const void *data, size_t len, uint
 	if (c == NULL)
 		return NULL;
 	memset(c, 0, sizeof(*c));
+	kw_list_init(&c->tlink);
 	c->dir = d;
 	c->len = len;
 	c->deadline_ns = deadline;
@@ -529,10 +499,7 @@ static void pair_start(struct relay *r, int cfd)
 	p->up.dst = &p->srv;
 	p->down.src = &p->srv;
 	p->down.dst = &p->cli;
-	p->next = r->pairs;
-	if (r->pairs)
-		r->pairs->prev = p;
-	r->pairs = p;
+	kw_list_add(&r->pairs, &p->link);
 	r->nconns++;
 	kw_debug("connection %u: accepted", p->id);
 	int urc;
@@ -626,27 +593,16 @@ static int parse_delay(const char *s, uint64_t *out_ns)
 	return 0;
 }
 
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 static void relay_cleanup(struct relay *r)
 {
-	while (r->pairs)
-		pair_close(r->pairs, false, "relay exiting");
+	while (!kw_list_empty(&r->pairs))
+		pair_close(kw_list_entry(kw_list_first(&r->pairs), struct pair, link), false,
+		           "relay exiting");
+	kw_timer_stop(r->loop, &r->timer);
 	kw_timer_stop(r->loop, &r->accept_retry);
 	if (r->lfd >= 0) {
 		kw_io_stop(r->loop, &r->lio);
 		close(r->lfd);
-	}
-	if (r->tfd >= 0) {
-		kw_io_stop(r->loop, &r->tio);
-		close(r->tfd);
 	}
 	if (r->sfd >= 0) {
 		kw_io_stop(r->loop, &r->sio);
@@ -655,35 +611,34 @@ static void relay_cleanup(struct relay *r)
 }
 
 static const char usage[] =
-	"usage: keyway-relay --listen ADDR:PORT --to ADDR:PORT|unix:PATH --delay-ms D [options]\n"
-	"\n"
-	"Relays TCP connections from --listen to --to, delaying every chunk by D\n"
-	"milliseconds in each direction (fractions allowed: 2.5), order kept.";
+    "usage: keyway-relay --listen ADDR:PORT --to ADDR:PORT|unix:PATH --delay-ms D [options]\n"
+    "\n"
+    "Relays TCP connections from --listen to --to, delaying every chunk by D\n"
+    "milliseconds in each direction (fractions allowed: 2.5), order kept.";
 
 int main(int argc, char **argv)
 {
 	char *listen_s = NULL, *to_s = NULL, *delay_s = "0", *level_s = "info";
 	unsigned max_queue_kib = 4096, max_conns = 4096;
 	struct kw_option opts[] = {
-		{.name = "listen", .type = KW_OPT_STRING, .dest = &listen_s, .arg = "ADDR:PORT",
-		 .help = "address to accept on (port 0 picks a free one; the log names it)",
-		 .required = true},
-		{.name = "to", .type = KW_OPT_STRING, .dest = &to_s, .arg = "ADDR:PORT|unix:PATH",
-		 .help = "address each connection is relayed to", .required = true},
-		{.name = "delay-ms", .type = KW_OPT_STRING, .dest = &delay_s, .arg = "MS",
-		 .help = "delay each way in milliseconds, e.g. 2.5 (default 0)"},
-		{.name = "max-queue-kib", .type = KW_OPT_UINT, .dest = &max_queue_kib, .arg = "KIB",
-		 .help = "stop reading a side while its direction holds more (default 4096)",
-		 .min = 64, .max = 1024 * 1024},
-		{.name = "max-connections", .type = KW_OPT_UINT, .dest = &max_conns, .arg = "N",
-		 .help = "connections relayed at once (default 4096)", .min = 1, .max = 1000000},
-		{.name = "log-level", .type = KW_OPT_STRING, .dest = &level_s, .arg = "LEVEL",
-		 .help = "debug|info|warn|error (default info)"},
-		{0},
+	    KW_OPT_STR("listen", &listen_s, "ADDR:PORT",
+	               "address to accept on (port 0 picks a free one; the log names it)",
+	               .required = true),
+	    KW_OPT_STR("to", &to_s, "ADDR:PORT|unix:PATH", "address each connection is relayed to",
+	               .required = true),
+	    KW_OPT_STR("delay-ms", &delay_s, "MS",
+	               "delay each way in milliseconds, e.g. 2.5 (default 0)"),
+	    KW_OPT_NUM("max-queue-kib", &max_queue_kib, "KIB",
+	               "stop reading a side while its direction holds more (default 4096)", 64,
+	               1024 * 1024),
+	    KW_OPT_NUM("max-connections", &max_conns, "N",
+	               "connections relayed at once (default 4096)", 1, 1000000),
+	    KW_OPT_STR("log-level", &level_s, "LEVEL", "debug|info|warn|error (default info)"),
+	    KW_OPT_END,
 	};
 	static struct relay relay; /* holds the 64 KiB read buffer: not on the stack */
 	struct relay *r = &relay;
-	char err[512];
+	char err[512], addr_err[400];
 	int rc = 2, level;
 
 	kw_log_init("keyway-relay", KW_LOG_INFO);
@@ -696,33 +651,35 @@ int main(int argc, char **argv)
 		fprintf(stderr, "keyway-relay: %s\n", err);
 		goto out_config;
 	}
-	if ((level = kw_log_parse_level(level_s)) < 0) {
-		fprintf(stderr, "keyway-relay: --log-level: '%s' is not valid; expected debug|info|warn|error\n",
-			level_s);
-		goto out_config;
-	}
-	kw_log_set_level((enum kw_log_level)level);
-	if (parse_delay(delay_s, &r->delay_ns) < 0) {
-		fprintf(stderr, "keyway-relay: --delay-ms: '%s' is not valid; expected milliseconds "
-			"from 0 to %u, e.g. 2.5\n", delay_s, MAX_DELAY_MS);
-		goto out_config;
-	}
 	struct kw_addr laddr;
-	if (kw_addr_parse(&laddr, listen_s, err, sizeof(err)) < 0 ||
-	    kw_addr_parse(&r->to, to_s, err, sizeof(err)) < 0) {
+	if ((level = kw_log_parse_level(level_s)) < 0)
+		kw_config_errorf(opts, "log-level", err, sizeof(err),
+		                 "'%s' is not valid; expected debug|info|warn|error", level_s);
+	else if (parse_delay(delay_s, &r->delay_ns) < 0)
+		kw_config_errorf(opts, "delay-ms", err, sizeof(err),
+		                 "'%s' is not valid; expected milliseconds from 0 to %u, e.g. 2.5",
+		                 delay_s, MAX_DELAY_MS);
+	else if (kw_addr_parse(&laddr, listen_s, addr_err, sizeof(addr_err)) < 0)
+		kw_config_errorf(opts, "listen", err, sizeof(err), "%s", addr_err);
+	else if (laddr.is_unix)
+		kw_config_errorf(opts, "listen", err, sizeof(err),
+		                 "'%s': only TCP addresses can be listened on", listen_s);
+	else if (kw_addr_parse(&r->to, to_s, addr_err, sizeof(addr_err)) < 0)
+		kw_config_errorf(opts, "to", err, sizeof(err), "%s", addr_err);
+	else
+		err[0] = '\0';
+	if (err[0] != '\0') {
 		fprintf(stderr, "keyway-relay: %s\n", err);
 		goto out_config;
 	}
-	if (laddr.is_unix) {
-		fprintf(stderr, "keyway-relay: --listen: '%s': only TCP addresses can be listened on\n",
-			listen_s);
-		goto out_config;
-	}
+	kw_log_set_level((enum kw_log_level)level);
 	kw_addr_format(&r->to, r->to_text, sizeof(r->to_text));
 	r->max_queue = (size_t)max_queue_kib * 1024u;
 	r->max_conns = max_conns;
-	r->lfd = r->tfd = r->sfd = -1;
-	raise_nofile();
+	r->lfd = r->sfd = -1;
+	kw_list_init(&r->pairs);
+	kw_list_init(&r->timing);
+	kw_raise_nofile(NULL);
 	signal(SIGPIPE, SIG_IGN);
 	/* Wake-ups within a microsecond of a deadline, not the default 50 us. */
 	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
@@ -738,21 +695,19 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGTERM);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	r->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	r->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (r->sfd < 0 || r->tfd < 0) {
-		kw_error("signalfd/timerfd: %s", strerror(errno));
+	if (r->sfd < 0) {
+		kw_error("signalfd: %s", strerror(errno));
 		goto out;
 	}
 	kw_io_init(&r->sio, on_signal, r);
-	kw_io_init(&r->tio, on_timer, r);
+	kw_timer_init_precise(&r->timer, on_timer, r);
 	kw_io_init(&r->lio, on_accept, r);
 	kw_timer_init(&r->accept_retry, on_accept_retry, r);
-	if ((prc = kw_io_start(r->loop, &r->sio, r->sfd, KW_EV_READ)) < 0 ||
-	    (prc = kw_io_start(r->loop, &r->tio, r->tfd, KW_EV_READ)) < 0) {
+	if ((prc = kw_io_start(r->loop, &r->sio, r->sfd, KW_EV_READ)) < 0) {
 		kw_error("epoll: %s", strerror(-prc));
 		goto out;
 	}
-	r->lfd = kw_listen_tcp(&laddr, false, 1024);
+	r->lfd = kw_listen_tcp_pin(&laddr, false, 1024);
 	if (r->lfd < 0) {
 		kw_error("listen on %s: %s", listen_s, strerror(-r->lfd));
 		r->lfd = -1;
@@ -763,16 +718,10 @@ int main(int argc, char **argv)
 		kw_error("epoll: cannot watch the listening socket");
 		goto out;
 	}
-	int port = kw_bound_port(r->lfd);
-	if (port >= 0) {
-		if (laddr.ss.ss_family == AF_INET)
-			((struct sockaddr_in *)&laddr.ss)->sin_port = htons((uint16_t)port);
-		else
-			((struct sockaddr_in6 *)&laddr.ss)->sin6_port = htons((uint16_t)port);
-	}
 	char ltext[300];
 	kw_addr_format(&laddr, ltext, sizeof(ltext));
-	kw_info("listening on %s, relaying to %s, delay %s ms each way", ltext, r->to_text, delay_s);
+	kw_info("listening on %s, relaying to %s, delay %s ms each way", ltext, r->to_text,
+	        delay_s);
 
 	if ((prc = kw_loop_run(r->loop)) < 0) {
 		kw_error("event loop: %s", kw_strerror(prc));
