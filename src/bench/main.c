@@ -345,41 +345,35 @@ int main(int argc, char **argv)
 	unsigned conns = 1, depth = 64, duration = 10, warmup = 0, verify_every = 64;
 	unsigned timeout_ms = 10000;
 	bool json = false;
-#define OPT(n, t, d, a, h) .name = (n), .type = (t), .dest = (d), .arg = (a), .help = (h)
 	struct kw_option opts[] = {
-	    {OPT("server", KW_OPT_STRING, &server, "ADDR:PORT|unix:PATH", "keyserver address"),
-	     .required = true},
-	    {OPT("tls-cert", KW_OPT_STRING, &tls_cert, "FILE", "client certificate chain (PEM)")},
-	    {OPT("tls-key", KW_OPT_STRING, &tls_key, "FILE", "client private key (PEM)")},
-	    {OPT("ca", KW_OPT_STRING, &ca, "FILE", "CA that signed the keyserver's certificate")},
-	    {OPT("server-name", KW_OPT_STRING, &server_name, "NAME",
-	         "name to verify in the keyserver's certificate (default: the --server host)")},
-	    {OPT("op", KW_OPT_ENUM, &op, "OP",
-	         "ping|rsa-pkcs1-sha256|rsa-pss-sha256|ecdsa-sha256|ed25519|rsa-decrypt"),
-	     .choices = kwb_op_names, .required = true},
-	    {OPT("key", KW_OPT_STRING, &key_path, "PEM",
-	         "certificate, public or private key of the keyserver's key (gives the SKI)")},
-	    {OPT("connections", KW_OPT_UINT, &conns, "N", "connections (default 1)"), .min = 1,
-	     .max = 10000},
-	    {OPT("depth", KW_OPT_UINT, &depth, "N",
-	         "requests in flight per connection (default 64)"),
-	     .min = 1, .max = 1024},
-	    {OPT("duration", KW_OPT_UINT, &duration, "SECONDS", "measured time (default 10)"),
-	     .min = 1, .max = 86400},
-	    {OPT("warmup", KW_OPT_UINT, &warmup, "SECONDS",
-	         "unmeasured load before --duration starts (default 0)"),
-	     .max = 3600},
-	    {OPT("verify-every", KW_OPT_UINT, &verify_every, "N",
-	         "verify every Nth signature with the public key; 0: never (default 64)")},
-	    {OPT("timeout-ms", KW_OPT_UINT, &timeout_ms, "MS",
-	         "per-request deadline (default 10000)"),
-	     .min = 1, .max = 3600000},
-	    {OPT("json", KW_OPT_BOOL, &json, NULL, "print one JSON object instead of a table")},
-	    {OPT("log-level", KW_OPT_STRING, &log_level, "LEVEL",
-	         "debug|info|warn|error (default warn)")},
-	    {.name = NULL},
+	    KW_OPT_STR("server", &server, "ADDR:PORT|unix:PATH", "keyserver address",
+	               .required = true),
+	    KW_OPT_STR("tls-cert", &tls_cert, "FILE", "client certificate chain (PEM)"),
+	    KW_OPT_STR("tls-key", &tls_key, "FILE", "client private key (PEM)"),
+	    KW_OPT_STR("ca", &ca, "FILE", "CA that signed the keyserver's certificate"),
+	    KW_OPT_STR(
+	        "server-name", &server_name, "NAME",
+	        "name to verify in the keyserver's certificate (default: the --server host)"),
+	    KW_OPT_CHOICE("op", &op, "OP",
+	                  "ping|rsa-pkcs1-sha256|rsa-pss-sha256|ecdsa-sha256|ed25519|rsa-decrypt",
+	                  kwb_op_names, .required = true),
+	    KW_OPT_STR("key", &key_path, "PEM",
+	               "certificate, public or private key of the keyserver's key (gives the SKI)"),
+	    KW_OPT_NUM("connections", &conns, "N", "connections (default 1)", 1, 10000),
+	    KW_OPT_NUM("depth", &depth, "N", "requests in flight per connection (default 64)", 1,
+	               1024),
+	    KW_OPT_NUM("duration", &duration, "SECONDS", "measured time (default 10)", 1, 86400),
+	    KW_OPT_NUM("warmup", &warmup, "SECONDS",
+	               "unmeasured load before --duration starts (default 0)", 0, 3600),
+	    KW_OPT_NUM("verify-every", &verify_every, "N",
+	               "verify every Nth signature with the public key; 0: never (default 64)", 0,
+	               0),
+	    KW_OPT_NUM("timeout-ms", &timeout_ms, "MS", "per-request deadline (default 10000)", 1,
+	               3600000),
+	    KW_OPT_FLAG("json", &json, "print one JSON object instead of a table"),
+	    KW_OPT_STR("log-level", &log_level, "LEVEL", "debug|info|warn|error (default warn)"),
+	    KW_OPT_END,
 	};
-#undef OPT
 	char err[1024];
 	int status = 2;
 	SSL_CTX *ctx = NULL;
@@ -397,23 +391,24 @@ int main(int argc, char **argv)
 	if (log_level != NULL) {
 		int lvl = kw_log_parse_level(log_level);
 		if (lvl < 0) {
-			fprintf(stderr,
-			        "keyway-bench: --log-level: '%s' is not valid; expected "
-			        "debug|info|warn|error\n",
-			        log_level);
-			goto out;
+			kw_config_errorf(opts, "log-level", err, sizeof(err),
+			                 "'%s' is not valid; expected debug|info|warn|error",
+			                 log_level);
+			goto usage;
 		}
 		kw_log_set_level((enum kw_log_level)lvl);
 	}
-	if (kw_addr_parse(&addr, server, err, sizeof(err)) < 0) {
-		fprintf(stderr, "keyway-bench: --server %s\n", err);
-		goto out;
+	char addr_err[512];
+	if (kw_addr_parse(&addr, server, addr_err, sizeof(addr_err)) < 0) {
+		kw_config_errorf(opts, "server", err, sizeof(err), "%s", addr_err);
+		goto usage;
 	}
 	if (key_path != NULL && (rc = kw_load_public_key(key_path, &key)) < 0) {
-		fprintf(stderr, "keyway-bench: --key '%s': %s\n", key_path,
-		        rc == -KW_ECRYPTO ? "not a PEM or DER certificate, public or private key"
-		                          : kw_strerror(rc));
-		goto out;
+		kw_config_errorf(opts, "key", err, sizeof(err), "'%s': %s", key_path,
+		                 rc == -KW_ECRYPTO
+		                     ? "not a PEM or DER certificate, public or private key"
+		                     : kw_strerror(rc));
+		goto usage;
 	}
 	rc = kwb_workload_init(&b->wl, (enum kwb_op)op, key, err, sizeof(err));
 	key = NULL; /* owned by the workload now */
@@ -502,7 +497,10 @@ int main(int argc, char **argv)
 		start_drain(b); /* stopped some other way: still report */
 	report(b, server);
 	status = b->errors == 0 && b->ops > 0 ? 0 : 1;
+	goto out;
 
+usage:
+	fprintf(stderr, "keyway-bench: %s\n", err);
 out:
 	if (b->conns != NULL) {
 		b->phase = PH_DRAIN;

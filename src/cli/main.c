@@ -34,7 +34,7 @@ static int cmd_help(const struct subcommand *sc, int argc, char **argv);
  */
 static const char *parse_one_file(const struct subcommand *sc, int argc, char **argv, int *rc)
 {
-	struct kw_option opts[] = {{0}};
+	struct kw_option opts[] = {KW_OPT_END};
 	char usage[256], err[512];
 	const char *file = NULL;
 	int npos = 0;
@@ -45,7 +45,8 @@ static const char *parse_one_file(const struct subcommand *sc, int argc, char **
 		fprintf(stderr, "keyway %s: out of memory\n", sc->name);
 		return NULL;
 	}
-	snprintf(usage, sizeof(usage), "usage: keyway %s %s\n\n%s.", sc->name, sc->args, sc->summary);
+	snprintf(usage, sizeof(usage), "usage: keyway %s %s\n\n%s.", sc->name, sc->args,
+	         sc->summary);
 	int prc = kw_config_parse(opts, argc, argv, usage, pos, &npos, err, sizeof(err));
 	if (prc == 1) {
 		*rc = 0;
@@ -53,8 +54,8 @@ static const char *parse_one_file(const struct subcommand *sc, int argc, char **
 		fprintf(stderr, "keyway %s: %s\n", sc->name, err);
 		*rc = EXIT_USAGE;
 	} else if (npos != 1) {
-		fprintf(stderr, "keyway %s: expected one FILE, got %d; usage: keyway %s %s\n", sc->name,
-			npos, sc->name, sc->args);
+		fprintf(stderr, "keyway %s: expected one FILE, got %d; usage: keyway %s %s\n",
+		        sc->name, npos, sc->name, sc->args);
 		*rc = EXIT_USAGE;
 	} else {
 		file = pos[0];
@@ -69,8 +70,10 @@ static EVP_PKEY *load_key(const struct subcommand *sc, const char *path)
 	EVP_PKEY *key = NULL;
 	int rc = kw_load_public_key(path, &key);
 	if (rc == -KW_ECRYPTO)
-		fprintf(stderr, "keyway %s: %s: not a certificate, public key or unencrypted private key "
-			"(PEM or DER)\n", sc->name, path);
+		fprintf(stderr,
+		        "keyway %s: %s: not a certificate, public key or unencrypted private key "
+		        "(PEM or DER)\n",
+		        sc->name, path);
 	else if (rc < 0)
 		fprintf(stderr, "keyway %s: %s: %s\n", sc->name, path, kw_strerror(rc));
 	return rc < 0 ? NULL : key;
@@ -112,8 +115,10 @@ static int cmd_digest(const struct subcommand *sc, int argc, char **argv)
 	int drc = kw_key_digest(key, digest);
 	EVP_PKEY_free(key);
 	if (drc == -EINVAL) {
-		fprintf(stderr, "keyway %s: %s: not an RSA key (only RSA keys have a modulus digest; "
-			"use 'keyway ski')\n", sc->name, path);
+		fprintf(stderr,
+		        "keyway %s: %s: not an RSA key (only RSA keys have a modulus digest; "
+		        "use 'keyway ski')\n",
+		        sc->name, path);
 		return 1;
 	}
 	if (drc < 0) {
@@ -126,14 +131,15 @@ static int cmd_digest(const struct subcommand *sc, int argc, char **argv)
 }
 
 static const struct subcommand subcommands[] = {
-	{"ski", "FILE", "print the SKI (SHA-1 of the public key bits) of a certificate or key",
-	 cmd_ski},
-	{"digest", "FILE", "print the RSA modulus digest (SHA-256 of its upper-case hex)", cmd_digest},
-	{"ref", "--cert CERT", "print the KEYWAY KEY reference PEM for a certificate's key", kw_cli_ref},
-	{"ping", "[--openssl-conf FILE]", "ask each keyserver of the provider's settings for a pong",
-	 kw_cli_ping},
-	{"help", "[COMMAND]", "show this list, or one command's options", cmd_help},
-	{NULL, NULL, NULL, NULL},
+    {"ski", "FILE", "print the SKI (SHA-1 of the public key bits) of a certificate or key",
+     cmd_ski},
+    {"digest", "FILE", "print the RSA modulus digest (SHA-256 of its upper-case hex)", cmd_digest},
+    {"ref", "--cert CERT", "print the KEYWAY KEY reference PEM for a certificate's key",
+     kw_cli_ref},
+    {"ping", "[--openssl-conf FILE]", "ask each keyserver of the provider's settings for a pong",
+     kw_cli_ping},
+    {"help", "[COMMAND]", "show this list, or one command's options", cmd_help},
+    {NULL, NULL, NULL, NULL},
 };
 
 static void print_help(FILE *f)

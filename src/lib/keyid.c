@@ -16,6 +16,7 @@
 #include <openssl/x509.h>
 
 #include "keyway/err.h"
+#include "keyway/keyfile.h"
 
 int kw_key_ski(const EVP_PKEY *key, uint8_t out[KW_SKI_LEN])
 {
@@ -74,16 +75,6 @@ static EVP_PKEY *pubkey_from_private(EVP_PKEY *priv)
 	return pub;
 }
 
-/* Refuse to decrypt: a public key needs no passphrase, and we never prompt. */
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf;
-	(void)size;
-	(void)rwflag;
-	(void)u;
-	return -1;
-}
-
 int kw_load_public_key(const char *path, EVP_PKEY **out)
 {
 	BIO *bio = NULL;
@@ -99,13 +90,13 @@ int kw_load_public_key(const char *path, EVP_PKEY **out)
 		return rc;
 	}
 	/* Try, in order: PEM certificate, PEM public key, PEM private key, then DER forms. */
-	if ((cert = PEM_read_bio_X509(bio, NULL, no_password, NULL)) != NULL)
+	if ((cert = PEM_read_bio_X509(bio, NULL, kw_pem_no_password, NULL)) != NULL)
 		goto have_cert;
 	(void)BIO_reset(bio);
-	if ((key = PEM_read_bio_PUBKEY(bio, NULL, no_password, NULL)) != NULL)
+	if ((key = PEM_read_bio_PUBKEY(bio, NULL, kw_pem_no_password, NULL)) != NULL)
 		goto done;
 	(void)BIO_reset(bio);
-	if ((key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL)) != NULL)
+	if ((key = PEM_read_bio_PrivateKey(bio, NULL, kw_pem_no_password, NULL)) != NULL)
 		goto have_private;
 	(void)BIO_reset(bio);
 	if ((cert = d2i_X509_bio(bio, NULL)) != NULL)
@@ -122,7 +113,7 @@ int kw_load_public_key(const char *path, EVP_PKEY **out)
 have_cert:
 	key = X509_get_pubkey(cert);
 	goto done;
-have_private: {
+have_private : {
 	EVP_PKEY *pub = pubkey_from_private(key);
 	EVP_PKEY_free(key); /* EVP_PKEY_free wipes private components */
 	key = pub;
@@ -162,7 +153,8 @@ int kw_unhex(uint8_t *out, size_t n, const char *hex)
 	if (strlen(hex) != 2 * n)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++) {
-		int hi = hexval((unsigned char)hex[2 * i]), lo = hexval((unsigned char)hex[2 * i + 1]);
+		int hi = hexval((unsigned char)hex[2 * i]),
+		    lo = hexval((unsigned char)hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out[i] = (uint8_t)(hi << 4 | lo);
