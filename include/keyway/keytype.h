@@ -11,8 +11,8 @@
 enum kw_key_type { KW_KEY_RSA = 1, KW_KEY_EC, KW_KEY_ED25519 };
 
 /*
- * kw_key_type_of returns the type of pkey (KW_KEY_*), or 0 for a key of
- * another algorithm. It checks no size or curve.
+ * kw_key_type_of classifies pkey: KW_KEY_*, or 0 for NULL or a type keyless
+ * does not serve. It checks no size or curve.
  */
 int kw_key_type_of(const EVP_PKEY *pkey);
 

@@ -121,6 +121,18 @@ struct kw_backend_ops {
 	void (*free)(struct kw_backend *b);
 };
 
+/*
+ * KW_BACKEND_OPS(p, label) defines `static const struct kw_backend_ops
+ * p##_ops` named label from the functions p##_submit, p##_poll,
+ * p##_inflight and p##_free, so every backend's table reads the same.
+ */
+#define KW_BACKEND_OPS(p, label)                                                                   \
+	static const struct kw_backend_ops p##_ops = {.name = (label),                             \
+	                                              .submit = p##_submit,                        \
+	                                              .poll = p##_poll,                            \
+	                                              .inflight = p##_inflight,                    \
+	                                              .free = p##_free}
+
 struct kw_backend {
 	const struct kw_backend_ops *ops;
 };

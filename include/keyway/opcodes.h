@@ -46,9 +46,6 @@ struct kw_opcode_desc {
 /* kw_opcode_desc returns the description of a key opcode, or NULL for anything else. */
 const struct kw_opcode_desc *kw_opcode_desc(uint8_t opcode);
 
-/* kw_key_type_of classifies pkey: KW_KEY_* or 0 for a type keyless does not serve. */
-int kw_key_type_of(const EVP_PKEY *pkey);
-
 /*
  * kw_opcode_check tells whether in_len is a valid input for d on a key of
  * key_type (the keyserver answers KW_ERR_CRYPTO otherwise).

@@ -79,15 +79,27 @@ static EVP_PKEY *load_key(const struct subcommand *sc, const char *path)
 	return rc < 0 ? NULL : key;
 }
 
+/*
+ * key_argument parses a subcommand's single FILE and loads its public key;
+ * NULL after printing why, with the exit status in *rc.
+ */
+static EVP_PKEY *key_argument(const struct subcommand *sc, int argc, char **argv, const char **path,
+                              int *rc)
+{
+	*path = parse_one_file(sc, argc, argv, rc);
+	if (*path == NULL)
+		return NULL;
+	*rc = 1;
+	return load_key(sc, *path);
+}
+
 static int cmd_ski(const struct subcommand *sc, int argc, char **argv)
 {
-	int rc = 1;
-	const char *path = parse_one_file(sc, argc, argv, &rc);
-	if (path == NULL)
-		return rc;
-	EVP_PKEY *key = load_key(sc, path);
+	int rc;
+	const char *path;
+	EVP_PKEY *key = key_argument(sc, argc, argv, &path, &rc);
 	if (key == NULL)
-		return 1;
+		return rc;
 	uint8_t ski[KW_SKI_LEN];
 	char hex[2 * KW_SKI_LEN + 1];
 	if (kw_key_ski(key, ski) < 0) {
@@ -103,13 +115,11 @@ static int cmd_ski(const struct subcommand *sc, int argc, char **argv)
 
 static int cmd_digest(const struct subcommand *sc, int argc, char **argv)
 {
-	int rc = 1;
-	const char *path = parse_one_file(sc, argc, argv, &rc);
-	if (path == NULL)
-		return rc;
-	EVP_PKEY *key = load_key(sc, path);
+	int rc;
+	const char *path;
+	EVP_PKEY *key = key_argument(sc, argc, argv, &path, &rc);
 	if (key == NULL)
-		return 1;
+		return rc;
 	uint8_t digest[KW_DIGEST_LEN];
 	char hex[2 * KW_DIGEST_LEN + 1];
 	int drc = kw_key_digest(key, digest);

@@ -38,13 +38,7 @@ static void inline_free(struct kw_backend *b)
 	free(b);
 }
 
-static const struct kw_backend_ops inline_ops = {
-    .name = "inline",
-    .submit = inline_submit,
-    .poll = inline_poll,
-    .inflight = inline_inflight,
-    .free = inline_free,
-};
+KW_BACKEND_OPS(inline, "inline");
 
 int kw_backend_inline_new(struct kw_backend **out)
 {

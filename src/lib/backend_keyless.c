@@ -733,13 +733,7 @@ static void keyless_free(struct kw_backend *base)
 	free(b);
 }
 
-static const struct kw_backend_ops keyless_ops = {
-    .name = "keyless",
-    .submit = keyless_submit,
-    .poll = keyless_poll,
-    .inflight = keyless_inflight,
-    .free = keyless_free,
-};
+KW_BACKEND_OPS(keyless, "keyless");
 
 bool kw_backend_is_keyless(const struct kw_backend *b)
 {

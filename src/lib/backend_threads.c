@@ -281,13 +281,7 @@ static void threads_free(struct kw_backend *base)
 	free(b);
 }
 
-static const struct kw_backend_ops threads_ops = {
-    .name = "threads",
-    .submit = threads_submit,
-    .poll = threads_poll,
-    .inflight = threads_inflight,
-    .free = threads_free,
-};
+KW_BACKEND_OPS(threads, "threads");
 
 static void *zalloc_aligned(size_t size)
 {

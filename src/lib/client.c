@@ -302,6 +302,30 @@ static int tls_error(struct kw_client *c, int ret, const char *what)
 	return rc;
 }
 
+/*
+ * tls_step runs one SSL_write_ex (writing) or SSL_read_ex into/from buf:
+ * 1 with *n bytes moved, 0 when TLS must wait (the matching flag set), or
+ * an error.
+ */
+static int tls_step(struct kw_client *c, bool writing, void *buf, size_t len, size_t *n)
+{
+	ERR_clear_error();
+	int r = writing ? SSL_write_ex(c->ssl, buf, len, n) : SSL_read_ex(c->ssl, buf, len, n);
+	if (r > 0)
+		return 1;
+	int e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_WRITE) {
+		*(writing ? &c->write_blocked : &c->read_wants_write) = true;
+		return 0;
+	}
+	if (e == SSL_ERROR_WANT_READ) {
+		if (writing)
+			c->write_wants_read = true;
+		return 0;
+	}
+	return tls_error(c, r, writing ? "write" : "read");
+}
+
 /* write_out writes queued requests until done or the socket is full; 0 or an error. */
 static int write_out(struct kw_client *c)
 {
@@ -309,20 +333,11 @@ static int write_out(struct kw_client *c)
 	while (kw_buf_unread(&c->out) > 0) {
 		size_t n;
 		if (c->ssl != NULL) {
-			ERR_clear_error();
-			int r =
-			    SSL_write_ex(c->ssl, kw_buf_head(&c->out), kw_buf_unread(&c->out), &n);
+			int r = tls_step(c, true, kw_buf_head(&c->out), kw_buf_unread(&c->out), &n);
 			if (r <= 0) {
-				int e = SSL_get_error(c->ssl, r);
-				if (e == SSL_ERROR_WANT_WRITE) {
-					c->write_blocked = true;
-					break;
-				}
-				if (e == SSL_ERROR_WANT_READ) {
-					c->write_wants_read = true;
-					break;
-				}
-				return tls_error(c, r, "write");
+				if (r < 0)
+					return r;
+				break;
 			}
 		} else {
 			ssize_t w =
@@ -358,17 +373,11 @@ static int read_in(struct kw_client *c)
 			return rc;
 		size_t room = c->in.cap - c->in.len, n;
 		if (c->ssl != NULL) {
-			ERR_clear_error();
-			int r = SSL_read_ex(c->ssl, kw_buf_tail(&c->in), room, &n);
+			int r = tls_step(c, false, kw_buf_tail(&c->in), room, &n);
 			if (r <= 0) {
-				int e = SSL_get_error(c->ssl, r);
-				if (e == SSL_ERROR_WANT_READ)
-					break;
-				if (e == SSL_ERROR_WANT_WRITE) {
-					c->read_wants_write = true;
-					break;
-				}
-				return tls_error(c, r, "read");
+				if (r < 0)
+					return r;
+				break;
 			}
 		} else {
 			ssize_t got = recv(c->fd, kw_buf_tail(&c->in), room, 0);

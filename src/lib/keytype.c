@@ -3,6 +3,17 @@
 
 int kw_key_type_of(const EVP_PKEY *pkey)
 {
+	if (pkey == NULL)
+		return 0;
+	switch (EVP_PKEY_get_base_id(pkey)) {
+	case EVP_PKEY_RSA:
+		return KW_KEY_RSA;
+	case EVP_PKEY_EC:
+		return KW_KEY_EC;
+	case EVP_PKEY_ED25519:
+		return KW_KEY_ED25519;
+	}
+	/* Keys held by another provider have no legacy id; ask by name. */
 	if (EVP_PKEY_is_a(pkey, "RSA"))
 		return KW_KEY_RSA;
 	if (EVP_PKEY_is_a(pkey, "EC"))

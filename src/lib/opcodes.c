@@ -57,28 +57,6 @@ const struct kw_opcode_desc *kw_opcode_desc(uint8_t opcode)
 	return d->key_type != 0 ? d : NULL;
 }
 
-int kw_key_type_of(const EVP_PKEY *pkey)
-{
-	if (pkey == NULL)
-		return 0;
-	switch (EVP_PKEY_get_base_id(pkey)) {
-	case EVP_PKEY_RSA:
-		return KW_KEY_RSA;
-	case EVP_PKEY_EC:
-		return KW_KEY_EC;
-	case EVP_PKEY_ED25519:
-		return KW_KEY_ED25519;
-	}
-	/* Keys held by another provider have no legacy id; ask by name. */
-	if (EVP_PKEY_is_a(pkey, "RSA"))
-		return KW_KEY_RSA;
-	if (EVP_PKEY_is_a(pkey, "EC"))
-		return KW_KEY_EC;
-	if (EVP_PKEY_is_a(pkey, "ED25519"))
-		return KW_KEY_ED25519;
-	return 0;
-}
-
 bool kw_opcode_check(const struct kw_opcode_desc *d, int key_type, size_t in_len)
 {
 	return d != NULL && d->key_type == key_type && (d->hash_len == 0 || in_len == d->hash_len);

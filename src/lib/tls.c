@@ -9,8 +9,8 @@
 
 /* gokeyless' suites first, so its clients interoperate; then the other AES-GCM/ChaCha suites. */
 static const char tls12_ciphers[] = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-				    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-				    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+                                    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 void kw_tls_err_string(char *out, size_t outlen)
 {
@@ -20,7 +20,8 @@ void kw_tls_err_string(char *out, size_t outlen)
 	while ((e = ERR_get_error()) != 0) {
 		char one[256];
 		ERR_error_string_n(e, one, sizeof(one));
-		/* Keep the reason part only: "error:0A000086:SSL routines::certificate verify failed". */
+		/* Keep the reason part only: "error:0A000086:SSL routines::certificate verify
+		 * failed". */
 		const char *reason = strrchr(one, ':');
 		reason = reason ? reason + 1 : one;
 		/* OpenSSL often queues the same reason several times (e.g. "system lib"). */
@@ -48,31 +49,53 @@ static SSL_CTX *new_ctx(const SSL_METHOD *method)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_cipher_list(ctx, tls12_ciphers);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-				      SSL_MODE_RELEASE_BUFFERS);
+	                          SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	return ctx;
 }
 
+/* The messages of use_identity's three steps. */
+struct identity_msgs {
+	const char *cert, *key, *mismatch;
+};
+
+/*
+ * use_identity loads cert's chain and key into ctx (each when not NULL) and
+ * checks they match; 0, or -1 with the file and the reason in err.
+ */
+static int use_identity(SSL_CTX *ctx, const char *cert, const char *key,
+                        const struct identity_msgs *m, char *err, size_t errlen)
+{
+	if (cert != NULL && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		fail(err, errlen, m->cert, cert);
+		return -1;
+	}
+	if (key == NULL)
+		return 0;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		fail(err, errlen, m->key, key);
+		return -1;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		fail(err, errlen, m->mismatch, cert ? cert : key);
+		return -1;
+	}
+	return 0;
+}
+
 SSL_CTX *kw_tls_server_ctx(const char *cert, const char *key, const char *client_ca, char *err,
-			   size_t errlen)
+                           size_t errlen)
 {
 	SSL_CTX *ctx = new_ctx(TLS_server_method());
 	if (ctx == NULL) {
 		fail(err, errlen, "cannot create TLS context for", cert);
 		return NULL;
 	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		fail(err, errlen, "cannot load TLS certificate chain", cert);
+	static const struct identity_msgs server = {
+	    "cannot load TLS certificate chain", "cannot load TLS private key",
+	    "TLS private key does not match the certificate in"};
+	if (use_identity(ctx, cert, key, &server, err, errlen) < 0)
 		goto err;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		fail(err, errlen, "cannot load TLS private key", key);
-		goto err;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		fail(err, errlen, "TLS private key does not match the certificate in", cert);
-		goto err;
-	}
 	if (client_ca != NULL) {
 		if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {
 			fail(err, errlen, "cannot load client CA", client_ca);
@@ -94,7 +117,7 @@ err:
 }
 
 SSL_CTX *kw_tls_client_ctx(const char *cert, const char *key, const char *ca, char *err,
-			   size_t errlen)
+                           size_t errlen)
 {
 	SSL_CTX *ctx = new_ctx(TLS_client_method());
 	if (ctx == NULL) {
@@ -110,21 +133,11 @@ SSL_CTX *kw_tls_client_ctx(const char *cert, const char *key, const char *ca, ch
 		goto err;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	if (cert != NULL && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		fail(err, errlen, "cannot load client certificate", cert);
+	static const struct identity_msgs client = {"cannot load client certificate",
+	                                            "cannot load client key",
+	                                            "client key does not match the certificate in"};
+	if (use_identity(ctx, cert, key, &client, err, errlen) < 0)
 		goto err;
-	}
-	if (key != NULL) {
-		if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-			fail(err, errlen, "cannot load client key", key);
-			goto err;
-		}
-		if (SSL_CTX_check_private_key(ctx) != 1) {
-			fail(err, errlen, "client key does not match the certificate in",
-			     cert ? cert : key);
-			goto err;
-		}
-	}
 	return ctx;
 err:
 	SSL_CTX_free(ctx);
