@@ -74,6 +74,20 @@ static inline void kw_list_del(struct kw_list *node)
 	kw_list_init(node);
 }
 
+/* kw_list_move_all moves every node of src, in order, to dst (which must be empty); src empties. */
+static inline void kw_list_move_all(struct kw_list *dst, struct kw_list *src)
+{
+	if (kw_list_empty(src)) {
+		kw_list_init(dst);
+		return;
+	}
+	dst->next = src->next;
+	dst->prev = src->prev;
+	dst->next->prev = dst;
+	dst->prev->next = dst;
+	kw_list_init(src);
+}
+
 /* kw_list_first returns the first node, or NULL when head is empty. */
 static inline struct kw_list *kw_list_first(const struct kw_list *head)
 {

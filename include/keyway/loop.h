@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keyway/list.h"
+
 struct kw_loop;
 
 #define KW_EV_READ 0x1u
@@ -42,10 +44,9 @@ struct kw_timer {
 
 /* A hook run every loop turn before waiting, embedded in the caller's object. */
 struct kw_hook {
-	struct kw_hook *next, *prev;
+	struct kw_list link; /* in the loop's hooks while added */
 	kw_hook_fn fn;
 	void *arg;
-	bool linked;
 };
 
 /* kw_loop_new creates a loop; 0 or -errno. */

@@ -25,6 +25,7 @@
 
 #include "keyway/client.h"
 #include "keyway/err.h"
+#include "keyway/list.h"
 #include "keyway/log.h"
 
 #define MS (1000ull * 1000)
@@ -67,8 +68,8 @@ struct req {
 	int final;      /* status to complete with from the timer (never inside submit) */
 	bool finishing; /* final is set */
 	bool backlogged;
-	struct req *prev, *next; /* every req held */
-	struct req *bl_next;     /* backlog, oldest first */
+	struct kw_list link;    /* in the backend's reqs: every req held */
+	struct kw_list bl_link; /* in the backend's backlog while backlogged */
 };
 
 struct attempt {
@@ -98,9 +99,9 @@ struct kl_backend {
 
 	unsigned inflight[KW_OPK_COUNT];
 	unsigned total;
-	struct req *reqs;
-	struct req *bl_head, *bl_tail;
-	unsigned rr; /* rotates the first keyserver looked at */
+	struct kw_list reqs;    /* every req held (struct req.link) */
+	struct kw_list backlog; /* reqs waiting for room (struct req.bl_link), oldest first */
+	unsigned rr;            /* rotates the first keyserver looked at */
 	bool freeing;
 	struct kw_keyless_stats st;
 };
@@ -114,18 +115,9 @@ static struct kl_backend *kl(struct kw_backend *b)
 
 /* ---- completion ---- */
 
-static void backlog_unlink(struct kl_backend *b, struct req *r)
+static void backlog_unlink(struct req *r)
 {
-	struct req **pp = &b->bl_head, *prev = NULL;
-	for (; *pp != NULL; prev = *pp, pp = &(*pp)->bl_next) {
-		if (*pp == r) {
-			*pp = r->bl_next;
-			if (b->bl_tail == r)
-				b->bl_tail = prev;
-			break;
-		}
-	}
-	r->bl_next = NULL;
+	kw_list_del(&r->bl_link);
 	r->backlogged = false;
 }
 
@@ -140,13 +132,8 @@ static void complete(struct req *r, int status)
 		a->req = NULL;
 	r->atts = NULL;
 	if (r->backlogged)
-		backlog_unlink(b, r);
-	if (r->prev != NULL)
-		r->prev->next = r->next;
-	else
-		b->reqs = r->next;
-	if (r->next != NULL)
-		r->next->prev = r->prev;
+		backlog_unlink(r);
+	kw_list_del(&r->link);
 	b->inflight[op->kind]--;
 	b->total--;
 	b->st.completed++;
@@ -465,12 +452,7 @@ static void backlog_push(struct kl_backend *b, struct req *r)
 {
 	kw_timer_stop(b->loop, &r->att_timer);
 	r->backlogged = true;
-	r->bl_next = NULL;
-	if (b->bl_tail != NULL)
-		b->bl_tail->bl_next = r;
-	else
-		b->bl_head = r;
-	b->bl_tail = r;
+	kw_list_add_tail(&b->backlog, &r->bl_link);
 }
 
 /*
@@ -514,18 +496,15 @@ static void retry(struct kl_backend *b, struct req *r)
 /* drain_backlog gives each backlogged req (as of now) one more chance. */
 static void drain_backlog(struct kl_backend *b)
 {
-	struct req *r = b->bl_head, *last = b->bl_tail;
+	struct kw_list todo;
+	struct kw_list *n;
 
-	if (r == NULL)
-		return;
-	b->bl_head = b->bl_tail = NULL;
-	while (r != NULL) {
-		struct req *next = r == last ? NULL : r->bl_next;
-		r->bl_next = NULL;
-		r->backlogged = false;
+	kw_list_move_all(&todo, &b->backlog);
+	while ((n = kw_list_first(&todo)) != NULL) {
+		struct req *r = kw_container_of(n, struct req, bl_link);
+		backlog_unlink(r);
 		/* Still no room: it goes to the back again. */
 		retry(b, r);
-		r = next;
 	}
 }
 
@@ -656,6 +635,8 @@ static int accept_op(struct kl_backend *b, struct kw_op *op, int pinned)
 	if (r == NULL)
 		return -ENOMEM;
 	uint64_t now = kw_now_ns();
+	kw_list_init(&r->link);
+	kw_list_init(&r->bl_link);
 	r->op = op;
 	r->b = b;
 	r->pinned = pinned;
@@ -671,10 +652,7 @@ static int accept_op(struct kl_backend *b, struct kw_op *op, int pinned)
 	op->attempts = 0;
 	op->server = -1;
 	op->remote_error = 0;
-	r->next = b->reqs;
-	if (b->reqs != NULL)
-		b->reqs->prev = r;
-	b->reqs = r;
+	kw_list_add(&b->reqs, &r->link);
 	b->inflight[op->kind]++;
 	b->total++;
 	b->st.submitted++;
@@ -718,8 +696,8 @@ static void keyless_free(struct kw_backend *base)
 	for (size_t i = 0; b->servers != NULL && i < b->nservers; i++)
 		for (unsigned k = 0; b->servers[i].conns != NULL && k < b->connections; k++)
 			kw_client_free(b->servers[i].conns[k]);
-	while (b->reqs != NULL)
-		complete(b->reqs, -KW_ECANCELED);
+	while (!kw_list_empty(&b->reqs))
+		complete(kw_list_entry(kw_list_first(&b->reqs), struct req, link), -KW_ECANCELED);
 	kw_timer_stop(b->loop, &b->idle_timer);
 	for (size_t i = 0; b->servers != NULL && i < b->nservers; i++) {
 		kw_timer_stop(b->loop, &b->servers[i].probe_timer);
@@ -771,6 +749,8 @@ int kw_backend_keyless_new(struct kw_loop *loop, const struct kw_keyless_config 
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return -ENOMEM;
 	b->base.ops = &keyless_ops;
+	kw_list_init(&b->reqs);
+	kw_list_init(&b->backlog);
 	b->loop = loop;
 	b->connections = cfg->connections ? cfg->connections : 2;
 	b->conn_max = cfg->conn_max_inflight ? cfg->conn_max_inflight : 1000;

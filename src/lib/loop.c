@@ -19,8 +19,8 @@ struct kw_loop {
 	uint64_t now_ns;        /* time cached at the start of the turn */
 	struct kw_timer **heap; /* min-heap of active timers by deadline */
 	size_t nheap, capheap;
-	struct kw_hook hooks;      /* sentinel of the circular hook list */
-	struct kw_hook *hook_next; /* next hook to run, so hooks may remove themselves */
+	struct kw_list hooks;      /* struct kw_hook.link, in registration order */
+	struct kw_list *hook_next; /* next hook to run, so hooks may remove themselves */
 	struct deferred *deferred; /* frees to run at the end of the turn */
 	size_t ndeferred, capdeferred;
 	int timerfd;           /* for precise timers; -1 until the first one waits */
@@ -64,7 +64,7 @@ int kw_loop_new(struct kw_loop **out)
 		kw_loop_free(loop);
 		return rc;
 	}
-	loop->hooks.next = loop->hooks.prev = &loop->hooks;
+	kw_list_init(&loop->hooks);
 	loop->timerfd = -1;
 	loop->now_ns = kw_now_ns();
 	*out = loop;
@@ -295,39 +295,31 @@ static void run_timers(struct kw_loop *loop)
 
 void kw_hook_init(struct kw_hook *h, kw_hook_fn fn, void *arg)
 {
-	h->next = h->prev = NULL;
+	kw_list_init(&h->link);
 	h->fn = fn;
 	h->arg = arg;
-	h->linked = false;
 }
 
 void kw_hook_add(struct kw_loop *loop, struct kw_hook *h)
 {
-	if (h->linked)
-		return;
-	h->prev = loop->hooks.prev;
-	h->next = &loop->hooks;
-	loop->hooks.prev->next = h;
-	loop->hooks.prev = h;
-	h->linked = true;
+	if (!kw_list_linked(&h->link))
+		kw_list_add_tail(&loop->hooks, &h->link);
 }
 
 void kw_hook_remove(struct kw_loop *loop, struct kw_hook *h)
 {
-	if (!h->linked)
+	if (!kw_list_linked(&h->link))
 		return;
-	if (loop->hook_next == h)
-		loop->hook_next = h->next;
-	h->prev->next = h->next;
-	h->next->prev = h->prev;
-	h->next = h->prev = NULL;
-	h->linked = false;
+	if (loop->hook_next == &h->link)
+		loop->hook_next = h->link.next;
+	kw_list_del(&h->link);
 }
 
 static void run_hooks(struct kw_loop *loop)
 {
-	for (struct kw_hook *h = loop->hooks.next; h != &loop->hooks; h = loop->hook_next) {
-		loop->hook_next = h->next;
+	for (struct kw_list *n = loop->hooks.next; n != &loop->hooks; n = loop->hook_next) {
+		struct kw_hook *h = kw_container_of(n, struct kw_hook, link);
+		loop->hook_next = n->next;
 		h->fn(loop, h->arg);
 	}
 	loop->hook_next = NULL;
