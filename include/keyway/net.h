@@ -30,6 +30,9 @@ void kw_addr_format(const struct kw_addr *a, char *out, size_t outlen);
  */
 void kw_sockaddr_format(const struct sockaddr *sa, const char *other, char *out, size_t outlen);
 
+/* kw_addr_port returns the port of an IPv4/IPv6 address (0: any), or -1 for unix. */
+int kw_addr_port(const struct kw_addr *a);
+
 /* kw_addr_set_port sets the port of an IPv4/IPv6 address; a no-op for unix or port < 0. */
 void kw_addr_set_port(struct kw_addr *a, int port);
 

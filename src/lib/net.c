@@ -118,6 +118,15 @@ void kw_addr_format(const struct kw_addr *a, char *out, size_t outlen)
 		kw_sockaddr_format((const struct sockaddr *)&a->ss, "?", out, outlen);
 }
 
+int kw_addr_port(const struct kw_addr *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+	if (a->ss.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+	return -1;
+}
+
 void kw_addr_set_port(struct kw_addr *a, int port)
 {
 	if (port < 0 || port > 65535)

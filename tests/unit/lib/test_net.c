@@ -21,7 +21,9 @@ static void test_format(void)
 	CHECK_EQ(kw_addr_parse(&a, "[::1]:8443", err, sizeof(err)), 0);
 	kw_sockaddr_format((const struct sockaddr *)&a.ss, "-", out, sizeof(out));
 	CHECK(strcmp(out, "[::1]:8443") == 0);
+	CHECK_EQ(kw_addr_port(&a), 8443);
 	kw_addr_set_port(&a, 9);
+	CHECK_EQ(kw_addr_port(&a), 9);
 	kw_addr_format(&a, out, sizeof(out));
 	CHECK(strcmp(out, "[::1]:9") == 0);
 	kw_addr_set_port(&a, 70000); /* out of range: unchanged */
@@ -30,6 +32,7 @@ static void test_format(void)
 	CHECK_EQ(kw_addr_parse(&a, "unix:/run/k.sock", err, sizeof(err)), 0);
 	kw_addr_format(&a, out, sizeof(out));
 	CHECK(strcmp(out, "unix:/run/k.sock") == 0);
+	CHECK_EQ(kw_addr_port(&a), -1);
 	kw_sockaddr_format((const struct sockaddr *)&a.ss, "unix", out, sizeof(out));
 	CHECK(strcmp(out, "unix") == 0);
 	kw_sockaddr_format(NULL, "-", out, sizeof(out));
