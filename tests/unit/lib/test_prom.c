@@ -71,22 +71,10 @@ static void test_histogram(void)
 	kw_buf_cleanup(&b);
 }
 
-static void test_appendf_grows(void)
-{
-	struct kw_buf b = KW_BUF_INIT;
-	static char big[3001];
-	memset(big, 'y', 3000);
-	CHECK_EQ(kw_buf_appendf(&b, "<%s>%d", big, 42), 0);
-	CHECK_EQ(kw_buf_unread(&b), 3004);
-	CHECK(memcmp(kw_buf_tail(&b) - 3, ">42", 3) == 0);
-	kw_buf_cleanup(&b);
-}
-
 int main(void)
 {
 	test_families_and_samples();
 	test_escaping_and_long_lines();
 	test_histogram();
-	test_appendf_grows();
 	CHECK_DONE();
 }
