@@ -186,7 +186,7 @@ static void test_no_password(void)
 
 int main(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/kw-keyfile-XXXXXX");
+	snprintf(dir, sizeof(dir), "/tmp/keyway-keyfile-XXXXXX");
 	CHECK(mkdtemp(dir) != NULL);
 	EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 	CHECK(k != NULL);
