@@ -32,7 +32,7 @@
 #include "keyway/loop.h"
 #include "keyway/protocol.h"
 #include "keyway/tls.h"
-#include "ops.h"
+#include "exec.h"
 #include "worker.h"
 
 #define READ_CHUNK 16384
@@ -251,16 +251,16 @@ static void record(struct kwd_worker *w, uint8_t opcode, uint8_t err)
 static int answer(struct kwd_conn *c, uint32_t id, const struct kw_msg *m)
 {
 	struct kwd_worker *w = c->w;
-	struct kwd_result *res = &w->result;
+	struct kwd_exec_result *res = &w->result;
 	struct kw_buf *out = c->ssl ? &c->resp : &c->tx;
 
 	uint64_t t0 = kw_now_ns();
-	kwd_execute(w->signer, w->gen->ks, m, res);
+	kwd_exec_run(w->signer, w->gen->ks, m, res);
 	uint64_t t1 = kw_now_ns();
 	int rc = res->opcode == KW_OP_ERROR
 	             ? kw_encode_error(out, id, (enum kw_proto_error)res->error, true)
 	             : kw_encode_response(out, id, res->opcode, res->payload, res->len, true);
-	kwd_result_cleanse(res);
+	kwd_exec_result_cleanse(res);
 	/* Signatures are public; a raw RSA decryption is not. */
 	if (m->opcode == KW_OP_RSA_DECRYPT && res->opcode == KW_OP_RESPONSE)
 		c->secret_out = true;

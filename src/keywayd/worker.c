@@ -133,15 +133,15 @@ void kwd_worker_refresh_slow(struct kwd_worker *w)
 		return;
 	}
 	/* The context cache belongs to the old keystore: start a fresh one. */
-	struct kwd_signer *s = NULL;
-	int rc = kwd_signer_new(&s);
+	struct kwd_exec *s = NULL;
+	int rc = kwd_exec_new(&s);
 	if (rc < 0) {
 		kw_warn("worker %u: cannot switch to the reloaded keys yet: %s", w->id,
 		        kw_strerror(rc));
 		kwd_gen_unref(g);
 		return;
 	}
-	kwd_signer_free(w->signer);
+	kwd_exec_free(w->signer);
 	w->signer = s;
 	kwd_gen_unref(w->gen);
 	w->gen = g;
@@ -242,7 +242,7 @@ int kwd_worker_new(struct kwd_server *srv, unsigned id, struct kwd_worker **out)
 	int rc = kw_loop_new(&w->loop);
 	if (rc < 0)
 		goto err;
-	if ((rc = kwd_signer_new(&w->signer)) < 0)
+	if ((rc = kwd_exec_new(&w->signer)) < 0)
 		goto err;
 	w->gen = kwd_server_current(srv);
 	w->gen_seq = w->gen->seq;
@@ -298,7 +298,7 @@ void kwd_worker_free(struct kwd_worker *w)
 	}
 	if (w->tcp_fd >= 0)
 		close(w->tcp_fd);
-	kwd_signer_free(w->signer);
+	kwd_exec_free(w->signer);
 	kwd_gen_unref(w->gen);
 	free(w);
 }

@@ -12,7 +12,7 @@
 
 #include "keyway/loop.h"
 #include "metrics.h"
-#include "ops.h"
+#include "exec.h"
 #include "server.h"
 
 struct kwd_conn;
@@ -40,7 +40,7 @@ struct kwd_worker {
 
 	struct kwd_gen *gen; /* the generation this worker serves with */
 	uint64_t gen_seq;
-	struct kwd_signer *signer; /* context cache for gen->ks */
+	struct kwd_exec *signer; /* context cache for gen->ks */
 
 	struct kwd_conn *conns; /* list of open connections */
 	unsigned nconns;
@@ -50,7 +50,7 @@ struct kwd_worker {
 	size_t out_bound; /* backpressure: unsent output bytes per connection */
 	uint64_t idle_ns;
 
-	struct kwd_result result; /* scratch for kwd_execute */
+	struct kwd_exec_result result; /* scratch for kwd_exec_run */
 	struct kwd_batch_entry batch[KWD_BATCH_MAX];
 	unsigned nbatch;
 
