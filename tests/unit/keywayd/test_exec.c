@@ -359,39 +359,37 @@ static void test_errors(struct kwd_exec *s, const struct kwd_keystore *ks)
 	m.has_opcode = false;
 	EXPECT_ERROR(s, ks, &m, KW_ERR_BAD_OPCODE);
 
-	/* Key lookup: all-zero SKI is no SKI; unknown SKI or digest is "not found". */
-	m = req(KW_OP_RSA_SIGN_SHA256, zero_ski, NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_INTERNAL);
-	m = req(KW_OP_RSA_SIGN_SHA256, other, NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_KEY_NOT_FOUND);
-	m = req(KW_OP_RSA_SIGN_SHA256, NULL, other, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_KEY_NOT_FOUND);
-	m = req(KW_OP_RSA_SIGN_SHA256, zero_ski, other, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_KEY_NOT_FOUND);
+	/*
+	 * Key lookup: an all-zero SKI or digest is none; an unknown one is "not
+	 * found", which wins over a family mismatch (lookup comes first). Then
+	 * the family mismatches.
+	 */
 	uint8_t zero_digest[KW_DIGEST_LEN] = {0};
-	m = req(KW_OP_RSA_SIGN_SHA256, NULL, zero_digest, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_INTERNAL);
-	m = req(KW_OP_RSA_SIGN_SHA256, zero_ski, zero_digest, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_INTERNAL);
-	/* Not-found wins over a family mismatch (lookup comes first). */
-	m = req(KW_OP_ECDSA_SIGN_SHA256, other, NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_KEY_NOT_FOUND);
+	const struct {
+		uint8_t op;
+		const uint8_t *ski, *digest;
+		enum kw_proto_error e;
+	} rows[] = {
+	    {KW_OP_RSA_SIGN_SHA256, zero_ski, NULL, KW_ERR_INTERNAL},
+	    {KW_OP_RSA_SIGN_SHA256, other, NULL, KW_ERR_KEY_NOT_FOUND},
+	    {KW_OP_RSA_SIGN_SHA256, NULL, other, KW_ERR_KEY_NOT_FOUND},
+	    {KW_OP_RSA_SIGN_SHA256, zero_ski, other, KW_ERR_KEY_NOT_FOUND},
+	    {KW_OP_RSA_SIGN_SHA256, NULL, zero_digest, KW_ERR_INTERNAL},
+	    {KW_OP_RSA_SIGN_SHA256, zero_ski, zero_digest, KW_ERR_INTERNAL},
+	    {KW_OP_ECDSA_SIGN_SHA256, other, NULL, KW_ERR_KEY_NOT_FOUND},
+	    {KW_OP_RSA_SIGN_SHA256, skis[K_P256], NULL, KW_ERR_CRYPTO},
+	    {KW_OP_RSA_PSS_SIGN_SHA256, skis[K_ED25519], NULL, KW_ERR_CRYPTO},
+	    {KW_OP_ECDSA_SIGN_SHA256, skis[K_RSA2048], NULL, KW_ERR_CRYPTO},
+	    {KW_OP_ECDSA_SIGN_SHA256, skis[K_ED25519], NULL, KW_ERR_CRYPTO},
+	    {KW_OP_ED25519_SIGN, skis[K_RSA2048], NULL, KW_ERR_CRYPTO},
+	    {KW_OP_ED25519_SIGN, skis[K_P256], NULL, KW_ERR_CRYPTO},
+	    {KW_OP_RSA_DECRYPT, skis[K_P384], NULL, KW_ERR_CRYPTO},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		m = req(rows[i].op, rows[i].ski, rows[i].digest, h32, sizeof(h32));
+		EXPECT_ERROR(s, ks, &m, rows[i].e);
+	}
 
-	/* Family mismatches. */
-	m = req(KW_OP_RSA_SIGN_SHA256, skis[K_P256], NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_CRYPTO);
-	m = req(KW_OP_RSA_PSS_SIGN_SHA256, skis[K_ED25519], NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_CRYPTO);
-	m = req(KW_OP_ECDSA_SIGN_SHA256, skis[K_RSA2048], NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_CRYPTO);
-	m = req(KW_OP_ECDSA_SIGN_SHA256, skis[K_ED25519], NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_CRYPTO);
-	m = req(KW_OP_ED25519_SIGN, skis[K_RSA2048], NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_CRYPTO);
-	m = req(KW_OP_ED25519_SIGN, skis[K_P256], NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_CRYPTO);
-	m = req(KW_OP_RSA_DECRYPT, skis[K_P384], NULL, h32, sizeof(h32));
-	EXPECT_ERROR(s, ks, &m, KW_ERR_CRYPTO);
 	/* A digest only names RSA keys; EC keys have none. */
 	uint8_t ec_digest[KW_DIGEST_LEN];
 	CHECK(kw_key_digest(keys[K_P256], ec_digest) != 0);
