@@ -355,7 +355,7 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 		if (avail < flen)
 			break;
 		if (n == EXEC_BUDGET) {
-			/* Let the other connections of this worker have their turn. */
+			/* Let the other connections of this loop have their turn. */
 			kw_timer_start_us(env->loop, &c->kick, 0);
 			break;
 		}
