@@ -175,6 +175,54 @@ static int parse_group(const char *name, gid_t *out)
 	return 0;
 }
 
+static int unix_fail(char *err, size_t errlen, const char *path, int rc)
+{
+	snprintf(err, errlen, "--unix %s: %s; fix: check the directory exists and is writable",
+	         path, strerror(-rc));
+	return rc;
+}
+
+/*
+ * clear_unix_path makes way for a new socket at sa's path: nothing there, or
+ * a stale socket nobody answers on, which is removed. 0 or -errno with err.
+ */
+static int clear_unix_path(const struct sockaddr_un *sa, char *err, size_t errlen)
+{
+	const char *path = sa->sun_path;
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen,
+		         "--unix %s: exists and is not a socket; fix: remove it or choose "
+		         "another path",
+		         path);
+		return -EEXIST;
+	}
+	/* Remove a stale socket only if nothing answers on it. */
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (probe < 0)
+		return unix_fail(err, errlen, path, -errno);
+	int r = connect(probe, (const struct sockaddr *)sa, sizeof(*sa));
+	int e = errno;
+	close(probe);
+	if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
+		snprintf(err, errlen,
+		         "--unix %s: already in use by a running server; fix: stop it or "
+		         "choose another path",
+		         path);
+		return -EADDRINUSE;
+	}
+	if (e == ECONNREFUSED) {
+		if (unlink(path) != 0 && errno != ENOENT)
+			return unix_fail(err, errlen, path, -errno);
+		kw_info("removed stale socket %s", path);
+	} else if (e != ENOENT) {
+		return unix_fail(err, errlen, path, -e);
+	}
+	return 0;
+}
+
 static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 {
 	const char *path = s->opt->unix_path;
@@ -195,38 +243,8 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 		return -KW_ECONFIG;
 	}
 
-	struct stat st;
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen,
-			         "--unix %s: exists and is not a socket; fix: remove it or choose "
-			         "another path",
-			         path);
-			return -EEXIST;
-		}
-		/* Remove a stale socket only if nothing answers on it. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (probe < 0)
-			goto sys;
-		int r = connect(probe, (struct sockaddr *)&sa, sizeof(sa));
-		int e = errno;
-		close(probe);
-		if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
-			snprintf(err, errlen,
-			         "--unix %s: already in use by a running server; fix: stop it or "
-			         "choose another path",
-			         path);
-			return -EADDRINUSE;
-		}
-		if (e == ECONNREFUSED) {
-			if (unlink(path) != 0 && errno != ENOENT)
-				goto sys;
-			kw_info("removed stale socket %s", path);
-		} else if (e != ENOENT) {
-			errno = e;
-			goto sys;
-		}
-	}
+	if ((rc = clear_unix_path(&sa, err, errlen)) < 0)
+		return rc;
 
 	s->unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->unix_fd < 0)
@@ -254,10 +272,7 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 		goto sys;
 	return 0;
 sys:
-	rc = -errno;
-	snprintf(err, errlen, "--unix %s: %s; fix: check the directory exists and is writable",
-	         path, strerror(-rc));
-	return rc;
+	return unix_fail(err, errlen, path, -errno);
 }
 
 /* ---- life cycle ---- */
