@@ -118,8 +118,9 @@ static int watch_signals(struct main_ctx *mc, struct kw_loop *loop, const sigset
 {
 	mc->sfd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (mc->sfd < 0) {
-		kw_error("signalfd: %s", strerror(errno));
-		return -errno;
+		int rc = -errno;
+		kw_error("signalfd: %s", strerror(-rc));
+		return rc;
 	}
 	int rc = kw_io_start(loop, &mc->sig_io, mc->sfd, KW_EV_READ);
 	if (rc < 0)
