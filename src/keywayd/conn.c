@@ -10,6 +10,10 @@
  * Without TLS, frames are parsed straight from rx and responses encoded into
  * tx.
  *
+ * Steps: each I/O step of the service routine returns an enum kwd_step --
+ * done, blocked (waits for the peer or the socket), or closed -- and a step
+ * that closes the connection does so itself.
+ *
  * Teardown: close_now() releases the socket and SSL at once but the struct
  * itself is freed at the end of the loop turn, so any caller up the stack
  * only has to check c->dead.
@@ -17,11 +21,15 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
@@ -32,18 +40,36 @@
 #include "keyway/loop.h"
 #include "keyway/protocol.h"
 #include "keyway/tls.h"
-#include "ops.h"
-#include "worker.h"
 
 #define READ_CHUNK 16384
 #define READ_BUDGET (64 * 1024)      /* socket bytes per connection per turn, for fairness */
 #define MAX_BUFFERED_IN (256 * 1024) /* unparsed input above which reading waits (> max frame) */
-#define EXEC_BUDGET KWD_BATCH_MAX    /* requests answered per connection per turn */
+#define EXEC_BUDGET 256              /* requests answered per connection per turn */
 #define DRAIN_QUIET_NS 50000000u     /* draining: silence after which a client is done */
 
+/* What an I/O step left behind. */
+enum kwd_step {
+	KWD_STEP_DONE,    /* its work is done: go on */
+	KWD_STEP_BLOCKED, /* it waits for the peer or the socket: what needs its output waits */
+	KWD_STEP_CLOSED,  /* it closed the connection: touch nothing but c->dead */
+};
+
+/* A request answered in this service turn, for the total-duration histogram. */
+struct answered {
+	uint8_t family;
+	uint8_t err;
+};
+
+/* Scratch of one service turn (on the stack: nothing of it outlives the turn). */
+struct turn {
+	struct kwd_exec_result res;
+	struct answered answered[EXEC_BUDGET];
+	unsigned nanswered;
+};
+
 struct kwd_conn {
-	struct kwd_worker *w;
-	struct kwd_conn *prev, *next;
+	struct kwd_conn_env *env;
+	void *owner; /* for env->closed */
 	int fd;
 	SSL *ssl; /* NULL on the Unix socket */
 	enum kwd_transport transport;
@@ -68,8 +94,6 @@ struct kwd_conn {
 	struct kw_buf tx;     /* bytes for the socket */
 	char peer[64];
 };
-
-static void service(struct kwd_conn *c, bool can_read);
 
 /* ---- the buffer BIO: SSL reads from rx and writes to tx ---- */
 
@@ -122,17 +146,42 @@ static int bio_create(BIO *b)
 	return 1;
 }
 
-BIO_METHOD *kwd_conn_bio_method(void)
+/* One method per process: BIO type indexes are few. Never freed, like OpenSSL's own. */
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_method_once = PTHREAD_ONCE_INIT;
+
+static void bio_method_create(void)
 {
 	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "keywayd conn");
 	if (m == NULL)
-		return NULL;
+		return;
 	if (BIO_meth_set_write(m, bio_write) != 1 || BIO_meth_set_read(m, bio_read) != 1 ||
 	    BIO_meth_set_ctrl(m, bio_ctrl) != 1 || BIO_meth_set_create(m, bio_create) != 1) {
 		BIO_meth_free(m);
-		return NULL;
+		return;
 	}
-	return m;
+	bio_method = m;
+}
+
+/* tls_attach gives c an SSL object in accept state reading rx and writing tx; 0 or -ENOMEM. */
+static int tls_attach(struct kwd_conn *c, SSL_CTX *ctx)
+{
+	BIO *bio = NULL;
+	pthread_once(&bio_method_once, bio_method_create);
+	if (bio_method == NULL || (c->ssl = SSL_new(ctx)) == NULL ||
+	    (bio = BIO_new(bio_method)) == NULL) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		ERR_clear_error();
+		return -ENOMEM;
+	}
+	BIO_set_data(bio, c);
+	SSL_set_bio(c->ssl, bio, bio);
+	/* One SSL_write per batch; keep the record buffers between batches. */
+	SSL_clear_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+	SSL_set_accept_state(c->ssl);
+	c->handshaking = true;
+	return 0;
 }
 
 /* ---- teardown ---- */
@@ -146,13 +195,13 @@ static void close_now(struct kwd_conn *c, const char *why)
 {
 	if (c->dead)
 		return;
-	struct kwd_worker *w = c->w;
+	struct kwd_conn_env *env = c->env;
 	c->dead = true;
 	if (why != NULL)
 		kw_debug("connection %s closed: %s", c->peer, why);
-	kw_io_stop(w->loop, &c->io);
-	kw_timer_stop(w->loop, &c->idle);
-	kw_timer_stop(w->loop, &c->kick);
+	kw_io_stop(env->loop, &c->io);
+	kw_timer_stop(env->loop, &c->idle);
+	kw_timer_stop(env->loop, &c->kick);
 	SSL_free(c->ssl); /* frees the BIO too */
 	c->ssl = NULL;
 	close(c->fd);
@@ -161,22 +210,27 @@ static void close_now(struct kwd_conn *c, const char *why)
 	kw_buf_cleanup(&c->in);
 	kw_buf_cleanup(&c->resp);
 	kw_buf_cleanup(&c->tx);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
-	kwd_gauge_dec(&w->metrics.conns_open[c->transport]);
+	kwd_gauge_dec(&env->metrics->conns_open[c->transport]);
 	/* An event for this connection may still be queued in this turn. */
-	if (kw_loop_defer_free(w->loop, conn_free, c) < 0)
+	if (kw_loop_defer_free(env->loop, conn_free, c) < 0)
 		kw_warn("cannot defer a connection free; leaking %zu bytes", sizeof(*c));
-	kwd_worker_conn_closed(w);
+	env->closed(env->arg, c->owner);
 }
 
-/* write_tx sends as much of tx as the socket takes; 0, or -errno on a dead socket. */
-static int write_tx(struct kwd_conn *c)
+/* close_tls_error closes c with OpenSSL's reason for the failure, or fallback. */
+static void close_tls_error(struct kwd_conn *c, const char *fallback)
+{
+	char reason[256];
+	kw_tls_err_string(reason, sizeof(reason));
+	close_now(c, reason[0] ? reason : fallback);
+}
+
+/*
+ * write_tx sends as much of tx as the socket takes: done when tx is empty,
+ * blocked when the socket is full. A dead socket closes c, with why as the
+ * reason or, if why is NULL, one naming the error.
+ */
+static enum kwd_step write_tx(struct kwd_conn *c, const char *why)
 {
 	while (kw_buf_unread(&c->tx) > 0) {
 		size_t len = kw_buf_unread(&c->tx);
@@ -186,16 +240,21 @@ static int write_tx(struct kwd_conn *c)
 			if (c->ssl == NULL && c->secret_out)
 				OPENSSL_cleanse(kw_buf_head(&c->tx), (size_t)n);
 			kw_buf_consume(&c->tx, (size_t)n);
-			c->active_ns = kw_loop_now_ns(c->w->loop);
+			c->active_ns = kw_loop_now_ns(c->env->loop);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
-		return n < 0 ? -errno : -EPIPE;
+			return KWD_STEP_BLOCKED;
+		int rc = n < 0 ? -errno : -EPIPE;
+		if (why == NULL)
+			why =
+			    rc == -EPIPE || rc == -ECONNRESET ? "peer went away" : kw_strerror(rc);
+		close_now(c, why);
+		return KWD_STEP_CLOSED;
 	}
-	return 0;
+	return KWD_STEP_DONE;
 }
 
 /* close_graceful sends close_notify (TLS) and whatever output is pending, best effort. */
@@ -208,8 +267,8 @@ static void close_graceful(struct kwd_conn *c, const char *why)
 		SSL_shutdown(c->ssl);
 		ERR_clear_error();
 	}
-	write_tx(c);
-	close_now(c, why);
+	if (write_tx(c, why) != KWD_STEP_CLOSED)
+		close_now(c, why);
 }
 
 /* ---- requests ---- */
@@ -239,28 +298,28 @@ static bool has_frame(struct kwd_conn *c)
 	return kw_buf_unread(src) >= (size_t)KW_HEADER_LEN + h.length;
 }
 
-static void record(struct kwd_worker *w, uint8_t opcode, uint8_t err)
+static void record(struct turn *t, uint8_t opcode, uint8_t err)
 {
-	if (w->nbatch < KWD_BATCH_MAX) {
-		w->batch[w->nbatch].family = (uint8_t)kw_opcode_family(opcode);
-		w->batch[w->nbatch].err = (uint8_t)kwd_metrics_error_index(err);
-		w->nbatch++;
+	if (t->nanswered < EXEC_BUDGET) {
+		t->answered[t->nanswered].family = (uint8_t)kw_opcode_family(opcode);
+		t->answered[t->nanswered].err = (uint8_t)kwd_metrics_error_index(err);
+		t->nanswered++;
 	}
 }
 
-static int answer(struct kwd_conn *c, uint32_t id, const struct kw_msg *m)
+static int answer(struct kwd_conn *c, struct turn *t, uint32_t id, const struct kw_msg *m)
 {
-	struct kwd_worker *w = c->w;
-	struct kwd_result *res = &w->result;
+	struct kwd_conn_env *env = c->env;
+	struct kwd_exec_result *res = &t->res;
 	struct kw_buf *out = c->ssl ? &c->resp : &c->tx;
 
 	uint64_t t0 = kw_now_ns();
-	kwd_execute(w->signer, w->gen->ks, m, res);
+	kwd_exec_run(env->exec, env->ks, m, res);
 	uint64_t t1 = kw_now_ns();
 	int rc = res->opcode == KW_OP_ERROR
 	             ? kw_encode_error(out, id, (enum kw_proto_error)res->error, true)
 	             : kw_encode_response(out, id, res->opcode, res->payload, res->len, true);
-	kwd_result_cleanse(res);
+	kwd_exec_result_cleanse(res);
 	/* Signatures are public; a raw RSA decryption is not. */
 	if (m->opcode == KW_OP_RSA_DECRYPT && res->opcode == KW_OP_RESPONSE)
 		c->secret_out = true;
@@ -268,9 +327,9 @@ static int answer(struct kwd_conn *c, uint32_t id, const struct kw_msg *m)
 	unsigned fam = (unsigned)kw_opcode_family(m->opcode);
 	if (fam >= KWD_NFAMILY)
 		fam = 0;
-	kwd_counter_add(&w->metrics.requests[m->opcode], 1);
-	kwd_hist_observe(&w->metrics.exec[fam][kwd_metrics_error_index(res->error)], t1 - t0);
-	record(w, m->opcode, res->error);
+	kwd_counter_add(&env->metrics->requests[m->opcode], 1);
+	kwd_hist_observe(&env->metrics->exec[fam][kwd_metrics_error_index(res->error)], t1 - t0);
+	record(t, m->opcode, res->error);
 	return rc;
 }
 
@@ -278,15 +337,15 @@ static int answer(struct kwd_conn *c, uint32_t id, const struct kw_msg *m)
  * serve_frames answers every complete frame in the input, stopping when the
  * unsent output reaches the backpressure bound or the per-turn budget.
  */
-static void serve_frames(struct kwd_conn *c)
+static void serve_frames(struct kwd_conn *c, struct turn *t)
 {
-	struct kwd_worker *w = c->w;
+	struct kwd_conn_env *env = c->env;
 	struct kw_buf *src = frames(c);
 	unsigned n = 0;
 
-	kwd_worker_refresh(w);
+	env->refresh(env->arg);
 	while (!c->closing) {
-		if (pending_out(c) >= w->out_bound)
+		if (pending_out(c) >= env->out_bound)
 			break;
 		struct kw_header h;
 		size_t avail = kw_buf_unread(src);
@@ -296,8 +355,8 @@ static void serve_frames(struct kwd_conn *c)
 		if (avail < flen)
 			break;
 		if (n == EXEC_BUDGET) {
-			/* Let the other connections of this worker have their turn. */
-			kw_timer_start_us(w->loop, &c->kick, 0);
+			/* Let the other connections of this loop have their turn. */
+			kw_timer_start_us(env->loop, &c->kick, 0);
 			break;
 		}
 		n++;
@@ -314,7 +373,7 @@ static void serve_frames(struct kwd_conn *c)
 				c->why = "malformed frame";
 				break;
 			}
-			rc = answer(c, h.id, &m);
+			rc = answer(c, t, h.id, &m);
 		}
 		kw_buf_consume(src, flen);
 		if (rc < 0) {
@@ -326,7 +385,7 @@ static void serve_frames(struct kwd_conn *c)
 		}
 	}
 	if (n > 0)
-		c->active_ns = kw_loop_now_ns(w->loop);
+		c->active_ns = kw_loop_now_ns(env->loop);
 }
 
 /* ---- TLS ---- */
@@ -350,14 +409,18 @@ static void handshake_failed(struct kwd_conn *c, const char *why)
 	kw_tls_err_string(reason, sizeof(reason));
 	kw_debug("connection %s: TLS handshake failed: %s%s%s", c->peer, why, reason[0] ? ": " : "",
 	         reason);
-	kwd_counter_add(&c->w->metrics.failed_conns, 1);
+	kwd_counter_add(&c->env->metrics->failed_conns, 1);
 	c->handshake_failed = true;
 	c->closing = true; /* flush the alert, then close */
 	c->why = "TLS handshake failed";
 }
 
-/* tls_input runs the handshake and decrypts rx into in; false if c must stop. */
-static bool tls_input(struct kwd_conn *c)
+/*
+ * tls_input runs the handshake and decrypts rx into in: done when requests
+ * may be served, blocked while the handshake waits for the peer (or failed
+ * and c is closing).
+ */
+static enum kwd_step tls_input(struct kwd_conn *c)
 {
 	if (c->handshaking) {
 		ERR_clear_error();
@@ -371,7 +434,7 @@ static bool tls_input(struct kwd_conn *c)
 				handshake_failed(c, e == SSL_ERROR_SSL ? "protocol error"
 				                                       : "connection error");
 			}
-			return false;
+			return KWD_STEP_BLOCKED;
 		}
 		c->handshaking = false;
 		log_handshake(c);
@@ -379,7 +442,7 @@ static bool tls_input(struct kwd_conn *c)
 	for (;;) {
 		if (kw_buf_reserve(&c->in, READ_CHUNK) < 0) {
 			close_now(c, "out of memory");
-			return false;
+			return KWD_STEP_CLOSED;
 		}
 		size_t n = 0;
 		ERR_clear_error();
@@ -390,27 +453,31 @@ static bool tls_input(struct kwd_conn *c)
 		}
 		int e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_READ)
-			return true;
+			return KWD_STEP_DONE;
 		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && c->eof)) {
 			c->eof = true;
-			return true;
+			return KWD_STEP_DONE;
 		}
-		char reason[256];
-		kw_tls_err_string(reason, sizeof(reason));
-		close_now(c, reason[0] ? reason : "TLS error");
-		return false;
+		close_tls_error(c, "TLS error");
+		return KWD_STEP_CLOSED;
 	}
 }
 
 /* ---- the service routine: read, answer, write, decide ---- */
 
-/* read_socket reads up to READ_BUDGET bytes into rx; 0 or -errno. */
-static int read_socket(struct kwd_conn *c)
+/*
+ * read_socket reads up to READ_BUDGET bytes into rx: blocked once the socket
+ * is empty, done at the budget or the peer's end of stream; an error closes c.
+ */
+static enum kwd_step read_socket(struct kwd_conn *c)
 {
 	size_t budget = READ_BUDGET;
+	int rc = 0;
 	while (budget > 0) {
-		if (kw_buf_reserve(&c->rx, READ_CHUNK) < 0)
-			return -ENOMEM;
+		if (kw_buf_reserve(&c->rx, READ_CHUNK) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
 		size_t space = c->rx.cap - c->rx.len;
 		if (space > budget)
 			space = budget;
@@ -418,10 +485,10 @@ static int read_socket(struct kwd_conn *c)
 		if (n > 0) {
 			c->rx.len += (size_t)n;
 			budget -= (size_t)n;
-			c->rx_ns = kw_loop_now_ns(c->w->loop);
+			c->rx_ns = kw_loop_now_ns(c->env->loop);
 			if ((size_t)n < space) {
 				c->input_drained = true;
-				return 0;
+				return KWD_STEP_BLOCKED;
 			}
 			c->input_drained = false;
 			continue;
@@ -429,55 +496,57 @@ static int read_socket(struct kwd_conn *c)
 		if (n == 0) {
 			c->eof = true;
 			c->input_drained = true;
-			return 0;
+			return KWD_STEP_DONE;
 		}
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			c->input_drained = true;
-			return 0;
+			return KWD_STEP_BLOCKED;
 		}
-		return -errno;
+		rc = -errno;
+		break;
 	}
-	return 0;
+	if (rc == 0)
+		return KWD_STEP_DONE;
+	close_now(c, rc == -ECONNRESET ? "reset by peer" : kw_strerror(rc));
+	return KWD_STEP_CLOSED;
 }
 
-/* flush encrypts the pending responses and writes; records total durations. */
-static void flush(struct kwd_conn *c)
+/*
+ * flush encrypts the pending responses and writes them (as write_tx), then
+ * records the total duration of the requests answered in this turn.
+ */
+static enum kwd_step flush(struct kwd_conn *c, const struct turn *t)
 {
-	struct kwd_worker *w = c->w;
+	struct kwd_conn_env *env = c->env;
 	if (c->ssl != NULL && !c->handshaking && kw_buf_unread(&c->resp) > 0) {
 		size_t n = 0, len = kw_buf_unread(&c->resp);
 		ERR_clear_error();
 		if (SSL_write_ex(c->ssl, kw_buf_head(&c->resp), len, &n) != 1 || n != len) {
-			char reason[256];
-			kw_tls_err_string(reason, sizeof(reason));
-			w->nbatch = 0;
-			close_now(c, reason[0] ? reason : "TLS write failed");
-			return;
+			close_tls_error(c, "TLS write failed");
+			return KWD_STEP_CLOSED;
 		}
 		if (c->secret_out)
 			OPENSSL_cleanse(kw_buf_head(&c->resp), len);
 		kw_buf_consume(&c->resp, len);
 	}
-	int rc = write_tx(c);
+	enum kwd_step step = write_tx(c, NULL);
 	if (pending_out(c) == 0)
 		c->secret_out = false;
-	if (w->nbatch > 0) {
+	if (t->nanswered > 0) {
 		uint64_t now = kw_now_ns(), d = now > c->rx_ns ? now - c->rx_ns : 0;
-		for (unsigned i = 0; i < w->nbatch; i++)
-			kwd_hist_observe(&w->metrics.total[w->batch[i].family][w->batch[i].err], d);
-		w->nbatch = 0;
+		for (unsigned i = 0; i < t->nanswered; i++)
+			kwd_hist_observe(
+			    &env->metrics->total[t->answered[i].family][t->answered[i].err], d);
 	}
-	if (rc < 0)
-		close_now(c,
-		          rc == -EPIPE || rc == -ECONNRESET ? "peer went away" : kw_strerror(rc));
+	return step;
 }
 
 /* settle decides what to wait for next, or closes. */
 static void settle(struct kwd_conn *c)
 {
-	struct kwd_worker *w = c->w;
+	struct kwd_conn_env *env = c->env;
 	size_t pend = pending_out(c);
 
 	if (!c->closing && c->eof && !has_frame(c)) {
@@ -489,11 +558,11 @@ static void settle(struct kwd_conn *c)
 		/* An empty socket is not the end of a burst over TCP (the rest may wait
 		 * in the client's send buffer): close after a short silence. */
 		uint64_t quiet = c->rx_ns + DRAIN_QUIET_NS;
-		if (kw_loop_now_ns(w->loop) >= quiet) {
+		if (kw_loop_now_ns(env->loop) >= quiet) {
 			close_graceful(c, "drained");
 			return;
 		}
-		kw_timer_start_at(w->loop, &c->kick, quiet);
+		kw_timer_start_at(env->loop, &c->kick, quiet);
 	}
 	if (c->closing && pend == 0) {
 		if (c->handshake_failed)
@@ -502,40 +571,38 @@ static void settle(struct kwd_conn *c)
 			close_graceful(c, c->why);
 		return;
 	}
-	if (!c->paused && pend >= w->out_bound) {
+	if (!c->paused && pend >= env->out_bound) {
 		c->paused = true;
-	} else if (c->paused && pend <= w->out_bound / 2) {
+	} else if (c->paused && pend <= env->out_bound / 2) {
 		c->paused = false;
 		if (has_frame(c))
-			kw_timer_start_us(w->loop, &c->kick, 0);
+			kw_timer_start_us(env->loop, &c->kick, 0);
 	}
 	unsigned ev = 0;
 	if (!c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN)
 		ev |= KW_EV_READ;
 	if (kw_buf_unread(&c->tx) > 0)
 		ev |= KW_EV_WRITE;
-	int rc = kw_io_modify(w->loop, &c->io, ev);
+	int rc = kw_io_modify(env->loop, &c->io, ev);
 	if (rc < 0)
 		close_now(c, kw_strerror(rc));
 }
 
 static void service(struct kwd_conn *c, bool can_read)
 {
-	if (can_read && !c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN) {
-		int rc = read_socket(c);
-		if (rc < 0) {
-			close_now(c, rc == -ECONNRESET ? "reset by peer" : kw_strerror(rc));
-			return;
-		}
-	}
+	struct turn t;
+	t.nanswered = 0;
+	if (can_read && !c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN &&
+	    read_socket(c) == KWD_STEP_CLOSED)
+		return;
 	if (!c->closing) {
-		if (c->ssl == NULL || tls_input(c))
-			serve_frames(c);
-		if (c->dead)
+		enum kwd_step step = c->ssl != NULL ? tls_input(c) : KWD_STEP_DONE;
+		if (step == KWD_STEP_CLOSED)
 			return;
+		if (step == KWD_STEP_DONE)
+			serve_frames(c, &t);
 	}
-	flush(c);
-	if (!c->dead)
+	if (flush(c, &t) != KWD_STEP_CLOSED)
 		settle(c);
 }
 
@@ -557,13 +624,13 @@ static void on_kick(struct kw_loop *loop, void *arg)
 static void on_idle(struct kw_loop *loop, void *arg)
 {
 	struct kwd_conn *c = arg;
-	uint64_t deadline = c->active_ns + c->w->idle_ns;
+	uint64_t deadline = c->active_ns + c->env->idle_ns;
 	if (kw_loop_now_ns(loop) < deadline) {
 		kw_timer_start_at(loop, &c->idle, deadline);
 		return;
 	}
 	if (c->handshaking) {
-		kwd_counter_add(&c->w->metrics.failed_conns, 1);
+		kwd_counter_add(&c->env->metrics->failed_conns, 1);
 		close_now(c, "TLS handshake timed out");
 		return;
 	}
@@ -572,62 +639,39 @@ static void on_idle(struct kw_loop *loop, void *arg)
 
 /* ---- public ---- */
 
-int kwd_conn_open(struct kwd_worker *w, int fd, enum kwd_transport transport, SSL_CTX *ctx,
-                  const char *peer)
+int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, int fd,
+                  enum kwd_transport transport, SSL_CTX *ctx, const char *peer)
 {
 	struct kwd_conn *c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		close(fd);
 		return -ENOMEM;
 	}
-	c->w = w;
+	c->env = env;
+	c->owner = owner;
 	c->fd = fd;
 	c->transport = transport;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	kw_io_init(&c->io, on_io, c);
 	kw_timer_init(&c->idle, on_idle, c);
 	kw_timer_init(&c->kick, on_kick, c);
-	c->active_ns = c->rx_ns = kw_loop_now_ns(w->loop);
+	c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
 
-	if (ctx != NULL) {
-		BIO *bio = NULL;
-		c->ssl = SSL_new(ctx);
-		if (c->ssl != NULL)
-			bio = BIO_new(w->srv->bio_method);
-		if (bio == NULL) {
-			SSL_free(c->ssl);
-			close(fd);
-			free(c);
-			ERR_clear_error();
-			return -ENOMEM;
-		}
-		BIO_set_data(bio, c);
-		SSL_set_bio(c->ssl, bio, bio);
-		/* One SSL_write per batch; keep the record buffers between batches. */
-		SSL_clear_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
-		SSL_set_accept_state(c->ssl);
-		c->handshaking = true;
-	}
-	int rc = kw_io_start(w->loop, &c->io, fd, KW_EV_READ);
+	int rc = ctx != NULL ? tls_attach(c, ctx) : 0;
 	if (rc == 0)
-		rc = kw_timer_start_at(w->loop, &c->idle, c->active_ns + w->idle_ns);
+		rc = kw_io_start(env->loop, &c->io, fd, KW_EV_READ);
+	if (rc == 0)
+		rc = kw_timer_start_at(env->loop, &c->idle, c->active_ns + env->idle_ns);
 	if (rc < 0) {
-		kw_io_stop(w->loop, &c->io);
+		kw_io_stop(env->loop, &c->io);
 		SSL_free(c->ssl);
 		close(fd);
 		free(c);
 		return rc;
 	}
-	c->next = w->conns;
-	if (w->conns)
-		w->conns->prev = c;
-	w->conns = c;
-	w->nconns++;
-	kwd_counter_add(&w->metrics.conns_open[transport], 1);
-	kwd_counter_add(&w->metrics.conns_total[transport], 1);
-	kw_debug("connection %s accepted by worker %u", c->peer, w->id);
-	if (w->draining)
-		kwd_conn_drain(c);
+	kwd_counter_add(&env->metrics->conns_open[transport], 1);
+	kwd_counter_add(&env->metrics->conns_total[transport], 1);
+	*out = c;
 	return 0;
 }
 
@@ -648,9 +692,4 @@ void kwd_conn_drain(struct kwd_conn *c)
 void kwd_conn_abort(struct kwd_conn *c)
 {
 	close_now(c, "drain deadline");
-}
-
-struct kwd_conn *kwd_conn_next(const struct kwd_conn *c)
-{
-	return c->next;
 }

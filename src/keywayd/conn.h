@@ -2,31 +2,61 @@
  * conn.h - one client connection of a keywayd worker: mutual TLS over TCP or
  * plain over the Unix socket. Everything readable is read, every complete
  * frame answered, and the batch of responses written at once.
+ *
+ * A connection knows nothing of the worker that owns it: it sees only the
+ * worker's kwd_conn_env (its loop, keys, counters and limits) and tells the
+ * owner through env->closed when it is gone.
  */
 #ifndef KEYWAYD_CONN_H
 #define KEYWAYD_CONN_H
 
-#include <openssl/bio.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include <openssl/ssl.h>
 
+#include "exec.h"
+#include "keystore.h"
+#include "keyway/loop.h"
 #include "metrics.h"
 
-struct kwd_worker;
 struct kwd_conn;
 
+/* kwd_conn_refresh_fn brings env->exec and env->ks up to date (loop thread). */
+typedef void kwd_conn_refresh_fn(void *arg);
 /*
- * kwd_conn_bio_method creates the BIO method that connects an SSL object to
- * a connection's buffers (one per process). NULL on allocation failure.
+ * kwd_conn_closed_fn is told, once per connection, that the connection
+ * opened with owner is closed; its struct stays readable until the end of
+ * the loop turn but must not be passed to kwd_conn_* again.
  */
-BIO_METHOD *kwd_conn_bio_method(void);
+typedef void kwd_conn_closed_fn(void *arg, void *owner);
+
+/*
+ * struct kwd_conn_env - what the connections of one worker share. The
+ * worker fills it in and keeps it alive longer than its connections; conn.c
+ * only reads it (and calls back through it).
+ */
+struct kwd_conn_env {
+	struct kw_loop *loop;          /* the loop every connection of this env lives in */
+	struct kwd_wmetrics *metrics;  /* counters; written by the loop thread only */
+	size_t out_bound;              /* unsent output bytes at which reading pauses */
+	uint64_t idle_ns;              /* close a connection without progress this long */
+	struct kwd_exec *exec;         /* context cache for ks (set by refresh) */
+	const struct kwd_keystore *ks; /* the keys requests are answered with (set by refresh) */
+	kwd_conn_refresh_fn *refresh;  /* called before each batch of requests is served */
+	kwd_conn_closed_fn *closed;    /* called when a connection is closed */
+	void *arg;                     /* the callbacks' first argument */
+};
 
 /*
  * kwd_conn_open takes ownership of the accepted, non-blocking fd and starts
- * serving it in worker w. ctx is the TLS context for TCP connections (NULL
- * for the Unix socket). On failure the fd is closed and -errno returned.
+ * serving it in env->loop; *out is the connection and owner is what
+ * env->closed will be given for it. ctx is the TLS context for TCP
+ * connections (NULL for the Unix socket). On failure the fd is closed,
+ * -errno returned and env->closed never called.
  */
-int kwd_conn_open(struct kwd_worker *w, int fd, enum kwd_transport transport, SSL_CTX *ctx,
-                  const char *peer);
+int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, int fd,
+                  enum kwd_transport transport, SSL_CTX *ctx, const char *peer);
 
 /*
  * kwd_conn_drain stops reading new requests once what the peer already sent
@@ -36,8 +66,5 @@ void kwd_conn_drain(struct kwd_conn *c);
 
 /* kwd_conn_abort closes c now without flushing (drain deadline, shutdown). */
 void kwd_conn_abort(struct kwd_conn *c);
-
-/* kwd_conn_next walks a worker's connection list. */
-struct kwd_conn *kwd_conn_next(const struct kwd_conn *c);
 
 #endif

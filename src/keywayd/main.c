@@ -21,6 +21,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
+#include "keystore.h"
 #include "server.h"
 
 static const char usage[] =
@@ -35,6 +36,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 
 struct main_ctx {
 	struct kwd_server *srv;
+	int sfd; /* the signalfd, -1 before */
 	struct kw_io sig_io;
 	bool stopping;
 };
@@ -105,10 +107,97 @@ static void log_started(const struct kwd_server *s)
 	if (s->opt->metrics != NULL && used < sizeof(where))
 		snprintf(where + used, sizeof(where) - used, "; metrics on http://%s/metrics",
 		         s->opt->metrics);
-	size_t n = kwd_keystore_count(s->gen->ks);
+	size_t n = kwd_keystore_count(s->gens.gen->ks);
 	kw_info("keywayd started: %zu key%s from %s, %u worker%s, listening on %s", n,
 	        n == 1 ? "" : "s", s->opt->keys_dir, s->nworkers, s->nworkers == 1 ? "" : "s",
 	        where);
+}
+
+/* watch_signals delivers SIGHUP, SIGTERM and SIGINT (blocked in every thread) to loop. */
+static int watch_signals(struct main_ctx *mc, struct kw_loop *loop, const sigset_t *set)
+{
+	mc->sfd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (mc->sfd < 0) {
+		int rc = -errno;
+		kw_error("signalfd: %s", strerror(-rc));
+		return rc;
+	}
+	int rc = kw_io_start(loop, &mc->sig_io, mc->sfd, KW_EV_READ);
+	if (rc < 0)
+		kw_error("cannot watch signals: %s", kw_strerror(rc));
+	return rc;
+}
+
+/* serve_metrics starts --metrics in the main loop, if asked for. */
+static int serve_metrics(struct kwd_server *srv, struct kw_loop *loop, const char *where)
+{
+	struct kw_addr maddr;
+	char why[256], err[1536];
+	if (where == NULL)
+		return 0;
+	if (kw_addr_parse(&maddr, where, why, sizeof(why)) < 0 || maddr.is_unix) {
+		kw_error("--metrics %s: %s; fix: use ADDR:PORT, e.g. 127.0.0.1:2406", where,
+		         maddr.is_unix ? "a TCP address is needed" : why);
+		return -KW_ECONFIG;
+	}
+	int rc = kwd_metrics_serve(srv->metrics, loop, &maddr, err, sizeof(err));
+	if (rc < 0)
+		kw_error("%s", err);
+	return rc;
+}
+
+/*
+ * run brings the server up and serves until SIGTERM/SIGINT has drained it;
+ * returns the exit status: 0 after a clean stop, 2 for a start-up error, 1
+ * for a failure later on.
+ */
+static int run(struct kwd_server *srv, struct kwd_options *o, const sigset_t *set)
+{
+	char err[1536];
+	struct kw_loop *loop = NULL;
+	struct main_ctx mc = {.srv = srv, .sfd = -1};
+	int status = 2, rc;
+
+	kw_io_init(&mc.sig_io, on_signal, &mc);
+	if (check_options(o, err, sizeof(err)) < 0) {
+		kw_error("%s", err);
+		return 2;
+	}
+	if ((rc = kw_loop_new(&loop)) < 0) {
+		kw_error("cannot create the event loop: %s", kw_strerror(rc));
+		return 2;
+	}
+	if (watch_signals(&mc, loop, set) < 0)
+		goto out;
+	if (kwd_server_init(srv, o, err, sizeof(err)) < 0) {
+		kw_error("%s", err);
+		goto out_srv;
+	}
+	if (serve_metrics(srv, loop, o->metrics) < 0)
+		goto out_srv;
+	if (kwd_server_start(srv, err, sizeof(err)) < 0 ||
+	    kwd_server_write_pid(srv, err, sizeof(err)) < 0) {
+		kw_error("%s", err);
+		goto out_srv;
+	}
+	log_started(srv);
+
+	status = 1;
+	if ((rc = kw_loop_run(loop)) < 0) {
+		kw_error("main event loop failed: %s", kw_strerror(rc));
+		goto out_srv;
+	}
+	kwd_server_join(srv);
+	kw_info("stopped");
+	status = 0;
+out_srv:
+	kwd_server_cleanup(srv);
+out:
+	kw_io_stop(loop, &mc.sig_io);
+	kw_loop_free(loop);
+	if (mc.sfd >= 0)
+		close(mc.sfd);
+	return status;
 }
 
 int main(int argc, char **argv)
@@ -119,106 +208,28 @@ int main(int argc, char **argv)
 	    .max_inflight = 1024,
 	    .log_level = KW_LOG_INFO,
 	};
+	/* clang-format off */
 	struct kw_option opts[] = {
-	    {.name = "keys",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.keys_dir,
-	     .arg = "DIR",
-	     .help = "serve every *.key file under DIR (recursively)",
-	     .required = true},
-	    {.name = "listen",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.listen,
-	     .arg = "ADDR:PORT",
-	     .help = "TCP listener, mutual TLS (needs --tls-cert, --tls-key, --client-ca)"},
-	    {.name = "tls-cert",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.tls_cert,
-	     .arg = "FILE",
-	     .help = "server certificate chain, PEM"},
-	    {.name = "tls-key",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.tls_key,
-	     .arg = "FILE",
-	     .help = "server private key, PEM (mode 0600)"},
-	    {.name = "client-ca",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.client_ca,
-	     .arg = "FILE",
-	     .help = "CA certificates client certificates must chain to, PEM"},
-	    {.name = "unix",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.unix_path,
-	     .arg = "PATH",
-	     .help = "Unix socket listener, no TLS"},
-	    {.name = "unix-mode",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.unix_mode,
-	     .arg = "MODE",
-	     .help = "permissions of the Unix socket, octal (default 0660)"},
-	    {.name = "unix-group",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.unix_group,
-	     .arg = "GROUP",
-	     .help = "group of the Unix socket (name or number)"},
-	    {.name = "workers",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.workers,
-	     .arg = "N",
-	     .help = "worker threads (default: online cores)",
-	     .min = 1,
-	     .max = 1024},
-	    {.name = "metrics",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.metrics,
-	     .arg = "ADDR:PORT",
-	     .help = "serve Prometheus metrics at http://ADDR:PORT/metrics"},
-	    {.name = "pid-file",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.pid_file,
-	     .arg = "FILE",
-	     .help = "write the process id here once listening; removed on exit"},
-	    {.name = "allow-group-readable-keys",
-	     .type = KW_OPT_BOOL,
-	     .dest = &o.allow_group_readable,
-	     .help = "accept key files (and --tls-key) readable by group or others"},
-	    {.name = "idle-timeout",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.idle_timeout_s,
-	     .arg = "SECONDS",
-	     .help = "close connections without a request this long (default 30)",
-	     .min = 1,
-	     .max = 86400},
-	    {.name = "drain-timeout",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.drain_timeout_s,
-	     .arg = "SECONDS",
-	     .help = "on SIGTERM, wait at most this long for in-flight requests "
-	             "(default 5)",
-	     .min = 0,
-	     .max = 3600},
-	    {.name = "max-inflight",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.max_inflight,
-	     .arg = "N",
-	     .help = "requests in flight per connection before it stops being read (default 1024)",
-	     .min = 1,
-	     .max = 65536},
-	    {.name = "log-level",
-	     .type = KW_OPT_ENUM,
-	     .dest = &o.log_level,
-	     .arg = "LEVEL",
-	     .help = "debug|info|warn|error (default info)",
-	     .choices = log_levels},
-	    {.name = NULL},
+	    KW_OPT_STR("keys", &o.keys_dir, "DIR", "serve every *.key file under DIR (recursively)", .required = true),
+	    KW_OPT_STR("listen", &o.listen, "ADDR:PORT", "TCP listener, mutual TLS (needs --tls-cert, --tls-key, --client-ca)"),
+	    KW_OPT_STR("tls-cert", &o.tls_cert, "FILE", "server certificate chain, PEM"),
+	    KW_OPT_STR("tls-key", &o.tls_key, "FILE", "server private key, PEM (mode 0600)"),
+	    KW_OPT_STR("client-ca", &o.client_ca, "FILE", "CA certificates client certificates must chain to, PEM"),
+	    KW_OPT_STR("unix", &o.unix_path, "PATH", "Unix socket listener, no TLS"),
+	    KW_OPT_STR("unix-mode", &o.unix_mode, "MODE", "permissions of the Unix socket, octal (default 0660)"),
+	    KW_OPT_STR("unix-group", &o.unix_group, "GROUP", "group of the Unix socket (name or number)"),
+	    KW_OPT_NUM("workers", &o.workers, "N", "worker threads (default: online cores)", 1, 1024),
+	    KW_OPT_STR("metrics", &o.metrics, "ADDR:PORT", "serve Prometheus metrics at http://ADDR:PORT/metrics"),
+	    KW_OPT_STR("pid-file", &o.pid_file, "FILE", "write the process id here once listening; removed on exit"),
+	    KW_OPT_FLAG("allow-group-readable-keys", &o.allow_group_readable, "accept key files (and --tls-key) readable by group or others"),
+	    KW_OPT_NUM("idle-timeout", &o.idle_timeout_s, "SECONDS", "close connections without a request this long (default 30)", 1, 86400),
+	    KW_OPT_NUM("drain-timeout", &o.drain_timeout_s, "SECONDS", "on SIGTERM, wait at most this long for in-flight requests (default 5)", 0, 3600),
+	    KW_OPT_NUM("max-inflight", &o.max_inflight, "N", "requests in flight per connection before it stops being read (default 1024)", 1, 65536),
+	    KW_OPT_CHOICE("log-level", &o.log_level, "LEVEL", "debug|info|warn|error (default info)", log_levels),
+	    KW_OPT_END,
 	};
-	char err[1536];
-	int status = 2;
+	/* clang-format on */
 	struct kwd_server srv;
-	struct kw_loop *loop = NULL;
-	struct main_ctx mc = {.srv = &srv};
-	bool srv_init = false;
-	int sfd = -1;
 
 	/* Before any thread exists: workers inherit this mask, signals go to the signalfd. */
 	sigset_t set;
@@ -229,78 +240,15 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	char err[1536];
 	int rc = kw_config_parse(opts, argc, argv, usage, NULL, NULL, err, sizeof(err));
-	if (rc == 1) {
-		kw_config_free(opts);
-		return 0;
-	}
-	if (rc < 0) {
+	int status = rc == 1 ? 0 : 2; /* 1: --help was printed */
+	if (rc < 0)
 		fprintf(stderr, "keywayd: %s\n", err);
-		kw_config_free(opts);
-		return 2;
+	if (rc == 0) {
+		kw_log_init("keywayd", (enum kw_log_level)o.log_level);
+		status = run(&srv, &o, &set);
 	}
-	kw_log_init("keywayd", (enum kw_log_level)o.log_level);
-	if (check_options(&o, err, sizeof(err)) < 0) {
-		kw_error("%s", err);
-		goto out;
-	}
-	if ((rc = kw_loop_new(&loop)) < 0) {
-		kw_error("cannot create the event loop: %s", kw_strerror(rc));
-		goto out;
-	}
-	sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sfd < 0) {
-		kw_error("signalfd: %s", strerror(errno));
-		goto out;
-	}
-	kw_io_init(&mc.sig_io, on_signal, &mc);
-	if ((rc = kw_io_start(loop, &mc.sig_io, sfd, KW_EV_READ)) < 0) {
-		kw_error("cannot watch signals: %s", kw_strerror(rc));
-		goto out;
-	}
-
-	srv_init = true;
-	if (kwd_server_init(&srv, &o, err, sizeof(err)) < 0) {
-		kw_error("%s", err);
-		goto out;
-	}
-	if (o.metrics != NULL) {
-		struct kw_addr maddr;
-		char why[256];
-		if (kw_addr_parse(&maddr, o.metrics, why, sizeof(why)) < 0 || maddr.is_unix) {
-			kw_error("--metrics %s: %s; fix: use ADDR:PORT, e.g. 127.0.0.1:2406",
-			         o.metrics, maddr.is_unix ? "a TCP address is needed" : why);
-			goto out;
-		}
-		if (kwd_metrics_serve(srv.metrics, loop, &maddr, err, sizeof(err)) < 0) {
-			kw_error("%s", err);
-			goto out;
-		}
-	}
-	if (kwd_server_start(&srv, err, sizeof(err)) < 0 ||
-	    kwd_server_write_pid(&srv, err, sizeof(err)) < 0) {
-		kw_error("%s", err);
-		goto out;
-	}
-	log_started(&srv);
-
-	status = 1;
-	if ((rc = kw_loop_run(loop)) < 0) {
-		kw_error("main event loop failed: %s", kw_strerror(rc));
-		goto out;
-	}
-	kwd_server_join(&srv);
-	kw_info("stopped");
-	status = 0;
-out:
-	if (srv_init)
-		kwd_server_cleanup(&srv);
-	if (loop != NULL) {
-		kw_io_stop(loop, &mc.sig_io);
-		kw_loop_free(loop);
-	}
-	if (sfd >= 0)
-		close(sfd);
 	kw_config_free(opts);
 	return status;
 }

@@ -32,7 +32,7 @@ struct kwd_hist {
 
 struct kwd_wmetrics {
 	_Atomic uint64_t requests[256];               /* keyless_requests by opcode */
-	struct kwd_hist exec[KWD_NFAMILY][KWD_NERR];  /* time inside kwd_execute */
+	struct kwd_hist exec[KWD_NFAMILY][KWD_NERR];  /* time inside kwd_exec_run */
 	struct kwd_hist total[KWD_NFAMILY][KWD_NERR]; /* frame read to response written */
 	_Atomic uint64_t conns_open[KWD_NTRANSPORT];  /* gauge: opened minus closed */
 	_Atomic uint64_t conns_total[KWD_NTRANSPORT];

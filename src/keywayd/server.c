@@ -13,31 +13,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "conn.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
+#include "keyway/protocol.h"
 #include "keyway/tls.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 1024
 
 /* ---- generations ---- */
-
-struct kwd_gen *kwd_gen_ref(struct kwd_gen *g)
-{
-	if (g != NULL)
-		atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
-	return g;
-}
-
-void kwd_gen_unref(struct kwd_gen *g)
-{
-	if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
-		return;
-	kwd_keystore_unref(g->ks);
-	SSL_CTX_free(g->ssl_ctx);
-	free(g);
-}
 
 /* The TLS key gets the keystore's rule: private to its owner unless allowed. */
 static int check_tls_key(const struct kwd_options *opt, char *err, size_t errlen)
@@ -99,30 +83,15 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 			goto err;
 		}
 	}
-	struct kwd_gen *g = calloc(1, sizeof(*g));
-	if (g == NULL) {
+	if ((rc = kwd_gen_new(out, seq, ks, ctx)) < 0) {
 		snprintf(err, errlen, "out of memory");
-		rc = -ENOMEM;
 		goto err;
 	}
-	atomic_init(&g->refs, 1);
-	g->seq = seq;
-	g->ks = ks;
-	g->ssl_ctx = ctx;
-	*out = g;
 	return 0;
 err:
 	SSL_CTX_free(ctx);
 	kwd_keystore_unref(ks);
 	return rc;
-}
-
-struct kwd_gen *kwd_server_current(struct kwd_server *s)
-{
-	pthread_mutex_lock(&s->gen_lock);
-	struct kwd_gen *g = kwd_gen_ref(s->gen);
-	pthread_mutex_unlock(&s->gen_lock);
-	return g;
 }
 
 /* ---- listeners ---- */
@@ -206,6 +175,54 @@ static int parse_group(const char *name, gid_t *out)
 	return 0;
 }
 
+static int unix_fail(char *err, size_t errlen, const char *path, int rc)
+{
+	snprintf(err, errlen, "--unix %s: %s; fix: check the directory exists and is writable",
+	         path, strerror(-rc));
+	return rc;
+}
+
+/*
+ * clear_unix_path makes way for a new socket at sa's path: nothing there, or
+ * a stale socket nobody answers on, which is removed. 0 or -errno with err.
+ */
+static int clear_unix_path(const struct sockaddr_un *sa, char *err, size_t errlen)
+{
+	const char *path = sa->sun_path;
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen,
+		         "--unix %s: exists and is not a socket; fix: remove it or choose "
+		         "another path",
+		         path);
+		return -EEXIST;
+	}
+	/* Remove a stale socket only if nothing answers on it. */
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (probe < 0)
+		return unix_fail(err, errlen, path, -errno);
+	int r = connect(probe, (const struct sockaddr *)sa, sizeof(*sa));
+	int e = errno;
+	close(probe);
+	if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
+		snprintf(err, errlen,
+		         "--unix %s: already in use by a running server; fix: stop it or "
+		         "choose another path",
+		         path);
+		return -EADDRINUSE;
+	}
+	if (e == ECONNREFUSED) {
+		if (unlink(path) != 0 && errno != ENOENT)
+			return unix_fail(err, errlen, path, -errno);
+		kw_info("removed stale socket %s", path);
+	} else if (e != ENOENT) {
+		return unix_fail(err, errlen, path, -e);
+	}
+	return 0;
+}
+
 static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 {
 	const char *path = s->opt->unix_path;
@@ -226,38 +243,8 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 		return -KW_ECONFIG;
 	}
 
-	struct stat st;
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen,
-			         "--unix %s: exists and is not a socket; fix: remove it or choose "
-			         "another path",
-			         path);
-			return -EEXIST;
-		}
-		/* Remove a stale socket only if nothing answers on it. */
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (probe < 0)
-			goto sys;
-		int r = connect(probe, (struct sockaddr *)&sa, sizeof(sa));
-		int e = errno;
-		close(probe);
-		if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
-			snprintf(err, errlen,
-			         "--unix %s: already in use by a running server; fix: stop it or "
-			         "choose another path",
-			         path);
-			return -EADDRINUSE;
-		}
-		if (e == ECONNREFUSED) {
-			if (unlink(path) != 0 && errno != ENOENT)
-				goto sys;
-			kw_info("removed stale socket %s", path);
-		} else if (e != ENOENT) {
-			errno = e;
-			goto sys;
-		}
-	}
+	if ((rc = clear_unix_path(&sa, err, errlen)) < 0)
+		return rc;
 
 	s->unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->unix_fd < 0)
@@ -285,10 +272,7 @@ static int open_unix(struct kwd_server *s, char *err, size_t errlen)
 		goto sys;
 	return 0;
 sys:
-	rc = -errno;
-	snprintf(err, errlen, "--unix %s: %s; fix: check the directory exists and is writable",
-	         path, strerror(-rc));
-	return rc;
+	return unix_fail(err, errlen, path, -errno);
 }
 
 /* ---- life cycle ---- */
@@ -298,8 +282,7 @@ int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *e
 	memset(s, 0, sizeof(*s));
 	s->opt = opt;
 	s->unix_fd = -1;
-	pthread_mutex_init(&s->gen_lock, NULL);
-	atomic_init(&s->draining, false);
+	kwd_gen_slot_init(&s->gens);
 	s->nworkers = opt->workers;
 	s->has_tcp = opt->listen != NULL;
 	s->unix_mode = 0660;
@@ -315,16 +298,16 @@ int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *e
 		s->unix_mode = (unsigned)m;
 	}
 
-	s->bio_method = kwd_conn_bio_method();
+	struct kwd_gen *g = NULL;
 	int rc = kwd_metrics_new(&s->metrics);
-	if (s->bio_method == NULL || rc < 0) {
+	if (rc < 0) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	if ((rc = build_gen(s, 1, &s->gen, err, errlen)) < 0)
+	if ((rc = build_gen(s, 1, &g, err, errlen)) < 0)
 		return rc;
-	atomic_store(&s->gen_seq, 1);
-	kwd_metrics_set_keys(s->metrics, kwd_keystore_count(s->gen->ks));
+	kwd_gen_slot_publish(&s->gens, g);
+	kwd_metrics_set_keys(s->metrics, kwd_keystore_count(g->ks));
 
 	if (s->has_tcp && (rc = open_tcp(s, err, errlen)) < 0)
 		return rc;
@@ -339,9 +322,21 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 	if (s->workers == NULL)
 		return -ENOMEM;
 	for (unsigned i = 0; i < s->nworkers; i++) {
-		int rc = kwd_worker_new(s, i, &s->workers[i]);
+		struct kwd_worker_config cfg = {
+		    .id = i,
+		    .tcp_fd = s->tcp_fds != NULL ? s->tcp_fds[i] : -1,
+		    .unix_fd = s->unix_fd,
+		    .gens = &s->gens,
+		    .out_bound = (size_t)s->opt->max_inflight * KW_PADDED_LEN,
+		    .idle_ns = (uint64_t)s->opt->idle_timeout_s * 1000000000u,
+		    .drain_ms = (uint64_t)s->opt->drain_timeout_s * 1000u,
+		};
+		/* The worker owns its TCP listener from here on. */
+		if (s->tcp_fds != NULL)
+			s->tcp_fds[i] = -1;
+		int rc = kwd_worker_new(&s->workers[i], &cfg);
 		if (rc == 0)
-			rc = kwd_metrics_add_worker(s->metrics, &s->workers[i]->metrics);
+			rc = kwd_metrics_add_worker(s->metrics, kwd_worker_metrics(s->workers[i]));
 		if (rc < 0) {
 			snprintf(err, errlen, "cannot set up worker %u: %s", i, kw_strerror(rc));
 			return rc;
@@ -400,19 +395,14 @@ int kwd_server_reload(struct kwd_server *s)
 {
 	char err[1024];
 	struct kwd_gen *g = NULL;
-	/* Only this thread replaces s->gen, so reading it unlocked here is fine. */
-	int rc = build_gen(s, s->gen->seq + 1, &g, err, sizeof(err));
+	/* Only this thread replaces s->gens.gen, so reading it unlocked here is fine. */
+	int rc = build_gen(s, s->gens.gen->seq + 1, &g, err, sizeof(err));
 	if (rc < 0) {
 		kw_error("reload failed, still serving the previous keys and TLS files: %s", err);
 		kwd_metrics_reload(s->metrics, 0);
 		return rc;
 	}
-	pthread_mutex_lock(&s->gen_lock);
-	struct kwd_gen *old = s->gen;
-	s->gen = g;
-	atomic_store_explicit(&s->gen_seq, g->seq, memory_order_release);
-	pthread_mutex_unlock(&s->gen_lock);
-	kwd_gen_unref(old);
+	kwd_gen_slot_publish(&s->gens, g);
 
 	size_t n = kwd_keystore_count(g->ks);
 	kwd_metrics_set_keys(s->metrics, n);
@@ -438,10 +428,9 @@ void kwd_server_drain(struct kwd_server *s)
 	/* New clients find no socket; the fd itself stays open until the workers
 	 * have let go of it (closing a watched fd could unwatch a reused number). */
 	unlink_socket(s);
-	atomic_store_explicit(&s->draining, true, memory_order_release);
 	for (unsigned i = 0; s->workers != NULL && i < s->nworkers; i++)
 		if (s->workers[i] != NULL)
-			kwd_worker_wake(s->workers[i]);
+			kwd_worker_drain(s->workers[i]);
 }
 
 void kwd_server_join(struct kwd_server *s)
@@ -475,9 +464,5 @@ void kwd_server_cleanup(struct kwd_server *s)
 	s->pid_written = false;
 	kwd_metrics_free(s->metrics);
 	s->metrics = NULL;
-	kwd_gen_unref(s->gen);
-	s->gen = NULL;
-	BIO_meth_free(s->bio_method);
-	s->bio_method = NULL;
-	pthread_mutex_destroy(&s->gen_lock);
+	kwd_gen_slot_cleanup(&s->gens);
 }

@@ -1,28 +1,16 @@
 /*
  * server.h - keywayd's shared state: options, listeners, the current
- * "generation" (keystore + TLS context) and the worker threads.
- *
- * A generation is immutable and reference-counted. SIGHUP builds a complete
- * new one in the main thread and publishes it under gen_lock, bumping
- * gen_seq; each worker compares gen_seq with the one it holds before serving
- * a batch of requests and swaps its reference when they differ. Connections
- * opened earlier keep their SSL objects, which hold their own reference to
- * the old SSL_CTX, so nothing is dropped.
+ * generation (keystore + TLS context, see gen.h) and the worker threads.
+ * The main thread owns it; workers see only what kwd_worker_config gives.
  */
 #ifndef KEYWAYD_SERVER_H
 #define KEYWAYD_SERVER_H
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
-#include <openssl/bio.h>
-#include <openssl/ssl.h>
-
+#include "gen.h"
 #include "keyway/net.h"
-#include "keystore.h"
 #include "metrics.h"
 
 /* Command-line / config-file options (see main.c for the table). */
@@ -45,16 +33,6 @@ struct kwd_options {
 	int log_level; /* enum kw_log_level */
 };
 
-struct kwd_gen {
-	atomic_uint refs;
-	uint64_t seq; /* 1 for the start-up set, +1 per successful reload */
-	struct kwd_keystore *ks;
-	SSL_CTX *ssl_ctx; /* NULL without a TCP listener */
-};
-
-struct kwd_gen *kwd_gen_ref(struct kwd_gen *g);
-void kwd_gen_unref(struct kwd_gen *g);
-
 struct kwd_worker;
 
 struct kwd_server {
@@ -68,14 +46,10 @@ struct kwd_server {
 	bool unix_owned;         /* we created unix_path and must unlink it */
 	bool pid_written;
 
-	pthread_mutex_t gen_lock;
-	struct kwd_gen *gen;      /* current generation, under gen_lock */
-	_Atomic uint64_t gen_seq; /* seq of gen, readable without the lock */
-	atomic_bool draining;
+	struct kwd_gen_slot gens; /* the current generation; published by this thread only */
 
 	struct kwd_worker **workers;
 	struct kwd_metrics *metrics;
-	BIO_METHOD *bio_method; /* the connections' buffer BIO */
 };
 
 /*
@@ -95,9 +69,6 @@ int kwd_server_write_pid(struct kwd_server *s, char *err, size_t errlen);
  * Main thread only. Returns 0 or a negative code.
  */
 int kwd_server_reload(struct kwd_server *s);
-
-/* kwd_server_current returns the current generation with a reference taken. */
-struct kwd_gen *kwd_server_current(struct kwd_server *s);
 
 /* kwd_server_drain removes the Unix socket path and asks every worker to stop
  * accepting and drain (main thread). */

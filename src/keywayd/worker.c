@@ -4,6 +4,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +15,49 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "exec.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
-#include "keyway/protocol.h"
+#include "keyway/loop.h"
+#include "keyway/net.h"
 
 #define ACCEPTS_PER_TURN 64
 #define ACCEPT_PAUSE_MS 100 /* after EMFILE and friends */
+
+/* The worker's record of one of its connections; its list runs through these. */
+struct wconn {
+	struct wconn *prev, *next;
+	struct kwd_conn *conn;
+};
+
+struct kwd_worker {
+	unsigned id;
+	pthread_t thread;
+	bool started;
+	struct kw_loop *loop;
+
+	int tcp_fd;                   /* own listener, -1 if none */
+	int unix_fd;                  /* the shared listener (not ours), -1 if none */
+	struct kw_io tcp_io;          /* watches tcp_fd */
+	struct kw_io unix_io;         /* watches unix_fd, registered exclusive */
+	struct kw_timer accept_timer; /* re-enables accepting after EMFILE */
+	struct kw_hook hook;          /* picks up reloads and the drain request */
+
+	struct kwd_gen_slot *gens; /* where the server publishes generations */
+	struct kwd_gen *gen;       /* the generation this worker serves with */
+	uint64_t gen_seq;          /* gen->seq, compared with the slot's */
+
+	struct kwd_conn_env env; /* for the connections; its exec and ks follow gen */
+	struct wconn *conns;     /* the open connections */
+	unsigned nconns;
+
+	atomic_bool drain_requested; /* set by kwd_worker_drain (any thread) */
+	bool draining;               /* this thread has begun draining */
+	uint64_t drain_ms;
+	struct kw_timer drain_timer; /* closes what is left at the drain deadline */
+
+	struct kwd_wmetrics metrics;
+};
 
 static void format_peer(const struct sockaddr_storage *ss, char *out, size_t outlen)
 {
@@ -42,8 +82,8 @@ static int listeners_start(struct kwd_worker *w)
 	    (rc = kw_io_start(w->loop, &w->tcp_io, w->tcp_fd, KW_EV_READ)) < 0)
 		kw_warn("worker %u: cannot watch the TCP listener: %s", w->id, kw_strerror(rc));
 	int rc2 = 0;
-	if (w->srv->unix_fd >= 0 && w->unix_io.fd < 0 &&
-	    (rc2 = kw_io_start_exclusive(w->loop, &w->unix_io, w->srv->unix_fd, KW_EV_READ)) < 0)
+	if (w->unix_fd >= 0 && w->unix_io.fd < 0 &&
+	    (rc2 = kw_io_start_exclusive(w->loop, &w->unix_io, w->unix_fd, KW_EV_READ)) < 0)
 		kw_warn("worker %u: cannot watch the Unix listener: %s", w->id, kw_strerror(rc2));
 	return rc < 0 ? rc : rc2;
 }
@@ -59,6 +99,97 @@ static void on_accept_timer(struct kw_loop *loop, void *arg)
 	struct kwd_worker *w = arg;
 	if (!w->draining)
 		listeners_start(w);
+}
+
+/*
+ * refresh_slow swaps to the published generation, with a fresh context cache
+ * (the old one belongs to the old keystore). If that cannot be had, the
+ * worker goes on with what it has and tries again at its next batch.
+ */
+static void refresh_slow(struct kwd_worker *w)
+{
+	struct kwd_gen *g = kwd_gen_slot_get(w->gens);
+	if (g == w->gen) {
+		w->gen_seq = g->seq;
+		kwd_gen_unref(g);
+		return;
+	}
+	struct kwd_exec *e = NULL;
+	int rc = kwd_exec_new(&e);
+	if (rc < 0) {
+		kw_warn("worker %u: cannot switch to the reloaded keys yet: %s", w->id,
+		        kw_strerror(rc));
+		kwd_gen_unref(g);
+		return;
+	}
+	kwd_exec_free(w->env.exec);
+	w->env.exec = e;
+	kwd_gen_unref(w->gen);
+	w->gen = g;
+	w->gen_seq = g->seq;
+	w->env.ks = g->ks;
+	kw_debug("worker %u: serving key generation %llu", w->id, (unsigned long long)g->seq);
+}
+
+/* refresh is one atomic load when no reload published a new generation. */
+static inline void refresh(struct kwd_worker *w)
+{
+	if (kwd_gen_slot_seq(w->gens) != w->gen_seq)
+		refresh_slow(w);
+}
+
+static void on_conn_refresh(void *arg)
+{
+	refresh(arg);
+}
+
+static void finish(struct kwd_worker *w)
+{
+	kw_timer_stop(w->loop, &w->drain_timer);
+	kw_loop_stop(w->loop);
+}
+
+static void on_conn_closed(void *arg, void *owner)
+{
+	struct kwd_worker *w = arg;
+	struct wconn *n = owner;
+	if (n->prev)
+		n->prev->next = n->next;
+	else
+		w->conns = n->next;
+	if (n->next)
+		n->next->prev = n->prev;
+	free(n);
+	w->nconns--;
+	if (w->draining && w->nconns == 0)
+		finish(w);
+}
+
+/* serve starts a connection on the accepted fd (whose ownership it takes). */
+static void serve(struct kwd_worker *w, int fd, enum kwd_transport t, const char *peer)
+{
+	struct wconn *n = calloc(1, sizeof(*n));
+	int rc = -ENOMEM;
+	if (n == NULL) {
+		close(fd);
+	} else {
+		refresh(w);
+		SSL_CTX *ctx = t == KWD_TRANSPORT_TCP ? w->gen->ssl_ctx : NULL;
+		rc = kwd_conn_open(&n->conn, &w->env, n, fd, t, ctx, peer);
+	}
+	if (rc < 0) {
+		free(n);
+		kw_warn("worker %u: cannot serve %s: %s", w->id, peer, kw_strerror(rc));
+		return;
+	}
+	n->next = w->conns;
+	if (w->conns)
+		w->conns->prev = n;
+	w->conns = n;
+	w->nconns++;
+	kw_debug("connection %s accepted by worker %u", peer, w->id);
+	if (w->draining)
+		kwd_conn_drain(n->conn);
 }
 
 /* accept_some accepts up to ACCEPTS_PER_TURN connections; returns how many it tried. */
@@ -86,11 +217,7 @@ static int accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 		format_peer(&ss, peer, sizeof(peer));
 		if (t == KWD_TRANSPORT_TCP)
 			kw_set_nodelay(fd);
-		kwd_worker_refresh(w);
-		int rc =
-		    kwd_conn_open(w, fd, t, t == KWD_TRANSPORT_TCP ? w->gen->ssl_ctx : NULL, peer);
-		if (rc < 0)
-			kw_warn("worker %u: cannot serve %s: %s", w->id, peer, kw_strerror(rc));
+		serve(w, fd, t, peer);
 	}
 	return i;
 }
@@ -117,49 +244,28 @@ static void accept_backlog(struct kwd_worker *w)
 		int n = 0;
 		if (w->tcp_fd >= 0 && w->tcp_io.fd >= 0)
 			n += accept_some(w, w->tcp_fd, KWD_TRANSPORT_TCP);
-		if (w->srv->unix_fd >= 0 && w->unix_io.fd >= 0)
-			n += accept_some(w, w->srv->unix_fd, KWD_TRANSPORT_UNIX);
+		if (w->unix_fd >= 0 && w->unix_io.fd >= 0)
+			n += accept_some(w, w->unix_fd, KWD_TRANSPORT_UNIX);
 		if (n < ACCEPTS_PER_TURN)
 			return;
 	}
 }
 
-void kwd_worker_refresh_slow(struct kwd_worker *w)
+/* abort_all closes every connection now (each close unlinks it). */
+static void abort_all(struct kwd_worker *w)
 {
-	struct kwd_gen *g = kwd_server_current(w->srv);
-	if (g == w->gen) {
-		w->gen_seq = g->seq;
-		kwd_gen_unref(g);
-		return;
-	}
-	/* The context cache belongs to the old keystore: start a fresh one. */
-	struct kwd_signer *s = NULL;
-	int rc = kwd_signer_new(&s);
-	if (rc < 0) {
-		kw_warn("worker %u: cannot switch to the reloaded keys yet: %s", w->id,
-		        kw_strerror(rc));
-		kwd_gen_unref(g);
-		return;
-	}
-	kwd_signer_free(w->signer);
-	w->signer = s;
-	kwd_gen_unref(w->gen);
-	w->gen = g;
-	w->gen_seq = g->seq;
-	kw_debug("worker %u: serving key generation %llu", w->id, (unsigned long long)g->seq);
+	while (w->conns != NULL)
+		kwd_conn_abort(w->conns->conn);
 }
 
-static void finish(struct kwd_worker *w)
+/* quiesce leaves the loop with nothing of this worker in it. */
+static void quiesce(struct kwd_worker *w)
 {
+	abort_all(w);
+	listeners_stop(w);
+	kw_timer_stop(w->loop, &w->accept_timer);
 	kw_timer_stop(w->loop, &w->drain_timer);
-	kw_loop_stop(w->loop);
-}
-
-void kwd_worker_conn_closed(struct kwd_worker *w)
-{
-	w->nconns--;
-	if (w->draining && w->nconns == 0)
-		finish(w);
+	kw_hook_remove(w->loop, &w->hook);
 }
 
 static void on_drain_deadline(struct kw_loop *loop, void *arg)
@@ -167,8 +273,7 @@ static void on_drain_deadline(struct kw_loop *loop, void *arg)
 	struct kwd_worker *w = arg;
 	kw_warn("worker %u: drain timeout; closing %u connection%s", w->id, w->nconns,
 	        w->nconns == 1 ? "" : "s");
-	while (w->conns != NULL)
-		kwd_conn_abort(w->conns);
+	abort_all(w);
 	finish(w);
 }
 
@@ -185,12 +290,11 @@ static void begin_drain(struct kwd_worker *w)
 	if (w->nconns > 0) {
 		kw_debug("worker %u: draining %u connection%s", w->id, w->nconns,
 		         w->nconns == 1 ? "" : "s");
-		kw_timer_start_ms(w->loop, &w->drain_timer,
-		                  (uint64_t)w->srv->opt->drain_timeout_s * 1000u);
+		kw_timer_start_ms(w->loop, &w->drain_timer, w->drain_ms);
 	}
-	for (struct kwd_conn *c = w->conns, *next; c != NULL; c = next) {
-		next = kwd_conn_next(c);
-		kwd_conn_drain(c);
+	for (struct wconn *n = w->conns, *next; n != NULL; n = next) {
+		next = n->next;
+		kwd_conn_drain(n->conn);
 	}
 	if (w->nconns == 0)
 		finish(w);
@@ -199,8 +303,8 @@ static void begin_drain(struct kwd_worker *w)
 static void on_hook(struct kw_loop *loop, void *arg)
 {
 	struct kwd_worker *w = arg;
-	kwd_worker_refresh(w);
-	if (!w->draining && atomic_load_explicit(&w->srv->draining, memory_order_acquire))
+	refresh(w);
+	if (!w->draining && atomic_load_explicit(&w->drain_requested, memory_order_acquire))
 		begin_drain(w);
 }
 
@@ -214,43 +318,47 @@ static void *worker_main(void *arg)
 	int rc = kw_loop_run(w->loop);
 	if (rc < 0)
 		kw_error("worker %u: event loop failed: %s", w->id, kw_strerror(rc));
-	while (w->conns != NULL)
-		kwd_conn_abort(w->conns);
-	listeners_stop(w);
-	kw_timer_stop(w->loop, &w->accept_timer);
-	kw_timer_stop(w->loop, &w->drain_timer);
-	kw_hook_remove(w->loop, &w->hook);
+	quiesce(w);
 	return NULL;
 }
 
-int kwd_worker_new(struct kwd_server *srv, unsigned id, struct kwd_worker **out)
+int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 {
 	struct kwd_worker *w = calloc(1, sizeof(*w));
-	if (w == NULL)
+	if (w == NULL) {
+		if (cfg->tcp_fd >= 0)
+			close(cfg->tcp_fd);
 		return -ENOMEM;
-	w->srv = srv;
-	w->id = id;
-	w->tcp_fd = -1;
+	}
+	w->id = cfg->id;
+	w->tcp_fd = cfg->tcp_fd;
+	w->unix_fd = cfg->unix_fd;
+	w->gens = cfg->gens;
+	w->drain_ms = cfg->drain_ms;
+	atomic_init(&w->drain_requested, false);
 	kw_io_init(&w->tcp_io, on_tcp_listener, w);
 	kw_io_init(&w->unix_io, on_unix_listener, w);
 	kw_timer_init(&w->accept_timer, on_accept_timer, w);
 	kw_timer_init(&w->drain_timer, on_drain_deadline, w);
 	kw_hook_init(&w->hook, on_hook, w);
-	w->out_bound = (size_t)srv->opt->max_inflight * KW_PADDED_LEN;
-	w->idle_ns = (uint64_t)srv->opt->idle_timeout_s * 1000000000u;
 
 	int rc = kw_loop_new(&w->loop);
 	if (rc < 0)
 		goto err;
-	if ((rc = kwd_signer_new(&w->signer)) < 0)
+	w->env = (struct kwd_conn_env){
+	    .loop = w->loop,
+	    .metrics = &w->metrics,
+	    .out_bound = cfg->out_bound,
+	    .idle_ns = cfg->idle_ns,
+	    .refresh = on_conn_refresh,
+	    .closed = on_conn_closed,
+	    .arg = w,
+	};
+	if ((rc = kwd_exec_new(&w->env.exec)) < 0)
 		goto err;
-	w->gen = kwd_server_current(srv);
+	w->gen = kwd_gen_slot_get(w->gens);
 	w->gen_seq = w->gen->seq;
-	/* The worker owns its TCP listener from here on. */
-	if (srv->tcp_fds != NULL) {
-		w->tcp_fd = srv->tcp_fds[id];
-		srv->tcp_fds[id] = -1;
-	}
+	w->env.ks = w->gen->ks;
 	if ((rc = listeners_start(w)) < 0)
 		goto err;
 	kw_hook_add(w->loop, &w->hook);
@@ -270,8 +378,19 @@ int kwd_worker_start(struct kwd_worker *w)
 	return 0;
 }
 
+struct kwd_wmetrics *kwd_worker_metrics(struct kwd_worker *w)
+{
+	return &w->metrics;
+}
+
 void kwd_worker_wake(struct kwd_worker *w)
 {
+	kw_loop_wake(w->loop);
+}
+
+void kwd_worker_drain(struct kwd_worker *w)
+{
+	atomic_store_explicit(&w->drain_requested, true, memory_order_release);
 	kw_loop_wake(w->loop);
 }
 
@@ -288,17 +407,12 @@ void kwd_worker_free(struct kwd_worker *w)
 	if (w == NULL)
 		return;
 	if (w->loop != NULL) {
-		while (w->conns != NULL)
-			kwd_conn_abort(w->conns);
-		listeners_stop(w);
-		kw_timer_stop(w->loop, &w->accept_timer);
-		kw_timer_stop(w->loop, &w->drain_timer);
-		kw_hook_remove(w->loop, &w->hook);
+		quiesce(w);
 		kw_loop_free(w->loop);
 	}
 	if (w->tcp_fd >= 0)
 		close(w->tcp_fd);
-	kwd_signer_free(w->signer);
+	kwd_exec_free(w->env.exec);
 	kwd_gen_unref(w->gen);
 	free(w);
 }

@@ -1,84 +1,51 @@
 /*
  * worker.h - one keywayd worker thread: its own kw_loop, its own TCP
  * listener (SO_REUSEPORT), the shared Unix listener (EPOLLEXCLUSIVE), its
- * connections, its signing-context cache and its metrics.
+ * connections, its execution context cache and its metrics.
  */
 #ifndef KEYWAYD_WORKER_H
 #define KEYWAYD_WORKER_H
 
-#include <pthread.h>
-#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "keyway/loop.h"
+#include "gen.h"
 #include "metrics.h"
-#include "ops.h"
-#include "server.h"
 
-struct kwd_conn;
+struct kwd_worker;
 
-/* Per-turn record of the answered requests, for the total-duration histogram. */
-#define KWD_BATCH_MAX 256
-
-struct kwd_batch_entry {
-	uint8_t family;
-	uint8_t err;
+/* What a worker is made of. */
+struct kwd_worker_config {
+	unsigned id;               /* for its thread name and log lines */
+	int tcp_fd;                /* its own TCP listener, or -1: owned by the worker */
+	int unix_fd;               /* the shared Unix listener, or -1: borrowed */
+	struct kwd_gen_slot *gens; /* where the current generation is published */
+	size_t out_bound;          /* unsent output bytes at which a connection stops being read */
+	uint64_t idle_ns;          /* idle connection timeout */
+	uint64_t drain_ms;         /* after kwd_worker_drain, close what is left after this */
 };
 
-struct kwd_worker {
-	struct kwd_server *srv;
-	unsigned id;
-	pthread_t thread;
-	bool started;
-	struct kw_loop *loop;
-
-	int tcp_fd; /* own listener, -1 if none */
-	struct kw_io tcp_io;
-	struct kw_io unix_io;         /* srv->unix_fd, registered exclusive */
-	struct kw_timer accept_timer; /* re-enables accepting after EMFILE */
-	struct kw_hook hook;          /* picks up reloads and the drain request */
-
-	struct kwd_gen *gen; /* the generation this worker serves with */
-	uint64_t gen_seq;
-	struct kwd_signer *signer; /* context cache for gen->ks */
-
-	struct kwd_conn *conns; /* list of open connections */
-	unsigned nconns;
-	bool draining;
-	struct kw_timer drain_timer;
-
-	size_t out_bound; /* backpressure: unsent output bytes per connection */
-	uint64_t idle_ns;
-
-	struct kwd_result result; /* scratch for kwd_execute */
-	struct kwd_batch_entry batch[KWD_BATCH_MAX];
-	unsigned nbatch;
-
-	struct kwd_wmetrics metrics;
-};
-
-/* kwd_worker_new prepares worker id (loop, listeners registered); 0 or -errno. */
-int kwd_worker_new(struct kwd_server *srv, unsigned id, struct kwd_worker **out);
+/*
+ * kwd_worker_new prepares a worker (loop, listeners registered, the current
+ * generation taken) in *out; nothing runs yet. It owns cfg->tcp_fd from the
+ * call on, even when it fails. Returns 0 or -errno.
+ */
+int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg);
 /* kwd_worker_start runs the worker's loop in a new thread; 0 or -errno. */
 int kwd_worker_start(struct kwd_worker *w);
-/* kwd_worker_wake makes the worker look at the drain flag and gen_seq (any thread). */
+/* kwd_worker_metrics is the worker's block of counters (to register before it starts). */
+struct kwd_wmetrics *kwd_worker_metrics(struct kwd_worker *w);
+/* kwd_worker_wake makes the worker look for a new generation now (any thread). */
 void kwd_worker_wake(struct kwd_worker *w);
+/*
+ * kwd_worker_drain asks the worker to stop accepting, answer what its clients
+ * already sent, close their connections and end its loop, within drain_ms
+ * (any thread; idempotent).
+ */
+void kwd_worker_drain(struct kwd_worker *w);
+/* kwd_worker_join waits for a started worker's thread to end. */
 void kwd_worker_join(struct kwd_worker *w);
 /* kwd_worker_free frees a worker that was joined (or never started). NULL ok. */
 void kwd_worker_free(struct kwd_worker *w);
-
-/*
- * kwd_worker_refresh swaps to the server's current generation if a reload
- * published a new one; cheap (one atomic load) when nothing changed.
- */
-void kwd_worker_refresh_slow(struct kwd_worker *w);
-static inline void kwd_worker_refresh(struct kwd_worker *w)
-{
-	if (atomic_load_explicit(&w->srv->gen_seq, memory_order_acquire) != w->gen_seq)
-		kwd_worker_refresh_slow(w);
-}
-
-/* Called by conn.c when a connection of this worker is gone. */
-void kwd_worker_conn_closed(struct kwd_worker *w);
 
 #endif

@@ -1,14 +1,14 @@
 /*
- * ops.c - answering one keyless request (see ops.h and the answer table in
+ * exec.c - answering one keyless request (see exec.h and the answer table in
  * docs/protocol.md).
  *
  * OpenSSL 3.0 spends a good part of a small operation fetching algorithms and
- * building contexts, so a signer keeps one initialised EVP_PKEY_CTX per (key,
+ * building contexts, so an executor keeps one initialised EVP_PKEY_CTX per (key,
  * operation) -- padding, digest and salt length set once -- and the hot path
  * is a single EVP_PKEY_sign/EVP_PKEY_decrypt. Ed25519 has no EVP_PKEY_sign in
  * 3.0; it reuses one EVP_MD_CTX per key instead.
  */
-#include "ops.h"
+#include "exec.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -27,52 +27,52 @@ struct key_cache {
 	struct kw_ed25519_signer ed25519;
 };
 
-struct kwd_signer {
+struct kwd_exec {
 	uint64_t ks_id; /* keystore the cache belongs to; 0 = none */
 	size_t nkeys;
 	struct key_cache *keys; /* nkeys entries, indexed by kwd_key.index */
 };
 
-int kwd_signer_new(struct kwd_signer **out)
+int kwd_exec_new(struct kwd_exec **out)
 {
 	*out = calloc(1, sizeof(**out));
 	return *out != NULL ? 0 : -ENOMEM;
 }
 
-void kwd_signer_reset(struct kwd_signer *s)
+void kwd_exec_reset(struct kwd_exec *e)
 {
-	for (size_t i = 0; i < s->nkeys; i++) {
+	for (size_t i = 0; i < e->nkeys; i++) {
 		for (int j = 0; j < KW_OPCODE_SLOTS; j++)
-			EVP_PKEY_CTX_free(s->keys[i].pctx[j]);
-		kw_ed25519_signer_cleanup(&s->keys[i].ed25519);
+			EVP_PKEY_CTX_free(e->keys[i].pctx[j]);
+		kw_ed25519_signer_cleanup(&e->keys[i].ed25519);
 	}
-	free(s->keys);
-	s->keys = NULL;
-	s->nkeys = 0;
-	s->ks_id = 0;
+	free(e->keys);
+	e->keys = NULL;
+	e->nkeys = 0;
+	e->ks_id = 0;
 }
 
-void kwd_signer_free(struct kwd_signer *s)
+void kwd_exec_free(struct kwd_exec *e)
 {
-	if (s == NULL)
+	if (e == NULL)
 		return;
-	kwd_signer_reset(s);
-	free(s);
+	kwd_exec_reset(e);
+	free(e);
 }
 
-static int rebind(struct kwd_signer *s, const struct kwd_keystore *ks)
+static int rebind(struct kwd_exec *e, const struct kwd_keystore *ks)
 {
-	kwd_signer_reset(s);
+	kwd_exec_reset(e);
 	size_t n = kwd_keystore_count(ks);
-	s->keys = calloc(n, sizeof(*s->keys));
-	if (s->keys == NULL)
+	e->keys = calloc(n, sizeof(*e->keys));
+	if (e->keys == NULL)
 		return -ENOMEM;
-	s->nkeys = n;
-	s->ks_id = kwd_keystore_id(ks);
+	e->nkeys = n;
+	e->ks_id = kwd_keystore_id(ks);
 	return 0;
 }
 
-static void set_error(struct kwd_result *res, enum kw_proto_error e)
+static void set_error(struct kwd_exec_result *res, enum kw_proto_error e)
 {
 	res->opcode = KW_OP_ERROR;
 	res->error = (uint8_t)e;
@@ -81,7 +81,7 @@ static void set_error(struct kwd_result *res, enum kw_proto_error e)
 	res->len = 1;
 }
 
-static void set_output(struct kwd_result *res, size_t len)
+static void set_output(struct kwd_exec_result *res, size_t len)
 {
 	res->opcode = KW_OP_RESPONSE;
 	res->error = KW_ERR_NONE;
@@ -119,10 +119,10 @@ static const struct kwd_key *find_key(const struct kwd_keystore *ks, const struc
 	return k;
 }
 
-static int run(struct kwd_signer *s, const struct kwd_key *key, const struct kw_opcode_desc *d,
-               const struct kw_bytes *payload, struct kwd_result *res)
+static int run(struct kwd_exec *e, const struct kwd_key *key, const struct kw_opcode_desc *d,
+               const struct kw_bytes *payload, struct kwd_exec_result *res)
 {
-	struct key_cache *c = &s->keys[key->index];
+	struct key_cache *c = &e->keys[key->index];
 	size_t outlen = 0;
 	int rc;
 
@@ -143,8 +143,8 @@ static int run(struct kwd_signer *s, const struct kwd_key *key, const struct kw_
 	return 0;
 }
 
-void kwd_execute(struct kwd_signer *s, const struct kwd_keystore *ks, const struct kw_msg *req,
-                 struct kwd_result *res)
+void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kw_msg *req,
+                  struct kwd_exec_result *res)
 {
 	enum kw_proto_error err = KW_ERR_NONE;
 	const struct kw_opcode_desc *d;
@@ -183,14 +183,14 @@ void kwd_execute(struct kwd_signer *s, const struct kwd_keystore *ks, const stru
 		set_error(res, KW_ERR_CRYPTO);
 		return;
 	}
-	if (s->ks_id != kwd_keystore_id(ks) || key->index >= s->nkeys) {
-		if (rebind(s, ks) != 0) {
+	if (e->ks_id != kwd_keystore_id(ks) || key->index >= e->nkeys) {
+		if (rebind(e, ks) != 0) {
 			set_error(res, KW_ERR_INTERNAL);
 			return;
 		}
 	}
 	struct kw_bytes payload = {req->payload.data, plen};
-	if (run(s, key, d, &payload, res) != 0) {
+	if (run(e, key, d, &payload, res) != 0) {
 		/* Don't let one bad request's errors pile up in this thread's queue. */
 		ERR_clear_error();
 		OPENSSL_cleanse(res->buf, sizeof(res->buf));
@@ -198,7 +198,7 @@ void kwd_execute(struct kwd_signer *s, const struct kwd_keystore *ks, const stru
 	}
 }
 
-void kwd_result_cleanse(struct kwd_result *res)
+void kwd_exec_result_cleanse(struct kwd_exec_result *res)
 {
 	if (res->payload == res->buf && res->len > 0)
 		OPENSSL_cleanse(res->buf,

@@ -1,8 +1,8 @@
 /*
- * bench_ops.c - CPU cost of kwd_execute per operation against what
+ * keywayd_exec_bench.c - CPU cost of kwd_exec_run per operation against what
  * `openssl speed` measures (one EVP_PKEY_CTX initialised once, then bare
  * EVP_PKEY_sign / EVP_DigestSign). Not a unit test: run it by hand,
- *     bench_ops [seconds-per-round]
+ *     keywayd-bench-exec [seconds-per-round]
  * and compare with `openssl speed -seconds 3 rsa2048 ecdsap256 ed25519`.
  * Rounds of the two alternate so the noise of a shared machine hits both.
  */
@@ -19,7 +19,7 @@
 #include "keygen.h"
 #include "keystore.h"
 #include "keyway/keyid.h"
-#include "ops.h"
+#include "exec.h"
 
 #define ROUNDS 7
 
@@ -40,19 +40,19 @@ struct bench {
 	EVP_MD_CTX *mctx;
 };
 
-static int run_keywayd(struct kwd_signer *s, const struct kwd_keystore *ks, struct bench *b,
+static int run_keywayd(struct kwd_exec *s, const struct kwd_keystore *ks, struct bench *b,
                        const uint8_t *in, long n)
 {
 	struct kw_msg m = {.has_opcode = true, .opcode = b->opcode, .has_ski = true};
-	struct kwd_result r;
+	struct kwd_exec_result r;
 	kw_key_ski(b->key, m.ski);
 	m.payload.data = in;
 	m.payload.len = b->len;
 	for (long i = 0; i < n; i++) {
-		kwd_execute(s, ks, &m, &r);
+		kwd_exec_run(s, ks, &m, &r);
 		if (r.opcode != KW_OP_RESPONSE)
 			return -1;
-		kwd_result_cleanse(&r);
+		kwd_exec_result_cleanse(&r);
 	}
 	return 0;
 }
@@ -84,14 +84,14 @@ int main(int argc, char **argv)
 	char *dir = make_tmpdir();
 	EVP_PKEY *rsa = gen_rsa(2048), *ec = gen_ec("P-256"), *ed = gen_named("ED25519");
 	struct kwd_keystore *ks = NULL;
-	struct kwd_signer *s = NULL;
+	struct kwd_exec *s = NULL;
 	char err[256];
 	uint8_t in[256];
 
 	write_key(join(dir, "rsa.key"), rsa, FMT_PKCS8_PEM, 0600);
 	write_key(join(dir, "ec.key"), ec, FMT_PKCS8_PEM, 0600);
 	write_key(join(dir, "ed.key"), ed, FMT_PKCS8_PEM, 0600);
-	if (kwd_keystore_load(dir, NULL, &ks, err, sizeof(err)) != 0 || kwd_signer_new(&s) != 0) {
+	if (kwd_keystore_load(dir, NULL, &ks, err, sizeof(err)) != 0 || kwd_exec_new(&s) != 0) {
 		fprintf(stderr, "setup: %s\n", err);
 		return 1;
 	}
@@ -152,7 +152,7 @@ int main(int argc, char **argv)
 		EVP_PKEY_CTX_free(b->pctx);
 		EVP_MD_CTX_free(b->mctx);
 	}
-	kwd_signer_free(s);
+	kwd_exec_free(s);
 	kwd_keystore_unref(ks);
 	EVP_PKEY_free(rsa);
 	EVP_PKEY_free(ec);

@@ -1,0 +1,50 @@
+/*
+ * exec.h - executing keyless requests against the keys of a keystore.
+ *
+ * A kwd_exec belongs to one worker thread and caches initialised OpenSSL
+ * contexts per (key, operation), so the hot path does no provider fetches;
+ * the cache is dropped when the keystore changes.
+ */
+#ifndef KEYWAYD_EXEC_H
+#define KEYWAYD_EXEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keyway/protocol.h"
+#include "keystore.h"
+
+#define KWD_RESULT_MAX 1024 /* largest signature/decrypt block (RSA-4096 is 512) with room */
+
+struct kwd_exec_result {
+	uint8_t opcode;         /* KW_OP_RESPONSE, KW_OP_PONG or KW_OP_ERROR */
+	uint8_t error;          /* enum kw_proto_error; KW_ERR_NONE on success */
+	const uint8_t *payload; /* points into buf, or into the request (pong; NULL if it had
+	                           no payload); for KW_OP_ERROR the one error byte */
+	size_t len;
+	uint8_t buf[KWD_RESULT_MAX];
+};
+
+struct kwd_exec;
+
+/* kwd_exec_new allocates an executor with an empty cache in *out; 0 or -ENOMEM. */
+int kwd_exec_new(struct kwd_exec **out);
+/* kwd_exec_free drops the cache and frees e. NULL ok. */
+void kwd_exec_free(struct kwd_exec *e);
+/* kwd_exec_reset drops the cached contexts (and their key references) now. */
+void kwd_exec_reset(struct kwd_exec *e);
+
+/*
+ * kwd_exec_run answers one decoded request (any opcode) following the table in
+ * docs/protocol.md: ping -> pong echoing the payload; key operations -> a
+ * signature / raw decrypted block, or an error code. Never fails as a
+ * function: every outcome is a response in *res. The result buffer is wiped
+ * by the caller after it is encoded (kwd_exec_result_cleanse).
+ */
+void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kw_msg *req,
+                  struct kwd_exec_result *res);
+
+/* kwd_exec_result_cleanse wipes what res->buf holds and empties res. */
+void kwd_exec_result_cleanse(struct kwd_exec_result *res);
+
+#endif

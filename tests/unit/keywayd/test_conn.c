@@ -1,0 +1,321 @@
+/*
+ * test_conn.c - one keywayd connection over a socketpair on a kw_loop of its
+ * own, with an environment of this test's making (no worker, no TLS): a ping
+ * answered with its pong, pipelined requests answered in order, a version
+ * mismatch answered and survived, a malformed frame closing only this
+ * connection; the peer's close, drain, abort and the idle timeout each end it
+ * with exactly one "closed" callback, and the counters follow.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "check.h"
+#include "conn.h"
+#include "keygen.h"
+#include "keyway/buf.h"
+#include "keyway/keyid.h"
+#include "keyway/protocol.h"
+
+#define TURNS 300 /* loop turns of up to 10 ms: 3 s before a wait gives up */
+
+static uint8_t key_ski[KW_SKI_LEN];
+
+/* The environment with a record of its callbacks. */
+struct stub {
+	struct kwd_conn_env env;
+	struct kwd_wmetrics metrics;
+	int refreshed;
+	int closed;
+	void *closed_owner;
+};
+
+static void stub_refresh(void *arg)
+{
+	struct stub *st = arg;
+	st->refreshed++;
+}
+
+static void stub_closed(void *arg, void *owner)
+{
+	struct stub *st = arg;
+	st->closed++;
+	st->closed_owner = owner;
+}
+
+static void stub_init(struct stub *st, struct kw_loop *loop, struct kwd_exec *exec,
+                      const struct kwd_keystore *ks)
+{
+	memset(st, 0, sizeof(*st));
+	st->env = (struct kwd_conn_env){
+	    .loop = loop,
+	    .metrics = &st->metrics,
+	    .out_bound = 1024 * KW_PADDED_LEN,
+	    .idle_ns = 30000000000ull,
+	    .exec = exec,
+	    .ks = ks,
+	    .refresh = stub_refresh,
+	    .closed = stub_closed,
+	    .arg = st,
+	};
+}
+
+/* open_pair serves one end of a socketpair as a Unix connection; returns the other end. */
+static int open_pair(struct stub *st, struct kwd_conn **c)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -1;
+	int rc = kwd_conn_open(c, &st->env, &st->closed_owner, sv[0], KWD_TRANSPORT_UNIX, NULL,
+	                       "test-peer");
+	CHECK_EQ(rc, 0);
+	if (rc < 0) {
+		close(sv[1]);
+		return -1;
+	}
+	return sv[1];
+}
+
+static void send_bytes(int fd, const void *p, size_t len)
+{
+	CHECK_EQ(send(fd, p, len, MSG_NOSIGNAL), (long long)len);
+}
+
+static void send_msg(int fd, uint32_t id, const struct kw_msg *m)
+{
+	struct kw_buf b = KW_BUF_INIT;
+	CHECK_EQ(kw_msg_encode(&b, id, m, true), 0);
+	send_bytes(fd, kw_buf_head(&b), kw_buf_unread(&b));
+	kw_buf_cleanup(&b);
+}
+
+static struct kw_msg ping(const char *text)
+{
+	struct kw_msg m = {.has_opcode = true, .opcode = KW_OP_PING};
+	m.payload.data = (const uint8_t *)text;
+	m.payload.len = strlen(text);
+	return m;
+}
+
+/*
+ * read_frame runs the loop until a whole frame has come back on fd and
+ * decodes it into h and m (pointing into in). Returns 0, or -1 if the
+ * connection ended or nothing came in time.
+ */
+static int read_frame(struct kw_loop *loop, int fd, struct kw_buf *in, struct kw_header *h,
+                      struct kw_msg *m)
+{
+	for (int turn = 0; turn < TURNS; turn++) {
+		if (kw_header_parse(h, kw_buf_head(in), kw_buf_unread(in)) == 0 &&
+		    kw_buf_unread(in) >= (size_t)KW_HEADER_LEN + h->length)
+			return kw_msg_parse(m, kw_buf_head(in) + KW_HEADER_LEN, h->length);
+		kw_loop_run_once(loop, 10);
+		if (kw_buf_reserve(in, 4096) < 0)
+			return -1;
+		ssize_t n = recv(fd, kw_buf_tail(in), in->cap - in->len, 0);
+		if (n == 0)
+			return -1;
+		if (n > 0)
+			in->len += (size_t)n;
+	}
+	return -1;
+}
+
+/* next_frame drops the frame read_frame returned last. */
+static void next_frame(struct kw_buf *in, const struct kw_header *h)
+{
+	kw_buf_consume(in, (size_t)KW_HEADER_LEN + h->length);
+}
+
+/* wait_eof runs the loop until fd reads end of stream; false if it did not come. */
+static bool wait_eof(struct kw_loop *loop, int fd)
+{
+	char buf[4096];
+	for (int turn = 0; turn < TURNS; turn++) {
+		kw_loop_run_once(loop, 10);
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+	}
+	return false;
+}
+
+static void test_ping_and_pipeline(struct kw_loop *loop, struct stub *st)
+{
+	struct kwd_conn *c = NULL;
+	int fd = open_pair(st, &c);
+	struct kw_buf in = KW_BUF_INIT;
+	struct kw_header h;
+	struct kw_msg m, req = ping("hello");
+
+	CHECK_EQ(st->metrics.conns_open[KWD_TRANSPORT_UNIX], 1);
+	CHECK_EQ(st->metrics.conns_total[KWD_TRANSPORT_UNIX], 1);
+	send_msg(fd, 7, &req);
+	CHECK_EQ(read_frame(loop, fd, &in, &h, &m), 0);
+	CHECK_EQ(h.id, 7);
+	CHECK_EQ(h.major, KW_PROTO_MAJOR);
+	CHECK_EQ(KW_HEADER_LEN + h.length, KW_PADDED_LEN); /* padded, as gokeyless */
+	CHECK_EQ(m.opcode, KW_OP_PONG);
+	CHECK(m.payload.len == 5 && memcmp(m.payload.data, "hello", 5) == 0);
+	next_frame(&in, &h);
+	CHECK(st->refreshed >= 1);
+	CHECK_EQ(st->metrics.requests[KW_OP_PING], 1);
+
+	/* Three requests in one write come back in order: a sign, an unknown key, a ping. */
+	uint8_t hash[32] = {1}, unknown[KW_SKI_LEN];
+	memset(unknown, 0x5a, sizeof(unknown));
+	struct kw_msg sign = {
+	    .has_opcode = true, .opcode = KW_OP_ECDSA_SIGN_SHA256, .has_ski = true};
+	memcpy(sign.ski, key_ski, KW_SKI_LEN);
+	sign.payload.data = hash;
+	sign.payload.len = sizeof(hash);
+	struct kw_msg lost = sign;
+	memcpy(lost.ski, unknown, KW_SKI_LEN);
+	struct kw_buf out = KW_BUF_INIT;
+	CHECK_EQ(kw_msg_encode(&out, 1, &sign, true), 0);
+	CHECK_EQ(kw_msg_encode(&out, 2, &lost, true), 0);
+	CHECK_EQ(kw_msg_encode(&out, 3, &req, true), 0);
+	send_bytes(fd, kw_buf_head(&out), kw_buf_unread(&out));
+	kw_buf_cleanup(&out);
+
+	CHECK_EQ(read_frame(loop, fd, &in, &h, &m), 0);
+	CHECK_EQ(h.id, 1);
+	CHECK_EQ(m.opcode, KW_OP_RESPONSE);
+	CHECK(m.payload.len > 8); /* a DER ECDSA signature */
+	next_frame(&in, &h);
+	CHECK_EQ(read_frame(loop, fd, &in, &h, &m), 0);
+	CHECK_EQ(h.id, 2);
+	CHECK_EQ(m.opcode, KW_OP_ERROR);
+	CHECK(m.payload.len == 1 && m.payload.data[0] == KW_ERR_KEY_NOT_FOUND);
+	next_frame(&in, &h);
+	CHECK_EQ(read_frame(loop, fd, &in, &h, &m), 0);
+	CHECK_EQ(h.id, 3);
+	CHECK_EQ(m.opcode, KW_OP_PONG);
+	next_frame(&in, &h);
+	CHECK_EQ(st->metrics.requests[KW_OP_ECDSA_SIGN_SHA256], 2);
+	CHECK_EQ(st->metrics.requests[KW_OP_PING], 2);
+
+	/* A version mismatch is answered and the connection lives on. */
+	const uint8_t v2[KW_HEADER_LEN] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09};
+	send_bytes(fd, v2, sizeof(v2));
+	CHECK_EQ(read_frame(loop, fd, &in, &h, &m), 0);
+	CHECK_EQ(h.id, 9);
+	CHECK(m.opcode == KW_OP_ERROR && m.payload.len == 1 &&
+	      m.payload.data[0] == KW_ERR_VERSION_MISMATCH);
+	next_frame(&in, &h);
+	CHECK_EQ(st->closed, 0);
+
+	/* The peer closes: exactly one "closed", with the owner given at open. */
+	close(fd);
+	for (int turn = 0; turn < TURNS && st->closed == 0; turn++)
+		kw_loop_run_once(loop, 10);
+	CHECK_EQ(st->closed, 1);
+	CHECK(st->closed_owner == &st->closed_owner);
+	CHECK_EQ(st->metrics.conns_open[KWD_TRANSPORT_UNIX], 0);
+	kw_loop_run_once(loop, 0); /* the deferred free */
+	kw_buf_cleanup(&in);
+}
+
+static void test_malformed(struct kw_loop *loop, struct stub *st)
+{
+	struct kwd_conn *c = NULL;
+	int fd = open_pair(st, &c);
+	/* An opcode item claiming 5 bytes in a 3-byte body. */
+	const uint8_t bad[] = {KW_PROTO_MAJOR, 0x00, 0x00,          0x03, 0x00, 0x00,
+	                       0x00,           0x01, KW_TAG_OPCODE, 0x00, 0x05};
+	send_bytes(fd, bad, sizeof(bad));
+	CHECK(wait_eof(loop, fd));
+	CHECK_EQ(st->closed, 1);
+	CHECK_EQ(st->metrics.requests[KW_OP_PING], 0);
+	close(fd);
+	kw_loop_run_once(loop, 0);
+}
+
+/* Drain answers what the peer already sent, then closes by itself. */
+static void test_drain(struct kw_loop *loop, struct stub *st)
+{
+	struct kwd_conn *c = NULL;
+	int fd = open_pair(st, &c);
+	struct kw_buf in = KW_BUF_INIT;
+	struct kw_header h;
+	struct kw_msg m, req = ping("last");
+
+	send_msg(fd, 42, &req);
+	kwd_conn_drain(c);
+	CHECK_EQ(read_frame(loop, fd, &in, &h, &m), 0);
+	CHECK(h.id == 42 && m.opcode == KW_OP_PONG);
+	next_frame(&in, &h);
+	CHECK(wait_eof(loop, fd));
+	CHECK_EQ(st->closed, 1);
+	CHECK_EQ(st->metrics.requests[KW_OP_PING], 1);
+	close(fd);
+	kw_loop_run_once(loop, 0);
+	kw_buf_cleanup(&in);
+}
+
+static void test_abort(struct kw_loop *loop, struct stub *st)
+{
+	struct kwd_conn *c = NULL;
+	int fd = open_pair(st, &c);
+	kwd_conn_abort(c);
+	CHECK_EQ(st->closed, 1); /* at once */
+	CHECK(wait_eof(loop, fd));
+	CHECK_EQ(st->closed, 1);
+	close(fd);
+}
+
+static void test_idle_timeout(struct kw_loop *loop, struct stub *st)
+{
+	struct kwd_conn *c = NULL;
+	st->env.idle_ns = 50000000; /* 50 ms */
+	uint64_t t0 = kw_now_ns();
+	int fd = open_pair(st, &c);
+	CHECK(wait_eof(loop, fd));
+	CHECK_EQ(st->closed, 1);
+	CHECK(kw_now_ns() - t0 >= 50000000);
+	close(fd);
+	kw_loop_run_once(loop, 0);
+}
+
+int main(void)
+{
+	struct kw_loop *loop = NULL;
+	struct kwd_keystore *ks = NULL;
+	struct kwd_exec *exec = NULL;
+	struct stub st;
+	char err[512];
+	char *dir = make_tmpdir();
+	EVP_PKEY *key = gen_ec("P-256");
+
+	CHECK(dir != NULL && key != NULL);
+	CHECK(kw_key_ski(key, key_ski) == 0);
+	CHECK(write_key(join(dir, "p256.key"), key, FMT_PKCS8_PEM, 0600) == 0);
+	CHECK(kwd_keystore_load(dir, NULL, &ks, err, sizeof(err)) == 0);
+	CHECK(kwd_exec_new(&exec) == 0);
+	CHECK(kw_loop_new(&loop) == 0);
+	if (ks == NULL || exec == NULL || loop == NULL)
+		CHECK_DONE();
+
+	stub_init(&st, loop, exec, ks);
+	test_ping_and_pipeline(loop, &st);
+	stub_init(&st, loop, exec, ks);
+	test_malformed(loop, &st);
+	stub_init(&st, loop, exec, ks);
+	test_drain(loop, &st);
+	stub_init(&st, loop, exec, ks);
+	test_abort(loop, &st);
+	stub_init(&st, loop, exec, ks);
+	test_idle_timeout(loop, &st);
+
+	kw_loop_free(loop);
+	kwd_exec_free(exec);
+	kwd_keystore_unref(ks);
+	EVP_PKEY_free(key);
+	rm_tree(dir);
+	CHECK(ERR_peek_error() == 0);
+	CHECK_DONE();
+}

@@ -1,0 +1,201 @@
+/*
+ * test_worker.c - a worker thread on a Unix listener of this test: it
+ * accepts and answers, picks up a newly published generation at its next
+ * request, drains (answered, closed, thread ended) on request, and at its
+ * drain deadline closes a connection that would never finish.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "check.h"
+#include "keygen.h"
+#include "keyway/buf.h"
+#include "keyway/keyid.h"
+#include "keyway/loop.h"
+#include "keyway/protocol.h"
+#include "worker.h"
+
+static char *dir;
+
+static int listen_unix(struct sockaddr_un *sa)
+{
+	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", join(dir, "sock"));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	CHECK(fd >= 0);
+	CHECK_EQ(bind(fd, (struct sockaddr *)sa, sizeof(*sa)), 0);
+	CHECK_EQ(listen(fd, 64), 0);
+	return fd;
+}
+
+/* dial connects a blocking client whose reads give up after 3 s. */
+static int dial(const struct sockaddr_un *sa)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = {.tv_sec = 3};
+	CHECK(fd >= 0);
+	CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	CHECK_EQ(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
+	return fd;
+}
+
+/* ask sends m and returns the answer's opcode (first payload byte in *err), or -1. */
+static int ask(int fd, const struct kw_msg *m, uint8_t *err)
+{
+	struct kw_buf b = KW_BUF_INIT;
+	uint8_t frame[KW_PADDED_LEN];
+	struct kw_header h;
+	struct kw_msg r;
+	int opcode = -1;
+
+	CHECK_EQ(kw_msg_encode(&b, 1, m, true), 0);
+	CHECK_EQ(send(fd, kw_buf_head(&b), kw_buf_unread(&b), MSG_NOSIGNAL),
+	         (long long)kw_buf_unread(&b));
+	kw_buf_cleanup(&b);
+	CHECK_EQ(recv(fd, frame, sizeof(frame), MSG_WAITALL), sizeof(frame));
+	if (kw_header_parse(&h, frame, sizeof(frame)) == 0 && h.length == sizeof(frame) - 8 &&
+	    kw_msg_parse(&r, frame + KW_HEADER_LEN, h.length) == 0) {
+		opcode = r.opcode;
+		*err = r.payload.len > 0 ? r.payload.data[0] : 0;
+	}
+	return opcode;
+}
+
+static bool reads_eof(int fd)
+{
+	char buf[4096];
+	ssize_t n;
+	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+		;
+	return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static struct kwd_gen *gen_with(uint64_t seq, EVP_PKEY *key, const char *sub)
+{
+	struct kwd_keystore *ks = NULL;
+	struct kwd_gen *g = NULL;
+	char err[512];
+	CHECK_EQ(mkdir(join(dir, sub), 0700), 0);
+	CHECK_EQ(write_key(join(join(dir, sub), "k.key"), key, FMT_PKCS8_PEM, 0600), 0);
+	CHECK_EQ(kwd_keystore_load(join(dir, sub), NULL, &ks, err, sizeof(err)), 0);
+	CHECK_EQ(kwd_gen_new(&g, seq, ks, NULL), 0);
+	return g;
+}
+
+static struct kwd_worker *start(struct kwd_gen_slot *slot, int lfd, size_t out_bound,
+                                uint64_t drain_ms)
+{
+	struct kwd_worker_config cfg = {
+	    .id = 0,
+	    .tcp_fd = -1,
+	    .unix_fd = lfd,
+	    .gens = slot,
+	    .out_bound = out_bound,
+	    .idle_ns = 30000000000ull,
+	    .drain_ms = drain_ms,
+	};
+	struct kwd_worker *w = NULL;
+	CHECK_EQ(kwd_worker_new(&w, &cfg), 0);
+	if (w != NULL)
+		CHECK_EQ(kwd_worker_start(w), 0);
+	return w;
+}
+
+static void test_serve_reload_drain(struct kwd_gen_slot *slot, const struct sockaddr_un *sa,
+                                    int lfd, EVP_PKEY *key_b)
+{
+	struct kwd_worker *w = start(slot, lfd, 1024 * KW_PADDED_LEN, 3000);
+	if (w == NULL)
+		return;
+	int fd = dial(sa);
+	uint8_t e = 0xff, hash[32] = {7};
+	struct kw_msg ping = {.has_opcode = true, .opcode = KW_OP_PING};
+	struct kw_msg sign = {
+	    .has_opcode = true, .opcode = KW_OP_ECDSA_SIGN_SHA256, .has_ski = true};
+	sign.payload.data = hash;
+	sign.payload.len = sizeof(hash);
+	CHECK_EQ(kw_key_ski(key_b, sign.ski), 0);
+
+	CHECK_EQ(ask(fd, &ping, &e), KW_OP_PONG);
+	/* Key B is not in the generation the worker serves... */
+	CHECK_EQ(ask(fd, &sign, &e), KW_OP_ERROR);
+	CHECK_EQ(e, KW_ERR_KEY_NOT_FOUND);
+	/* ...until a generation holding it is published: the next request sees it. */
+	kwd_gen_slot_publish(slot, gen_with(2, key_b, "b"));
+	CHECK_EQ(ask(fd, &sign, &e), KW_OP_RESPONSE);
+
+	uint64_t t0 = kw_now_ns();
+	kwd_worker_drain(w);
+	CHECK(reads_eof(fd));
+	kwd_worker_join(w); /* the thread ends once its last connection is closed */
+	CHECK(kw_now_ns() - t0 < 3000000000ull);
+	struct kwd_wmetrics *m = kwd_worker_metrics(w);
+	CHECK_EQ(m->conns_total[KWD_TRANSPORT_UNIX], 1);
+	CHECK_EQ(m->conns_open[KWD_TRANSPORT_UNIX], 0);
+	CHECK_EQ(m->requests[KW_OP_PING], 1);
+	CHECK_EQ(m->requests[KW_OP_ECDSA_SIGN_SHA256], 2);
+	close(fd);
+	kwd_worker_free(w);
+}
+
+/* A client that never reads its answers keeps output pending: the deadline ends it. */
+static void test_drain_deadline(struct kwd_gen_slot *slot, const struct sockaddr_un *sa, int lfd)
+{
+	struct kwd_worker *w = start(slot, lfd, KW_PADDED_LEN, 200);
+	if (w == NULL)
+		return;
+	int fd = dial(sa);
+	struct kw_msg ping = {.has_opcode = true, .opcode = KW_OP_PING};
+	struct kw_buf b = KW_BUF_INIT;
+	CHECK_EQ(kw_msg_encode(&b, 1, &ping, true), 0);
+	/* Rounds of sending until the socket is full, while the worker answers into it. */
+	int sent = 0;
+	for (int round = 0; round < 5; round++) {
+		while (sent < 20000 && send(fd, kw_buf_head(&b), kw_buf_unread(&b),
+		                            MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+			sent++;
+		usleep(50000);
+	}
+	kw_buf_cleanup(&b);
+	CHECK(sent > 0);
+
+	uint64_t t0 = kw_now_ns();
+	kwd_worker_drain(w);
+	kwd_worker_join(w);
+	uint64_t took = kw_now_ns() - t0;
+	CHECK(took >= 150000000ull && took < 2000000000ull);
+	CHECK(reads_eof(fd));
+	CHECK_EQ(kwd_worker_metrics(w)->conns_open[KWD_TRANSPORT_UNIX], 0);
+	close(fd);
+	kwd_worker_free(w);
+}
+
+int main(void)
+{
+	struct kwd_gen_slot slot;
+	struct sockaddr_un sa;
+	EVP_PKEY *key_a = gen_ec("P-256"), *key_b = gen_ec("P-256");
+
+	dir = make_tmpdir();
+	CHECK(dir != NULL && key_a != NULL && key_b != NULL);
+	kwd_gen_slot_init(&slot);
+	kwd_gen_slot_publish(&slot, gen_with(1, key_a, "a"));
+	int lfd = listen_unix(&sa);
+
+	test_serve_reload_drain(&slot, &sa, lfd, key_b);
+	test_drain_deadline(&slot, &sa, lfd);
+
+	close(lfd);
+	kwd_gen_slot_cleanup(&slot);
+	EVP_PKEY_free(key_a);
+	EVP_PKEY_free(key_b);
+	rm_tree(dir);
+	CHECK(ERR_peek_error() == 0);
+	CHECK_DONE();
+}
