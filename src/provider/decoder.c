@@ -22,7 +22,9 @@
 #include <openssl/params.h>
 #include <openssl/pem.h>
 
-#include "provider.h"
+#include "algorithms.h"
+#include "context.h"
+#include "keyref.h"
 
 #define MAX_BLOCKS 64 /* PEM blocks skipped before giving up */
 #define MAX_REF_LEN 65536

@@ -22,43 +22,9 @@
 #include <openssl/params.h>
 
 #include "keyway/err.h"
-#include "provider.h"
-
-#define REF_MAGIC "kwref\x01\x00\x00"
-#define REF_MAGIC_LEN 8
-
-int kwp_ref_blob(struct kwp_prov *prov, const unsigned char *der, size_t len, unsigned char **blob,
-                 size_t *blob_len)
-{
-	size_t n = REF_MAGIC_LEN + sizeof(prov) + len;
-	unsigned char *b = OPENSSL_malloc(n);
-
-	*blob = NULL;
-	if (b == NULL)
-		return -ENOMEM;
-	memcpy(b, REF_MAGIC, REF_MAGIC_LEN);
-	memcpy(b + REF_MAGIC_LEN, &prov, sizeof(prov));
-	memcpy(b + REF_MAGIC_LEN + sizeof(prov), der, len);
-	*blob = b;
-	*blob_len = n;
-	return 0;
-}
-
-int kwp_ref_unblob(const void *blob, size_t blob_len, struct kwp_prov **prov,
-                   const unsigned char **der, size_t *der_len)
-{
-	const unsigned char *b = blob;
-
-	if (b == NULL || blob_len <= REF_MAGIC_LEN + sizeof(*prov) ||
-	    memcmp(b, REF_MAGIC, REF_MAGIC_LEN) != 0)
-		return -EINVAL;
-	memcpy(prov, b + REF_MAGIC_LEN, sizeof(*prov));
-	if (!kwp_prov_is_live(*prov))
-		return -EINVAL;
-	*der = b + REF_MAGIC_LEN + sizeof(*prov);
-	*der_len = blob_len - REF_MAGIC_LEN - sizeof(*prov);
-	return 0;
-}
+#include "algorithms.h"
+#include "context.h"
+#include "keyref.h"
 
 static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_type want)
 {
@@ -76,7 +42,7 @@ static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_t
 	} else if (k->type != want) {
 		kwp_raise(prov, KWP_R_BAD_KEY_REF, "a %s key where %s was expected",
 		          kwp_key_type_name(k->type), kwp_key_type_name(want));
-		kwp_key_free(k);
+		kwp_key_unref(k);
 		k = NULL;
 	}
 	return k;
@@ -162,14 +128,14 @@ static const OSSL_PARAM *key_import_types(int selection)
 
 static void key_free(void *keydata)
 {
-	kwp_key_free(keydata);
+	kwp_key_unref(keydata);
 }
 
 static void *key_dup(const void *keydata, int selection)
 {
 	struct kwp_key *k = (struct kwp_key *)keydata;
 	/* Keys are immutable: a duplicate is another reference. */
-	atomic_fetch_add(&k->refs, 1);
+	(void)kwp_key_ref(k);
 	return k;
 }
 

@@ -22,7 +22,10 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "provider.h"
+#include "algorithms.h"
+#include "async.h"
+#include "context.h"
+#include "keyref.h"
 
 /* The most an Ed25519 message may be: what fits in one keyless frame. */
 #define MAX_MESSAGE 60000
@@ -86,7 +89,7 @@ static void sig_freectx(void *vctx)
 	reset_message(ctx);
 	EVP_MD_free(ctx->md);
 	EVP_MD_free(ctx->mgf1);
-	kwp_key_free(ctx->key);
+	kwp_key_unref(ctx->key);
 	free(ctx);
 }
 
@@ -100,7 +103,7 @@ static void *sig_dupctx(void *vctx)
 	dst->mdctx = NULL;
 	dst->msg = NULL;
 	if (dst->key != NULL)
-		atomic_fetch_add(&dst->key->refs, 1);
+		(void)kwp_key_ref(dst->key);
 	if ((dst->md != NULL && !EVP_MD_up_ref(dst->md)) ||
 	    (dst->mgf1 != NULL && !EVP_MD_up_ref(dst->mgf1)))
 		goto err_refs;
@@ -247,8 +250,8 @@ static int sig_init(struct sig_ctx *ctx, void *keydata, const OSSL_PARAM params[
 			kwp_raise(ctx->prov, KWP_R_UNSUPPORTED_KEY, "key type mismatch");
 			return 0;
 		}
-		atomic_fetch_add(&key->refs, 1);
-		kwp_key_free(ctx->key);
+		(void)kwp_key_ref(key);
+		kwp_key_unref(ctx->key);
 		ctx->key = key;
 	}
 	if (ctx->key == NULL) {
@@ -346,7 +349,7 @@ static int remote_sign(struct sig_ctx *ctx, int nid, unsigned char *sig, size_t 
 		*siglen = out_len;
 		ok = 1;
 	}
-	kwp_op_put(op);
+	kwp_op_unref(op);
 	return ok;
 }
 
