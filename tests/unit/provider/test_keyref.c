@@ -148,6 +148,15 @@ static void test_roundtrip(const char *what, EVP_PKEY *priv, enum kwp_key_type t
 	OPENSSL_free(header);
 	OPENSSL_free(data);
 	BIO_free(bio);
+
+	/* keyway ref's public call makes the same block from the URI and the key. */
+	uint8_t own[KW_SKI_LEN];
+	CHECK_EQ(kw_key_ski(pub, own), 0);
+	char *uri = kw_keyref_uri(own, "/certs/x.pem"), *pub_pem = NULL;
+	CHECK_EQ(kw_keyref_pem(uri, pub, &pub_pem), 0);
+	CHECK(pem && pub_pem && strcmp(pem, pub_pem) == 0);
+	free(pub_pem);
+	free(uri);
 	free(pem);
 
 	/* Lies and damage. */
