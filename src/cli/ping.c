@@ -113,6 +113,9 @@ static int ping_all(const struct kw_keyless_config *cfg, const char *setup)
 	return (size_t)ok == cfg->nservers;
 }
 
+static const char usage[] = "usage: keyway ping [--openssl-conf FILE]\n\n"
+                            "Ask every keyserver of the keyway provider's settings for a pong.";
+
 int kw_cli_ping(const struct subcommand *sc, int argc, char **argv)
 {
 	char *conf = NULL, *name = NULL;
@@ -129,10 +132,7 @@ int kw_cli_ping(const struct subcommand *sc, int argc, char **argv)
 	char err[512];
 	int rc;
 
-	if (!kw_cli_options(opts, argc, argv, "ping",
-	                    "usage: keyway ping [--openssl-conf FILE]\n\n"
-	                    "Ask every keyserver of the keyway provider's settings for a pong.",
-	                    &rc))
+	if (!kw_cli_options(opts, argc, argv, "ping", usage, &rc))
 		return rc;
 	rc = 1;
 	if (kw_provider_settings_read(conf, name ? name : "keyway", &s) < 0) {

@@ -18,6 +18,9 @@
 #include "keyway/keyid.h"
 #include "keyway/keyref.h"
 
+static const char usage[] = "usage: keyway ref --cert CERT.pem\n\n"
+                            "Print the KEYWAY KEY reference PEM block for CERT's key.";
+
 int kw_cli_ref(const struct subcommand *sc, int argc, char **argv)
 {
 	char *cert = NULL, *uri_cert = NULL;
@@ -34,10 +37,7 @@ int kw_cli_ref(const struct subcommand *sc, int argc, char **argv)
 	uint8_t ski[KW_SKI_LEN];
 	int rc;
 
-	if (!kw_cli_options(opts, argc, argv, "ref",
-	                    "usage: keyway ref --cert CERT.pem\n\n"
-	                    "Print the KEYWAY KEY reference PEM block for CERT's key.",
-	                    &rc))
+	if (!kw_cli_options(opts, argc, argv, "ref", usage, &rc))
 		return rc;
 	rc = 1;
 	int lrc = kw_load_public_key(cert, &pub);

@@ -282,6 +282,9 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),                  \
 	OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),         \
 	OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL)
+#define PUBLIC_KEY_GETTABLE                                                  \
+	OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),           \
+	OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0)
 /* clang-format on */
 
 static const OSSL_PARAM *rsa_gettable_params(void *provctx)
@@ -302,8 +305,7 @@ static const OSSL_PARAM *ec_gettable_params(void *provctx)
 	    COMMON_GETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+	    PUBLIC_KEY_GETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
 	    OSSL_PARAM_END,
@@ -316,8 +318,7 @@ static const OSSL_PARAM *ed25519_gettable_params(void *provctx)
 	static const OSSL_PARAM p[] = {
 	    COMMON_GETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_MANDATORY_DIGEST, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+	    PUBLIC_KEY_GETTABLE,
 	    OSSL_PARAM_END,
 	};
 	return p;

@@ -518,6 +518,20 @@ int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *
 	return rc;
 }
 
+/* keyless_base fills what every keyless backend of s has: its keyservers, TLS and deadline. */
+static void keyless_base(const struct kwp_settings *s, SSL_CTX *ctx, struct kw_keyless_config *cfg)
+{
+	*cfg = (struct kw_keyless_config){
+	    .addrs = s->addrs,
+	    .names = (const char *const *)s->server_texts,
+	    .nservers = s->nservers,
+	    .ssl_ctx = ctx,
+	    .server_name = s->server_name,
+	    .connections = 1,
+	    .timeout_ms = s->timeout_ms,
+	};
+}
+
 int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, SSL_CTX *ctx,
                                 struct kw_keyless_counters *counters, struct kw_keyless_config *cfg,
                                 char *err, size_t errlen)
@@ -529,20 +543,13 @@ int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libc
 			return -KW_ECONFIG;
 		}
 	}
-	*cfg = (struct kw_keyless_config){
-	    .addrs = s->addrs,
-	    .names = (const char *const *)s->server_texts,
-	    .nservers = s->nservers,
-	    .ssl_ctx = ctx,
-	    .server_name = s->server_name,
-	    .connections = s->connections,
-	    .timeout_ms = s->timeout_ms,
-	    .attempt_timeout_ms = s->attempt_timeout_ms,
-	    .fallback = s->fallback,
-	    /* Callers' capacity queues keep within this; the backend's own cap is a safety net. */
-	    .max_inflight = s->max_inflight,
-	    .counters = counters,
-	};
+	keyless_base(s, ctx, cfg);
+	cfg->connections = s->connections;
+	cfg->attempt_timeout_ms = s->attempt_timeout_ms;
+	cfg->fallback = s->fallback;
+	/* Callers' capacity queues keep within this; the backend's own cap is a safety net. */
+	cfg->max_inflight = s->max_inflight;
+	cfg->counters = counters;
 	return 0;
 }
 
@@ -588,14 +595,7 @@ int kw_provider_settings_keyless(const struct kw_provider_settings *ps,
 	const struct kwp_settings *s = &ps->s;
 
 	*ctx = NULL;
-	*cfg = (struct kw_keyless_config){
-	    .addrs = s->addrs,
-	    .names = (const char *const *)s->server_texts,
-	    .nservers = s->nservers,
-	    .server_name = s->server_name,
-	    .connections = 1,
-	    .timeout_ms = s->timeout_ms,
-	};
+	keyless_base(s, NULL, cfg);
 	if (kwp_settings_need_tls(s) && (*ctx = kwp_settings_ssl_ctx(s, NULL, err, errlen)) == NULL)
 		return -KW_ECONFIG;
 	cfg->ssl_ctx = *ctx;

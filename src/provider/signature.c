@@ -531,11 +531,17 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 	return check_pss(ctx, NID_undef, 0);
 }
 
+/* What every signature context takes: the digest, fetched with these properties. */
+/* clang-format off */
+#define DIGEST_SETTABLE                                                        \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),          \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0)
+/* clang-format on */
+
 static const OSSL_PARAM *rsa_settable_ctx_params(void *vctx, void *provctx)
 {
 	static const OSSL_PARAM p[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+	    DIGEST_SETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
@@ -548,8 +554,7 @@ static const OSSL_PARAM *rsa_settable_ctx_params(void *vctx, void *provctx)
 static const OSSL_PARAM *ecdsa_settable_ctx_params(void *vctx, void *provctx)
 {
 	static const OSSL_PARAM p[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+	    DIGEST_SETTABLE,
 	    OSSL_PARAM_END,
 	};
 	return p;
