@@ -543,8 +543,8 @@ int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
 
 	*res = NULL;
 	if (key->local == NULL) {
-		if (!kwp_check_config(prov))
-			return -KW_ECONFIG;
+		if ((rc = kwp_check_config(prov)) < 0)
+			return rc;
 		if (s->nservers == 0) {
 			kwp_raise(prov, KWP_R_NOT_CONFIGURED,
 			          "set servers in the provider's openssl.cnf section or "

@@ -41,9 +41,9 @@ void kwp_raise_at(const struct kwp_prov *prov, const char *file, int line, const
 int kwp_check_config(const struct kwp_prov *prov)
 {
 	if (prov->settings.error == NULL)
-		return 1;
+		return 0;
 	kwp_raise(prov, KWP_R_CONFIG, "%s", prov->settings.error);
-	return 0;
+	return -KW_ECONFIG;
 }
 
 /* ---- per-process I/O thread, and fork ---- */
@@ -109,9 +109,9 @@ static void register_atfork(void)
 	(void)pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-int kwp_prov_is_live(const struct kwp_prov *prov)
+bool kwp_prov_is_live(const struct kwp_prov *prov)
 {
-	int live = 0;
+	bool live = false;
 
 	pthread_mutex_lock(&registry_lock);
 	for (struct kwp_prov *p = registry; p != NULL && !live; p = p->next_prov)

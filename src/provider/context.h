@@ -79,7 +79,7 @@ void kwp_raise_at(const struct kwp_prov *prov, const char *file, int line, const
 #define kwp_raise(prov, reason, ...)                                                               \
 	kwp_raise_at((prov), __FILE__, __LINE__, __func__, (reason), __VA_ARGS__)
 
-/* kwp_check_config raises KWP_R_CONFIG and returns 0 if the settings had an error, else 1. */
+/* kwp_check_config is 0, or -KW_ECONFIG with KWP_R_CONFIG raised when the settings had an error. */
 int kwp_check_config(const struct kwp_prov *prov);
 
 /* kwp_prov_io returns this process's I/O thread, made on first use; NULL + error raised. */
@@ -97,7 +97,7 @@ int kwp_prov_new(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, struct
 void kwp_prov_free(struct kwp_prov *prov);
 
 /* kwp_prov_is_live tells whether prov is a provider instance of this process. */
-int kwp_prov_is_live(const struct kwp_prov *prov);
+bool kwp_prov_is_live(const struct kwp_prov *prov);
 
 /* kwp_is_module: this copy is keyway.so loaded from disk (set by its OSSL_provider_init). */
 extern bool kwp_is_module;

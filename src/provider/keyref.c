@@ -322,11 +322,11 @@ int kw_keyref_pem(const char *uri, const EVP_PKEY *pub, char **pem)
 const char *kwp_key_type_name(enum kwp_key_type type)
 {
 	switch (type) {
-	case KWP_KEY_RSA:
+	case KWP_KEY_TYPE_RSA:
 		return "RSA";
-	case KWP_KEY_EC:
+	case KWP_KEY_TYPE_EC:
 		return "EC";
-	case KWP_KEY_ED25519:
+	case KWP_KEY_TYPE_ED25519:
 		return "ED25519";
 	}
 	return "?";
@@ -438,11 +438,11 @@ static int spki_type(X509_PUBKEY *spki)
 		return -EINVAL;
 	switch (OBJ_obj2nid(aobj)) {
 	case NID_rsaEncryption:
-		return KWP_KEY_RSA;
+		return KWP_KEY_TYPE_RSA;
 	case NID_X9_62_id_ecPublicKey:
-		return KWP_KEY_EC;
+		return KWP_KEY_TYPE_EC;
 	case NID_ED25519:
-		return KWP_KEY_ED25519;
+		return KWP_KEY_TYPE_ED25519;
 	}
 	return -EINVAL;
 }
@@ -477,9 +477,9 @@ static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_S
 	}
 	SHA1(pk, (size_t)pklen, ski);
 	k->type = (enum kwp_key_type)type;
-	if (type == KWP_KEY_RSA) {
+	if (type == KWP_KEY_TYPE_RSA) {
 		rc = set_rsa(k, pk, pklen, err, errlen);
-	} else if (type == KWP_KEY_EC) {
+	} else if (type == KWP_KEY_TYPE_EC) {
 		rc = set_ec(k, alg, pk, pklen, err, errlen);
 	} else if (pklen != 32) {
 		snprintf(err, errlen, "malformed Ed25519 public key");
@@ -490,7 +490,7 @@ static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_S
 	if (rc < 0)
 		return rc;
 	*reason = KWP_R_INTERNAL;
-	if (type != KWP_KEY_RSA) {
+	if (type != KWP_KEY_TYPE_RSA) {
 		if ((k->pub = malloc((size_t)pklen)) == NULL)
 			goto nomem;
 		memcpy(k->pub, pk, (size_t)pklen);

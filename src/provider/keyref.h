@@ -17,7 +17,7 @@
 
 struct kwp_prov;
 
-enum kwp_key_type { KWP_KEY_RSA = 1, KWP_KEY_EC, KWP_KEY_ED25519 };
+enum kwp_key_type { KWP_KEY_TYPE_RSA = 1, KWP_KEY_TYPE_EC, KWP_KEY_TYPE_ED25519 };
 
 /* An opaque key: the keymgmt's keydata. Immutable once built. */
 struct kwp_key {

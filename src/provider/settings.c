@@ -248,12 +248,12 @@ static int load_path(struct kwp_settings *s, int which, kwp_setting_fn get, void
 	return rc == -ENOMEM ? rc : 0;
 }
 
-int kwp_settings_need_tls(const struct kwp_settings *s)
+bool kwp_settings_need_tls(const struct kwp_settings *s)
 {
 	for (size_t i = 0; i < s->nservers; i++)
 		if (!s->addrs[i].is_unix)
-			return 1;
-	return 0;
+			return true;
+	return false;
 }
 
 int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)

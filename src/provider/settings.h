@@ -13,6 +13,7 @@
 #ifndef KEYWAY_PROVIDER_SETTINGS_H
 #define KEYWAY_PROVIDER_SETTINGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/ssl.h>
@@ -78,7 +79,7 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
                               size_t errlen);
 
 /* kwp_settings_need_tls is true when some keyserver is reached over TCP. */
-int kwp_settings_need_tls(const struct kwp_settings *s);
+bool kwp_settings_need_tls(const struct kwp_settings *s);
 
 /*
  * kwp_settings_keyless_config fills *cfg for a keyless backend from s, with
