@@ -62,7 +62,7 @@ struct kwp_prov {
 	OSSL_FUNC_BIO_read_ex_fn *c_bio_read_ex;
 	OSSL_LIB_CTX *parent; /* the application's library context (NULL: the default) */
 	bool have_parent;     /* parent was given by the core */
-	bool order_checked;   /* see query_operation() */
+	bool order_checked;   /* see keep_default_first() in provider.c */
 
 	struct kwp_settings settings; /* read once, at init */
 

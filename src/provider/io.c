@@ -302,5 +302,5 @@ void kwp_io_free(struct kwp_io *io)
 
 void kwp_io_abandon(struct kwp_io *io)
 {
-	(void)io; /* deliberately nothing: see remote.h */
+	(void)io; /* deliberately nothing: see io.h */
 }
