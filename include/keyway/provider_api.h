@@ -6,7 +6,7 @@
  * provider_core, which brings libkeyway) and register it as a built-in
  * provider before loading it, with polling set to external:
  *
- *     setenv("KEYWAY_POLLING", "external", 1);  // or polling = external in openssl.cnf
+ *     kw_provider_configure("polling", "external");  // or KEYWAY_POLLING, openssl.cnf
  *     OSSL_PROVIDER_add_builtin(libctx, "keyway", kw_provider_init);
  *     OSSL_PROVIDER *kp = OSSL_PROVIDER_load(libctx, "keyway");
  *     OSSL_PROVIDER *dp = OSSL_PROVIDER_load(libctx, "default");
@@ -62,6 +62,20 @@
 
 #include "keyway/loop.h"
 #include "keyway/offload.h"
+
+/*
+ * kw_provider_configure sets the provider setting name -- an openssl.cnf key
+ * of the provider's section ("servers", "client_cert", "client_key", "ca",
+ * "server_name", "timeout_ms", "attempt_timeout_ms", "connections",
+ * "max_inflight", "polling", "stats_file", "fallback_keys"; '-' and '_'
+ * alike) -- to value, a copy of which is kept for the process. A value set
+ * here overrides the KEYWAY_* variable, which overrides openssl.cnf; NULL
+ * drops it again. The provider reads its settings when it is loaded: call
+ * this first, from one thread. A bad value is reported as a bad variable
+ * would be, naming the variable (KEYWAY_TIMEOUT_MS: ...). 0, -EINVAL for
+ * an unknown name, or -ENOMEM.
+ */
+int kw_provider_configure(const char *name, const char *value);
 
 /* kw_provider_init is the provider's init function, for OSSL_PROVIDER_add_builtin. */
 int kw_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,

@@ -13,9 +13,7 @@
 #include "keyway/config.h"
 #include "keyway/err.h"
 #include "keyway/loop.h"
-#include "settings.h"
-
-#define EXIT_USAGE 2
+#include "keyway/provider_settings.h"
 
 static const char payload[] = "keyway ping";
 
@@ -30,9 +28,9 @@ static void on_done(struct kw_op *op, void *arg)
 }
 
 /* report prints one line for keyserver i and returns 1 if it answered well. */
-static int report(const struct kwp_settings *s, size_t i, struct ping *p, const char *setup)
+static int report(const struct kw_keyless_config *cfg, size_t i, struct ping *p, const char *setup)
 {
-	const char *name = s->server_texts[i];
+	const char *name = cfg->names[i];
 	struct kw_op *op = &p->op;
 
 	if (setup != NULL) {
@@ -45,7 +43,7 @@ static int report(const struct kwp_settings *s, size_t i, struct ping *p, const 
 		return 1;
 	}
 	if (!kw_op_is_done(op) || op->status == -KW_ETIMEOUT)
-		printf("FAIL  %s  no answer within timeout_ms=%u\n", name, s->timeout_ms);
+		printf("FAIL  %s  no answer within timeout_ms=%u\n", name, cfg->timeout_ms);
 	else if (op->status == -KW_EREMOTE)
 		printf("FAIL  %s  answered \"%s\"\n", name,
 		       kw_proto_error_string(op->remote_error));
@@ -61,16 +59,16 @@ static int report(const struct kwp_settings *s, size_t i, struct ping *p, const 
 }
 
 /*
- * ping_all asks every keyserver once, on a loop of our own (the backend the
- * provider's I/O thread uses), and waits for every answer or timeout_ms.
+ * ping_all asks every keyserver of cfg once, on a loop of our own (the
+ * backend the provider's I/O thread uses), and waits for every answer or
+ * timeout_ms. setup, when set, is why none can be asked.
  */
-static int ping_all(const struct kwp_settings *s)
+static int ping_all(const struct kw_keyless_config *cfg, const char *setup)
 {
 	struct kw_loop *loop = NULL;
 	struct kw_backend *b = NULL;
-	struct ping *pings = calloc(s->nservers, sizeof(*pings));
-	SSL_CTX *ctx = NULL;
-	char err[512], *setup = NULL;
+	struct ping *pings = calloc(cfg->nservers, sizeof(*pings));
+	char err[512];
 	int ok = 0;
 
 	if (pings == NULL || kw_loop_new(&loop) < 0) {
@@ -78,28 +76,16 @@ static int ping_all(const struct kwp_settings *s)
 		free(pings);
 		return 0;
 	}
-	if (kwp_settings_need_tls(s) &&
-	    (ctx = kwp_settings_ssl_ctx(s, NULL, err, sizeof(err))) == NULL)
-		setup = err;
 	if (setup == NULL) {
-		struct kw_keyless_config cfg = {
-		    .addrs = s->addrs,
-		    .names = (const char *const *)s->server_texts,
-		    .nservers = s->nservers,
-		    .ssl_ctx = ctx,
-		    .server_name = s->server_name,
-		    .connections = 1,
-		    .timeout_ms = s->timeout_ms,
-		};
-		int rc = kw_backend_keyless_new(loop, &cfg, &b);
+		int rc = kw_backend_keyless_new(loop, cfg, &b);
 		if (rc < 0) {
 			snprintf(err, sizeof(err), "cannot set up keyserver connections: %s",
 			         kw_strerror(rc));
 			setup = err;
 		}
 	}
-	uint64_t deadline = kw_now_ns() + (uint64_t)s->timeout_ms * 1000000u;
-	for (size_t i = 0; setup == NULL && i < s->nservers; i++) {
+	uint64_t deadline = kw_now_ns() + (uint64_t)cfg->timeout_ms * 1000000u;
+	for (size_t i = 0; setup == NULL && i < cfg->nservers; i++) {
 		struct kw_op *op = &pings[i].op;
 		kw_op_init(op, KW_OPK_OTHER, KW_OP_PING);
 		op->in = (const uint8_t *)payload;
@@ -110,72 +96,63 @@ static int ping_all(const struct kwp_settings *s)
 			kw_op_init(op, KW_OPK_OTHER, KW_OP_PING); /* reported as no answer */
 	}
 	/* The backend completes every op by its deadline; the margin is only a guard. */
-	for (size_t done = 0; setup == NULL && done < s->nservers;) {
+	for (size_t done = 0; setup == NULL && done < cfg->nservers;) {
 		if (kw_now_ns() > deadline + 1000000000ull)
 			break;
 		kw_loop_run_once(loop, 50);
 		done = 0;
-		for (size_t i = 0; i < s->nservers; i++)
+		for (size_t i = 0; i < cfg->nservers; i++)
 			done += kw_op_is_done(&pings[i].op);
 	}
-	for (size_t i = 0; i < s->nservers; i++)
-		ok += report(s, i, &pings[i], setup);
+	for (size_t i = 0; i < cfg->nservers; i++)
+		ok += report(cfg, i, &pings[i], setup);
 	fflush(stdout);
 	kw_backend_free(b); /* completes anything left; the ops are ours (no release) */
 	kw_loop_free(loop);
-	SSL_CTX_free(ctx);
 	free(pings);
-	return (size_t)ok == s->nservers;
+	return (size_t)ok == cfg->nservers;
 }
+
+static const char usage[] = "usage: keyway ping [--openssl-conf FILE]\n\n"
+                            "Ask every keyserver of the keyway provider's settings for a pong.";
 
 int kw_cli_ping(const struct subcommand *sc, int argc, char **argv)
 {
 	char *conf = NULL, *name = NULL;
 	struct kw_option opts[] = {
-	    {.name = "openssl-conf",
-	     .type = KW_OPT_STRING,
-	     .dest = &conf,
-	     .arg = "FILE",
-	     .help = "OpenSSL configuration to read (default: $OPENSSL_CONF, else OpenSSL's)"},
-	    {.name = "provider-name",
-	     .type = KW_OPT_STRING,
-	     .dest = &name,
-	     .arg = "NAME",
-	     .help = "the provider's name in its [providers] section (default: keyway)"},
-	    {.name = NULL},
+	    KW_OPT_STR("openssl-conf", &conf, "FILE",
+	               "OpenSSL configuration to read (default: $OPENSSL_CONF, else OpenSSL's)"),
+	    KW_OPT_STR("provider-name", &name, "NAME",
+	               "the provider's name in its [providers] section (default: keyway)"),
+	    KW_OPT_END,
 	};
-	struct kwp_settings s;
+	struct kw_provider_settings *s = NULL;
+	struct kw_keyless_config cfg;
+	SSL_CTX *ctx = NULL;
 	char err[512];
-	int rc = 1, npos = 0;
+	int rc;
 
-	int prc =
-	    kw_config_parse(opts, argc, argv,
-	                    "usage: keyway ping [--openssl-conf FILE]\n\n"
-	                    "Ask every keyserver of the keyway provider's settings for a pong.",
-	                    NULL, &npos, err, sizeof(err));
-	if (prc == 1)
-		return 0;
-	if (prc < 0) {
-		fprintf(stderr, "keyway ping: %s\n", err);
-		return EXIT_USAGE;
-	}
-	if (kwp_settings_from_cnf(&s, conf, name ? name : "keyway") < 0) {
+	if (!kw_cli_options(opts, argc, argv, "ping", usage, &rc))
+		return rc;
+	rc = 1;
+	if (kw_provider_settings_read(conf, name ? name : "keyway", &s) < 0) {
 		fprintf(stderr, "keyway ping: out of memory\n");
-		kw_config_free(opts);
-		return 1;
-	}
-	if (s.error != NULL) {
-		fprintf(stderr, "keyway ping: %s\n", s.error);
 		goto out;
 	}
-	if (s.nservers == 0) {
+	if (kw_provider_settings_error(s) != NULL) {
+		fprintf(stderr, "keyway ping: %s\n", kw_provider_settings_error(s));
+		goto out;
+	}
+	int setup = kw_provider_settings_keyless(s, &cfg, &ctx, err, sizeof(err));
+	if (cfg.nservers == 0) {
 		fprintf(stderr, "keyway ping: no keyserver configured (servers in the provider's "
 		                "openssl.cnf section, or KEYWAY_SERVERS)\n");
 		goto out;
 	}
-	rc = ping_all(&s) ? 0 : 1;
+	rc = ping_all(&cfg, setup < 0 ? err : NULL) ? 0 : 1;
 out:
-	kwp_settings_cleanup(&s);
+	SSL_CTX_free(ctx);
+	kw_provider_settings_free(s);
 	kw_config_free(opts);
 	return rc;
 }

@@ -16,45 +16,30 @@
 #include "keyway/config.h"
 #include "keyway/err.h"
 #include "keyway/keyid.h"
-#include "provider.h"
+#include "keyway/keyref.h"
 
-#define EXIT_USAGE 2
+static const char usage[] = "usage: keyway ref --cert CERT.pem\n\n"
+                            "Print the KEYWAY KEY reference PEM block for CERT's key.";
 
 int kw_cli_ref(const struct subcommand *sc, int argc, char **argv)
 {
 	char *cert = NULL, *uri_cert = NULL;
 	struct kw_option opts[] = {
-	    {.name = "cert",
-	     .type = KW_OPT_STRING,
-	     .dest = &cert,
-	     .arg = "FILE",
-	     .help = "the key's certificate (or public key), PEM or DER",
-	     .required = true},
-	    {.name = "uri-cert",
-	     .type = KW_OPT_STRING,
-	     .dest = &uri_cert,
-	     .arg = "PATH",
-	     .help = "the certificate path written in the URI (default: CERT's absolute path)"},
-	    {.name = NULL},
+	    KW_OPT_STR("cert", &cert, "FILE", "the key's certificate (or public key), PEM or DER",
+	               .required = true),
+	    KW_OPT_STR("uri-cert", &uri_cert, "PATH",
+	               "the certificate path written in the URI (default: CERT's absolute path)"),
+	    KW_OPT_END,
 	};
-	char err[512], abs[PATH_MAX];
+	char abs[PATH_MAX];
 	EVP_PKEY *pub = NULL;
-	unsigned char *der = NULL;
-	size_t der_len = 0;
 	char *uri = NULL, *pem = NULL;
 	uint8_t ski[KW_SKI_LEN];
-	int rc = 1, npos = 0;
+	int rc;
 
-	int prc = kw_config_parse(opts, argc, argv,
-	                          "usage: keyway ref --cert CERT.pem\n\n"
-	                          "Print the KEYWAY KEY reference PEM block for CERT's key.",
-	                          NULL, &npos, err, sizeof(err));
-	if (prc == 1)
-		return 0;
-	if (prc < 0) {
-		fprintf(stderr, "keyway ref: %s\n", err);
-		return EXIT_USAGE;
-	}
+	if (!kw_cli_options(opts, argc, argv, "ref", usage, &rc))
+		return rc;
+	rc = 1;
 	int lrc = kw_load_public_key(cert, &pub);
 	if (lrc < 0) {
 		fprintf(stderr, "keyway ref: %s: %s\n", cert,
@@ -76,12 +61,11 @@ int kw_cli_ref(const struct subcommand *sc, int argc, char **argv)
 		uri_cert = abs;
 	} else if (uri_cert[0] != '/') {
 		fprintf(stderr, "keyway ref: --uri-cert must be an absolute path\n");
-		rc = EXIT_USAGE;
+		rc = KW_CLI_EXIT_USAGE;
 		goto out;
 	}
-	if (kw_key_ski(pub, ski) < 0 || (uri = kwp_uri_format(ski, uri_cert)) == NULL ||
-	    kwp_ref_encode(uri, pub, &der, &der_len) < 0 ||
-	    (pem = kwp_ref_pem(der, der_len)) == NULL) {
+	if (kw_key_ski(pub, ski) < 0 || (uri = kw_keyref_uri(ski, uri_cert)) == NULL ||
+	    kw_keyref_pem(uri, pub, &pem) < 0) {
 		fprintf(stderr, "keyway ref: %s: cannot encode the reference\n", cert);
 		goto out;
 	}
@@ -92,7 +76,6 @@ out:
 		uri_cert = NULL;
 	free(pem);
 	free(uri);
-	OPENSSL_free(der);
 	EVP_PKEY_free(pub);
 	kw_config_free(opts);
 	return rc;

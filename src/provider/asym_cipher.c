@@ -22,7 +22,10 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
-#include "provider.h"
+#include "algorithms.h"
+#include "async.h"
+#include "context.h"
+#include "keyref.h"
 #include "tls_depad.h"
 
 struct dec_ctx {
@@ -47,7 +50,7 @@ static void dec_freectx(void *vctx)
 {
 	struct dec_ctx *ctx = vctx;
 	if (ctx != NULL) {
-		kwp_key_free(ctx->key);
+		kwp_key_unref(ctx->key);
 		free(ctx);
 	}
 }
@@ -59,7 +62,7 @@ static void *dec_dupctx(void *vctx)
 		return NULL;
 	*dst = *src;
 	if (dst->key != NULL)
-		atomic_fetch_add(&dst->key->refs, 1);
+		(void)kwp_key_ref(dst->key);
 	return dst;
 }
 
@@ -70,12 +73,12 @@ static int dec_init(void *vctx, void *keydata, const OSSL_PARAM params[])
 	struct dec_ctx *ctx = vctx;
 	struct kwp_key *key = keydata;
 
-	if (key == NULL || key->type != KWP_KEY_RSA || key->spki == NULL) {
+	if (key == NULL || key->type != KWP_KEY_TYPE_RSA || key->spki == NULL) {
 		kwp_raise(ctx->prov, KWP_R_UNSUPPORTED_KEY, "RSA decryption needs an RSA key");
 		return 0;
 	}
-	atomic_fetch_add(&key->refs, 1);
-	kwp_key_free(ctx->key);
+	(void)kwp_key_ref(key);
+	kwp_key_unref(ctx->key);
 	ctx->key = key;
 	ctx->pad = RSA_PKCS1_PADDING;
 	ctx->client_version = ctx->alt_version = 0;
@@ -168,7 +171,7 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 	}
 out:
 	OPENSSL_cleanse(rnd, sizeof(rnd));
-	kwp_op_put(op); /* wipes the block */
+	kwp_op_unref(op); /* wipes the block */
 	return ok;
 }
 

@@ -38,174 +38,35 @@
 #include "keyway/backend.h"
 #include "keyway/err.h"
 #include "keyway/keyid.h"
-#include "provider.h"
-#include "remote.h"
+#include "cap.h"
+#include "io.h"
+#include "context.h"
+#include "keyref.h"
+#include "stats.h"
 
 /* How long a blocked caller waits past the deadline for the backend's own verdict. */
 #define GRACE_NS (200ull * 1000 * 1000)
 
-struct kwp_stats kwp_stats;
-
-#define COUNT(field) atomic_fetch_add_explicit(&kwp_stats.field, 1, memory_order_relaxed)
-
-enum mode { MODE_SYNC = 0, MODE_CALLBACK, MODE_FD };
-
 struct wstate;
 
 struct kwp_op {
-	struct kw_op op; /* first: a kw_op pointer is a kwp_op pointer */
-	uint8_t *in;     /* owned copy of the input, wiped on release */
-	enum mode mode;
-	ASYNC_callback_fn cb; /* callback mode */
-	void *cb_arg;
-	int efd; /* fd mode: the wait context's eventfd (owned by it) */
+	struct kw_op op;     /* first: a kw_op pointer is a kwp_op pointer */
+	uint8_t *in;         /* owned copy of the input, wiped on release */
+	struct kwp_waiter w; /* how the caller waits: for its completion and in cap */
 	atomic_bool notified;
 	bool in_submit;   /* inside a bound backend's submit, on this thread */
 	bool inline_done; /* completed inside submit: nothing notified, no pause */
 	bool holds_slot;  /* counted in cap until settled */
 	atomic_bool settled;
-	struct kwp_cap *cap;
-	bool queued; /* in cap's waiters (guarded by cap->mu) */
-	bool woken;  /* taken out of the queue by a freed slot (guarded by cap->mu) */
-	bool handed; /* ...and given that slot: used counts it already (guarded by cap->mu) */
-	struct kwp_op *qprev, *qnext;
-	bool gave_up; /* a blocked caller stopped waiting: read nothing of the op */
+	struct kwp_cap *cap; /* the capacity queue of its channel */
+	bool gave_up;        /* a blocked caller stopped waiting: read nothing of the op */
 	bool sync_init;
 	pthread_mutex_t mu; /* sync mode */
 	pthread_cond_t cv;
 };
 
 /* The capacity queue of a thread's bound backend (external polling). */
-static _Thread_local struct kwp_cap ext_cap = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-/* ---- counters ---- */
-
-void kwp_stats_reset(void)
-{
-	atomic_store(&kwp_stats.ops_submitted, 0);
-	atomic_store(&kwp_stats.pauses, 0);
-	atomic_store(&kwp_stats.spurious_resumes, 0);
-	atomic_store(&kwp_stats.eagain, 0);
-	atomic_store(&kwp_stats.fd_wakeups, 0);
-	atomic_store(&kwp_stats.callback_wakeups, 0);
-	atomic_store(&kwp_stats.eventfds_created, 0);
-	atomic_store(&kwp_stats.keyless.retries, 0);
-	atomic_store(&kwp_stats.keyless.failovers, 0);
-	atomic_store(&kwp_stats.keyless.fallbacks, 0);
-}
-
-int kwp_stats_write(const char *path)
-{
-	char name[4096];
-	size_t o = 0;
-
-	/* "%p" makes one file per process (HAProxy master and workers, nginx workers). */
-	for (const char *c = path; *c != '\0' && o + 24 < sizeof(name); c++) {
-		if (c[0] == '%' && c[1] == 'p') {
-			o += (size_t)snprintf(name + o, sizeof(name) - o, "%ld", (long)getpid());
-			c++;
-		} else {
-			name[o++] = *c;
-		}
-	}
-	name[o] = '\0';
-	/* A process that ran nothing (a master, a parent) leaves a worker's numbers alone. */
-	if (atomic_load(&kwp_stats.ops_submitted) == 0 && access(name, F_OK) == 0)
-		return 0;
-	FILE *f = fopen(name, "w");
-	if (f == NULL)
-		return -errno;
-	fprintf(f,
-	        "ops_submitted %llu\npauses %llu\nspurious_resumes %llu\neagain %llu\n"
-	        "fd_wakeups %llu\ncallback_wakeups %llu\neventfds_created %llu\n"
-	        "retries %llu\nfailovers %llu\nfallbacks %llu\n",
-	        (unsigned long long)atomic_load(&kwp_stats.ops_submitted),
-	        (unsigned long long)atomic_load(&kwp_stats.pauses),
-	        (unsigned long long)atomic_load(&kwp_stats.spurious_resumes),
-	        (unsigned long long)atomic_load(&kwp_stats.eagain),
-	        (unsigned long long)atomic_load(&kwp_stats.fd_wakeups),
-	        (unsigned long long)atomic_load(&kwp_stats.callback_wakeups),
-	        (unsigned long long)atomic_load(&kwp_stats.eventfds_created),
-	        (unsigned long long)atomic_load(&kwp_stats.keyless.retries),
-	        (unsigned long long)atomic_load(&kwp_stats.keyless.failovers),
-	        (unsigned long long)atomic_load(&kwp_stats.keyless.fallbacks));
-	return fclose(f) == 0 ? 0 : -errno;
-}
-
-/* ---- capacity queues ---- */
-
-void kwp_cap_init(struct kwp_cap *c, unsigned max)
-{
-	memset(c, 0, sizeof(*c));
-	pthread_mutex_init(&c->mu, NULL);
-	c->max = max;
-}
-
-void kwp_cap_cleanup(struct kwp_cap *c)
-{
-	pthread_mutex_destroy(&c->mu);
-}
-
-void kwp_cap_forget(struct kwp_cap *c)
-{
-	c->used = 0;
-	c->head = c->tail = NULL;
-}
-
-/* Called with cap->mu held. */
-static void cap_link(struct kwp_cap *c, struct kwp_op *p)
-{
-	p->qnext = NULL;
-	p->qprev = c->tail;
-	if (c->tail != NULL)
-		c->tail->qnext = p;
-	else
-		c->head = p;
-	c->tail = p;
-	p->queued = true;
-	p->woken = false;
-}
-
-/* Called with cap->mu held. */
-static void cap_unlink(struct kwp_cap *c, struct kwp_op *p)
-{
-	if (p->qprev != NULL)
-		p->qprev->qnext = p->qnext;
-	else
-		c->head = p->qnext;
-	if (p->qnext != NULL)
-		p->qnext->qprev = p->qprev;
-	else
-		c->tail = p->qprev;
-	p->qprev = p->qnext = NULL;
-	p->queued = false;
-}
-
-/* cap_unqueue takes p out of its queue; true if a freed slot had woken it meanwhile. */
-static bool cap_unqueue(struct kwp_op *p)
-{
-	struct kwp_cap *c = p->cap;
-	bool woken;
-
-	if (c == NULL)
-		return false;
-	pthread_mutex_lock(&c->mu);
-	if (p->queued)
-		cap_unlink(c, p);
-	woken = p->woken;
-	p->woken = false;
-	pthread_mutex_unlock(&c->mu);
-	return woken;
-}
-
-static void write_efd(int fd)
-{
-	uint64_t one = 1;
-	ssize_t w;
-	do
-		w = write(fd, &one, sizeof(one));
-	while (w < 0 && errno == EINTR);
-}
+static _Thread_local struct kwp_cap ext_cap = KWP_CAP_INITIALIZER;
 
 /* drain_efd empties an eventfd; true if it was signalled. */
 static bool drain_efd(int fd)
@@ -218,52 +79,12 @@ static bool drain_efd(int fd)
 	return r == (ssize_t)sizeof(v);
 }
 
-/*
- * cap_wake frees a slot (free_slot, when c counts them) and wakes the first
- * waiter the way it waits. A counted slot goes to that waiter (handed): a
- * newcomer cannot take it before the woken job resumes, so a waiter never
- * loses its turn and goes to the back again. The eventfd is written under
- * the lock: a wait context being freed takes its job out of the queue under
- * the same lock before it closes the descriptor.
- */
-static void cap_wake(struct kwp_cap *c, bool free_slot)
-{
-	ASYNC_callback_fn cb = NULL;
-	void *arg = NULL;
-	bool counted = free_slot && c->max != 0;
-
-	pthread_mutex_lock(&c->mu);
-	struct kwp_op *w = c->head;
-	if (counted && w == NULL && c->used > 0)
-		c->used--;
-	if (w != NULL) {
-		cap_unlink(c, w);
-		w->woken = true;
-		w->handed = counted;
-		switch (w->mode) {
-		case MODE_FD:
-			write_efd(w->efd);
-			break;
-		case MODE_CALLBACK:
-			cb = w->cb;
-			arg = w->cb_arg;
-			break;
-		case MODE_SYNC:
-			pthread_cond_signal(&w->cv);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&c->mu);
-	if (cb != NULL)
-		cb(arg); /* only schedules the job's resumption (OpenSSL's rule for it) */
-}
-
 /* settle gives p's slot back once, whether p completed attached or detached. */
 static void settle(struct kwp_op *p)
 {
 	if (!p->holds_slot || atomic_exchange(&p->settled, true))
 		return;
-	cap_wake(p->cap, true);
+	kwp_cap_wake(p->cap, true);
 }
 
 /* ---- ops ---- */
@@ -281,18 +102,18 @@ static void op_done(struct kw_op *op, void *arg)
 	settle(p);
 	/* Before the notification: a resume that sees it knows the notification came or comes. */
 	atomic_store(&p->notified, true);
-	switch (p->mode) {
-	case MODE_CALLBACK:
-		COUNT(callback_wakeups);
-		p->cb(p->cb_arg);
+	switch (p->w.mode) {
+	case KWP_WAKE_CALLBACK:
+		KWP_COUNT(callback_wakeups);
+		kwp_waiter_wake(&p->w);
 		break;
-	case MODE_FD:
-		COUNT(fd_wakeups);
-		write_efd(p->efd);
+	case KWP_WAKE_FD:
+		KWP_COUNT(fd_wakeups);
+		kwp_waiter_wake(&p->w);
 		break;
-	case MODE_SYNC:
+	case KWP_WAKE_COND:
 		pthread_mutex_lock(&p->mu);
-		pthread_cond_signal(&p->cv);
+		kwp_waiter_wake(&p->w);
 		pthread_mutex_unlock(&p->mu);
 		break;
 	}
@@ -333,17 +154,18 @@ static struct kwp_op *op_new(const struct kwp_key *key, uint8_t opcode, const ui
 	p->op.in_len = in_len;
 	memcpy(p->op.ski, key->ski, KW_SKI_LEN);
 	p->op.pkey = key->local;
-	p->op.deadline_ns = kwp_deadline_after_ms(timeout_ms);
+	p->op.deadline_ns = kwp_io_deadline_ms(timeout_ms);
 	p->op.done = op_done;
 	p->op.done_arg = p;
 	p->op.release = op_release;
-	p->efd = -1;
+	p->w.efd = -1;
+	p->w.cv = &p->cv;
 	atomic_init(&p->notified, false);
 	atomic_init(&p->settled, false);
 	return p;
 }
 
-void kwp_op_put(struct kwp_op *p)
+void kwp_op_unref(struct kwp_op *p)
 {
 	if (p != NULL)
 		kw_op_unref(&p->op);
@@ -403,20 +225,9 @@ static int chan_submit(struct chan *ch, struct kwp_op *p, bool queue)
 
 	p->cap = ch->cap;
 	if (ch->kind == CH_IO) {
-		struct kwp_cap *c = ch->cap;
-		pthread_mutex_lock(&c->mu);
-		if (p->handed) {
-			p->handed = false; /* the slot a completion handed over */
-		} else if (c->used >= c->max) {
-			if (queue)
-				cap_link(c, p);
-			pthread_mutex_unlock(&c->mu);
-			return -EAGAIN;
-		} else {
-			c->used++;
-		}
+		if ((rc = kwp_cap_take(ch->cap, &p->w, queue)) < 0)
+			return rc;
 		p->holds_slot = true;
-		pthread_mutex_unlock(&c->mu);
 		if ((rc = kwp_io_submit(ch->io, &p->op)) < 0) {
 			settle(p);
 			return rc;
@@ -429,15 +240,12 @@ static int chan_submit(struct chan *ch, struct kwp_op *p, bool queue)
 		p->in_submit = false;
 		if (rc < 0) {
 			p->holds_slot = false;
-			if (rc == -EAGAIN && queue) {
-				pthread_mutex_lock(&ch->cap->mu);
-				cap_link(ch->cap, p);
-				pthread_mutex_unlock(&ch->cap->mu);
-			}
+			if (rc == -EAGAIN && queue)
+				kwp_cap_enqueue(ch->cap, &p->w);
 			return rc;
 		}
 	}
-	COUNT(ops_submitted);
+	KWP_COUNT(ops_submitted);
 	return 0;
 }
 
@@ -479,18 +287,9 @@ static void wstate_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD f
 	struct kwp_op *p = ws->p;
 
 	if (p != NULL) {
-		/* A job that will never run cannot use the slot it was woken for: pass it on. */
-		bool handed = false;
-		if (p->cap != NULL) {
-			pthread_mutex_lock(&p->cap->mu);
-			handed = p->handed;
-			p->handed = false;
-			pthread_mutex_unlock(&p->cap->mu);
-		}
-		if (cap_unqueue(p) || handed)
-			cap_wake(p->cap, handed);
+		kwp_cap_leave(p->cap, &p->w);
 		kw_op_detach(&p->op);
-		kwp_op_put(p); /* the job will never resume to drop it */
+		kwp_op_unref(p); /* the job will never resume to drop it */
 	}
 	close(ws->efd);
 	free(ws);
@@ -519,7 +318,7 @@ static int wstate_get(ASYNC_WAIT_CTX *w, struct wstate **out)
 		return -ENOMEM;
 	}
 	ws->clean = true;
-	COUNT(eventfds_created);
+	KWP_COUNT(eventfds_created);
 	*out = ws;
 	return 0;
 }
@@ -534,13 +333,13 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 
 	if (w == NULL)
 		return -EINVAL;
-	if (ASYNC_WAIT_CTX_get_callback(w, &p->cb, &p->cb_arg) == 1) {
-		p->mode = MODE_CALLBACK;
+	if (ASYNC_WAIT_CTX_get_callback(w, &p->w.cb, &p->w.cb_arg) == 1) {
+		p->w.mode = KWP_WAKE_CALLBACK;
 	} else {
-		p->mode = MODE_FD;
+		p->w.mode = KWP_WAKE_FD;
 		if ((rc = wstate_get(w, &ws)) < 0)
 			return rc;
-		p->efd = ws->efd;
+		p->w.efd = ws->efd;
 		if (!ws->clean)
 			(void)drain_efd(ws->efd);
 		ws->clean = false; /* until this op has left it empty */
@@ -550,11 +349,12 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 	while ((rc = chan_submit(ch, p, true)) == -EAGAIN) {
 		if (ws != NULL)
 			ws->p = p;
-		COUNT(eagain);
-		COUNT(pauses);
+		KWP_COUNT(eagain);
+		KWP_COUNT(pauses);
 		ASYNC_WAIT_CTX_set_status(w, ASYNC_STATUS_EAGAIN);
 		ASYNC_pause_job();
-		(void)cap_unqueue(p); /* still queued: resumed by something else; try again */
+		(void)kwp_cap_unqueue(
+		    p->cap, &p->w); /* still queued: resumed by something else; try again */
 		if (ws != NULL) {
 			ws->p = NULL;
 			(void)drain_efd(ws->efd);
@@ -570,14 +370,14 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 	if (ws != NULL)
 		ws->p = p;
 	for (;;) {
-		COUNT(pauses);
+		KWP_COUNT(pauses);
 		ASYNC_WAIT_CTX_set_status(w, ASYNC_STATUS_OK);
 		ASYNC_pause_job();
 		if (ws != NULL)
 			consumed = drain_efd(ws->efd);
 		if (atomic_load(&p->notified))
 			break;
-		COUNT(spurious_resumes);
+		KWP_COUNT(spurious_resumes);
 	}
 	/*
 	 * Post-processing: the completion may still be finishing its
@@ -594,29 +394,11 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 	return 0;
 }
 
-/* cap_wait_sync blocks a caller outside any job until it leaves the capacity queue. */
-static int cap_wait_sync(struct kwp_op *p, uint64_t deadline_ns)
-{
-	struct kwp_cap *c = p->cap;
-	struct timespec ts = abs_ts(deadline_ns);
-	int rc = 0;
-
-	pthread_mutex_lock(&c->mu);
-	while (p->queued) {
-		if (pthread_cond_timedwait(&p->cv, &c->mu, &ts) == ETIMEDOUT && p->queued) {
-			cap_unlink(c, p);
-			rc = -KW_ETIMEOUT;
-		}
-	}
-	pthread_mutex_unlock(&c->mu);
-	return rc;
-}
-
 static int run_sync(struct kwp_op *p, struct chan *ch)
 {
 	int rc;
 
-	p->mode = MODE_SYNC;
+	p->w.mode = KWP_WAKE_COND;
 	if ((rc = sync_init(p)) < 0)
 		return rc;
 	if (ch->kind == CH_EXT) {
@@ -630,8 +412,9 @@ static int run_sync(struct kwp_op *p, struct chan *ch)
 		kw_op_detach(&p->op);
 		return 0;
 	}
+	struct timespec deadline = abs_ts(p->op.deadline_ns);
 	while ((rc = chan_submit(ch, p, true)) == -EAGAIN)
-		if ((rc = cap_wait_sync(p, p->op.deadline_ns)) < 0)
+		if ((rc = kwp_cap_wait(p->cap, &p->w, &deadline)) < 0)
 			return rc;
 	if (rc < 0)
 		return rc;
@@ -760,8 +543,8 @@ int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
 
 	*res = NULL;
 	if (key->local == NULL) {
-		if (!kwp_check_config(prov))
-			return -KW_ECONFIG;
+		if ((rc = kwp_check_config(prov)) < 0)
+			return rc;
 		if (s->nservers == 0) {
 			kwp_raise(prov, KWP_R_NOT_CONFIGURED,
 			          "set servers in the provider's openssl.cnf section or "
@@ -774,11 +557,11 @@ int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
 		return -ENOMEM;
 	}
 	if ((rc = route(prov, key, job != NULL, &ch)) < 0) {
-		kwp_op_put(p);
+		kwp_op_unref(p);
 		return rc; /* raised by kwp_prov_io */
 	}
 	if (ch.kind == CH_INLINE) {
-		COUNT(ops_submitted);
+		KWP_COUNT(ops_submitted);
 		rc = kw_op_compute(&p->op);
 	} else {
 		rc = job != NULL ? run_async(p, &ch, job) : run_sync(p, &ch);
@@ -790,6 +573,6 @@ int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
 		return 0;
 	}
 	report(prov, &ch, p, key, rc);
-	kwp_op_put(p);
+	kwp_op_unref(p);
 	return rc;
 }

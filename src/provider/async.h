@@ -5,8 +5,9 @@
  * An operation is a struct kwp_op: a kw_op (keyway/offload.h) on the heap
  * with the provider's notification state. It runs on one of three paths:
  *
- *  - internal polling: handed to the provider's I/O thread (remote.h);
- *    at most max_inflight per process, the rest wait in a capacity queue;
+ *  - internal polling: handed to the provider's I/O thread (io.h);
+ *    at most max_inflight per process, the rest wait in a capacity queue
+ *    (cap.h);
  *  - external polling: submitted to the backend the calling thread bound
  *    (kw_backend_bind_thread), completed by the application's own loop;
  *    a backend that says -EAGAIN puts the caller in that thread's
@@ -32,61 +33,17 @@
 #ifndef KEYWAY_PROVIDER_ASYNC_H
 #define KEYWAY_PROVIDER_ASYNC_H
 
-#include <pthread.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
-
-#include "keyway/backend_keyless.h"
-#include "keyway/offload.h"
 
 struct kwp_prov;
 struct kwp_key;
 struct kwp_op;
 
-/* The counters of KEYWAY_STATS_FILE: one set per process. */
-struct kwp_stats {
-	_Atomic uint64_t ops_submitted;    /* ops handed to a backend or computed */
-	_Atomic uint64_t pauses;           /* ASYNC_pause_job calls (both statuses) */
-	_Atomic uint64_t spurious_resumes; /* resumes before the op's notification */
-	_Atomic uint64_t eagain;           /* pauses with ASYNC_STATUS_EAGAIN (channel full) */
-	_Atomic uint64_t fd_wakeups;       /* eventfd writes for completed ops */
-	_Atomic uint64_t callback_wakeups; /* wait-context callbacks for completed ops */
-	_Atomic uint64_t eventfds_created;
-	struct kw_keyless_counters keyless; /* retries, failovers */
-};
-extern struct kwp_stats kwp_stats;
-
-/*
- * A capacity queue: callers waiting for an in-flight slot, oldest first.
- * The internal path counts slots here (max); a bound backend counts its own
- * and refuses with -EAGAIN (max 0). The completion that frees a slot wakes
- * the first waiter.
- */
-struct kwp_cap {
-	pthread_mutex_t mu;
-	unsigned used, max;
-	struct kwp_op *head, *tail;
-};
-
-/* kwp_cap_init prepares c (max 0: slots are the backend's business). */
-void kwp_cap_init(struct kwp_cap *c, unsigned max);
-void kwp_cap_cleanup(struct kwp_cap *c);
-/* kwp_cap_forget empties c without waking anyone: a forked child's copy of its parent's waiters. */
-void kwp_cap_forget(struct kwp_cap *c);
-
-/* kwp_stats_reset zeroes the counters (a forked child counts its own work). */
-void kwp_stats_reset(void);
-/*
- * kwp_stats_write writes `name value` lines to path ("%p" replaced by the
- * pid), unless this process ran no operation and the file exists (a
- * master process must not overwrite its worker's numbers). 0 or -errno.
- */
-int kwp_stats_write(const char *path);
-
 /*
  * kwp_key_op runs opcode on key with input in (copied). On success returns
  * 0 with *res the completed op: read (*res)->... through kwp_op_out, then
- * kwp_op_put it. On failure the reason is on the error queue and a
+ * kwp_op_unref it. On failure the reason is on the error queue and a
  * negative code is returned.
  */
 int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode, const uint8_t *in,
@@ -95,7 +52,7 @@ int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
 /* kwp_op_out points at a completed op's result. */
 const uint8_t *kwp_op_out(const struct kwp_op *p, size_t *len);
 
-/* kwp_op_put drops the caller's reference (the result is wiped with the op). NULL ok. */
-void kwp_op_put(struct kwp_op *p);
+/* kwp_op_unref drops the caller's reference (the result is wiped with the op). NULL ok. */
+void kwp_op_unref(struct kwp_op *p);
 
 #endif

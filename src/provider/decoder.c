@@ -22,7 +22,9 @@
 #include <openssl/params.h>
 #include <openssl/pem.h>
 
-#include "provider.h"
+#include "algorithms.h"
+#include "context.h"
+#include "keyref.h"
 
 #define MAX_BLOCKS 64 /* PEM blocks skipped before giving up */
 #define MAX_REF_LEN 65536
@@ -148,9 +150,9 @@ static int dec_export_object(void *ctx, const void *objref, size_t objref_sz,
 		{0, NULL},                                                                   \
 	}
 
-DER_DECODER(rsa, KWP_KEY_RSA);
-DER_DECODER(ec, KWP_KEY_EC);
-DER_DECODER(ed25519, KWP_KEY_ED25519);
+DER_DECODER(rsa, KWP_KEY_TYPE_RSA);
+DER_DECODER(ec, KWP_KEY_TYPE_EC);
+DER_DECODER(ed25519, KWP_KEY_TYPE_ED25519);
 /* clang-format on */
 
 const OSSL_DISPATCH kwp_pem_decoder_functions[] = {

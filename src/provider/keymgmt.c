@@ -22,43 +22,9 @@
 #include <openssl/params.h>
 
 #include "keyway/err.h"
-#include "provider.h"
-
-#define REF_MAGIC "kwref\x01\x00\x00"
-#define REF_MAGIC_LEN 8
-
-int kwp_ref_blob(struct kwp_prov *prov, const unsigned char *der, size_t len, unsigned char **blob,
-                 size_t *blob_len)
-{
-	size_t n = REF_MAGIC_LEN + sizeof(prov) + len;
-	unsigned char *b = OPENSSL_malloc(n);
-
-	*blob = NULL;
-	if (b == NULL)
-		return -ENOMEM;
-	memcpy(b, REF_MAGIC, REF_MAGIC_LEN);
-	memcpy(b + REF_MAGIC_LEN, &prov, sizeof(prov));
-	memcpy(b + REF_MAGIC_LEN + sizeof(prov), der, len);
-	*blob = b;
-	*blob_len = n;
-	return 0;
-}
-
-int kwp_ref_unblob(const void *blob, size_t blob_len, struct kwp_prov **prov,
-                   const unsigned char **der, size_t *der_len)
-{
-	const unsigned char *b = blob;
-
-	if (b == NULL || blob_len <= REF_MAGIC_LEN + sizeof(*prov) ||
-	    memcmp(b, REF_MAGIC, REF_MAGIC_LEN) != 0)
-		return -EINVAL;
-	memcpy(prov, b + REF_MAGIC_LEN, sizeof(*prov));
-	if (!kwp_prov_is_live(*prov))
-		return -EINVAL;
-	*der = b + REF_MAGIC_LEN + sizeof(*prov);
-	*der_len = blob_len - REF_MAGIC_LEN - sizeof(*prov);
-	return 0;
-}
+#include "algorithms.h"
+#include "context.h"
+#include "keyref.h"
 
 static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_type want)
 {
@@ -76,7 +42,7 @@ static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_t
 	} else if (k->type != want) {
 		kwp_raise(prov, KWP_R_BAD_KEY_REF, "a %s key where %s was expected",
 		          kwp_key_type_name(k->type), kwp_key_type_name(want));
-		kwp_key_free(k);
+		kwp_key_unref(k);
 		k = NULL;
 	}
 	return k;
@@ -84,15 +50,15 @@ static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_t
 
 static void *rsa_load(const void *reference, size_t reference_sz)
 {
-	return key_load(reference, reference_sz, KWP_KEY_RSA);
+	return key_load(reference, reference_sz, KWP_KEY_TYPE_RSA);
 }
 static void *ec_load(const void *reference, size_t reference_sz)
 {
-	return key_load(reference, reference_sz, KWP_KEY_EC);
+	return key_load(reference, reference_sz, KWP_KEY_TYPE_EC);
 }
 static void *ed25519_load(const void *reference, size_t reference_sz)
 {
-	return key_load(reference, reference_sz, KWP_KEY_ED25519);
+	return key_load(reference, reference_sz, KWP_KEY_TYPE_ED25519);
 }
 
 /*
@@ -115,15 +81,15 @@ static void *key_new(void *provctx, enum kwp_key_type type)
 
 static void *rsa_new(void *provctx)
 {
-	return key_new(provctx, KWP_KEY_RSA);
+	return key_new(provctx, KWP_KEY_TYPE_RSA);
 }
 static void *ec_new(void *provctx)
 {
-	return key_new(provctx, KWP_KEY_EC);
+	return key_new(provctx, KWP_KEY_TYPE_EC);
 }
 static void *ed25519_new(void *provctx)
 {
-	return key_new(provctx, KWP_KEY_ED25519);
+	return key_new(provctx, KWP_KEY_TYPE_ED25519);
 }
 
 /*
@@ -162,14 +128,14 @@ static const OSSL_PARAM *key_import_types(int selection)
 
 static void key_free(void *keydata)
 {
-	kwp_key_free(keydata);
+	kwp_key_unref(keydata);
 }
 
 static void *key_dup(const void *keydata, int selection)
 {
 	struct kwp_key *k = (struct kwp_key *)keydata;
 	/* Keys are immutable: a duplicate is another reference. */
-	atomic_fetch_add(&k->refs, 1);
+	(void)kwp_key_ref(k);
 	return k;
 }
 
@@ -189,7 +155,7 @@ static int key_match(const void *a, const void *b, int selection)
 	if (selection & OSSL_KEYMGMT_SELECT_KEYPAIR)
 		return k1->spki_len == k2->spki_len &&
 		       memcmp(k1->spki, k2->spki, k1->spki_len) == 0;
-	if ((selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) && k1->type == KWP_KEY_EC)
+	if ((selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) && k1->type == KWP_KEY_TYPE_EC)
 		return strcmp(k1->group, k2->group) == 0;
 	return 1;
 }
@@ -198,12 +164,12 @@ static int key_match(const void *a, const void *b, int selection)
 
 static int push_public(OSSL_PARAM_BLD *bld, const struct kwp_key *k, int selection)
 {
-	if (k->type == KWP_KEY_EC && (selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) &&
+	if (k->type == KWP_KEY_TYPE_EC && (selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) &&
 	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, k->group, 0))
 		return 0;
 	if (!(selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY))
 		return 1;
-	if (k->type == KWP_KEY_RSA)
+	if (k->type == KWP_KEY_TYPE_RSA)
 		return OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, k->n) &&
 		       OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, k->e);
 	return OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, k->pub, k->pub_len);
@@ -273,7 +239,7 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_MAX_SIZE)) != NULL &&
 	    !OSSL_PARAM_set_int(p, k->max_size))
 		return 0;
-	if (k->type == KWP_KEY_ED25519) {
+	if (k->type == KWP_KEY_TYPE_ED25519) {
 		if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_MANDATORY_DIGEST)) != NULL &&
 		    !OSSL_PARAM_set_utf8_string(p, ""))
 			return 0;
@@ -281,7 +247,7 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	           !OSSL_PARAM_set_utf8_string(p, "SHA256")) {
 		return 0;
 	}
-	if (k->type == KWP_KEY_RSA) {
+	if (k->type == KWP_KEY_TYPE_RSA) {
 		if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_RSA_N)) != NULL &&
 		    !OSSL_PARAM_set_BN(p, k->n))
 			return 0;
@@ -296,7 +262,7 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY)) != NULL &&
 	    !OSSL_PARAM_set_octet_string(p, k->pub, k->pub_len))
 		return 0;
-	if (k->type == KWP_KEY_EC) {
+	if (k->type == KWP_KEY_TYPE_EC) {
 		if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_GROUP_NAME)) != NULL &&
 		    !OSSL_PARAM_set_utf8_string(p, k->group))
 			return 0;
@@ -316,6 +282,9 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),                  \
 	OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),         \
 	OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL)
+#define PUBLIC_KEY_GETTABLE                                                  \
+	OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),           \
+	OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0)
 /* clang-format on */
 
 static const OSSL_PARAM *rsa_gettable_params(void *provctx)
@@ -336,8 +305,7 @@ static const OSSL_PARAM *ec_gettable_params(void *provctx)
 	    COMMON_GETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+	    PUBLIC_KEY_GETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
 	    OSSL_PARAM_END,
@@ -350,8 +318,7 @@ static const OSSL_PARAM *ed25519_gettable_params(void *provctx)
 	static const OSSL_PARAM p[] = {
 	    COMMON_GETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_MANDATORY_DIGEST, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
-	    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+	    PUBLIC_KEY_GETTABLE,
 	    OSSL_PARAM_END,
 	};
 	return p;

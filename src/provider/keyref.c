@@ -28,7 +28,9 @@
 
 #include "keyway/err.h"
 #include "keyway/keyid.h"
-#include "provider.h"
+#include "keyway/keyref.h"
+#include "context.h"
+#include "keyref.h"
 
 #define REF_VERSION 1
 
@@ -194,7 +196,7 @@ err:
 	return -EINVAL;
 }
 
-char *kwp_uri_format(const uint8_t ski[KW_SKI_LEN], const char *cert_path)
+char *kw_keyref_uri(const uint8_t ski[KW_SKI_LEN], const char *cert_path)
 {
 	char hex[2 * KW_SKI_LEN + 1];
 	size_t n = strlen(cert_path);
@@ -302,16 +304,29 @@ char *kwp_ref_pem(const unsigned char *der, size_t der_len)
 	return out;
 }
 
+int kw_keyref_pem(const char *uri, const EVP_PKEY *pub, char **pem)
+{
+	unsigned char *der = NULL;
+	size_t der_len = 0;
+	int rc = kwp_ref_encode(uri, pub, &der, &der_len);
+
+	*pem = NULL;
+	if (rc == 0 && (*pem = kwp_ref_pem(der, der_len)) == NULL)
+		rc = -ENOMEM;
+	OPENSSL_free(der);
+	return rc;
+}
+
 /* ---- keys ---- */
 
 const char *kwp_key_type_name(enum kwp_key_type type)
 {
 	switch (type) {
-	case KWP_KEY_RSA:
+	case KWP_KEY_TYPE_RSA:
 		return "RSA";
-	case KWP_KEY_EC:
+	case KWP_KEY_TYPE_EC:
 		return "EC";
-	case KWP_KEY_ED25519:
+	case KWP_KEY_TYPE_ED25519:
 		return "ED25519";
 	}
 	return "?";
@@ -423,11 +438,11 @@ static int spki_type(X509_PUBKEY *spki)
 		return -EINVAL;
 	switch (OBJ_obj2nid(aobj)) {
 	case NID_rsaEncryption:
-		return KWP_KEY_RSA;
+		return KWP_KEY_TYPE_RSA;
 	case NID_X9_62_id_ecPublicKey:
-		return KWP_KEY_EC;
+		return KWP_KEY_TYPE_EC;
 	case NID_ED25519:
-		return KWP_KEY_ED25519;
+		return KWP_KEY_TYPE_ED25519;
 	}
 	return -EINVAL;
 }
@@ -456,16 +471,15 @@ static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_S
 
 	int type = spki_type(spki);
 	*reason = KWP_R_UNSUPPORTED_KEY;
-	if (type < 0 || X509_PUBKEY_get0_param(NULL, &pk, &pklen, &alg, spki) != 1 ||
-	    pklen <= 0) {
+	if (type < 0 || X509_PUBKEY_get0_param(NULL, &pk, &pklen, &alg, spki) != 1 || pklen <= 0) {
 		snprintf(err, errlen, "unsupported public key type (RSA, EC and Ed25519 only)");
 		return -EINVAL;
 	}
 	SHA1(pk, (size_t)pklen, ski);
 	k->type = (enum kwp_key_type)type;
-	if (type == KWP_KEY_RSA) {
+	if (type == KWP_KEY_TYPE_RSA) {
 		rc = set_rsa(k, pk, pklen, err, errlen);
-	} else if (type == KWP_KEY_EC) {
+	} else if (type == KWP_KEY_TYPE_EC) {
 		rc = set_ec(k, alg, pk, pklen, err, errlen);
 	} else if (pklen != 32) {
 		snprintf(err, errlen, "malformed Ed25519 public key");
@@ -476,7 +490,7 @@ static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_S
 	if (rc < 0)
 		return rc;
 	*reason = KWP_R_INTERNAL;
-	if (type != KWP_KEY_RSA) {
+	if (type != KWP_KEY_TYPE_RSA) {
 		if ((k->pub = malloc((size_t)pklen)) == NULL)
 			goto nomem;
 		memcpy(k->pub, pk, (size_t)pklen);
@@ -534,7 +548,7 @@ nomem:
 	snprintf(err, errlen, "out of memory");
 err:
 	ref_free(ref);
-	kwp_key_free(k);
+	kwp_key_unref(k);
 	ERR_clear_error();
 	return NULL;
 }
@@ -573,7 +587,13 @@ out:
 	return rc;
 }
 
-void kwp_key_free(struct kwp_key *k)
+struct kwp_key *kwp_key_ref(struct kwp_key *k)
+{
+	atomic_fetch_add(&k->refs, 1);
+	return k;
+}
+
+void kwp_key_unref(struct kwp_key *k)
 {
 	if (k == NULL || atomic_fetch_sub(&k->refs, 1) != 1)
 		return;
@@ -584,6 +604,44 @@ void kwp_key_free(struct kwp_key *k)
 	BN_free(k->e);
 	EVP_PKEY_free(k->local);
 	free(k);
+}
+
+/* ---- references passed from our store and decoders to our keymgmt ---- */
+
+#define REF_MAGIC "kwref\x01\x00\x00"
+#define REF_MAGIC_LEN 8
+
+int kwp_ref_blob(struct kwp_prov *prov, const unsigned char *der, size_t len, unsigned char **blob,
+                 size_t *blob_len)
+{
+	size_t n = REF_MAGIC_LEN + sizeof(prov) + len;
+	unsigned char *b = OPENSSL_malloc(n);
+
+	*blob = NULL;
+	if (b == NULL)
+		return -ENOMEM;
+	memcpy(b, REF_MAGIC, REF_MAGIC_LEN);
+	memcpy(b + REF_MAGIC_LEN, &prov, sizeof(prov));
+	memcpy(b + REF_MAGIC_LEN + sizeof(prov), der, len);
+	*blob = b;
+	*blob_len = n;
+	return 0;
+}
+
+int kwp_ref_unblob(const void *blob, size_t blob_len, struct kwp_prov **prov,
+                   const unsigned char **der, size_t *der_len)
+{
+	const unsigned char *b = blob;
+
+	if (b == NULL || blob_len <= REF_MAGIC_LEN + sizeof(*prov) ||
+	    memcmp(b, REF_MAGIC, REF_MAGIC_LEN) != 0)
+		return -EINVAL;
+	memcpy(prov, b + REF_MAGIC_LEN, sizeof(*prov));
+	if (!kwp_prov_is_live(*prov))
+		return -EINVAL;
+	*der = b + REF_MAGIC_LEN + sizeof(*prov);
+	*der_len = blob_len - REF_MAGIC_LEN - sizeof(*prov);
+	return 0;
 }
 
 /* ---- ASN.1 templates ---- */

@@ -3,6 +3,7 @@
  * loads from disk; its only exported symbol. A program that links the
  * provider in registers kw_provider_init instead (keyway/provider_api.h).
  */
+#include "context.h"
 #include "provider.h"
 
 __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,

@@ -15,7 +15,10 @@
 
 #include "keyway/backend_keyless.h"
 #include "keyway/err.h"
+#include "context.h"
+#include "keyref.h"
 #include "provider.h"
+#include "stats.h"
 
 int kw_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                      const OSSL_DISPATCH **out, void **provctx)
@@ -124,18 +127,4 @@ int kw_provider_wrap_key(OSSL_LIB_CTX *libctx, EVP_PKEY *local, EVP_PKEY **out)
 	}
 	EVP_PKEY_CTX_free(ctx);
 	return ok;
-}
-
-void kw_provider_stats(struct kw_provider_stats *out)
-{
-	out->ops_submitted = atomic_load(&kwp_stats.ops_submitted);
-	out->pauses = atomic_load(&kwp_stats.pauses);
-	out->spurious_resumes = atomic_load(&kwp_stats.spurious_resumes);
-	out->eagain = atomic_load(&kwp_stats.eagain);
-	out->fd_wakeups = atomic_load(&kwp_stats.fd_wakeups);
-	out->callback_wakeups = atomic_load(&kwp_stats.callback_wakeups);
-	out->eventfds_created = atomic_load(&kwp_stats.eventfds_created);
-	out->retries = atomic_load(&kwp_stats.keyless.retries);
-	out->failovers = atomic_load(&kwp_stats.keyless.failovers);
-	out->fallbacks = atomic_load(&kwp_stats.keyless.fallbacks);
 }

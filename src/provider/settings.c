@@ -1,7 +1,9 @@
 /* settings.c - the provider's settings (see settings.h). */
 #include "settings.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,9 +18,12 @@
 #include <openssl/x509.h>
 
 #include "keyway/err.h"
+#include "keyway/provider_api.h"
+#include "keyway/provider_settings.h"
 
 #define MAX_FILE_SIZE (1u << 20)
 
+/* The settings, in the order of keys[]. */
 enum {
 	S_SERVERS,
 	S_CLIENT_CERT,
@@ -32,23 +37,62 @@ enum {
 	S_STATS_FILE,
 	S_ATTEMPT_TIMEOUT,
 	S_FALLBACK_KEYS,
+	S_COUNT
 };
 
-const struct kwp_setting_name kwp_setting_names[] = {
-    [S_SERVERS] = {"servers", "KEYWAY_SERVERS"},
-    [S_CLIENT_CERT] = {"client_cert", "KEYWAY_CLIENT_CERT"},
-    [S_CLIENT_KEY] = {"client_key", "KEYWAY_CLIENT_KEY"},
-    [S_CA] = {"ca", "KEYWAY_CA"},
-    [S_SERVER_NAME] = {"server_name", "KEYWAY_SERVER_NAME"},
-    [S_TIMEOUT] = {"timeout_ms", "KEYWAY_TIMEOUT_MS"},
-    [S_CONNECTIONS] = {"connections", "KEYWAY_CONNECTIONS"},
-    [S_MAX_INFLIGHT] = {"max_inflight", "KEYWAY_MAX_INFLIGHT"},
-    [S_POLLING] = {"polling", "KEYWAY_POLLING"},
-    [S_STATS_FILE] = {"stats_file", "KEYWAY_STATS_FILE"},
-    [S_ATTEMPT_TIMEOUT] = {"attempt_timeout_ms", "KEYWAY_ATTEMPT_TIMEOUT_MS"},
-    [S_FALLBACK_KEYS] = {"fallback_keys", "KEYWAY_FALLBACK_KEYS"},
-    {NULL, NULL},
+/* Each setting's openssl.cnf key; its environment variable is KEYWAY_ and the key in capitals. */
+static const char *const keys[S_COUNT] = {
+    "servers",     "client_cert", "client_key",         "ca",
+    "server_name", "timeout_ms",  "connections",        "max_inflight",
+    "polling",     "stats_file",  "attempt_timeout_ms", "fallback_keys",
 };
+
+/* The longest variable name, "KEYWAY_ATTEMPT_TIMEOUT_MS", and its NUL, with room to spare. */
+#define FROM_LEN 40
+
+/* Values set by kw_provider_configure: they override the environment and openssl.cnf. */
+static pthread_mutex_t overrides_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *overrides[S_COUNT];
+
+static void env_name(char out[FROM_LEN], int which)
+{
+	size_t i = 0;
+
+	memcpy(out, "KEYWAY_", 7);
+	for (const char *k = keys[which]; *k != '\0' && 7 + i + 1 < FROM_LEN; k++)
+		out[7 + i++] = (char)toupper((unsigned char)*k);
+	out[7 + i] = '\0';
+}
+
+/* setting_of finds the setting whose key is name, '-' and '_' alike; -1 if none. */
+static int setting_of(const char *name)
+{
+	for (int i = 0; i < S_COUNT; i++) {
+		size_t j = 0;
+		for (; name[j] != '\0' && keys[i][j] != '\0'; j++)
+			if (name[j] != keys[i][j] && !(name[j] == '-' && keys[i][j] == '_'))
+				break;
+		if (name[j] == '\0' && keys[i][j] == '\0')
+			return i;
+	}
+	return -1;
+}
+
+int kw_provider_configure(const char *name, const char *value)
+{
+	int which = name != NULL ? setting_of(name) : -1;
+	char *copy = NULL;
+
+	if (which < 0)
+		return -EINVAL;
+	if (value != NULL && (copy = strdup(value)) == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&overrides_lock);
+	free(overrides[which]);
+	overrides[which] = copy;
+	pthread_mutex_unlock(&overrides_lock);
+	return 0;
+}
 
 static void set_error(struct kwp_settings *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -66,16 +110,24 @@ static void set_error(struct kwp_settings *s, const char *fmt, ...)
 	s->error = strdup(msg);
 }
 
-/* value returns the environment override, else the configured value, else NULL. */
-static const char *value(int which, kwp_setting_fn get, void *arg, const char **from)
+/*
+ * value returns a setting: kw_provider_configure's value, else the
+ * environment's, else openssl.cnf's, else NULL; from names where it came
+ * from for messages (a configured value is named by its variable, as the
+ * program that set it would have exported it).
+ */
+static const char *value(int which, kwp_setting_fn get, void *arg, char from[FROM_LEN])
 {
-	const char *v = secure_getenv(kwp_setting_names[which].env);
-	if (v != NULL) {
-		*from = kwp_setting_names[which].env;
+	const char *v;
+
+	env_name(from, which);
+	pthread_mutex_lock(&overrides_lock);
+	v = overrides[which];
+	pthread_mutex_unlock(&overrides_lock);
+	if (v != NULL || (v = secure_getenv(from)) != NULL)
 		return v;
-	}
-	*from = kwp_setting_names[which].key;
-	return get != NULL ? get(arg, kwp_setting_names[which].key) : NULL;
+	snprintf(from, FROM_LEN, "%s", keys[which]);
+	return get != NULL ? get(arg, keys[which]) : NULL;
 }
 
 static int parse_uint(struct kwp_settings *s, const char *from, const char *text, unsigned min,
@@ -186,7 +238,8 @@ static void blob_cleanup(struct kwp_blob *b)
 static int load_path(struct kwp_settings *s, int which, kwp_setting_fn get, void *arg, char **path,
                      struct kwp_blob *b)
 {
-	const char *from, *v = value(which, get, arg, &from);
+	char from[FROM_LEN];
+	const char *v = value(which, get, arg, from);
 	if (v == NULL || *v == '\0')
 		return 0;
 	if ((*path = strdup(v)) == NULL)
@@ -195,17 +248,18 @@ static int load_path(struct kwp_settings *s, int which, kwp_setting_fn get, void
 	return rc == -ENOMEM ? rc : 0;
 }
 
-int kwp_settings_need_tls(const struct kwp_settings *s)
+bool kwp_settings_need_tls(const struct kwp_settings *s)
 {
 	for (size_t i = 0; i < s->nservers; i++)
 		if (!s->addrs[i].is_unix)
-			return 1;
-	return 0;
+			return true;
+	return false;
 }
 
 int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 {
-	const char *from, *v;
+	char from[FROM_LEN];
+	const char *v;
 	int rc;
 
 	memset(s, 0, sizeof(*s));
@@ -214,17 +268,17 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 	s->connections = KWP_DEFAULT_CONNECTIONS;
 	s->max_inflight = KWP_DEFAULT_MAX_INFLIGHT;
 
-	if ((v = value(S_SERVERS, get, arg, &from)) != NULL && (rc = parse_servers(s, from, v)) < 0)
+	if ((v = value(S_SERVERS, get, arg, from)) != NULL && (rc = parse_servers(s, from, v)) < 0)
 		return rc;
-	if ((v = value(S_TIMEOUT, get, arg, &from)) != NULL)
+	if ((v = value(S_TIMEOUT, get, arg, from)) != NULL)
 		(void)parse_uint(s, from, v, 1, 3600000, &s->timeout_ms);
-	if ((v = value(S_ATTEMPT_TIMEOUT, get, arg, &from)) != NULL)
+	if ((v = value(S_ATTEMPT_TIMEOUT, get, arg, from)) != NULL)
 		(void)parse_uint(s, from, v, 1, 3600000, &s->attempt_timeout_ms);
-	if ((v = value(S_CONNECTIONS, get, arg, &from)) != NULL)
+	if ((v = value(S_CONNECTIONS, get, arg, from)) != NULL)
 		(void)parse_uint(s, from, v, 1, 64, &s->connections);
-	if ((v = value(S_MAX_INFLIGHT, get, arg, &from)) != NULL)
+	if ((v = value(S_MAX_INFLIGHT, get, arg, from)) != NULL)
 		(void)parse_uint(s, from, v, 1, 1000000, &s->max_inflight);
-	if ((v = value(S_POLLING, get, arg, &from)) != NULL) {
+	if ((v = value(S_POLLING, get, arg, from)) != NULL) {
 		if (strcmp(v, "internal") == 0)
 			s->polling = KWP_POLLING_INTERNAL;
 		else if (strcmp(v, "external") == 0)
@@ -232,17 +286,17 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 		else
 			set_error(s, "%s: '%s' is neither internal nor external", from, v);
 	}
-	if ((v = value(S_STATS_FILE, get, arg, &from)) != NULL && *v != '\0' &&
+	if ((v = value(S_STATS_FILE, get, arg, from)) != NULL && *v != '\0' &&
 	    (s->stats_file = strdup(v)) == NULL)
 		return -ENOMEM;
-	if ((v = value(S_SERVER_NAME, get, arg, &from)) != NULL && *v != '\0' &&
+	if ((v = value(S_SERVER_NAME, get, arg, from)) != NULL && *v != '\0' &&
 	    (s->server_name = strdup(v)) == NULL)
 		return -ENOMEM;
 	if ((rc = load_path(s, S_CLIENT_CERT, get, arg, &s->client_cert, &s->cert_pem)) < 0 ||
 	    (rc = load_path(s, S_CLIENT_KEY, get, arg, &s->client_key, &s->key_pem)) < 0 ||
 	    (rc = load_path(s, S_CA, get, arg, &s->ca, &s->ca_pem)) < 0)
 		return rc;
-	if ((v = value(S_FALLBACK_KEYS, get, arg, &from)) != NULL && *v != '\0') {
+	if ((v = value(S_FALLBACK_KEYS, get, arg, from)) != NULL && *v != '\0') {
 		char err[512];
 		if ((s->fallback_keys = strdup(v)) == NULL)
 			return -ENOMEM;
@@ -464,9 +518,23 @@ int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *
 	return rc;
 }
 
+/* keyless_base fills what every keyless backend of s has: its keyservers, TLS and deadline. */
+static void keyless_base(const struct kwp_settings *s, SSL_CTX *ctx, struct kw_keyless_config *cfg)
+{
+	*cfg = (struct kw_keyless_config){
+	    .addrs = s->addrs,
+	    .names = (const char *const *)s->server_texts,
+	    .nservers = s->nservers,
+	    .ssl_ctx = ctx,
+	    .server_name = s->server_name,
+	    .connections = 1,
+	    .timeout_ms = s->timeout_ms,
+	};
+}
+
 int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, SSL_CTX *ctx,
-                                struct kw_keyless_counters *counters,
-                                struct kw_keyless_config *cfg, char *err, size_t errlen)
+                                struct kw_keyless_counters *counters, struct kw_keyless_config *cfg,
+                                char *err, size_t errlen)
 {
 	if (s->fallback != NULL) {
 		char why[400];
@@ -475,19 +543,61 @@ int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libc
 			return -KW_ECONFIG;
 		}
 	}
-	*cfg = (struct kw_keyless_config){
-	    .addrs = s->addrs,
-	    .names = (const char *const *)s->server_texts,
-	    .nservers = s->nservers,
-	    .ssl_ctx = ctx,
-	    .server_name = s->server_name,
-	    .connections = s->connections,
-	    .timeout_ms = s->timeout_ms,
-	    .attempt_timeout_ms = s->attempt_timeout_ms,
-	    .fallback = s->fallback,
-	    /* Callers' capacity queues keep within this; the backend's own cap is a safety net. */
-	    .max_inflight = s->max_inflight,
-	    .counters = counters,
-	};
+	keyless_base(s, ctx, cfg);
+	cfg->connections = s->connections;
+	cfg->attempt_timeout_ms = s->attempt_timeout_ms;
+	cfg->fallback = s->fallback;
+	/* Callers' capacity queues keep within this; the backend's own cap is a safety net. */
+	cfg->max_inflight = s->max_inflight;
+	cfg->counters = counters;
+	return 0;
+}
+
+/* ---- the public reader (keyway/provider_settings.h) ---- */
+
+struct kw_provider_settings {
+	struct kwp_settings s;
+};
+
+int kw_provider_settings_read(const char *cnf_path, const char *provname,
+                              struct kw_provider_settings **out)
+{
+	struct kw_provider_settings *ps = calloc(1, sizeof(*ps));
+
+	*out = NULL;
+	if (ps == NULL)
+		return -ENOMEM;
+	if (kwp_settings_from_cnf(&ps->s, cnf_path, provname) < 0) {
+		kw_provider_settings_free(ps);
+		return -ENOMEM;
+	}
+	*out = ps;
+	return 0;
+}
+
+void kw_provider_settings_free(struct kw_provider_settings *ps)
+{
+	if (ps == NULL)
+		return;
+	kwp_settings_cleanup(&ps->s);
+	free(ps);
+}
+
+const char *kw_provider_settings_error(const struct kw_provider_settings *ps)
+{
+	return ps->s.error;
+}
+
+int kw_provider_settings_keyless(const struct kw_provider_settings *ps,
+                                 struct kw_keyless_config *cfg, SSL_CTX **ctx, char *err,
+                                 size_t errlen)
+{
+	const struct kwp_settings *s = &ps->s;
+
+	*ctx = NULL;
+	keyless_base(s, NULL, cfg);
+	if (kwp_settings_need_tls(s) && (*ctx = kwp_settings_ssl_ctx(s, NULL, err, errlen)) == NULL)
+		return -KW_ECONFIG;
+	cfg->ssl_ctx = *ctx;
 	return 0;
 }

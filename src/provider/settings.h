@@ -3,7 +3,9 @@
  * by `keyway ping`, so both read them the same way.
  *
  * Each setting comes from the provider's openssl.cnf section and may be
- * overridden by an environment variable (servers / KEYWAY_SERVERS, ...).
+ * overridden by an environment variable (servers / KEYWAY_SERVERS, ...),
+ * itself overridden by a program that links the provider in
+ * (kw_provider_configure, keyway/provider_api.h).
  * Files (client certificate, key, CA, fallback keys) are read into memory when the
  * settings are loaded -- in the privileged parent, before a chroot or a
  * fork -- and turned into a TLS context later, where it is used.
@@ -11,6 +13,7 @@
 #ifndef KEYWAY_PROVIDER_SETTINGS_H
 #define KEYWAY_PROVIDER_SETTINGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/ssl.h>
@@ -44,29 +47,23 @@ struct kwp_settings {
 	char *server_name; /* overrides the name checked and sent as SNI */
 	unsigned timeout_ms;
 	unsigned attempt_timeout_ms; /* one try on one keyserver before another is asked too */
-	unsigned connections; /* per keyserver, per I/O thread */
+	unsigned connections;        /* per keyserver, per I/O thread */
 	unsigned max_inflight; /* ops in flight per process (internal polling) before jobs wait */
 	enum kwp_polling polling;
 	char *stats_file; /* counters written here at teardown ("%p": the pid), or NULL */
 	struct kwp_blob cert_pem, key_pem, ca_pem;
-	char *fallback_keys;          /* directory, as configured (NULL: unset) */
-	struct kw_keyset *fallback;   /* its keys, loaded with the settings; NULL: none */
-	char *error; /* the first configuration error, or NULL */
+	char *fallback_keys;        /* directory, as configured (NULL: unset) */
+	struct kw_keyset *fallback; /* its keys, loaded with the settings; NULL: none */
+	char *error;                /* the first configuration error, or NULL */
 };
 
 /* A setting as the configuration holds it, or NULL when unset. */
 typedef const char *(*kwp_setting_fn)(void *arg, const char *name);
 
-/* One row per setting: the openssl.cnf key and the environment variable. */
-struct kwp_setting_name {
-	const char *key;
-	const char *env;
-};
-extern const struct kwp_setting_name kwp_setting_names[];
-
 /*
- * kwp_settings_load fills s from get (openssl.cnf values; may be NULL) and
- * the environment. It never fails on a bad value: the first problem is
+ * kwp_settings_load fills s from get (openssl.cnf values; may be NULL), the
+ * environment, and kw_provider_configure's values, each overriding the
+ * one before. It never fails on a bad value: the first problem is
  * kept in s->error ("timeout_ms: ..."), for the caller to report where it
  * matters. Returns 0, or -ENOMEM.
  */
@@ -82,7 +79,7 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
                               size_t errlen);
 
 /* kwp_settings_need_tls is true when some keyserver is reached over TCP. */
-int kwp_settings_need_tls(const struct kwp_settings *s);
+bool kwp_settings_need_tls(const struct kwp_settings *s);
 
 /*
  * kwp_settings_keyless_config fills *cfg for a keyless backend from s, with
@@ -91,8 +88,8 @@ int kwp_settings_need_tls(const struct kwp_settings *s);
  * reason in err.
  */
 int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libctx, SSL_CTX *ctx,
-                                struct kw_keyless_counters *counters,
-                                struct kw_keyless_config *cfg, char *err, size_t errlen);
+                                struct kw_keyless_counters *counters, struct kw_keyless_config *cfg,
+                                char *err, size_t errlen);
 
 /*
  * kwp_settings_from_cnf loads settings as the provider would under the name

@@ -22,7 +22,10 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "provider.h"
+#include "algorithms.h"
+#include "async.h"
+#include "context.h"
+#include "keyref.h"
 
 /* The most an Ed25519 message may be: what fits in one keyless frame. */
 #define MAX_MESSAGE 60000
@@ -86,7 +89,7 @@ static void sig_freectx(void *vctx)
 	reset_message(ctx);
 	EVP_MD_free(ctx->md);
 	EVP_MD_free(ctx->mgf1);
-	kwp_key_free(ctx->key);
+	kwp_key_unref(ctx->key);
 	free(ctx);
 }
 
@@ -100,7 +103,7 @@ static void *sig_dupctx(void *vctx)
 	dst->mdctx = NULL;
 	dst->msg = NULL;
 	if (dst->key != NULL)
-		atomic_fetch_add(&dst->key->refs, 1);
+		(void)kwp_key_ref(dst->key);
 	if ((dst->md != NULL && !EVP_MD_up_ref(dst->md)) ||
 	    (dst->mgf1 != NULL && !EVP_MD_up_ref(dst->mgf1)))
 		goto err_refs;
@@ -122,73 +125,46 @@ err:
 
 /* ---- digests and opcodes ---- */
 
-static int rsa_opcode(const struct sig_ctx *ctx, int nid)
-{
-	if (ctx->pad == RSA_PKCS1_PSS_PADDING) {
-		switch (nid) {
-		case NID_sha256:
-			return KW_OP_RSA_PSS_SIGN_SHA256;
-		case NID_sha384:
-			return KW_OP_RSA_PSS_SIGN_SHA384;
-		case NID_sha512:
-			return KW_OP_RSA_PSS_SIGN_SHA512;
-		}
-		return -1;
-	}
-	switch (nid) {
-	case NID_md5_sha1:
-		return KW_OP_RSA_SIGN_MD5SHA1;
-	case NID_sha1:
-		return KW_OP_RSA_SIGN_SHA1;
-	case NID_sha224:
-		return KW_OP_RSA_SIGN_SHA224;
-	case NID_sha256:
-		return KW_OP_RSA_SIGN_SHA256;
-	case NID_sha384:
-		return KW_OP_RSA_SIGN_SHA384;
-	case NID_sha512:
-		return KW_OP_RSA_SIGN_SHA512;
-	}
-	return -1;
-}
-
-static int ecdsa_opcode(int nid)
-{
-	switch (nid) {
-	case NID_md5_sha1:
-		return KW_OP_ECDSA_SIGN_MD5SHA1;
-	case NID_sha1:
-		return KW_OP_ECDSA_SIGN_SHA1;
-	case NID_sha224:
-		return KW_OP_ECDSA_SIGN_SHA224;
-	case NID_sha256:
-		return KW_OP_ECDSA_SIGN_SHA256;
-	case NID_sha384:
-		return KW_OP_ECDSA_SIGN_SHA384;
-	case NID_sha512:
-		return KW_OP_ECDSA_SIGN_SHA512;
-	}
-	return -1;
-}
-
-/* nid_for_length guesses the hash of a bare digest from its length (sign() without a digest set).
+/*
+ * The digests keyless signs, the length of each bare digest, and the opcode
+ * of each signature over it (0: keyless has none).
  */
+static const struct sig_digest {
+	int nid;
+	size_t len;
+	uint8_t rsa, rsa_pss, ecdsa;
+} sig_digests[] = {
+    {NID_md5_sha1, 36, KW_OP_RSA_SIGN_MD5SHA1, 0, KW_OP_ECDSA_SIGN_MD5SHA1},
+    {NID_sha1, 20, KW_OP_RSA_SIGN_SHA1, 0, KW_OP_ECDSA_SIGN_SHA1},
+    {NID_sha224, 28, KW_OP_RSA_SIGN_SHA224, 0, KW_OP_ECDSA_SIGN_SHA224},
+    {NID_sha256, 32, KW_OP_RSA_SIGN_SHA256, KW_OP_RSA_PSS_SIGN_SHA256, KW_OP_ECDSA_SIGN_SHA256},
+    {NID_sha384, 48, KW_OP_RSA_SIGN_SHA384, KW_OP_RSA_PSS_SIGN_SHA384, KW_OP_ECDSA_SIGN_SHA384},
+    {NID_sha512, 64, KW_OP_RSA_SIGN_SHA512, KW_OP_RSA_PSS_SIGN_SHA512, KW_OP_ECDSA_SIGN_SHA512},
+};
+
+#define N_SIG_DIGESTS (sizeof(sig_digests) / sizeof(sig_digests[0]))
+
+/* sign_opcode is the opcode signing a nid digest the way ctx signs, or -1. */
+static int sign_opcode(const struct sig_ctx *ctx, int nid)
+{
+	for (size_t i = 0; i < N_SIG_DIGESTS; i++) {
+		const struct sig_digest *d = &sig_digests[i];
+		if (d->nid != nid)
+			continue;
+		int op = ctx->alg == ALG_ECDSA               ? d->ecdsa
+		         : ctx->pad == RSA_PKCS1_PSS_PADDING ? d->rsa_pss
+		                                             : d->rsa;
+		return op != 0 ? op : -1;
+	}
+	return -1;
+}
+
+/* nid_for_length guesses a bare digest's hash from its length (sign() with no digest set). */
 static int nid_for_length(size_t len)
 {
-	switch (len) {
-	case 20:
-		return NID_sha1;
-	case 28:
-		return NID_sha224;
-	case 32:
-		return NID_sha256;
-	case 36:
-		return NID_md5_sha1;
-	case 48:
-		return NID_sha384;
-	case 64:
-		return NID_sha512;
-	}
+	for (size_t i = 0; i < N_SIG_DIGESTS; i++)
+		if (sig_digests[i].len == len)
+			return sig_digests[i].nid;
 	return NID_undef;
 }
 
@@ -239,16 +215,17 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[]);
 static int sig_init(struct sig_ctx *ctx, void *keydata, const OSSL_PARAM params[])
 {
 	struct kwp_key *key = keydata;
-	static const enum kwp_key_type want[] = {
-	    [ALG_RSA] = KWP_KEY_RSA, [ALG_ECDSA] = KWP_KEY_EC, [ALG_ED25519] = KWP_KEY_ED25519};
+	static const enum kwp_key_type want[] = {[ALG_RSA] = KWP_KEY_TYPE_RSA,
+	                                         [ALG_ECDSA] = KWP_KEY_TYPE_EC,
+	                                         [ALG_ED25519] = KWP_KEY_TYPE_ED25519};
 
 	if (key != NULL) {
 		if (key->type != want[ctx->alg] || key->spki == NULL) {
 			kwp_raise(ctx->prov, KWP_R_UNSUPPORTED_KEY, "key type mismatch");
 			return 0;
 		}
-		atomic_fetch_add(&key->refs, 1);
-		kwp_key_free(ctx->key);
+		(void)kwp_key_ref(key);
+		kwp_key_unref(ctx->key);
 		ctx->key = key;
 	}
 	if (ctx->key == NULL) {
@@ -306,10 +283,8 @@ static int remote_sign(struct sig_ctx *ctx, int nid, unsigned char *sig, size_t 
 		return 0;
 	if (ctx->alg == ALG_ED25519)
 		opcode = KW_OP_ED25519_SIGN;
-	else if (ctx->alg == ALG_ECDSA)
-		opcode = ecdsa_opcode(nid);
 	else
-		opcode = rsa_opcode(ctx, nid);
+		opcode = sign_opcode(ctx, nid);
 	if (opcode < 0) {
 		kwp_raise(ctx->prov, KWP_R_UNSUPPORTED, "%s with %s is not in the keyless protocol",
 		          ctx->alg == ALG_ECDSA               ? "ECDSA"
@@ -346,7 +321,7 @@ static int remote_sign(struct sig_ctx *ctx, int nid, unsigned char *sig, size_t 
 		*siglen = out_len;
 		ok = 1;
 	}
-	kwp_op_put(op);
+	kwp_op_unref(op);
 	return ok;
 }
 
@@ -528,11 +503,17 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 	return check_pss(ctx, NID_undef, 0);
 }
 
+/* What every signature context takes: the digest, fetched with these properties. */
+/* clang-format off */
+#define DIGEST_SETTABLE                                                        \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),          \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0)
+/* clang-format on */
+
 static const OSSL_PARAM *rsa_settable_ctx_params(void *vctx, void *provctx)
 {
 	static const OSSL_PARAM p[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+	    DIGEST_SETTABLE,
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
@@ -545,8 +526,7 @@ static const OSSL_PARAM *rsa_settable_ctx_params(void *vctx, void *provctx)
 static const OSSL_PARAM *ecdsa_settable_ctx_params(void *vctx, void *provctx)
 {
 	static const OSSL_PARAM p[] = {
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+	    DIGEST_SETTABLE,
 	    OSSL_PARAM_END,
 	};
 	return p;

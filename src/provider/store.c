@@ -17,7 +17,9 @@
 #include <openssl/crypto.h>
 #include <openssl/params.h>
 
-#include "provider.h"
+#include "algorithms.h"
+#include "context.h"
+#include "keyref.h"
 
 struct store_ctx {
 	struct kwp_prov *prov;

@@ -59,18 +59,18 @@ static void set_err(char *err, size_t errlen, const char *what, const char *file
 	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
 }
 
-static int export_setting(const char *var, const char *text)
+static int export_setting(const char *name, const char *text)
 {
-	return text == NULL || setenv(var, text, 1) == 0 ? 0 : -KW_ECONFIG;
+	return text == NULL || kw_provider_configure(name, text) == 0 ? 0 : -KW_ECONFIG;
 }
 
-static int export_uint(const char *var, unsigned v)
+static int export_uint(const char *name, unsigned v)
 {
 	char text[16];
 	if (v == 0)
 		return 0; /* not given: the environment or openssl.cnf decides */
 	snprintf(text, sizeof(text), "%u", v);
-	return export_setting(var, text);
+	return export_setting(name, text);
 }
 
 int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
@@ -78,17 +78,17 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 	const struct kpx_keyless_opts *k = &o->keyless;
 	char why[512];
 
-	if (export_setting("KEYWAY_SERVERS", k->servers) < 0 ||
-	    export_setting("KEYWAY_CLIENT_CERT", k->client_cert) < 0 ||
-	    export_setting("KEYWAY_CLIENT_KEY", k->client_key) < 0 ||
-	    export_setting("KEYWAY_CA", k->ca) < 0 ||
-	    export_setting("KEYWAY_SERVER_NAME", k->server_name) < 0 ||
-	    export_setting("KEYWAY_FALLBACK_KEYS", k->fallback_keys) < 0 ||
-	    export_uint("KEYWAY_TIMEOUT_MS", k->timeout_ms) < 0 ||
-	    export_uint("KEYWAY_ATTEMPT_TIMEOUT_MS", k->attempt_timeout_ms) < 0 ||
-	    export_uint("KEYWAY_CONNECTIONS", k->connections) < 0 ||
-	    export_uint("KEYWAY_MAX_INFLIGHT", k->max_inflight) < 0 ||
-	    export_setting("KEYWAY_POLLING", "external") < 0) {
+	/* Over the KEYWAY_* variables, which keep overriding openssl.cnf where no flag is given. */
+	if (export_setting("servers", k->servers) < 0 ||
+	    export_setting("client_cert", k->client_cert) < 0 ||
+	    export_setting("client_key", k->client_key) < 0 || export_setting("ca", k->ca) < 0 ||
+	    export_setting("server_name", k->server_name) < 0 ||
+	    export_setting("fallback_keys", k->fallback_keys) < 0 ||
+	    export_uint("timeout_ms", k->timeout_ms) < 0 ||
+	    export_uint("attempt_timeout_ms", k->attempt_timeout_ms) < 0 ||
+	    export_uint("connections", k->connections) < 0 ||
+	    export_uint("max_inflight", k->max_inflight) < 0 ||
+	    export_setting("polling", "external") < 0) {
 		snprintf(err, errlen, "out of memory passing settings to the keyway provider");
 		return -KW_ECONFIG;
 	}
@@ -101,7 +101,7 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 	}
 	if (!o->keys_remote)
 		return 0;
-	/* Check the keyserver settings now, not in each worker: a trial backend connects nothing. */
+	/* Check the keyserver settings once, here: a trial backend connects nothing. */
 	struct kw_loop *loop = NULL;
 	struct kw_backend *b = NULL;
 	int rc = kw_loop_new(&loop);

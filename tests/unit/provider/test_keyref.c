@@ -14,7 +14,9 @@
 
 #include "check.h"
 #include "keyway/keyid.h"
-#include "provider.h"
+#include "context.h"
+#include "keyref.h"
+#include "keyway/keyref.h"
 
 static const char SKI[] = "00112233445566778899aabbccddeeff00112233";
 
@@ -67,7 +69,7 @@ static void test_uri_format(void)
 	char *path = NULL, err[256];
 
 	memset(ski, 0xab, sizeof(ski));
-	char *uri = kwp_uri_format(ski, "/odd;dir/100%.pem");
+	char *uri = kw_keyref_uri(ski, "/odd;dir/100%.pem");
 	CHECK(uri != NULL);
 	CHECK_EQ(kwp_uri_parse(uri, back, &path, err, sizeof(err)), 0);
 	CHECK(memcmp(ski, back, sizeof(ski)) == 0);
@@ -91,7 +93,7 @@ static int make_ref(EVP_PKEY *pub, const uint8_t *uri_ski, unsigned char **der, 
 {
 	uint8_t ski[KW_SKI_LEN];
 	CHECK_EQ(kw_key_ski(pub, ski), 0);
-	char *uri = kwp_uri_format(uri_ski ? uri_ski : ski, "/certs/x.pem");
+	char *uri = kw_keyref_uri(uri_ski ? uri_ski : ski, "/certs/x.pem");
 	int rc = kwp_ref_encode(uri, pub, der, len);
 	free(uri);
 	return rc;
@@ -129,7 +131,7 @@ static void test_roundtrip(const char *what, EVP_PKEY *priv, enum kwp_key_type t
 		CHECK(slen > 0 && (size_t)slen == k->spki_len &&
 		      memcmp(spki, k->spki, k->spki_len) == 0);
 		OPENSSL_free(spki);
-		kwp_key_free(k);
+		kwp_key_unref(k);
 	}
 
 	/* The PEM block decodes back to the same DER. */
@@ -146,6 +148,15 @@ static void test_roundtrip(const char *what, EVP_PKEY *priv, enum kwp_key_type t
 	OPENSSL_free(header);
 	OPENSSL_free(data);
 	BIO_free(bio);
+
+	/* keyway ref's public call makes the same block from the URI and the key. */
+	uint8_t own[KW_SKI_LEN];
+	CHECK_EQ(kw_key_ski(pub, own), 0);
+	char *uri = kw_keyref_uri(own, "/certs/x.pem"), *pub_pem = NULL;
+	CHECK_EQ(kw_keyref_pem(uri, pub, &pub_pem), 0);
+	CHECK(pem && pub_pem && strcmp(pem, pub_pem) == 0);
+	free(pub_pem);
+	free(uri);
 	free(pem);
 
 	/* Lies and damage. */
@@ -196,19 +207,19 @@ static void test_from_uri(EVP_PKEY *rsa, EVP_PKEY *ec)
 	CHECK_EQ(kw_key_ski(rsa, ski), 0);
 	CHECK_EQ(kw_key_ski(ec, ec_ski), 0);
 
-	char *uri = kwp_uri_format(ski, path);
+	char *uri = kw_keyref_uri(ski, path);
 	CHECK_EQ(kwp_ref_from_uri(uri, &der, &len, &reason, err, sizeof(err)), 0);
-	CHECK_EQ(kwp_ref_type(der, len), KWP_KEY_RSA);
+	CHECK_EQ(kwp_ref_type(der, len), KWP_KEY_TYPE_RSA);
 	OPENSSL_free(der);
 	free(uri);
 
-	uri = kwp_uri_format(ec_ski, path); /* the file holds another key */
+	uri = kw_keyref_uri(ec_ski, path); /* the file holds another key */
 	CHECK(kwp_ref_from_uri(uri, &der, &len, &reason, err, sizeof(err)) < 0);
 	CHECK_EQ(reason, KWP_R_SKI_MISMATCH);
 	free(uri);
 
 	unlink(path);
-	uri = kwp_uri_format(ski, path);
+	uri = kw_keyref_uri(ski, path);
 	CHECK(kwp_ref_from_uri(uri, &der, &len, &reason, err, sizeof(err)) < 0);
 	CHECK(strstr(err, path) != NULL);
 	free(uri);
@@ -226,11 +237,11 @@ int main(void)
 	EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	CHECK(rsa && p256 && p384 && p521 && ed);
 	if (rsa && p256 && p384 && p521 && ed) {
-		test_roundtrip("rsa2048", rsa, KWP_KEY_RSA, 2048, 256, NULL);
-		test_roundtrip("p256", p256, KWP_KEY_EC, 256, 72, "prime256v1");
-		test_roundtrip("p384", p384, KWP_KEY_EC, 384, 104, "secp384r1");
-		test_roundtrip("p521", p521, KWP_KEY_EC, 521, 139, "secp521r1");
-		test_roundtrip("ed25519", ed, KWP_KEY_ED25519, 256, 64, NULL);
+		test_roundtrip("rsa2048", rsa, KWP_KEY_TYPE_RSA, 2048, 256, NULL);
+		test_roundtrip("p256", p256, KWP_KEY_TYPE_EC, 256, 72, "prime256v1");
+		test_roundtrip("p384", p384, KWP_KEY_TYPE_EC, 384, 104, "secp384r1");
+		test_roundtrip("p521", p521, KWP_KEY_TYPE_EC, 521, 139, "secp521r1");
+		test_roundtrip("ed25519", ed, KWP_KEY_TYPE_ED25519, 256, 64, NULL);
 		test_from_uri(rsa, p256);
 	}
 	EVP_PKEY_free(rsa);

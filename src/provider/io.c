@@ -1,5 +1,5 @@
 /*
- * remote.c - the provider's I/O thread (see remote.h).
+ * io.c - the provider's I/O thread (see io.h).
  *
  * Application threads append accepted ops to a queue and wake the loop
  * (kw_loop_wake). Each turn the thread takes the queue and submits every op
@@ -7,7 +7,7 @@
  * few writes and read answers on readiness. The thread holds a reference on
  * each queued op until the backend has taken its own.
  */
-#include "remote.h"
+#include "io.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -47,7 +47,7 @@ struct kwp_io {
 	atomic_bool setup_failed;
 };
 
-uint64_t kwp_deadline_after_ms(unsigned ms)
+uint64_t kwp_io_deadline_ms(unsigned ms)
 {
 	return kw_now_ns() + (uint64_t)ms * 1000000u;
 }
@@ -302,5 +302,5 @@ void kwp_io_free(struct kwp_io *io)
 
 void kwp_io_abandon(struct kwp_io *io)
 {
-	(void)io; /* deliberately nothing: see remote.h */
+	(void)io; /* deliberately nothing: see io.h */
 }

@@ -1,5 +1,5 @@
 /*
- * remote.h - the provider's I/O thread (internal polling): one per process,
+ * io.h - the provider's I/O thread (internal polling): one per process,
  * owning a kw_loop and a keyless backend (keyway/backend_keyless.h) with
  * `connections` kw_clients per keyserver.
  *
@@ -7,14 +7,14 @@
  * queue and wake the loop; the thread submits them to the backend, whose
  * completions run the ops' done callbacks on the thread. How many ops may
  * be in flight, and who waits for a slot, is the caller's business (the
- * capacity queue in async.c): the thread itself never refuses an op.
+ * capacity queue, cap.h): the thread itself never refuses an op.
  *
  * The thread starts on the first submit, in the process that submits.
  * After fork() the child must not touch its parent's I/O thread: it
  * abandons it (kwp_io_abandon) and makes a new one.
  */
-#ifndef KEYWAY_PROVIDER_REMOTE_H
-#define KEYWAY_PROVIDER_REMOTE_H
+#ifndef KEYWAY_PROVIDER_IO_H
+#define KEYWAY_PROVIDER_IO_H
 
 #include <sys/types.h>
 
@@ -76,7 +76,7 @@ void kwp_io_free(struct kwp_io *io);
  */
 void kwp_io_abandon(struct kwp_io *io);
 
-/* kwp_deadline_after_ms is CLOCK_MONOTONIC now + ms, in nanoseconds. */
-uint64_t kwp_deadline_after_ms(unsigned ms);
+/* kwp_io_deadline_ms is CLOCK_MONOTONIC now + ms, in nanoseconds: an op's deadline_ns. */
+uint64_t kwp_io_deadline_ms(unsigned ms);
 
 #endif

@@ -1,0 +1,174 @@
+/* cap.c - capacity queues: who waits for an in-flight slot (see cap.h). */
+#include "cap.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keyway/err.h"
+
+void kwp_cap_init(struct kwp_cap *c, unsigned max)
+{
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->mu, NULL);
+	c->max = max;
+}
+
+void kwp_cap_cleanup(struct kwp_cap *c)
+{
+	pthread_mutex_destroy(&c->mu);
+}
+
+void kwp_cap_forget(struct kwp_cap *c)
+{
+	c->used = 0;
+	c->head = c->tail = NULL;
+}
+
+/* Called with c->mu held. */
+static void link_waiter(struct kwp_cap *c, struct kwp_waiter *w)
+{
+	w->next = NULL;
+	w->prev = c->tail;
+	if (c->tail != NULL)
+		c->tail->next = w;
+	else
+		c->head = w;
+	c->tail = w;
+	w->queued = true;
+	w->woken = false;
+}
+
+/* Called with c->mu held. */
+static void unlink_waiter(struct kwp_cap *c, struct kwp_waiter *w)
+{
+	if (w->prev != NULL)
+		w->prev->next = w->next;
+	else
+		c->head = w->next;
+	if (w->next != NULL)
+		w->next->prev = w->prev;
+	else
+		c->tail = w->prev;
+	w->prev = w->next = NULL;
+	w->queued = false;
+}
+
+void kwp_waiter_wake(const struct kwp_waiter *w)
+{
+	uint64_t one = 1;
+	ssize_t n;
+
+	switch (w->mode) {
+	case KWP_WAKE_FD:
+		do
+			n = write(w->efd, &one, sizeof(one));
+		while (n < 0 && errno == EINTR);
+		break;
+	case KWP_WAKE_CALLBACK:
+		w->cb(w->cb_arg);
+		break;
+	case KWP_WAKE_COND:
+		pthread_cond_signal(w->cv);
+		break;
+	}
+}
+
+int kwp_cap_take(struct kwp_cap *c, struct kwp_waiter *w, bool queue)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	if (w->handed) {
+		w->handed = false; /* the slot a completion handed over */
+	} else if (c->used >= c->max) {
+		if (queue)
+			link_waiter(c, w);
+		rc = -EAGAIN;
+	} else {
+		c->used++;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+void kwp_cap_enqueue(struct kwp_cap *c, struct kwp_waiter *w)
+{
+	pthread_mutex_lock(&c->mu);
+	link_waiter(c, w);
+	pthread_mutex_unlock(&c->mu);
+}
+
+bool kwp_cap_unqueue(struct kwp_cap *c, struct kwp_waiter *w)
+{
+	bool woken;
+
+	if (c == NULL)
+		return false;
+	pthread_mutex_lock(&c->mu);
+	if (w->queued)
+		unlink_waiter(c, w);
+	woken = w->woken;
+	w->woken = false;
+	pthread_mutex_unlock(&c->mu);
+	return woken;
+}
+
+void kwp_cap_wake(struct kwp_cap *c, bool free_slot)
+{
+	ASYNC_callback_fn cb = NULL;
+	void *arg = NULL;
+	bool counted = free_slot && c->max != 0;
+
+	pthread_mutex_lock(&c->mu);
+	struct kwp_waiter *w = c->head;
+	if (counted && w == NULL && c->used > 0)
+		c->used--;
+	if (w != NULL) {
+		unlink_waiter(c, w);
+		w->woken = true;
+		w->handed = counted;
+		if (w->mode == KWP_WAKE_CALLBACK) {
+			cb = w->cb; /* called unlocked: it may take locks of its own */
+			arg = w->cb_arg;
+		} else {
+			kwp_waiter_wake(w);
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (cb != NULL)
+		cb(arg); /* only schedules the job's resumption (OpenSSL's rule for it) */
+}
+
+void kwp_cap_leave(struct kwp_cap *c, struct kwp_waiter *w)
+{
+	bool handed, woken;
+
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&c->mu);
+	handed = w->handed;
+	w->handed = false;
+	if (w->queued)
+		unlink_waiter(c, w);
+	woken = w->woken;
+	w->woken = false;
+	pthread_mutex_unlock(&c->mu);
+	if (woken || handed)
+		kwp_cap_wake(c, handed); /* a job that will never run cannot use it: pass it on */
+}
+
+int kwp_cap_wait(struct kwp_cap *c, struct kwp_waiter *w, const struct timespec *deadline)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	while (w->queued) {
+		if (pthread_cond_timedwait(w->cv, &c->mu, deadline) == ETIMEDOUT && w->queued) {
+			unlink_waiter(c, w);
+			rc = -KW_ETIMEOUT;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
