@@ -427,49 +427,42 @@ static void handshake(struct kpx_conn *c)
 
 /* ---- the plaintext byte streams a mode sees ---- */
 
-static int clamp_int(size_t n)
+/*
+ * xfer is one SSL_read (into rbuf) or SSL_write (from wbuf) of up to len
+ * bytes: how many moved, or a kpx_xfer. A failed read closes c as a TLS
+ * error only for a bad record (a client leaving, even mid-record, is a
+ * client close); a failed write closes it as a client close.
+ */
+static ssize_t xfer(struct kpx_conn *c, void *rbuf, const void *wbuf, size_t len)
 {
-	return n > INT32_MAX ? INT32_MAX : (int)n;
+	int n = len > INT32_MAX ? INT32_MAX : (int)len;
+	ERR_clear_error();
+	int r = rbuf != NULL ? SSL_read(c->ssl, rbuf, n) : SSL_write(c->ssl, wbuf, n);
+	if (r > 0) {
+		*(rbuf != NULL ? &c->rx_client : &c->tx_client) += (uint64_t)r;
+		return r;
+	}
+	int e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ)
+		return KPX_XFER_WANT_READ;
+	if (e == SSL_ERROR_WANT_WRITE)
+		return KPX_XFER_WANT_WRITE;
+	if (rbuf != NULL && e == SSL_ERROR_ZERO_RETURN)
+		return KPX_XFER_EOF;
+	bool bad_record = rbuf != NULL && e == SSL_ERROR_SSL &&
+	                  ERR_GET_REASON(ERR_peek_error()) != SSL_R_UNEXPECTED_EOF_WHILE_READING;
+	kpx_conn_close_why(c, bad_record ? KPX_R_TLS_ERROR : KPX_R_CLIENT_CLOSE);
+	return KPX_XFER_CLOSED;
 }
 
 ssize_t kpx_conn_recv(struct kpx_conn *c, void *buf, size_t len)
 {
-	ERR_clear_error();
-	int r = SSL_read(c->ssl, buf, clamp_int(len));
-	if (r > 0) {
-		c->rx_client += (uint64_t)r;
-		return r;
-	}
-	int e = SSL_get_error(c->ssl, r);
-	if (e == SSL_ERROR_WANT_READ)
-		return KPX_XFER_WANT_READ;
-	if (e == SSL_ERROR_WANT_WRITE)
-		return KPX_XFER_WANT_WRITE;
-	if (e == SSL_ERROR_ZERO_RETURN)
-		return KPX_XFER_EOF;
-	/* EOF or reset: a client leaving is no TLS error, even mid-record. */
-	kpx_conn_close_why(c, e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) !=
-	                                                SSL_R_UNEXPECTED_EOF_WHILE_READING
-	                          ? KPX_R_TLS_ERROR
-	                          : KPX_R_CLIENT_CLOSE);
-	return KPX_XFER_CLOSED;
+	return xfer(c, buf, NULL, len);
 }
 
 ssize_t kpx_conn_send(struct kpx_conn *c, const void *buf, size_t len)
 {
-	ERR_clear_error();
-	int r = SSL_write(c->ssl, buf, clamp_int(len));
-	if (r > 0) {
-		c->tx_client += (uint64_t)r;
-		return r;
-	}
-	int e = SSL_get_error(c->ssl, r);
-	if (e == SSL_ERROR_WANT_READ)
-		return KPX_XFER_WANT_READ;
-	if (e == SSL_ERROR_WANT_WRITE)
-		return KPX_XFER_WANT_WRITE;
-	kpx_conn_close_why(c, KPX_R_CLIENT_CLOSE);
-	return KPX_XFER_CLOSED;
+	return xfer(c, NULL, buf, len);
 }
 
 int kpx_conn_shutdown(struct kpx_conn *c)
