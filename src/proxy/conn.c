@@ -72,23 +72,25 @@ void kpx_conn_timer_s(struct kpx_conn *c, unsigned s)
 	kw_timer_start_ms(c->w->loop, &c->timer, (uint64_t)s * 1000u);
 }
 
+/* count moves c in or out of one of its worker's gauges (active, idle), once. */
+static void count(bool *counted, bool on, unsigned *n, _Atomic uint64_t *gauge)
+{
+	if (*counted == on)
+		return;
+	*counted = on;
+	*n += on ? 1 : -1u;
+	kpx_set(gauge, *n);
+}
+
 /* Activity accounting for the heuristic (idle keep-alive connections are not active). */
 static void set_active(struct kpx_conn *c, bool active)
 {
-	if (c->counted_active == active)
-		return;
-	c->counted_active = active;
-	c->w->active += active ? 1 : -1u;
-	kpx_set(&c->w->m.active, c->w->active);
+	count(&c->counted_active, active, &c->w->active, &c->w->m.active);
 }
 
 static void set_idle(struct kpx_conn *c, bool idle)
 {
-	if (c->counted_idle == idle)
-		return;
-	c->counted_idle = idle;
-	c->w->idle += idle ? 1 : -1u;
-	kpx_set(&c->w->m.idle, c->w->idle);
+	count(&c->counted_idle, idle, &c->w->idle, &c->w->m.idle);
 }
 
 static void run_heuristic(struct kpx_worker *w)
