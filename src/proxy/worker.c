@@ -161,11 +161,68 @@ static void drain_step(struct kpx_worker *w)
 	close_conns(w, true);
 }
 
+/* run turns the loop until the worker is stopped and drained, or the loop fails. */
+static void run(struct kpx_worker *w)
+{
+	uint64_t drain_deadline = 0;
+
+	for (;;) {
+		if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
+			if (drain_deadline == 0) {
+				drain_deadline =
+				    kw_now_ns() + (uint64_t)w->opt->drain_timeout_s * 1000000000ull;
+				drain_step(w);
+			}
+			if (w->nconns == 0)
+				return;
+			if (kw_now_ns() > drain_deadline)
+				close_conns(w,
+				            false); /* paused ones close when their op completes */
+		}
+		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
+		int timeout = kpx_poller_before_sleep(&w->poller);
+		if (kpx_waitq_pending(&w->waitq))
+			timeout = 0;
+		if (drain_deadline != 0 && (timeout < 0 || timeout > 10))
+			timeout = 10;
+		int rc = kw_loop_run_once(w->loop, timeout);
+		kpx_poller_after_wake(&w->poller);
+		if (rc < 0) {
+			kw_error("worker %u: event loop failed: %s", w->id, kw_strerror(rc));
+			return;
+		}
+	}
+}
+
+/* finish closes what is left, lets ops still out complete, and frees the thread's state. */
+static void finish(struct kpx_worker *w)
+{
+	close_conns(w, false);
+	/* Ops still out complete (or are cancelled) into connections that wait for them. */
+	while (w->nconns > 0 && w->backend != NULL && kw_backend_inflight_all(w->backend) > 0) {
+		kpx_poller_poll(&w->poller, KPX_TRIG_BUSY);
+		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
+		kw_loop_run_once(w->loop, 1);
+	}
+	kw_loop_run_once(w->loop, 0); /* run deferred frees */
+	kpx_poller_cleanup(&w->poller);
+	kw_io_stop(w->loop, &w->lio);
+	kw_timer_stop(w->loop, &w->accept_pause);
+	kw_backend_bind_thread(NULL);
+	kw_backend_free(w->backend);
+	w->backend = NULL;
+	kpx_tls_unref(w->tls);
+	w->tls = NULL;
+	if (w->opt->async)
+		ASYNC_cleanup_thread();
+	kw_op_compute_thread_cleanup();
+	OPENSSL_thread_stop();
+}
+
 static void *worker_main(void *arg)
 {
 	struct kpx_worker *w = arg;
 	const struct kpx_options *o = w->opt;
-	uint64_t drain_deadline = 0;
 	bool ring;
 	int rc;
 
@@ -189,55 +246,10 @@ static void *worker_main(void *arg)
 	    (rc = kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ)) < 0) {
 		kw_error("worker %u: %s", w->id, kw_strerror(rc));
 		kill(getpid(), SIGTERM);
-		goto out;
+	} else {
+		run(w);
 	}
-	for (;;) {
-		if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
-			if (drain_deadline == 0) {
-				drain_deadline =
-				    kw_now_ns() + (uint64_t)o->drain_timeout_s * 1000000000ull;
-				drain_step(w);
-			}
-			if (w->nconns == 0)
-				break;
-			if (kw_now_ns() > drain_deadline)
-				close_conns(w,
-				            false); /* paused ones close when their op completes */
-		}
-		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
-		int timeout = kpx_poller_before_sleep(&w->poller);
-		if (kpx_waitq_pending(&w->waitq))
-			timeout = 0;
-		if (drain_deadline != 0 && (timeout < 0 || timeout > 10))
-			timeout = 10;
-		rc = kw_loop_run_once(w->loop, timeout);
-		kpx_poller_after_wake(&w->poller);
-		if (rc < 0) {
-			kw_error("worker %u: event loop failed: %s", w->id, kw_strerror(rc));
-			break;
-		}
-	}
-out:
-	close_conns(w, false);
-	/* Ops still out complete (or are cancelled) into connections that wait for them. */
-	while (w->nconns > 0 && w->backend != NULL && kw_backend_inflight_all(w->backend) > 0) {
-		kpx_poller_poll(&w->poller, KPX_TRIG_BUSY);
-		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
-		kw_loop_run_once(w->loop, 1);
-	}
-	kw_loop_run_once(w->loop, 0); /* run deferred frees */
-	kpx_poller_cleanup(&w->poller);
-	kw_io_stop(w->loop, &w->lio);
-	kw_timer_stop(w->loop, &w->accept_pause);
-	kw_backend_bind_thread(NULL);
-	kw_backend_free(w->backend);
-	w->backend = NULL;
-	kpx_tls_unref(w->tls);
-	w->tls = NULL;
-	if (o->async)
-		ASYNC_cleanup_thread();
-	kw_op_compute_thread_cleanup();
-	OPENSSL_thread_stop();
+	finish(w);
 	return NULL;
 }
 
