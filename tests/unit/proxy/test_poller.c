@@ -164,7 +164,9 @@ static void submit(struct kw_backend *b, struct kw_op *op)
 /* run turns the loop as a worker does until want ops were reaped (or 2 s passed). */
 static void run(struct kw_loop *loop, struct kpx_poller *p, int want)
 {
-	for (int i = 0; i < 2000 && p->m->polled_ops < (uint64_t)want; i++) {
+	/* Bounded by time: busy mode turns the loop without ever sleeping. */
+	uint64_t deadline = kw_now_ns() + 2000000000ull;
+	while (p->m->polled_ops < (uint64_t)want && kw_now_ns() < deadline) {
 		int timeout = kpx_poller_before_sleep(p);
 		kw_loop_run_once(loop, timeout < 0 || timeout > 1 ? 1 : timeout);
 		kpx_poller_after_wake(p);
