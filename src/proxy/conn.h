@@ -19,10 +19,11 @@
 
 #include "proxy.h"
 
-/* --max-connections slots: connections holding one, process-wide. */
+/* kpx_conn_slots: connections holding a --max-connections slot, process-wide; any thread. */
 unsigned kpx_conn_slots(void);
 /* kpx_conn_take_slot takes a slot unless max (non-zero) are taken; false when refused. */
 bool kpx_conn_take_slot(unsigned max);
+/* kpx_conn_drop_slot gives back a slot kpx_conn_take_slot took. */
 void kpx_conn_drop_slot(void);
 
 /*
@@ -83,9 +84,10 @@ void kpx_conn_bare_eof_ends(struct kpx_conn *c);
 /* What the handshake settled, for PROXY v2; the strings live as long as c. */
 struct kpx_conn_info {
 	const char *version, *cipher, *sni; /* sni NULL: none sent */
-	const unsigned char *alpn;          /* the protocol chosen, alpn_len bytes */
+	const unsigned char *alpn;          /* the protocol chosen (NULL: none), alpn_len bytes */
 	unsigned alpn_len;
 };
+/* kpx_conn_info fills *out from c's finished handshake. */
 void kpx_conn_info(const struct kpx_conn *c, struct kpx_conn_info *out);
 
 #endif

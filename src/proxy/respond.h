@@ -27,7 +27,7 @@ struct kpx_respond {
 	bool idle;              /* kept alive between requests */
 };
 
-/* The mode table the worker gives each connection under --respond. */
+/* kpx_respond_ops is the mode table the worker gives each connection under --respond. */
 extern const struct kpx_mode_ops kpx_respond_ops;
 
 /*

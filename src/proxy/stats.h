@@ -73,7 +73,8 @@ struct kpx_wmetrics {
 	_Atomic uint64_t relays;               /* gauge: connections relaying */
 };
 
-/* Single-writer counter update: the owning worker is the only one storing. */
+/* kpx_add adds n to counter c, kpx_set stores v in gauge c: single-writer updates (the
+ * owning worker is the only one storing), so a relaxed load and store suffice. */
 static inline void kpx_add(_Atomic uint64_t *c, uint64_t n)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,

@@ -10,7 +10,7 @@
 
 #include "proxy.h"
 
-/* The mode table the worker gives each connection under --upstream. */
+/* kpx_upstream_ops is the mode table the worker gives each connection under --upstream. */
 extern const struct kpx_mode_ops kpx_upstream_ops;
 
 /*
