@@ -15,11 +15,14 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
+#include "accesslog.h"
+#include "keys.h"
 #include "keyway/config.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
@@ -27,8 +30,9 @@
 #include "keyway/net.h"
 #include "metrics.h"
 #include "proxy.h"
-#include "keys.h"
 #include "tlsctx.h"
+#include "upstream.h"
+#include "worker.h"
 
 static const char usage[] =
     "usage: keyway-proxy --listen ADDR:PORT --cert FILE --key FILE|keyway:URI|REFERENCE.pem "
@@ -43,10 +47,86 @@ static const char usage[] =
     "server (--upstream). Handshakes offload their private-key operation to the\n"
     "backend; SIGTERM drains (within --drain-timeout) and exits.";
 
+/* The choice lists, in the order of their enums' values (the parser stores the index). */
 static const char *const backend_names[] = {"inline", "threads", "keyless", NULL};
-static const char *const on_off[] = {"on", "off", NULL};
 static const char *const notify_names[] = {"callback", "fd", NULL};
 static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
+_Static_assert(sizeof(enum kpx_backend_kind) == sizeof(int) &&
+                   sizeof(enum kpx_notify) == sizeof(int) && sizeof(enum kpx_poll) == sizeof(int),
+               "KW_OPT_ENUM stores an int");
+
+static struct kpx_options o = {
+    .async = true,
+    .poll_threshold = 48,
+    .poll_interval_us = 1000,
+    .crypto_threads = 1,
+    .ring_size = 256,
+    .keepalive_timeout_s = 60,
+    .handshake_timeout_s = 10,
+    .async_jobs = 1024,
+    .body = "ok\n",
+    .log_level = "info",
+    /* TLS termination */
+    .connect_timeout_s = 5,
+    .idle_timeout_s = 300,
+    .drain_timeout_s = 10,
+    .max_handshake_bytes = 65536,
+    .access_fd = -1,
+};
+
+/* One entry per line: the table reads as a table. */
+/* clang-format off */
+static struct kw_option opts[] = {
+    KW_OPT_STR("listen", &o.listen, "ADDR:PORT", "TLS listener (one SO_REUSEPORT socket per worker)", .required = true),
+    KW_OPT_MANY("cert", &o.certs, "FILE", "certificate chain, PEM; repeat with --key for more (SNI picks; the first is the default)", .required = true),
+    KW_OPT_MANY("key", &o.keys, "FILE|URI", "private key of the --cert before it: local PEM, keyway: URI or KEYWAY KEY reference PEM", .required = true),
+    KW_OPT_MANY("alpn", &o.alpn, "LIST", "ALPN protocols offered, in order of preference (default http/1.1)"),
+    KW_OPT_FLAG("respond", &o.respond, "answer every HTTP/1.1 request with a small fixed response"),
+    KW_OPT_NUM("workers", &o.workers, "N", "worker threads (default: online cores)", 1, 256),
+    KW_OPT_CHOICE("backend", &o.backend, "inline|threads|keyless", "where private-key operations run (default: inline for a local key)", backend_names),
+    KW_OPT_ONOFF("async", &o.async, "pause handshakes on offloaded operations (off: block; default on)"),
+    KW_OPT_CHOICE("notify", &o.notify, "callback|fd", "how a completed operation resumes its handshake (default callback)", notify_names),
+    KW_OPT_CHOICE("poll", &o.poll, "heuristic|timer|busy", "when a ring backend is polled (default heuristic)", poll_names),
+    KW_OPT_NUM("poll-interval-us", &o.poll_interval_us, "N", "--poll timer period (default 1000)", 1, 1000000),
+    KW_OPT_NUM("poll-threshold", &o.poll_threshold, "N", "heuristic: poll at this many ops in flight (default 48)", 1, 65536),
+    KW_OPT_NUM("crypto-threads", &o.crypto_threads, "N", "--backend threads: crypto threads per worker (default 1)", 1, 64),
+    KW_OPT_NUM("ring-size", &o.ring_size, "N", "--backend threads: ops in flight per crypto thread (default 256)", 2, 65536),
+    KW_OPT_NUM("keepalive-timeout", &o.keepalive_timeout_s, "S", "close idle keep-alive connections after S s; 0: close after each response (default 60)", 0, 86400),
+    KW_OPT_NUM("handshake-timeout", &o.handshake_timeout_s, "S", "limit on a handshake and on reading one request (default 10)", 1, 3600),
+    KW_OPT_ONOFF("resumption", &o.resumption, "session tickets and cache (default off: every handshake is full)"),
+    KW_OPT_NUM("async-jobs", &o.async_jobs, "N", "bound of each worker's ASYNC job pool (default 1024)", 1, 1000000),
+    KW_OPT_STR("servers", &o.keyless.servers, "LIST", "keyservers, comma-separated host:port, [v6]:port or unix:/path (KEYWAY_SERVERS)"),
+    KW_OPT_STR("client-cert", &o.keyless.client_cert, "FILE", "certificate presented to TCP keyservers (KEYWAY_CLIENT_CERT)"),
+    KW_OPT_STR("client-key", &o.keyless.client_key, "FILE", "its private key (KEYWAY_CLIENT_KEY)"),
+    KW_OPT_STR("ca", &o.keyless.ca, "FILE", "CA that signs the keyservers' certificates (KEYWAY_CA)"),
+    KW_OPT_STR("server-name", &o.keyless.server_name, "NAME", "name expected in keyserver certificates, sent as SNI (KEYWAY_SERVER_NAME)"),
+    KW_OPT_NUM("timeout-ms", &o.keyless.timeout_ms, "MS", "deadline of one keyless operation (KEYWAY_TIMEOUT_MS; default 2000)", 1, 600000),
+    KW_OPT_NUM("attempt-timeout-ms", &o.keyless.attempt_timeout_ms, "MS", "one try on one keyserver before another is asked (KEYWAY_ATTEMPT_TIMEOUT_MS; default 300)", 1, 600000),
+    KW_OPT_NUM("connections", &o.keyless.connections, "N", "connections per keyserver per worker (KEYWAY_CONNECTIONS; default 2)", 1, 64),
+    KW_OPT_NUM("max-inflight", &o.keyless.max_inflight, "N", "keyless operations in flight per worker before handshakes wait (KEYWAY_MAX_INFLIGHT; default 1024)", 1, 1000000),
+    KW_OPT_STR("fallback-keys", &o.keyless.fallback_keys, "DIR", "local keys used when no keyserver answers in time (KEYWAY_FALLBACK_KEYS)"),
+    KW_OPT_STR("metrics", &o.metrics, "ADDR:PORT", "serve Prometheus metrics at http://ADDR:PORT/metrics"),
+    KW_OPT_STR("log-level", &o.log_level, "debug|info|warn|error", "minimum level logged (default info)"),
+    /* TLS termination: upstream, limits, access log */
+    KW_OPT_STR("upstream", &o.upstream, "HOST:PORT", "relay each connection's plaintext to this TCP server (instead of --respond)"),
+    KW_OPT_FLAG("send-proxy-v2", &o.send_proxy_v2, "begin each upstream connection with a PROXY protocol v2 header (client address, TLS version, cipher, SNI)"),
+    KW_OPT_NUM("connect-timeout", &o.connect_timeout_s, "S", "limit on connecting to the upstream (default 5)", 1, 3600),
+    KW_OPT_NUM("idle-timeout", &o.idle_timeout_s, "S", "close a relayed connection after S s without a byte either way; 0: never (default 300)", 0, 604800),
+    KW_OPT_NUM("drain-timeout", &o.drain_timeout_s, "S", "after SIGTERM/SIGINT, close connections still open after S s (default 10)", 0, 86400),
+    KW_OPT_NUM("max-connections", &o.max_connections, "N", "open client connections, all workers together; more are accepted and closed at once (default 0: no limit)", 0, 0),
+    KW_OPT_NUM("max-handshake-bytes", &o.max_handshake_bytes, "N", "close a client that sends more than N bytes before its handshake completes (default 65536; 0: no limit)", 0, 0),
+    KW_OPT_STR("access-log", &o.access_log, "FILE|-|off", "one key=value line per connection at close: appended to FILE, - for stderr (default), off for none; SIGHUP reopens FILE"),
+    KW_OPT_END,
+};
+/* clang-format on */
+
+static bool option_seen(const char *name)
+{
+	for (const struct kw_option *op = opts; op->name != NULL; op++)
+		if (strcmp(op->name, name) == 0)
+			return op->seen;
+	return false;
+}
 
 /*
  * Pairs of --cert and --key, and the backend they fit: keys held by
@@ -55,12 +135,12 @@ static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
  * the local keys sign on the loop thread; otherwise keyserver-held keys go
  * through the provider's own I/O thread.
  */
-static int check_keys(struct kpx_options *o, bool backend_seen, char *err, size_t errlen)
+static int check_keys(char *err, size_t errlen)
 {
 	size_t ncerts = 0, nkeys = 0;
-	while (o->certs != NULL && o->certs[ncerts] != NULL)
+	while (o.certs != NULL && o.certs[ncerts] != NULL)
 		ncerts++;
-	while (o->keys != NULL && o->keys[nkeys] != NULL)
+	while (o.keys != NULL && o.keys[nkeys] != NULL)
 		nkeys++;
 	if (ncerts != nkeys) {
 		snprintf(err, errlen,
@@ -71,47 +151,74 @@ static int check_keys(struct kpx_options *o, bool backend_seen, char *err, size_
 	}
 	bool remote = false, local = false; /* each file is looked at once */
 	for (size_t i = 0; i < nkeys; i++) {
-		bool r = kpx_key_kind(o->keys[i]) == KPX_KEY_KEYWAY;
+		bool r = kpx_key_kind(o.keys[i]) == KPX_KEY_KEYWAY;
 		remote |= r;
 		local |= !r;
 	}
-	o->keys_remote = remote;
-	if (!backend_seen) {
-		o->backend = remote ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
-	} else if (o->backend == KPX_BACKEND_KEYLESS && !remote) {
+	o.keys_remote = remote;
+	if (!option_seen("backend")) {
+		o.backend = remote ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
+	} else if (o.backend == KPX_BACKEND_KEYLESS && !remote) {
 		snprintf(err, errlen,
 		         "--backend keyless, but every --key is a local private key; fix: use "
 		         "--backend inline or threads, or give a keyway: URI or KEYWAY KEY "
 		         "reference");
 		return -KW_ECONFIG;
-	} else if (o->backend != KPX_BACKEND_KEYLESS && !local) {
+	} else if (o.backend != KPX_BACKEND_KEYLESS && !local) {
 		snprintf(err, errlen,
 		         "--backend %s does not fit keys held by keyservers; fix: use --backend "
 		         "keyless, or give a local PEM private key",
-		         backend_names[o->backend]);
+		         backend_names[o.backend]);
 		return -KW_ECONFIG;
 	}
 	return 0;
 }
 
-static int check_options(struct kpx_options *o, bool backend_seen, char *err, size_t errlen)
+/* raise_fd_limit raises the soft descriptor limit to the hard one: every relayed
+ * connection takes two. */
+static void raise_fd_limit(void)
 {
-	if (kpx_term_check(o, err, errlen) < 0)
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			kw_warn("cannot raise the descriptor limit: %s", strerror(errno));
+	}
+}
+
+static int check_options(char *err, size_t errlen)
+{
+	if (o.respond == (o.upstream != NULL)) {
+		snprintf(err, errlen,
+		         "%s; fix: give exactly one of --respond (answer each request with a fixed "
+		         "response) or --upstream HOST:PORT (relay to a TCP server)",
+		         o.respond ? "both --respond and --upstream given" : "no mode given");
 		return -KW_ECONFIG;
-	if (check_keys(o, backend_seen, err, errlen) < 0)
+	}
+	if (kpx_upstream_check(&o, err, errlen) < 0)
 		return -KW_ECONFIG;
-	if (o->workers == 0) {
+	raise_fd_limit();
+	if (kpx_accesslog_open(&o, err, errlen) < 0)
+		return -KW_ECONFIG;
+	if (check_keys(err, errlen) < 0)
+		return -KW_ECONFIG;
+	if (o.workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		o->workers = n > 0 ? (unsigned)(n > 256 ? 256 : n) : 1;
+		o.workers = n > 0 ? (unsigned)(n > 256 ? 256 : n) : 1;
 	}
 	return 0;
 }
 
+/* Everything main starts, so one place stops it. */
 struct main_ctx {
+	struct kw_loop *loop;
+	struct kpx_metrics *metrics;
 	struct kpx_worker *workers;
-	unsigned nworkers;
-	const struct kpx_options *o;
+	unsigned started; /* worker threads running */
+	int *lfds;        /* listeners not yet handed to a worker */
+	int sfd;          /* the signalfd */
 	struct kw_io sig_io;
+	struct kw_addr addr, maddr; /* --listen, --metrics */
 };
 
 /*
@@ -119,10 +226,10 @@ struct main_ctx {
  * re-resolved) and publish the new set for new connections; open ones keep
  * theirs. A set that fails to load changes nothing.
  */
-static void reload_certs(const struct kpx_options *o)
+static void reload_certs(void)
 {
 	char err[1024] = "";
-	struct kpx_tls *t = kpx_tls_load(o, err, sizeof(err));
+	struct kpx_tls *t = kpx_tls_load(&o, err, sizeof(err));
 	if (t == NULL) {
 		kw_error("SIGHUP: reload failed, keeping the certificates in use: %s", err);
 		return;
@@ -138,11 +245,10 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	struct signalfd_siginfo si;
 	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
-			struct main_ctx *mc = arg;
-			reload_certs(mc->o);
-			if (kpx_alog_reopen(mc->o) < 0)
-				kw_error("SIGHUP: cannot reopen --access-log %s: %s",
-				         mc->o->access_log, strerror(errno));
+			reload_certs();
+			if (kpx_accesslog_reopen(&o) < 0)
+				kw_error("SIGHUP: cannot reopen --access-log %s: %s", o.access_log,
+				         strerror(errno));
 		} else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
 			kw_info("%s: draining connections and exiting",
 			        si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -151,11 +257,10 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	}
 }
 
-static int open_listeners(struct kpx_worker *workers, unsigned n, struct kw_addr *addr, int *fds,
-                          char *err, size_t errlen)
+static int open_listeners(struct kw_addr *addr, int *fds, char *err, size_t errlen)
 {
 	char text[300];
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 0; i < o.workers; i++) {
 		fds[i] = kw_listen_tcp(addr, true, 1024);
 		if (fds[i] < 0) {
 			kw_addr_format(addr, text, sizeof(text));
@@ -176,306 +281,49 @@ static int open_listeners(struct kpx_worker *workers, unsigned n, struct kw_addr
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* parse reads the options and checks them: 0, 1 after --help, or -KW_ECONFIG. */
+static int parse(struct main_ctx *mc, int argc, char **argv, char *err, size_t errlen)
 {
-	struct kpx_options o = {
-	    .resumption_off = 1,
-	    .poll_threshold = 48,
-	    .poll_interval_us = 1000,
-	    .crypto_threads = 1,
-	    .ring_size = 256,
-	    .keepalive_timeout_s = 60,
-	    .handshake_timeout_s = 10,
-	    .async_jobs = 1024,
-	    .body = "ok\n",
-	    .log_level = "info",
-	    /* TLS termination */
-	    .connect_timeout_s = 5,
-	    .idle_timeout_s = 300,
-	    .drain_timeout_s = 10,
-	    .max_handshake_bytes = 65536,
-	    .access_fd = -1,
-	};
-	struct kw_option opts[] = {
-	    {.name = "listen",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.listen,
-	     .arg = "ADDR:PORT",
-	     .help = "TLS listener (one SO_REUSEPORT socket per worker)",
-	     .required = true},
-	    {.name = "cert",
-	     .type = KW_OPT_LIST,
-	     .dest = &o.certs,
-	     .arg = "FILE",
-	     .help = "certificate chain, PEM; repeat with --key for more (SNI picks; the "
-	             "first is the default)",
-	     .required = true},
-	    {.name = "key",
-	     .type = KW_OPT_LIST,
-	     .dest = &o.keys,
-	     .arg = "FILE|URI",
-	     .help = "private key of the --cert before it: local PEM, keyway: URI or KEYWAY "
-	             "KEY reference PEM",
-	     .required = true},
-	    {.name = "alpn",
-	     .type = KW_OPT_LIST,
-	     .dest = &o.alpn,
-	     .arg = "LIST",
-	     .help = "ALPN protocols offered, in order of preference (default http/1.1)"},
-	    {.name = "respond",
-	     .type = KW_OPT_BOOL,
-	     .dest = &o.respond,
-	     .help = "answer every HTTP/1.1 request with a small fixed response"},
-	    {.name = "workers",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.workers,
-	     .arg = "N",
-	     .help = "worker threads (default: online cores)",
-	     .min = 1,
-	     .max = 256},
-	    {.name = "backend",
-	     .type = KW_OPT_ENUM,
-	     .dest = &o.backend,
-	     .arg = "inline|threads|keyless",
-	     .help = "where private-key operations run (default: inline for a local key)",
-	     .choices = backend_names},
-	    {.name = "async",
-	     .type = KW_OPT_ENUM,
-	     .dest = &o.async_off,
-	     .arg = "on|off",
-	     .help = "pause handshakes on offloaded operations (off: block; default on)",
-	     .choices = on_off},
-	    {.name = "notify",
-	     .type = KW_OPT_ENUM,
-	     .dest = &o.notify,
-	     .arg = "callback|fd",
-	     .help = "how a completed operation resumes its handshake (default callback)",
-	     .choices = notify_names},
-	    {.name = "poll",
-	     .type = KW_OPT_ENUM,
-	     .dest = &o.poll,
-	     .arg = "heuristic|timer|busy",
-	     .help = "when a ring backend is polled (default heuristic)",
-	     .choices = poll_names},
-	    {.name = "poll-interval-us",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.poll_interval_us,
-	     .arg = "N",
-	     .help = "--poll timer period (default 1000)",
-	     .min = 1,
-	     .max = 1000000},
-	    {.name = "poll-threshold",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.poll_threshold,
-	     .arg = "N",
-	     .help = "heuristic: poll at this many ops in flight (default 48)",
-	     .min = 1,
-	     .max = 65536},
-	    {.name = "crypto-threads",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.crypto_threads,
-	     .arg = "N",
-	     .help = "--backend threads: crypto threads per worker (default 1)",
-	     .min = 1,
-	     .max = 64},
-	    {.name = "ring-size",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.ring_size,
-	     .arg = "N",
-	     .help = "--backend threads: ops in flight per crypto thread (default 256)",
-	     .min = 2,
-	     .max = 65536},
-	    {.name = "keepalive-timeout",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.keepalive_timeout_s,
-	     .arg = "S",
-	     .help = "close idle keep-alive connections after S s; 0: close after "
-	             "each response (default 60)",
-	     .max = 86400},
-	    {.name = "handshake-timeout",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.handshake_timeout_s,
-	     .arg = "S",
-	     .help = "limit on a handshake and on reading one request (default 10)",
-	     .min = 1,
-	     .max = 3600},
-	    {.name = "resumption",
-	     .type = KW_OPT_ENUM,
-	     .dest = &o.resumption_off,
-	     .arg = "on|off",
-	     .help = "session tickets and cache (default off: every handshake is full)",
-	     .choices = on_off},
-	    {.name = "async-jobs",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.async_jobs,
-	     .arg = "N",
-	     .help = "bound of each worker's ASYNC job pool (default 1024)",
-	     .min = 1,
-	     .max = 1000000},
-	    {.name = "servers",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.keyless.servers,
-	     .arg = "LIST",
-	     .help = "keyservers, comma-separated host:port, [v6]:port or unix:/path "
-	             "(KEYWAY_SERVERS)"},
-	    {.name = "client-cert",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.keyless.client_cert,
-	     .arg = "FILE",
-	     .help = "certificate presented to TCP keyservers (KEYWAY_CLIENT_CERT)"},
-	    {.name = "client-key",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.keyless.client_key,
-	     .arg = "FILE",
-	     .help = "its private key (KEYWAY_CLIENT_KEY)"},
-	    {.name = "ca",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.keyless.ca,
-	     .arg = "FILE",
-	     .help = "CA that signs the keyservers' certificates (KEYWAY_CA)"},
-	    {.name = "server-name",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.keyless.server_name,
-	     .arg = "NAME",
-	     .help = "name expected in keyserver certificates, sent as SNI (KEYWAY_SERVER_NAME)"},
-	    {.name = "timeout-ms",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.keyless.timeout_ms,
-	     .arg = "MS",
-	     .help = "deadline of one keyless operation (KEYWAY_TIMEOUT_MS; default 2000)",
-	     .min = 1,
-	     .max = 600000},
-	    {.name = "attempt-timeout-ms",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.keyless.attempt_timeout_ms,
-	     .arg = "MS",
-	     .help = "one try on one keyserver before another is asked "
-	             "(KEYWAY_ATTEMPT_TIMEOUT_MS; default 300)",
-	     .min = 1,
-	     .max = 600000},
-	    {.name = "connections",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.keyless.connections,
-	     .arg = "N",
-	     .help = "connections per keyserver per worker (KEYWAY_CONNECTIONS; default 2)",
-	     .min = 1,
-	     .max = 64},
-	    {.name = "max-inflight",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.keyless.max_inflight,
-	     .arg = "N",
-	     .help = "keyless operations in flight per worker before handshakes wait "
-	             "(KEYWAY_MAX_INFLIGHT; default 1024)",
-	     .min = 1,
-	     .max = 1000000},
-	    {.name = "fallback-keys",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.keyless.fallback_keys,
-	     .arg = "DIR",
-	     .help = "local keys used when no keyserver answers in time (KEYWAY_FALLBACK_KEYS)"},
-	    {.name = "metrics",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.metrics,
-	     .arg = "ADDR:PORT",
-	     .help = "serve Prometheus metrics at http://ADDR:PORT/metrics"},
-	    {.name = "log-level",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.log_level,
-	     .arg = "debug|info|warn|error",
-	     .help = "minimum level logged (default info)"},
-	    /* TLS termination: upstream relay, limits, access log */
-	    {.name = "upstream",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.upstream,
-	     .arg = "HOST:PORT",
-	     .help = "relay each connection's plaintext to this TCP server (instead of --respond)"},
-	    {.name = "send-proxy-v2",
-	     .type = KW_OPT_BOOL,
-	     .dest = &o.send_proxy_v2,
-	     .help = "begin each upstream connection with a PROXY protocol v2 header (client "
-	             "address, TLS version, cipher, SNI)"},
-	    {.name = "connect-timeout",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.connect_timeout_s,
-	     .arg = "S",
-	     .help = "limit on connecting to the upstream (default 5)",
-	     .min = 1,
-	     .max = 3600},
-	    {.name = "idle-timeout",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.idle_timeout_s,
-	     .arg = "S",
-	     .help = "close a relayed connection after S s without a byte either way; 0: never "
-	             "(default 300)",
-	     .max = 604800},
-	    {.name = "drain-timeout",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.drain_timeout_s,
-	     .arg = "S",
-	     .help = "after SIGTERM/SIGINT, close connections still open after S s (default 10)",
-	     .max = 86400},
-	    {.name = "max-connections",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.max_connections,
-	     .arg = "N",
-	     .help = "open client connections, all workers together; more are accepted and "
-	             "closed at once (default 0: no limit)"},
-	    {.name = "max-handshake-bytes",
-	     .type = KW_OPT_UINT,
-	     .dest = &o.max_handshake_bytes,
-	     .arg = "N",
-	     .help = "close a client that sends more than N bytes before its handshake completes "
-	             "(default 65536; 0: no limit)"},
-	    {.name = "access-log",
-	     .type = KW_OPT_STRING,
-	     .dest = &o.access_log,
-	     .arg = "FILE|-|off",
-	     .help = "one key=value line per connection at close: appended to FILE, - for "
-	             "stderr (default), off for none; SIGHUP reopens FILE"},
-	    {0},
-	};
-	char err[1024] = "";
-	struct kw_addr addr, maddr;
-	struct kw_loop *loop = NULL;
-	struct kpx_metrics *metrics = NULL;
-	struct kpx_worker *workers = NULL;
-	int *lfds = NULL, sfd = -1, status = 2, rc;
-	struct kpx_tls *tls = NULL;
-	unsigned started = 0;
-
-	kw_log_init("keyway-proxy", KW_LOG_INFO);
-	rc = kw_config_parse(opts, argc, argv, usage, NULL, NULL, err, sizeof(err));
-	if (rc == 1)
-		return 0;
-	if (rc < 0)
-		goto fail;
+	int rc = kw_config_parse(opts, argc, argv, usage, NULL, NULL, err, errlen);
+	if (rc != 0)
+		return rc;
 	int level = kw_log_parse_level(o.log_level);
 	if (level < 0) {
-		snprintf(err, sizeof(err), "--log-level %s: fix: use debug, info, warn or error",
+		snprintf(err, errlen, "--log-level %s: fix: use debug, info, warn or error",
 		         o.log_level);
-		goto fail;
+		return -KW_ECONFIG;
 	}
 	kw_log_set_level((enum kw_log_level)level);
-	bool backend_seen = false;
-	for (struct kw_option *op = opts; op->name != NULL; op++)
-		if (strcmp(op->name, "backend") == 0)
-			backend_seen = op->seen;
-	if (check_options(&o, backend_seen, err, sizeof(err)) < 0)
-		goto fail;
-	if (kw_addr_parse(&addr, o.listen, err, sizeof(err)) < 0 || addr.is_unix) {
-		if (addr.is_unix)
-			snprintf(err, sizeof(err), "--listen %s: fix: give a TCP ADDR:PORT",
-			         o.listen);
-		goto fail;
+	if (check_options(err, errlen) < 0)
+		return -KW_ECONFIG;
+	if (kw_addr_parse(&mc->addr, o.listen, err, errlen) < 0 || mc->addr.is_unix) {
+		if (mc->addr.is_unix)
+			snprintf(err, errlen, "--listen %s: fix: give a TCP ADDR:PORT", o.listen);
+		return -KW_ECONFIG;
 	}
-	if (o.metrics != NULL && kw_addr_parse(&maddr, o.metrics, err, sizeof(err)) < 0)
-		goto fail;
+	if (o.metrics != NULL && kw_addr_parse(&mc->maddr, o.metrics, err, errlen) < 0)
+		return -KW_ECONFIG;
+	return 0;
+}
+
+/* load_keys starts the built-in provider if a key or the backend needs it and publishes
+ * the first certificate set. 0 or -KW_ECONFIG. */
+static int load_keys(char *err, size_t errlen)
+{
 	if ((o.backend != KPX_BACKEND_INLINE || o.keys_remote) &&
-	    kpx_provider_start(&o, err, sizeof(err)) < 0)
-		goto fail;
-	if ((tls = kpx_tls_load(&o, err, sizeof(err))) == NULL)
-		goto fail;
+	    kpx_provider_start(&o, err, errlen) < 0)
+		return -KW_ECONFIG;
+	struct kpx_tls *tls = kpx_tls_load(&o, err, errlen);
+	if (tls == NULL)
+		return -KW_ECONFIG;
 	kpx_tls_publish(tls); /* the published set owns it now */
+	return 0;
+}
+
+/* start opens the listeners and the signalfd, starts the workers and serves --metrics. */
+static int start(struct main_ctx *mc, char *err, size_t errlen)
+{
+	int rc;
 
 	/* Signals go to a signalfd; a write to a closed client must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
@@ -485,74 +333,96 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	mc->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 
-	workers = calloc(o.workers, sizeof(*workers));
-	lfds = calloc(o.workers, sizeof(*lfds));
-	if (workers == NULL || lfds == NULL || sfd < 0 || kw_loop_new(&loop) < 0) {
-		snprintf(err, sizeof(err), "out of memory or descriptors at start-up");
-		goto fail;
+	mc->workers = calloc(o.workers, sizeof(*mc->workers));
+	mc->lfds = calloc(o.workers, sizeof(*mc->lfds));
+	if (mc->workers == NULL || mc->lfds == NULL || mc->sfd < 0 || kw_loop_new(&mc->loop) < 0) {
+		snprintf(err, errlen, "out of memory or descriptors at start-up");
+		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < o.workers; i++)
-		lfds[i] = -1;
-	if (open_listeners(workers, o.workers, &addr, lfds, err, sizeof(err)) < 0)
-		goto fail;
+		mc->lfds[i] = -1;
+	if ((rc = open_listeners(&mc->addr, mc->lfds, err, errlen)) < 0)
+		return rc;
 	for (unsigned i = 0; i < o.workers; i++) {
-		if ((rc = kpx_worker_init(&workers[i], i, &o, lfds[i])) < 0) {
-			snprintf(err, sizeof(err), "cannot start worker %u: %s", i,
-			         kw_strerror(rc));
-			goto fail;
+		if ((rc = kpx_worker_init(&mc->workers[i], i, &o, mc->lfds[i])) < 0) {
+			snprintf(err, errlen, "cannot start worker %u: %s", i, kw_strerror(rc));
+			return rc;
 		}
-		lfds[i] = -1; /* the worker owns it now */
+		mc->lfds[i] = -1; /* the worker owns it now */
 	}
-	if (o.metrics != NULL &&
-	    (rc = kpx_metrics_serve(&metrics, loop, &maddr, workers, o.workers, &o)) < 0) {
-		snprintf(err, sizeof(err), "--metrics %s: %s; fix: choose a free address",
-		         o.metrics, kw_strerror(rc));
-		goto fail;
+	if (o.metrics != NULL && (rc = kpx_metrics_serve(&mc->metrics, mc->loop, &mc->maddr,
+	                                                 mc->workers, o.workers, &o)) < 0) {
+		snprintf(err, errlen, "--metrics %s: %s; fix: choose a free address", o.metrics,
+		         kw_strerror(rc));
+		return rc;
 	}
-	for (; started < o.workers; started++) {
-		if ((rc = kpx_worker_start(&workers[started])) < 0) {
-			snprintf(err, sizeof(err), "cannot start worker thread: %s",
-			         kw_strerror(rc));
-			goto fail;
+	for (; mc->started < o.workers; mc->started++) {
+		if ((rc = kpx_worker_start(&mc->workers[mc->started])) < 0) {
+			snprintf(err, errlen, "cannot start worker thread: %s", kw_strerror(rc));
+			return rc;
 		}
 	}
-	struct main_ctx mc = {.workers = workers, .nworkers = o.workers, .o = &o};
-	kw_io_init(&mc.sig_io, on_signal, &mc);
-	kw_io_start(loop, &mc.sig_io, sfd, KW_EV_READ);
+	kw_io_init(&mc->sig_io, on_signal, mc);
+	kw_io_start(mc->loop, &mc->sig_io, mc->sfd, KW_EV_READ);
+	return 0;
+}
+
+/* run serves until SIGTERM/SIGINT: 0, or 1 if the loop failed. */
+static int run(struct main_ctx *mc)
+{
 	char where[300];
-	kw_addr_format(&addr, where, sizeof(where));
+	kw_addr_format(&mc->addr, where, sizeof(where));
 	kw_info("keyway-proxy listening on %s: %u worker%s, backend %s, async %s, notify %s, "
 	        "poll %s%s%s",
 	        where, o.workers, o.workers == 1 ? "" : "s", backend_names[o.backend],
-	        on_off[o.async_off], notify_names[o.notify], poll_names[o.poll],
+	        o.async ? "on" : "off", notify_names[o.notify], poll_names[o.poll],
 	        o.metrics != NULL ? ", metrics on " : "", o.metrics != NULL ? o.metrics : "");
-	status = kw_loop_run(loop) < 0 ? 1 : 0;
-	kw_io_stop(loop, &mc.sig_io);
-	goto out;
-fail:
-	fprintf(stderr, "keyway-proxy: %s\n", err);
-out:
-	for (unsigned i = 0; i < started; i++)
-		kpx_worker_stop(&workers[i]);
-	for (unsigned i = 0; i < started; i++)
-		kpx_worker_join(&workers[i]);
-	kpx_metrics_free(metrics);
-	for (unsigned i = 0; workers != NULL && i < o.workers; i++)
-		if (workers[i].loop != NULL)
-			kpx_worker_cleanup(&workers[i]);
-	for (unsigned i = 0; lfds != NULL && i < o.workers; i++)
-		if (lfds[i] >= 0)
-			close(lfds[i]);
-	free(workers);
-	free(lfds);
-	if (sfd >= 0)
-		close(sfd);
-	kw_loop_free(loop);
+	int status = kw_loop_run(mc->loop) < 0 ? 1 : 0;
+	kw_io_stop(mc->loop, &mc->sig_io);
+	return status;
+}
+
+/* stop drains and stops whatever start got to, then frees everything main made. */
+static void stop(struct main_ctx *mc)
+{
+	for (unsigned i = 0; i < mc->started; i++)
+		kpx_worker_stop(&mc->workers[i]);
+	for (unsigned i = 0; i < mc->started; i++)
+		kpx_worker_join(&mc->workers[i]);
+	kpx_metrics_free(mc->metrics);
+	for (unsigned i = 0; mc->workers != NULL && i < o.workers; i++)
+		if (mc->workers[i].loop != NULL)
+			kpx_worker_cleanup(&mc->workers[i]);
+	for (unsigned i = 0; mc->lfds != NULL && i < o.workers; i++)
+		if (mc->lfds[i] >= 0)
+			close(mc->lfds[i]);
+	free(mc->workers);
+	free(mc->lfds);
+	if (mc->sfd >= 0)
+		close(mc->sfd);
+	kw_loop_free(mc->loop);
 	kpx_tls_publish(NULL); /* drops the last set; every SSL is gone by now */
 	kpx_provider_stop(&o);
-	kpx_alog_close(&o);
+	kpx_accesslog_close(&o);
 	kw_config_free(opts);
+}
+
+int main(int argc, char **argv)
+{
+	struct main_ctx mc = {.sfd = -1};
+	char err[1024] = "";
+	int status = 2;
+
+	kw_log_init("keyway-proxy", KW_LOG_INFO);
+	int rc = parse(&mc, argc, argv, err, sizeof(err));
+	if (rc == 1)
+		return 0;
+	if (rc == 0 && load_keys(err, sizeof(err)) == 0 && start(&mc, err, sizeof(err)) == 0)
+		status = run(&mc);
+	else
+		fprintf(stderr, "keyway-proxy: %s\n", err);
+	stop(&mc);
 	return status;
 }

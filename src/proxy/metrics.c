@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "keyway/log.h"
 #include "keyway/provider_api.h"
 
@@ -153,7 +154,7 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	appendf(b,
 	        "keyway_proxy_info{backend=\"%s\",async=\"%s\",notify=\"%s\",poll=\"%s\","
 	        "workers=\"%u\"} 1\n",
-	        backends[o->backend], o->async_off ? "off" : "on",
+	        backends[o->backend], o->async ? "on" : "off",
 	        o->notify == KPX_NOTIFY_FD ? "fd" : "callback",
 	        o->poll == KPX_POLL_TIMER  ? "timer"
 	        : o->poll == KPX_POLL_BUSY ? "busy"

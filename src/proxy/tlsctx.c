@@ -23,6 +23,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "conn.h"
 #include "keys.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
@@ -31,8 +32,8 @@
 struct kpx_tls {
 	_Atomic unsigned refs;
 	size_t n;
-	SSL_CTX **ctx;      /* ctx[0]: the default, first --cert/--key pair */
-	X509 **leaf;        /* each context's certificate, for SNI matching */
+	SSL_CTX **ctx;       /* ctx[0]: the default, first --cert/--key pair */
+	X509 **leaf;         /* each context's certificate, for SNI matching */
 	unsigned char *alpn; /* wire format: length-prefixed protocol names */
 	size_t alpn_len;
 };
@@ -52,8 +53,7 @@ static void set_err(char *err, size_t errlen, const char *what, const char *file
 	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
 }
 
-static void ssl_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void ssl_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
 	kpx_tls_unref(ptr);
 }
@@ -115,8 +115,7 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
 	return SSL_TLSEXT_ERR_OK;
 }
 
-int kpx_alpn_wire(char *const *names, unsigned char **out, size_t *outlen, char *err,
-                  size_t errlen)
+int kpx_alpn_wire(char *const *names, unsigned char **out, size_t *outlen, char *err, size_t errlen)
 {
 	size_t len = 0;
 	for (char *const *p = names; p != NULL && *p != NULL; p++) {
@@ -173,7 +172,7 @@ static SSL_CTX *make_ctx(const struct kpx_options *o, struct kpx_tls *t, const c
 	}
 	EVP_PKEY_free(key); /* the context holds its own reference */
 	key = NULL;
-	if (o->resumption_off) {
+	if (!o->resumption) {
 		SSL_CTX_set_num_tickets(ctx, 0);
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -198,7 +197,7 @@ static SSL_CTX *make_ctx(const struct kpx_options *o, struct kpx_tls *t, const c
 	 * keep-alive or relayed connection then costs a few KiB, not 35.
 	 */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	if (!o->async_off && o->notify == KPX_NOTIFY_CALLBACK)
+	if (o->async && o->notify == KPX_NOTIFY_CALLBACK)
 		SSL_CTX_set_async_callback(ctx, kpx_conn_async_cb);
 	if ((*leaf = SSL_CTX_get0_certificate(ctx)) == NULL || X509_up_ref(*leaf) != 1) {
 		*leaf = NULL;
@@ -231,13 +230,13 @@ struct kpx_tls *kpx_tls_load(const struct kpx_options *o, char *err, size_t errl
 		goto err;
 	}
 	static char *const http11[] = {"http/1.1", NULL};
-	if (kpx_alpn_wire(o->alpn != NULL ? o->alpn : http11, &t->alpn, &t->alpn_len, err,
-	                  errlen) < 0)
+	if (kpx_alpn_wire(o->alpn != NULL ? o->alpn : http11, &t->alpn, &t->alpn_len, err, errlen) <
+	    0)
 		goto err;
 	for (; t->n < n; t->n++) {
 		ERR_clear_error();
-		t->ctx[t->n] = make_ctx(o, t, o->certs[t->n], o->keys[t->n], &t->leaf[t->n], err,
-		                        errlen);
+		t->ctx[t->n] =
+		    make_ctx(o, t, o->certs[t->n], o->keys[t->n], &t->leaf[t->n], err, errlen);
 		if (t->ctx[t->n] == NULL)
 			goto err;
 	}

@@ -1,11 +1,11 @@
 /*
  * worker.c - a worker thread: its loop, listener, ASYNC job pool, offload
- * backend, the async queue and the wait lists.
+ * backend, poller and wait lists, and the connections it accepts.
  *
- * The async queue is QTLS's application-defined queue: completions run on
- * this thread (the loop polls the backend), the SSL async callback appends
- * the connection, and the loop resumes everything queued before it waits
- * again, so a notification costs no system call.
+ * Each loop turn first resumes the connections the wait queue holds
+ * (waitq.c), then lets the poller choose the sleep (poller.c). At accept
+ * the worker gives each connection its certificate set's SSL and its mode
+ * table (respond or upstream), so conn.c names neither.
  */
 #include <errno.h>
 #include <signal.h>
@@ -21,114 +21,20 @@
 #include "keyway/err.h"
 #include "keyway/log.h"
 #include "keyway/provider_api.h"
-#include "proxy.h"
+#include "conn.h"
+#include "poller.h"
+#include "respond.h"
 #include "tlsctx.h"
+#include "upstream.h"
+#include "waitq.h"
+#include "worker.h"
 
 #define ACCEPT_BATCH 64
 #define JOB_PREWARM 16
 #define ACCEPT_PAUSE_MS 100
 
-static _Thread_local struct kpx_worker *current;
-
-struct kpx_worker *kpx_worker_current(void)
-{
-	return current;
-}
-
-static struct kpx_list *wait_list(struct kpx_worker *w, enum kpx_wait which)
-{
-	switch (which) {
-	case KPX_WAIT_ASYNCQ:
-		return &w->asyncq;
-	case KPX_WAIT_JOB:
-		return &w->job_wait;
-	case KPX_WAIT_CAPACITY:
-		return &w->cap_wait;
-	default:
-		return NULL;
-	}
-}
-
-void kpx_wait_off(struct kpx_conn *c)
-{
-	if (c->waiting != KPX_WAIT_NONE) {
-		kpx_list_del(&c->wait);
-		c->waiting = KPX_WAIT_NONE;
-	}
-}
-
-void kpx_wait_on(struct kpx_conn *c, enum kpx_wait which)
-{
-	kpx_wait_off(c);
-	kpx_list_add_tail(wait_list(c->w, which), &c->wait);
-	c->waiting = which;
-}
-
-static struct kpx_conn *conn_of_wait(struct kpx_list *l)
-{
-	return (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, wait));
-}
-
-void kpx_job_freed(struct kpx_worker *w)
-{
-	if (kpx_list_empty(&w->job_wait))
-		return;
-	/* One job came back, so one waiter can have it; the async queue runs it this turn. */
-	struct kpx_conn *c = conn_of_wait(w->job_wait.next);
-	kpx_wait_on(c, KPX_WAIT_ASYNCQ);
-}
-
-void kpx_set_active(struct kpx_conn *c, bool active)
-{
-	if (c->counted_active == active)
-		return;
-	c->counted_active = active;
-	c->w->active += active ? 1 : -1u;
-	kpx_set(&c->w->m.active, c->w->active);
-}
-
-void kpx_set_idle(struct kpx_conn *c, bool idle)
-{
-	if (c->counted_idle == idle)
-		return;
-	c->counted_idle = idle;
-	c->w->idle += idle ? 1 : -1u;
-	kpx_set(&c->w->m.idle, c->w->idle);
-}
-
-/* run_asyncq resumes every connection queued when it starts (new ones wait a turn). */
-static void run_asyncq(struct kpx_worker *w)
-{
-	struct kpx_list batch;
-
-	if (atomic_exchange_explicit(&w->remote_pending, false, memory_order_acquire)) {
-		pthread_mutex_lock(&w->remote_mu);
-		while (!kpx_list_empty(&w->remote_q)) {
-			struct kpx_conn *c = (struct kpx_conn *)((char *)w->remote_q.next -
-			                                         offsetof(struct kpx_conn, rnode));
-			kpx_list_del(&c->rnode);
-			c->rqueued = false;
-			kpx_wait_on(c, KPX_WAIT_ASYNCQ);
-			kpx_add(&w->m.async_queue_wakeups, 1);
-		}
-		pthread_mutex_unlock(&w->remote_mu);
-	}
-	if (kpx_list_empty(&w->asyncq))
-		return;
-	/* Move the queue aside: resuming may queue the same connection again. */
-	batch = w->asyncq;
-	batch.next->prev = &batch;
-	batch.prev->next = &batch;
-	kpx_list_init(&w->asyncq);
-	while (!kpx_list_empty(&batch)) {
-		struct kpx_conn *c = conn_of_wait(batch.next);
-		kpx_list_del(&c->wait);
-		c->waiting = KPX_WAIT_NONE;
-		kpx_conn_resume(c);
-	}
-}
-
-SSL *kpx_worker_ssl_new(struct kpx_worker *w)
+/* ssl_new makes a new connection's SSL from the current certificate set. */
+static SSL *ssl_new(struct kpx_worker *w)
 {
 	/* A SIGHUP published another set: take it for this and later connections. */
 	if (w->tls == NULL || kpx_tls_generation() != w->tls_gen) {
@@ -177,8 +83,16 @@ static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 			continue;
 		}
 		kw_set_nodelay(cfd);
-		kpx_conn_accept_from(w, cfd, (struct sockaddr *)&ss, len);
+		kpx_conn_accept(w, cfd, ssl_new(w), (struct sockaddr *)&ss, len,
+		                w->opt->upstream != NULL ? &kpx_upstream_ops : &kpx_respond_ops);
 	}
+}
+
+/* capacity_freed: the poller reaped completions, so backend slots came free. */
+static void capacity_freed(void *arg)
+{
+	struct kpx_worker *w = arg;
+	kpx_waitq_capacity_freed(&w->waitq);
 }
 
 int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options *opt, int lfd)
@@ -188,28 +102,27 @@ int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options 
 	w->id = id;
 	w->opt = opt;
 	w->lfd = lfd;
-	w->timerfd = -1;
 	kpx_list_init(&w->conns);
-	kpx_list_init(&w->asyncq);
-	kpx_list_init(&w->job_wait);
-	kpx_list_init(&w->cap_wait);
-	kpx_list_init(&w->remote_q);
-	pthread_mutex_init(&w->remote_mu, NULL);
 	kw_io_init(&w->lio, on_accept, w);
 	kw_timer_init(&w->accept_pause, accept_resume, w);
 	if ((rc = kw_loop_new(&w->loop)) < 0)
 		return rc;
+	kpx_waitq_init(&w->waitq, w->loop, &w->m.async_queue_wakeups);
+	kpx_poller_init(&w->poller, w->loop, opt->poll, opt->poll_interval_us, opt->poll_threshold,
+	                &w->m, capacity_freed, w);
 	return 0;
 }
 
-static int make_backend(struct kpx_worker *w)
+/* make_backend makes the worker's backend; *ring: it has completion rings to reap. */
+static int make_backend(struct kpx_worker *w, bool *ring)
 {
 	const struct kpx_options *o = w->opt;
 	int rc;
+	*ring = false;
 	switch (o->backend) {
 	case KPX_BACKEND_THREADS:
 		rc = kw_backend_threads_new(&w->backend, o->crypto_threads, o->ring_size);
-		w->ring_backend = rc == 0;
+		*ring = rc == 0;
 		return rc;
 	case KPX_BACKEND_INLINE:
 		return kw_backend_inline_new(&w->backend);
@@ -225,6 +138,19 @@ static int make_backend(struct kpx_worker *w)
 	}
 }
 
+/* close_conns closes the worker's connections for the drain: only those waiting for a
+ * client request (idle keep-alive) or for a job (which may never come), or all. */
+static void close_conns(struct kpx_worker *w, bool only_waiting)
+{
+	struct kpx_list *l = w->conns.next;
+	while (l != &w->conns) {
+		struct kpx_conn *c = kpx_list_entry(l, struct kpx_conn, node);
+		l = l->next;
+		if (!only_waiting || c->counted_idle || c->waiter.waiting == KPX_WAIT_JOB)
+			kpx_conn_close_why(c, KPX_R_DRAIN);
+	}
+}
+
 static void drain_step(struct kpx_worker *w)
 {
 	/* Stop accepting; idle keep-alive connections go now, the rest finish their request
@@ -232,41 +158,81 @@ static void drain_step(struct kpx_worker *w)
 	if (w->lio.fd >= 0)
 		kw_io_stop(w->loop, &w->lio);
 	kw_timer_stop(w->loop, &w->accept_pause);
-	struct kpx_list *l = w->conns.next;
-	while (l != &w->conns) {
-		struct kpx_conn *c =
-		    (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
-		l = l->next;
-		if (c->state == KPX_CS_IDLE || c->waiting == KPX_WAIT_JOB)
-			kpx_conn_close_why(c, KPX_R_DRAIN);
+	close_conns(w, true);
+}
+
+/* run turns the loop until the worker is stopped and drained, or the loop fails. */
+static void run(struct kpx_worker *w)
+{
+	uint64_t drain_deadline = 0;
+
+	for (;;) {
+		if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
+			if (drain_deadline == 0) {
+				drain_deadline =
+				    kw_now_ns() + (uint64_t)w->opt->drain_timeout_s * 1000000000ull;
+				drain_step(w);
+			}
+			if (w->nconns == 0)
+				return;
+			if (kw_now_ns() > drain_deadline)
+				close_conns(w,
+				            false); /* paused ones close when their op completes */
+		}
+		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
+		int timeout = kpx_poller_before_sleep(&w->poller);
+		if (kpx_waitq_pending(&w->waitq))
+			timeout = 0;
+		if (drain_deadline != 0 && (timeout < 0 || timeout > 10))
+			timeout = 10;
+		int rc = kw_loop_run_once(w->loop, timeout);
+		kpx_poller_after_wake(&w->poller);
+		if (rc < 0) {
+			kw_error("worker %u: event loop failed: %s", w->id, kw_strerror(rc));
+			return;
+		}
 	}
 }
 
-static void close_all(struct kpx_worker *w)
+/* finish closes what is left, lets ops still out complete, and frees the thread's state. */
+static void finish(struct kpx_worker *w)
 {
-	struct kpx_list *l = w->conns.next;
-	while (l != &w->conns) {
-		struct kpx_conn *c =
-		    (struct kpx_conn *)((char *)l - offsetof(struct kpx_conn, node));
-		l = l->next;
-		kpx_conn_close_why(c, KPX_R_DRAIN);
+	close_conns(w, false);
+	/* Ops still out complete (or are cancelled) into connections that wait for them. */
+	while (w->nconns > 0 && w->backend != NULL && kw_backend_inflight_all(w->backend) > 0) {
+		kpx_poller_poll(&w->poller, KPX_TRIG_BUSY);
+		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
+		kw_loop_run_once(w->loop, 1);
 	}
+	kw_loop_run_once(w->loop, 0); /* run deferred frees */
+	kpx_poller_cleanup(&w->poller);
+	kw_io_stop(w->loop, &w->lio);
+	kw_timer_stop(w->loop, &w->accept_pause);
+	kw_backend_bind_thread(NULL);
+	kw_backend_free(w->backend);
+	w->backend = NULL;
+	kpx_tls_unref(w->tls);
+	w->tls = NULL;
+	if (w->opt->async)
+		ASYNC_cleanup_thread();
+	kw_op_compute_thread_cleanup();
+	OPENSSL_thread_stop();
 }
 
 static void *worker_main(void *arg)
 {
 	struct kpx_worker *w = arg;
 	const struct kpx_options *o = w->opt;
-	uint64_t drain_deadline = 0;
+	bool ring;
 	int rc;
 
-	current = w;
-	if (!o->async_off &&
+	kpx_waitq_bind_thread(&w->waitq);
+	if (o->async &&
 	    ASYNC_init_thread(o->async_jobs,
 	                      o->async_jobs < JOB_PREWARM ? o->async_jobs : JOB_PREWARM) != 1)
 		kw_warn("worker %u: cannot prepare the ASYNC job pool; jobs are made on demand",
 		        w->id);
-	if ((rc = make_backend(w)) < 0) {
+	if ((rc = make_backend(w, &ring)) < 0) {
 		kw_error("worker %u: cannot start the %s backend: %s", w->id,
 		         o->backend == KPX_BACKEND_THREADS  ? "threads"
 		         : o->backend == KPX_BACKEND_INLINE ? "inline"
@@ -276,58 +242,14 @@ static void *worker_main(void *arg)
 		return NULL;
 	}
 	kw_backend_bind_thread(w->backend);
-	if ((rc = kpx_poller_init(w)) < 0 ||
+	if ((rc = kpx_poller_start(&w->poller, w->backend, ring)) < 0 ||
 	    (rc = kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ)) < 0) {
 		kw_error("worker %u: %s", w->id, kw_strerror(rc));
 		kill(getpid(), SIGTERM);
-		goto out;
+	} else {
+		run(w);
 	}
-	for (;;) {
-		if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
-			if (drain_deadline == 0) {
-				drain_deadline =
-				    kw_now_ns() + (uint64_t)o->drain_timeout_s * 1000000000ull;
-				drain_step(w);
-			}
-			if (w->nconns == 0)
-				break;
-			if (kw_now_ns() > drain_deadline)
-				close_all(w); /* paused ones close when their op completes */
-		}
-		run_asyncq(w);
-		int timeout = kpx_poller_before_sleep(w);
-		if (!kpx_list_empty(&w->asyncq))
-			timeout = 0;
-		if (drain_deadline != 0 && (timeout < 0 || timeout > 10))
-			timeout = 10;
-		rc = kw_loop_run_once(w->loop, timeout);
-		kpx_poller_after_wake(w);
-		if (rc < 0) {
-			kw_error("worker %u: event loop failed: %s", w->id, kw_strerror(rc));
-			break;
-		}
-	}
-out:
-	close_all(w);
-	/* Ops still out complete (or are cancelled) into connections that wait for them. */
-	while (w->nconns > 0 && w->backend != NULL && kw_backend_inflight_all(w->backend) > 0) {
-		kpx_poll_now(w, KPX_TRIG_BUSY);
-		run_asyncq(w);
-		kw_loop_run_once(w->loop, 1);
-	}
-	kw_loop_run_once(w->loop, 0); /* run deferred frees */
-	kpx_poller_cleanup(w);
-	kw_io_stop(w->loop, &w->lio);
-	kw_timer_stop(w->loop, &w->accept_pause);
-	kw_backend_bind_thread(NULL);
-	kw_backend_free(w->backend);
-	w->backend = NULL;
-	kpx_tls_unref(w->tls);
-	w->tls = NULL;
-	if (!o->async_off)
-		ASYNC_cleanup_thread();
-	kw_op_compute_thread_cleanup();
-	OPENSSL_thread_stop();
+	finish(w);
 	return NULL;
 }
 
@@ -368,5 +290,5 @@ void kpx_worker_cleanup(struct kpx_worker *w)
 	w->lfd = -1;
 	kw_loop_free(w->loop);
 	w->loop = NULL;
-	pthread_mutex_destroy(&w->remote_mu);
+	kpx_waitq_cleanup(&w->waitq);
 }

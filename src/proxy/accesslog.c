@@ -1,5 +1,5 @@
 /*
- * alog.c - the access log: one line per connection when it closes,
+ * accesslog.c - the access log: one line per connection when it closes,
  * key=value pairs separated by single spaces, values never containing a
  * space:
  *
@@ -26,7 +26,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include "proxy.h"
+#include "accesslog.h"
 
 #define LINE_MAX_LEN 1024
 
@@ -82,7 +82,7 @@ static void emit(const struct kpx_options *o, const char *line, int n)
 		;
 }
 
-void kpx_alog_conn(struct kpx_conn *c)
+void kpx_accesslog_conn(const struct kpx_conn *c)
 {
 	const struct kpx_options *o = c->w->opt;
 	char line[LINE_MAX_LEN], when[96], client[INET6_ADDRSTRLEN + 10], sni[256];
@@ -115,7 +115,7 @@ void kpx_alog_conn(struct kpx_conn *c)
 	emit(o, line, n);
 }
 
-void kpx_alog_refused(struct kpx_worker *w, const struct sockaddr *peer)
+void kpx_accesslog_refused(const struct kpx_worker *w, const struct sockaddr *peer)
 {
 	const struct kpx_options *o = w->opt;
 	char line[LINE_MAX_LEN], when[96], client[INET6_ADDRSTRLEN + 10];
@@ -132,7 +132,7 @@ void kpx_alog_refused(struct kpx_worker *w, const struct sockaddr *peer)
 	emit(o, line, n);
 }
 
-int kpx_alog_open(struct kpx_options *o, char *err, size_t errlen)
+int kpx_accesslog_open(struct kpx_options *o, char *err, size_t errlen)
 {
 	if (o->access_log == NULL || strcmp(o->access_log, "-") == 0) {
 		o->access_fd = STDERR_FILENO;
@@ -154,7 +154,7 @@ int kpx_alog_open(struct kpx_options *o, char *err, size_t errlen)
 	return 0;
 }
 
-int kpx_alog_reopen(const struct kpx_options *o)
+int kpx_accesslog_reopen(const struct kpx_options *o)
 {
 	if (o->access_fd <= STDERR_FILENO || o->access_log == NULL)
 		return 0;
@@ -167,7 +167,7 @@ int kpx_alog_reopen(const struct kpx_options *o)
 	return rc;
 }
 
-void kpx_alog_close(struct kpx_options *o)
+void kpx_accesslog_close(struct kpx_options *o)
 {
 	if (o->access_fd > STDERR_FILENO)
 		close(o->access_fd);
