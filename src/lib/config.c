@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "keyway/err.h"
+#include "keyway/version.h"
 
 /* Where a value came from, for error messages. */
 struct origin {
@@ -320,6 +321,7 @@ void kw_config_usage(const struct kw_option *opts, const char *usage, void *stre
 	}
 	fprintf(f, "  %-32s %s\n", "--config FILE", "read options from FILE; flags override it");
 	fprintf(f, "  %-32s %s\n", "--help", "show this help");
+	fprintf(f, "  %-32s %s\n", "--version", "show the version, OpenSSL version and features");
 }
 
 int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *usage,
@@ -337,6 +339,10 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
 			break;
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			kw_config_usage(opts, usage, stdout);
+			return 1;
+		}
+		if (strcmp(argv[i], "--version") == 0) {
+			kw_version_print(stdout, NULL);
 			return 1;
 		}
 		if (strcmp(argv[i], "--config") == 0) {
