@@ -46,8 +46,8 @@ if ! (cd "$src" && dpkg-checkbuilddeps >/dev/null 2>&1); then
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
 	echo "package: installing the build dependencies" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	$sudo apt-get update -q >&2
-	$sudo apt-get build-dep -y -q --no-install-recommends "$src" >&2
+	timeout 600 $sudo apt-get update -q >&2
+	timeout 900 $sudo apt-get build-dep -y -q --no-install-recommends "$src" >&2
 fi
 
 start=$(date +%s)
