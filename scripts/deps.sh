@@ -13,6 +13,7 @@ packages=(
 	nginx curl                                    # the provider's e2e test with an unmodified server
 	haproxy nghttp2-client                        # keyway-proxy benchmarks: HAProxy 2.6 peer, h2load
 	strace                                        # system calls per handshake (bench/proxy-notify-poll.sh)
+	help2man                                      # man pages from each program's --help
 )
 
 missing=()

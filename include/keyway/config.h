@@ -91,6 +91,7 @@ struct kw_option {
  * argc entries (NULL to refuse them), their count in *npositional. On error, a message naming the
  * file and line (or the flag) and the fix is written to err. Returns 0, 1 if --help was printed to
  * stdout, or -KW_ECONFIG.
+ * `--version` is built in too: it prints kw_version_print's line and returns 1.
  */
 int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *usage,
                     char **positional, int *npositional, char *err, size_t errlen);

@@ -16,6 +16,7 @@
 #include "keyway/config.h"
 #include "keyway/err.h"
 #include "keyway/keyid.h"
+#include "keyway/version.h"
 
 #define EXIT_USAGE 2
 
@@ -160,7 +161,8 @@ static void print_help(FILE *f)
 		snprintf(left, sizeof(left), "%s %s", sc->name, sc->args);
 		fprintf(f, "  %-24s %s\n", left, sc->summary);
 	}
-	fprintf(f, "\n'keyway COMMAND --help' describes one command.\n");
+	fprintf(f, "\n'keyway COMMAND --help' describes one command; 'keyway --version' prints\n"
+		   "the version, OpenSSL version and features.\n");
 }
 
 static int cmd_help(const struct subcommand *sc, int argc, char **argv)
@@ -187,6 +189,10 @@ int main(int argc, char **argv)
 	const char *name = argv[1];
 	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
 		print_help(stdout);
+		return 0;
+	}
+	if (strcmp(name, "--version") == 0) {
+		kw_version_print(stdout, NULL);
 		return 0;
 	}
 	for (const struct subcommand *sc = subcommands; sc->name; sc++)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "keyway/err.h"
+#include "keyway/version.h"
 
 /* Where a value came from, for error messages. */
 struct origin {
@@ -385,10 +386,11 @@ void kw_config_usage(const struct kw_option *opts, const char *usage, void *stre
 	}
 	fprintf(f, "  %-32s %s\n", "--config FILE", "read options from FILE; flags override it");
 	fprintf(f, "  %-32s %s\n", "--help", "show this help");
+	fprintf(f, "  %-32s %s\n", "--version", "show the version, OpenSSL version and features");
 }
 
 /* What scan_next found on the command line. */
-enum token { TOK_END, TOK_POSITIONAL, TOK_HELP, TOK_CONFIG, TOK_OPTION };
+enum token { TOK_END, TOK_POSITIONAL, TOK_HELP, TOK_VERSION, TOK_CONFIG, TOK_OPTION };
 
 struct scanner {
 	int argc;
@@ -428,6 +430,8 @@ static int scan_next(struct scanner *sc, struct kw_option *opts, struct kw_optio
 		}
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
 			return TOK_HELP;
+		if (strcmp(a, "--version") == 0)
+			return TOK_VERSION;
 		if (a[1] != '-') {
 			snprintf(err, errlen,
 			         "unknown option '%s'; options are long: --name value (see --help)",
@@ -490,6 +494,10 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
 			return tok;
 		if (tok == TOK_HELP) {
 			kw_config_usage(opts, usage, stdout);
+			return 1;
+		}
+		if (tok == TOK_VERSION) {
+			kw_version_print(stdout, NULL);
 			return 1;
 		}
 		if (tok == TOK_CONFIG)
