@@ -32,6 +32,7 @@ import urllib.request
 
 import kwprov
 import kwtest
+from kwrelay import read_to_eof
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -162,12 +163,7 @@ def get_200(port, cafile):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as so:
         with ctx.wrap_socket(so, server_hostname="localhost") as t:
             t.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            data = b""
-            while True:
-                d = t.recv(4096)
-                if not d:
-                    break
-                data += d
+            data = read_to_eof(t, 4096)
     return data.split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"200"]
 
 

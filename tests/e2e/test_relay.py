@@ -14,40 +14,21 @@ import threading
 import time
 
 import kwharness
-from kwrelay import recv_exact
+from kwrelay import Upstream, read_to_eof, recv_exact
 
 RELAY = os.environ.get("KEYWAY_RELAY")
 TIMEOUT = 20.0
 
 
-class EchoServer:
+class EchoServer(Upstream):
     """Echoes every byte; on EOF sends b"BYE" and shuts its write side, so a
     client sees that its half-close reached the server."""
 
-    def __init__(self, family=socket.AF_INET, path=None):
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        if family == socket.AF_UNIX:
-            self.sock.bind(path)
-            self.addr = "unix:" + path
-        else:
-            self.sock.bind(("127.0.0.1", 0))
-            self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.stop = False
+    def __init__(self, host="127.0.0.1"):
         self.eofs = 0
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
+        super().__init__(self.serve, host=host)
 
-    def run(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
+    def serve(self, c, _):
         c.settimeout(TIMEOUT)
         try:
             while True:
@@ -58,18 +39,9 @@ class EchoServer:
                     c.shutdown(socket.SHUT_WR)
                     break
                 c.sendall(data)
-            # Wait for the relay to close its side.
-            while c.recv(65536):
-                pass
+            read_to_eof(c)  # until the relay closes its side
         except OSError:
             pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stop = True
-        self.thread.join(2)
-        self.sock.close()
 
 
 class Relay(kwharness.Process):
@@ -175,12 +147,7 @@ def run_all(c, echo, relays, scratch):
     s.sendall(b"last words")
     s.shutdown(socket.SHUT_WR)
     t0 = time.monotonic()
-    data = b""
-    while True:
-        d = s.recv(4096)
-        if not d:
-            break
-        data += d
+    data = read_to_eof(s, 4096)
     elapsed = time.monotonic() - t0
     s.close()
     c.check(data == b"last wordsBYE", "half-close: data then the server's reply, then EOF (%r)" % data)
@@ -217,7 +184,7 @@ def run_all(c, echo, relays, scratch):
           % [round(t * 1000, 2) for t in times])
 
     # A Unix-socket upstream and the delay from a config file; flags override it.
-    uecho = EchoServer(socket.AF_UNIX, os.path.join(scratch, "echo.sock"))
+    uecho = EchoServer("unix:" + os.path.join(scratch, "echo.sock"))
     conf = os.path.join(scratch, "relay.conf")
     with open(conf, "w") as f:
         f.write("# relay test\nto = %s  # upstream\ndelay-ms = 20\n" % uecho.addr)
