@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "poll_server.h"
+#include "keyway/backend_keyless.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
 
@@ -86,6 +87,17 @@ static inline void fake_keyserver_stop(struct fake_keyserver *ks)
 	pthread_join(ks->th, NULL);
 	close(ks->lfd);
 	unlink(ks->path);
+}
+
+/* A keyless backend on loop with cfg and two connections a keyserver; NULL (and a
+ * failed check) if it cannot be made. */
+static inline struct kw_backend *fixture_keyless_new(struct kw_loop *loop,
+                                                     struct kw_keyless_config cfg)
+{
+	struct kw_backend *b = NULL;
+	cfg.connections = 2;
+	CHECK_EQ(kw_backend_keyless_new(loop, &cfg, &b), 0);
+	return b;
 }
 
 /* Sets *a to unix:PATH; exits the test if it does not parse. */

@@ -125,17 +125,14 @@ static struct kw_backend *mkb(struct kw_loop *loop, struct kw_addr *addrs, size_
                               unsigned timeout_ms, unsigned attempt_ms, unsigned idle_ms,
                               struct kw_keyset *fb, struct kw_keyless_counters *ctr)
 {
-	struct kw_keyless_config cfg = {.addrs = addrs,
-	                                .nservers = n,
-	                                .connections = 2,
-	                                .timeout_ms = timeout_ms,
-	                                .attempt_timeout_ms = attempt_ms,
-	                                .idle_ping_ms = idle_ms,
-	                                .fallback = fb,
-	                                .counters = ctr};
-	struct kw_backend *b = NULL;
-	CHECK_EQ(kw_backend_keyless_new(loop, &cfg, &b), 0);
-	return b;
+	return fixture_keyless_new(loop,
+	                           (struct kw_keyless_config){.addrs = addrs,
+	                                                      .nservers = n,
+	                                                      .timeout_ms = timeout_ms,
+	                                                      .attempt_timeout_ms = attempt_ms,
+	                                                      .idle_ping_ms = idle_ms,
+	                                                      .fallback = fb,
+	                                                      .counters = ctr});
 }
 
 /* ---- fallback keys ---- */

@@ -99,15 +99,11 @@ static struct top *mk(const char *payload)
 static struct kw_backend *mkb(struct kw_loop *loop, struct kw_addr *addrs, size_t n, unsigned max,
                               unsigned timeout_ms, struct kw_keyless_counters *ctr)
 {
-	struct kw_keyless_config cfg = {.addrs = addrs,
-	                                .nservers = n,
-	                                .connections = 2,
-	                                .timeout_ms = timeout_ms,
-	                                .max_inflight = max,
-	                                .counters = ctr};
-	struct kw_backend *b = NULL;
-	CHECK_EQ(kw_backend_keyless_new(loop, &cfg, &b), 0);
-	return b;
+	return fixture_keyless_new(loop, (struct kw_keyless_config){.addrs = addrs,
+	                                                            .nservers = n,
+	                                                            .timeout_ms = timeout_ms,
+	                                                            .max_inflight = max,
+	                                                            .counters = ctr});
 }
 
 int main(void)
