@@ -38,6 +38,15 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def accepts(port, host="127.0.0.1"):
+    """True if something accepts a TCP connection on host:port now."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def wait_until(cond, timeout, interval=0.02):
     """Polls cond() until it returns a true value or timeout seconds have
     passed; returns cond()'s last value."""

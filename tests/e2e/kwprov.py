@@ -17,7 +17,6 @@ they are not ours to hold to that.
 import os
 import re
 import shutil
-import socket
 import subprocess
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -230,16 +229,9 @@ class Relay(kwharness.Process):
         super().__init__([exe, "--listen", "127.0.0.1:%d" % self.port, "--to", target,
                           "--delay-ms", str(delay_ms), "--log-level", "warn"])
         self.start()
-        if not self.wait_ready(self._accepts, 10):
+        if not self.wait_ready(lambda: kwharness.accepts(self.port), 10):
             self.stop()
             raise RuntimeError("keyway-relay did not start")
-
-    def _accepts(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
 
     def addr(self):
         return "127.0.0.1:%d" % self.port

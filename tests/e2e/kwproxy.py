@@ -48,12 +48,15 @@ free_port = kwharness.free_port
 class Proxy(kwharness.Process):
     """A running keyway-proxy on free loopback ports, with its stderr in a file."""
 
-    def __init__(self, key, crt, *args, metrics=True, expect_start=True, env=None, mode=None):
-        """mode: the mode flags (default ["--respond"]; e.g. ["--upstream", "127.0.0.1:N"])."""
+    def __init__(self, key, crt, *args, metrics=True, expect_start=True, env=None, mode=None,
+                 host="127.0.0.1"):
+        """mode: the mode flags (default ["--respond"]; e.g. ["--upstream", "127.0.0.1:N"]);
+        host: the listener's address (127.0.0.1 or ::1)."""
+        listen = "[%s]:%%d" % host if ":" in host else host + ":%d"
         for attempt in range(5):
-            self.port = free_port()
+            self.port = free_port(host)
             self.mport = free_port() if metrics else None
-            cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--cert", crt, "--key", key,
+            cmd = [PROXY, "--listen", listen % self.port, "--cert", crt, "--key", key,
                    *(["--respond"] if mode is None else mode), *args]
             if metrics:
                 cmd += ["--metrics", "127.0.0.1:%d" % self.mport]

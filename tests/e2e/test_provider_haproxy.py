@@ -23,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -30,6 +31,7 @@ import subprocess
 import time
 import urllib.request
 
+import kwharness
 import kwprov
 import kwtest
 from kwrelay import read_to_eof
@@ -91,7 +93,7 @@ def signatures(s):
                re.finditer(r'^keyless_requests\{opcode="(Op\w*Sign\w*)"\} (\S+)$', text, re.M))
 
 
-class HAProxy:
+class HAProxy(kwharness.Process):
     def __init__(self, s, name, env, short_port=None):
         self.tmp = s.tmp
         self.port = kwprov.free_port()
@@ -120,21 +122,13 @@ frontend fe
     bind 127.0.0.1:%d ssl crt %s
     http-request return status 200 content-type text/plain string "hello from haproxy"
 %s""" % (s.prov_dir, self.port, crt, short))
-        self.log_path = os.path.join(s.tmp, "haproxy-%s.log" % name)
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        super().__init__([HAPROXY, "-db", "-f", cfg], env=env, stop_timeout=20,
+                         log=os.path.join(s.tmp, "haproxy-%s.log" % name))
+        self.start()
+        self.wait_ready(lambda: kwharness.accepts(self.port), 15)
 
     def output(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+        return self.log_text()
 
     def curl(self, s):
         p = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert",
@@ -145,17 +139,7 @@ frontend fe
 
     def stop(self):
         """Soft stop (SIGUSR1): HAProxy exits by itself once idle."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(10)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.log.close()
-                return None
-        self.log.close()
-        return self.proc.returncode
+        return super().stop(signal.SIGUSR1)
 
 
 def get_200(port, cafile):
