@@ -70,7 +70,7 @@ speed_slice() {
 # measure REP NAME KEYFILE OP: keywayd with that one key, then DURATION pairs
 # of slices; appends "REP NAME TICKS OTHER-TICKS SERVED BENCH-JSON" per keywayd slice.
 measure() {
-	local rep=$1 name=$2 file=$3 op=$4 port mport keys t0 t1 b0 b1 n0 n1 out i
+	local rep=$1 name=$2 file=$3 op=$4 port mport keys t0 t1 b0 b1 n0 n1 out
 	keys=$scratch/keys-$name
 	mkdir -p "$keys"
 	install -m 600 "$pki/keys/$file.key" "$keys/"
@@ -88,7 +88,7 @@ measure() {
 	# One second of warm-up (first handshake, allocations), not measured.
 	timeout 60 taskset -c "$load_cpu" "$bench" "${args[@]}" --duration 1 >/dev/null 2>&1 ||
 		die "keyway-bench warm-up failed for $name: $(tail -n3 "$scratch/keywayd.log")"
-	for i in $(seq "$duration"); do
+	for _ in $(seq "$duration"); do
 		speed_slice "$rep" "$name"
 		# keyway-bench exits after its last answer, so keywayd is idle at t1.
 		n0=$(metric_sum "$mport" keyless_requests)

@@ -31,7 +31,7 @@ set -euo pipefail
 
 # shellcheck source=proxy-lib.sh
 . "$(dirname "$0")/proxy-lib.sh"
-conns=1500 rounds=7 delay=2.5 backend_cpu= load_cpus= analyse=
+conns=1500 rounds=7 delay=2.5 backend_cpu='' load_cpus='' analyse=''
 parse_args "proxy-keyless-rtt.sh [--connections N] [--rounds R] [--delay-ms D] [--backend-cpu C] [--load-cpus LIST] [--build DIR] [--results DIR]" \
 	--connections=conns --rounds=rounds --delay-ms=delay --backend-cpu=backend_cpu --load-cpus=load_cpus --analyse=analyse -- "$@"
 want conns '^[1-9][0-9]{2,5}$' "--connections: expected 500-999999" \

@@ -14,6 +14,10 @@ PATH=$PATH:/usr/sbin:/usr/local/sbin
 max_life=${max_life:-900}
 build=
 results=$here/results
+# What bench_init, make_pki, start_keywayd, cpu_slice and open_dat set.
+proxy='' keywayd='' relay='' cli='' bench='' ncpu='' server_cpu='' load_cpu='' tck='' machine=''
+scratch='' pki='' kport='' kmport='' slice_ticks='' slice_hs='' slice_fields='' slice_other=''
+slice_core='' stamp='' dat=''
 
 die() { echo "$(basename "$0"): $*" >&2; exit 2; }
 
