@@ -27,84 +27,16 @@
 # Exit status: 0 if every target is met, 1 if one is missed, 2 on a setup error.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-duration=5
-repeat=3
-only=rsa2048,ecdsap256,ed25519
-build=
-results=$here/results
-
-usage() {
-	echo "usage: keyserver.sh [--duration SECONDS] [--repeat N] [--keys LIST] [--build DIR] [--results DIR]" >&2
-	exit 2
-}
-while [ $# -gt 0 ]; do
-	case $1 in
-	--duration) [ $# -ge 2 ] || usage; duration=$2; shift 2 ;;
-	--repeat) [ $# -ge 2 ] || usage; repeat=$2; shift 2 ;;
-	--keys) [ $# -ge 2 ] || usage; only=$2; shift 2 ;;
-	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
-	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
-	-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) usage ;;
-	esac
-done
-[[ $duration =~ ^[1-9][0-9]{0,2}$ ]] || { echo "--duration: expected whole seconds, 1-999" >&2; exit 2; }
-[[ $repeat =~ ^[1-9][0-9]?$ ]] || { echo "--repeat: expected a count from 1 to 99" >&2; exit 2; }
-[[ ,$only, =~ ^(,(rsa2048|ecdsap256|ed25519))+,$ ]] ||
-	{ echo "--keys: expected a comma-separated subset of rsa2048,ecdsap256,ed25519" >&2; exit 2; }
-
-die() { echo "keyserver.sh: $*" >&2; exit 2; }
-
-# find_bin NAME SUBDIR: --build DIR, else this checkout's build-release/ (what scripts/demo.sh
-# builds, optimised) or build/, else PATH (installed: keywayd in sbin, keyway-bench in bin).
-find_bin() {
-	local name=$1 sub=$2 d
-	if [ -n "$build" ]; then
-		[ -x "$build/$sub/$name" ] && { echo "$build/$sub/$name"; return; }
-		[ -x "$build/$name" ] && { echo "$build/$name"; return; }
-		return 1
-	fi
-	for d in "$root/build-release" "$root/build"; do
-		[ -x "$d/$sub/$name" ] && { echo "$d/$sub/$name"; return; }
-	done
-	PATH=$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin command -v "$name"
-}
-keywayd=$(find_bin keywayd src/keywayd) || die "keywayd not found (build it, or pass --build DIR)"
-bench=$(find_bin keyway-bench src/bench) || die "keyway-bench not found (build it, or pass --build DIR)"
-for tool in openssl taskset python3 timeout; do
-	command -v "$tool" >/dev/null || die "$tool is needed"
-done
-
+# shellcheck source=proxy-lib.sh
+. "$(dirname "$0")/proxy-lib.sh"
+duration=5 repeat=3 only=rsa2048,ecdsap256,ed25519
+parse_args "keyserver.sh [--duration SECONDS] [--repeat N] [--keys LIST] [--build DIR] [--results DIR]" \
+	--duration=duration --repeat=repeat --keys=only -- "$@"
+want duration '^[1-9][0-9]{0,2}$' "--duration: expected whole seconds, 1-999" \
+	repeat '^[1-9][0-9]?$' "--repeat: expected a count from 1 to 99" \
+	only '^(rsa2048|ecdsap256|ed25519)(,(rsa2048|ecdsap256|ed25519))*$' "--keys: expected a comma-separated subset of rsa2048,ecdsap256,ed25519"
 # Server and load generator on different cores when there are two.
-ncpu=$(nproc)
-if [ "$ncpu" -ge 2 ]; then
-	server_cpu=1 bench_cpu=0
-else
-	server_cpu=0 bench_cpu=0
-	echo "warning: one CPU only; keywayd and keyway-bench share it" >&2
-fi
-tck=$(getconf CLK_TCK)
-machine="$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $ncpu CPUs, kernel $(uname -r)"
-
-scratch=$(mktemp -d /tmp/keyway-bench.XXXXXX)
-kpid= tpid=
-stop_keywayd() {
-	if [ -n "$kpid" ]; then
-		kill -TERM "$kpid" 2>/dev/null || true
-		for _ in $(seq 50); do kill -0 "$kpid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$kpid" 2>/dev/null || true
-	fi
-	[ -n "$tpid" ] && wait "$tpid" 2>/dev/null || true
-	kpid= tpid=
-}
-cleanup() {
-	stop_keywayd
-	rm -rf "$scratch"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_init "keywayd bench" "openssl taskset python3 timeout curl"
 
 echo "== machine: $machine"
 echo "== $(openssl version)"
@@ -113,23 +45,6 @@ echo "== keyway-bench: $bench"
 echo "== demo PKI and keys in $scratch"
 timeout 120 "$root/scripts/demo-pki.sh" "$scratch/pki" || die "demo-pki.sh failed"
 pki=$scratch/pki
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-cpu_ticks() { # utime + stime (fields 14, 15); strip "pid (comm) " first, comm may hold spaces
-	sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-served() { # served MPORT: keywayd's keyless_requests, summed over opcodes
-	taskset -c "$bench_cpu" python3 - "$1" <<'PY'
-import sys, urllib.request
-text = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
-print(sum(int(float(l.split()[-1])) for l in text.splitlines() if l.startswith("keyless_requests{")))
-PY
-}
-core_busy() { # busy ticks of CPU N (all but idle and iowait), to show other load on the core
-	awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
-}
 
 # speed_slice REP NAME: one second of openssl speed on keywayd's core; appends
 # "REP NAME COUNT USER-SECONDS" for the sign test.
@@ -155,51 +70,46 @@ speed_slice() {
 # measure REP NAME KEYFILE OP: keywayd with that one key, then DURATION pairs
 # of slices; appends "REP NAME TICKS OTHER-TICKS SERVED BENCH-JSON" per keywayd slice.
 measure() {
-	local rep=$1 name=$2 file=$3 op=$4 port mport keys t0 t1 b0 b1 n0 n1 out i
+	local rep=$1 name=$2 file=$3 op=$4 port mport keys t0 t1 b0 b1 n0 n1 out
 	keys=$scratch/keys-$name
 	mkdir -p "$keys"
 	install -m 600 "$pki/keys/$file.key" "$keys/"
 	port=$(free_port) mport=$(free_port)
-	rm -f "$scratch/keywayd.pid"
 	# Bounded even if this script is killed; the trap stops it sooner.
-	timeout -k 5 $((duration * 10 + 120)) taskset -c "$server_cpu" "$keywayd" --keys "$keys" \
+	max_life=$((duration * 10 + 120)) start keywayd "$server_cpu" "$keywayd" --keys "$keys" \
 		--listen "127.0.0.1:$port" --tls-cert "$pki/server.crt" --tls-key "$pki/server.key" \
-		--client-ca "$pki/ca.crt" --workers 1 --log-level warn --metrics "127.0.0.1:$mport" \
-		--pid-file "$scratch/keywayd.pid" 2>"$scratch/keywayd-$name.log" &
-	tpid=$!
-	for _ in $(seq 100); do
-		[ -s "$scratch/keywayd.pid" ] && break
-		kill -0 "$tpid" 2>/dev/null || break
-		sleep 0.1
-	done
-	[ -s "$scratch/keywayd.pid" ] || die "keywayd did not start: $(cat "$scratch/keywayd-$name.log")"
-	kpid=$(cat "$scratch/keywayd.pid")
+		--client-ca "$pki/ca.crt" --workers 1 --log-level warn --metrics "127.0.0.1:$mport"
+	wait_port "$port" && wait_port "$mport" ||
+		die "keywayd did not start: $(cat "$scratch/keywayd.log")"
+	kpid=${child[keywayd]}
 
 	local args=(--server "127.0.0.1:$port" --tls-cert "$pki/client.crt" --tls-key "$pki/client.key"
 		--ca "$pki/ca.crt" --op "$op" --key "$pki/certs/$file.crt" --connections 1 --depth 64 --json)
 	# One second of warm-up (first handshake, allocations), not measured.
-	timeout 60 taskset -c "$bench_cpu" "$bench" "${args[@]}" --duration 1 >/dev/null 2>&1 ||
-		die "keyway-bench warm-up failed for $name: $(tail -n3 "$scratch/keywayd-$name.log")"
-	for i in $(seq "$duration"); do
+	timeout 60 taskset -c "$load_cpu" "$bench" "${args[@]}" --duration 1 >/dev/null 2>&1 ||
+		die "keyway-bench warm-up failed for $name: $(tail -n3 "$scratch/keywayd.log")"
+	for _ in $(seq "$duration"); do
 		speed_slice "$rep" "$name"
 		# keyway-bench exits after its last answer, so keywayd is idle at t1.
-		n0=$(served "$mport") || die "cannot read keywayd's metrics"
-		t0=$(cpu_ticks "$kpid") b0=$(core_busy "$server_cpu")
-		out=$(timeout 60 taskset -c "$bench_cpu" "$bench" "${args[@]}" --duration 1 \
+		n0=$(metric_sum "$mport" keyless_requests)
+		t0=$(cpu_ticks "$kpid")
+		read -r b0 _ < <(core_ticks "$server_cpu")
+		out=$(timeout 60 taskset -c "$load_cpu" "$bench" "${args[@]}" --duration 1 \
 			2>"$scratch/bench.err") ||
 			die "keyway-bench failed for $name: $(tail -n3 "$scratch/bench.err")"
-		t1=$(cpu_ticks "$kpid") b1=$(core_busy "$server_cpu")
-		n1=$(served "$mport") || die "cannot read keywayd's metrics"
+		t1=$(cpu_ticks "$kpid")
+		read -r b1 _ < <(core_ticks "$server_cpu")
+		n1=$(metric_sum "$mport" keyless_requests)
 		printf '%s %s %s %s %s %s\n' "$rep" "$name" "$((t1 - t0))" "$((b1 - b0 - (t1 - t0)))" \
 			"$((n1 - n0))" "$out" >>"$scratch/keywayd.raw"
 		printf .
 	done
-	stop_keywayd
+	stop_proc keywayd
 }
 
 : >"$scratch/keywayd.raw"
 : >"$scratch/speed.raw"
-echo "== keywayd --workers 1 on CPU $server_cpu under keyway-bench on CPU $bench_cpu (mTLS, 1 connection," \
+echo "== keywayd --workers 1 on CPU $server_cpu under keyway-bench on CPU $load_cpu (mTLS, 1 connection," \
 	"depth 64), alternating with openssl speed on CPU $server_cpu; ${duration} one-second slices each"
 for rep in $(seq "$repeat"); do
 	for k in "rsa2048 rsa2048 rsa-pkcs1-sha256" "ecdsap256 ecdsa-p256 ecdsa-sha256" \
@@ -213,9 +123,7 @@ for rep in $(seq "$repeat"); do
 done
 
 # ---- the table, the data file, RESULT lines ----
-mkdir -p "$results"
-stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-dat=$results/keyserver-$stamp.dat
+open_dat keyserver
 status=0
 python3 - "$scratch/speed.raw" "$scratch/keywayd.raw" "$tck" "$duration" "$dat" "$machine" \
 	"$(openssl version)" "$stamp" <<'PY' || status=$?
@@ -317,10 +225,7 @@ sys.exit(1 if failed else 0)
 PY
 [ "$status" -le 1 ] || die "cannot compute the results"
 
-if command -v gnuplot >/dev/null; then
-	timeout 60 gnuplot <<EOF 2>"$scratch/gnuplot.err" || echo "warning: gnuplot failed: $(cat "$scratch/gnuplot.err")" >&2
-set terminal pngcairo size 800,480 font ",11"
-set output "$results/keyserver.png"
+chart keyserver 800,480 ",11" <<EOF
 set title "keywayd CPU per sign / openssl speed CPU per sign (1 worker, mTLS, depth 64)\n{/*0.8 $machine, $stamp}"
 set style data histograms
 set style histogram clustered gap 1
@@ -334,8 +239,4 @@ plot "$dat" using 4:xtic(1) title "measured" lc rgb "#3b75af", \
      "" using 5 title "target" lc rgb "#cccccc", \
      1 title "OpenSSL itself" dt 2 lc rgb "black"
 EOF
-	[ -s "$results/keyserver.png" ] && echo "wrote $dat and $results/keyserver.png" >&2
-else
-	echo "wrote $dat (install gnuplot for the chart: apt-get install gnuplot-nox)" >&2
-fi
 exit "$status"

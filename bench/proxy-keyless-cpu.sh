@@ -25,30 +25,11 @@
 # setup error.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-conns=1000
-rounds=16
-build=
-results=$here/results
-usage() {
-	echo "usage: proxy-keyless-cpu.sh [--connections N] [--rounds R] [--build DIR] [--results DIR]" >&2
-	exit 2
-}
-while [ $# -gt 0 ]; do
-	case $1 in
-	--connections) [ $# -ge 2 ] || usage; conns=$2; shift 2 ;;
-	--rounds) [ $# -ge 2 ] || usage; rounds=$2; shift 2 ;;
-	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
-	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
-	-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) usage ;;
-	esac
-done
-[[ $conns =~ ^[1-9][0-9]{2,5}$ ]] || { echo "--connections: expected 100-999999" >&2; exit 2; }
-[[ $rounds =~ ^[1-9][0-9]?$ ]] || { echo "--rounds: expected 1-99" >&2; exit 2; }
-
 # shellcheck source=proxy-lib.sh
-. "$here/proxy-lib.sh"
+. "$(dirname "$0")/proxy-lib.sh"
+conns=1000 rounds=16
+parse_slices proxy-keyless-cpu.sh "$@"
+bench_init "proxy keywayd relay cli" "h2load openssl taskset python3 timeout curl"
 
 echo "== machine: $machine; load average $(loadavg)"
 echo "== $(openssl version); $(h2load --version | head -n1)"
@@ -63,17 +44,14 @@ start_proxy inline rsa2048 local --backend inline --async off
 wait_proxies "${names[@]}"
 
 echo "== warm-up"
-for n in "${names[@]}"; do h2 "${pport[$n]}" 320 32 >/dev/null 2>&1 || die "h2load against $n failed"; done
+warm_up 320 32 "${names[@]}"
 
-mkdir -p "$results"
-stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-dat=$results/proxy-keyless-cpu-$stamp.dat
+open_dat proxy-keyless-cpu
 {
-	echo "# proxy-keyless-cpu.sh $stamp; $machine; $(openssl version)"
 	echo "# RSA-2048; connections per slice $conns, rounds $rounds, h2load -c 32 and keywayd on CPU $load_cpu, proxies on CPU $server_cpu"
 	echo "# other_ticks: what CPU $server_cpu gave to other processes during the slice; core_ticks: its elapsed ticks"
 	echo "# round proxy ticks handshakes h2load_ok h2load_failed wall_s tls connect_ms other_ticks core_ticks keywayd_requests"
-} >"$dat"
+} >>"$dat"
 
 echo "== $rounds rounds of $conns connections per proxy (load average $(loadavg))"
 for r in $(seq "$rounds"); do
@@ -135,25 +113,7 @@ print("RESULT keyless_async_vs_inline_cpu_per_handshake_rsa2048 %.3f 0.55 %s   (
 sys.exit(0 if passed else 1)
 PY
 
-if command -v gnuplot >/dev/null; then
-	timeout 60 gnuplot <<EOF || echo "warning: gnuplot failed" >&2
-set terminal pngcairo size 900,520 font "sans,10"
-set output "$results/proxy-keyless-cpu.png"
-set title "keyway-proxy CPU per full TLS 1.3 handshake, RSA-2048, X25519, one worker on one core\n(bars: total CPU / total handshakes; whiskers: per-round min-max)\n$machine" noenhanced
-set ylabel "µs of proxy CPU per handshake (lower is better)"
-set style fill solid 0.6 border -1
-set boxwidth 0.5
-set yrange [0:*]
-set xrange [-0.6:1.6]
-set grid ytics
-unset key
-plot "$results/proxy-keyless-cpu.plotdata" using 1:3:xtic(2) with boxes lc rgb "#4477aa", \
-     "" using 1:3:4:5 with yerrorbars lc rgb "black" pt 0, \
-     "" using (\$1+0.15):(\$3*1.04):(sprintf("%.0f µs",\$3)) with labels
-EOF
-	rm -f "$results/proxy-keyless-cpu.plotdata"
-	echo "== data: $dat; chart: $results/proxy-keyless-cpu.png"
-else
-	echo "warning: gnuplot not installed; no chart" >&2
-fi
+bar_chart proxy-keyless-cpu 900,520 1.6 0.5 '($1+0.15):($3*1.04)' \
+	"keyway-proxy CPU per full TLS 1.3 handshake, RSA-2048, X25519, one worker on one core\n(bars: total CPU / total handshakes; whiskers: per-round min-max)\n$machine" \
+	"µs of proxy CPU per handshake (lower is better)"
 exit $status

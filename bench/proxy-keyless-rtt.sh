@@ -29,41 +29,18 @@
 # 2 on a setup error.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-conns=1500
-rounds=7
-delay=2.5
-backend_cpu=
-load_cpus=
-analyse=
-build=
-results=$here/results
-usage() {
-	echo "usage: proxy-keyless-rtt.sh [--connections N] [--rounds R] [--delay-ms D] [--backend-cpu C] [--load-cpus LIST] [--build DIR] [--results DIR]" >&2
-	exit 2
-}
-while [ $# -gt 0 ]; do
-	case $1 in
-	--connections) [ $# -ge 2 ] || usage; conns=$2; shift 2 ;;
-	--rounds) [ $# -ge 2 ] || usage; rounds=$2; shift 2 ;;
-	--delay-ms) [ $# -ge 2 ] || usage; delay=$2; shift 2 ;;
-	--backend-cpu) [ $# -ge 2 ] || usage; backend_cpu=$2; shift 2 ;;
-	--load-cpus) [ $# -ge 2 ] || usage; load_cpus=$2; shift 2 ;;
-	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
-	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
-	--analyse) [ $# -ge 2 ] || usage; analyse=$2; shift 2 ;;
-	-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) usage ;;
-	esac
-done
-[[ $conns =~ ^[1-9][0-9]{2,5}$ ]] || { echo "--connections: expected 500-999999" >&2; exit 2; }
-[ "$conns" -ge 500 ] || { echo "--connections: expected 500-999999" >&2; exit 2; }
-[[ $rounds =~ ^[1-9][0-9]?$ ]] || { echo "--rounds: expected 1-99" >&2; exit 2; }
-[[ $delay =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "--delay-ms: expected a number of milliseconds" >&2; exit 2; }
-sync_conns=$((conns / 5))
-
 # shellcheck source=proxy-lib.sh
-. "$here/proxy-lib.sh"
+. "$(dirname "$0")/proxy-lib.sh"
+conns=1500 rounds=7 delay=2.5 backend_cpu='' load_cpus='' analyse=''
+parse_args "proxy-keyless-rtt.sh [--connections N] [--rounds R] [--delay-ms D] [--backend-cpu C] [--load-cpus LIST] [--build DIR] [--results DIR]" \
+	--connections=conns --rounds=rounds --delay-ms=delay --backend-cpu=backend_cpu --load-cpus=load_cpus --analyse=analyse -- "$@"
+want conns '^[1-9][0-9]{2,5}$' "--connections: expected 500-999999" \
+	rounds '^[1-9][0-9]?$' "--rounds: expected 1-99" \
+	delay '^[0-9]+(\.[0-9]+)?$' "--delay-ms: expected a number of milliseconds"
+[ "$conns" -ge 500 ] || { echo "--connections: expected 500-999999" >&2; exit 2; }
+sync_conns=$((conns / 5))
+bench_init "proxy keywayd relay cli" "h2load openssl taskset python3 timeout curl"
+
 # With four or more CPUs and no placement given, the load generator gets every core
 # but the proxy's and keywayd's: one core of h2load tops out near 1,000 handshakes/s
 # (about 0.9 ms of its CPU each), below what an async proxy core serves, so on two

@@ -1,18 +1,65 @@
 # shellcheck shell=bash disable=SC2034
-# proxy-lib.sh - shared pieces of the keyway-proxy benchmarks (sourced, not run).
+# proxy-lib.sh - shared pieces of the benchmarks (sourced, not run).
 #
-# The caller sets `build` (may be empty) and `results`, then sources this file.
-# It provides: the binaries (proxy keywayd relay cli), a scratch directory with a
-# demo PKI, processes started under `timeout` and stopped by the EXIT trap, /proc
-# CPU accounting, /metrics reads, and h2load runs parsed into fields.
+# A script sources this file, reads its flags with parse_args and want, then calls
+# bench_init with the programs and tools it needs. Provided: the binaries (proxy
+# keywayd relay cli bench), a scratch directory with a demo PKI, processes started
+# under `timeout` and stopped by the EXIT trap, /proc CPU accounting, /metrics
+# reads, h2load runs parsed into fields, the .dat file and the gnuplot chart.
 
 here=${here:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 root=$(cd "$here/.." && pwd)
 PATH=$PATH:/usr/sbin:/usr/local/sbin
 # Every long-running process is started under this bound (seconds).
 max_life=${max_life:-900}
+build=
+results=$here/results
+# What bench_init, make_pki, start_keywayd, cpu_slice and open_dat set.
+proxy='' keywayd='' relay='' cli='' bench='' ncpu='' server_cpu='' load_cpu='' tck='' machine=''
+scratch='' pki='' kport='' kmport='' slice_ticks='' slice_hs='' slice_fields='' slice_other=''
+slice_core='' stamp='' dat=''
 
 die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+# parse_args USAGE --flag=VAR... -- ARGS...: sets VAR to the value after --flag in ARGS
+# (--build and --results are always known); -h prints the script's header comment, and
+# anything else prints "usage: USAGE" and exits 2.
+parse_args() {
+	local usage=$1 spec
+	declare -A var=([--build]=build [--results]=results)
+	shift
+	while [ "$1" != -- ]; do
+		var[${1%%=*}]=${1#*=}
+		shift
+	done
+	shift
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+		esac
+		spec=${var[$1]:-}
+		[ -n "$spec" ] && [ $# -ge 2 ] || { echo "usage: $usage" >&2; exit 2; }
+		printf -v "$spec" '%s' "$2"
+		shift 2
+	done
+}
+want() { # [VAR REGEX MESSAGE]...: exit 2 with MESSAGE unless $VAR matches REGEX
+	while [ $# -ge 3 ]; do
+		[[ ${!1} =~ $2 ]] || { echo "$3" >&2; exit 2; }
+		shift 3
+	done
+}
+
+# parse_slices SCRIPT ARGS...: the flags of a benchmark whose only own ones are
+# --connections N (100-999999, into conns) and --rounds R (1-99, into rounds).
+parse_slices() {
+	local script=$1
+	shift
+	parse_args "$script [--connections N] [--rounds R] [--build DIR] [--results DIR]" \
+		--connections=conns --rounds=rounds -- "$@"
+	want conns '^[1-9][0-9]{2,5}$' "--connections: expected 100-999999" \
+		rounds '^[1-9][0-9]?$' "--rounds: expected 1-99"
+}
 
 find_bin() { # NAME SUBDIR: --build DIR, then build-release/, build/, then PATH
 	local d
@@ -27,25 +74,36 @@ find_bin() { # NAME SUBDIR: --build DIR, then build-release/, build/, then PATH
 	done
 	command -v "$1"
 }
-proxy=$(find_bin keyway-proxy proxy) || die "keyway-proxy not found (build it, or pass --build DIR)"
-keywayd=$(find_bin keywayd keywayd) || die "keywayd not found"
-relay=$(find_bin keyway-relay relay) || die "keyway-relay not found"
-cli=$(find_bin keyway cli) || die "keyway (the CLI) not found"
-for tool in h2load openssl taskset python3 timeout curl; do
-	command -v "$tool" >/dev/null || die "$tool is needed (scripts/deps.sh installs it)"
-done
 
-ncpu=$(nproc)
-if [ "$ncpu" -ge 2 ]; then
-	server_cpu=1 load_cpu=0
-else
-	server_cpu=0 load_cpu=0
-	echo "warning: one CPU only; everything shares it" >&2
-fi
-tck=$(getconf CLK_TCK)
-machine="$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $ncpu CPUs, kernel $(uname -r)"
+# bench_init "VAR..." "TOOL...": finds each program (VAR among proxy keywayd relay
+# cli bench) and tool, picks the cores (server_cpu for the server under test,
+# load_cpu for the load generator), makes the scratch directory, sets the EXIT trap.
+declare -A programs=([proxy]="keyway-proxy proxy" [keywayd]="keywayd keywayd"
+	[relay]="keyway-relay relay" [cli]="keyway cli" [bench]="keyway-bench bench")
+bench_init() {
+	local var tool
+	for var in $1; do
+		# shellcheck disable=SC2086
+		printf -v "$var" '%s' "$(find_bin ${programs[$var]})"
+		[ -n "${!var}" ] || die "${programs[$var]%% *} not found (build it, or pass --build DIR)"
+	done
+	for tool in $2; do
+		command -v "$tool" >/dev/null || die "$tool is needed (scripts/deps.sh installs it)"
+	done
+	ncpu=$(nproc)
+	if [ "$ncpu" -ge 2 ]; then
+		server_cpu=1 load_cpu=0
+	else
+		server_cpu=0 load_cpu=0
+		echo "warning: one CPU only; everything shares it" >&2
+	fi
+	tck=$(getconf CLK_TCK)
+	machine="$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $ncpu CPUs, kernel $(uname -r)"
+	scratch=$(mktemp -d /tmp/keyway-bench.XXXXXX)
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+}
 
-scratch=$(mktemp -d /tmp/keyway-bench.XXXXXX)
 declare -A wrapper child
 procs=()
 stop_proc() { # NAME: SIGTERM (timeout passes it on), wait up to 5 s, then SIGKILL
@@ -70,8 +128,6 @@ cleanup() {
 	stop_all
 	rm -rf "$scratch"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # start NAME CPU CMD...: run CMD pinned to CPU under `timeout`, stderr to
 # $scratch/NAME.log; child[NAME] is the program's own pid (for /proc).
@@ -96,8 +152,13 @@ wait_port() { # PORT: until something accepts on 127.0.0.1:PORT (10 s)
 	timeout 10 bash -c "until (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.05; done"
 }
 
-cpu_ticks() { # PID: utime + stime of the whole process; strip "pid (comm) " first
-	sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+cpu_ticks() { # PID...: utime + stime of the processes, summed; strip "pid (comm) " first
+	local p t=0 f
+	for p in "$@"; do
+		f=$(sed 's/^.*) //' "/proc/$p/stat") || continue
+		t=$((t + $(awk '{print $12 + $13}' <<<"$f")))
+	done
+	echo "$t"
 }
 core_ticks() { # CPU: "busy total" ticks of that core from /proc/stat (busy: all but idle, iowait)
 	awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
@@ -212,3 +273,50 @@ cpu_slice() {
 }
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# warm_up N C NAME...: N connections, C at a time, against each server (pport), unmeasured.
+warm_up() {
+	local count=$1 c=$2 n
+	shift 2
+	for n in "$@"; do h2 "${pport[$n]}" "$count" "$c" >/dev/null 2>&1 || die "h2load against $n failed"; done
+}
+
+# open_dat NAME: sets stamp and dat (RESULTS/NAME-STAMP.dat), which gets its first comment line.
+open_dat() {
+	mkdir -p "$results"
+	stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+	dat=$results/$1-$stamp.dat
+	echo "# $1.sh $stamp; $machine; $(openssl version)" >"$dat"
+}
+
+# chart NAME SIZE [FONT] <GNUPLOT: draws RESULTS/NAME.png (pngcairo, SIZE such as
+# 900,520) with the commands on stdin, removes RESULTS/NAME.plotdata, says where
+# the data and the chart are.
+chart() {
+	if command -v gnuplot >/dev/null; then
+		{
+			echo "set terminal pngcairo size $2 font \"${3:-sans,10}\""
+			echo "set output \"$results/$1.png\""
+			cat
+		} | timeout 60 gnuplot 2>"$scratch/gnuplot.err" ||
+			echo "warning: gnuplot failed: $(cat "$scratch/gnuplot.err")" >&2
+		rm -f "$results/$1.plotdata"
+		echo "== data: $dat; chart: $results/$1.png"
+	else
+		echo "warning: gnuplot not installed; no chart (scripts/deps.sh installs gnuplot-nox)" >&2
+	fi
+}
+# bar_chart NAME SIZE XMAX BOXWIDTH LABEL_AT TITLE YLABEL: chart NAME as one bar a
+# server (column 3 of RESULTS/NAME.plotdata, its label column 2) with min-max whiskers
+# (columns 4 and 5) and the value written at LABEL_AT (gnuplot x:y, such as
+# ($1+0.15):($3*1.04)).
+bar_chart() {
+	{
+		printf 'set title "%s" noenhanced\nset ylabel "%s"\n' "$6" "$7"
+		printf '%s\n' "set style fill solid 0.6 border -1" "set boxwidth $4" "set yrange [0:*]" \
+			"set xrange [-0.6:$3]" "set grid ytics" "unset key"
+		printf 'plot "%s" using 1:3:xtic(2) with boxes lc rgb "#4477aa", \\\n' "$results/$1.plotdata"
+		printf '     "" using 1:3:4:5 with yerrorbars lc rgb "black" pt 0, \\\n'
+		printf '     "" using %s:(sprintf("%%.0f µs",$3)) with labels\n' "$5"
+	} | chart "$1" "$2"
+}

@@ -30,37 +30,16 @@
 # summaries as -DATE.strace) and RESULTS/proxy-notify-poll.png.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-conns=500
-rounds=6
-sconns=500
-interval=1000
-build=
-results=$here/results
-usage() {
-	echo "usage: proxy-notify-poll.sh [--connections N] [--rounds R] [--strace-connections M] [--poll-interval-us U] [--build DIR] [--results DIR]" >&2
-	exit 2
-}
-while [ $# -gt 0 ]; do
-	case $1 in
-	--connections) [ $# -ge 2 ] || usage; conns=$2; shift 2 ;;
-	--rounds) [ $# -ge 2 ] || usage; rounds=$2; shift 2 ;;
-	--strace-connections) [ $# -ge 2 ] || usage; sconns=$2; shift 2 ;;
-	--poll-interval-us) [ $# -ge 2 ] || usage; interval=$2; shift 2 ;;
-	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
-	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
-	-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) usage ;;
-	esac
-done
-[[ $conns =~ ^[1-9][0-9]{2,5}$ ]] || { echo "--connections: expected 100-999999" >&2; exit 2; }
-[[ $sconns =~ ^[1-9][0-9]{2,5}$ ]] || { echo "--strace-connections: expected 100-999999" >&2; exit 2; }
-[[ $rounds =~ ^[1-9][0-9]?$ ]] || { echo "--rounds: expected 1-99" >&2; exit 2; }
-[[ $interval =~ ^[1-9][0-9]{0,6}$ ]] || { echo "--poll-interval-us: expected 1-9999999" >&2; exit 2; }
-
 # shellcheck source=proxy-lib.sh
-. "$here/proxy-lib.sh"
-command -v strace >/dev/null || die "strace is needed (scripts/deps.sh installs it)"
+. "$(dirname "$0")/proxy-lib.sh"
+conns=500 rounds=6 sconns=500 interval=1000
+parse_args "proxy-notify-poll.sh [--connections N] [--rounds R] [--strace-connections M] [--poll-interval-us U] [--build DIR] [--results DIR]" \
+	--connections=conns --rounds=rounds --strace-connections=sconns --poll-interval-us=interval -- "$@"
+want conns '^[1-9][0-9]{2,5}$' "--connections: expected 100-999999" \
+	sconns '^[1-9][0-9]{2,5}$' "--strace-connections: expected 100-999999" \
+	rounds '^[1-9][0-9]?$' "--rounds: expected 1-99" \
+	interval '^[1-9][0-9]{0,6}$' "--poll-interval-us: expected 1-9999999"
+bench_init "proxy keywayd relay cli" "h2load openssl taskset python3 timeout curl strace"
 
 echo "== machine: $machine; load average $(loadavg)"
 echo "== $(openssl version); $(h2load --version | head -n1); $(strace -V | head -n1)"
@@ -88,19 +67,16 @@ wait_proxies "${names[@]}"
 nn=${#names[@]}
 
 echo "== warm-up"
-for n in "${names[@]}"; do h2 "${pport[$n]}" 200 32 >/dev/null 2>&1 || die "h2load against $n failed"; done
+warm_up 200 32 "${names[@]}"
 
-mkdir -p "$results"
-stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-dat=$results/proxy-notify-poll-$stamp.dat
+open_dat proxy-notify-poll
 straces=$results/proxy-notify-poll-$stamp.strace
 {
-	echo "# proxy-notify-poll.sh $stamp; $machine; $(openssl version)"
 	echo "# RSA-2048; connections per slice $conns, rounds $rounds, strace run $sconns connections; poll timer $interval us"
 	echo "# h2load -c 32 and keywayd on CPU $load_cpu, proxies (with their crypto threads) on CPU $server_cpu"
 	echo "# cpu round config ticks handshakes h2load_ok h2load_failed wall_s tls connect_ms other_ticks core_ticks"
 	echo "# strace config syscalls handshakes h2load_ok h2load_failed wall_s tls connect_ms epoll_wait reads writes futex"
-} >"$dat"
+} >>"$dat"
 : >"$straces"
 
 echo "== CPU: $rounds rounds of $conns connections per proxy (load average $(loadavg))"
@@ -208,10 +184,7 @@ for n in names:
 sys.exit(1 if bad else 0)
 PY
 
-if command -v gnuplot >/dev/null; then
-	timeout 60 gnuplot <<EOF || echo "warning: gnuplot failed" >&2
-set terminal pngcairo size 1300,620 font "sans,10"
-set output "$results/proxy-notify-poll.png"
+chart proxy-notify-poll 1300,620 <<EOF
 set title "keyway-proxy, RSA-2048, one worker on one core: CPU per handshake (bars, left; whiskers: per-round min-max)\nand system calls per handshake under strace -c -f (points, right)\n$machine" noenhanced
 set ylabel "µs of proxy CPU per handshake"
 set y2label "system calls per handshake"
@@ -229,9 +202,4 @@ plot "$results/proxy-notify-poll.plotdata" using 1:3:xtic(2) with boxes lc rgb "
      "" using 1:3:4:5 with yerrorbars lc rgb "black" pt 0 notitle, \
      "" using 1:6 axes x1y2 with points pt 7 ps 1.5 lc rgb "#cc6677" title "syscalls/handshake"
 EOF
-	rm -f "$results/proxy-notify-poll.plotdata"
-	echo "== data: $dat; chart: $results/proxy-notify-poll.png"
-else
-	echo "warning: gnuplot not installed; no chart" >&2
-fi
 exit $status

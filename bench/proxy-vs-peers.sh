@@ -28,92 +28,13 @@
 # Exit status: 0 if every target is met, 1 if one is missed, 2 on a setup error.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
-conns=1000
-rounds=10
-build=
-results=$here/results
-
-usage() {
-	echo "usage: proxy-vs-peers.sh [--connections N] [--rounds R] [--build DIR] [--results DIR]" >&2
-	exit 2
-}
-while [ $# -gt 0 ]; do
-	case $1 in
-	--connections) [ $# -ge 2 ] || usage; conns=$2; shift 2 ;;
-	--rounds) [ $# -ge 2 ] || usage; rounds=$2; shift 2 ;;
-	--build) [ $# -ge 2 ] || usage; build=$2; shift 2 ;;
-	--results) [ $# -ge 2 ] || usage; results=$2; shift 2 ;;
-	-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-	*) usage ;;
-	esac
-done
-[[ $conns =~ ^[1-9][0-9]{2,5}$ ]] || { echo "--connections: expected 100-999999" >&2; exit 2; }
-[[ $rounds =~ ^[1-9][0-9]?$ ]] || { echo "--rounds: expected 1-99" >&2; exit 2; }
-
-die() { echo "proxy-vs-peers.sh: $*" >&2; exit 2; }
-
-find_proxy() {
-	local d
-	if [ -n "$build" ]; then
-		for d in "$build/src/proxy" "$build"; do
-			[ -x "$d/keyway-proxy" ] && { echo "$d/keyway-proxy"; return; }
-		done
-		return 1
-	fi
-	for d in "$root/build-release" "$root/build"; do
-		[ -x "$d/src/proxy/keyway-proxy" ] && { echo "$d/src/proxy/keyway-proxy"; return; }
-	done
-	command -v keyway-proxy
-}
-proxy=$(find_proxy) || die "keyway-proxy not found (build it, or pass --build DIR)"
-PATH=$PATH:/usr/sbin:/usr/local/sbin
-for tool in nginx haproxy h2load openssl taskset python3 timeout; do
-	command -v "$tool" >/dev/null || die "$tool is needed (scripts/deps.sh installs it)"
-done
-
-ncpu=$(nproc)
-if [ "$ncpu" -ge 2 ]; then
-	server_cpu=1 load_cpu=0
-else
-	server_cpu=0 load_cpu=0
-	echo "warning: one CPU only; the servers and h2load share it" >&2
-fi
-tck=$(getconf CLK_TCK)
-machine="$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $ncpu CPUs, kernel $(uname -r)"
-
-scratch=$(mktemp -d /tmp/keyway-peers.XXXXXX)
+# shellcheck source=proxy-lib.sh
+. "$(dirname "$0")/proxy-lib.sh"
+conns=1000 rounds=10
+parse_slices proxy-vs-peers.sh "$@"
+bench_init proxy "nginx haproxy h2load openssl taskset python3 timeout curl"
 chmod 755 "$scratch" # nginx workers run as an unprivileged user
-declare -A pid port
 names=(keyway-proxy keyway-proxy-async nginx haproxy)
-stop_all() {
-	local n
-	for n in "${names[@]}"; do
-		[ -n "${pid[$n]:-}" ] || continue
-		kill -TERM "${pid[$n]}" 2>/dev/null || true
-	done
-	for n in "${names[@]}"; do
-		[ -n "${pid[$n]:-}" ] || continue
-		for _ in $(seq 50); do kill -0 "${pid[$n]}" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "${pid[$n]}" 2>/dev/null || true
-		wait "${pid[$n]}" 2>/dev/null || true
-		pid[$n]=
-	done
-}
-cleanup() {
-	stop_all
-	rm -rf "$scratch"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # PORT: until something accepts on 127.0.0.1:PORT (10 s)
-	timeout 10 bash -c "until (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.05; done"
-}
 
 echo "== machine: $machine"
 echo "== $(openssl version); $(nginx -v 2>&1); $(haproxy -v | head -n1 | cut -d' ' -f1-3); $(h2load --version | head -n1)"
@@ -125,21 +46,19 @@ timeout 60 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$scratch/rsa.key" 
 cat "$scratch/rsa.crt" "$scratch/rsa.key" >"$scratch/rsa.pem"
 chmod 644 "$scratch/rsa.key" "$scratch/rsa.pem" # scratch copy; nginx reads it as root anyway
 
-for n in "${names[@]}"; do port[$n]=$(free_port); done
-mport=$(free_port) mport2=$(free_port) sport=$(free_port)
+for n in "${names[@]}"; do pport[$n]=$(free_port); done
+mport[keyway-proxy]=$(free_port) mport[keyway-proxy-async]=$(free_port) sport=$(free_port)
 hsock=$scratch/haproxy.sock
 
 # keyway-proxy: the no-offload baseline, sign inline on the loop thread; without and with
 # SSL_MODE_ASYNC around the handshake.
-start_proxy() { # NAME ASYNC METRICSPORT
-	taskset -c "$server_cpu" "$proxy" --listen "127.0.0.1:${port[$1]}" --cert "$scratch/rsa.crt" \
+start_peer_proxy() { # NAME ASYNC
+	start "$1" "$server_cpu" "$proxy" --listen "127.0.0.1:${pport[$1]}" --cert "$scratch/rsa.crt" \
 		--key "$scratch/rsa.key" --respond --workers 1 --backend inline --async "$2" \
-		--keepalive-timeout 0 --resumption off --access-log off --metrics "127.0.0.1:$3" \
-		2>"$scratch/$1.log" &
-	pid[$1]=$!
+		--keepalive-timeout 0 --resumption off --access-log off --metrics "127.0.0.1:${mport[$1]}"
 }
-start_proxy keyway-proxy off "$mport"
-start_proxy keyway-proxy-async on "$mport2"
+start_peer_proxy keyway-proxy off
+start_peer_proxy keyway-proxy-async on
 
 mkdir -p "$scratch/nginx/logs"
 cat >"$scratch/nginx/nginx.conf" <<EOF
@@ -152,7 +71,7 @@ events { worker_connections 4096; }
 http {
     access_log off;
     server {
-        listen 127.0.0.1:${port[nginx]} ssl;
+        listen 127.0.0.1:${pport[nginx]} ssl;
         ssl_certificate $scratch/rsa.crt;
         ssl_certificate_key $scratch/rsa.key;
         ssl_protocols TLSv1.3;
@@ -168,9 +87,8 @@ http {
     }
 }
 EOF
-taskset -c "$server_cpu" nginx -p "$scratch/nginx" -c "$scratch/nginx/nginx.conf" \
-	-e "$scratch/nginx/error.log" 2>"$scratch/nginx.log" &
-pid[nginx]=$!
+start nginx "$server_cpu" nginx -p "$scratch/nginx" -c "$scratch/nginx/nginx.conf" \
+	-e "$scratch/nginx/error.log"
 
 cat >"$scratch/haproxy.cfg" <<EOF
 global
@@ -185,46 +103,29 @@ defaults
     timeout server 10s
     option httpclose
 frontend fe
-    bind 127.0.0.1:${port[haproxy]} ssl crt $scratch/rsa.pem ssl-min-ver TLSv1.3 curves X25519 no-tls-tickets
+    bind 127.0.0.1:${pport[haproxy]} ssl crt $scratch/rsa.pem ssl-min-ver TLSv1.3 curves X25519 no-tls-tickets
     http-request return status 200 content-type text/plain string "ok\n"
 EOF
-taskset -c "$server_cpu" haproxy -db -f "$scratch/haproxy.cfg" 2>"$scratch/haproxy.log" &
-pid[haproxy]=$!
+start haproxy "$server_cpu" haproxy -db -f "$scratch/haproxy.cfg"
 
 for n in "${names[@]}"; do
-	wait_port "${port[$n]}" || { cat "$scratch/$n.log" "$scratch/nginx/error.log" >&2 2>/dev/null; die "$n did not start"; }
+	wait_port "${pport[$n]}" || { cat "$scratch/$n.log" "$scratch/nginx/error.log" >&2 2>/dev/null; die "$n did not start"; }
 done
-wait_port "$sport" && wait_port "$mport" && wait_port "$mport2" || die "a status port did not open"
+wait_port "$sport" && wait_port "${mport[keyway-proxy]}" && wait_port "${mport[keyway-proxy-async]}" || die "a status port did not open"
 for _ in $(seq 50); do [ -S "$hsock" ] && break; sleep 0.1; done
 
 # server_pids NAME: the processes whose CPU counts (nginx: master and its worker).
 server_pids() {
 	if [ "$1" = nginx ]; then
-		echo "${pid[nginx]} $(pgrep -P "${pid[nginx]}" | tr '\n' ' ')"
+		echo "${child[nginx]} $(pgrep -P "${child[nginx]}" | tr '\n' ' ')"
 	else
-		echo "${pid[$1]}"
+		echo "${child[$1]}"
 	fi
-}
-cpu_ticks() { # PIDS...: summed utime + stime; strip "pid (comm) " first, comm may hold spaces
-	local p t=0 f
-	for p in "$@"; do
-		f=$(sed 's/^.*) //' "/proc/$p/stat") || continue
-		t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
-	done
-	echo "$t"
 }
 # handshakes NAME: the server's own count of TLS connections (each gets exactly one).
 handshakes() {
 	case $1 in
-	keyway-proxy | keyway-proxy-async)
-		local mp=$mport
-		[ "$1" = keyway-proxy-async ] && mp=$mport2
-		timeout 10 python3 - "$mp" <<'PY'
-import sys, urllib.request
-t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
-print(int(float([l for l in t.splitlines() if l.startswith("keyway_proxy_handshakes_total ")][0].split()[1])))
-PY
-		;;
+	keyway-proxy | keyway-proxy-async) metric "${mport[$1]}" keyway_proxy_handshakes_total ;;
 	nginx) # accepts counts this status request too, on a plain port: take it off
 		timeout 10 python3 - "$sport" <<'PY'
 import sys, urllib.request
@@ -238,12 +139,7 @@ import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.sendall(b"show info\n")
-data = b""
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    data += d
+data = s.makefile("rb").read()  # haproxy closes after the answer
 print([l.split(":")[1].strip() for l in data.decode().splitlines() if l.startswith("CumSslConns:")][0])
 PY
 		;;
@@ -255,7 +151,7 @@ echo
 printf "%-20s %-8s %-24s %-8s %s\n" server proto cipher group tickets
 for n in "${names[@]}"; do
 	out=$(printf 'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' |
-		timeout 10 openssl s_client -connect "127.0.0.1:${port[$n]}" -msg -ign_eof \
+		timeout 10 openssl s_client -connect "127.0.0.1:${pport[$n]}" -msg -ign_eof \
 			-ciphersuites TLS_AES_128_GCM_SHA256 -groups X25519 2>/dev/null) || true
 	tickets=$(grep -c 'NewSessionTicket' <<<"$out" || true)
 	proto=$(sed -n 's/^New, \(TLSv[0-9.]*\), Cipher is .*/\1/p' <<<"$out" | head -n1)
@@ -265,23 +161,15 @@ for n in "${names[@]}"; do
 	echo "$n $tickets" >>"$scratch/tickets"
 done
 
-h2() { # PORT N
-	taskset -c "$load_cpu" timeout 300 h2load --h1 -n "$2" -c 32 -t 1 --groups X25519 \
-		--tls13-ciphers TLS_AES_128_GCM_SHA256 "https://127.0.0.1:$1/"
-}
-
 echo
 echo "== warm-up"
-for n in "${names[@]}"; do h2 "${port[$n]}" 320 >/dev/null 2>&1 || die "h2load against $n failed"; done
+warm_up 320 32 "${names[@]}"
 
-mkdir -p "$results"
-stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-dat=$results/proxy-vs-peers-$stamp.dat
+open_dat proxy-vs-peers
 {
-	echo "# proxy-vs-peers.sh $stamp; $machine; $(openssl version)"
 	echo "# connections per slice $conns, rounds $rounds, h2load -c 32 on CPU $load_cpu, servers on CPU $server_cpu"
 	echo "# round server ticks handshakes_counted h2load_succeeded h2load_failed wall_s tls"
-} >"$dat"
+} >>"$dat"
 
 echo "== $rounds rounds of $conns connections per server"
 for r in $(seq "$rounds"); do
@@ -292,18 +180,15 @@ for r in $(seq "$rounds"); do
 		pids=$(server_pids "$n")
 		h0=$(handshakes "$n")
 		t0=$(cpu_ticks $pids)
-		out=$(h2 "${port[$n]}" "$conns" 2>&1) || die "h2load against $n failed: $out"
+		out=$(h2 "${pport[$n]}" "$conns" 32 2>&1) || die "h2load against $n failed: $out"
 		t1=$(cpu_ticks $pids)
 		h1=$(handshakes "$n")
 		counted=$((h1 - h0))
 		[ "$n" = nginx ] && counted=$((counted - 1))
-		ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded, \([0-9]*\) failed.*/\1 \2/p' <<<"$out")
-		wall=$(sed -n 's/^finished in \([0-9.]*\)\(m\{0,1\}\)s,.*/\1 \2/p' <<<"$out" |
-			awk '{print ($2 == "m") ? $1 / 1000 : $1}')
-		tls=$(sed -n 's/^TLS Protocol: *//p; s/^Cipher: *//p; s/^Server Temp Key: *\([A-Z0-9]*\).*/\1/p' <<<"$out" | tr '\n' '/' | sed 's/ //g; s/\/$//')
-		echo "$r $n $((t1 - t0)) $counted ${ok:-0 0} ${wall:-0} ${tls:-?}" >>"$dat"
+		read -r ok failed wall tls _ <<<"$(h2_fields "$out")"
+		echo "$r $n $((t1 - t0)) $counted $ok $failed $wall $tls" >>"$dat"
 		printf "  round %d %-20s %5d ticks %6d handshakes (h2load: %s) %ss %s\n" "$r" "$n" \
-			"$((t1 - t0))" "$counted" "${ok:-?}" "${wall:-?}" "$tls"
+			"$((t1 - t0))" "$counted" "$ok $failed" "$wall" "$tls"
 	done
 done
 
@@ -359,25 +244,7 @@ for n in ("keyway-proxy", "keyway-proxy-async"):
 sys.exit(0 if ok_all else 1)
 PY
 
-if command -v gnuplot >/dev/null; then
-	timeout 60 gnuplot <<EOF || echo "warning: gnuplot failed" >&2
-set terminal pngcairo size 1000,540 font "sans,10"
-set output "$results/proxy-vs-peers.png"
-set title "Server CPU per full TLS 1.3 handshake: RSA-2048 signed inline, X25519, one core\n(bars: total CPU / total handshakes; whiskers: per-round min-max)\n$machine" noenhanced
-set ylabel "µs of server CPU per handshake (lower is better)"
-set style fill solid 0.6 border -1
-set boxwidth 0.6
-set yrange [0:*]
-set xrange [-0.6:3.6]
-set grid ytics
-unset key
-plot "$results/proxy-vs-peers.plotdata" using 1:3:xtic(2) with boxes lc rgb "#4477aa", \
-     "" using 1:3:4:5 with yerrorbars lc rgb "black" pt 0, \
-     "" using (\$1+0.17):(\$3+25):(sprintf("%.0f µs",\$3)) with labels
-EOF
-	rm -f "$results/proxy-vs-peers.plotdata"
-	echo "== data: $dat; chart: $results/proxy-vs-peers.png"
-else
-	echo "warning: gnuplot not installed; no chart" >&2
-fi
+bar_chart proxy-vs-peers 1000,540 3.6 0.6 '($1+0.17):($3+25)' \
+	"Server CPU per full TLS 1.3 handshake: RSA-2048 signed inline, X25519, one core\n(bars: total CPU / total handshakes; whiskers: per-round min-max)\n$machine" \
+	"µs of server CPU per handshake (lower is better)"
 exit $status

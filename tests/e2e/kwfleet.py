@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 
+import kwharness
 import kwprov
 import kwtest
 
@@ -107,9 +108,7 @@ class Fleet:
     @staticmethod
     def sigkill(kd):
         """SIGKILL on purpose: not a crash to report."""
-        kd.noted = True
         kd.kill()
-        kd.returncode = kd.proc.returncode
 
     def fallback_dir(self):
         """A directory holding this Setup's key (each Fleet makes keys of its own)."""
@@ -127,22 +126,19 @@ class Fleet:
         over.update(env)
         e = self.s.env(servers=servers or "%s,%s" % (self.addr(self.a), self.addr(self.b)),
                        **over)
-        if "LD_PRELOAD" in e:  # our own program, sanitizer built in: leak checks on
-            e.pop("LD_PRELOAD")
-            e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+        kwharness.own_program_env(e)
         cmd = [self.exe, "--key", self.s.refs[self.name], "--pub", self.s.pubs[self.name],
                "--threads", str(threads), "--seconds", str(seconds)]
-        errf = open(os.path.join(self.tmp, "driver-%d.err" % time.monotonic_ns()), "w+")
-        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf,
-                             text=True, env=e)
+        p = kwharness.Process(cmd, what="provider_fleet", env=e, stdout=subprocess.PIPE,
+                              stdin=subprocess.PIPE).start()
         rep = Report()
         todo = sorted(actions, key=lambda x: x[0])
-        timer = threading.Timer(seconds + 60, p.kill)
+        timer = threading.Timer(seconds + 60, p.proc.kill)
         timer.start()
         try:
             while todo and todo[0][0] <= 1:
                 todo.pop(0)[1]()
-            for line in p.stdout:
+            for line in p.proc.stdout:
                 line = line.strip()
                 m = SEC.match(line)
                 if m:
@@ -160,14 +156,9 @@ class Fleet:
                 if m:
                     rep.stats = {"retries": int(m.group(1)), "failovers": int(m.group(2)),
                                  "fallbacks": int(m.group(3))}
-            rep.returncode = p.wait(timeout=30)
+            rep.returncode = p.wait(30)
         finally:
             timer.cancel()
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            errf.seek(0)
-            rep.stderr = errf.read()
-            errf.close()
-        kwtest.note_process_output("provider_fleet", rep.stderr, rep.returncode)
+            p.stop(signal.SIGKILL)
+            rep.stderr = p.log_text()
         return rep

@@ -17,22 +17,18 @@ they are not ours to hold to that.
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 
+import kwharness
 import kwtest
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 
 
-def skip(why):
-    print("SKIP: " + why)
-    sys.exit(77)
+skip = kwharness.skip
 
 
 def provider_dir():
@@ -49,23 +45,8 @@ def cli():
     return c
 
 
-def sanitizer_env(so_path):
-    """Environment additions for a stock program loading an ASan-built keyway.so."""
-    try:
-        out = subprocess.run(["ldd", so_path], capture_output=True, text=True, timeout=10).stdout
-    except Exception:
-        return {}
-    if "libasan" not in out:
-        return {}
-    cc = shutil.which("cc") or shutil.which("gcc")
-    lib = subprocess.run([cc, "-print-file-name=libasan.so"], capture_output=True, text=True,
-                         timeout=10).stdout.strip()
-    return {"LD_PRELOAD": lib, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
-
-
-def free_port():
-    return kwtest.free_port()
+sanitizer_env = kwharness.sanitizer_env
+free_port = kwharness.free_port
 
 
 class Setup:
@@ -173,7 +154,7 @@ def verify(tk, sig, data, hname=None, pss=False, prehashed=False):
 # --------------------------------------------------------------------------
 # openssl s_server / s_client.
 
-class SServer:
+class SServer(kwharness.Process):
     """openssl s_server -www with a keyway key, on a free port, for n connections."""
 
     def __init__(self, setup, key, cert, extra=(), env=None, naccept=1):
@@ -182,36 +163,27 @@ class SServer:
         cmd = [OPENSSL, "s_server"] + setup.provider_args() + [
             "-accept", "127.0.0.1:%d" % self.port, "-key", key, "-cert", cert,
             "-naccept", str(naccept), "-www"] + list(extra)
-        self.log = os.path.join(setup.tmp, "s_server-%d.log" % self.port)
-        self._log = open(self.log, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT,
-                                     env=env if env is not None else setup.env())
+        super().__init__(cmd, env=env if env is not None else setup.env(),
+                         log=os.path.join(setup.tmp, "s_server-%d.log" % self.port),
+                         stop_timeout=5.0)
+        self.start()
 
     def wait_ready(self, timeout=10.0):
         """s_server prints ACCEPT once it listens (a probe connection would count as one)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "ACCEPT" in self.output():
-                return True
-            if self.proc.poll() is not None:
-                return False
-            time.sleep(0.05)
-        return False
+        return super().wait_ready(lambda: "ACCEPT" in self.output(), timeout)
 
     def output(self):
-        with open(self.log, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        return self.log_text()
 
     def stop(self):
-        if self.proc.poll() is None:
+        """s_server is not ours: its exit code is not held to 0 (a sanitizer report is)."""
+        if self.alive():
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            if self.wait(self.stop_timeout) is None:
                 self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
+                self.wait(5)
+        self.note(killed=True)
+        return self.returncode
 
 
 def s_client(setup, port, args=(), timeout=20):
@@ -246,7 +218,7 @@ STATS_NAMES = ["ops_submitted", "pauses", "spurious_resumes", "eagain", "fd_wake
                "callback_wakeups", "eventfds_created", "retries", "failovers", "fallbacks"]
 
 
-class Relay:
+class Relay(kwharness.Process):
     """keyway-relay from a free port to target, delay_ms each way."""
 
     def __init__(self, target, delay_ms):
@@ -254,25 +226,12 @@ class Relay:
         exe = os.environ.get("KEYWAY_RELAY")
         if not exe:
             skip("KEYWAY_RELAY not set")
-        self.proc = subprocess.Popen([exe, "--listen", "127.0.0.1:%d" % self.port, "--to", target,
-                                      "--delay-ms", str(delay_ms), "--log-level", "warn"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("keyway-relay did not start")
+        super().__init__([exe, "--listen", "127.0.0.1:%d" % self.port, "--to", target,
+                          "--delay-ms", str(delay_ms), "--log-level", "warn"])
+        self.start()
+        if not self.wait_ready(lambda: kwharness.accepts(self.port), 10):
+            self.stop()
+            raise RuntimeError("keyway-relay did not start")
 
     def addr(self):
         return "127.0.0.1:%d" % self.port
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()

@@ -11,43 +11,21 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
-import tempfile
 import threading
-import time
 import urllib.request
+
+import kwharness
 
 PROXY = os.environ.get("KEYWAY_PROXY")
 TIMEOUT = 20.0
 
 
-class Checker:
-    def __init__(self):
-        self.failures = []
-
-    def check(self, cond, what, detail=""):
-        if cond:
-            print("ok   " + what)
-        else:
-            print("FAIL " + what + (": " + str(detail) if detail != "" else ""))
-            self.failures.append(what)
-        return cond
-
-    def eq(self, got, want, what):
-        return self.check(got == want, what, "got %r, want %r" % (got, want))
-
-    def done(self):
-        if self.failures:
-            print("%d check(s) failed" % len(self.failures))
-            sys.exit(1)
-        print("all checks passed")
-        sys.exit(0)
+Checker = kwharness.Checker
 
 
 def skip_without_proxy():
     if not PROXY or not os.path.exists(PROXY):
-        print("skipped: KEYWAY_PROXY is not set")
-        sys.exit(77)
+        kwharness.skip("KEYWAY_PROXY is not set")
 
 
 def make_cert(dir, name, kind):
@@ -64,53 +42,35 @@ def make_cert(dir, name, kind):
     return key, crt
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+free_port = kwharness.free_port
 
 
-class Proxy:
+class Proxy(kwharness.Process):
     """A running keyway-proxy on free loopback ports, with its stderr in a file."""
 
-    def __init__(self, key, crt, *args, metrics=True, expect_start=True, env=None, mode=None):
-        """mode: the mode flags (default ["--respond"]; e.g. ["--upstream", "127.0.0.1:N"])."""
-        self.log = tempfile.NamedTemporaryFile(prefix="kw-proxy-", suffix=".log", delete=False)
+    def __init__(self, key, crt, *args, metrics=True, expect_start=True, env=None, mode=None,
+                 host="127.0.0.1"):
+        """mode: the mode flags (default ["--respond"]; e.g. ["--upstream", "127.0.0.1:N"]);
+        host: the listener's address (127.0.0.1 or ::1)."""
+        listen = "[%s]:%%d" % host if ":" in host else host + ":%d"
         for attempt in range(5):
-            self.port = free_port()
+            self.port = free_port(host)
             self.mport = free_port() if metrics else None
-            cmd = [PROXY, "--listen", "127.0.0.1:%d" % self.port, "--cert", crt, "--key", key,
+            cmd = [PROXY, "--listen", listen % self.port, "--cert", crt, "--key", key,
                    *(["--respond"] if mode is None else mode), *args]
             if metrics:
                 cmd += ["--metrics", "127.0.0.1:%d" % self.mport]
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
-                                         env=env)
+            super().__init__(cmd, env=env, stop_timeout=TIMEOUT)
+            self.start()
             if not expect_start:
                 return
-            if self._wait_listening():
+            if self.wait_ready(lambda: "listening on" in self.stderr(), TIMEOUT):
                 return
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()  # a port taken in between: try others
         raise RuntimeError("keyway-proxy did not start:\n" + self.stderr())
 
-    def _wait_listening(self):
-        deadline = time.time() + TIMEOUT
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if "listening on" in self.stderr():
-                return True
-            time.sleep(0.05)
-        return False
-
     def stderr(self):
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
+        return self.log_text()
 
     def metrics(self):
         """The /metrics samples as {"name{labels}": value}."""
@@ -126,24 +86,11 @@ class Proxy:
 
     def stop(self):
         """SIGTERM, then the exit status (None if it had to be killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        os.unlink(self.log.name)
-        return self.proc.returncode
-
-    def __enter__(self):
-        return self
+        rc = super().stop()
+        return None if self.term_sent and rc == -signal.SIGKILL else rc
 
     def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self.kill()
 
 
 def client_context(crt):
@@ -208,12 +155,7 @@ def label_value(metrics, name):
 
 
 def wait_for(cond, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
+    return bool(kwharness.wait_until(cond, timeout, 0.05))
 
 
 def grep(pattern, text):

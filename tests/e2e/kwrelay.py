@@ -33,6 +33,16 @@ def recv_exact(sock, n):
     return buf
 
 
+def read_to_eof(sock, bufsize=65536):
+    """Everything sock receives until the peer closes its side."""
+    data = b""
+    while True:
+        d = sock.recv(bufsize)
+        if not d:
+            return data
+        data += d
+
+
 def parse_pp2(sock):
     """Reads and parses a PROXY v2 header from sock, written from the spec, not the code."""
     head = recv_exact(sock, 16)

@@ -10,23 +10,18 @@ keywayd. Everything is bounded in time: sockets have timeouts and every wait
 on a process has a deadline.
 """
 
-import contextlib
 import hashlib
 import ipaddress
 import os
-import re
 import select
-import shutil
-import signal
 import socket
 import ssl
 import struct
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 import datetime
+
+import kwharness
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
@@ -124,81 +119,15 @@ def digest_of(hname, msg):
 # Output and failure accounting: each test script prints what it checks and
 # exits non-zero if any check failed, listing the failures at the end.
 
-class Checker:
-    def __init__(self, name):
-        self.name = name
-        self.failures = []
-        self.count = 0
-        self.t0 = time.monotonic()
+Checker = kwharness.Checker
 
-    def check(self, cond, what, detail=""):
-        self.count += 1
-        if cond:
-            print("ok   %s" % what, flush=True)
-        else:
-            msg = what + (" -- " + detail if detail else "")
-            print("FAIL %s" % msg, flush=True)
-            self.failures.append(msg)
-        return bool(cond)
-
-    def eq(self, got, want, what):
-        return self.check(got == want, what, "expected %r, got %r" % (want, got))
-
-    def fail(self, what, detail=""):
-        return self.check(False, what, detail)
-
-    @contextlib.contextmanager
-    def section(self, name):
-        """A group of checks: an exception inside is one failure, and the
-        script goes on with the next section."""
-        print("-- %s" % name, flush=True)
-        try:
-            yield
-        except Exception as e:
-            traceback.print_exc()
-            self.fail("%s: unexpected exception" % name, "%s: %s" % (type(e).__name__, e))
-
-    def done(self):
-        secs = time.monotonic() - self.t0
-        if self.failures:
-            print("\n%s: %d of %d checks FAILED (%.1f s):" % (self.name, len(self.failures),
-                                                           self.count, secs))
-            for f in self.failures:
-                print("  - " + f)
-            return 1
-        print("\n%s: all %d checks passed (%.1f s)" % (self.name, self.count, secs))
-        return 0
-
-
-# Problems seen in any keywayd run of this script (sanitizer reports, crashes,
+# Problems seen in any program run of this script (sanitizer reports, crashes,
 # non-zero exit after SIGTERM); run_main turns them into one failed check.
-PROCESS_PROBLEMS = []
-SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|"
-                          r"runtime error:|ThreadSanitizer")
+PROCESS_PROBLEMS = kwharness.PROBLEMS
+note_process_output = kwharness.note_output
 
 
-def note_process_output(what, text, returncode=None, expect_zero=False):
-    m = SANITIZER_RE.search(text or "")
-    if m:
-        i = text.find(m.group(0))
-        PROCESS_PROBLEMS.append("%s: sanitizer report: %s" % (what, text[max(0, i - 200):i + 600]))
-    if returncode is not None and returncode < 0:
-        PROCESS_PROBLEMS.append("%s: killed by signal %d" % (what, -returncode))
-    elif expect_zero and returncode not in (0, None):
-        PROCESS_PROBLEMS.append("%s: exit %s after SIGTERM" % (what, returncode))
-
-
-def run_main(name, body):
-    """Run body(checker) and exit with its verdict; an exception is a failure."""
-    c = Checker(name)
-    try:
-        body(c)
-    except Exception as e:  # report, don't hide: the traceback says where
-        traceback.print_exc()
-        c.fail("unexpected exception", "%s: %s" % (type(e).__name__, e))
-    c.check(not PROCESS_PROBLEMS, "every keywayd run: no crash, no sanitizer report, "
-            "exit 0 after SIGTERM", "\n".join(PROCESS_PROBLEMS))
-    sys.exit(c.done())
+run_main = kwharness.run_main
 
 
 # --------------------------------------------------------------------------
@@ -608,26 +537,10 @@ def add_key_file(dir, name, kind_name, fmt="pkcs8"):
 # --------------------------------------------------------------------------
 # Ports, temp dirs, processes.
 
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+free_port = kwharness.free_port
 
 
-class TempDir:
-    """mkdtemp that is removed on exit (also on failure)."""
-
-    def __init__(self, prefix="kw-e2e-"):
-        self.path = tempfile.mkdtemp(prefix=prefix)
-
-    def __enter__(self):
-        return self.path
-
-    def __exit__(self, *exc):
-        shutil.rmtree(self.path, ignore_errors=True)
+TempDir = kwharness.TempDir
 
 
 def keywayd_binary():
@@ -644,14 +557,14 @@ class KeywaydError(Exception):
     pass
 
 
-class Keywayd:
+class Keywayd(kwharness.Process):
     """Runs keywayd on 127.0.0.1 with the given PKI and keys directory.
 
     with Keywayd(pki, keys_dir, tmp, extra=["--workers", "2"]) as kd:
         kd.port, kd.metrics_port, kd.unix_path, kd.proc, kd.stderr_text()
 
     Start-up waits (at most start_timeout s) for the pid file; stop() sends
-    SIGTERM, waits stop_timeout s, then SIGKILLs.
+    SIGTERM, waits stop_timeout s, then SIGKILLs (kwharness.Process).
     """
 
     def __init__(self, pki, keys_dir, tmp, extra=(), unix=False, metrics=False, workers=None,
@@ -663,130 +576,55 @@ class Keywayd:
         self.metrics_port = free_port() if metrics else None
         self.unix_path = os.path.join(tmp, "kw-%d.sock" % os.getpid()) if unix is True else unix
         self.pid_file = os.path.join(tmp, "keywayd-%d-%d.pid" % (os.getpid(), time.monotonic_ns()))
-        self.stderr_path = self.pid_file + ".stderr"
         self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self.proc = None
-        self.returncode = None
-        self.term_sent = False
-        self.noted = False
         if base_args is None:
             base_args = ["--keys", keys_dir, "--tls-cert", pki.server_cert_file,
                          "--tls-key", pki.server_key_file, "--client-ca", pki.ca_file]
             if listen:
                 base_args += ["--listen", "127.0.0.1:%d" % self.port]
-        self.args = [keywayd_binary()] + list(base_args) + ["--pid-file", self.pid_file]
+        args = [keywayd_binary()] + list(base_args) + ["--pid-file", self.pid_file]
         if self.unix_path:
-            self.args += ["--unix", self.unix_path]
+            args += ["--unix", self.unix_path]
         if self.metrics_port:
-            self.args += ["--metrics", "127.0.0.1:%d" % self.metrics_port]
+            args += ["--metrics", "127.0.0.1:%d" % self.metrics_port]
         if workers is not None:
-            self.args += ["--workers", str(workers)]
-        self.args += list(extra)
+            args += ["--workers", str(workers)]
+        super().__init__(args + list(extra), log=self.pid_file + ".stderr",
+                         stop_timeout=stop_timeout)
+
+    @property
+    def what(self):
+        return "keywayd %s" % " ".join(self.args[1:])
+
+    def _pid_written(self):
+        try:
+            with open(self.pid_file) as f:
+                txt = f.read().strip()
+        except FileNotFoundError:
+            return False
+        try:
+            pid = int(txt)
+        except ValueError:
+            return False  # partially written
+        if pid != self.proc.pid:
+            raise KeywaydError("pid file holds %s, process is %d" % (txt, self.proc.pid))
+        return True
 
     def start(self):
-        self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                     stdout=self._err, stderr=self._err)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.returncode = self.proc.returncode
-                self._note()
-                raise KeywaydError("keywayd exited %d at start-up: %s\nargs: %s" % (
-                    self.proc.returncode, self.stderr_text().strip(), " ".join(self.args)))
-            try:
-                with open(self.pid_file) as f:
-                    txt = f.read().strip()
-                if txt:
-                    if int(txt) != self.proc.pid:
-                        raise KeywaydError("pid file holds %s, process is %d" % (txt,
-                                                                              self.proc.pid))
-                    return self
-            except FileNotFoundError:
-                pass
-            except ValueError:
-                pass  # partially written
-            time.sleep(0.02)
+        super().start()
+        if self.wait_ready(self._pid_written, self.start_timeout):
+            return self
+        if not self.alive():
+            self.note()
+            raise KeywaydError("keywayd exited %d at start-up: %s\nargs: %s" % (
+                self.returncode, self.stderr_text().strip(), " ".join(self.args)))
+        kwharness.PROBLEMS.append("keywayd wrote no pid file within %.0f s" % self.start_timeout)
         self.kill()
-        self.returncode = self.proc.returncode
-        PROCESS_PROBLEMS.append("keywayd wrote no pid file within %.0f s" % self.start_timeout)
-        self._note()
         raise KeywaydError("keywayd wrote no pid file within %.0f s: %s" % (
             self.start_timeout, self.stderr_text().strip()))
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig):
-        if self.alive():
-            if sig == signal.SIGTERM:
-                self.term_sent = True
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout):
-        """Exit code, or None if still running after timeout seconds."""
-        try:
-            self.returncode = self.proc.wait(timeout=timeout)
-            return self.returncode
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self):
-        """SIGTERM, bounded wait, SIGKILL fallback. Returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.term_sent = True
-            self.proc.send_signal(signal.SIGTERM)
-            if self.wait(self.stop_timeout) is None:
-                print("keywayd did not exit %.0f s after SIGTERM; killing" % self.stop_timeout)
-                PROCESS_PROBLEMS.append("keywayd (pid %d) did not exit within %.0f s of SIGTERM" %
-                                        (self.proc.pid, self.stop_timeout))
-                self.kill()
-        self.returncode = self.proc.returncode
-        self._note()
-        try:
-            self._err.close()
-        except Exception:
-            pass
-        return self.returncode
-
-    def _note(self):
-        if not self.noted:
-            self.noted = True
-            note_process_output("keywayd %s" % " ".join(self.args[1:]), self.stderr_text(),
-                                self.returncode, expect_zero=self.term_sent)
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_log(self, pattern, timeout=5.0, start=0):
-        """Wait until stderr (from offset start) matches regex pattern; return the match or None."""
-        deadline = time.monotonic() + timeout
-        while True:
-            m = re.search(pattern, self.stderr_text()[start:])
-            if m or time.monotonic() >= deadline:
-                return m
-            time.sleep(0.05)
+        return self.log_text()
 
     # client helpers
     def connect(self, cert="good", **kw):
@@ -800,18 +638,8 @@ class Keywayd:
 def run_keywayd_expect_exit(args, timeout=10.0):
     """Run keywayd with args (binary prepended); return (exit code or None if it
     kept running and was killed, combined output)."""
-    p = subprocess.Popen([keywayd_binary()] + list(args), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate(timeout=5)
-        rc = None
-    out = out.decode("utf-8", "replace")
-    note_process_output("keywayd %s" % " ".join(args), out, rc)
-    return rc, out
+    return kwharness.run_once([keywayd_binary()] + list(args), what="keywayd %s" % " ".join(args),
+                              timeout=timeout)
 
 
 # --------------------------------------------------------------------------

@@ -234,6 +234,25 @@ static void finish(struct pair *p)
 	pair_free(p);
 }
 
+/* handshake takes one handshake step on ssl: SSL_ERROR_NONE once it is done, else
+ * what SSL_get_error says it waits for. */
+static int handshake(SSL *ssl)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(ssl);
+	return r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
+}
+
+/* pair_failed reports the side's handshake error e, counts it and frees the pair; true. */
+static bool pair_failed(struct pair *p, const char *side, int e)
+{
+	fprintf(stderr, "pair %d: %s handshake error %d\n", p->id, side, e);
+	ERR_print_errors_fp(stderr);
+	failed++;
+	pair_free(p);
+	return true;
+}
+
 /* step drives both ends as far as they go without waiting; true when it progressed. */
 static bool step(struct pair *p)
 {
@@ -242,43 +261,24 @@ static bool step(struct pair *p)
 	for (int rounds = 0; rounds < 8 && p->used && !p->parked; rounds++) {
 		bool moved = false;
 		if (!p->cli_done) {
-			ERR_clear_error();
-			int r = SSL_do_handshake(p->cli);
-			if (r == 1) {
+			int e = handshake(p->cli);
+			if (e == SSL_ERROR_NONE)
 				p->cli_done = moved = true;
-			} else {
-				int e = SSL_get_error(p->cli, r);
-				if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-					fprintf(stderr, "pair %d: client handshake error %d\n",
-					        p->id, e);
-					ERR_print_errors_fp(stderr);
-					failed++;
-					pair_free(p);
-					return true;
-				}
-			}
+			else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+				return pair_failed(p, "client", e);
 		}
 		if (!p->srv_done) {
-			ERR_clear_error();
-			int r = SSL_do_handshake(p->srv);
-			if (r == 1) {
+			int e = handshake(p->srv);
+			if (e == SSL_ERROR_NONE) {
 				p->srv_done = moved = true;
-			} else {
-				int e = SSL_get_error(p->srv, r);
-				if (e == SSL_ERROR_WANT_ASYNC && opt.spurious && !p->spurred) {
-					/* An impatient application: resume at once, before the
-					 * notification. */
-					p->spurred = moved = true;
-				} else if (e == SSL_ERROR_WANT_ASYNC) {
-					p->parked = true;
-				} else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-					fprintf(stderr, "pair %d: server handshake error %d\n",
-					        p->id, e);
-					ERR_print_errors_fp(stderr);
-					failed++;
-					pair_free(p);
-					return true;
-				}
+			} else if (e == SSL_ERROR_WANT_ASYNC && opt.spurious && !p->spurred) {
+				/* An impatient application: resume at once, before the
+				 * notification. */
+				p->spurred = moved = true;
+			} else if (e == SSL_ERROR_WANT_ASYNC) {
+				p->parked = true;
+			} else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+				return pair_failed(p, "server", e);
 			}
 		}
 		if (p->srv_done && p->cli_done) {

@@ -1,5 +1,5 @@
 /*
- * provider_fork.c - helper of test_provider_fork.py, built by it with cc.
+ * provider_fork.c - driver of test_provider_fork.py (KEYWAY_FORK_DRIVER).
  *
  *   provider_fork PROVIDER_DIR KEY.ref.pem CERT.pem
  *

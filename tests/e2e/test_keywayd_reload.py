@@ -12,17 +12,13 @@ import time
 
 from cryptography import x509
 
+import kwharness
 import kwtest as kw
 
 
 def poll(cond, timeout=5.0, step=0.05):
     """Wait (bounded) until cond() is true; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
+    return kwharness.wait_until(cond, timeout, step)
 
 
 def answer(cl, tk):

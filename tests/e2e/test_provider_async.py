@@ -26,6 +26,7 @@ import ssl
 import subprocess
 import time
 
+import kwharness
 import kwprov
 import kwtest
 
@@ -46,14 +47,11 @@ def s_server_async(c, s, name, n):
         "-accept", "127.0.0.1:%d" % port, "-key", s.refs[name], "-cert", s.certs[name],
         "-naccept", str(n), "-async"]
     log_path = os.path.join(s.tmp, "s_server-async-%s.log" % name)
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                            env=s.env(KEYWAY_STATS_FILE=stats))
+    srv = kwharness.Process(cmd, env=s.env(KEYWAY_STATS_FILE=stats), log=log_path,
+                            stdin=subprocess.PIPE).start()
     ok = 0
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and b"ACCEPT" not in open(log_path, "rb").read():
-            time.sleep(0.05)
+        srv.wait_ready(lambda: "ACCEPT" in srv.log_text(), 10)
         ctx = ssl.create_default_context(cafile=s.pki.ca_file)
         for _ in range(n):
             try:
@@ -64,15 +62,12 @@ def s_server_async(c, s, name, n):
             except (OSError, ssl.SSLError) as e:
                 c.fail("s_server -async %s: handshake failed: %s" % (name, e))
                 break
-        proc.stdin.close()
-        proc.wait(timeout=30)
+        srv.proc.stdin.close()
+        srv.wait(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        srv.kill()  # s_server is not ours: its exit code is not held to 0
     st = kwprov.read_stats(stats)
-    out = open(log_path, "rb").read().decode(errors="replace")
+    out = srv.log_text()
     c.check(ok == n, "s_server -async %s: %d of %d handshakes complete" % (name, ok, n),
             out[-800:])
     c.check(sorted(st) == sorted(kwprov.STATS_NAMES),

@@ -22,6 +22,7 @@ import threading
 import time
 
 import kwfleet
+import kwharness
 import kwprov
 import kwtest
 
@@ -138,9 +139,7 @@ def handshakes(c, tmp):
             cmd = [exe, "--key", s.refs["p256"], "--cert", s.certs["p256"], "--ca",
                    s.pki.ca_file, "-n", str(n), "-c", "32"] + args
             env = s.env(servers="%s,%s" % (f.addr(f.a), f.addr(f.b)), **over)
-            if "LD_PRELOAD" in env:
-                env.pop("LD_PRELOAD")
-                env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+            kwharness.own_program_env(env)
             t = threading.Timer(0.3, lambda: f.sigkill(f.b))
             t0 = time.monotonic()
             t.start()
@@ -148,7 +147,7 @@ def handshakes(c, tmp):
             t.cancel()
             dt = time.monotonic() - t0
             lines = dict(l.split(" ", 1) for l in p.stdout.splitlines() if " " in l)
-            kwtest.note_process_output("provider_async", p.stderr, p.returncode)
+            kwharness.note_output("provider_async", p.stderr, p.returncode)
             c.check(p.returncode == 0 and lines.get("done", "").startswith("%d failed 0" % n),
                     "TLS handshakes (%s, in ASYNC_JOBs) with a keyserver SIGKILLed after 0.3 s "
                     "of %.1f s: every one completes (%s)" % (mode, dt, lines.get("done")),

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -30,8 +31,10 @@ import subprocess
 import time
 import urllib.request
 
+import kwharness
 import kwprov
 import kwtest
+from kwrelay import read_to_eof
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
@@ -90,7 +93,7 @@ def signatures(s):
                re.finditer(r'^keyless_requests\{opcode="(Op\w*Sign\w*)"\} (\S+)$', text, re.M))
 
 
-class HAProxy:
+class HAProxy(kwharness.Process):
     def __init__(self, s, name, env, short_port=None):
         self.tmp = s.tmp
         self.port = kwprov.free_port()
@@ -119,21 +122,13 @@ frontend fe
     bind 127.0.0.1:%d ssl crt %s
     http-request return status 200 content-type text/plain string "hello from haproxy"
 %s""" % (s.prov_dir, self.port, crt, short))
-        self.log_path = os.path.join(s.tmp, "haproxy-%s.log" % name)
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", cfg], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        super().__init__([HAPROXY, "-db", "-f", cfg], env=env, stop_timeout=20,
+                         log=os.path.join(s.tmp, "haproxy-%s.log" % name))
+        self.start()
+        self.wait_ready(lambda: kwharness.accepts(self.port), 15)
 
     def output(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+        return self.log_text()
 
     def curl(self, s):
         p = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert",
@@ -144,17 +139,7 @@ frontend fe
 
     def stop(self):
         """Soft stop (SIGUSR1): HAProxy exits by itself once idle."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(10)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.log.close()
-                return None
-        self.log.close()
-        return self.proc.returncode
+        return super().stop(signal.SIGUSR1)
 
 
 def get_200(port, cafile):
@@ -162,12 +147,7 @@ def get_200(port, cafile):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as so:
         with ctx.wrap_socket(so, server_hostname="localhost") as t:
             t.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            data = b""
-            while True:
-                d = t.recv(4096)
-                if not d:
-                    break
-                data += d
+            data = read_to_eof(t, 4096)
     return data.split(b"\r\n", 1)[0].split(b" ")[1:2] == [b"200"]
 
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 
+import kwharness
 import kwprov
 import kwtest
 
@@ -88,16 +89,14 @@ http {
             prefix, "logs", "error.log")], capture_output=True, text=True, env=env, timeout=30)
         c.check(t.returncode == 0, "nginx -t accepts the reference PEM keys", t.stderr[-600:])
 
-        log = open(os.path.join(tmp, "nginx.out"), "wb")
-        proc = subprocess.Popen([NGINX, "-p", prefix, "-c", conf, "-e",
-                                 os.path.join(prefix, "logs", "error.log")],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env)
+        nginx = kwharness.Process([NGINX, "-p", prefix, "-c", conf, "-e",
+                                   os.path.join(prefix, "logs", "error.log")], env=env,
+                                  log=os.path.join(tmp, "nginx.out")).start()
         try:
             def curl(port, args, what, want):
                 out = None
                 deadline = time.monotonic() + 15
-                while time.monotonic() < deadline and proc.poll() is None:
+                while time.monotonic() < deadline and nginx.alive():
                     out = subprocess.run(
                         [CURL, "-sS", "--max-time", "10", "--cacert", s.pki.ca_file,
                          "--resolve", "localhost:%d:127.0.0.1" % port, "-w", " %{http_code}",
@@ -131,14 +130,7 @@ http {
                 ok += r.stdout == "200"
             c.eq(ok, 12, "12 new connections in a row get 200")
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGQUIT)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            log.close()
+            nginx.stop(signal.SIGQUIT)  # graceful: the workers finish, then the master exits
         errlog = open(os.path.join(prefix, "logs", "error.log")).read()
         bad = [l for l in errlog.splitlines() if "[emerg]" in l or "[alert]" in l or
                "[crit]" in l]

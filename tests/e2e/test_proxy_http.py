@@ -17,6 +17,18 @@ c = Checker()
 tmp = tempfile.mkdtemp(prefix="kw-proxy-http-")
 key, crt = make_cert(tmp, "ec", "ec")
 
+
+def answered_then_closed(port, request):
+    """True if request, alone on a new connection, is answered 200 with
+    Connection: close and the proxy then closes the connection."""
+    s = tls_connect(port, crt)
+    s.sendall(request)
+    st, h, _, _ = read_response(s)
+    ok = st == 200 and h.get("connection") == "close" and closed_by_peer(s)
+    s.close()
+    return ok
+
+
 with Proxy(key, crt, "--workers", "1", "--keepalive-timeout", "2") as p:
     # Keep-alive: three requests, one connection, one handshake.
     s = tls_connect(p.port, crt)
@@ -57,12 +69,8 @@ with Proxy(key, crt, "--workers", "1", "--keepalive-timeout", "2") as p:
     s.close()
 
     # HTTP/1.0: closes unless keep-alive is asked for.
-    s = tls_connect(p.port, crt)
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    st, h, body, _ = read_response(s)
-    c.check(st == 200 and h.get("connection") == "close" and closed_by_peer(s),
+    c.check(answered_then_closed(p.port, b"GET / HTTP/1.0\r\n\r\n"),
             "HTTP/1.0 closes by default")
-    s.close()
     s = tls_connect(p.port, crt)
     s.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n")
     st, h, body, rest = read_response(s)
@@ -97,12 +105,8 @@ with Proxy(key, crt, "--workers", "1", "--keepalive-timeout", "2") as p:
     c.eq(p.stop(), 0, "exit 0")
 
 with Proxy(key, crt, "--keepalive-timeout", "0") as p:
-    s = tls_connect(p.port, crt)
-    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    st, h, body, _ = read_response(s)
-    c.check(st == 200 and h.get("connection") == "close" and closed_by_peer(s),
+    c.check(answered_then_closed(p.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
             "--keepalive-timeout 0 closes after each response")
-    s.close()
     # A client that finishes the handshake but is slow with its request is not cut off at once.
     s = tls_connect(p.port, crt)
     time.sleep(0.5)

@@ -6,15 +6,12 @@ client's IPv6 address and port, and the access log writing the client as
 
 import os
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
-import time
 
-from kwproxy import PROXY, Checker, make_cert, skip_without_proxy, wait_for
+from kwproxy import Checker, Proxy, make_cert, skip_without_proxy, wait_for
 from kwrelay import Upstream, parse_access_log, parse_pp2, recv_exact
 
 skip_without_proxy()
@@ -25,14 +22,6 @@ try:
 except OSError:
     print("skipped: no IPv6 loopback")
     sys.exit(77)
-
-
-def free_port6():
-    s = socket.socket(socket.AF_INET6)
-    s.bind(("::1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 c = Checker()
@@ -51,20 +40,9 @@ def echo(conn, i):
 
 up = Upstream(echo, host="::1")
 alog = os.path.join(tmp, "access.log")
-log = open(os.path.join(tmp, "proxy.log"), "wb")
-for attempt in range(5):
-    port = free_port6()
-    proc = subprocess.Popen([PROXY, "--listen", "[::1]:%d" % port, "--cert", crt, "--key", key,
-                             "--upstream", "[::1]:%d" % up.port, "--send-proxy-v2",
-                             "--workers", "1", "--access-log", alog],
-                            stdout=subprocess.DEVNULL, stderr=log)
-    if wait_for(lambda: proc.poll() is not None or
-                b"listening on" in open(log.name, "rb").read(), timeout=20) and proc.poll() is None:
-        break
-    proc.wait()
-else:
-    raise RuntimeError("keyway-proxy did not start on [::1]")
-
+p = Proxy(key, crt, "--send-proxy-v2", "--workers", "1", "--access-log", alog, metrics=False,
+          host="::1", mode=["--upstream", "[::1]:%d" % up.port])
+port = p.port
 try:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(crt)
@@ -90,15 +68,8 @@ try:
     c.eq(lines[0].get("client") if lines else None, "[::1]:%d" % client[1],
          "access log: the client as [addr]:port")
 finally:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        rc = None
-    c.eq(rc, 0, "clean exit")
+    c.eq(p.stop(), 0, "clean exit")
     up.close()
-    log.close()
 c.check(not up.errors, "upstream handler without error", up.errors)
 shutil.rmtree(tmp, ignore_errors=True)
 c.done()

@@ -26,7 +26,7 @@
 #include <openssl/pem.h>
 
 #include "check.h"
-#include "poll_server.h"
+#include "keyless_fixture.h"
 #include "keyway/backend_keyless.h"
 #include "keyway/buf.h"
 #include "keyway/err.h"
@@ -36,13 +36,10 @@
 #include "keyway/protocol.h"
 
 struct srv {
-	char path[108];
-	int lfd;
+	struct fake_keyserver ks;
 	atomic_bool silent;
 	atomic_bool paused; /* the thread saw silent: it reads nothing until it is cleared */
-	atomic_bool stop;
 	atomic_int requests, pings;
-	pthread_t th;
 };
 
 static void handle(void *arg, int fd, uint32_t id, const struct kw_msg *m)
@@ -57,47 +54,19 @@ static void handle(void *arg, int fd, uint32_t id, const struct kw_msg *m)
 	}
 }
 
-static void *srv_main(void *arg)
+/* A silent server is stopped: it reads nothing, answers nothing. */
+static bool held(void *arg)
 {
 	struct srv *s = arg;
-	struct poll_server ps;
-
-	poll_server_init(&ps, s->lfd);
-	while (!atomic_load(&s->stop)) {
-		if (atomic_load(&s->silent)) {
-			atomic_store(&s->paused, true);
-			usleep(5000); /* stopped: reads nothing, answers nothing */
-			continue;
-		}
-		atomic_store(&s->paused, false);
-		poll_server_step(&ps, 20, handle, s);
-	}
-	poll_server_close(&ps);
-	return NULL;
+	bool silent = atomic_load(&s->silent);
+	atomic_store(&s->paused, silent);
+	return silent;
 }
 
 static void srv_start(struct srv *s, int which)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	memset(s, 0, sizeof(*s));
-	snprintf(s->path, sizeof(s->path), "/tmp/kw-fl-%d-%d.sock", (int)getpid(), which);
-	unlink(s->path);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s->path);
-	s->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(s->lfd, 16) < 0) {
-		perror("scripted server");
-		exit(1);
-	}
-	pthread_create(&s->th, NULL, srv_main, s);
-}
-
-static void srv_stop(struct srv *s)
-{
-	atomic_store(&s->stop, true);
-	pthread_join(s->th, NULL);
-	close(s->lfd);
-	unlink(s->path);
+	fake_keyserver_start(&s->ks, "fl", which, handle, held, s);
 }
 
 /* ---- ops ---- */
@@ -133,33 +102,22 @@ static struct top *mk(const uint8_t ski[KW_SKI_LEN])
 	return t;
 }
 
-static void run_until(struct kw_loop *loop, struct top **ops, int n, unsigned ms)
+/* Submits n fresh ops for key ski to b, each accepted. */
+static void submit_all(struct kw_backend *b, struct top **ops, int n, const uint8_t *ski)
 {
-	uint64_t end = kw_now_ns() + (uint64_t)ms * 1000000u;
-	while (kw_now_ns() < end) {
-		int left = 0;
-		for (int i = 0; i < n; i++)
-			left += !kw_op_is_done(&ops[i]->op);
-		if (left == 0)
-			return;
-		kw_loop_run_once(loop, 10);
+	for (int i = 0; i < n; i++) {
+		ops[i] = mk(ski);
+		CHECK_EQ(kw_backend_submit(b, &ops[i]->op), 0);
 	}
 }
 
-static void run_ms(struct kw_loop *loop, unsigned ms)
+/* Runs the loop until the n ops are done (3 s at most); each must have succeeded. */
+static void expect_all_ok(struct kw_loop *loop, struct top **ops, int n)
 {
-	uint64_t end = kw_now_ns() + (uint64_t)ms * 1000000u;
-	while (kw_now_ns() < end)
-		kw_loop_run_once(loop, 10);
-}
-
-static void addr(struct kw_addr *a, const char *path)
-{
-	char text[140], err[128];
-	snprintf(text, sizeof(text), "unix:%s", path);
-	if (kw_addr_parse(a, text, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		exit(1);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, n, 3000);
+	for (int i = 0; i < n; i++) {
+		CHECK_EQ(ops[i]->op.status, 0);
+		kw_op_unref(&ops[i]->op);
 	}
 }
 
@@ -167,17 +125,14 @@ static struct kw_backend *mkb(struct kw_loop *loop, struct kw_addr *addrs, size_
                               unsigned timeout_ms, unsigned attempt_ms, unsigned idle_ms,
                               struct kw_keyset *fb, struct kw_keyless_counters *ctr)
 {
-	struct kw_keyless_config cfg = {.addrs = addrs,
-	                                .nservers = n,
-	                                .connections = 2,
-	                                .timeout_ms = timeout_ms,
-	                                .attempt_timeout_ms = attempt_ms,
-	                                .idle_ping_ms = idle_ms,
-	                                .fallback = fb,
-	                                .counters = ctr};
-	struct kw_backend *b = NULL;
-	CHECK_EQ(kw_backend_keyless_new(loop, &cfg, &b), 0);
-	return b;
+	return fixture_keyless_new(loop,
+	                           (struct kw_keyless_config){.addrs = addrs,
+	                                                      .nservers = n,
+	                                                      .timeout_ms = timeout_ms,
+	                                                      .attempt_timeout_ms = attempt_ms,
+	                                                      .idle_ping_ms = idle_ms,
+	                                                      .fallback = fb,
+	                                                      .counters = ctr});
 }
 
 /* ---- fallback keys ---- */
@@ -187,15 +142,7 @@ static EVP_PKEY *fbkey;
 
 static void write_key(const char *name, EVP_PKEY *k, mode_t mode)
 {
-	char path[128];
-	snprintf(path, sizeof(path), "%s/%s", keydir, name);
-	FILE *f = fopen(path, "w");
-	CHECK(f != NULL);
-	if (f == NULL)
-		return;
-	CHECK(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) == 1);
-	fclose(f);
-	chmod(path, mode);
+	fixture_write_pem(keydir, name, NULL, k, mode);
 }
 
 static void test_keyset(void)
@@ -254,31 +201,21 @@ int main(void)
 	memset(other, 0x5a, sizeof(other));
 	srv_start(&a, 1);
 	srv_start(&b2, 2);
-	addr(&addrs[0], a.path);
-	addr(&addrs[1], b2.path);
-	addr(&dead[0], "/tmp/kw-fl-nobody-1.sock");
-	addr(&dead[1], "/tmp/kw-fl-nobody-2.sock");
+	fixture_unix_addr(&addrs[0], a.ks.path);
+	fixture_unix_addr(&addrs[1], b2.ks.path);
+	fixture_unix_addr(&dead[0], "/tmp/kw-fl-nobody-1.sock");
+	fixture_unix_addr(&dead[1], "/tmp/kw-fl-nobody-2.sock");
 
 	/* A silent keyserver: every op succeeds on the other one, well before the deadline. */
 	struct kw_backend *b = mkb(loop, addrs, 2, 5000, 100, 100000, NULL, &ctr);
-	for (int i = 0; i < 4; i++) { /* connect both first */
-		ops[i] = mk(other);
-		CHECK_EQ(kw_backend_submit(b, &ops[i]->op), 0);
-	}
-	run_until(loop, ops, 4, 3000);
-	for (int i = 0; i < 4; i++) {
-		CHECK_EQ(ops[i]->op.status, 0);
-		kw_op_unref(&ops[i]->op);
-	}
+	submit_all(b, ops, 4, other); /* connect both first */
+	expect_all_ok(loop, ops, 4);
 	atomic_store(&a.silent, true);
 	while (!atomic_load(&a.paused))
 		usleep(1000);
 	uint64_t t0 = kw_now_ns();
-	for (int i = 0; i < 16; i++) {
-		ops[i] = mk(other);
-		CHECK_EQ(kw_backend_submit(b, &ops[i]->op), 0);
-	}
-	run_until(loop, ops, 16, 4000);
+	submit_all(b, ops, 16, other);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 16, 4000);
 	uint64_t worst = 0;
 	for (int i = 0; i < 16; i++) {
 		CHECK_EQ(ops[i]->op.status, 0);
@@ -299,13 +236,13 @@ int main(void)
 	t0 = kw_now_ns();
 	ops[0] = mk(other);
 	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
-	run_until(loop, ops, 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 1, 3000);
 	CHECK_EQ(ops[0]->op.status, 0);
 	CHECK_EQ(ops[0]->op.attempts, 1);
 	kw_op_unref(&ops[0]->op);
 
 	/* It comes back: a probe's answer makes it healthy, and it gets work again. */
-	run_ms(loop, 300);
+	fixture_run_ms(loop, 300);
 	CHECK_EQ(kw_backend_keyless_stats(b, &st), 0);
 	CHECK(st.probes >= 1);
 	CHECK_EQ(st.unhealthy, 1);
@@ -317,19 +254,12 @@ int main(void)
 			break;
 	}
 	CHECK_EQ(st.unhealthy, 0);
-	run_ms(loop, 200); /* the answers it owed come in: its in-flight count drops */
+	fixture_run_ms(loop, 200); /* the answers it owed come in: its in-flight count drops */
 	CHECK_EQ(kw_backend_keyless_stats(b, &st), 0);
 	CHECK(st.dropped >= 1); /* answers to tries the hedges had already won */
 	int before = atomic_load(&a.requests);
-	for (int i = 0; i < 16; i++) {
-		ops[i] = mk(other);
-		CHECK_EQ(kw_backend_submit(b, &ops[i]->op), 0);
-	}
-	run_until(loop, ops, 16, 3000);
-	for (int i = 0; i < 16; i++) {
-		CHECK_EQ(ops[i]->op.status, 0);
-		kw_op_unref(&ops[i]->op);
-	}
+	submit_all(b, ops, 16, other);
+	expect_all_ok(loop, ops, 16);
 	CHECK(atomic_load(&a.requests) > before);
 	kw_backend_free(b);
 	kw_loop_run_once(loop, 0);
@@ -338,11 +268,11 @@ int main(void)
 	b = mkb(loop, addrs, 1, 2000, 300, 100, NULL, NULL);
 	ops[0] = mk(other);
 	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
-	run_until(loop, ops, 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 1, 3000);
 	CHECK_EQ(ops[0]->op.status, 0);
 	kw_op_unref(&ops[0]->op);
 	int pings = atomic_load(&a.pings);
-	run_ms(loop, 400);
+	fixture_run_ms(loop, 400);
 	CHECK_EQ(kw_backend_keyless_stats(b, &st), 0);
 	CHECK(st.idle_pings >= 1);
 	CHECK(atomic_load(&a.pings) > pings);
@@ -364,7 +294,7 @@ int main(void)
 	ops[1] = mk(other);
 	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
 	CHECK_EQ(kw_backend_submit(b, &ops[1]->op), 0);
-	run_until(loop, ops, 2, 5000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 2, 5000);
 	CHECK(kw_now_ns() - t0 < 2000 * 1000000ull);
 	CHECK_EQ(ops[0]->op.status, 0);
 	CHECK(ops[1]->op.status != 0 && ops[1]->op.status != -KW_ETIMEOUT);
@@ -390,14 +320,14 @@ int main(void)
 	t0 = kw_now_ns();
 	ops[0] = mk(ski);
 	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
-	run_until(loop, ops, 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 1, 3000);
 	CHECK_EQ(ops[0]->op.status, 0);
 	CHECK(kw_now_ns() - t0 >= 350 * 1000000ull);
 	kw_op_unref(&ops[0]->op);
 	atomic_store(&a.silent, false);
 	ops[0] = mk(ski);
 	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
-	run_until(loop, ops, 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 1, 3000);
 	CHECK_EQ(ops[0]->op.status, 0);
 	kw_op_unref(&ops[0]->op);
 	CHECK_EQ(atomic_load(&fctr.fallbacks), 2);
@@ -405,8 +335,8 @@ int main(void)
 	kw_backend_free(b);
 	kw_loop_run_once(loop, 0);
 
-	srv_stop(&a);
-	srv_stop(&b2);
+	fake_keyserver_stop(&a.ks);
+	fake_keyserver_stop(&b2.ks);
 	kw_loop_free(loop);
 	char path[128];
 	snprintf(path, sizeof(path), "%s/a.key", keydir);

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "poll_server.h"
+#include "keyless_fixture.h"
 #include "keyway/backend_keyless.h"
 #include "keyway/buf.h"
 #include "keyway/err.h"
@@ -33,12 +33,9 @@
 /* ---- scripted keyserver ---- */
 
 struct srv {
-	char path[108];
-	int lfd;
+	struct fake_keyserver ks;
 	bool nokey;
-	atomic_bool stop;
 	atomic_int requests;
-	pthread_t th;
 };
 
 static void handle(void *arg, int fd, uint32_t id, const struct kw_msg *m)
@@ -55,41 +52,11 @@ static void handle(void *arg, int fd, uint32_t id, const struct kw_msg *m)
 	}
 }
 
-static void *srv_main(void *arg)
-{
-	struct srv *s = arg;
-	struct poll_server ps;
-
-	poll_server_init(&ps, s->lfd);
-	while (!atomic_load(&s->stop))
-		poll_server_step(&ps, 20, handle, s);
-	poll_server_close(&ps);
-	return NULL;
-}
-
 static void srv_start(struct srv *s, int which, bool nokey)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	memset(s, 0, sizeof(*s));
-	snprintf(s->path, sizeof(s->path), "/tmp/kw-bk-%d-%d.sock", (int)getpid(), which);
-	unlink(s->path);
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s->path);
-	s->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(s->lfd, 16) < 0) {
-		perror("scripted server");
-		exit(1);
-	}
 	s->nokey = nokey;
-	pthread_create(&s->th, NULL, srv_main, s);
-}
-
-static void srv_stop(struct srv *s)
-{
-	atomic_store(&s->stop, true);
-	pthread_join(s->th, NULL);
-	close(s->lfd);
-	unlink(s->path);
+	fake_keyserver_start(&s->ks, "bk", which, handle, NULL, s);
 }
 
 /* ---- ops ---- */
@@ -129,41 +96,14 @@ static struct top *mk(const char *payload)
 	return t;
 }
 
-static void run_until(struct kw_loop *loop, struct top **ops, int n, unsigned ms)
-{
-	uint64_t end = kw_now_ns() + (uint64_t)ms * 1000000u;
-	while (kw_now_ns() < end) {
-		int left = 0;
-		for (int i = 0; i < n; i++)
-			left += !kw_op_is_done(&ops[i]->op);
-		if (left == 0)
-			return;
-		kw_loop_run_once(loop, 10);
-	}
-}
-
-static void addr(struct kw_addr *a, const char *path)
-{
-	char text[140], err[128];
-	snprintf(text, sizeof(text), "unix:%s", path);
-	if (kw_addr_parse(a, text, err, sizeof(err)) < 0) {
-		fprintf(stderr, "%s\n", err);
-		exit(1);
-	}
-}
-
 static struct kw_backend *mkb(struct kw_loop *loop, struct kw_addr *addrs, size_t n, unsigned max,
                               unsigned timeout_ms, struct kw_keyless_counters *ctr)
 {
-	struct kw_keyless_config cfg = {.addrs = addrs,
-	                                .nservers = n,
-	                                .connections = 2,
-	                                .timeout_ms = timeout_ms,
-	                                .max_inflight = max,
-	                                .counters = ctr};
-	struct kw_backend *b = NULL;
-	CHECK_EQ(kw_backend_keyless_new(loop, &cfg, &b), 0);
-	return b;
+	return fixture_keyless_new(loop, (struct kw_keyless_config){.addrs = addrs,
+	                                                            .nservers = n,
+	                                                            .timeout_ms = timeout_ms,
+	                                                            .max_inflight = max,
+	                                                            .counters = ctr});
 }
 
 int main(void)
@@ -179,9 +119,9 @@ int main(void)
 	CHECK_EQ(kw_loop_new(&loop), 0);
 	srv_start(&good, 1, false);
 	srv_start(&nokey, 2, true);
-	addr(&addrs[0], good.path);
-	addr(&addrs[1], nokey.path);
-	addr(&addrs[2], "/tmp/kw-bk-nobody-listens.sock");
+	fixture_unix_addr(&addrs[0], good.ks.path);
+	fixture_unix_addr(&addrs[1], nokey.ks.path);
+	fixture_unix_addr(&addrs[2], "/tmp/kw-bk-nobody-listens.sock");
 
 	/* Results, counts, the cap, completion never inside submit. */
 	struct kw_backend *b = mkb(loop, addrs, 1, 2, 2000, &ctr);
@@ -195,7 +135,7 @@ int main(void)
 	CHECK_EQ(kw_backend_inflight(b, KW_OPK_ASYM), 2);
 	CHECK_EQ(kw_backend_inflight(b, KW_OPK_OTHER), 0);
 	CHECK_EQ(ops[0]->done_calls, 0);
-	run_until(loop, ops, 2, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 2, 3000);
 	CHECK_EQ(ops[0]->op.status, 0);
 	CHECK_EQ(ops[0]->op.out_len, 5);
 	CHECK(memcmp(ops[0]->op.out, "hello", 5) == 0);
@@ -204,7 +144,7 @@ int main(void)
 	CHECK_EQ(ops[0]->op.server, 0);
 	CHECK_EQ(kw_backend_inflight(b, KW_OPK_ASYM), 0);
 	CHECK_EQ(kw_backend_submit(b, &ops[2]->op), 0);
-	run_until(loop, &ops[2], 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, &ops[2], 1, 3000);
 	CHECK_EQ(ops[2]->op.status, 0);
 	CHECK_EQ(kw_backend_keyless_stats(b, &st), 0);
 	CHECK_EQ(st.submitted, 3);
@@ -217,7 +157,7 @@ int main(void)
 	ops[0]->op.deadline_ns = kw_now_ns() + 150 * 1000000ull;
 	uint64_t t0 = kw_now_ns();
 	CHECK_EQ(kw_backend_submit(b, &ops[0]->op), 0);
-	run_until(loop, ops, 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 1, 3000);
 	uint64_t took = kw_now_ns() - t0;
 	CHECK_EQ(ops[0]->op.status, -KW_ETIMEOUT);
 	CHECK(took >= 140 * 1000000ull && took < 1000 * 1000000ull);
@@ -246,7 +186,7 @@ int main(void)
 		ops[i] = mk("failover");
 		CHECK_EQ(kw_backend_submit(b, &ops[i]->op), 0);
 	}
-	run_until(loop, ops, 8, 5000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 8, 5000);
 	for (int i = 0; i < 8; i++) {
 		CHECK_EQ(ops[i]->op.status, 0);
 		CHECK_EQ(ops[i]->op.server, 2);
@@ -263,7 +203,7 @@ int main(void)
 	/* Pinned to the keyserver without the key: its answer, no failover. */
 	ops[0] = mk("pinned");
 	CHECK_EQ(kw_backend_keyless_submit_to(b, &ops[0]->op, 1), 0);
-	run_until(loop, ops, 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 1, 3000);
 	CHECK_EQ(ops[0]->op.status, -KW_EREMOTE);
 	CHECK_EQ(ops[0]->op.remote_error, KW_ERR_KEY_NOT_FOUND);
 	CHECK_EQ(ops[0]->op.attempts, 1);
@@ -273,7 +213,7 @@ int main(void)
 	ops[0] = mk("dead");
 	CHECK_EQ(kw_backend_keyless_submit_to(b, &ops[0]->op, 0), 0);
 	CHECK_EQ(ops[0]->done_calls, 0);
-	run_until(loop, ops, 1, 3000);
+	FIXTURE_RUN_UNTIL_DONE(loop, ops, 1, 3000);
 	CHECK(ops[0]->op.status != 0 && ops[0]->op.status != -KW_ETIMEOUT);
 	kw_op_unref(&ops[0]->op);
 
@@ -292,8 +232,8 @@ int main(void)
 	kw_op_unref(&ops[1]->op);
 	kw_loop_run_once(loop, 0);
 
-	srv_stop(&good);
-	srv_stop(&nokey);
+	fake_keyserver_stop(&good.ks);
+	fake_keyserver_stop(&nokey.ks);
 	kw_loop_free(loop);
 	CHECK_DONE();
 }

@@ -35,6 +35,7 @@
 #include <openssl/x509v3.h>
 
 #include "check.h"
+#include "keyless_fixture.h"
 #include "keyway/buf.h"
 #include "keyway/client.h"
 #include "keyway/err.h"
@@ -700,17 +701,7 @@ static X509 *mkcert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issue
 
 static void write_pem(const char *dir, const char *name, X509 *x, EVP_PKEY *k)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "w");
-	CHECK(f != NULL);
-	if (f == NULL)
-		return;
-	if (x != NULL)
-		PEM_write_X509(f, x);
-	else
-		PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
+	fixture_write_pem(dir, name, x, k, 0);
 }
 
 static void make_pki(const char *dir)
