@@ -1,0 +1,229 @@
+/*
+ * keyway/quic.h - QUIC packet protection as an offload engine (RFC 9001 §5).
+ *
+ * Four parts, each usable alone:
+ *  - keys: RFC 9001 §5.1-5.2 derivations and reference-counted key objects
+ *    that count their packets against §6.6's limits;
+ *  - engines: seal (AEAD, then header protection) and open (remove header
+ *    protection, reconstruct the packet number, AEAD open) over a batch of
+ *    packets, synchronously, on the calling thread ("evp", "ipsec-mb");
+ *  - the connection table and classifier: what a datagram needs (crypto,
+ *    pass, a Version Negotiation answer, drop), every verdict counted;
+ *  - the pool: crypto cores fed by bounded rings, core selection, per-
+ *    connection completion order, "full" answers and a wake-up descriptor.
+ *
+ * Errors follow keyway/err.h: 0 or a count on success, -errno or -KW_E*.
+ */
+#ifndef KEYWAY_QUIC_H
+#define KEYWAY_QUIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- keys ---------------------------------------------------------------- */
+
+enum kw_quic_cipher {
+	KW_QUIC_AES_128_GCM,       /* SHA-256, 32-byte secrets, AES-128 header protection */
+	KW_QUIC_AES_256_GCM,       /* SHA-384, 48-byte secrets, AES-256 header protection */
+	KW_QUIC_CHACHA20_POLY1305, /* SHA-256, 32-byte secrets, ChaCha20 header protection */
+	KW_QUIC_CIPHER_COUNT
+};
+
+#define KW_QUIC_SECRET_MAX 48 /* SHA-384 */
+#define KW_QUIC_KEY_MAX 32
+#define KW_QUIC_IV_LEN 12
+#define KW_QUIC_TAG_LEN 16
+#define KW_QUIC_SAMPLE_LEN 16
+#define KW_QUIC_CID_MAX 20
+#define KW_QUIC_V1 0x00000001u
+#define KW_QUIC_INITIAL_SECRET_LEN 32
+
+/* kw_quic_cipher_parse maps "aes-128-gcm", "aes-256-gcm", "chacha20-poly1305"; -EINVAL otherwise.
+ */
+int kw_quic_cipher_parse(const char *name);
+/* kw_quic_cipher_name is the inverse of kw_quic_cipher_parse. */
+const char *kw_quic_cipher_name(enum kw_quic_cipher c);
+/* kw_quic_secret_len is the length of c's traffic secrets (its hash's output): 32 or 48. */
+size_t kw_quic_secret_len(enum kw_quic_cipher c);
+
+/*
+ * kw_quic_expand_label writes HKDF-Expand-Label(secret, label, "", out_len)
+ * of TLS 1.3 (HkdfLabel with the "tls13 " prefix and an empty context) to
+ * out, with OpenSSL's HKDF in expand-only mode and digest md ("SHA256",
+ * "SHA384"). Returns 0 or -KW_ECRYPTO (-EINVAL for a label over 249 bytes).
+ */
+int kw_quic_expand_label(uint8_t *out, size_t out_len, const char *md, const uint8_t *secret,
+                         size_t secret_len, const char *label);
+
+/* The Initial secrets of one client Destination Connection ID (RFC 9001 §5.2, QUIC v1). */
+struct kw_quic_initial {
+	uint8_t initial[KW_QUIC_INITIAL_SECRET_LEN]; /* HKDF-Extract(v1 salt, dcid) */
+	uint8_t client[KW_QUIC_INITIAL_SECRET_LEN];  /* "client in" */
+	uint8_t server[KW_QUIC_INITIAL_SECRET_LEN];  /* "server in" */
+};
+
+/* kw_quic_initial_secrets derives out from dcid (0..20 bytes). Returns 0, -EINVAL or -KW_ECRYPTO.
+ */
+int kw_quic_initial_secrets(struct kw_quic_initial *out, const uint8_t *dcid, size_t dcid_len);
+
+/*
+ * A packet-protection key: the AEAD key, IV and header-protection key of one
+ * traffic secret. Reference counted and immutable once made, so that packets
+ * queued on crypto cores keep it alive after the stack let go of it (a stack
+ * drops Initial keys while packets protected under them are still queued).
+ * Engines attach their per-key contexts to it; they go with the last
+ * reference. The packet counters are atomic: any thread may use a key.
+ */
+struct kw_quic_key;
+
+/*
+ * kw_quic_key_new derives a key from a traffic secret of cipher c
+ * (secret_len must be kw_quic_secret_len(c)) and returns it in *out with one
+ * reference. Returns 0, -EINVAL, -ENOMEM or -KW_ECRYPTO.
+ */
+int kw_quic_key_new(struct kw_quic_key **out, enum kw_quic_cipher c, const uint8_t *secret,
+                    size_t secret_len);
+/*
+ * kw_quic_key_next makes the key of the next key phase (RFC 9001 §6: secret
+ * "quic ku", same header-protection key) with one reference in *out.
+ */
+int kw_quic_key_next(struct kw_quic_key **out, const struct kw_quic_key *k);
+struct kw_quic_key *kw_quic_key_ref(struct kw_quic_key *k);
+/* kw_quic_key_unref drops one reference; the last one wipes the key and frees it. NULL is fine. */
+void kw_quic_key_unref(struct kw_quic_key *k);
+
+/* The derived material, for tools and tests (read-only views into the key). */
+struct kw_quic_key_material {
+	enum kw_quic_cipher cipher;
+	const uint8_t *key, *iv, *hp;
+	size_t key_len, iv_len, hp_len;
+};
+void kw_quic_key_material(const struct kw_quic_key *k, struct kw_quic_key_material *out);
+
+/*
+ * Packet counts against RFC 9001 §6.6: sealed counts packets protected under
+ * the key (confidentiality limit 2^23 for AES-GCM; ChaCha20 has none below
+ * 2^62), failed counts packets that failed authentication (integrity limit
+ * 2^52 for AES-GCM, 2^36 for ChaCha20). must_update: the sender has to move
+ * to the next key phase before sealing more; must_close: the integrity limit
+ * was reached and the connection has to close (AEAD_LIMIT_REACHED).
+ */
+struct kw_quic_key_usage {
+	uint64_t sealed, failed;
+	uint64_t seal_limit, fail_limit;
+	bool must_update, must_close;
+};
+void kw_quic_key_usage(const struct kw_quic_key *k, struct kw_quic_key_usage *out);
+/* kw_quic_key_set_limits lowers the limits (tests: reaching 2^23 takes too long). 0 keeps one. */
+void kw_quic_key_set_limits(struct kw_quic_key *k, uint64_t seal_limit, uint64_t fail_limit);
+
+/* ---- packets and engines --------------------------------------------------- */
+
+enum kw_quic_dir { KW_QUIC_SEAL, KW_QUIC_OPEN };
+
+/*
+ * One packet of a batch. The submitter owns the structure and the buffer;
+ * an engine or the pool writes only buf[0, len + tag) and the result fields.
+ *
+ * Seal: buf holds the unprotected header [0, hdr_len) (up to and including
+ * the truncated packet number, whose length comes from buf[0]'s low bits;
+ * a long header's Length field already counts the tag) followed by the
+ * payload [hdr_len, len); buf must have room for len + 16 bytes. pn is the
+ * full packet number of the nonce. On success the protected packet is
+ * buf[0, len + 16) and out_len = len + 16.
+ *
+ * Open: buf[0, len) is one protected packet (a long header's Length decides
+ * where it ends: see kw_quic_header_parse), pn_offset where its packet
+ * number starts, largest_pn the largest packet number received in its space
+ * (UINT64_MAX: none yet). On success buf holds the unprotected header
+ * [0, hdr_len), the plaintext [hdr_len, hdr_len + out_len), pn the full
+ * packet number. On failure the bytes of buf are unspecified.
+ *
+ * key is the key (seal; open of long headers and of short headers whose key
+ * phase bit is 0); key1 opens short headers whose key phase bit is 1 (NULL:
+ * such packets fail with -KW_ENOKEY). The pool holds its own references
+ * while a packet is queued; the caller's pointers must not be dereferenced
+ * after completion unless the caller holds a reference.
+ */
+struct kw_quic_pkt {
+	/* --- request --- */
+	uint8_t *buf;
+	size_t len;          /* seal: header + payload; open: the protected packet */
+	size_t hdr_len;      /* seal: unprotected header length (in); open: out */
+	size_t pn_offset;    /* open: where the packet number starts */
+	uint64_t pn;         /* seal: full packet number (in); open: reconstructed (out) */
+	uint64_t largest_pn; /* open: largest received in this packet number space */
+	struct kw_quic_key *key, *key1;
+	uint64_t conn; /* connection identity: ordering and core selection */
+	uint8_t dir;   /* enum kw_quic_dir */
+	/* --- result --- */
+	int status;       /* 0, -KW_ECRYPTO (authentication), -EINVAL, -KW_ENOKEY, -KW_ECANCELED */
+	bool must_update; /* seal: the key reached its confidentiality limit (see usage) */
+	size_t out_len;   /* seal: protected length; open: plaintext length */
+	void *user;       /* the submitter's */
+};
+
+struct kw_quic_engine;
+
+/*
+ * kw_quic_engine_new makes an engine instance by name ("evp", "ipsec-mb",
+ * or "auto": ipsec-mb when this build and CPU have it, else evp). An
+ * instance belongs to one thread at a time; any number may exist (up to 64
+ * at once: each owns a slot in the keys' per-engine context table).
+ * Returns 0, -ENOENT (unknown or unavailable here), -EBUSY (64 instances
+ * exist), -ENOMEM or -KW_ECRYPTO.
+ */
+int kw_quic_engine_new(struct kw_quic_engine **out, const char *name);
+void kw_quic_engine_free(struct kw_quic_engine *e);
+/* kw_quic_engine_name is "evp" or "ipsec-mb". */
+const char *kw_quic_engine_name(const struct kw_quic_engine *e);
+/* kw_quic_engine_available tells whether kw_quic_engine_new(name) can succeed here. */
+bool kw_quic_engine_available(const char *name);
+
+/*
+ * kw_quic_engine_run protects or unprotects n packets (each by its dir) and
+ * writes each one's status; returns how many succeeded. Never allocates per
+ * packet: per-key contexts are made on a key's first use by this instance.
+ */
+size_t kw_quic_engine_run(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, size_t n);
+
+/* What an engine did apart from its fast path (counted since kw_quic_engine_new). */
+struct kw_quic_engine_stats {
+	uint64_t sealed, opened, failed;
+	uint64_t hp_fallback; /* header-protection masks computed through EVP by ipsec-mb */
+	uint64_t key_setups;  /* per-key contexts made */
+};
+void kw_quic_engine_stats(const struct kw_quic_engine *e, struct kw_quic_engine_stats *out);
+
+/* ---- headers --------------------------------------------------------------- */
+
+/*
+ * kw_quic_pn_decode reconstructs a full packet number from its truncated
+ * value of pn_len bytes and the largest received (RFC 9000 §A.3;
+ * UINT64_MAX: none received, which decodes as if it were -1).
+ */
+uint64_t kw_quic_pn_decode(uint64_t largest_pn, uint64_t truncated, unsigned pn_len);
+
+/* The protected-packet layout of one QUIC packet found by kw_quic_header_parse. */
+struct kw_quic_header {
+	bool long_header;
+	uint8_t type;     /* long: 0 Initial, 1 0-RTT, 2 Handshake, 3 Retry */
+	uint32_t version; /* long headers */
+	const uint8_t *dcid, *scid;
+	uint8_t dcid_len, scid_len;
+	const uint8_t *token; /* Initial */
+	size_t token_len;
+	size_t pn_offset; /* protected packets: where the packet number starts */
+	size_t pkt_len;   /* this packet's length (long: up to its Length; short: all) */
+};
+
+/*
+ * kw_quic_header_parse reads the invariant and v1 fields of the packet at
+ * p[0, len): short headers with a dcid_len-byte connection ID. Returns 0, or
+ * -EINVAL for anything malformed or truncated (never reads past len).
+ * Version Negotiation (version 0) and Retry have no pn_offset (0).
+ */
+int kw_quic_header_parse(struct kw_quic_header *h, const uint8_t *p, size_t len, size_t dcid_len);
+
+#endif
