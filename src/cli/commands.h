@@ -11,5 +11,7 @@ struct subcommand;
 int kw_cli_ref(const struct subcommand *sc, int argc, char **argv);
 /* keyway ping: ask every keyserver of the provider's settings for a pong. */
 int kw_cli_ping(const struct subcommand *sc, int argc, char **argv);
+/* keyway quic protect|unprotect|initial|bench: QUIC packet protection (quic.c). */
+int kw_cli_quic(const struct subcommand *sc, int argc, char **argv);
 
 #endif
