@@ -191,8 +191,9 @@ size_t kw_quic_engine_run(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, si
 /* What an engine did apart from its fast path (counted since kw_quic_engine_new). */
 struct kw_quic_engine_stats {
 	uint64_t sealed, opened, failed;
-	uint64_t hp_fallback; /* header-protection masks computed through EVP by ipsec-mb */
-	uint64_t key_setups;  /* per-key contexts made */
+	uint64_t hp_fallback;   /* ipsec-mb: header-protection masks computed through EVP */
+	uint64_t aead_fallback; /* ipsec-mb: AEAD operations done through EVP (ChaCha20) */
+	uint64_t key_setups;    /* per-key contexts made */
 };
 void kw_quic_engine_stats(const struct kw_quic_engine *e, struct kw_quic_engine_stats *out);
 

@@ -241,6 +241,42 @@ static void test_pn_decode(void)
 	CHECK_EQ(kw_quic_pn_decode((1ull << 62) - 2, 0xff, 1), (1ull << 62) - 1);
 }
 
+/* test_fallbacks: ipsec-mb does AES itself and counts what it hands to EVP (ChaCha20). */
+static void test_fallbacks(void)
+{
+	struct kw_quic_engine *e, *a;
+	struct kw_quic_engine_stats st;
+	uint8_t secret[32] = {3}, b[2][80];
+	struct kw_quic_key *aes, *chacha;
+
+	CHECK_EQ(kw_quic_engine_new(&a, "auto"), 0);
+	if (!kw_quic_engine_available("ipsec-mb")) {
+		printf("ipsec-mb: not in this build or CPU; auto is %s\n", kw_quic_engine_name(a));
+		CHECK(strcmp(kw_quic_engine_name(a), "evp") == 0);
+		kw_quic_engine_free(a);
+		return;
+	}
+	CHECK(strcmp(kw_quic_engine_name(a), "ipsec-mb") == 0);
+	kw_quic_engine_free(a);
+	CHECK_EQ(kw_quic_engine_new(&e, "ipsec-mb"), 0);
+	CHECK_EQ(kw_quic_key_new(&aes, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&chacha, KW_QUIC_CHACHA20_POLY1305, secret, 32), 0);
+	memset(b, 0x41, sizeof(b));
+	struct kw_quic_pkt p[2] = {
+	    {.buf = b[0], .len = 60, .hdr_len = 11, .pn = 1, .key = aes, .dir = KW_QUIC_SEAL},
+	    {.buf = b[1], .len = 60, .hdr_len = 11, .pn = 1, .key = chacha, .dir = KW_QUIC_SEAL},
+	};
+	CHECK_EQ(kw_quic_engine_run(e, p, 1), 1);
+	kw_quic_engine_stats(e, &st);
+	CHECK(st.sealed == 1 && st.hp_fallback == 0 && st.aead_fallback == 0);
+	CHECK_EQ(kw_quic_engine_run(e, p + 1, 1), 1);
+	kw_quic_engine_stats(e, &st);
+	CHECK(st.sealed == 2 && st.hp_fallback == 1 && st.aead_fallback == 1 && st.key_setups == 2);
+	kw_quic_key_unref(aes);
+	kw_quic_key_unref(chacha);
+	kw_quic_engine_free(e);
+}
+
 int main(void)
 {
 	for (int i = 0; test_engines[i]; i++)
@@ -248,6 +284,7 @@ int main(void)
 			CHECK_EQ(kw_quic_engine_new(&engines[n_engines++], test_engines[i]), 0);
 	printf("%zu engine(s)\n", n_engines);
 	test_pn_decode();
+	test_fallbacks();
 	for (int c = 0; c < KW_QUIC_CIPHER_COUNT; c++) {
 		test_round_trips(c);
 		test_flipped_bits(c, true);
