@@ -227,4 +227,127 @@ struct kw_quic_header {
  */
 int kw_quic_header_parse(struct kw_quic_header *h, const uint8_t *p, size_t len, size_t dcid_len);
 
+/* ---- connection table and classifier ------------------------------------- */
+
+/* Encryption levels: which keys protect a packet (RFC 9001 §4). */
+enum kw_quic_level {
+	KW_QUIC_LEVEL_INITIAL,
+	KW_QUIC_LEVEL_0RTT,
+	KW_QUIC_LEVEL_HANDSHAKE,
+	KW_QUIC_LEVEL_1RTT,
+	KW_QUIC_LEVEL_COUNT
+};
+
+/* Packet number spaces (RFC 9000 §12.3): 0-RTT and 1-RTT share the application one. */
+enum kw_quic_space { KW_QUIC_SPACE_INITIAL, KW_QUIC_SPACE_HANDSHAKE, KW_QUIC_SPACE_APP };
+
+/*
+ * One connection of the table (the seed's "state table" entry): its keys per
+ * level and direction (1-RTT receive keys per key phase), the largest packet
+ * number received per space, and whether it negotiated grease_quic_bit
+ * (RFC 9287: the fixed bit may be clear). The table owns one reference to
+ * every key set here.
+ */
+struct kw_quic_conn {
+	uint64_t id; /* the connection's identity: kw_quic_pkt.conn */
+	uint8_t cid[KW_QUIC_CID_MAX];
+	uint8_t cid_len;
+	struct kw_quic_key *rx[KW_QUIC_LEVEL_COUNT][2]; /* [level][key phase] */
+	struct kw_quic_key *tx[KW_QUIC_LEVEL_COUNT];
+	uint64_t largest_pn[3]; /* by enum kw_quic_space; UINT64_MAX: none yet */
+	bool grease_quic_bit;
+};
+
+/*
+ * The connection table, keyed by connection ID with a per-table random hash
+ * seed (connection IDs are chosen by peers). Short headers are looked up
+ * with the table's fixed cid_len; long headers with the DCID they carry.
+ * A table belongs to one thread.
+ */
+struct kw_quic_table;
+
+/* kw_quic_table_new makes a table for up to max connections. Returns 0, -EINVAL or -ENOMEM. */
+int kw_quic_table_new(struct kw_quic_table **out, size_t cid_len, size_t max);
+/* kw_quic_table_free drops every connection's key references. NULL is fine. */
+void kw_quic_table_free(struct kw_quic_table *t);
+/*
+ * kw_quic_table_add adds a connection for cid (copied) with no keys and
+ * returns it in *out (valid until removed). Returns 0, -EEXIST, -ENOSPC or
+ * -EINVAL (cid longer than 20 bytes).
+ */
+int kw_quic_table_add(struct kw_quic_table *t, const uint8_t *cid, size_t cid_len, uint64_t id,
+                      struct kw_quic_conn **out);
+/* kw_quic_table_find returns the connection of cid, or NULL. */
+struct kw_quic_conn *kw_quic_table_find(struct kw_quic_table *t, const uint8_t *cid,
+                                        size_t cid_len);
+/* kw_quic_table_remove removes cid's connection and drops its keys; -ENOENT if absent. */
+int kw_quic_table_remove(struct kw_quic_table *t, const uint8_t *cid, size_t cid_len);
+/*
+ * kw_quic_conn_set_key installs k (taking a reference; NULL clears) as
+ * c's receive key of level and key phase, or its send key (dir SEAL; phase
+ * ignored), dropping the one it replaces.
+ */
+void kw_quic_conn_set_key(struct kw_quic_conn *c, enum kw_quic_level level, enum kw_quic_dir dir,
+                          unsigned phase, struct kw_quic_key *k);
+/*
+ * kw_quic_conn_received records pn, opened at level, as received: the
+ * largest per space is what the next packet numbers are decoded against.
+ */
+void kw_quic_conn_received(struct kw_quic_conn *c, enum kw_quic_level level, uint64_t pn);
+
+enum kw_quic_verdict {
+	KW_QUIC_NEEDS_CRYPTO, /* protected: open it (conn and keys in the class) */
+	KW_QUIC_PASS,         /* unprotected: Retry, Version Negotiation; to the stack as is */
+	KW_QUIC_SEND_VN,      /* unknown version in a datagram of >= 1200 bytes: answer with VN */
+	KW_QUIC_DROP,         /* see enum kw_quic_drop */
+	KW_QUIC_VERDICT_COUNT
+};
+
+enum kw_quic_drop {
+	KW_QUIC_DROP_NONE,
+	KW_QUIC_DROP_MALFORMED,    /* a header that does not parse (truncated, bad lengths) */
+	KW_QUIC_DROP_NO_SAMPLE,    /* too short for a header-protection sample (RFC 9001 §5.4.2) */
+	KW_QUIC_DROP_UNKNOWN_CONN, /* no connection with that DCID (and not a client Initial) */
+	KW_QUIC_DROP_FIXED_BIT,    /* fixed bit clear without grease_quic_bit */
+	KW_QUIC_DROP_NO_KEY,       /* the connection has no receive key at that level */
+	KW_QUIC_DROP_SMALL_INITIAL, /* a new client Initial in a datagram under 1200 bytes */
+	KW_QUIC_DROP_SMALL_UNKNOWN, /* unknown version in a datagram under 1200 bytes */
+	KW_QUIC_DROP_COUNT
+};
+
+/* What the classifier found about one packet of a datagram. */
+struct kw_quic_class {
+	enum kw_quic_verdict verdict;
+	enum kw_quic_drop drop;
+	enum kw_quic_level level;  /* NEEDS_CRYPTO */
+	struct kw_quic_conn *conn; /* NEEDS_CRYPTO: NULL for a new client Initial */
+	struct kw_quic_header h;   /* parsed fields; h.pkt_len is where the next packet starts */
+};
+
+/* Every verdict and drop reason counted by the table's classifier. */
+struct kw_quic_table_stats {
+	uint64_t verdict[KW_QUIC_VERDICT_COUNT];
+	uint64_t drop[KW_QUIC_DROP_COUNT];
+};
+
+/*
+ * kw_quic_classify classifies the packet at the start of dgram[0, len)
+ * (len is what is left of the datagram: coalesced packets follow at
+ * out->h.pkt_len; after a DROP or a short header nothing follows) and
+ * counts the verdict. dgram_len is the whole datagram's size, for the
+ * 1200-byte rules. Never reads outside dgram[0, len); any input is a verdict.
+ * Returns out->verdict.
+ */
+enum kw_quic_verdict kw_quic_classify(struct kw_quic_table *t, const uint8_t *dgram, size_t len,
+                                      size_t dgram_len, struct kw_quic_class *out);
+/*
+ * kw_quic_class_pkt fills pkt to open the NEEDS_CRYPTO packet c found at
+ * buf (a writable copy of the classified bytes) with its connection's keys
+ * and largest packet number (the caller passes keys itself when c->conn is
+ * NULL).
+ */
+void kw_quic_class_pkt(const struct kw_quic_class *c, uint8_t *buf, struct kw_quic_pkt *pkt);
+/* kw_quic_table_stats copies the counters. */
+void kw_quic_table_stats(const struct kw_quic_table *t, struct kw_quic_table_stats *out);
+
 #endif
