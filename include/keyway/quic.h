@@ -350,4 +350,116 @@ void kw_quic_class_pkt(const struct kw_quic_class *c, uint8_t *buf, struct kw_qu
 /* kw_quic_table_stats copies the counters. */
 void kw_quic_table_stats(const struct kw_quic_table *t, struct kw_quic_table_stats *out);
 
+/* ---- the pool: crypto cores ------------------------------------------------ */
+
+/*
+ * Core selection (which crypto core gets a job):
+ *  - sjbsq: the seed's SJBSQ(K): start at hash(connection), take the first
+ *    core, probing onward, that holds fewer than K unfinished jobs; when all
+ *    hold K, the pool answers "full" and the caller waits;
+ *  - hash: always hash(connection) (sticky), full when its ring is;
+ *  - jsq: the core with the fewest unfinished jobs;
+ *  - inline: no crypto cores: the caller's thread runs each job at submit.
+ */
+enum kw_quic_sched {
+	KW_QUIC_SCHED_INLINE,
+	KW_QUIC_SCHED_SJBSQ,
+	KW_QUIC_SCHED_HASH,
+	KW_QUIC_SCHED_JSQ,
+	KW_QUIC_SCHED_COUNT
+};
+
+/* kw_quic_sched_parse maps "inline", "sjbsq", "hash", "jsq"; -EINVAL otherwise. */
+int kw_quic_sched_parse(const char *name);
+const char *kw_quic_sched_name(enum kw_quic_sched s);
+
+/*
+ * kw_quic_sched_pick applies policy s to n cores: queue[i] is core i's
+ * unfinished jobs, room[i] whether its ring takes one more, start the
+ * connection's hash. Returns the core, or -1 when the answer is "full".
+ */
+int kw_quic_sched_pick(enum kw_quic_sched s, unsigned bound, uint64_t start, const unsigned *queue,
+                       const bool *room, unsigned n);
+
+/*
+ * Completion: called on the pool's owner thread from kw_quic_pool_poll (or
+ * kw_quic_pool_free), once for every job - a run of consecutive packets of
+ * one submit with the same conn - with each packet's status set. Jobs of
+ * one connection complete in the order they were submitted. done may
+ * submit more packets; it must not poll or free the pool.
+ */
+typedef void (*kw_quic_done_fn)(void *arg, struct kw_quic_pkt *pkts, size_t n);
+
+struct kw_quic_pool_config {
+	const char *engine;       /* "evp", "ipsec-mb" or "auto" (NULL: auto) */
+	enum kw_quic_sched sched; /* inline: no threads */
+	unsigned workers;         /* crypto threads (ignored by inline; default 1) */
+	unsigned ring;            /* jobs a core's ring holds, a power of two (default 256) */
+	unsigned bound;           /* sjbsq's K (default 4) */
+	unsigned max_batch;       /* packets per job at most (default 64) */
+	unsigned spin_ns;         /* how long an idle core polls before it sleeps */
+	const int *cpus;          /* worker i runs on cpus[i] if not NULL and >= 0 */
+	kw_quic_done_fn done;
+	void *done_arg;
+};
+
+/* Counters of a pool (packets unless said otherwise). */
+struct kw_quic_pool_stats {
+	uint64_t submitted, completed, canceled;
+	uint64_t jobs;         /* jobs submitted */
+	uint64_t full;         /* submits that stopped short: "full" answers */
+	uint64_t out_of_order; /* jobs that finished before an earlier one of their connection */
+	uint64_t host_wakeups; /* completions signalled on the pool's descriptor */
+	uint64_t core_wakeups; /* sleeping crypto cores woken by a submit */
+	uint64_t core_cpu_ns;  /* CPU time of the crypto cores so far */
+};
+
+/*
+ * The pool: crypto cores (threads, each with its own engine instance) fed
+ * by bounded single-producer rings, a re-sequencer that restores each
+ * connection's submission order, and an eventfd for wake-ups. A pool
+ * belongs to the thread that made it (submit, poll, wait, free).
+ */
+struct kw_quic_pool;
+
+/* kw_quic_pool_new starts the cores. Returns 0, -EINVAL, -ENOENT (engine), -ENOMEM or -errno. */
+int kw_quic_pool_new(struct kw_quic_pool **out, const struct kw_quic_pool_config *cfg);
+/*
+ * kw_quic_pool_submit hands pkts[0, n) over, split into jobs at each change
+ * of conn and every max_batch packets, and returns how many packets (a
+ * prefix) it took: each of those completes exactly once through done. The
+ * pool takes references on their keys until then, so the caller may drop
+ * its own at once; the packets and buffers stay the caller's, untouched by
+ * it until completion. When it can take nothing (sjbsq's bound on every
+ * core, a full ring, no free job) it answers -EAGAIN - "full" - without
+ * spinning, and arms the wake-up: call kw_quic_pool_poll, and if that
+ * completes nothing, wait (kw_quic_pool_wait or the descriptor).
+ */
+int kw_quic_pool_submit(struct kw_quic_pool *p, struct kw_quic_pkt *pkts, size_t n);
+/*
+ * kw_quic_pool_poll delivers finished jobs (done callbacks) and returns how
+ * many packets completed. When none did and jobs are in flight it arms the
+ * wake-up: the descriptor becomes readable at the next completion.
+ */
+int kw_quic_pool_poll(struct kw_quic_pool *p);
+/* kw_quic_pool_fd is the eventfd to watch for POLLIN after an armed poll or a full answer. */
+int kw_quic_pool_fd(const struct kw_quic_pool *p);
+/* kw_quic_pool_wait sleeps until a completion waits or timeout_ms passes (-1: none). */
+int kw_quic_pool_wait(struct kw_quic_pool *p, int timeout_ms);
+/* kw_quic_pool_inflight counts packets submitted and not yet completed. */
+size_t kw_quic_pool_inflight(const struct kw_quic_pool *p);
+void kw_quic_pool_stats(const struct kw_quic_pool *p, struct kw_quic_pool_stats *out);
+/*
+ * kw_quic_pool_pause stops the cores from taking new jobs (true) or lets
+ * them go on (false); jobs stay queued. For tests and orderly drains.
+ */
+void kw_quic_pool_pause(struct kw_quic_pool *p, bool paused);
+/*
+ * kw_quic_pool_free stops the cores at once (a job being run finishes),
+ * completes every packet - run ones with their status, queued ones with
+ * -KW_ECANCELED - through done in each connection's order, drops the key
+ * references and frees the pool. NULL is fine.
+ */
+void kw_quic_pool_free(struct kw_quic_pool *p);
+
 #endif
