@@ -298,6 +298,7 @@ static const struct {
     {"protect", cmd_protect},
     {"unprotect", cmd_unprotect},
     {"initial", cmd_initial},
+    {"bench", kw_cli_quic_bench},
 };
 
 int kw_cli_quic(const struct subcommand *sc, int argc, char **argv)

@@ -186,7 +186,7 @@ static void burst(IMB_MGR *m, struct kw_quic_job *jobs, size_t *idx, size_t ni, 
 			fill(bj[k], &jobs[idx[i + k]]);
 			bj[k]->user_data = &jobs[idx[i + k]];
 		}
-		mark(bj, IMB_SUBMIT_BURST(m, got, bj), jobs, done);
+		mark(bj, IMB_SUBMIT_BURST_NOCHECK(m, got, bj), jobs, done);
 		i += got;
 	}
 	for (uint32_t f; (f = IMB_FLUSH_BURST(m, KW_QUIC_CHUNK, bj)) > 0;)

@@ -178,6 +178,24 @@ def test_hostile(engine, rng):
     check(rc == 1, "an unknown cipher exits 1")
 
 
+def test_bench():
+    import json
+    keys = {"pkts_per_sec", "host_cpu_ns_per_pkt", "total_cpu_ns_per_pkt", "p50_ns", "p99_ns",
+            "out_of_order", "engine", "sched", "batch", "size", "workers", "conns"}
+    for args in (["--sched", "inline"], ["--sched", "sjbsq", "--batch", "8", "--open"],
+                 ["--sched", "jsq", "--workers", "2", "--conns", "4", "--rate", "20000"]):
+        rc, out, err = kw("bench", "--engine", "evp", "--seconds", "1", "--json", *args)
+        try:
+            j = json.loads(out)
+        except ValueError:
+            j = {}
+        check(rc == 0 and set(j) == keys and j["pkts_per_sec"] > 0 and j["sched"] == args[1],
+              "bench %s: one JSON object with the documented keys %s" % (" ".join(args),
+                                                                        err.strip()))
+    rc, _, _ = kw("bench", "--engine", "nope", "--seconds", "1")
+    check(rc == 2, "bench with an unknown engine is a usage error")
+
+
 def main():
     if not CLI:
         print("KEYWAY_CLI not set: skipped")
@@ -190,6 +208,7 @@ def main():
         test_vectors(v, e)
         test_random(e, rng)
         test_hostile(e, rng)
+    test_bench()
     print("%d failure(s)" % len(failures))
     return 1 if failures else 0
 
