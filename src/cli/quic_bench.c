@@ -3,8 +3,9 @@
  * second through the pool of include/keyway/quic.h, host and crypto-core
  * CPU per packet, and submit->completion latency, closed loop or at a fixed
  * offered rate. Every batch is one connection's run of packets (one GSO
- * buffer); the host writes each packet's header and payload as a stack
- * would. Latency is stamped once per batch, never per packet.
+ * buffer); the host writes each packet's header (and with --write-payload
+ * its payload) as a stack would. Latency is stamped once per batch, never
+ * per packet.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -30,7 +31,7 @@
 struct bench_opts {
 	char *engine, *sched, *cipher;
 	unsigned workers, batch, size, conns, seconds, rate;
-	bool open, json;
+	bool open, json, write_payload;
 };
 
 struct slot {
@@ -105,7 +106,10 @@ static void prepare(struct shard *sh, struct slot *s)
 		b[0] = 0x41;
 		memset(b + 1, (int)(sh->first_conn + conn), 8);
 		b[9] = (uint8_t)(pn >> 8), b[10] = (uint8_t)pn;
-		memset(b + HDR_LEN, (int)pn, o->size - HDR_LEN - KW_QUIC_TAG_LEN);
+		/* The payload is sealed in place again unless the host writes it as a stack would.
+		 */
+		if (o->write_payload)
+			memset(b + HDR_LEN, (int)pn, o->size - HDR_LEN - KW_QUIC_TAG_LEN);
 		s->pkts[i] = (struct kw_quic_pkt){.buf = b,
 		                                  .len = o->size - KW_QUIC_TAG_LEN,
 		                                  .hdr_len = HDR_LEN,
@@ -433,6 +437,8 @@ int kw_cli_quic_bench(int argc, char **argv)
 	    KW_OPT_NUM("rate", &o.rate, "PPS", "offered load (default: closed loop)", 0, 0),
 	    KW_OPT_FLAG("open", &o.open, "open every sealed packet too"),
 	    KW_OPT_FLAG("json", &o.json, "print one JSON object"),
+	    KW_OPT_FLAG("write-payload", &o.write_payload,
+	                "the host writes every payload before sealing, as a stack does"),
 	    KW_OPT_STR("cipher", &o.cipher, "C",
 	               "aes-128-gcm (default), aes-256-gcm, chacha20-poly1305"),
 	    KW_OPT_END,
