@@ -108,6 +108,9 @@ for r in $(seq "$repeat"); do
 done
 run "load.shard.evp" --engine evp --sched inline --workers 2 --conns 2 $load
 run "load.shard.imb" --engine ipsec-mb --sched inline --workers 2 --conns 2 $load
+run "load.sjbsq.spin" --engine ipsec-mb --sched sjbsq --workers 1 $load --spin-us 400
+run "load.sjbsq.nowrite" --engine ipsec-mb --sched sjbsq --workers 1 --batch 32 --rate "$rate" --seconds 2
+run "load.evp.nowrite" --engine evp --sched inline --batch 32 --rate "$rate" --seconds 2
 run "load.sjbsq.closed" --engine ipsec-mb --sched sjbsq --workers 1 --batch 32 --write-payload
 
 # ---- 3. core selection, simulated, from the measured service times ----
@@ -183,6 +186,9 @@ med = lambda p, key: statistics.median(r[k][key] for k in reps(p))
 rows = [("inline evp", "load.evp."), ("sjbsq -> 1 core, ipsec-mb", "load.sjbsq."),
         ("inline ipsec-mb", "load.imb."), ("sharded inline evp (2 threads)", "load.shard.evp"),
         ("sharded inline ipsec-mb (2 threads)", "load.shard.imb"),
+        ("sjbsq, the core polls 400 us (never sleeps)", "load.sjbsq.spin"),
+        ("sjbsq, host writes headers only", "load.sjbsq.nowrite"),
+        ("inline evp, host writes headers only", "load.evp.nowrite"),
         ("sjbsq -> 1 core, ipsec-mb, closed loop", "load.sjbsq.closed")]
 print("  %-38s %9s %7s %7s %8s %9s" % ("", "pkts/s", "host", "total", "p50 ns", "p99 ns"))
 for name, p in rows:

@@ -433,16 +433,24 @@ int kw_quic_pool_new(struct kw_quic_pool **out, const struct kw_quic_pool_config
  * it until completion. When it can take nothing (sjbsq's bound on every
  * core, a full ring, no free job) it answers -EAGAIN - "full" - without
  * spinning, and arms the wake-up: call kw_quic_pool_poll, and if that
- * completes nothing, wait (kw_quic_pool_wait or the descriptor).
+ * completes nothing, wait (kw_quic_pool_wait, or the descriptor after
+ * kw_quic_pool_arm).
  */
 int kw_quic_pool_submit(struct kw_quic_pool *p, struct kw_quic_pkt *pkts, size_t n);
 /*
  * kw_quic_pool_poll delivers finished jobs (done callbacks) and returns how
- * many packets completed. When none did and jobs are in flight it arms the
- * wake-up: the descriptor becomes readable at the next completion.
+ * many packets completed. It makes no system call unless a wake-up fired.
  */
 int kw_quic_pool_poll(struct kw_quic_pool *p);
-/* kw_quic_pool_fd is the eventfd to watch for POLLIN after an armed poll or a full answer. */
+/*
+ * kw_quic_pool_arm arms the wake-up (the descriptor becomes readable at the
+ * next completion), then polls once more so that nothing finishing in
+ * between is missed; returns that poll's count. Call it before sleeping on
+ * the descriptor when a poll found nothing; an owner that wakes on its own
+ * schedule (a timer) need not, and saves the cores a system call each.
+ */
+int kw_quic_pool_arm(struct kw_quic_pool *p);
+/* kw_quic_pool_fd is the eventfd to watch for POLLIN after kw_quic_pool_arm or a full answer. */
 int kw_quic_pool_fd(const struct kw_quic_pool *p);
 /* kw_quic_pool_wait sleeps until a completion waits or timeout_ms passes (-1: none). */
 int kw_quic_pool_wait(struct kw_quic_pool *p, int timeout_ms);

@@ -30,7 +30,7 @@
 
 struct bench_opts {
 	char *engine, *sched, *cipher;
-	unsigned workers, batch, size, conns, seconds, rate;
+	unsigned workers, batch, size, conns, seconds, rate, spin_us;
 	bool open, json, write_payload;
 };
 
@@ -264,7 +264,8 @@ static int shard_init(struct shard *sh, const struct bench_opts *o, unsigned fir
 	                                  .max_batch = o->batch,
 	                                  .cpus = cpus,
 	                                  .done = on_done,
-	                                  .done_arg = sh};
+	                                  .done_arg = sh,
+	                                  .spin_ns = o->spin_us * 1000u};
 	int rc = kw_quic_pool_new(&sh->pool, &cfg);
 	if (rc < 0) {
 		fprintf(stderr, "keyway quic bench: pool: %s\n", kw_strerror(rc));
@@ -430,7 +431,7 @@ out:
 int kw_cli_quic_bench(int argc, char **argv)
 {
 	struct bench_opts o = {.engine = "auto", .sched = "inline", .cipher = "aes-128-gcm"};
-	o.workers = 1, o.batch = 1, o.size = 1200, o.conns = 1, o.seconds = 5;
+	o.workers = 1, o.batch = 1, o.size = 1200, o.conns = 1, o.seconds = 5, o.spin_us = 20;
 	struct kw_option opts[] = {
 	    KW_OPT_STR("engine", &o.engine, "E", "evp, ipsec-mb or auto"),
 	    KW_OPT_STR("sched", &o.sched, "S", "inline (default), sjbsq, hash or jsq"),
@@ -443,6 +444,9 @@ int kw_cli_quic_bench(int argc, char **argv)
 	    KW_OPT_NUM("rate", &o.rate, "PPS", "offered load (default: closed loop)", 0, 0),
 	    KW_OPT_FLAG("open", &o.open, "open every sealed packet too"),
 	    KW_OPT_FLAG("json", &o.json, "print one JSON object"),
+	    KW_OPT_NUM("spin-us", &o.spin_us, "US",
+	               "how long an idle crypto core polls before it sleeps (default 20)", 0,
+	               1000000),
 	    KW_OPT_FLAG("write-payload", &o.write_payload,
 	                "the host writes every payload before sealing, as a stack does"),
 	    KW_OPT_STR("cipher", &o.cipher, "C",

@@ -235,13 +235,14 @@ int kw_quic_pool_poll(struct kw_quic_pool *p)
 {
 	if (atomic_exchange(&p->fired, 0))
 		drain_fd(p->efd);
-	size_t n = drain(p);
-	if (n == 0 && p->inflight > 0) {
-		/* Arm first, then look again: a completion in between is seen either way. */
-		arm(p);
-		n = drain(p);
-	}
-	return (int)n;
+	return (int)drain(p);
+}
+
+int kw_quic_pool_arm(struct kw_quic_pool *p)
+{
+	/* Arm first, then look again: a completion in between is seen either way. */
+	arm(p);
+	return (int)drain(p);
 }
 
 /* ---- submission ---- */

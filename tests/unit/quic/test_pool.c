@@ -147,6 +147,7 @@ static void test_full(struct kw_quic_key *k, struct kw_quic_engine *ref)
 	CHECK_EQ(off, 8);
 	CHECK_EQ(kw_quic_pool_submit(p, pkts + off, 1), -EAGAIN);
 	CHECK_EQ(kw_quic_pool_poll(p), 0);
+	CHECK_EQ(kw_quic_pool_arm(p), 0);
 	CHECK_EQ(kw_quic_pool_wait(p, 50), 0); /* nothing runs while paused */
 	CHECK_EQ(poll(&pfd, 1, 0), 0);
 	kw_quic_pool_stats(p, &st);
