@@ -20,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "key.h"
 #include "keyway/err.h"
+#include "keyway/quic.h"
 #include "ring.h"
 
 #define DOMAINS 1024 /* ordering domains: connections hash into them */
