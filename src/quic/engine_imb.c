@@ -132,7 +132,11 @@ static void fill_open(IMB_JOB *j, struct kw_quic_job *kj)
 	fill_gcm(j, kj, false);
 }
 
-/* fill_mask: AES header protection, one ECB block of the sample (RFC 9001 §5.4.3). */
+/*
+ * fill_mask: AES header protection (RFC 9001 §5.4.3) for a run of samples
+ * under one key, gathered at kj->sample: one ECB job of data_len bytes into
+ * kj->data instead of one job per 16-byte block.
+ */
 static void fill_mask(IMB_JOB *j, struct kw_quic_job *kj)
 {
 	struct imb_key *s = kj->hp;
@@ -145,9 +149,9 @@ static void fill_mask(IMB_JOB *j, struct kw_quic_job *kj)
 	j->dec_keys = s->hp_dec;
 	j->key_len_in_bytes = s->key_len;
 	j->src = kj->sample;
-	j->dst = kj->mask;
+	j->dst = kj->data;
 	j->cipher_start_src_offset_in_bytes = 0;
-	j->msg_len_to_cipher_in_bytes = KW_QUIC_SAMPLE_LEN;
+	j->msg_len_to_cipher_in_bytes = kj->data_len;
 	j->iv = NULL;
 	j->iv_len_in_bytes = 0;
 }
@@ -228,21 +232,35 @@ static void imb_open(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t 
 
 static void imb_masks(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n)
 {
-	size_t idx[KW_QUIC_CHUNK], ni = 0;
+	uint8_t in[KW_QUIC_CHUNK * 16], out[KW_QUIC_CHUNK * 16];
+	struct kw_quic_job runs[KW_QUIC_CHUNK];
+	size_t idx[KW_QUIC_CHUNK], ridx[KW_QUIC_CHUNK], run_of[KW_QUIC_CHUNK], ni = 0, nr = 0;
 	bool done[KW_QUIC_CHUNK];
 
 	for (size_t i = 0; i < n; i++) {
 		struct imb_key *s = jobs[i].hp;
-		if (s->evp == NULL) {
-			idx[ni++] = i;
+		if (s->evp != NULL) {
+			jobs[i].ok &= kw_quic_evp_mask(s->evp, jobs[i].sample, jobs[i].mask);
+			e->stats.hp_fallback++;
 			continue;
 		}
-		jobs[i].ok &= kw_quic_evp_mask(s->evp, jobs[i].sample, jobs[i].mask);
-		e->stats.hp_fallback++;
+		/* Gather the samples; consecutive ones under one key make one run. */
+		memcpy(in + 16 * ni, jobs[i].sample, 16);
+		if (nr == 0 || runs[nr - 1].hp != s) {
+			runs[nr] = (struct kw_quic_job){
+			    .hp = s, .sample = in + 16 * ni, .data = out + 16 * ni};
+			ridx[nr] = nr;
+			nr++;
+		}
+		runs[nr - 1].data_len += 16;
+		run_of[ni] = nr - 1;
+		idx[ni++] = i;
 	}
-	burst(e->priv, jobs, idx, ni, fill_mask, done);
-	for (size_t k = 0; k < ni; k++)
-		jobs[idx[k]].ok &= done[idx[k]];
+	burst(e->priv, runs, ridx, nr, fill_mask, done);
+	for (size_t k = 0; k < ni; k++) {
+		memcpy(jobs[idx[k]].mask, out + 16 * k, 16);
+		jobs[idx[k]].ok &= done[run_of[k]];
+	}
 }
 
 const struct kw_quic_engine_ops kw_quic_imb_ops = {
