@@ -1,8 +1,8 @@
 /*
  * engine_imb.c - the ipsec-mb engine (Debian's libipsec-mb 1.3): AES-GCM
- * through the burst API, AES header protection as a burst of one-block ECB
- * jobs on the samples (1.3's cipher-only burst refuses ECB, the generic
- * burst takes it). What 1.3 cannot do is done with EVP and counted:
+ * through the burst API, AES header protection as ECB jobs over the
+ * gathered samples, one job per run of same-key samples (1.3's cipher-only
+ * burst refuses ECB, the generic burst takes it). What 1.3 cannot do is done with EVP and counted:
  * ChaCha20 header protection needs the sample's first four bytes as the
  * block counter, and its ChaCha20-Poly1305 goes through EVP as well.
  */
