@@ -8,6 +8,7 @@ packages=(
 	clang libclang-rt-14-dev                      # libFuzzer harnesses, sanitizer runtimes
 	libssl-dev openssl                            # OpenSSL 3.0: all crypto and TLS
 	python3 python3-cryptography                  # the independent keyless client of the e2e tests
+	libipsec-mb-dev                               # the QUIC ipsec-mb engine (AES-GCM bursts)
 	gnuplot-nox                                   # benchmark plots
 	util-linux procps                             # taskset, ps for benchmarks
 	nginx curl                                    # the provider's e2e test with an unmodified server

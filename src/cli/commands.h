@@ -18,6 +18,10 @@ struct subcommand;
 int kw_cli_ref(const struct subcommand *sc, int argc, char **argv);
 /* keyway ping: ask every keyserver of the provider's settings for a pong. */
 int kw_cli_ping(const struct subcommand *sc, int argc, char **argv);
+/* keyway quic protect|unprotect|initial|bench: QUIC packet protection (quic.c). */
+int kw_cli_quic(const struct subcommand *sc, int argc, char **argv);
+/* keyway quic bench (quic_bench.c), called by kw_cli_quic with argv[0] = "bench". */
+int kw_cli_quic_bench(int argc, char **argv);
 
 /*
  * kw_cli_options parses the arguments of `keyway NAME` (argv[0] skipped)

@@ -149,6 +149,7 @@ static const struct subcommand subcommands[] = {
      kw_cli_ref},
     {"ping", "[--openssl-conf FILE]", "ask each keyserver of the provider's settings for a pong",
      kw_cli_ping},
+    {"quic", "protect|unprotect|initial|bench", "QUIC packet protection (RFC 9001)", kw_cli_quic},
     {"help", "[COMMAND]", "show this list, or one command's options", cmd_help},
     {NULL, NULL, NULL, NULL},
 };
