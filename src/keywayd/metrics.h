@@ -79,9 +79,10 @@ void kwd_metrics_reload(struct kwd_metrics *m, int ok);
 int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *out);
 
 /*
- * kwd_metrics_serve starts an HTTP/1.1 server on addr in loop answering
- * GET /metrics (404 otherwise, one request per connection). Returns 0 or
- * -errno with the reason in err.
+ * kwd_metrics_serve starts libkeyway's /metrics server (keyway/metrics_server.h:
+ * GET /metrics, 404/405/400 otherwise, one request per connection, idle
+ * timeout, connection cap) on addr in loop. Returns 0 or -errno with the
+ * reason in err.
  */
 int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, const struct kw_addr *addr,
                       char *err, size_t errlen);
