@@ -397,6 +397,7 @@ struct scanner {
 	char **argv;
 	int i;                /* the argument last looked at */
 	bool only_positional; /* after "--" */
+	bool unknown;         /* the last error was an unknown option (--help still wins) */
 };
 
 /* takes_value tells whether `--name` without '=' takes the next argument. */
@@ -432,6 +433,7 @@ static int scan_next(struct scanner *sc, struct kw_option *opts, struct kw_optio
 			return TOK_HELP;
 		if (strcmp(a, "--version") == 0)
 			return TOK_VERSION;
+		sc->unknown = true;
 		if (a[1] != '-') {
 			snprintf(err, errlen,
 			         "unknown option '%s'; options are long: --name value (see --help)",
@@ -451,6 +453,7 @@ static int scan_next(struct scanner *sc, struct kw_option *opts, struct kw_optio
 			unknown(err, errlen, &flag, opts, name);
 			return -KW_ECONFIG;
 		}
+		sc->unknown = false;
 		const char *what = *opt != NULL ? (*opt)->arg : "FILE";
 		if (eq != NULL) {
 			*value = eq + 1;
@@ -488,10 +491,17 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
 	if (npositional)
 		*npositional = 0;
 	/* Pass 1: --help, --config and the shape of the line, so the file is read before
-	 * flags override it. */
+	 * flags override it. --help and --version win over an unknown option before them
+	 * (not over a missing value: `--key --help` stays an error). */
+	char first[512] = "";
 	while ((tok = scan_next(&sc, opts, &o, &value, err, errlen)) != TOK_END) {
-		if (tok < 0)
+		if (tok < 0 && !sc.unknown)
 			return tok;
+		if (tok < 0) {
+			if (first[0] == '\0')
+				snprintf(first, sizeof(first), "%s", err);
+			continue;
+		}
 		if (tok == TOK_HELP) {
 			kw_config_usage(opts, usage, stdout);
 			return 1;
@@ -502,6 +512,10 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
 		}
 		if (tok == TOK_CONFIG)
 			config = value;
+	}
+	if (first[0] != '\0') {
+		snprintf(err, errlen, "%s", first);
+		return -KW_ECONFIG;
 	}
 	if (config && (rc = parse_file(opts, config, err, errlen)) < 0)
 		return rc < 0 && rc != -ENOMEM ? -KW_ECONFIG : rc;
