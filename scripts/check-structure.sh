@@ -3,7 +3,8 @@
 #   1. every tracked .c/.h file is formatted by the checked-in .clang-format;
 #   2. components keep to their own headers: a quoted #include in src/<X>/
 #      never names a header living in another src/<Y>/, and no file outside
-#      src/<X>/ (other than tests/unit/<X>/) includes a header of src/<X>/
+#      src/<X>/ (other than its white-box tests, tests/unit/<X>/, and
+#      micro-benchmarks, bench/<X>/) includes a header of src/<X>/
 #      (public headers live in include/keyway/ and are included as
 #      "keyway/x.h");
 #   3. no #include cycle among the files of src/ and include/.
@@ -84,7 +85,7 @@ for f in files:
             edges.setdefault(f, set()).add(target)
         if owner is None or owner == mine:
             continue
-        if f.startswith("tests/unit/%s/" % owner):
+        if f.startswith(("tests/unit/%s/" % owner, "bench/%s/" % owner)):
             continue
         bad.append('%s includes "%s", a private header of src/%s/' % (f, name, owner))
 

@@ -33,11 +33,11 @@
 struct kw_client;
 
 struct kw_client_config {
-	struct kw_addr addr;     /* keyserver address (TCP or unix) */
-	SSL_CTX *ssl_ctx;        /* client context (ref taken); NULL only for unix addresses */
-	const char *server_name; /* SNI and certificate name to verify; NULL: addr.host */
-	unsigned timeout_ms;     /* per-request deadline; 0 means 10000 (as gokeyless) */
-	unsigned max_inflight;   /* submits beyond this get -EAGAIN; 0 means 1000 */
+	struct kw_addr addr;         /* keyserver address (TCP or unix) */
+	SSL_CTX *ssl_ctx;            /* client context (ref taken); NULL only for unix addresses */
+	const char *server_name;     /* SNI and certificate name to verify; NULL: addr.host */
+	unsigned timeout_ms;         /* per-request deadline; 0 means 10000 (as gokeyless) */
+	unsigned max_inflight;       /* submits beyond this get -EAGAIN; 0 means 1000 */
 	unsigned connect_timeout_ms; /* TCP + TLS handshake; 0 means timeout_ms */
 };
 
@@ -55,7 +55,7 @@ struct kw_client_result {
 	uint8_t remote_error; /* enum kw_proto_error when status == -KW_EREMOTE */
 	const uint8_t *payload;
 	size_t payload_len;
-	uint64_t latency_ns;  /* submit to completion */
+	uint64_t latency_ns; /* submit to completion */
 };
 
 typedef void (*kw_client_cb)(void *arg, const struct kw_client_result *res);
@@ -81,7 +81,7 @@ void kw_client_free(struct kw_client *c);
  * (or KW_OP_ERROR with a 1-byte code); anything else is -KW_EPROTO.
  */
 int kw_client_submit(struct kw_client *c, const struct kw_msg *req, kw_client_cb cb, void *arg,
-		     uint32_t *id_out);
+                     uint32_t *id_out);
 
 /* kw_client_inflight is the number of requests submitted and not yet completed. */
 unsigned kw_client_inflight(const struct kw_client *c);

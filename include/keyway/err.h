@@ -12,14 +12,14 @@
 
 enum {
 	KW_EBASE = 4096,
-	KW_EPROTO,   /* malformed keyless frame: the connection must close */
-	KW_ETLS,     /* TLS failure (handshake, certificate, record layer) */
-	KW_ECRYPTO,  /* a cryptographic operation failed */
-	KW_ENOKEY,   /* no key with that identifier */
-	KW_ETIMEOUT, /* an operation's deadline passed */
-	KW_ECLOSED,  /* the peer closed the connection */
-	KW_ECONFIG,  /* bad configuration */
-	KW_EREMOTE,  /* the keyserver answered with an error (see kw_err_remote) */
+	KW_EPROTO,    /* malformed keyless frame: the connection must close */
+	KW_ETLS,      /* TLS failure (handshake, certificate, record layer) */
+	KW_ECRYPTO,   /* a cryptographic operation failed */
+	KW_ENOKEY,    /* no key with that identifier */
+	KW_ETIMEOUT,  /* an operation's deadline passed */
+	KW_ECLOSED,   /* the peer closed the connection */
+	KW_ECONFIG,   /* bad configuration */
+	KW_EREMOTE,   /* the keyserver answered with an error (see kw_err_remote) */
 	KW_ECANCELED, /* the operation was abandoned before completing */
 	KW_ELAST
 };

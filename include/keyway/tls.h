@@ -17,7 +17,7 @@
  * On failure returns NULL and writes the reason (file, what failed) to err.
  */
 SSL_CTX *kw_tls_server_ctx(const char *cert, const char *key, const char *client_ca, char *err,
-			   size_t errlen);
+                           size_t errlen);
 
 /*
  * kw_tls_client_ctx builds a client context that verifies the server against
@@ -25,7 +25,7 @@ SSL_CTX *kw_tls_server_ctx(const char *cert, const char *key, const char *client
  * verification is never allowed — ca is required). NULL + err on failure.
  */
 SSL_CTX *kw_tls_client_ctx(const char *cert, const char *key, const char *ca, char *err,
-			   size_t errlen);
+                           size_t errlen);
 
 /* kw_tls_err_string drains the OpenSSL error queue into out ("" if empty). */
 void kw_tls_err_string(char *out, size_t outlen);

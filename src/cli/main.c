@@ -163,7 +163,7 @@ static void print_help(FILE *f)
 		fprintf(f, "  %-24s %s\n", left, sc->summary);
 	}
 	fprintf(f, "\n'keyway COMMAND --help' describes one command; 'keyway --version' prints\n"
-		   "the version, OpenSSL version and features.\n");
+	           "the version, OpenSSL version and features.\n");
 }
 
 static int cmd_help(const struct subcommand *sc, int argc, char **argv)

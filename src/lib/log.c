@@ -48,10 +48,10 @@ void kw_log(enum kw_log_level level, const char *fmt, ...)
 	struct tm tm;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%d] %s: ",
-			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			 tm.tm_sec, ts.tv_nsec / 1000000, log_prog, (int)getpid(),
-			 level_names[level]);
+	int n = snprintf(line, sizeof(line),
+	                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%d] %s: ", tm.tm_year + 1900,
+	                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	                 ts.tv_nsec / 1000000, log_prog, (int)getpid(), level_names[level]);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = 0;
 	va_list ap;
@@ -79,7 +79,8 @@ void kw_log_openssl(enum kw_log_level level, const char *msg)
 	while ((e = ERR_get_error()) != 0) {
 		char one[200];
 		ERR_error_string_n(e, one, sizeof(one));
-		int w = snprintf(reason + used, sizeof(reason) - used, "%s%s", used ? "; " : "", one);
+		int w =
+		    snprintf(reason + used, sizeof(reason) - used, "%s%s", used ? "; " : "", one);
 		if (w < 0 || (size_t)w >= sizeof(reason) - used)
 			break;
 		used += (size_t)w;

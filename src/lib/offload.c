@@ -64,7 +64,7 @@ void kw_op_complete(struct kw_op *op, int status)
 	int expected = KW_OP_INFLIGHT;
 	/* Exactly once, whichever path (answer, timeout, teardown) gets here first. */
 	if (!atomic_compare_exchange_strong_explicit(&op->state, &expected, KW_OP_COMPLETING,
-						     memory_order_acq_rel, memory_order_acquire))
+	                                             memory_order_acq_rel, memory_order_acquire))
 		return;
 	op->status = status;
 	/* Publishes status and out[] to whoever sees KW_OP_DONE. */

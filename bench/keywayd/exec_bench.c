@@ -1,5 +1,5 @@
 /*
- * keywayd_exec_bench.c - CPU cost of kwd_exec_run per operation against what
+ * exec_bench.c - CPU cost of kwd_exec_run per operation against what
  * `openssl speed` measures (one EVP_PKEY_CTX initialised once, then bare
  * EVP_PKEY_sign / EVP_DigestSign). Not a unit test: run it by hand,
  *     keywayd-bench-exec [seconds-per-round]
