@@ -178,7 +178,11 @@ static void test_wakeup(void)
 	/* Not armed: a completion does not touch the eventfd. */
 	struct top *t = new_op(rsa);
 	CHECK_EQ(kw_backend_submit(b, &t->op), 0);
-	sleep_ms(100);
+	/* Wait for the crypto thread's result (bounded), not a fixed time: a loaded machine
+	 * may take longer than any fixed sleep. The ring push follows the result at once. */
+	for (int waited = 0; *(volatile size_t *)&t->op.out_len == 0 && waited < 10000; waited += 5)
+		sleep_ms(5);
+	sleep_ms(20);
 	CHECK(!fd_readable(efd, 0));
 	/* Arming with a completion already waiting says "don't sleep". */
 	CHECK(!kw_backend_arm(b));
