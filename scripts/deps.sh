@@ -15,6 +15,8 @@ packages=(
 	haproxy nghttp2-client                        # keyway-proxy benchmarks: HAProxy 2.6 peer, h2load
 	strace                                        # system calls per handshake (bench/proxy-notify-poll.sh)
 	help2man                                      # man pages from each program's --help
+	clang-format                                  # the formatter CI checks (scripts/check-structure.sh)
+	dpkg-dev debhelper man-db                     # the Debian package and its smoke test
 )
 
 missing=()
