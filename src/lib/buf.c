@@ -20,6 +20,13 @@ void kw_buf_cleanup(struct kw_buf *b)
 	b->off = b->len = b->cap = 0;
 }
 
+/* wipe clears [from, to) of a secret buffer's storage. */
+static void wipe(struct kw_buf *b, size_t from, size_t to)
+{
+	if (b->secret && b->data != NULL && to > from)
+		OPENSSL_cleanse(b->data + from, to - from);
+}
+
 int kw_buf_reserve(struct kw_buf *b, size_t n)
 {
 	if (b->cap - b->len >= n)
@@ -64,9 +71,11 @@ int kw_buf_append(struct kw_buf *b, const void *p, size_t n)
 void kw_buf_consume(struct kw_buf *b, size_t n)
 {
 	if (n >= kw_buf_unread(b)) {
+		wipe(b, 0, b->len);
 		b->off = b->len = 0;
 		return;
 	}
+	wipe(b, b->off, b->off + n);
 	b->off += n;
 }
 
@@ -76,12 +85,14 @@ void kw_buf_compact(struct kw_buf *b)
 		return;
 	size_t n = kw_buf_unread(b);
 	memmove(b->data, b->data + b->off, n);
+	wipe(b, n, b->len);
 	b->off = 0;
 	b->len = n;
 }
 
 void kw_buf_reset(struct kw_buf *b)
 {
+	wipe(b, 0, b->len);
 	b->off = b->len = 0;
 }
 

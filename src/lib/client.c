@@ -662,6 +662,7 @@ int kw_client_new(struct kw_loop *loop, const struct kw_client_config *cfg, stru
 		return -ENOMEM;
 	c->magic = CLIENT_MAGIC;
 	c->loop = loop;
+	kw_buf_set_secret(&c->in); /* answers carry signatures and decrypted premaster blocks */
 	c->addr = cfg->addr;
 	kw_addr_format(&c->addr, c->addr_text, sizeof(c->addr_text));
 	c->timeout_ns = timeout_ms * 1000000u;

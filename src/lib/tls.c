@@ -50,7 +50,10 @@ static SSL_CTX *new_ctx(const SSL_METHOD *method)
 	SSL_CTX_set_cipher_list(ctx, tls12_ciphers);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                          SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	/* Keyless links carry signatures and decrypted premaster blocks: OpenSSL wipes
+	 * its plaintext copies of records once they are read. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+	                             SSL_OP_CLEANSE_PLAINTEXT);
 	return ctx;
 }
 

@@ -1,4 +1,6 @@
 /* test_buf.c - the byte buffer: append, consume, and formatted appends that never cut. */
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "check.h"
@@ -18,6 +20,41 @@ static void test_append_consume(void)
 	CHECK(b.data == NULL && b.cap == 0);
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
+/* A secret buffer wipes what it stops holding at once: consumed, compacted, reset. */
+static void test_secret_wipes(void)
+{
+	struct kw_buf b = KW_BUF_INIT;
+	kw_buf_set_secret(&b);
+	CHECK_EQ(kw_buf_append(&b, "premaster-secret", 16), 0);
+	kw_buf_consume(&b, 10);
+	CHECK(all_zero(b.data, 10));
+	CHECK(memcmp(kw_buf_head(&b), "secret", 6) == 0);
+	kw_buf_compact(&b);
+	CHECK(memcmp(b.data, "secret", 6) == 0);
+	CHECK(all_zero(b.data + 6, 10)); /* the tail the move left behind */
+	kw_buf_reset(&b);
+	CHECK(all_zero(b.data, 16));
+	CHECK_EQ(kw_buf_append(&b, "abc", 3), 0);
+	kw_buf_consume(&b, 3); /* all read */
+	CHECK(all_zero(b.data, 3));
+	kw_buf_cleanup(&b);
+
+	/* An ordinary buffer keeps the old bytes (no cost on the hot path). */
+	struct kw_buf o = KW_BUF_INIT;
+	CHECK_EQ(kw_buf_append(&o, "abc", 3), 0);
+	kw_buf_consume(&o, 3);
+	CHECK(memcmp(o.data, "abc", 3) == 0);
+	kw_buf_cleanup(&o);
+}
+
 static void test_appendf_grows(void)
 {
 	struct kw_buf b = KW_BUF_INIT;
@@ -32,6 +69,7 @@ static void test_appendf_grows(void)
 int main(void)
 {
 	test_append_consume();
+	test_secret_wipes();
 	test_appendf_grows();
 	CHECK_DONE();
 }
