@@ -39,10 +39,10 @@ enum kw_op_kind {
 };
 
 enum kw_op_state {
-	KW_OP_STATE_NEW = 0,    /* not submitted */
-	KW_OP_STATE_INFLIGHT,   /* accepted by a backend */
-	KW_OP_STATE_COMPLETING, /* a completion won the race and is writing the status */
-	KW_OP_STATE_DONE,       /* result written; done callback (if any) has run or is running */
+	KW_OPSTATE_NEW = 0,    /* not submitted */
+	KW_OPSTATE_INFLIGHT,   /* accepted by a backend */
+	KW_OPSTATE_COMPLETING, /* a completion won the race and is writing the status */
+	KW_OPSTATE_DONE,       /* result written; done callback (if any) has run or is running */
 };
 
 struct kw_op;
@@ -100,7 +100,7 @@ void kw_op_complete(struct kw_op *op, int status);
 void kw_op_detach(struct kw_op *op);
 static inline bool kw_op_is_done(struct kw_op *op)
 {
-	return atomic_load_explicit(&op->state, memory_order_acquire) == KW_OP_STATE_DONE;
+	return atomic_load_explicit(&op->state, memory_order_acquire) == KW_OPSTATE_DONE;
 }
 
 struct kw_backend;

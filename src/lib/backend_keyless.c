@@ -303,7 +303,7 @@ static void give_up(struct req *r, int status)
 
 	if (b->fallback != NULL && status != 0 && status != -KW_EREMOTE &&
 	    status != -KW_ECANCELED && r->pinned < 0 && op->opcode != KW_OP_PING &&
-	    atomic_load_explicit(&op->state, memory_order_acquire) == KW_OP_STATE_INFLIGHT)
+	    atomic_load_explicit(&op->state, memory_order_acquire) == KW_OPSTATE_INFLIGHT)
 		key = kw_keyset_find(b->fallback, op->ski);
 	if (key == NULL) {
 		complete(r, status);
@@ -562,7 +562,7 @@ static void on_answer(void *arg, const struct kw_client_result *res)
 		} else {
 			/* Ours to write only while in flight: a completed op is its owner's. */
 			if (atomic_load_explicit(&op->state, memory_order_acquire) ==
-			    KW_OP_STATE_INFLIGHT) {
+			    KW_OPSTATE_INFLIGHT) {
 				if (res->payload_len > 0)
 					memcpy(op->out, res->payload, res->payload_len);
 				op->out_len = res->payload_len;

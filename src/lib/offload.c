@@ -10,7 +10,7 @@ void kw_op_init(struct kw_op *op, enum kw_op_kind kind, uint8_t opcode)
 	memset(op, 0, sizeof(*op));
 	op->kind = kind;
 	op->opcode = opcode;
-	atomic_init(&op->state, KW_OP_STATE_NEW);
+	atomic_init(&op->state, KW_OPSTATE_NEW);
 	atomic_init(&op->refs, 1);
 	atomic_flag_clear(&op->cb_lock);
 	op->server = -1;
@@ -56,19 +56,19 @@ void kw_op_unref(struct kw_op *op)
 void kw_op_accept(struct kw_op *op)
 {
 	kw_op_ref(op);
-	atomic_store_explicit(&op->state, KW_OP_STATE_INFLIGHT, memory_order_release);
+	atomic_store_explicit(&op->state, KW_OPSTATE_INFLIGHT, memory_order_release);
 }
 
 void kw_op_complete(struct kw_op *op, int status)
 {
-	int expected = KW_OP_STATE_INFLIGHT;
+	int expected = KW_OPSTATE_INFLIGHT;
 	/* Exactly once, whichever path (answer, timeout, teardown) gets here first. */
-	if (!atomic_compare_exchange_strong_explicit(&op->state, &expected, KW_OP_STATE_COMPLETING,
+	if (!atomic_compare_exchange_strong_explicit(&op->state, &expected, KW_OPSTATE_COMPLETING,
 	                                             memory_order_acq_rel, memory_order_acquire))
 		return;
 	op->status = status;
-	/* Publishes status and out[] to whoever sees KW_OP_STATE_DONE. */
-	atomic_store_explicit(&op->state, KW_OP_STATE_DONE, memory_order_release);
+	/* Publishes status and out[] to whoever sees KW_OPSTATE_DONE. */
+	atomic_store_explicit(&op->state, KW_OPSTATE_DONE, memory_order_release);
 	cb_lock(op);
 	if (op->done != NULL)
 		op->done(op, op->done_arg);
