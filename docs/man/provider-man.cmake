@@ -19,12 +19,18 @@ function(md_to_roff var text)
   set(${var} "${text}" PARENT_SCOPE)
 endfunction()
 
+# md_from(VAR MARKER WHAT): the guide from MARKER on; fails naming WHAT if absent.
+function(md_from var marker what)
+  string(FIND "${md}" "${marker}" at)
+  if(at LESS 0)
+    message(FATAL_ERROR "${MD}: ${what} was not found")
+  endif()
+  string(SUBSTRING "${md}" ${at} -1 text)
+  set(${var} "${text}" PARENT_SCOPE)
+endfunction()
+
 # The settings table: its header row, then rows up to the first blank line.
-string(FIND "${md}" "| `openssl.cnf` key | environment |" start)
-if(start LESS 0)
-  message(FATAL_ERROR "${MD}: the settings table was not found")
-endif()
-string(SUBSTRING "${md}" ${start} -1 table)
+md_from(table "| `openssl.cnf` key | environment |" "the settings table")
 string(FIND "${table}" "\n\n" end)
 string(SUBSTRING "${table}" 0 ${end} table)
 # ";" would split the list of rows: stand in for it until each row is read.
@@ -47,11 +53,7 @@ foreach(row ${rows})
 endforeach()
 
 # The example openssl.cnf: the first ini block after "Example `openssl.cnf`".
-string(FIND "${md}" "Example `openssl.cnf`" ex)
-if(ex LESS 0)
-  message(FATAL_ERROR "${MD}: the example openssl.cnf was not found")
-endif()
-string(SUBSTRING "${md}" ${ex} -1 rest)
+md_from(rest "Example `openssl.cnf`" "the example openssl.cnf")
 string(REGEX MATCH "```ini\n(.*)" _ "${rest}")
 set(example "${CMAKE_MATCH_1}")
 string(FIND "${example}" "```" close)

@@ -137,6 +137,10 @@ static void pkt_cleanup(struct pkt_args *a, struct kw_option *opts)
 	    KW_OPT_STR("secret", &(a).secret, "HEX", "the traffic secret", .required = true),      \
 	    KW_OPT_STR("engine", &(a).engine, "E", "evp, ipsec-mb or auto (default)")
 
+static const char protect_usage[] =
+    "usage: keyway quic protect --cipher C --secret HEX --header HEX "
+    "--payload HEX [--pn N] [--engine E]\n\nPrint the protected packet in hex.";
+
 static int cmd_protect(int argc, char **argv)
 {
 	struct pkt_args a = {.engine = "auto"};
@@ -152,9 +156,7 @@ static int cmd_protect(int argc, char **argv)
 	    KW_OPT_END,
 	};
 	static uint8_t buf[PKT_MAX + KW_QUIC_TAG_LEN];
-	int rc = parse(opts, argc, argv,
-	               "usage: keyway quic protect --cipher C --secret HEX --header HEX "
-	               "--payload HEX [--pn N] [--engine E]\n\nPrint the protected packet in hex.");
+	int rc = parse(opts, argc, argv, protect_usage);
 	if (rc >= 0)
 		return rc;
 	rc = 1;
@@ -187,6 +189,11 @@ out:
 	return rc;
 }
 
+static const char unprotect_usage[] =
+    "usage: keyway quic unprotect --cipher C --secret HEX --packet HEX "
+    "--dcid-len N --largest-pn N [--engine E]\n\n"
+    "Print the unprotected header, the packet number and the payload.";
+
 static int cmd_unprotect(int argc, char **argv)
 {
 	struct pkt_args a = {.engine = "auto"};
@@ -203,10 +210,7 @@ static int cmd_unprotect(int argc, char **argv)
 	};
 	static uint8_t buf[PKT_MAX];
 	struct kw_quic_header h;
-	int rc = parse(opts, argc, argv,
-	               "usage: keyway quic unprotect --cipher C --secret HEX --packet HEX "
-	               "--dcid-len N --largest-pn N [--engine E]\n\n"
-	               "Print the unprotected header, the packet number and the payload.");
+	int rc = parse(opts, argc, argv, unprotect_usage);
 	if (rc >= 0)
 		return rc;
 	rc = 1;
@@ -263,6 +267,10 @@ static int print_material(const char *side, const uint8_t *secret)
 	return 0;
 }
 
+static const char initial_usage[] =
+    "usage: keyway quic initial --dcid HEX\n\n"
+    "Print the QUIC v1 Initial secrets and keys of a connection ID.";
+
 static int cmd_initial(int argc, char **argv)
 {
 	char *dcid_hex = NULL;
@@ -273,9 +281,7 @@ static int cmd_initial(int argc, char **argv)
 	};
 	uint8_t dcid[KW_QUIC_CID_MAX];
 	struct kw_quic_initial in;
-	int rc = parse(opts, argc, argv,
-	               "usage: keyway quic initial --dcid HEX\n\n"
-	               "Print the QUIC v1 Initial secrets and keys of a connection ID.");
+	int rc = parse(opts, argc, argv, initial_usage);
 	if (rc >= 0)
 		return rc;
 	rc = 1;

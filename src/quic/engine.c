@@ -29,7 +29,7 @@ static const struct kw_quic_engine_ops *find(const char *name)
 	for (size_t i = 0; i < N_ENGINES; i++)
 		/* "auto" is the first available: ipsec-mb when built in, then evp. */
 		if ((strcmp(name, "auto") == 0 || strcmp(name, engines[i]->name) == 0) &&
-		    engines[i]->available())
+		    (engines[i]->available == NULL || engines[i]->available()))
 			return engines[i];
 	return NULL;
 }
@@ -53,6 +53,11 @@ static int slot_claim(unsigned *slot)
 	}
 }
 
+static void slot_release(unsigned slot)
+{
+	atomic_fetch_and(&slots_used, ~(1ull << slot));
+}
+
 int kw_quic_engine_new(struct kw_quic_engine **out, const char *name)
 {
 	const struct kw_quic_engine_ops *ops = name != NULL ? find(name) : NULL;
@@ -70,22 +75,23 @@ int kw_quic_engine_new(struct kw_quic_engine **out, const char *name)
 		return rc;
 	}
 	e->gen = atomic_fetch_add(&slot_gen, 1) + 1;
-	if ((rc = ops->init(e)) < 0) {
-		atomic_fetch_and(&slots_used, ~(1ull << e->slot));
-		free(e);
-		return rc;
+	if (ops->init == NULL || (rc = ops->init(e)) == 0) {
+		*out = e;
+		return 0;
 	}
-	*out = e;
-	return 0;
+	slot_release(e->slot);
+	free(e);
+	return rc;
 }
 
 void kw_quic_engine_free(struct kw_quic_engine *e)
 {
 	if (e == NULL)
 		return;
-	e->ops->fini(e);
+	if (e->ops->fini != NULL)
+		e->ops->fini(e);
 	/* Contexts left in keys are freed with the keys or by the slot's next owner. */
-	atomic_fetch_and(&slots_used, ~(1ull << e->slot));
+	slot_release(e->slot);
 	free(e);
 }
 
@@ -175,6 +181,20 @@ static int prepare_seal(struct kw_quic_engine *e, struct kw_quic_pkt *p, struct 
 	return 0;
 }
 
+typedef int (*prepare_fn)(struct kw_quic_engine *e, struct kw_quic_pkt *p, struct kw_quic_job *j);
+
+/* gather prepares e's jobs for the packets of pkts going in direction dir; returns how many. */
+static size_t gather(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, size_t n,
+                     enum kw_quic_dir dir, prepare_fn prepare)
+{
+	size_t nj = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (pkts[i].dir == dir && prepare(e, &pkts[i], &e->jobs[nj]) == 0)
+			nj++;
+	return nj;
+}
+
 /* count_seals adds each run of jobs under one key to that key's count. */
 static void count_seals(struct kw_quic_job *jobs, size_t n)
 {
@@ -190,14 +210,11 @@ static void count_seals(struct kw_quic_job *jobs, size_t n)
 static size_t seal_chunk(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, size_t n)
 {
 	struct kw_quic_job *jobs = e->jobs;
-	size_t nj = 0, ok = 0;
+	size_t nj = gather(e, pkts, n, KW_QUIC_SEAL, prepare_seal), ok = 0;
 
-	for (size_t i = 0; i < n; i++)
-		if (pkts[i].dir == KW_QUIC_SEAL && prepare_seal(e, &pkts[i], &jobs[nj]) == 0)
-			nj++;
 	if (nj == 0)
 		return 0;
-	e->ops->seal(e, jobs, nj);
+	e->ops->aead(e, jobs, nj, KW_QUIC_SEAL);
 	e->ops->masks(e, jobs, nj);
 	for (size_t i = 0; i < nj; i++) {
 		struct kw_quic_pkt *p = jobs[i].pkt;
@@ -261,11 +278,8 @@ static int unmask(struct kw_quic_engine *e, struct kw_quic_job *j)
 static size_t open_chunk(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, size_t n)
 {
 	struct kw_quic_job *jobs = e->jobs;
-	size_t nj = 0, live = 0, ok = 0;
+	size_t nj = gather(e, pkts, n, KW_QUIC_OPEN, prepare_open), live = 0, ok = 0;
 
-	for (size_t i = 0; i < n; i++)
-		if (pkts[i].dir == KW_QUIC_OPEN && prepare_open(e, &pkts[i], &jobs[nj]) == 0)
-			nj++;
 	if (nj == 0)
 		return 0;
 	e->ops->masks(e, jobs, nj);
@@ -274,7 +288,7 @@ static size_t open_chunk(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, siz
 			jobs[live++] = jobs[i];
 	if (live == 0)
 		return 0;
-	e->ops->open(e, jobs, live);
+	e->ops->aead(e, jobs, live, KW_QUIC_OPEN);
 	for (size_t i = 0; i < live; i++) {
 		struct kw_quic_pkt *p = jobs[i].pkt;
 		if (!jobs[i].ok) {

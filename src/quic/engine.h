@@ -38,6 +38,7 @@ struct kw_quic_engine;
 
 struct kw_quic_engine_ops {
 	const char *name;
+	/* available, init and fini may be NULL: always available, nothing to set up. */
 	bool (*available)(void);
 	int (*init)(struct kw_quic_engine *e);
 	void (*fini)(struct kw_quic_engine *e);
@@ -45,9 +46,9 @@ struct kw_quic_engine_ops {
 	void *(*key_state_new)(struct kw_quic_engine *e, const struct kw_quic_key *k);
 	/* key_state_free frees them; may run on any thread, after the engine is gone. */
 	void (*key_state_free)(void *state);
-	/* seal and open run the AEAD over jobs, in place, setting each job's ok. */
-	void (*seal)(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n);
-	void (*open)(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n);
+	/* aead seals or opens (dir) jobs, in place, setting each job's ok. */
+	void (*aead)(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n,
+	             enum kw_quic_dir dir);
 	/* masks computes each job's mask from its sample with its hp state. */
 	void (*masks)(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n);
 };

@@ -97,16 +97,11 @@ static void *evp_state_new(struct kw_quic_engine *e, const struct kw_quic_key *k
 	return kw_quic_evp_key_new(k);
 }
 
-static void evp_seal(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n)
+static void evp_aead(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n,
+                     enum kw_quic_dir dir)
 {
 	for (size_t i = 0; i < n; i++)
-		jobs[i].ok = kw_quic_evp_aead(jobs[i].aead, &jobs[i], KW_QUIC_SEAL);
-}
-
-static void evp_open(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		jobs[i].ok = kw_quic_evp_aead(jobs[i].aead, &jobs[i], KW_QUIC_OPEN);
+		jobs[i].ok = kw_quic_evp_aead(jobs[i].aead, &jobs[i], dir);
 }
 
 /*
@@ -139,28 +134,11 @@ static void evp_masks(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t
 	}
 }
 
-static bool evp_available(void)
-{
-	return true;
-}
-
-static int evp_init(struct kw_quic_engine *e)
-{
-	return 0;
-}
-
-static void evp_fini(struct kw_quic_engine *e)
-{
-}
-
+/* Always available, nothing to set up: no available, init or fini. */
 const struct kw_quic_engine_ops kw_quic_evp_ops = {
     .name = "evp",
-    .available = evp_available,
-    .init = evp_init,
-    .fini = evp_fini,
     .key_state_new = evp_state_new,
     .key_state_free = kw_quic_evp_key_free,
-    .seal = evp_seal,
-    .open = evp_open,
+    .aead = evp_aead,
     .masks = evp_masks,
 };

@@ -97,6 +97,16 @@ static void *imb_key_new(struct kw_quic_engine *e, const struct kw_quic_key *k)
 	return s;
 }
 
+/* fill_cipher sets the cipher's input and output: from src into kj->data, kj->data_len bytes. */
+static void fill_cipher(IMB_JOB *j, struct kw_quic_job *kj, const void *src, uint64_t key_len)
+{
+	j->key_len_in_bytes = key_len;
+	j->src = src;
+	j->dst = kj->data;
+	j->cipher_start_src_offset_in_bytes = 0;
+	j->msg_len_to_cipher_in_bytes = kj->data_len;
+}
+
 /* fill_gcm sets up one AES-GCM job; an open's computed tag goes to kj->mask (spent by then). */
 static void fill_gcm(IMB_JOB *j, struct kw_quic_job *kj, bool seal)
 {
@@ -107,11 +117,7 @@ static void fill_gcm(IMB_JOB *j, struct kw_quic_job *kj, bool seal)
 	j->cipher_direction = seal ? IMB_DIR_ENCRYPT : IMB_DIR_DECRYPT;
 	j->chain_order = seal ? IMB_ORDER_CIPHER_HASH : IMB_ORDER_HASH_CIPHER;
 	j->enc_keys = j->dec_keys = &s->gcm;
-	j->key_len_in_bytes = s->key_len;
-	j->src = kj->data;
-	j->dst = kj->data;
-	j->cipher_start_src_offset_in_bytes = 0;
-	j->msg_len_to_cipher_in_bytes = kj->data_len;
+	fill_cipher(j, kj, kj->data, s->key_len);
 	j->hash_start_src_offset_in_bytes = 0;
 	j->msg_len_to_hash_in_bytes = kj->data_len;
 	j->iv = kj->nonce;
@@ -147,11 +153,7 @@ static void fill_mask(IMB_JOB *j, struct kw_quic_job *kj)
 	j->chain_order = IMB_ORDER_CIPHER_HASH;
 	j->enc_keys = s->hp_enc;
 	j->dec_keys = s->hp_dec;
-	j->key_len_in_bytes = s->key_len;
-	j->src = kj->sample;
-	j->dst = kj->data;
-	j->cipher_start_src_offset_in_bytes = 0;
-	j->msg_len_to_cipher_in_bytes = kj->data_len;
+	fill_cipher(j, kj, kj->sample, s->key_len);
 	j->iv = NULL;
 	j->iv_len_in_bytes = 0;
 }
@@ -220,16 +222,6 @@ static void imb_aead(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t 
 	}
 }
 
-static void imb_seal(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n)
-{
-	imb_aead(e, jobs, n, KW_QUIC_SEAL);
-}
-
-static void imb_open(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n)
-{
-	imb_aead(e, jobs, n, KW_QUIC_OPEN);
-}
-
 static void imb_masks(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t n)
 {
 	uint8_t in[KW_QUIC_CHUNK * 16], out[KW_QUIC_CHUNK * 16];
@@ -270,7 +262,6 @@ const struct kw_quic_engine_ops kw_quic_imb_ops = {
     .fini = imb_fini,
     .key_state_new = imb_key_new,
     .key_state_free = imb_key_free,
-    .seal = imb_seal,
-    .open = imb_open,
+    .aead = imb_aead,
     .masks = imb_masks,
 };

@@ -3,9 +3,9 @@ version, the revision ("git HASH" or "package VERSION"), the OpenSSL library
 it runs with and the features built in; --help lists --version. The keyway
 tool answers both `keyway --version` and `keyway SUB --version`.
 
-Standard library only. The programs come from KEYWAYD, KEYWAY_PROXY,
-KEYWAY_CLI, KEYWAY_BENCH and KEYWAY_RELAY; without KEYWAYD the test is
-skipped (exit 77).
+Standard library only, with kwharness for the checks. The programs come
+from KEYWAYD, KEYWAY_PROXY, KEYWAY_CLI, KEYWAY_BENCH and KEYWAY_RELAY;
+without KEYWAYD the test is skipped (exit 77).
 """
 
 import os
@@ -13,22 +13,15 @@ import re
 import subprocess
 import sys
 
+import kwharness
+
 TIMEOUT = 20.0
-failures = []
 
 LINE = re.compile(
     r"^(?P<name>[a-z-]+) (?P<version>\d+\.\d+\.\d+) "
     r"\((?:git [0-9a-f]{7,40}|package [0-9A-Za-z.+~:-]+)\) "
     r"OpenSSL (?P<openssl>\d+\.\d+\.\d+\S*); features: (?P<features>\S.*)\n$"
 )
-
-
-def check(cond, what):
-    if cond:
-        print("ok   " + what)
-    else:
-        print("FAIL " + what)
-        failures.append(what)
 
 
 def run(argv):
@@ -45,8 +38,9 @@ def openssl_version():
 
 def main():
     if not os.environ.get("KEYWAYD"):
-        print("skip: KEYWAYD not set")
-        return 77
+        kwharness.skip("KEYWAYD not set")
+    c = kwharness.Checker("program --version")
+    check = c.check
     programs = [("keywayd", os.environ["KEYWAYD"])]
     for name, env in (("keyway-proxy", "KEYWAY_PROXY"), ("keyway", "KEYWAY_CLI"),
                       ("keyway-bench", "KEYWAY_BENCH"), ("keyway-relay", "KEYWAY_RELAY")):
@@ -82,10 +76,7 @@ def main():
         h = run([path, "--help"])
         check(h.returncode == 0 and "--version" in h.stdout, "%s --help lists --version" % name)
     check(len(versions) == 1, "every program prints the same version, revision and features")
-    if failures:
-        print("%d check(s) failed" % len(failures))
-        return 1
-    return 0
+    return c.verdict()
 
 
 if __name__ == "__main__":
