@@ -24,9 +24,9 @@
 /* ---- keys ---------------------------------------------------------------- */
 
 enum kw_quic_cipher {
-	KW_QUIC_AES_128_GCM,       /* SHA-256, 32-byte secrets, AES-128 header protection */
-	KW_QUIC_AES_256_GCM,       /* SHA-384, 48-byte secrets, AES-256 header protection */
-	KW_QUIC_CHACHA20_POLY1305, /* SHA-256, 32-byte secrets, ChaCha20 header protection */
+	KW_QUIC_CIPHER_AES_128_GCM,       /* SHA-256, 32-byte secrets, AES-128 header protection */
+	KW_QUIC_CIPHER_AES_256_GCM,       /* SHA-384, 48-byte secrets, AES-256 header protection */
+	KW_QUIC_CIPHER_CHACHA20_POLY1305, /* SHA-256, 32-byte secrets, ChaCha20 header protection */
 	KW_QUIC_CIPHER_COUNT
 };
 
@@ -120,7 +120,7 @@ void kw_quic_key_set_limits(struct kw_quic_key *k, uint64_t seal_limit, uint64_t
 
 /* ---- packets and engines --------------------------------------------------- */
 
-enum kw_quic_dir { KW_QUIC_SEAL, KW_QUIC_OPEN };
+enum kw_quic_dir { KW_QUIC_DIR_SEAL, KW_QUIC_DIR_OPEN };
 
 /*
  * One packet of a batch. The submitter owns the structure and the buffer;
@@ -296,10 +296,11 @@ void kw_quic_conn_set_key(struct kw_quic_conn *c, enum kw_quic_level level, enum
 void kw_quic_conn_received(struct kw_quic_conn *c, enum kw_quic_level level, uint64_t pn);
 
 enum kw_quic_verdict {
-	KW_QUIC_NEEDS_CRYPTO, /* protected: open it (conn and keys in the class) */
-	KW_QUIC_PASS,         /* unprotected: Retry, Version Negotiation; to the stack as is */
-	KW_QUIC_SEND_VN,      /* unknown version in a datagram of >= 1200 bytes: answer with VN */
-	KW_QUIC_DROP,         /* see enum kw_quic_drop */
+	KW_QUIC_VERDICT_NEEDS_CRYPTO, /* protected: open it (conn and keys in the class) */
+	KW_QUIC_VERDICT_PASS,    /* unprotected: Retry, Version Negotiation; to the stack as is */
+	KW_QUIC_VERDICT_SEND_VN, /* unknown version in a datagram of >= 1200 bytes: answer with VN
+	                          */
+	KW_QUIC_VERDICT_DROP,    /* see enum kw_quic_drop */
 	KW_QUIC_VERDICT_COUNT
 };
 

@@ -165,7 +165,7 @@ static int cmd_protect(int argc, char **argv)
 	if (pl < 0 || pkt_setup("protect", &a) != 0)
 		goto out;
 	struct kw_quic_pkt p = {
-	    .buf = buf, .len = hl + pl, .hdr_len = hl, .key = a.key, .dir = KW_QUIC_SEAL};
+	    .buf = buf, .len = hl + pl, .hdr_len = hl, .key = a.key, .dir = KW_QUIC_DIR_SEAL};
 	unsigned pn_len = hl > 0 ? (buf[0] & 3) + 1 : 0;
 	if (hl < 1 + (long)pn_len) {
 		fprintf(stderr, "keyway quic protect: --header: shorter than its packet number\n");
@@ -229,7 +229,7 @@ static int cmd_unprotect(int argc, char **argv)
 	                        .largest_pn = largest_pn,
 	                        .key = a.key,
 	                        .key1 = a.key,
-	                        .dir = KW_QUIC_OPEN};
+	                        .dir = KW_QUIC_DIR_OPEN};
 	kw_quic_engine_run(a.e, &p, 1);
 	if (p.status < 0) {
 		fprintf(stderr, "keyway quic unprotect: %s\n",
@@ -254,7 +254,7 @@ static int print_material(const char *side, const uint8_t *secret)
 	struct kw_quic_key_material m;
 	char name[32];
 
-	if (kw_quic_key_new(&k, KW_QUIC_AES_128_GCM, secret, KW_QUIC_INITIAL_SECRET_LEN) < 0)
+	if (kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_128_GCM, secret, KW_QUIC_INITIAL_SECRET_LEN) < 0)
 		return -1;
 	kw_quic_key_material(k, &m);
 	snprintf(name, sizeof(name), "%s_key", side);

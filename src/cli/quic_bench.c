@@ -116,7 +116,7 @@ static void prepare(struct shard *sh, struct slot *s)
 		                                  .pn = pn,
 		                                  .key = sh->keys[conn],
 		                                  .conn = sh->first_conn + conn,
-		                                  .dir = KW_QUIC_SEAL,
+		                                  .dir = KW_QUIC_DIR_SEAL,
 		                                  .user = s};
 	}
 }
@@ -130,7 +130,7 @@ static void reopen(struct slot *s, unsigned n)
 		p->pn_offset = 1 + 8;
 		p->largest_pn = p->pn ? p->pn - 1 : UINT64_MAX;
 		p->key1 = p->key;
-		p->dir = KW_QUIC_OPEN;
+		p->dir = KW_QUIC_DIR_OPEN;
 	}
 }
 
@@ -142,7 +142,7 @@ static void on_done(void *arg, struct kw_quic_pkt *pkts, size_t n)
 
 	for (size_t i = 0; i < n; i++)
 		sh->errors += pkts[i].status != 0;
-	if (sh->o->open && pkts[0].dir == KW_QUIC_SEAL) {
+	if (sh->o->open && pkts[0].dir == KW_QUIC_DIR_SEAL) {
 		reopen(s, (unsigned)n);
 		s->next = sh->reopen;
 		sh->reopen = s;
@@ -307,7 +307,7 @@ static int self_check(const char *engine, const char *cipher)
 		                        .hdr_len = HDR_LEN,
 		                        .pn = 9,
 		                        .key = k,
-		                        .dir = KW_QUIC_SEAL};
+		                        .dir = KW_QUIC_DIR_SEAL};
 		struct kw_quic_pkt q = p;
 		q.buf = b;
 		kw_quic_engine_run(e, &p, 1);
@@ -318,7 +318,7 @@ static int self_check(const char *engine, const char *cipher)
 		                        .largest_pn = 8,
 		                        .key = k,
 		                        .key1 = k,
-		                        .dir = KW_QUIC_OPEN};
+		                        .dir = KW_QUIC_DIR_OPEN};
 		ok = p.status == 0 && memcmp(a, b, sizeof(a)) == 0 &&
 		     kw_quic_engine_run(e, &o, 1) == 1;
 	}

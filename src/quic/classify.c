@@ -18,7 +18,7 @@ static enum kw_quic_verdict verdict(struct kw_quic_table *t, struct kw_quic_clas
 	out->verdict = v;
 	out->drop = why;
 	t->stats.verdict[v]++;
-	if (v == KW_QUIC_DROP)
+	if (v == KW_QUIC_VERDICT_DROP)
 		t->stats.drop[why]++;
 	return v;
 }
@@ -26,7 +26,7 @@ static enum kw_quic_verdict verdict(struct kw_quic_table *t, struct kw_quic_clas
 static enum kw_quic_verdict drop(struct kw_quic_table *t, struct kw_quic_class *out,
                                  enum kw_quic_drop why)
 {
-	return verdict(t, out, KW_QUIC_DROP, why);
+	return verdict(t, out, KW_QUIC_VERDICT_DROP, why);
 }
 
 /* protected decides a packet with keys: connection, fixed bit, key, sample. */
@@ -40,7 +40,7 @@ static enum kw_quic_verdict protected(struct kw_quic_table *t, const uint8_t *p,
 	    c->rx[out->level][1] == NULL) return drop(t, out, KW_QUIC_DROP_NO_KEY);
 	if (out->h.pn_offset + 4 + KW_QUIC_SAMPLE_LEN >
 	    out->h.pkt_len) return drop(t, out, KW_QUIC_DROP_NO_SAMPLE);
-	return verdict(t, out, KW_QUIC_NEEDS_CRYPTO, KW_QUIC_DROP_NONE);
+	return verdict(t, out, KW_QUIC_VERDICT_NEEDS_CRYPTO, KW_QUIC_DROP_NONE);
 }
 
 static enum kw_quic_verdict classify_long(struct kw_quic_table *t, const uint8_t *p, size_t len,
@@ -51,17 +51,17 @@ static enum kw_quic_verdict classify_long(struct kw_quic_table *t, const uint8_t
 	if (kw_quic_header_parse(h, p, len, t->cid_len) < 0)
 		return drop(t, out, KW_QUIC_DROP_MALFORMED);
 	if (h->version == 0)
-		return verdict(t, out, KW_QUIC_PASS, KW_QUIC_DROP_NONE);
+		return verdict(t, out, KW_QUIC_VERDICT_PASS, KW_QUIC_DROP_NONE);
 	if (h->version != KW_QUIC_V1)
 		return dgram_len >= MIN_DATAGRAM
-		           ? verdict(t, out, KW_QUIC_SEND_VN, KW_QUIC_DROP_NONE)
+		           ? verdict(t, out, KW_QUIC_VERDICT_SEND_VN, KW_QUIC_DROP_NONE)
 		           : drop(t, out, KW_QUIC_DROP_SMALL_UNKNOWN);
 	out->conn = kw_quic_table_find(t, h->dcid, h->dcid_len);
 	if (h->type == 3) {
 		/* Retry: integrity-tagged, not packet-protected; the stack checks it. */
 		if (!(p[0] & 0x40) && (out->conn == NULL || !out->conn->grease_quic_bit))
 			return drop(t, out, KW_QUIC_DROP_FIXED_BIT);
-		return verdict(t, out, KW_QUIC_PASS, KW_QUIC_DROP_NONE);
+		return verdict(t, out, KW_QUIC_VERDICT_PASS, KW_QUIC_DROP_NONE);
 	}
 	out->level = long_level[h->type];
 	if (out->conn == NULL && out->level == KW_QUIC_LEVEL_INITIAL) {
@@ -72,7 +72,7 @@ static enum kw_quic_verdict classify_long(struct kw_quic_table *t, const uint8_t
 			return drop(t, out, KW_QUIC_DROP_SMALL_INITIAL);
 		if (h->pn_offset + 4 + KW_QUIC_SAMPLE_LEN > h->pkt_len)
 			return drop(t, out, KW_QUIC_DROP_NO_SAMPLE);
-		return verdict(t, out, KW_QUIC_NEEDS_CRYPTO, KW_QUIC_DROP_NONE);
+		return verdict(t, out, KW_QUIC_VERDICT_NEEDS_CRYPTO, KW_QUIC_DROP_NONE);
 	}
 	return protected(t, p, out);
 }

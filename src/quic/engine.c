@@ -210,11 +210,11 @@ static void count_seals(struct kw_quic_job *jobs, size_t n)
 static size_t seal_chunk(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, size_t n)
 {
 	struct kw_quic_job *jobs = e->jobs;
-	size_t nj = gather(e, pkts, n, KW_QUIC_SEAL, prepare_seal), ok = 0;
+	size_t nj = gather(e, pkts, n, KW_QUIC_DIR_SEAL, prepare_seal), ok = 0;
 
 	if (nj == 0)
 		return 0;
-	e->ops->aead(e, jobs, nj, KW_QUIC_SEAL);
+	e->ops->aead(e, jobs, nj, KW_QUIC_DIR_SEAL);
 	e->ops->masks(e, jobs, nj);
 	for (size_t i = 0; i < nj; i++) {
 		struct kw_quic_pkt *p = jobs[i].pkt;
@@ -278,7 +278,7 @@ static int unmask(struct kw_quic_engine *e, struct kw_quic_job *j)
 static size_t open_chunk(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, size_t n)
 {
 	struct kw_quic_job *jobs = e->jobs;
-	size_t nj = gather(e, pkts, n, KW_QUIC_OPEN, prepare_open), live = 0, ok = 0;
+	size_t nj = gather(e, pkts, n, KW_QUIC_DIR_OPEN, prepare_open), live = 0, ok = 0;
 
 	if (nj == 0)
 		return 0;
@@ -288,7 +288,7 @@ static size_t open_chunk(struct kw_quic_engine *e, struct kw_quic_pkt *pkts, siz
 			jobs[live++] = jobs[i];
 	if (live == 0)
 		return 0;
-	e->ops->aead(e, jobs, live, KW_QUIC_OPEN);
+	e->ops->aead(e, jobs, live, KW_QUIC_DIR_OPEN);
 	for (size_t i = 0; i < live; i++) {
 		struct kw_quic_pkt *p = jobs[i].pkt;
 		if (!jobs[i].ok) {

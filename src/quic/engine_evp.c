@@ -11,7 +11,7 @@
 #include "engine.h"
 
 struct evp_key {
-	EVP_CIPHER_CTX *ctx[2]; /* [KW_QUIC_SEAL], [KW_QUIC_OPEN]: the AEAD */
+	EVP_CIPHER_CTX *ctx[2]; /* [KW_QUIC_DIR_SEAL], [KW_QUIC_DIR_OPEN]: the AEAD */
 	EVP_CIPHER_CTX *hp;     /* AES-ECB, or ChaCha20 re-initialised per sample */
 	bool chacha;
 };
@@ -21,8 +21,8 @@ void kw_quic_evp_key_free(void *state)
 	struct evp_key *s = state;
 	if (s == NULL)
 		return;
-	EVP_CIPHER_CTX_free(s->ctx[KW_QUIC_SEAL]);
-	EVP_CIPHER_CTX_free(s->ctx[KW_QUIC_OPEN]);
+	EVP_CIPHER_CTX_free(s->ctx[KW_QUIC_DIR_SEAL]);
+	EVP_CIPHER_CTX_free(s->ctx[KW_QUIC_DIR_OPEN]);
 	EVP_CIPHER_CTX_free(s->hp);
 	free(s);
 }
@@ -35,11 +35,11 @@ void *kw_quic_evp_key_new(const struct kw_quic_key *k)
 	if (s == NULL)
 		return NULL;
 	switch (k->cipher) {
-	case KW_QUIC_AES_128_GCM:
+	case KW_QUIC_CIPHER_AES_128_GCM:
 		aead = EVP_aes_128_gcm();
 		hp = EVP_aes_128_ecb();
 		break;
-	case KW_QUIC_AES_256_GCM:
+	case KW_QUIC_CIPHER_AES_256_GCM:
 		aead = EVP_aes_256_gcm();
 		hp = EVP_aes_256_ecb();
 		break;
@@ -49,12 +49,12 @@ void *kw_quic_evp_key_new(const struct kw_quic_key *k)
 		s->chacha = true;
 		break;
 	}
-	s->ctx[KW_QUIC_SEAL] = EVP_CIPHER_CTX_new();
-	s->ctx[KW_QUIC_OPEN] = EVP_CIPHER_CTX_new();
+	s->ctx[KW_QUIC_DIR_SEAL] = EVP_CIPHER_CTX_new();
+	s->ctx[KW_QUIC_DIR_OPEN] = EVP_CIPHER_CTX_new();
 	s->hp = EVP_CIPHER_CTX_new();
-	if (s->ctx[KW_QUIC_SEAL] == NULL || s->ctx[KW_QUIC_OPEN] == NULL || s->hp == NULL ||
-	    EVP_EncryptInit_ex(s->ctx[KW_QUIC_SEAL], aead, NULL, k->key, NULL) <= 0 ||
-	    EVP_DecryptInit_ex(s->ctx[KW_QUIC_OPEN], aead, NULL, k->key, NULL) <= 0 ||
+	if (s->ctx[KW_QUIC_DIR_SEAL] == NULL || s->ctx[KW_QUIC_DIR_OPEN] == NULL || s->hp == NULL ||
+	    EVP_EncryptInit_ex(s->ctx[KW_QUIC_DIR_SEAL], aead, NULL, k->key, NULL) <= 0 ||
+	    EVP_DecryptInit_ex(s->ctx[KW_QUIC_DIR_OPEN], aead, NULL, k->key, NULL) <= 0 ||
 	    EVP_EncryptInit_ex(s->hp, hp, NULL, k->hp, NULL) <= 0 ||
 	    EVP_CIPHER_CTX_set_padding(s->hp, 0) <= 0) {
 		kw_quic_evp_key_free(s);
@@ -78,7 +78,7 @@ bool kw_quic_evp_mask(void *state, const uint8_t *sample, uint8_t *mask)
 bool kw_quic_evp_aead(void *state, struct kw_quic_job *j, enum kw_quic_dir dir)
 {
 	EVP_CIPHER_CTX *c = ((struct evp_key *)state)->ctx[dir];
-	int n, enc = dir == KW_QUIC_SEAL;
+	int n, enc = dir == KW_QUIC_DIR_SEAL;
 
 	if (EVP_CipherInit_ex(c, NULL, NULL, NULL, j->nonce, enc) <= 0 ||
 	    EVP_CipherUpdate(c, NULL, &n, j->aad, (int)j->aad_len) <= 0)

@@ -82,12 +82,12 @@ static void *imb_key_new(struct kw_quic_engine *e, const struct kw_quic_key *k)
 		return NULL;
 	memset(s, 0, sizeof(*s));
 	s->key_len = k->key_len;
-	if (k->cipher == KW_QUIC_CHACHA20_POLY1305) {
+	if (k->cipher == KW_QUIC_CIPHER_CHACHA20_POLY1305) {
 		if ((s->evp = kw_quic_evp_key_new(k)) == NULL) {
 			free(s);
 			return NULL;
 		}
-	} else if (k->cipher == KW_QUIC_AES_128_GCM) {
+	} else if (k->cipher == KW_QUIC_CIPHER_AES_128_GCM) {
 		IMB_AES128_GCM_PRE(m, k->key, &s->gcm);
 		IMB_AES_KEYEXP_128(m, k->hp, s->hp_enc, s->hp_dec);
 	} else {
@@ -214,10 +214,10 @@ static void imb_aead(struct kw_quic_engine *e, struct kw_quic_job *jobs, size_t 
 		jobs[i].ok = kw_quic_evp_aead(s->evp, &jobs[i], dir);
 		e->stats.aead_fallback++;
 	}
-	burst(e->priv, jobs, idx, ni, dir == KW_QUIC_SEAL ? fill_seal : fill_open, done);
+	burst(e->priv, jobs, idx, ni, dir == KW_QUIC_DIR_SEAL ? fill_seal : fill_open, done);
 	for (size_t k = 0; k < ni; k++) {
 		struct kw_quic_job *j = &jobs[idx[k]];
-		j->ok = done[idx[k]] && (dir == KW_QUIC_SEAL ||
+		j->ok = done[idx[k]] && (dir == KW_QUIC_DIR_SEAL ||
 		                         CRYPTO_memcmp(j->mask, j->tag, KW_QUIC_TAG_LEN) == 0);
 	}
 }

@@ -26,10 +26,10 @@ struct suite {
 };
 
 static const struct suite suites[KW_QUIC_CIPHER_COUNT] = {
-    [KW_QUIC_AES_128_GCM] = {"aes-128-gcm", "SHA256", 32, 16, 16, 1ull << 23, 1ull << 52},
-    [KW_QUIC_AES_256_GCM] = {"aes-256-gcm", "SHA384", 48, 32, 32, 1ull << 23, 1ull << 52},
-    [KW_QUIC_CHACHA20_POLY1305] = {"chacha20-poly1305", "SHA256", 32, 32, 32, 1ull << 62,
-                                   1ull << 36},
+    [KW_QUIC_CIPHER_AES_128_GCM] = {"aes-128-gcm", "SHA256", 32, 16, 16, 1ull << 23, 1ull << 52},
+    [KW_QUIC_CIPHER_AES_256_GCM] = {"aes-256-gcm", "SHA384", 48, 32, 32, 1ull << 23, 1ull << 52},
+    [KW_QUIC_CIPHER_CHACHA20_POLY1305] = {"chacha20-poly1305", "SHA256", 32, 32, 32, 1ull << 62,
+                                          1ull << 36},
 };
 
 int kw_quic_cipher_parse(const char *name)

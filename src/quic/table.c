@@ -148,7 +148,8 @@ int kw_quic_table_remove(struct kw_quic_table *t, const uint8_t *cid, size_t cid
 void kw_quic_conn_set_key(struct kw_quic_conn *c, enum kw_quic_level level, enum kw_quic_dir dir,
                           unsigned phase, struct kw_quic_key *k)
 {
-	struct kw_quic_key **slot = dir == KW_QUIC_SEAL ? &c->tx[level] : &c->rx[level][phase & 1];
+	struct kw_quic_key **slot =
+	    dir == KW_QUIC_DIR_SEAL ? &c->tx[level] : &c->rx[level][phase & 1];
 	kw_quic_key_ref(k);
 	kw_quic_key_unref(*slot);
 	*slot = k;
@@ -174,7 +175,7 @@ void kw_quic_class_pkt(const struct kw_quic_class *c, uint8_t *buf, struct kw_qu
 	pkt->buf = buf;
 	pkt->len = c->h.pkt_len;
 	pkt->pn_offset = c->h.pn_offset;
-	pkt->dir = KW_QUIC_OPEN;
+	pkt->dir = KW_QUIC_DIR_OPEN;
 	pkt->largest_pn = UINT64_MAX;
 	if (c->conn == NULL)
 		return;

@@ -28,12 +28,12 @@ static void setup(void)
 	memset(s2, 0x22, sizeof(s2));
 	if (kw_quic_table_new(&table, 8, 4) < 0 || kw_quic_engine_new(&engine, "evp") < 0 ||
 	    kw_quic_table_add(table, cid, 8, 1, &c) < 0 ||
-	    kw_quic_key_new(&k1, KW_QUIC_AES_128_GCM, s1, 32) < 0 ||
-	    kw_quic_key_new(&k2, KW_QUIC_CHACHA20_POLY1305, s2, 32) < 0)
+	    kw_quic_key_new(&k1, KW_QUIC_CIPHER_AES_128_GCM, s1, 32) < 0 ||
+	    kw_quic_key_new(&k2, KW_QUIC_CIPHER_CHACHA20_POLY1305, s2, 32) < 0)
 		abort();
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_OPEN, 0, k1);
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_OPEN, 1, k1);
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_HANDSHAKE, KW_QUIC_OPEN, 0, k2);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_DIR_OPEN, 0, k1);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_DIR_OPEN, 1, k1);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_HANDSHAKE, KW_QUIC_DIR_OPEN, 0, k2);
 	kw_quic_key_unref(k1);
 	kw_quic_key_unref(k2);
 }
@@ -50,7 +50,7 @@ static void open_one(const struct kw_quic_class *c, const uint8_t *p)
 	if (c->conn == NULL) {
 		struct kw_quic_initial in;
 		if (kw_quic_initial_secrets(&in, c->h.dcid, c->h.dcid_len) < 0 ||
-		    kw_quic_key_new(&initial, KW_QUIC_AES_128_GCM, in.client, 32) < 0)
+		    kw_quic_key_new(&initial, KW_QUIC_CIPHER_AES_128_GCM, in.client, 32) < 0)
 			abort();
 		pkt.key = initial;
 	}
@@ -74,11 +74,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	do {
 		enum kw_quic_verdict v = kw_quic_classify(table, data + off, size - off, size, &c);
-		if (v == KW_QUIC_DROP || v == KW_QUIC_SEND_VN)
+		if (v == KW_QUIC_VERDICT_DROP || v == KW_QUIC_VERDICT_SEND_VN)
 			break;
 		if (c.h.pkt_len == 0 || c.h.pkt_len > size - off)
 			abort();
-		if (v == KW_QUIC_NEEDS_CRYPTO) {
+		if (v == KW_QUIC_VERDICT_NEEDS_CRYPTO) {
 			if (c.h.pn_offset + 20 > c.h.pkt_len)
 				abort();
 			open_one(&c, data + off);

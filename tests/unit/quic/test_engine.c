@@ -55,7 +55,7 @@ static int open_copy(struct kw_quic_engine *e, struct kw_quic_key *k, const uint
 	                          .key = k,
 	                          .key1 = k,
 	                          .largest_pn = largest,
-	                          .dir = KW_QUIC_OPEN};
+	                          .dir = KW_QUIC_DIR_OPEN};
 	kw_quic_engine_run(e, o, 1);
 	return o->status;
 }
@@ -79,7 +79,7 @@ static void test_round_trips(enum kw_quic_cipher c)
 			                        .hdr_len = hl,
 			                        .pn = pn,
 			                        .key = k,
-			                        .dir = KW_QUIC_SEAL};
+			                        .dir = KW_QUIC_DIR_SEAL};
 			CHECK_EQ(kw_quic_engine_run(engines[s], &p, 1), 1);
 			/* Every engine opens what every engine sealed, byte for byte. */
 			for (size_t o = 0; o < n_engines; o++) {
@@ -122,7 +122,7 @@ static void test_flipped_bits(enum kw_quic_cipher c, bool long_hdr)
 		                        .hdr_len = hl,
 		                        .pn = 77,
 		                        .key = k,
-		                        .dir = KW_QUIC_SEAL};
+		                        .dir = KW_QUIC_DIR_SEAL};
 		kw_quic_engine_run(engines[e], &p, 1);
 		for (size_t bit = 0; bit < 8 * p.out_len; bit++) {
 			struct kw_quic_pkt r;
@@ -144,20 +144,25 @@ static void test_bad_input(struct kw_quic_engine *e)
 	uint8_t secret[32] = {1}, b[128] = {0x40};
 	struct kw_quic_key *k;
 
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
 	struct kw_quic_pkt bad[] = {
 	    /* seal: no key, header shorter than its packet number, no room for a sample */
-	    {.buf = b, .len = 40, .hdr_len = 10, .dir = KW_QUIC_SEAL},
-	    {.buf = b, .len = 40, .hdr_len = 1, .key = k, .dir = KW_QUIC_SEAL},
-	    {.buf = b, .len = 12, .hdr_len = 10, .key = k, .dir = KW_QUIC_SEAL},
-	    {.buf = b, .len = 40, .hdr_len = 41, .key = k, .dir = KW_QUIC_SEAL},
-	    {.buf = b, .len = 40, .hdr_len = 10, .pn = 1ull << 62, .key = k, .dir = KW_QUIC_SEAL},
+	    {.buf = b, .len = 40, .hdr_len = 10, .dir = KW_QUIC_DIR_SEAL},
+	    {.buf = b, .len = 40, .hdr_len = 1, .key = k, .dir = KW_QUIC_DIR_SEAL},
+	    {.buf = b, .len = 12, .hdr_len = 10, .key = k, .dir = KW_QUIC_DIR_SEAL},
+	    {.buf = b, .len = 40, .hdr_len = 41, .key = k, .dir = KW_QUIC_DIR_SEAL},
+	    {.buf = b,
+	     .len = 40,
+	     .hdr_len = 10,
+	     .pn = 1ull << 62,
+	     .key = k,
+	     .dir = KW_QUIC_DIR_SEAL},
 	    /* open: too short for a sample, offset past the end, huge offset */
-	    {.buf = b, .len = 29, .pn_offset = 10, .key = k, .dir = KW_QUIC_OPEN},
-	    {.buf = b, .len = 40, .pn_offset = 41, .key = k, .dir = KW_QUIC_OPEN},
-	    {.buf = b, .len = 40, .pn_offset = SIZE_MAX - 2, .key = k, .dir = KW_QUIC_OPEN},
-	    {.buf = b, .len = 40, .pn_offset = 0, .key = k, .dir = KW_QUIC_OPEN},
-	    {.buf = NULL, .len = 40, .pn_offset = 9, .key = k, .dir = KW_QUIC_OPEN},
+	    {.buf = b, .len = 29, .pn_offset = 10, .key = k, .dir = KW_QUIC_DIR_OPEN},
+	    {.buf = b, .len = 40, .pn_offset = 41, .key = k, .dir = KW_QUIC_DIR_OPEN},
+	    {.buf = b, .len = 40, .pn_offset = SIZE_MAX - 2, .key = k, .dir = KW_QUIC_DIR_OPEN},
+	    {.buf = b, .len = 40, .pn_offset = 0, .key = k, .dir = KW_QUIC_DIR_OPEN},
+	    {.buf = NULL, .len = 40, .pn_offset = 9, .key = k, .dir = KW_QUIC_DIR_OPEN},
 	};
 	size_t n = sizeof(bad) / sizeof(bad[0]);
 	CHECK_EQ(kw_quic_engine_run(e, bad, n), 0);
@@ -167,14 +172,14 @@ static void test_bad_input(struct kw_quic_engine *e)
 	/* A short header with the key phase bit set and no key1: no key. */
 	uint8_t pkt[64] = {0x44};
 	struct kw_quic_pkt s = {
-	    .buf = pkt, .len = 40, .hdr_len = 10, .pn = 5, .key = k, .dir = KW_QUIC_SEAL};
+	    .buf = pkt, .len = 40, .hdr_len = 10, .pn = 5, .key = k, .dir = KW_QUIC_DIR_SEAL};
 	CHECK_EQ(kw_quic_engine_run(e, &s, 1), 1);
 	struct kw_quic_pkt o = {.buf = pkt,
 	                        .len = s.out_len,
 	                        .pn_offset = 9,
 	                        .key = k,
 	                        .largest_pn = 4,
-	                        .dir = KW_QUIC_OPEN};
+	                        .dir = KW_QUIC_DIR_OPEN};
 	CHECK_EQ(kw_quic_engine_run(e, &o, 1), 0);
 	CHECK_EQ(o.status, -KW_ENOKEY);
 	kw_quic_key_unref(k);
@@ -187,7 +192,7 @@ static void test_limits(struct kw_quic_engine *e)
 	struct kw_quic_pkt p[8];
 	struct kw_quic_key_usage u;
 
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
 	kw_quic_key_usage(k, &u);
 	CHECK_EQ(u.seal_limit, 1ull << 23);
 	CHECK_EQ(u.fail_limit, 1ull << 52);
@@ -195,8 +200,12 @@ static void test_limits(struct kw_quic_engine *e)
 	for (int i = 0; i < 8; i++) {
 		memset(b[i], 0x41, sizeof(b[i]));
 		b[i][0] = 0x41;
-		p[i] = (struct kw_quic_pkt){
-		    .buf = b[i], .len = 40, .hdr_len = 11, .pn = i, .key = k, .dir = KW_QUIC_SEAL};
+		p[i] = (struct kw_quic_pkt){.buf = b[i],
+		                            .len = 40,
+		                            .hdr_len = 11,
+		                            .pn = i,
+		                            .key = k,
+		                            .dir = KW_QUIC_DIR_SEAL};
 	}
 	CHECK_EQ(kw_quic_engine_run(e, p, 8), 8);
 	CHECK(!p[7].must_update);
@@ -213,7 +222,7 @@ static void test_limits(struct kw_quic_engine *e)
 		                        .pn_offset = 9,
 		                        .key = k,
 		                        .key1 = k,
-		                        .dir = KW_QUIC_OPEN};
+		                        .dir = KW_QUIC_DIR_OPEN};
 		b[i][30] ^= 1;
 		CHECK_EQ(kw_quic_engine_run(e, &o, 1), 0);
 		CHECK_EQ(o.status, -KW_ECRYPTO);
@@ -259,12 +268,17 @@ static void test_fallbacks(void)
 	CHECK(strcmp(kw_quic_engine_name(a), "ipsec-mb") == 0);
 	kw_quic_engine_free(a);
 	CHECK_EQ(kw_quic_engine_new(&e, "ipsec-mb"), 0);
-	CHECK_EQ(kw_quic_key_new(&aes, KW_QUIC_AES_128_GCM, secret, 32), 0);
-	CHECK_EQ(kw_quic_key_new(&chacha, KW_QUIC_CHACHA20_POLY1305, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&aes, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&chacha, KW_QUIC_CIPHER_CHACHA20_POLY1305, secret, 32), 0);
 	memset(b, 0x41, sizeof(b));
 	struct kw_quic_pkt p[2] = {
-	    {.buf = b[0], .len = 60, .hdr_len = 11, .pn = 1, .key = aes, .dir = KW_QUIC_SEAL},
-	    {.buf = b[1], .len = 60, .hdr_len = 11, .pn = 1, .key = chacha, .dir = KW_QUIC_SEAL},
+	    {.buf = b[0], .len = 60, .hdr_len = 11, .pn = 1, .key = aes, .dir = KW_QUIC_DIR_SEAL},
+	    {.buf = b[1],
+	     .len = 60,
+	     .hdr_len = 11,
+	     .pn = 1,
+	     .key = chacha,
+	     .dir = KW_QUIC_DIR_SEAL},
 	};
 	CHECK_EQ(kw_quic_engine_run(e, p, 1), 1);
 	kw_quic_engine_stats(e, &st);

@@ -52,7 +52,7 @@ static void fill(struct kw_quic_key *k, struct kw_quic_engine *ref)
 		                               .pn = (uint64_t)i,
 		                               .key = k,
 		                               .conn = (uint64_t)conn,
-		                               .dir = KW_QUIC_SEAL};
+		                               .dir = KW_QUIC_DIR_SEAL};
 		memcpy(want[i], bufs[i], LEN);
 		struct kw_quic_pkt r = pkts[i];
 		r.buf = want[i];
@@ -223,8 +223,8 @@ static void test_key_release(struct kw_quic_engine *ref)
 	struct kw_quic_key *k, *same;
 	struct kw_quic_pool *p = pool(KW_QUIC_SCHED_SJBSQ, 2, 64, 64);
 
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_AES_128_GCM, secret, 32), 0);
-	CHECK_EQ(kw_quic_key_new(&same, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&same, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
 	fill(same, ref);
 	for (int i = 0; i < TOTAL; i++)
 		pkts[i].key = k;
@@ -260,7 +260,7 @@ int main(void)
 	CHECK_EQ(kw_quic_sched_parse("sjbsq"), KW_QUIC_SCHED_SJBSQ);
 	CHECK_EQ(kw_quic_sched_parse("x"), -EINVAL);
 	CHECK_EQ(kw_quic_engine_new(&ref, "evp"), 0);
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
 	test_policies(k, ref);
 	test_full(k, ref);
 	test_stopped(k, ref);

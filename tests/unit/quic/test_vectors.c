@@ -20,7 +20,7 @@ static void check_material(const char *side, const uint8_t *secret)
 	uint8_t v[32];
 	char name[32];
 
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
 	kw_quic_key_material(k, &m);
 	snprintf(name, sizeof(name), "%s_key", side);
 	CHECK(vec(name, v, sizeof(v)) == 16 && memcmp(m.key, v, 16) == 0);
@@ -54,7 +54,7 @@ static void test_chacha_keys(void)
 	uint8_t secret[32], v[32], ku[32];
 
 	CHECK_EQ(vec("a5_secret", secret, 32), 32);
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CHACHA20_POLY1305, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_CHACHA20_POLY1305, secret, 32), 0);
 	kw_quic_key_material(k, &m);
 	CHECK(vec("a5_key", v, 32) == 32 && m.key_len == 32 && memcmp(m.key, v, 32) == 0);
 	CHECK(vec("a5_iv", v, 32) == 12 && memcmp(m.iv, v, 12) == 0);
@@ -65,7 +65,7 @@ static void test_chacha_keys(void)
 	/* The next phase: keys from "quic ku", the same header-protection key. */
 	struct kw_quic_key *from_ku;
 	CHECK_EQ(kw_quic_key_next(&next, k), 0);
-	CHECK_EQ(kw_quic_key_new(&from_ku, KW_QUIC_CHACHA20_POLY1305, ku, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&from_ku, KW_QUIC_CIPHER_CHACHA20_POLY1305, ku, 32), 0);
 	kw_quic_key_material(next, &mn);
 	kw_quic_key_material(from_ku, &m);
 	CHECK(memcmp(mn.key, m.key, 32) == 0 && memcmp(mn.iv, m.iv, 12) == 0);
@@ -74,7 +74,7 @@ static void test_chacha_keys(void)
 	kw_quic_key_unref(from_ku);
 	kw_quic_key_unref(next);
 	kw_quic_key_unref(k);
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_AES_256_GCM, secret, 32), -EINVAL);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_256_GCM, secret, 32), -EINVAL);
 	CHECK(k == NULL);
 }
 
@@ -95,8 +95,12 @@ static void check_packet(struct kw_quic_engine *e, struct kw_quic_key *key, cons
 
 	memcpy(buf, hdr, hl);
 	memcpy(buf + hl, payload, pl);
-	struct kw_quic_pkt s = {
-	    .buf = buf, .len = hl + pl, .hdr_len = hl, .pn = pn, .key = key, .dir = KW_QUIC_SEAL};
+	struct kw_quic_pkt s = {.buf = buf,
+	                        .len = hl + pl,
+	                        .hdr_len = hl,
+	                        .pn = pn,
+	                        .key = key,
+	                        .dir = KW_QUIC_DIR_SEAL};
 	CHECK_EQ(kw_quic_engine_run(e, &s, 1), 1);
 	CHECK_EQ(s.status, 0);
 	CHECK_EQ(s.out_len, wl);
@@ -112,7 +116,7 @@ static void check_packet(struct kw_quic_engine *e, struct kw_quic_key *key, cons
 	                        .key = key,
 	                        .key1 = key,
 	                        .largest_pn = largest,
-	                        .dir = KW_QUIC_OPEN};
+	                        .dir = KW_QUIC_DIR_OPEN};
 	CHECK_EQ(kw_quic_engine_run(e, &o, 1), 1);
 	CHECK_EQ(o.status, 0);
 	CHECK_EQ(o.pn, pn);
@@ -137,9 +141,9 @@ static void test_engine(const char *name)
 	vec("dcid", dcid, sizeof(dcid));
 	vec("a5_secret", secret, sizeof(secret));
 	CHECK_EQ(kw_quic_initial_secrets(&in, dcid, 8), 0);
-	CHECK_EQ(kw_quic_key_new(&client, KW_QUIC_AES_128_GCM, in.client, 32), 0);
-	CHECK_EQ(kw_quic_key_new(&server, KW_QUIC_AES_128_GCM, in.server, 32), 0);
-	CHECK_EQ(kw_quic_key_new(&chacha, KW_QUIC_CHACHA20_POLY1305, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&client, KW_QUIC_CIPHER_AES_128_GCM, in.client, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&server, KW_QUIC_CIPHER_AES_128_GCM, in.server, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&chacha, KW_QUIC_CIPHER_CHACHA20_POLY1305, secret, 32), 0);
 	check_packet(e, client, "a2", 8, 1);
 	check_packet(e, server, "a3", 0, 0);
 	check_packet(e, chacha, "a5", 0, 654360563);
