@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "pki.h"
+#include "tls_pair.h"
 #include "keyway/tls.h"
 #include "keywayd/keygen.h"
 
@@ -38,7 +39,7 @@ static SSL_CTX *client_ctx(bool with_cert, const char *ca)
 	return c;
 }
 
-/* The result of one handshake between two contexts over a non-blocking socketpair. */
+/* The result of one handshake between two contexts. */
 struct outcome {
 	int server_ok, client_ok; /* 1: handshake done; 0: failed */
 	long client_verify;       /* the client's verification of the server */
@@ -46,55 +47,33 @@ struct outcome {
 	int server_version;
 };
 
-static int step(SSL *s, int *done)
-{
-	if (*done)
-		return 1;
-	int r = SSL_do_handshake(s);
-	if (r == 1) {
-		*done = 1;
-		return 1;
-	}
-	int e = SSL_get_error(s, r);
-	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
-}
-
 static struct outcome handshake(SSL_CTX *sctx, SSL_CTX *cctx)
 {
 	struct outcome o = {0};
-	int sv[2];
-	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
-	SSL *s = SSL_new(sctx), *c = SSL_new(cctx);
-	SSL_set_fd(s, sv[0]);
-	SSL_set_fd(c, sv[1]);
-	SSL_set_accept_state(s);
-	SSL_set_connect_state(c);
-	int sd = 0, cd = 0, sr = 0, cr = 0;
-	for (int i = 0; i < 100 && sr >= 0 && cr >= 0 && !(sd && cd); i++) {
-		cr = step(c, &cd);
-		sr = step(s, &sd);
-	}
-	o.server_ok = sd;
-	o.client_ok = cd;
-	o.client_verify = SSL_get_verify_result(c);
-	X509 *peer = SSL_get1_peer_certificate(s);
+	struct tls_pair p;
+	tls_pair_open(&p, sctx, cctx);
+	bool ok = tls_pair_handshake(&p);
+	o.server_ok = p.server_done;
+	o.client_ok = p.client_done;
+	o.client_verify = SSL_get_verify_result(p.client);
+	X509 *peer = SSL_get1_peer_certificate(p.server);
 	if (peer != NULL)
 		X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName,
 		                          o.server_peer, sizeof(o.server_peer));
 	X509_free(peer);
-	o.server_version = SSL_version(s);
-	if (sd && cd) {
+	o.server_version = SSL_version(p.server);
+	if (ok) {
 		/* The link carries data both ways. */
 		char buf[8] = {0};
-		CHECK_EQ(SSL_write(c, "ping", 4), 4);
-		CHECK_EQ(SSL_read(s, buf, sizeof(buf)), 4);
+		CHECK_EQ(SSL_write(p.client, "ping", 4), 4);
+		CHECK_EQ(SSL_read(p.server, buf, sizeof(buf)), 4);
 		CHECK(memcmp(buf, "ping", 4) == 0);
+		CHECK_EQ(SSL_write(p.server, "pong", 4), 4);
+		CHECK_EQ(SSL_read(p.client, buf, sizeof(buf)), 4);
+		CHECK(memcmp(buf, "pong", 4) == 0);
 	}
 	ERR_clear_error();
-	SSL_free(s);
-	SSL_free(c);
-	close(sv[0]);
-	close(sv[1]);
+	tls_pair_close(&p);
 	return o;
 }
 
