@@ -21,18 +21,24 @@ struct tls_pair {
 	bool server_done, client_done; /* handshake completed on that side */
 };
 
-/* tls_pair_open makes the two SSLs (not yet handshaking; set SNI etc. on them now). */
-static inline void tls_pair_open(struct tls_pair *p, SSL_CTX *sctx, SSL_CTX *cctx)
+/* tls_pair_attach joins server and client (owned by p from now on), not yet handshaking. */
+static inline void tls_pair_attach(struct tls_pair *p, SSL *server, SSL *client)
 {
 	memset(p, 0, sizeof(*p));
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p->fd) == 0);
-	p->server = SSL_new(sctx);
-	p->client = SSL_new(cctx);
+	p->server = server;
+	p->client = client;
 	CHECK(p->server != NULL && p->client != NULL);
 	SSL_set_fd(p->server, p->fd[0]);
 	SSL_set_fd(p->client, p->fd[1]);
 	SSL_set_accept_state(p->server);
 	SSL_set_connect_state(p->client);
+}
+
+/* tls_pair_open makes the two SSLs (not yet handshaking; set SNI etc. on them now). */
+static inline void tls_pair_open(struct tls_pair *p, SSL_CTX *sctx, SSL_CTX *cctx)
+{
+	tls_pair_attach(p, SSL_new(sctx), SSL_new(cctx));
 }
 
 /* tls_pair_step advances one side: 1 done, 0 wants I/O, -1 failed. */
