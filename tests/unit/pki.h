@@ -6,6 +6,8 @@
 #define KW_TEST_PKI_H
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include <openssl/evp.h>
@@ -82,32 +84,55 @@ static inline void fixture_write_pem(const char *dir, const char *name, X509 *x,
 }
 
 /*
- * pki_make writes into dir: ca.pem (the test CA), server.pem/server.key
- * (for 127.0.0.1 and keyserver.test), client.pem/client.key (both issued by
- * the CA) and other-ca.pem (an unrelated CA).
+ * pki_issue makes a key and a certificate for it named cn (with san, if not
+ * NULL) issued by ca, and writes them to dir/NAME.pem and dir/NAME.key (0600).
+ */
+static inline void pki_issue(const char *dir, const char *name, const char *cn, X509 *ca,
+                             EVP_PKEY *ca_key, const char *san)
+{
+	char file[300];
+	EVP_PKEY *k = pki_genkey();
+	X509 *x = pki_mkcert(k, cn, ca, ca_key, san);
+
+	snprintf(file, sizeof(file), "%s.pem", name);
+	fixture_write_pem(dir, file, x, NULL, 0);
+	snprintf(file, sizeof(file), "%s.key", name);
+	fixture_write_pem(dir, file, NULL, k, 0600);
+	X509_free(x);
+	EVP_PKEY_free(k);
+}
+
+/*
+ * pki_make writes into dir: ca.pem (the test CA, its key in ca.key),
+ * server.pem/server.key (for 127.0.0.1 and keyserver.test),
+ * client.pem/client.key (both issued by the CA) and other-ca.pem (an
+ * unrelated CA); further certificates may be issued with pki_issue.
  */
 static inline void pki_make(const char *dir)
 {
-	EVP_PKEY *cak = pki_genkey(), *sk = pki_genkey(), *ck = pki_genkey(), *ok = pki_genkey();
+	EVP_PKEY *cak = pki_genkey(), *ok = pki_genkey();
 	X509 *ca = pki_mkcert(cak, "test CA", NULL, NULL, NULL);
-	X509 *srv = pki_mkcert(sk, "keyserver", ca, cak, "IP:127.0.0.1,DNS:keyserver.test");
-	X509 *cli = pki_mkcert(ck, "client", ca, cak, NULL);
 	X509 *other = pki_mkcert(ok, "other CA", NULL, NULL, NULL);
 
 	fixture_write_pem(dir, "ca.pem", ca, NULL, 0);
-	fixture_write_pem(dir, "server.pem", srv, NULL, 0);
-	fixture_write_pem(dir, "server.key", NULL, sk, 0);
-	fixture_write_pem(dir, "client.pem", cli, NULL, 0);
-	fixture_write_pem(dir, "client.key", NULL, ck, 0);
+	fixture_write_pem(dir, "ca.key", NULL, cak, 0600);
 	fixture_write_pem(dir, "other-ca.pem", other, NULL, 0);
+	pki_issue(dir, "server", "keyserver", ca, cak, "IP:127.0.0.1,DNS:keyserver.test");
+	pki_issue(dir, "client", "client", ca, cak, NULL);
 	X509_free(ca);
-	X509_free(srv);
-	X509_free(cli);
 	X509_free(other);
 	EVP_PKEY_free(cak);
-	EVP_PKEY_free(sk);
-	EVP_PKEY_free(ck);
 	EVP_PKEY_free(ok);
+}
+
+/* pki_make_tmp makes a private temporary directory holding pki_make's files (free it). */
+static inline char *pki_make_tmp(void)
+{
+	char tmpl[] = "/tmp/kwpki-XXXXXX";
+	char *d = mkdtemp(tmpl) != NULL ? strdup(tmpl) : NULL;
+	if (d != NULL)
+		pki_make(d);
+	return d;
 }
 
 #endif

@@ -198,9 +198,8 @@ static void test_err_string(void)
 
 int main(void)
 {
-	dir = make_tmpdir();
+	dir = pki_make_tmp();
 	CHECK(dir != NULL);
-	pki_make(dir);
 	test_mutual();
 	test_refused();
 	test_errors();

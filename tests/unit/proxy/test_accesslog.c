@@ -188,9 +188,8 @@ static void test_open(void)
 
 int main(void)
 {
-	dir = make_tmpdir();
+	dir = pki_make_tmp();
 	CHECK(dir != NULL);
-	pki_make(dir);
 	test_lines();
 	test_open();
 	rm_tree(dir);

@@ -17,25 +17,25 @@
 static char *dir;
 static SSL_CTX *client_ctx;
 
-/* make_certs writes a.pem/a.key (a.test) and b.pem/b.key (b.test, *.wild.test), from ca.pem. */
+/* make_certs writes ca.pem, a.pem/a.key (a.test) and b.pem/b.key (b.test, *.wild.test). */
 static void make_certs(void)
 {
-	EVP_PKEY *cak = pki_genkey(), *ka = pki_genkey(), *kb = pki_genkey();
+	EVP_PKEY *cak = pki_genkey();
 	X509 *ca = pki_mkcert(cak, "test CA", NULL, NULL, NULL);
-	X509 *a = pki_mkcert(ka, "a", ca, cak, "DNS:a.test");
-	X509 *b = pki_mkcert(kb, "b", ca, cak, "DNS:b.test,DNS:*.wild.test");
 
 	fixture_write_pem(dir, "ca.pem", ca, NULL, 0);
-	fixture_write_pem(dir, "a.pem", a, NULL, 0);
-	fixture_write_pem(dir, "a.key", NULL, ka, 0600);
-	fixture_write_pem(dir, "b.pem", b, NULL, 0);
-	fixture_write_pem(dir, "b.key", NULL, kb, 0600);
+	pki_issue(dir, "a", "a", ca, cak, "DNS:a.test");
+	pki_issue(dir, "b", "b", ca, cak, "DNS:b.test,DNS:*.wild.test");
 	X509_free(ca);
-	X509_free(a);
-	X509_free(b);
 	EVP_PKEY_free(cak);
-	EVP_PKEY_free(ka);
-	EVP_PKEY_free(kb);
+}
+
+/* load1 loads a set of one certificate with o's ALPN list alpn (NULL: the default). */
+static struct kpx_tls *load1(const char *cert, const char *key, char **alpn, char *err)
+{
+	char *certs[] = {(char *)cert, NULL}, *keys[] = {(char *)key, NULL};
+	struct kpx_options o = {.certs = certs, .keys = keys, .alpn = alpn};
+	return kpx_tls_load(&o, err, 512);
 }
 
 /* serve handshakes with t under sni (NULL: none), offering alpn; returns the CN served. */
@@ -109,13 +109,11 @@ static void test_sni(void)
 
 static void test_publish(void)
 {
-	char *certs[] = {(char *)join(dir, "a.pem"), NULL};
-	char *keys[] = {(char *)join(dir, "a.key"), NULL};
-	struct kpx_options o = {.certs = certs, .keys = keys};
 	char err[512], sel[256];
 	uint64_t gen = 0;
+	struct kpx_tls *t1 = load1(join(dir, "a.pem"), join(dir, "a.key"), NULL, err);
+	struct kpx_tls *t2 = load1(join(dir, "a.pem"), join(dir, "a.key"), NULL, err);
 
-	struct kpx_tls *t1 = kpx_tls_load(&o, err, sizeof(err)), *t2 = kpx_tls_load(&o, err, 512);
 	CHECK(t1 != NULL && t2 != NULL);
 	uint64_t g0 = kpx_tls_generation();
 	kpx_tls_publish(t1);
@@ -141,27 +139,22 @@ static void test_publish(void)
 
 static void test_errors(void)
 {
-	char *certs[] = {(char *)join(dir, "missing.pem"), NULL};
-	char *keys[] = {(char *)join(dir, "a.key"), NULL};
-	struct kpx_options o = {.certs = certs, .keys = keys};
 	char err[512], want[1024];
+	char *bad[] = {"h2", "", NULL};
 
-	CHECK(kpx_tls_load(&o, err, sizeof(err)) == NULL);
-	snprintf(want, sizeof(want), "cannot load the certificate chain %s: ", certs[0]);
+	CHECK(load1(join(dir, "missing.pem"), join(dir, "a.key"), NULL, err) == NULL);
+	snprintf(want, sizeof(want),
+	         "cannot load the certificate chain %s: ", join(dir, "missing.pem"));
 	CHECK(strncmp(err, want, strlen(want)) == 0);
 
-	certs[0] = (char *)join(dir, "b.pem");
-	CHECK(kpx_tls_load(&o, err, sizeof(err)) == NULL);
+	CHECK(load1(join(dir, "b.pem"), join(dir, "a.key"), NULL, err) == NULL);
 	snprintf(want, sizeof(want), "the private key %s does not match the certificate in %s",
-	         keys[0], certs[0]);
+	         join(dir, "a.key"), join(dir, "b.pem"));
 	if (strncmp(err, want, strlen(want)) != 0)
 		fprintf(stderr, "got  %s\nwant %s...\n", err, want);
 	CHECK(strncmp(err, want, strlen(want)) == 0);
 
-	char *bad[] = {"h2", "", NULL};
-	o.alpn = bad;
-	certs[0] = (char *)join(dir, "a.pem");
-	CHECK(kpx_tls_load(&o, err, sizeof(err)) == NULL);
+	CHECK(load1(join(dir, "a.pem"), join(dir, "a.key"), bad, err) == NULL);
 	CHECK(strcmp(err, "--alpn '': a protocol name is 1 to 255 bytes; fix: e.g. --alpn "
 	                  "http/1.1") == 0);
 }

@@ -34,10 +34,23 @@ static void ref_expand(uint8_t *out, size_t len, const char *md, const uint8_t *
 	EVP_KDF_free(kdf);
 }
 
+/* check_parts compares m's key and IV with those of secret, and its hp with hp_secret's. */
+static void check_parts(const struct kw_quic_key_material *m, const char *md, const uint8_t *secret,
+                        const uint8_t *hp_secret, size_t slen)
+{
+	uint8_t want[32];
+	ref_expand(want, m->key_len, md, secret, slen, "quic key");
+	CHECK(memcmp(m->key, want, m->key_len) == 0);
+	ref_expand(want, KW_QUIC_IV_LEN, md, secret, slen, "quic iv");
+	CHECK(memcmp(m->iv, want, KW_QUIC_IV_LEN) == 0);
+	ref_expand(want, m->hp_len, md, hp_secret, slen, "quic hp");
+	CHECK(memcmp(m->hp, want, m->hp_len) == 0);
+}
+
 /* check_suite derives a key of cipher c from secret and compares each part with ref_expand. */
 static void check_suite(enum kw_quic_cipher c, const char *md, size_t key_len)
 {
-	uint8_t secret[48], want[48], ku[48];
+	uint8_t secret[48], ku[48];
 	size_t slen = kw_quic_secret_len(c);
 	struct kw_quic_key *k, *next;
 	struct kw_quic_key_material m;
@@ -50,23 +63,14 @@ static void check_suite(enum kw_quic_cipher c, const char *md, size_t key_len)
 	CHECK_EQ(m.key_len, key_len);
 	CHECK_EQ(m.hp_len, key_len);
 	CHECK_EQ(m.iv_len, KW_QUIC_IV_LEN);
-	ref_expand(want, key_len, md, secret, slen, "quic key");
-	CHECK(memcmp(m.key, want, key_len) == 0);
-	ref_expand(want, KW_QUIC_IV_LEN, md, secret, slen, "quic iv");
-	CHECK(memcmp(m.iv, want, KW_QUIC_IV_LEN) == 0);
-	ref_expand(want, key_len, md, secret, slen, "quic hp");
-	CHECK(memcmp(m.hp, want, key_len) == 0);
+	check_parts(&m, md, secret, secret, slen);
 
 	/* The next key phase: secret from "quic ku", keys from it, the same hp. */
 	ref_expand(ku, slen, md, secret, slen, "quic ku");
 	CHECK_EQ(kw_quic_key_next(&next, k), 0);
 	kw_quic_key_material(next, &m);
-	ref_expand(want, key_len, md, ku, slen, "quic key");
-	CHECK(memcmp(m.key, want, key_len) == 0);
-	ref_expand(want, KW_QUIC_IV_LEN, md, ku, slen, "quic iv");
-	CHECK(memcmp(m.iv, want, KW_QUIC_IV_LEN) == 0);
-	ref_expand(want, key_len, md, secret, slen, "quic hp");
-	CHECK(memcmp(m.hp, want, key_len) == 0);
+	CHECK_EQ(m.key_len, key_len);
+	check_parts(&m, md, ku, secret, slen);
 	kw_quic_key_unref(next);
 	kw_quic_key_unref(k);
 
