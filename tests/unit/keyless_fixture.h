@@ -2,7 +2,7 @@
  * keyless_fixture.h - what the keyless backend and client unit tests share:
  * a scripted keyserver on a unix socket served by a thread of its own (its
  * frames go to the test's poll_server handler), the loop-driving helpers,
- * unix: addresses, and PEM files written for a test's PKI.
+ * unix: addresses, and (from pki.h) PEM files written for a test's PKI.
  */
 #ifndef KW_TEST_KEYLESS_FIXTURE_H
 #define KW_TEST_KEYLESS_FIXTURE_H
@@ -22,6 +22,7 @@
 #include <openssl/pem.h>
 
 #include "check.h"
+#include "pki.h"
 #include "poll_server.h"
 #include "keyway/backend_keyless.h"
 #include "keyway/loop.h"
@@ -135,25 +136,5 @@ static inline void fixture_run_ms(struct kw_loop *loop, unsigned ms)
 			kw_loop_run_once((loop), 10);                                              \
 		}                                                                                  \
 	} while (0)
-
-/* Writes DIR/NAME holding x (or, if x is NULL, the private key k); mode 0 leaves the
- * file's mode as created. */
-static inline void fixture_write_pem(const char *dir, const char *name, X509 *x, EVP_PKEY *k,
-                                     mode_t mode)
-{
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	FILE *f = fopen(path, "w");
-	CHECK(f != NULL);
-	if (f == NULL)
-		return;
-	if (x != NULL)
-		CHECK(PEM_write_X509(f, x) == 1);
-	else
-		CHECK(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) == 1);
-	fclose(f);
-	if (mode != 0)
-		chmod(path, mode);
-}
 
 #endif

@@ -654,80 +654,6 @@ static void test_connect_failures(struct kw_loop *loop, const char *tmpdir, SSL_
 	CHECK_EQ(kw_client_new(loop, &cfg, &c), -EINVAL);
 }
 
-/* ---- a throwaway PKI for the TLS tests ---- */
-
-static EVP_PKEY *genkey(void)
-{
-	return EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-}
-
-static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX v;
-	X509V3_set_ctx_nodb(&v);
-	X509V3_set_ctx(&v, issuer, x, NULL, NULL, 0);
-	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v, nid, value);
-	CHECK(e != NULL);
-	if (e != NULL) {
-		X509_add_ext(x, e, -1);
-		X509_EXTENSION_free(e);
-	}
-}
-
-static X509 *mkcert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                    const char *san)
-{
-	static long serial = 1;
-	X509 *x = X509_new();
-
-	X509_set_version(x, 2);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
-	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-	X509_set_pubkey(x, key);
-	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-	                           (const unsigned char *)cn, -1, -1, 0);
-	X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x));
-	add_ext(x, issuer ? issuer : x, NID_basic_constraints,
-	        issuer ? "critical,CA:FALSE" : "critical,CA:TRUE");
-	if (issuer == NULL)
-		add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign");
-	add_ext(x, issuer ? issuer : x, NID_subject_key_identifier, "hash");
-	if (san != NULL)
-		add_ext(x, issuer, NID_subject_alt_name, san);
-	X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256());
-	return x;
-}
-
-static void write_pem(const char *dir, const char *name, X509 *x, EVP_PKEY *k)
-{
-	fixture_write_pem(dir, name, x, k, 0);
-}
-
-static void make_pki(const char *dir)
-{
-	EVP_PKEY *cak = genkey(), *sk = genkey(), *ck = genkey(), *ok = genkey();
-	X509 *ca = mkcert(cak, "test CA", NULL, NULL, NULL);
-	X509 *srv = mkcert(sk, "keyserver", ca, cak, "IP:127.0.0.1,DNS:keyserver.test");
-	X509 *cli = mkcert(ck, "client", ca, cak, NULL);
-	X509 *other = mkcert(ok, "other CA", NULL, NULL, NULL);
-
-	write_pem(dir, "ca.pem", ca, NULL);
-	write_pem(dir, "server.pem", srv, NULL);
-	write_pem(dir, "server.key", NULL, sk);
-	write_pem(dir, "client.pem", cli, NULL);
-	write_pem(dir, "client.key", NULL, ck);
-	write_pem(dir, "other-ca.pem", other, NULL);
-	X509_free(ca);
-	X509_free(srv);
-	X509_free(cli);
-	X509_free(other);
-	EVP_PKEY_free(cak);
-	EVP_PKEY_free(sk);
-	EVP_PKEY_free(ck);
-	EVP_PKEY_free(ok);
-}
-
 static SSL_CTX *ctx_from(const char *dir, bool server, const char *cert, const char *key,
                          const char *ca)
 {
@@ -808,7 +734,7 @@ int main(void)
 	srv_stop(&s);
 
 	/* TCP with mutual TLS. */
-	make_pki(tmpdir);
+	pki_make(tmpdir);
 	SSL_CTX *sctx = ctx_from(tmpdir, true, "server.pem", "server.key", "ca.pem");
 	SSL_CTX *cctx = ctx_from(tmpdir, false, "client.pem", "client.key", "ca.pem");
 	if (sctx != NULL && cctx != NULL) {
