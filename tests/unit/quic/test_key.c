@@ -90,9 +90,9 @@ static void test_derivation(void)
 	CHECK_EQ(kw_quic_expand_label(out, 16, "SHA256", secret, 32, "quic hp"), 0);
 	CHECK(vec("client_hp", v, sizeof(v)) == 16 && memcmp(out, v, 16) == 0);
 
-	check_suite(KW_QUIC_AES_128_GCM, "SHA256", 16);
-	check_suite(KW_QUIC_AES_256_GCM, "SHA384", 32);
-	check_suite(KW_QUIC_CHACHA20_POLY1305, "SHA256", 32);
+	check_suite(KW_QUIC_CIPHER_AES_128_GCM, "SHA256", 16);
+	check_suite(KW_QUIC_CIPHER_AES_256_GCM, "SHA384", 32);
+	check_suite(KW_QUIC_CIPHER_CHACHA20_POLY1305, "SHA256", 32);
 
 	/* HkdfLabel's label holds at most 255 bytes with "tls13 ". */
 	char label[256];
@@ -134,7 +134,7 @@ static void test_refs(void)
 	uint8_t secret[32] = {7};
 	struct kw_quic_key *k;
 
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
 	k->slot[0] = (struct kw_quic_key_slot){.gen = 1, .free = slot_free, .state = malloc(8)};
 	k->slot[KW_QUIC_SLOTS - 1] =
 	    (struct kw_quic_key_slot){.gen = 9, .free = slot_free, .state = malloc(8)};
@@ -170,7 +170,7 @@ static void test_limits(void)
 		kw_quic_key_unref(k);
 	}
 
-	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CHACHA20_POLY1305, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k, KW_QUIC_CIPHER_CHACHA20_POLY1305, secret, 32), 0);
 	kw_quic_key_set_limits(k, 0, 5); /* 0 keeps the seal limit */
 	kw_quic_key_usage(k, &u);
 	CHECK_EQ(u.seal_limit, 1ull << 62);

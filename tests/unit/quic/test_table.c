@@ -83,14 +83,14 @@ static void test_keys(void)
 	struct kw_quic_conn *c;
 	struct kw_quic_key *k0, *k1;
 
-	CHECK_EQ(kw_quic_key_new(&k0, KW_QUIC_AES_128_GCM, secret, 32), 0);
+	CHECK_EQ(kw_quic_key_new(&k0, KW_QUIC_CIPHER_AES_128_GCM, secret, 32), 0);
 	CHECK_EQ(kw_quic_key_next(&k1, k0), 0);
 	CHECK_EQ(kw_quic_table_new(&t, 8, 4), 0);
 	CHECK_EQ(kw_quic_table_add(t, secret, 8, 42, &c), 0);
 
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_OPEN, 0, k0);
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_OPEN, 3, k1); /* phase is one bit */
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_SEAL, 1, k0); /* phase ignored */
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_DIR_OPEN, 0, k0);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_DIR_OPEN, 3, k1); /* phase is one bit */
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_DIR_SEAL, 1, k0); /* phase ignored */
 	CHECK(c->rx[KW_QUIC_LEVEL_1RTT][0] == k0 && c->rx[KW_QUIC_LEVEL_1RTT][1] == k1);
 	CHECK(c->tx[KW_QUIC_LEVEL_1RTT] == k0);
 	CHECK(c->rx[KW_QUIC_LEVEL_HANDSHAKE][0] == NULL && c->tx[KW_QUIC_LEVEL_INITIAL] == NULL);
@@ -98,7 +98,7 @@ static void test_keys(void)
 	CHECK_EQ(refs(k1), 2);
 
 	/* What an opened 1-RTT packet of this connection is given: both phases' keys. */
-	struct kw_quic_class cl = {.verdict = KW_QUIC_NEEDS_CRYPTO,
+	struct kw_quic_class cl = {.verdict = KW_QUIC_VERDICT_NEEDS_CRYPTO,
 	                           .level = KW_QUIC_LEVEL_1RTT,
 	                           .conn = c,
 	                           .h = {.pn_offset = 9, .pkt_len = 100}};
@@ -106,7 +106,7 @@ static void test_keys(void)
 	uint8_t buf[100];
 	kw_quic_conn_received(c, KW_QUIC_LEVEL_1RTT, 7);
 	kw_quic_class_pkt(&cl, buf, &p);
-	CHECK(p.buf == buf && p.len == 100 && p.pn_offset == 9 && p.dir == KW_QUIC_OPEN);
+	CHECK(p.buf == buf && p.len == 100 && p.pn_offset == 9 && p.dir == KW_QUIC_DIR_OPEN);
 	CHECK(p.key == k0 && p.key1 == k1);
 	CHECK_EQ(p.conn, 42);
 	CHECK_EQ(p.largest_pn, 7);
@@ -116,20 +116,20 @@ static void test_keys(void)
 	CHECK(p.key == NULL && p.key1 == NULL && p.conn == 0 && p.largest_pn == UINT64_MAX);
 
 	/* Replacing drops the old reference; NULL clears. */
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_OPEN, 0, k1);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_DIR_OPEN, 0, k1);
 	CHECK_EQ(refs(k0), 2);
 	CHECK_EQ(refs(k1), 3);
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_SEAL, 0, NULL);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_1RTT, KW_QUIC_DIR_SEAL, 0, NULL);
 	CHECK(c->tx[KW_QUIC_LEVEL_1RTT] == NULL);
 	CHECK_EQ(refs(k0), 1);
 
 	/* Removing the connection drops its keys; so does freeing the table. */
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_HANDSHAKE, KW_QUIC_SEAL, 0, k0);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_HANDSHAKE, KW_QUIC_DIR_SEAL, 0, k0);
 	CHECK_EQ(kw_quic_table_remove(t, secret, 8), 0);
 	CHECK_EQ(refs(k0), 1);
 	CHECK_EQ(refs(k1), 1);
 	CHECK_EQ(kw_quic_table_add(t, secret, 8, 43, &c), 0);
-	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_INITIAL, KW_QUIC_OPEN, 0, k1);
+	kw_quic_conn_set_key(c, KW_QUIC_LEVEL_INITIAL, KW_QUIC_DIR_OPEN, 0, k1);
 	CHECK_EQ(refs(k1), 2);
 	kw_quic_table_free(t);
 	CHECK_EQ(refs(k1), 1);
