@@ -18,6 +18,7 @@
 #include <openssl/x509.h>
 
 #include "keyway/err.h"
+#include "keyway/keyfile.h"
 #include "keyway/provider_api.h"
 #include "keyway/provider_settings.h"
 
@@ -339,12 +340,6 @@ void kwp_settings_cleanup(struct kwp_settings *s)
 
 /* ---- TLS context from memory ---- */
 
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf, (void)size, (void)rwflag, (void)u;
-	return -1; /* an encrypted client key cannot be unlocked here: fail, never prompt */
-}
-
 static void tls_fail(char *err, size_t errlen, const char *what, const char *path)
 {
 	char why[256] = "";
@@ -450,7 +445,7 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 			goto err;
 		}
 		if ((bio = blob_bio(&s->key_pem)) == NULL ||
-		    (key = PEM_read_bio_PrivateKey_ex(bio, NULL, no_password, NULL, libctx,
+		    (key = PEM_read_bio_PrivateKey_ex(bio, NULL, kw_pem_no_password, NULL, libctx,
 		                                      NULL)) == NULL ||
 		    SSL_CTX_use_PrivateKey(ctx, key) != 1) {
 			tls_fail(err, errlen, "client_key: cannot use the (unencrypted PEM) key in",

@@ -215,9 +215,8 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[]);
 static int sig_init(struct sig_ctx *ctx, void *keydata, const OSSL_PARAM params[])
 {
 	struct kwp_key *key = keydata;
-	static const enum kwp_key_type want[] = {[ALG_RSA] = KWP_KEY_TYPE_RSA,
-	                                         [ALG_ECDSA] = KWP_KEY_TYPE_EC,
-	                                         [ALG_ED25519] = KWP_KEY_TYPE_ED25519};
+	static const enum kw_key_type want[] = {
+	    [ALG_RSA] = KW_KEY_RSA, [ALG_ECDSA] = KW_KEY_EC, [ALG_ED25519] = KW_KEY_ED25519};
 
 	if (key != NULL) {
 		if (key->type != want[ctx->alg] || key->spki == NULL) {
