@@ -507,14 +507,17 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 #define DIGEST_SETTABLE                                                        \
 	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),          \
 	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0)
+/* The RSA padding parameters, both settable and gettable. */
+#define RSA_PAD_PARAMS                                                         \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),        \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0)
 /* clang-format on */
 
 static const OSSL_PARAM *rsa_settable_ctx_params(void *vctx, void *provctx)
 {
 	static const OSSL_PARAM p[] = {
 	    DIGEST_SETTABLE,
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+	    RSA_PAD_PARAMS,
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_PROPERTIES, NULL, 0),
 	    OSSL_PARAM_END,
@@ -604,8 +607,7 @@ static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
 	static const OSSL_PARAM p[] = {
 	    OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+	    RSA_PAD_PARAMS,
 	    OSSL_PARAM_END,
 	};
 	return p;
