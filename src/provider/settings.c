@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "keyway/config.h"
 #include "keyway/err.h"
 #include "keyway/keyfile.h"
 #include "keyway/provider_api.h"
@@ -134,14 +135,10 @@ static const char *value(int which, kwp_setting_fn get, void *arg, char from[FRO
 static int parse_uint(struct kwp_settings *s, const char *from, const char *text, unsigned min,
                       unsigned max, unsigned *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(text, &end, 10);
-	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 || v < min || v > max) {
+	if (kw_config_parse_uint(text, min, max, out) < 0) {
 		set_error(s, "%s: '%s' is not a number from %u to %u", from, text, min, max);
 		return -EINVAL;
 	}
-	*out = (unsigned)v;
 	return 0;
 }
 
