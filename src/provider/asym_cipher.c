@@ -73,7 +73,7 @@ static int dec_init(void *vctx, void *keydata, const OSSL_PARAM params[])
 	struct dec_ctx *ctx = vctx;
 	struct kwp_key *key = keydata;
 
-	if (key == NULL || key->type != KWP_KEY_TYPE_RSA || key->spki == NULL) {
+	if (key == NULL || key->type != KW_KEY_RSA || key->spki == NULL) {
 		kwp_raise(ctx->prov, KWP_R_UNSUPPORTED_KEY, "RSA decryption needs an RSA key");
 		return 0;
 	}

@@ -98,7 +98,7 @@ static unsigned char *read_all(struct kwp_prov *prov, OSSL_CORE_BIO *cin, size_t
 	return buf;
 }
 
-static int der_decode(struct kwp_prov *prov, enum kwp_key_type want, OSSL_CORE_BIO *cin,
+static int der_decode(struct kwp_prov *prov, enum kw_key_type want, OSSL_CORE_BIO *cin,
                       OSSL_CALLBACK *object_cb, void *object_cbarg)
 {
 	unsigned char *der, *blob = NULL;
@@ -112,7 +112,7 @@ static int der_decode(struct kwp_prov *prov, enum kwp_key_type want, OSSL_CORE_B
 		OSSL_PARAM params[4] = {
 		    OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type),
 		    OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,
-		                                     (char *)kwp_key_type_name(want), 0),
+		                                     (char *)kw_key_type_name(want), 0),
 		    OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, blob, blob_len),
 		    OSSL_PARAM_construct_end(),
 		};
@@ -150,9 +150,9 @@ static int dec_export_object(void *ctx, const void *objref, size_t objref_sz,
 		{0, NULL},                                                                   \
 	}
 
-DER_DECODER(rsa, KWP_KEY_TYPE_RSA);
-DER_DECODER(ec, KWP_KEY_TYPE_EC);
-DER_DECODER(ed25519, KWP_KEY_TYPE_ED25519);
+DER_DECODER(rsa, KW_KEY_RSA);
+DER_DECODER(ec, KW_KEY_EC);
+DER_DECODER(ed25519, KW_KEY_ED25519);
 /* clang-format on */
 
 const OSSL_DISPATCH kwp_pem_decoder_functions[] = {

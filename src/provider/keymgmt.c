@@ -26,7 +26,7 @@
 #include "context.h"
 #include "keyref.h"
 
-static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_type want)
+static void *key_load(const void *reference, size_t reference_sz, enum kw_key_type want)
 {
 	struct kwp_prov *prov = NULL;
 	const unsigned char *der;
@@ -41,7 +41,7 @@ static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_t
 		kwp_raise(prov, reason, "%s", err);
 	} else if (k->type != want) {
 		kwp_raise(prov, KWP_R_BAD_KEY_REF, "a %s key where %s was expected",
-		          kwp_key_type_name(k->type), kwp_key_type_name(want));
+		          kw_key_type_name(k->type), kw_key_type_name(want));
 		kwp_key_unref(k);
 		k = NULL;
 	}
@@ -50,15 +50,15 @@ static void *key_load(const void *reference, size_t reference_sz, enum kwp_key_t
 
 static void *rsa_load(const void *reference, size_t reference_sz)
 {
-	return key_load(reference, reference_sz, KWP_KEY_TYPE_RSA);
+	return key_load(reference, reference_sz, KW_KEY_RSA);
 }
 static void *ec_load(const void *reference, size_t reference_sz)
 {
-	return key_load(reference, reference_sz, KWP_KEY_TYPE_EC);
+	return key_load(reference, reference_sz, KW_KEY_EC);
 }
 static void *ed25519_load(const void *reference, size_t reference_sz)
 {
-	return key_load(reference, reference_sz, KWP_KEY_TYPE_ED25519);
+	return key_load(reference, reference_sz, KW_KEY_ED25519);
 }
 
 /*
@@ -68,7 +68,7 @@ static void *ed25519_load(const void *reference, size_t reference_sz)
  * which applications (nginx) then report. An empty key is good for
  * nothing else.
  */
-static void *key_new(void *provctx, enum kwp_key_type type)
+static void *key_new(void *provctx, enum kw_key_type type)
 {
 	struct kwp_key *k = calloc(1, sizeof(*k));
 	if (k != NULL) {
@@ -81,15 +81,15 @@ static void *key_new(void *provctx, enum kwp_key_type type)
 
 static void *rsa_new(void *provctx)
 {
-	return key_new(provctx, KWP_KEY_TYPE_RSA);
+	return key_new(provctx, KW_KEY_RSA);
 }
 static void *ec_new(void *provctx)
 {
-	return key_new(provctx, KWP_KEY_TYPE_EC);
+	return key_new(provctx, KW_KEY_EC);
 }
 static void *ed25519_new(void *provctx)
 {
-	return key_new(provctx, KWP_KEY_TYPE_ED25519);
+	return key_new(provctx, KW_KEY_ED25519);
 }
 
 /*
@@ -155,7 +155,7 @@ static int key_match(const void *a, const void *b, int selection)
 	if (selection & OSSL_KEYMGMT_SELECT_KEYPAIR)
 		return k1->spki_len == k2->spki_len &&
 		       memcmp(k1->spki, k2->spki, k1->spki_len) == 0;
-	if ((selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) && k1->type == KWP_KEY_TYPE_EC)
+	if ((selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) && k1->type == KW_KEY_EC)
 		return strcmp(k1->group, k2->group) == 0;
 	return 1;
 }
@@ -164,12 +164,12 @@ static int key_match(const void *a, const void *b, int selection)
 
 static int push_public(OSSL_PARAM_BLD *bld, const struct kwp_key *k, int selection)
 {
-	if (k->type == KWP_KEY_TYPE_EC && (selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) &&
+	if (k->type == KW_KEY_EC && (selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) &&
 	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, k->group, 0))
 		return 0;
 	if (!(selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY))
 		return 1;
-	if (k->type == KWP_KEY_TYPE_RSA)
+	if (k->type == KW_KEY_RSA)
 		return OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, k->n) &&
 		       OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, k->e);
 	return OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, k->pub, k->pub_len);
@@ -239,7 +239,7 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_MAX_SIZE)) != NULL &&
 	    !OSSL_PARAM_set_int(p, k->max_size))
 		return 0;
-	if (k->type == KWP_KEY_TYPE_ED25519) {
+	if (k->type == KW_KEY_ED25519) {
 		if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_MANDATORY_DIGEST)) != NULL &&
 		    !OSSL_PARAM_set_utf8_string(p, ""))
 			return 0;
@@ -247,7 +247,7 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	           !OSSL_PARAM_set_utf8_string(p, "SHA256")) {
 		return 0;
 	}
-	if (k->type == KWP_KEY_TYPE_RSA) {
+	if (k->type == KW_KEY_RSA) {
 		if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_RSA_N)) != NULL &&
 		    !OSSL_PARAM_set_BN(p, k->n))
 			return 0;
@@ -262,7 +262,7 @@ static int key_get_params(void *keydata, OSSL_PARAM params[])
 	if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY)) != NULL &&
 	    !OSSL_PARAM_set_octet_string(p, k->pub, k->pub_len))
 		return 0;
-	if (k->type == KWP_KEY_TYPE_EC) {
+	if (k->type == KW_KEY_EC) {
 		if ((p = OSSL_PARAM_locate(params, OSSL_PKEY_PARAM_GROUP_NAME)) != NULL &&
 		    !OSSL_PARAM_set_utf8_string(p, k->group))
 			return 0;

@@ -319,19 +319,6 @@ int kw_keyref_pem(const char *uri, const EVP_PKEY *pub, char **pem)
 
 /* ---- keys ---- */
 
-const char *kwp_key_type_name(enum kwp_key_type type)
-{
-	switch (type) {
-	case KWP_KEY_TYPE_RSA:
-		return "RSA";
-	case KWP_KEY_TYPE_EC:
-		return "EC";
-	case KWP_KEY_TYPE_ED25519:
-		return "ED25519";
-	}
-	return "?";
-}
-
 /* ecdsa_max_size is the largest DER ECDSA-Sig-Value for an order of `bits` bits. */
 static int ecdsa_max_size(int bits)
 {
@@ -438,11 +425,11 @@ static int spki_type(X509_PUBKEY *spki)
 		return -EINVAL;
 	switch (OBJ_obj2nid(aobj)) {
 	case NID_rsaEncryption:
-		return KWP_KEY_TYPE_RSA;
+		return KW_KEY_RSA;
 	case NID_X9_62_id_ecPublicKey:
-		return KWP_KEY_TYPE_EC;
+		return KW_KEY_EC;
 	case NID_ED25519:
-		return KWP_KEY_TYPE_ED25519;
+		return KW_KEY_ED25519;
 	}
 	return -EINVAL;
 }
@@ -476,10 +463,10 @@ static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_S
 		return -EINVAL;
 	}
 	SHA1(pk, (size_t)pklen, ski);
-	k->type = (enum kwp_key_type)type;
-	if (type == KWP_KEY_TYPE_RSA) {
+	k->type = (enum kw_key_type)type;
+	if (type == KW_KEY_RSA) {
 		rc = set_rsa(k, pk, pklen, err, errlen);
-	} else if (type == KWP_KEY_TYPE_EC) {
+	} else if (type == KW_KEY_EC) {
 		rc = set_ec(k, alg, pk, pklen, err, errlen);
 	} else if (pklen != 32) {
 		snprintf(err, errlen, "malformed Ed25519 public key");
@@ -490,7 +477,7 @@ static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_S
 	if (rc < 0)
 		return rc;
 	*reason = KWP_R_INTERNAL;
-	if (type != KWP_KEY_TYPE_RSA) {
+	if (type != KW_KEY_RSA) {
 		if ((k->pub = malloc((size_t)pklen)) == NULL)
 			goto nomem;
 		memcpy(k->pub, pk, (size_t)pklen);
@@ -556,7 +543,7 @@ err:
 int kwp_key_set_local(struct kwp_key *k, EVP_PKEY *pkey, char *err, size_t errlen)
 {
 	X509_PUBKEY *spki = NULL;
-	enum kwp_key_type want = k->type;
+	enum kw_key_type want = k->type;
 	int reason, rc = -EINVAL;
 
 	if (k->spki != NULL || k->local != NULL) {
@@ -571,8 +558,8 @@ int kwp_key_set_local(struct kwp_key *k, EVP_PKEY *pkey, char *err, size_t errle
 		goto out;
 	rc = -EINVAL;
 	if (want != 0 && k->type != want) {
-		snprintf(err, errlen, "a %s key where %s was expected", kwp_key_type_name(k->type),
-		         kwp_key_type_name(want));
+		snprintf(err, errlen, "a %s key where %s was expected", kw_key_type_name(k->type),
+		         kw_key_type_name(want));
 		goto out;
 	}
 	if (!EVP_PKEY_up_ref(pkey)) {

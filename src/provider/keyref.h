@@ -13,17 +13,16 @@
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 
+#include "keyway/keytype.h"
 #include "keyway/protocol.h"
 
 struct kwp_prov;
-
-enum kwp_key_type { KWP_KEY_TYPE_RSA = 1, KWP_KEY_TYPE_EC, KWP_KEY_TYPE_ED25519 };
 
 /* An opaque key: the keymgmt's keydata. Immutable once built. */
 struct kwp_key {
 	atomic_int refs; /* keydata is shared by DUP */
 	struct kwp_prov *prov;
-	enum kwp_key_type type;
+	enum kw_key_type type;
 	uint8_t ski[KW_SKI_LEN];
 	char *uri;           /* as named: keyway:ski=...;cert=... */
 	unsigned char *spki; /* SubjectPublicKeyInfo DER */
@@ -79,10 +78,6 @@ struct kwp_key *kwp_key_from_ref(struct kwp_prov *prov, const unsigned char *der
 struct kwp_key *kwp_key_ref(struct kwp_key *key);
 /* kwp_key_unref drops a reference; the last one frees. NULL ok. */
 void kwp_key_unref(struct kwp_key *key);
-
-/* kwp_key_type_name is the keymgmt name for OSSL_OBJECT_PARAM_DATA_TYPE ("RSA", "EC", "ED25519").
- */
-const char *kwp_key_type_name(enum kwp_key_type type);
 
 /*
  * kwp_ref_type peeks at a reference DER and returns its key type, or a

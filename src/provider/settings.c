@@ -17,7 +17,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "keyway/config.h"
 #include "keyway/err.h"
+#include "keyway/keyfile.h"
 #include "keyway/provider_api.h"
 #include "keyway/provider_settings.h"
 
@@ -133,14 +135,10 @@ static const char *value(int which, kwp_setting_fn get, void *arg, char from[FRO
 static int parse_uint(struct kwp_settings *s, const char *from, const char *text, unsigned min,
                       unsigned max, unsigned *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(text, &end, 10);
-	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 || v < min || v > max) {
+	if (kw_config_parse_uint(text, min, max, out) < 0) {
 		set_error(s, "%s: '%s' is not a number from %u to %u", from, text, min, max);
 		return -EINVAL;
 	}
-	*out = (unsigned)v;
 	return 0;
 }
 
@@ -339,12 +337,6 @@ void kwp_settings_cleanup(struct kwp_settings *s)
 
 /* ---- TLS context from memory ---- */
 
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-	(void)buf, (void)size, (void)rwflag, (void)u;
-	return -1; /* an encrypted client key cannot be unlocked here: fail, never prompt */
-}
-
 static void tls_fail(char *err, size_t errlen, const char *what, const char *path)
 {
 	char why[256] = "";
@@ -450,7 +442,7 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 			goto err;
 		}
 		if ((bio = blob_bio(&s->key_pem)) == NULL ||
-		    (key = PEM_read_bio_PrivateKey_ex(bio, NULL, no_password, NULL, libctx,
+		    (key = PEM_read_bio_PrivateKey_ex(bio, NULL, kw_pem_no_password, NULL, libctx,
 		                                      NULL)) == NULL ||
 		    SSL_CTX_use_PrivateKey(ctx, key) != 1) {
 			tls_fail(err, errlen, "client_key: cannot use the (unencrypted PEM) key in",

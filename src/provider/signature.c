@@ -215,9 +215,8 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[]);
 static int sig_init(struct sig_ctx *ctx, void *keydata, const OSSL_PARAM params[])
 {
 	struct kwp_key *key = keydata;
-	static const enum kwp_key_type want[] = {[ALG_RSA] = KWP_KEY_TYPE_RSA,
-	                                         [ALG_ECDSA] = KWP_KEY_TYPE_EC,
-	                                         [ALG_ED25519] = KWP_KEY_TYPE_ED25519};
+	static const enum kw_key_type want[] = {
+	    [ALG_RSA] = KW_KEY_RSA, [ALG_ECDSA] = KW_KEY_EC, [ALG_ED25519] = KW_KEY_ED25519};
 
 	if (key != NULL) {
 		if (key->type != want[ctx->alg] || key->spki == NULL) {
@@ -508,14 +507,17 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 #define DIGEST_SETTABLE                                                        \
 	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),          \
 	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0)
+/* The RSA padding parameters, both settable and gettable. */
+#define RSA_PAD_PARAMS                                                         \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),        \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0)
 /* clang-format on */
 
 static const OSSL_PARAM *rsa_settable_ctx_params(void *vctx, void *provctx)
 {
 	static const OSSL_PARAM p[] = {
 	    DIGEST_SETTABLE,
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+	    RSA_PAD_PARAMS,
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_PROPERTIES, NULL, 0),
 	    OSSL_PARAM_END,
@@ -605,8 +607,7 @@ static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
 	static const OSSL_PARAM p[] = {
 	    OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0),
 	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
-	    OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+	    RSA_PAD_PARAMS,
 	    OSSL_PARAM_END,
 	};
 	return p;

@@ -75,7 +75,7 @@ static int store_load(void *loaderctx, OSSL_CALLBACK *object_cb, void *object_cb
 	ctx->done = 1;
 	params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type);
 	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,
-	                                             (char *)kwp_key_type_name(ctx->type), 0);
+	                                             (char *)kw_key_type_name(ctx->type), 0);
 	params[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, ctx->blob,
 	                                              ctx->blob_len);
 	params[3] = OSSL_PARAM_construct_end();

@@ -99,7 +99,7 @@ static int make_ref(EVP_PKEY *pub, const uint8_t *uri_ski, unsigned char **der, 
 	return rc;
 }
 
-static void test_roundtrip(const char *what, EVP_PKEY *priv, enum kwp_key_type type, int bits,
+static void test_roundtrip(const char *what, EVP_PKEY *priv, enum kw_key_type type, int bits,
                            int max_size, const char *group)
 {
 	EVP_PKEY *pub = public_of(priv);
@@ -209,7 +209,7 @@ static void test_from_uri(EVP_PKEY *rsa, EVP_PKEY *ec)
 
 	char *uri = kw_keyref_uri(ski, path);
 	CHECK_EQ(kwp_ref_from_uri(uri, &der, &len, &reason, err, sizeof(err)), 0);
-	CHECK_EQ(kwp_ref_type(der, len), KWP_KEY_TYPE_RSA);
+	CHECK_EQ(kwp_ref_type(der, len), KW_KEY_RSA);
 	OPENSSL_free(der);
 	free(uri);
 
@@ -237,11 +237,11 @@ int main(void)
 	EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	CHECK(rsa && p256 && p384 && p521 && ed);
 	if (rsa && p256 && p384 && p521 && ed) {
-		test_roundtrip("rsa2048", rsa, KWP_KEY_TYPE_RSA, 2048, 256, NULL);
-		test_roundtrip("p256", p256, KWP_KEY_TYPE_EC, 256, 72, "prime256v1");
-		test_roundtrip("p384", p384, KWP_KEY_TYPE_EC, 384, 104, "secp384r1");
-		test_roundtrip("p521", p521, KWP_KEY_TYPE_EC, 521, 139, "secp521r1");
-		test_roundtrip("ed25519", ed, KWP_KEY_TYPE_ED25519, 256, 64, NULL);
+		test_roundtrip("rsa2048", rsa, KW_KEY_RSA, 2048, 256, NULL);
+		test_roundtrip("p256", p256, KW_KEY_EC, 256, 72, "prime256v1");
+		test_roundtrip("p384", p384, KW_KEY_EC, 384, 104, "secp384r1");
+		test_roundtrip("p521", p521, KW_KEY_EC, 521, 139, "secp521r1");
+		test_roundtrip("ed25519", ed, KW_KEY_ED25519, 256, 64, NULL);
 		test_from_uri(rsa, p256);
 	}
 	EVP_PKEY_free(rsa);
