@@ -102,7 +102,7 @@ int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options 
 	w->id = id;
 	w->opt = opt;
 	w->lfd = lfd;
-	kpx_list_init(&w->conns);
+	kw_list_init(&w->conns);
 	kw_io_init(&w->lio, on_accept, w);
 	kw_timer_init(&w->accept_pause, accept_resume, w);
 	if ((rc = kw_loop_new(&w->loop)) < 0)
@@ -142,9 +142,9 @@ static int make_backend(struct kpx_worker *w, bool *ring)
  * client request (idle keep-alive) or for a job (which may never come), or all. */
 static void close_conns(struct kpx_worker *w, bool only_waiting)
 {
-	struct kpx_list *l = w->conns.next;
+	struct kw_list *l = w->conns.next;
 	while (l != &w->conns) {
-		struct kpx_conn *c = kpx_list_entry(l, struct kpx_conn, node);
+		struct kpx_conn *c = kw_container_of(l, struct kpx_conn, node);
 		l = l->next;
 		if (!only_waiting || c->counted_idle || c->waiter.waiting == KPX_WAIT_JOB)
 			kpx_conn_close_why(c, KPX_R_DRAIN);
