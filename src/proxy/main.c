@@ -25,6 +25,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
+#include "keyway/signals.h"
 #include "metrics.h"
 #include "proxy.h"
 #include "tlsctx.h"
@@ -307,13 +308,7 @@ static int start(struct main_ctx *mc, char *err, size_t errlen)
 
 	/* Signals go to a signalfd; a write to a closed client must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	mc->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	mc->sfd = kw_signalfd_open((const int[]){SIGTERM, SIGINT, SIGHUP}, 3);
 
 	mc->workers = calloc(o.workers, sizeof(*mc->workers));
 	mc->lfds = calloc(o.workers, sizeof(*mc->lfds));

@@ -53,24 +53,90 @@ static uint64_t sum(const struct kpx_metrics *m, size_t offset)
 	return s;
 }
 
-#define SUM(field) sum(m, offsetof(struct kpx_wmetrics, field))
-
 /*
- * labelled writes a family whose n samples differ by one label: values[i]
- * is the label of the i-th counter from offset on, summed over the workers.
+ * A family summed from the workers' blocks: with key NULL one unlabelled
+ * sample (the counter at offset); otherwise n samples differing by the label
+ * key, values[i] naming the i-th counter from offset on.
  */
-static void labelled(const struct kpx_metrics *m, struct kw_prom *p, const char *name,
-                     const char *type, const char *help, const char *key, const char *const *values,
-                     size_t n, size_t offset)
+struct family {
+	const char *name, *type, *help, *key;
+	const char *const *values;
+	size_t n, offset;
+};
+
+#define OFF(field) offsetof(struct kpx_wmetrics, field)
+#define ONE(name, type, help, field)                                                               \
+	{                                                                                          \
+		name, type, help, NULL, NULL, 1, OFF(field)                                        \
+	}
+
+static const char *const states[2] = {"active", "idle"};
+static const char *const via[2] = {"queue", "fd"};
+static const char *const dirs[2] = {"client_to_upstream", "upstream_to_client"};
+static const char *const results[3] = {"ok", "failed", "timeout"};
+
+/* The families after keyway_proxy_info, in page order. */
+static const struct family handshake_families[] = {
+    ONE("keyway_proxy_connections_accepted_total", "counter", "TCP connections accepted.",
+        accepted),
+    ONE("keyway_proxy_handshakes_total", "counter", "TLS handshakes completed.", handshakes),
+    {"keyway_proxy_handshake_failures_total", "counter",
+     "Connections that ended before their TLS handshake completed, by reason.", "reason",
+     fail_names, KPX_NFAIL, OFF(failures)},
+    ONE("keyway_proxy_requests_total", "counter", "HTTP requests answered with 200.", requests),
+    ONE("keyway_proxy_http_errors_total", "counter",
+        "Malformed or unsupported HTTP requests (answered 4xx/5xx and closed).", http_errors),
+    {"keyway_proxy_connections", "gauge",
+     "Open connections: active (handshaking, reading or writing) and idle keep-alive.", "state",
+     states, 2, OFF(active)},
+    {"keyway_proxy_inflight_ops", "gauge", "Offload operations in flight, by kind.", "kind",
+     kind_names, KW_OPK_COUNT, OFF(inflight)},
+    {"keyway_proxy_polls_total", "counter", "Polls of the offload backend, by what triggered them.",
+     "trigger", trig_names, KPX_NTRIG, OFF(polls)},
+    ONE("keyway_proxy_polled_ops_total", "counter", "Operations completed by polls.", polled_ops),
+    ONE("keyway_proxy_async_pauses_total", "counter",
+        "Handshakes paused on an offload operation (SSL_ERROR_WANT_ASYNC).", async_pauses),
+    {"keyway_proxy_async_wakeups_total", "counter",
+     "Paused handshakes notified: through the in-process async queue or a wait fd.", "via", via, 2,
+     OFF(async_queue_wakeups)},
+    ONE("keyway_proxy_async_job_waits_total", "counter",
+        "Handshakes that waited for a free ASYNC job (SSL_ERROR_WANT_ASYNC_JOB).", job_waits),
+    ONE("keyway_proxy_capacity_waits_total", "counter",
+        "Handshakes that waited because the offload backend was full.", capacity_waits),
+};
+
+/* The TLS terminator's families: close reasons, relay bytes, upstream connects. */
+static const struct family termination_families[] = {
+    {"keyway_proxy_closes_total", "counter",
+     "Connections closed (or refused), by reason; the access log's reason=.", "reason",
+     kpx_reason_names + 1, KPX_NREASON - 1, OFF(closes[1])},
+    {"keyway_proxy_relay_bytes_total", "counter",
+     "Plaintext bytes relayed (--upstream), by direction; the PROXY header not counted.",
+     "direction", dirs, 2, OFF(relay_bytes)},
+    {"keyway_proxy_upstream_connects_total", "counter",
+     "Connections to the upstream, by result (ok, failed, timeout).", "result", results, 3,
+     OFF(upstream_connects)},
+    ONE("keyway_proxy_relays", "gauge", "Connections relaying to the upstream now.", relays),
+};
+
+/* families writes the n families of f, each summed over the workers. */
+static void families(const struct kpx_metrics *m, struct kw_prom *p, const struct family *f,
+                     size_t n)
 {
-	kw_prom_family(p, name, type, help);
-	for (size_t i = 0; i < n; i++)
-		kw_prom_u64(p, name, (const struct kw_prom_label[]){{key, values[i]}}, 1,
-		            sum(m, offset + i * sizeof(_Atomic uint64_t)));
+	for (; n > 0; f++, n--) {
+		if (f->key == NULL) {
+			kw_prom_single(p, f->name, f->type, f->help, sum(m, f->offset));
+			continue;
+		}
+		kw_prom_family(p, f->name, f->type, f->help);
+		for (size_t i = 0; i < f->n; i++)
+			kw_prom_u64(p, f->name,
+			            (const struct kw_prom_label[]){{f->key, f->values[i]}}, 1,
+			            sum(m, f->offset + i * sizeof(_Atomic uint64_t)));
+	}
 }
 
-#define LABELLED(name, type, help, key, values, n, field)                                          \
-	labelled(m, p, name, type, help, key, values, n, offsetof(struct kpx_wmetrics, field))
+#define FAMILIES(table) families(m, p, table, sizeof(table) / sizeof(table[0]))
 
 /* The built-in provider's counters: the keyway_provider_* twins of KEYWAY_STATS_FILE. */
 static void provider_counters(struct kw_prom *p)
@@ -102,24 +168,9 @@ static void provider_counters(struct kw_prom *p)
 	}
 }
 
-/* The TLS terminator's families: close reasons, relay bytes, upstream connects, limits. */
-static void termination(const struct kpx_metrics *m, struct kw_prom *p)
+/* The connection limit's gauges (not summed: one count for all workers). */
+static void limits(const struct kpx_metrics *m, struct kw_prom *p)
 {
-	static const char *const dirs[2] = {"client_to_upstream", "upstream_to_client"};
-	static const char *const results[3] = {"ok", "failed", "timeout"};
-
-	LABELLED("keyway_proxy_closes_total", "counter",
-	         "Connections closed (or refused), by reason; the access log's reason=.", "reason",
-	         kpx_reason_names + 1, KPX_NREASON - 1, closes[1]);
-	LABELLED(
-	    "keyway_proxy_relay_bytes_total", "counter",
-	    "Plaintext bytes relayed (--upstream), by direction; the PROXY header not counted.",
-	    "direction", dirs, 2, relay_bytes);
-	LABELLED("keyway_proxy_upstream_connects_total", "counter",
-	         "Connections to the upstream, by result (ok, failed, timeout).", "result", results,
-	         3, upstream_connects);
-	kw_prom_single(p, "keyway_proxy_relays", "gauge",
-	               "Connections relaying to the upstream now.", SUM(relays));
 	kw_prom_single(p, "keyway_proxy_open_connections", "gauge",
 	               "Client connections open now, all workers (what --max-connections limits).",
 	               kpx_conn_slots());
@@ -169,47 +220,13 @@ static void worker_cpu(const struct kpx_metrics *m, struct kw_prom *p)
 
 int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 {
-	static const char *const states[2] = {"active", "idle"};
-	static const char *const via[2] = {"queue", "fd"};
 	struct kw_prom pr, *p = &pr;
 
 	kw_prom_init(p, b);
 	info(m, p);
-	kw_prom_single(p, "keyway_proxy_connections_accepted_total", "counter",
-	               "TCP connections accepted.", SUM(accepted));
-	kw_prom_single(p, "keyway_proxy_handshakes_total", "counter", "TLS handshakes completed.",
-	               SUM(handshakes));
-	LABELLED("keyway_proxy_handshake_failures_total", "counter",
-	         "Connections that ended before their TLS handshake completed, by reason.",
-	         "reason", fail_names, KPX_NFAIL, failures);
-	kw_prom_single(p, "keyway_proxy_requests_total", "counter",
-	               "HTTP requests answered with 200.", SUM(requests));
-	kw_prom_single(p, "keyway_proxy_http_errors_total", "counter",
-	               "Malformed or unsupported HTTP requests (answered 4xx/5xx and closed).",
-	               SUM(http_errors));
-	LABELLED("keyway_proxy_connections", "gauge",
-	         "Open connections: active (handshaking, reading or writing) and idle keep-alive.",
-	         "state", states, 2, active);
-	LABELLED("keyway_proxy_inflight_ops", "gauge", "Offload operations in flight, by kind.",
-	         "kind", kind_names, KW_OPK_COUNT, inflight);
-	LABELLED("keyway_proxy_polls_total", "counter",
-	         "Polls of the offload backend, by what triggered them.", "trigger", trig_names,
-	         KPX_NTRIG, polls);
-	kw_prom_single(p, "keyway_proxy_polled_ops_total", "counter",
-	               "Operations completed by polls.", SUM(polled_ops));
-	kw_prom_single(p, "keyway_proxy_async_pauses_total", "counter",
-	               "Handshakes paused on an offload operation (SSL_ERROR_WANT_ASYNC).",
-	               SUM(async_pauses));
-	LABELLED("keyway_proxy_async_wakeups_total", "counter",
-	         "Paused handshakes notified: through the in-process async queue or a wait fd.",
-	         "via", via, 2, async_queue_wakeups);
-	kw_prom_single(p, "keyway_proxy_async_job_waits_total", "counter",
-	               "Handshakes that waited for a free ASYNC job (SSL_ERROR_WANT_ASYNC_JOB).",
-	               SUM(job_waits));
-	kw_prom_single(p, "keyway_proxy_capacity_waits_total", "counter",
-	               "Handshakes that waited because the offload backend was full.",
-	               SUM(capacity_waits));
-	termination(m, p);
+	FAMILIES(handshake_families);
+	FAMILIES(termination_families);
+	limits(m, p);
 	provider_counters(p);
 	worker_cpu(m, p);
 	return p->rc;
@@ -223,25 +240,23 @@ static int render_page(void *arg, struct kw_buf *out)
 int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
                       struct kpx_worker *workers, unsigned nworkers, const struct kpx_options *opt)
 {
-	struct kpx_metrics *m = calloc(1, sizeof(*m));
-	if (m == NULL)
-		return -ENOMEM;
-	m->workers = workers;
-	m->nworkers = nworkers;
-	m->opt = opt;
-	int rc = kw_metrics_server_new(&m->server, loop, addr, render_page, m);
-	if (rc < 0) {
-		free(m);
-		return rc;
+	struct kpx_metrics *m = malloc(sizeof(*m));
+	int rc = m != NULL ? 0 : -ENOMEM;
+
+	if (m != NULL) {
+		*m = (struct kpx_metrics){.workers = workers, .nworkers = nworkers, .opt = opt};
+		rc = kw_metrics_server_new(&m->server, loop, addr, render_page, m);
 	}
-	*out = m;
-	return 0;
+	if (rc < 0)
+		free(m);
+	else
+		*out = m;
+	return rc;
 }
 
 void kpx_metrics_free(struct kpx_metrics *m)
 {
-	if (m == NULL)
-		return;
-	kw_metrics_server_free(m->server);
+	if (m != NULL)
+		kw_metrics_server_free(m->server);
 	free(m);
 }

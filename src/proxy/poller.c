@@ -84,15 +84,13 @@ void kpx_poller_init(struct kpx_poller *p, struct kw_loop *loop, enum kpx_poll m
                      unsigned interval_us, unsigned threshold, struct kpx_wmetrics *m,
                      void (*freed)(void *arg), void *arg)
 {
-	*p = (struct kpx_poller){
-	    .loop = loop,
-	    .mode = mode,
-	    .interval_us = interval_us,
-	    .threshold = threshold,
-	    .m = m,
-	    .freed = freed,
-	    .freed_arg = arg,
-	};
+	*p = (struct kpx_poller){.loop = loop,
+	                         .mode = mode,
+	                         .interval_us = interval_us,
+	                         .threshold = threshold,
+	                         .m = m,
+	                         .freed = freed,
+	                         .freed_arg = arg};
 	kw_timer_init(&p->failover, failover, p);
 	kw_io_init(&p->wake_io, on_wake, p);
 	kw_timer_init_precise(&p->timer, on_timer, p);

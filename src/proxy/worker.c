@@ -102,11 +102,12 @@ int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options 
 	w->id = id;
 	w->opt = opt;
 	w->lfd = lfd;
-	kw_list_init(&w->conns);
-	kw_io_init(&w->lio, on_accept, w);
-	kw_timer_init(&w->accept_pause, accept_resume, w);
 	if ((rc = kw_loop_new(&w->loop)) < 0)
 		return rc;
+	/* What runs on the loop: the listener, the connections, the wait lists, the poller. */
+	kw_io_init(&w->lio, on_accept, w);
+	kw_timer_init(&w->accept_pause, accept_resume, w);
+	kw_list_init(&w->conns);
 	kpx_waitq_init(&w->waitq, w->loop, &w->m.async_queue_wakeups);
 	kpx_poller_init(&w->poller, w->loop, opt->poll, opt->poll_interval_us, opt->poll_threshold,
 	                &w->m, capacity_freed, w);
