@@ -22,29 +22,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
 #include "accesslog.h"
+#include "keyway/net.h"
 
 #define LINE_MAX_LEN 1024
-
-static void format_addr(const struct sockaddr *sa, char *out, size_t outlen)
-{
-	char host[INET6_ADDRSTRLEN] = "-";
-	if (sa != NULL && sa->sa_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		snprintf(out, outlen, "%s:%u", host, ntohs(a->sin_port));
-	} else if (sa != NULL && sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		snprintf(out, outlen, "[%s]:%u", host, ntohs(a->sin6_port));
-	} else {
-		snprintf(out, outlen, "-");
-	}
-}
 
 static void sanitize(const char *in, char *out, size_t outlen)
 {
@@ -92,7 +76,7 @@ void kpx_accesslog_conn(const struct kpx_conn *c)
 	if (o->access_fd < 0)
 		return;
 	timestamp(when, sizeof(when));
-	format_addr((const struct sockaddr *)&c->peer, client, sizeof(client));
+	kw_sockaddr_format((const struct sockaddr *)&c->peer, "-", client, sizeof(client));
 	sanitize(c->ssl != NULL ? SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name) : NULL, sni,
 	         sizeof(sni));
 	if (c->handshake_ns != 0) {
@@ -123,7 +107,7 @@ void kpx_accesslog_refused(const struct kpx_worker *w, const struct sockaddr *pe
 	if (o->access_fd < 0)
 		return;
 	timestamp(when, sizeof(when));
-	format_addr(peer, client, sizeof(client));
+	kw_sockaddr_format(peer, "-", client, sizeof(client));
 	int n = snprintf(line, sizeof(line),
 	                 "time=%s worker=%u client=%s sni=- tls=- cipher=- handshake_ms=- "
 	                 "duration_ms=0.000 rx_client=0 tx_client=0 tx_upstream=0 rx_upstream=0 "

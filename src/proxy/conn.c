@@ -185,7 +185,7 @@ void kpx_conn_close(struct kpx_conn *c)
 	c->ssl = NULL;
 	close(c->fd);
 	c->state = KPX_CS_CLOSED;
-	kpx_list_del(&c->node);
+	kw_list_del(&c->node);
 	w->nconns--;
 	kpx_add(&w->m.closed, 1);
 	if (kw_loop_defer_free(w->loop, conn_free, c) < 0)
@@ -228,7 +228,7 @@ void kpx_conn_accept(struct kpx_worker *w, int fd, SSL *ssl, const struct sockad
 	c->fd = fd;
 	c->state = KPX_CS_HANDSHAKE;
 	kpx_waiter_init(&c->waiter);
-	kpx_list_add_tail(&w->conns, &c->node);
+	kw_list_add_tail(&w->conns, &c->node);
 	w->nconns++;
 	for (int i = 0; i < KPX_MAX_ASYNC_FDS; i++) {
 		c->async_fds[i] = -1;
@@ -348,7 +348,7 @@ static void resume(struct kpx_conn *c)
 
 void kpx_conn_resume_waiter(struct kpx_waiter *wt)
 {
-	resume(kpx_list_entry(wt, struct kpx_conn, waiter));
+	resume(kw_container_of(wt, struct kpx_conn, waiter));
 }
 
 /* ---- handshake ---- */

@@ -13,8 +13,8 @@
  * polling = external, so every worker owns its keyserver connections in its
  * own loop. Its settings come from the proxy's flags and --config keys
  * (which, spelled with '_' or '-', are the provider's openssl.cnf keys),
- * handed over as the KEYWAY_* variables it reads at init; a flag overrides
- * a variable already in the environment.
+ * passed to it with kw_provider_configure before it is loaded: a flag
+ * overrides the KEYWAY_* variable, which keeps overriding openssl.cnf.
  */
 #include "keys.h"
 
@@ -28,6 +28,7 @@
 #include <openssl/store.h>
 
 #include "keyway/err.h"
+#include "keyway/keyfile.h"
 #include "keyway/loop.h"
 #include "keyway/provider_api.h"
 #include "keyway/tls.h"
@@ -130,11 +131,6 @@ void kpx_provider_stop(struct kpx_options *o)
 	o->provider = o->default_provider = NULL;
 }
 
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-	return 0; /* never prompt: a server must start unattended */
-}
-
 static EVP_PKEY *load_uri(const char *uri, char *err, size_t errlen)
 {
 	EVP_PKEY *key = NULL;
@@ -162,7 +158,7 @@ static EVP_PKEY *load_pem(const char *path, char *err, size_t errlen)
 	EVP_PKEY *key = NULL;
 	BIO *bio = BIO_new_file(path, "r");
 	if (bio != NULL)
-		key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+		key = PEM_read_bio_PrivateKey(bio, NULL, kw_pem_no_password, NULL);
 	BIO_free(bio);
 	if (key == NULL)
 		set_err(err, errlen, "cannot load the private key (PEM, unencrypted)", path);

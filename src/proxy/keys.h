@@ -30,5 +30,4 @@ void kpx_provider_stop(struct kpx_options *o);
  */
 EVP_PKEY *kpx_load_key(const struct kpx_options *o, const char *name, char *err, size_t errlen);
 
-
 #endif

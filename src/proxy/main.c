@@ -13,9 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -28,6 +25,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
+#include "keyway/signals.h"
 #include "metrics.h"
 #include "proxy.h"
 #include "tlsctx.h"
@@ -174,18 +172,6 @@ static int check_keys(char *err, size_t errlen)
 	return 0;
 }
 
-/* raise_fd_limit raises the soft descriptor limit to the hard one: every relayed
- * connection takes two. */
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			kw_warn("cannot raise the descriptor limit: %s", strerror(errno));
-	}
-}
-
 static int check_options(char *err, size_t errlen)
 {
 	if (o.respond == (o.upstream != NULL)) {
@@ -197,7 +183,10 @@ static int check_options(char *err, size_t errlen)
 	}
 	if (kpx_upstream_check(&o, err, errlen) < 0)
 		return -KW_ECONFIG;
-	raise_fd_limit();
+	/* Every relayed connection takes two descriptors. */
+	int nrc = kw_raise_nofile(NULL);
+	if (nrc < 0)
+		kw_warn("cannot raise the descriptor limit: %s", kw_strerror(nrc));
 	if (kpx_accesslog_open(&o, err, errlen) < 0)
 		return -KW_ECONFIG;
 	if (check_keys(err, errlen) < 0)
@@ -261,21 +250,13 @@ static int open_listeners(struct kw_addr *addr, int *fds, char *err, size_t errl
 {
 	char text[300];
 	for (unsigned i = 0; i < o.workers; i++) {
-		fds[i] = kw_listen_tcp(addr, true, 1024);
+		/* Port 0: the first socket pins addr's port, which every worker then shares. */
+		fds[i] = kw_listen_tcp_pin(addr, true, 1024);
 		if (fds[i] < 0) {
 			kw_addr_format(addr, text, sizeof(text));
 			snprintf(err, errlen, "cannot listen on %s: %s; fix: choose a free address",
 			         text, kw_strerror(fds[i]));
 			return fds[i];
-		}
-		if (i == 0) {
-			/* Port 0: every worker's socket must share the port the first one got. */
-			int port = kw_bound_port(fds[0]);
-			if (port > 0 && addr->ss.ss_family == AF_INET)
-				((struct sockaddr_in *)&addr->ss)->sin_port = htons((uint16_t)port);
-			else if (port > 0 && addr->ss.ss_family == AF_INET6)
-				((struct sockaddr_in6 *)&addr->ss)->sin6_port =
-				    htons((uint16_t)port);
 		}
 	}
 	return 0;
@@ -327,13 +308,7 @@ static int start(struct main_ctx *mc, char *err, size_t errlen)
 
 	/* Signals go to a signalfd; a write to a closed client must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	mc->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	mc->sfd = kw_signalfd_open((const int[]){SIGTERM, SIGINT, SIGHUP}, 3);
 
 	mc->workers = calloc(o.workers, sizeof(*mc->workers));
 	mc->lfds = calloc(o.workers, sizeof(*mc->lfds));

@@ -1,6 +1,7 @@
 /*
  * metrics.c - keyway-proxy's /metrics (Prometheus text format 0.0.4),
- * served from the main thread's loop.
+ * rendered with libkeyway's text writer and served by libkeyway's /metrics
+ * server on the main thread's loop.
  *
  * Counters are summed over the workers at scrape time with relaxed loads
  * (each worker is the only writer of its block). CPU is per worker, read
@@ -11,34 +12,21 @@
 #include "metrics.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "conn.h"
-#include "keyway/log.h"
+#include "keyway/metrics_server.h"
+#include "keyway/prom.h"
 #include "keyway/provider_api.h"
-
-#define REQ_MAX 4096
 
 struct kpx_metrics {
 	struct kpx_worker *workers;
 	unsigned nworkers;
 	const struct kpx_options *opt;
-	struct kw_loop *loop;
-	int lfd;
-	struct kw_io lio;
-};
-
-struct mconn {
-	struct kpx_metrics *m;
-	int fd;
-	struct kw_io io;
-	struct kw_buf in, out;
+	struct kw_metrics_server *server;
 };
 
 static const char *const fail_names[KPX_NFAIL] = {"tls", "closed", "timeout", "internal"};
@@ -46,18 +34,13 @@ static const char *const trig_names[KPX_NTRIG] = {"threshold", "timeliness", "ti
                                                   "busy"};
 static const char *const kind_names[KW_OPK_COUNT] = {"asym", "other"};
 
-static int appendf(struct kw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int appendf(struct kw_buf *b, const char *fmt, ...)
-{
-	char tmp[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return -EINVAL;
-	return kw_buf_append(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
+/* The labelled families below read neighbouring counters as one array. */
+_Static_assert(offsetof(struct kpx_wmetrics, idle) ==
+                   offsetof(struct kpx_wmetrics, active) + sizeof(_Atomic uint64_t),
+               "active and idle must be adjacent");
+_Static_assert(offsetof(struct kpx_wmetrics, async_fd_wakeups) ==
+                   offsetof(struct kpx_wmetrics, async_queue_wakeups) + sizeof(_Atomic uint64_t),
+               "the two wakeup counters must be adjacent");
 
 static uint64_t sum(const struct kpx_metrics *m, size_t offset)
 {
@@ -70,23 +53,93 @@ static uint64_t sum(const struct kpx_metrics *m, size_t offset)
 	return s;
 }
 
-#define SUM(field) sum(m, offsetof(struct kpx_wmetrics, field))
+/*
+ * A family summed from the workers' blocks: with key NULL one unlabelled
+ * sample (the counter at offset); otherwise n samples differing by the label
+ * key, values[i] naming the i-th counter from offset on.
+ */
+struct family {
+	const char *name, *type, *help, *key;
+	const char *const *values;
+	size_t n, offset;
+};
 
-static void family(struct kw_buf *b, const char *name, const char *type, const char *help)
+#define OFF(field) offsetof(struct kpx_wmetrics, field)
+#define ONE(name, type, help, field)                                                               \
+	{                                                                                          \
+		name, type, help, NULL, NULL, 1, OFF(field)                                        \
+	}
+
+static const char *const states[2] = {"active", "idle"};
+static const char *const via[2] = {"queue", "fd"};
+static const char *const dirs[2] = {"client_to_upstream", "upstream_to_client"};
+static const char *const results[3] = {"ok", "failed", "timeout"};
+
+/* The families after keyway_proxy_info, in page order. */
+static const struct family handshake_families[] = {
+    ONE("keyway_proxy_connections_accepted_total", "counter", "TCP connections accepted.",
+        accepted),
+    ONE("keyway_proxy_handshakes_total", "counter", "TLS handshakes completed.", handshakes),
+    {"keyway_proxy_handshake_failures_total", "counter",
+     "Connections that ended before their TLS handshake completed, by reason.", "reason",
+     fail_names, KPX_NFAIL, OFF(failures)},
+    ONE("keyway_proxy_requests_total", "counter", "HTTP requests answered with 200.", requests),
+    ONE("keyway_proxy_http_errors_total", "counter",
+        "Malformed or unsupported HTTP requests (answered 4xx/5xx and closed).", http_errors),
+    {"keyway_proxy_connections", "gauge",
+     "Open connections: active (handshaking, reading or writing) and idle keep-alive.", "state",
+     states, 2, OFF(active)},
+    {"keyway_proxy_inflight_ops", "gauge", "Offload operations in flight, by kind.", "kind",
+     kind_names, KW_OPK_COUNT, OFF(inflight)},
+    {"keyway_proxy_polls_total", "counter", "Polls of the offload backend, by what triggered them.",
+     "trigger", trig_names, KPX_NTRIG, OFF(polls)},
+    ONE("keyway_proxy_polled_ops_total", "counter", "Operations completed by polls.", polled_ops),
+    ONE("keyway_proxy_async_pauses_total", "counter",
+        "Handshakes paused on an offload operation (SSL_ERROR_WANT_ASYNC).", async_pauses),
+    {"keyway_proxy_async_wakeups_total", "counter",
+     "Paused handshakes notified: through the in-process async queue or a wait fd.", "via", via, 2,
+     OFF(async_queue_wakeups)},
+    ONE("keyway_proxy_async_job_waits_total", "counter",
+        "Handshakes that waited for a free ASYNC job (SSL_ERROR_WANT_ASYNC_JOB).", job_waits),
+    ONE("keyway_proxy_capacity_waits_total", "counter",
+        "Handshakes that waited because the offload backend was full.", capacity_waits),
+};
+
+/* The TLS terminator's families: close reasons, relay bytes, upstream connects. */
+static const struct family termination_families[] = {
+    {"keyway_proxy_closes_total", "counter",
+     "Connections closed (or refused), by reason; the access log's reason=.", "reason",
+     kpx_reason_names + 1, KPX_NREASON - 1, OFF(closes[1])},
+    {"keyway_proxy_relay_bytes_total", "counter",
+     "Plaintext bytes relayed (--upstream), by direction; the PROXY header not counted.",
+     "direction", dirs, 2, OFF(relay_bytes)},
+    {"keyway_proxy_upstream_connects_total", "counter",
+     "Connections to the upstream, by result (ok, failed, timeout).", "result", results, 3,
+     OFF(upstream_connects)},
+    ONE("keyway_proxy_relays", "gauge", "Connections relaying to the upstream now.", relays),
+};
+
+/* families writes the n families of f, each summed over the workers. */
+static void families(const struct kpx_metrics *m, struct kw_prom *p, const struct family *f,
+                     size_t n)
 {
-	appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	for (; n > 0; f++, n--) {
+		if (f->key == NULL) {
+			kw_prom_single(p, f->name, f->type, f->help, sum(m, f->offset));
+			continue;
+		}
+		kw_prom_family(p, f->name, f->type, f->help);
+		for (size_t i = 0; i < f->n; i++)
+			kw_prom_u64(p, f->name,
+			            (const struct kw_prom_label[]){{f->key, f->values[i]}}, 1,
+			            sum(m, f->offset + i * sizeof(_Atomic uint64_t)));
+	}
 }
 
-/* single writes a family with one unlabelled sample. */
-static void single(struct kw_buf *b, const char *name, const char *type, const char *help,
-                   uint64_t v)
-{
-	family(b, name, type, help);
-	appendf(b, "%s %llu\n", name, (unsigned long long)v);
-}
+#define FAMILIES(table) families(m, p, table, sizeof(table) / sizeof(table[0]))
 
 /* The built-in provider's counters: the keyway_provider_* twins of KEYWAY_STATS_FILE. */
-static void provider_counters(struct kw_buf *b)
+static void provider_counters(struct kw_prom *p)
 {
 	struct kw_provider_stats s;
 	kw_provider_stats(&s);
@@ -111,239 +164,99 @@ static void provider_counters(struct kw_buf *b)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char name[96];
 		snprintf(name, sizeof(name), "keyway_provider_%s_total", rows[i].name);
-		single(b, name, "counter", rows[i].help, rows[i].v);
+		kw_prom_single(p, name, "counter", rows[i].help, rows[i].v);
 	}
 }
 
-/* The TLS terminator's families: close reasons, relay bytes, upstream connects, limits. */
-static void termination(struct kpx_metrics *m, struct kw_buf *b)
+/* The connection limit's gauges (not summed: one count for all workers). */
+static void limits(const struct kpx_metrics *m, struct kw_prom *p)
 {
-	static const char *const dirs[2] = {"client_to_upstream", "upstream_to_client"};
-	static const char *const results[3] = {"ok", "failed", "timeout"};
+	kw_prom_single(p, "keyway_proxy_open_connections", "gauge",
+	               "Client connections open now, all workers (what --max-connections limits).",
+	               kpx_conn_slots());
+	kw_prom_single(p, "keyway_proxy_max_connections", "gauge",
+	               "--max-connections (0: no limit).", m->opt->max_connections);
+}
 
-	family(b, "keyway_proxy_closes_total", "counter",
-	       "Connections closed (or refused), by reason; the access log's reason=.");
-	for (int r = 1; r < KPX_NREASON; r++)
-		appendf(b, "keyway_proxy_closes_total{reason=\"%s\"} %llu\n", kpx_reason_names[r],
-		        (unsigned long long)SUM(closes[r]));
-	family(b, "keyway_proxy_relay_bytes_total", "counter",
-	       "Plaintext bytes relayed (--upstream), by direction; the PROXY header not counted.");
-	for (int d = 0; d < 2; d++)
-		appendf(b, "keyway_proxy_relay_bytes_total{direction=\"%s\"} %llu\n", dirs[d],
-		        (unsigned long long)SUM(relay_bytes[d]));
-	family(b, "keyway_proxy_upstream_connects_total", "counter",
-	       "Connections to the upstream, by result (ok, failed, timeout).");
-	for (int r = 0; r < 3; r++)
-		appendf(b, "keyway_proxy_upstream_connects_total{result=\"%s\"} %llu\n", results[r],
-		        (unsigned long long)SUM(upstream_connects[r]));
-	single(b, "keyway_proxy_relays", "gauge", "Connections relaying to the upstream now.",
-	       SUM(relays));
-	family(b, "keyway_proxy_open_connections", "gauge",
-	       "Client connections open now, all workers (what --max-connections limits).");
-	appendf(b, "keyway_proxy_open_connections %u\n", kpx_conn_slots());
-	family(b, "keyway_proxy_max_connections", "gauge", "--max-connections (0: no limit).");
-	appendf(b, "keyway_proxy_max_connections %u\n", m->opt->max_connections);
+/* info writes keyway_proxy_info: the configuration as labels. */
+static void info(const struct kpx_metrics *m, struct kw_prom *p)
+{
+	static const char *const backends[] = {"inline", "threads", "keyless"};
+	const struct kpx_options *o = m->opt;
+	char workers[16];
+
+	snprintf(workers, sizeof(workers), "%u", m->nworkers);
+	const struct kw_prom_label l[] = {
+	    {"backend", backends[o->backend]},
+	    {"async", o->async ? "on" : "off"},
+	    {"notify", o->notify == KPX_NOTIFY_FD ? "fd" : "callback"},
+	    {"poll", o->poll == KPX_POLL_TIMER  ? "timer"
+	             : o->poll == KPX_POLL_BUSY ? "busy"
+	                                        : "heuristic"},
+	    {"workers", workers},
+	};
+	kw_prom_family(p, "keyway_proxy_info", "gauge", "Configuration of this keyway-proxy.");
+	kw_prom_sample(p, "keyway_proxy_info", l, sizeof(l) / sizeof(l[0]), "1");
+}
+
+/* worker_cpu writes each worker thread's CPU time, read with its thread CPU clock. */
+static void worker_cpu(const struct kpx_metrics *m, struct kw_prom *p)
+{
+	kw_prom_family(p, "keyway_proxy_worker_cpu_seconds_total", "counter",
+	               "CPU time (user+system) of each worker thread.");
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		clockid_t cid;
+		struct timespec ts = {0};
+		char worker[16], seconds[48];
+		if (m->workers[i].started && pthread_getcpuclockid(m->workers[i].tid, &cid) == 0)
+			clock_gettime(cid, &ts);
+		snprintf(worker, sizeof(worker), "%u", i);
+		snprintf(seconds, sizeof(seconds), "%.6f",
+		         (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+		kw_prom_sample(p, "keyway_proxy_worker_cpu_seconds_total",
+		               (const struct kw_prom_label[]){{"worker", worker}}, 1, seconds);
+	}
 }
 
 int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 {
-	static const char *const backends[] = {"inline", "threads", "keyless"};
-	const struct kpx_options *o = m->opt;
+	struct kw_prom pr, *p = &pr;
 
-	family(b, "keyway_proxy_info", "gauge", "Configuration of this keyway-proxy.");
-	appendf(b,
-	        "keyway_proxy_info{backend=\"%s\",async=\"%s\",notify=\"%s\",poll=\"%s\","
-	        "workers=\"%u\"} 1\n",
-	        backends[o->backend], o->async ? "on" : "off",
-	        o->notify == KPX_NOTIFY_FD ? "fd" : "callback",
-	        o->poll == KPX_POLL_TIMER  ? "timer"
-	        : o->poll == KPX_POLL_BUSY ? "busy"
-	                                   : "heuristic",
-	        m->nworkers);
-	single(b, "keyway_proxy_connections_accepted_total", "counter", "TCP connections accepted.",
-	       SUM(accepted));
-	single(b, "keyway_proxy_handshakes_total", "counter", "TLS handshakes completed.",
-	       SUM(handshakes));
-	family(b, "keyway_proxy_handshake_failures_total", "counter",
-	       "Connections that ended before their TLS handshake completed, by reason.");
-	for (int i = 0; i < KPX_NFAIL; i++)
-		appendf(b, "keyway_proxy_handshake_failures_total{reason=\"%s\"} %llu\n",
-		        fail_names[i], (unsigned long long)SUM(failures[i]));
-	single(b, "keyway_proxy_requests_total", "counter", "HTTP requests answered with 200.",
-	       SUM(requests));
-	single(b, "keyway_proxy_http_errors_total", "counter",
-	       "Malformed or unsupported HTTP requests (answered 4xx/5xx and closed).",
-	       SUM(http_errors));
-	family(b, "keyway_proxy_connections", "gauge",
-	       "Open connections: active (handshaking, reading or writing) and idle keep-alive.");
-	appendf(b, "keyway_proxy_connections{state=\"active\"} %llu\n",
-	        (unsigned long long)SUM(active));
-	appendf(b, "keyway_proxy_connections{state=\"idle\"} %llu\n",
-	        (unsigned long long)SUM(idle));
-	family(b, "keyway_proxy_inflight_ops", "gauge", "Offload operations in flight, by kind.");
-	for (int k = 0; k < KW_OPK_COUNT; k++)
-		appendf(b, "keyway_proxy_inflight_ops{kind=\"%s\"} %llu\n", kind_names[k],
-		        (unsigned long long)SUM(inflight[k]));
-	family(b, "keyway_proxy_polls_total", "counter",
-	       "Polls of the offload backend, by what triggered them.");
-	for (int t = 0; t < KPX_NTRIG; t++)
-		appendf(b, "keyway_proxy_polls_total{trigger=\"%s\"} %llu\n", trig_names[t],
-		        (unsigned long long)SUM(polls[t]));
-	single(b, "keyway_proxy_polled_ops_total", "counter", "Operations completed by polls.",
-	       SUM(polled_ops));
-	single(b, "keyway_proxy_async_pauses_total", "counter",
-	       "Handshakes paused on an offload operation (SSL_ERROR_WANT_ASYNC).",
-	       SUM(async_pauses));
-	family(b, "keyway_proxy_async_wakeups_total", "counter",
-	       "Paused handshakes notified: through the in-process async queue or a wait fd.");
-	appendf(b, "keyway_proxy_async_wakeups_total{via=\"queue\"} %llu\n",
-	        (unsigned long long)SUM(async_queue_wakeups));
-	appendf(b, "keyway_proxy_async_wakeups_total{via=\"fd\"} %llu\n",
-	        (unsigned long long)SUM(async_fd_wakeups));
-	single(b, "keyway_proxy_async_job_waits_total", "counter",
-	       "Handshakes that waited for a free ASYNC job (SSL_ERROR_WANT_ASYNC_JOB).",
-	       SUM(job_waits));
-	single(b, "keyway_proxy_capacity_waits_total", "counter",
-	       "Handshakes that waited because the offload backend was full.", SUM(capacity_waits));
-	termination(m, b);
-	provider_counters(b);
-	family(b, "keyway_proxy_worker_cpu_seconds_total", "counter",
-	       "CPU time (user+system) of each worker thread.");
-	for (unsigned i = 0; i < m->nworkers; i++) {
-		clockid_t cid;
-		struct timespec ts = {0};
-		if (m->workers[i].started && pthread_getcpuclockid(m->workers[i].tid, &cid) == 0)
-			clock_gettime(cid, &ts);
-		appendf(b, "keyway_proxy_worker_cpu_seconds_total{worker=\"%u\"} %.6f\n", i,
-		        (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
-	}
-	return 0;
+	kw_prom_init(p, b);
+	info(m, p);
+	FAMILIES(handshake_families);
+	FAMILIES(termination_families);
+	limits(m, p);
+	provider_counters(p);
+	worker_cpu(m, p);
+	return p->rc;
 }
 
-static void mconn_free(void *p)
+static int render_page(void *arg, struct kw_buf *out)
 {
-	struct mconn *c = p;
-	kw_buf_cleanup(&c->in);
-	kw_buf_cleanup(&c->out);
-	free(c);
-}
-
-static void mconn_close(struct kw_loop *loop, struct mconn *c)
-{
-	kw_io_stop(loop, &c->io);
-	close(c->fd);
-	if (kw_loop_defer_free(loop, mconn_free, c) < 0)
-		kw_warn("metrics: out of memory; leaking a connection");
-}
-
-static void respond(struct mconn *c)
-{
-	const char *req = (const char *)kw_buf_head(&c->in);
-	struct kw_buf body = KW_BUF_INIT;
-	bool ok = strncmp(req, "GET /metrics ", 13) == 0 || strncmp(req, "GET /metrics?", 13) == 0;
-	if (ok)
-		kpx_metrics_render(c->m, &body);
-	else
-		kw_buf_append(&body, "not found; try /metrics\n", 24);
-	appendf(
-	    &c->out,
-	    "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-	    ok ? "200 OK" : "404 Not Found",
-	    ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain", kw_buf_unread(&body));
-	kw_buf_append(&c->out, kw_buf_head(&body), kw_buf_unread(&body));
-	kw_buf_cleanup(&body);
-}
-
-static void mconn_io(struct kw_loop *loop, int fd, unsigned events, void *arg)
-{
-	struct mconn *c = arg;
-	if (kw_buf_unread(&c->out) == 0) {
-		if (kw_buf_reserve(&c->in, 1024) < 0) {
-			mconn_close(loop, c);
-			return;
-		}
-		ssize_t n = recv(fd, kw_buf_tail(&c->in), c->in.cap - c->in.len - 1, 0);
-		if (n <= 0) {
-			if (n == 0 || (errno != EAGAIN && errno != EINTR))
-				mconn_close(loop, c);
-			return;
-		}
-		c->in.len += (size_t)n;
-		c->in.data[c->in.len] = 0;
-		if (strstr((const char *)kw_buf_head(&c->in), "\r\n\r\n") == NULL) {
-			if (kw_buf_unread(&c->in) > REQ_MAX)
-				mconn_close(loop, c);
-			return;
-		}
-		respond(c);
-	}
-	ssize_t n = send(fd, kw_buf_head(&c->out), kw_buf_unread(&c->out), MSG_NOSIGNAL);
-	if (n < 0 && errno != EAGAIN && errno != EINTR) {
-		mconn_close(loop, c);
-		return;
-	}
-	if (n > 0)
-		kw_buf_consume(&c->out, (size_t)n);
-	if (kw_buf_unread(&c->out) == 0)
-		mconn_close(loop, c);
-	else
-		kw_io_modify(loop, &c->io, KW_EV_WRITE);
-}
-
-static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
-{
-	struct kpx_metrics *m = arg;
-	for (;;) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (cfd < 0)
-			return;
-		struct mconn *c = calloc(1, sizeof(*c));
-		if (c == NULL) {
-			close(cfd);
-			continue;
-		}
-		c->m = m;
-		c->fd = cfd;
-		kw_io_init(&c->io, mconn_io, c);
-		if (kw_io_start(loop, &c->io, cfd, KW_EV_READ) < 0) {
-			close(cfd);
-			free(c);
-		}
-	}
+	return kpx_metrics_render(arg, out);
 }
 
 int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
                       struct kpx_worker *workers, unsigned nworkers, const struct kpx_options *opt)
 {
-	struct kpx_metrics *m = calloc(1, sizeof(*m));
-	if (m == NULL)
-		return -ENOMEM;
-	m->workers = workers;
-	m->nworkers = nworkers;
-	m->opt = opt;
-	m->loop = loop;
-	m->lfd = kw_listen_tcp(addr, false, 64);
-	if (m->lfd < 0) {
-		int rc = m->lfd;
-		free(m);
-		return rc;
+	struct kpx_metrics *m = malloc(sizeof(*m));
+	int rc = m != NULL ? 0 : -ENOMEM;
+
+	if (m != NULL) {
+		*m = (struct kpx_metrics){.workers = workers, .nworkers = nworkers, .opt = opt};
+		rc = kw_metrics_server_new(&m->server, loop, addr, render_page, m);
 	}
-	kw_io_init(&m->lio, on_accept, m);
-	int rc = kw_io_start(loop, &m->lio, m->lfd, KW_EV_READ);
-	if (rc < 0) {
-		close(m->lfd);
+	if (rc < 0)
 		free(m);
-		return rc;
-	}
-	*out = m;
-	return 0;
+	else
+		*out = m;
+	return rc;
 }
 
 void kpx_metrics_free(struct kpx_metrics *m)
 {
-	if (m == NULL)
-		return;
-	kw_io_stop(m->loop, &m->lio);
-	close(m->lfd);
+	if (m != NULL)
+		kw_metrics_server_free(m->server);
 	free(m);
 }

@@ -10,15 +10,15 @@
 struct kpx_metrics;
 
 /*
- * kpx_metrics_serve listens on addr in loop and answers GET /metrics with
- * the sum of the workers' blocks (404 otherwise; one request per
- * connection). 0 or -errno.
+ * kpx_metrics_serve starts libkeyway's /metrics server on addr in loop,
+ * answering GET /metrics with the sum of the workers' blocks (see
+ * keyway/metrics_server.h for the other answers and the limits). 0 or -errno.
  */
 int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
                       struct kpx_worker *workers, unsigned nworkers, const struct kpx_options *opt);
 void kpx_metrics_free(struct kpx_metrics *m);
 
-/* kpx_metrics_render appends the exposition text to b. */
+/* kpx_metrics_render appends the exposition text to b. 0, or -ENOMEM. */
 int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b);
 
 #endif

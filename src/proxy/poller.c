@@ -1,10 +1,6 @@
 /* poller.c - when a worker reaps its ring backend's completions (see poller.h). */
 #include "poller.h"
 
-#include <errno.h>
-#include <sys/timerfd.h>
-#include <unistd.h>
-
 #define POLL_MAX 4096
 #define FAILOVER_US 1000
 
@@ -64,26 +60,23 @@ static void on_wake(struct kw_loop *loop, int fd, unsigned events, void *arg)
 
 static void timer_set(struct kpx_poller *p, bool on)
 {
-	unsigned us = p->interval_us;
-	struct itimerspec its = {0};
-	if (on) {
-		its.it_value.tv_sec = us / 1000000u;
-		its.it_value.tv_nsec = (long)(us % 1000000u) * 1000;
-		its.it_interval = its.it_value;
-	}
-	timerfd_settime(p->timerfd, 0, &its, NULL);
+	if (on)
+		kw_timer_start_us(p->loop, &p->timer, p->interval_us);
+	else
+		kw_timer_stop(p->loop, &p->timer);
 	p->timer_running = on;
 }
 
-static void on_timer(struct kw_loop *loop, int fd, unsigned events, void *arg)
+/* on_timer polls every interval while ops are in flight, re-armed from the previous
+ * deadline so the period does not drift by the time the poll took. */
+static void on_timer(struct kw_loop *loop, void *arg)
 {
 	struct kpx_poller *p = arg;
-	uint64_t ticks;
-	ssize_t r = read(fd, &ticks, sizeof(ticks));
-	(void)r;
 	if (inflight(p) > 0)
 		kpx_poller_poll(p, KPX_TRIG_TIMER);
-	if (inflight(p) == 0)
+	if (inflight(p) > 0)
+		kw_timer_start_at(loop, &p->timer, p->timer.deadline_ns + 1000ull * p->interval_us);
+	else
 		timer_set(p, false);
 }
 
@@ -91,48 +84,33 @@ void kpx_poller_init(struct kpx_poller *p, struct kw_loop *loop, enum kpx_poll m
                      unsigned interval_us, unsigned threshold, struct kpx_wmetrics *m,
                      void (*freed)(void *arg), void *arg)
 {
-	*p = (struct kpx_poller){
-	    .loop = loop,
-	    .mode = mode,
-	    .interval_us = interval_us,
-	    .threshold = threshold,
-	    .m = m,
-	    .freed = freed,
-	    .freed_arg = arg,
-	    .timerfd = -1,
-	};
+	*p = (struct kpx_poller){.loop = loop,
+	                         .mode = mode,
+	                         .interval_us = interval_us,
+	                         .threshold = threshold,
+	                         .m = m,
+	                         .freed = freed,
+	                         .freed_arg = arg};
 	kw_timer_init(&p->failover, failover, p);
 	kw_io_init(&p->wake_io, on_wake, p);
-	kw_io_init(&p->timer_io, on_timer, p);
+	kw_timer_init_precise(&p->timer, on_timer, p);
 }
 
 int kpx_poller_start(struct kpx_poller *p, struct kw_backend *backend, bool ring)
 {
-	int rc;
 	p->backend = backend;
 	p->ring = ring;
 	if (!ring)
 		return 0;
-	if ((rc = kw_io_start(p->loop, &p->wake_io, kw_backend_wake_fd(backend), KW_EV_READ)) < 0)
-		return rc;
-	if (p->mode == KPX_POLL_TIMER) {
-		p->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-		if (p->timerfd < 0)
-			return -errno;
-		if ((rc = kw_io_start(p->loop, &p->timer_io, p->timerfd, KW_EV_READ)) < 0)
-			return rc;
-	}
-	return 0;
+	return kw_io_start(p->loop, &p->wake_io, kw_backend_wake_fd(backend), KW_EV_READ);
 }
 
 void kpx_poller_cleanup(struct kpx_poller *p)
 {
 	kw_timer_stop(p->loop, &p->failover);
 	kw_io_stop(p->loop, &p->wake_io);
-	kw_io_stop(p->loop, &p->timer_io);
-	if (p->timerfd >= 0)
-		close(p->timerfd);
-	p->timerfd = -1;
+	kw_timer_stop(p->loop, &p->timer);
+	p->timer_running = false;
 }
 
 int kpx_poller_before_sleep(struct kpx_poller *p)

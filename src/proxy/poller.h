@@ -8,8 +8,8 @@
  * else can make progress). A 1 ms failover timer polls if no heuristic poll
  * happened in its interval. About to sleep with ops in flight, the worker
  * arms the backend's eventfd, so a completion wakes it.
- * timer: poll every interval while ops are in flight (a timerfd, for
- * sub-millisecond periods). busy: poll every loop turn and never sleep
+ * timer: poll every interval while ops are in flight (a precise loop
+ * timer, for sub-millisecond periods). busy: poll every loop turn and never sleep
  * while ops are in flight.
  * Backends without a ring (inline; keyless, which answers through sockets in
  * the loop) need none of this.
@@ -40,8 +40,7 @@ struct kpx_poller {
 	void *freed_arg;
 	struct kw_timer failover; /* heuristic: 1 ms safety net */
 	unsigned heuristic_polls; /* heuristic polls since the failover timer was armed */
-	int timerfd;              /* timer mode */
-	struct kw_io timer_io;
+	struct kw_timer timer;    /* timer mode: precise, every interval_us */
 	bool timer_running;
 	struct kw_io wake_io; /* the backend's wake eventfd */
 	bool armed;           /* the backend's eventfd is armed for this sleep */
@@ -57,7 +56,7 @@ void kpx_poller_init(struct kpx_poller *p, struct kw_loop *loop, enum kpx_poll m
                      unsigned interval_us, unsigned threshold, struct kpx_wmetrics *m,
                      void (*freed)(void *arg), void *arg);
 /* kpx_poller_start binds the worker's backend (ring: it must be reaped) and registers the
- * wake eventfd and, in timer mode, the timerfd. 0 or -errno. */
+ * wake eventfd. 0 or -errno. */
 int kpx_poller_start(struct kpx_poller *p, struct kw_backend *backend, bool ring);
 /* kpx_poller_cleanup stops everything p registered (safe after a failed or no start). */
 void kpx_poller_cleanup(struct kpx_poller *p);

@@ -22,7 +22,7 @@
 #include "keyway/loop.h"
 #include "keyway/net.h"
 #include "keyway/offload.h"
-#include "list.h"
+#include "keyway/list.h"
 #include "poller.h"
 #include "stats.h"
 #include "waitq.h"
@@ -82,7 +82,7 @@ struct kpx_worker {
 	int lfd;
 	struct kw_io lio;
 	struct kw_backend *backend;
-	struct kpx_list conns; /* every connection */
+	struct kw_list conns; /* every connection */
 	struct kpx_waitq waitq;
 	struct kpx_poller poller;
 	unsigned nconns, active, idle;
@@ -133,7 +133,7 @@ enum kpx_cstate {
 struct kpx_conn {
 	uint32_t magic;
 	struct kpx_worker *w;
-	struct kpx_list node;     /* in w->conns */
+	struct kw_list node;      /* in w->conns */
 	struct kpx_waiter waiter; /* in w->waitq */
 	enum kpx_cstate state;
 	const struct kpx_mode_ops *mode;

@@ -16,10 +16,10 @@ static _Thread_local struct kpx_waitq *current;
 
 void kpx_waitq_init(struct kpx_waitq *q, struct kw_loop *loop, _Atomic uint64_t *wakeups)
 {
-	kpx_list_init(&q->asyncq);
-	kpx_list_init(&q->job_wait);
-	kpx_list_init(&q->cap_wait);
-	kpx_list_init(&q->remote_q);
+	kw_list_init(&q->asyncq);
+	kw_list_init(&q->job_wait);
+	kw_list_init(&q->cap_wait);
+	kw_list_init(&q->remote_q);
 	q->loop = loop;
 	q->wakeups = wakeups;
 	atomic_init(&q->remote_pending, false);
@@ -33,13 +33,13 @@ void kpx_waitq_cleanup(struct kpx_waitq *q)
 
 void kpx_waiter_init(struct kpx_waiter *wt)
 {
-	kpx_list_init(&wt->node);
-	kpx_list_init(&wt->rnode);
+	kw_list_init(&wt->node);
+	kw_list_init(&wt->rnode);
 	wt->waiting = KPX_WAIT_NONE;
 	wt->rqueued = false;
 }
 
-static struct kpx_list *wait_list(struct kpx_waitq *q, enum kpx_wait which)
+static struct kw_list *wait_list(struct kpx_waitq *q, enum kpx_wait which)
 {
 	switch (which) {
 	case KPX_WAIT_ASYNCQ:
@@ -56,7 +56,7 @@ static struct kpx_list *wait_list(struct kpx_waitq *q, enum kpx_wait which)
 void kpx_waitq_off(struct kpx_waiter *wt)
 {
 	if (wt->waiting != KPX_WAIT_NONE) {
-		kpx_list_del(&wt->node);
+		kw_list_del(&wt->node);
 		wt->waiting = KPX_WAIT_NONE;
 	}
 }
@@ -64,7 +64,7 @@ void kpx_waitq_off(struct kpx_waiter *wt)
 void kpx_waitq_on(struct kpx_waitq *q, struct kpx_waiter *wt, enum kpx_wait which)
 {
 	kpx_waitq_off(wt);
-	kpx_list_add_tail(wait_list(q, which), &wt->node);
+	kw_list_add_tail(wait_list(q, which), &wt->node);
 	wt->waiting = which;
 }
 
@@ -73,28 +73,28 @@ void kpx_waitq_forget(struct kpx_waitq *q, struct kpx_waiter *wt)
 	kpx_waitq_off(wt);
 	if (wt->rqueued) {
 		pthread_mutex_lock(&q->remote_mu);
-		kpx_list_del(&wt->rnode);
+		kw_list_del(&wt->rnode);
 		wt->rqueued = false;
 		pthread_mutex_unlock(&q->remote_mu);
 	}
 }
 
-static struct kpx_waiter *first(struct kpx_list *l)
+static struct kpx_waiter *first(struct kw_list *l)
 {
-	return kpx_list_entry(l->next, struct kpx_waiter, node);
+	return kw_container_of(l->next, struct kpx_waiter, node);
 }
 
 void kpx_waitq_job_freed(struct kpx_waitq *q)
 {
 	/* One job came back, so one waiter can have it; the async queue runs it this turn. */
-	if (!kpx_list_empty(&q->job_wait))
+	if (!kw_list_empty(&q->job_wait))
 		kpx_waitq_on(q, first(&q->job_wait), KPX_WAIT_ASYNCQ);
 }
 
 void kpx_waitq_capacity_freed(struct kpx_waitq *q)
 {
 	/* Slots came free: every connection refused for lack of one may retry. */
-	while (!kpx_list_empty(&q->cap_wait))
+	while (!kw_list_empty(&q->cap_wait))
 		kpx_waitq_on(q, first(&q->cap_wait), KPX_WAIT_ASYNCQ);
 }
 
@@ -117,7 +117,7 @@ void kpx_waitq_notify(struct kpx_waitq *q, struct kpx_waiter *wt)
 	pthread_mutex_lock(&q->remote_mu);
 	if (!wt->rqueued) {
 		wt->rqueued = true;
-		kpx_list_add_tail(&q->remote_q, &wt->rnode);
+		kw_list_add_tail(&q->remote_q, &wt->rnode);
 	}
 	pthread_mutex_unlock(&q->remote_mu);
 	atomic_store_explicit(&q->remote_pending, true, memory_order_release);
@@ -126,7 +126,7 @@ void kpx_waitq_notify(struct kpx_waitq *q, struct kpx_waiter *wt)
 
 bool kpx_waitq_pending(const struct kpx_waitq *q)
 {
-	return !kpx_list_empty(&q->asyncq);
+	return !kw_list_empty(&q->asyncq);
 }
 
 static void take_remote(struct kpx_waitq *q)
@@ -134,9 +134,9 @@ static void take_remote(struct kpx_waitq *q)
 	if (!atomic_exchange_explicit(&q->remote_pending, false, memory_order_acquire))
 		return;
 	pthread_mutex_lock(&q->remote_mu);
-	while (!kpx_list_empty(&q->remote_q)) {
-		struct kpx_waiter *wt = kpx_list_entry(q->remote_q.next, struct kpx_waiter, rnode);
-		kpx_list_del(&wt->rnode);
+	while (!kw_list_empty(&q->remote_q)) {
+		struct kpx_waiter *wt = kw_container_of(q->remote_q.next, struct kpx_waiter, rnode);
+		kw_list_del(&wt->rnode);
 		wt->rqueued = false;
 		kpx_waitq_on(q, wt, KPX_WAIT_ASYNCQ);
 		kpx_add(q->wakeups, 1);
@@ -146,12 +146,12 @@ static void take_remote(struct kpx_waitq *q)
 
 void kpx_waitq_run(struct kpx_waitq *q, void (*resume)(struct kpx_waiter *wt))
 {
-	struct kpx_list batch;
+	struct kw_list batch;
 
 	take_remote(q);
 	/* Move the queue aside: resuming may queue the same waiter again. */
-	kpx_list_move(&batch, &q->asyncq);
-	while (!kpx_list_empty(&batch)) {
+	kw_list_move_all(&batch, &q->asyncq);
+	while (!kw_list_empty(&batch)) {
 		struct kpx_waiter *wt = first(&batch);
 		kpx_waitq_off(wt);
 		resume(wt);

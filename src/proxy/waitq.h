@@ -22,24 +22,24 @@
 #include <stdint.h>
 
 #include "keyway/loop.h"
-#include "list.h"
+#include "keyway/list.h"
 
 /* Which wait list a waiter is on (at most one). */
 enum kpx_wait { KPX_WAIT_NONE, KPX_WAIT_ASYNCQ, KPX_WAIT_JOB, KPX_WAIT_CAPACITY };
 
 struct kpx_waiter {
-	struct kpx_list node;  /* in one of the wait lists */
+	struct kw_list node;   /* in one of the wait lists */
 	enum kpx_wait waiting; /* which one */
-	struct kpx_list rnode; /* in the remote queue (under its lock) */
+	struct kw_list rnode;  /* in the remote queue (under its lock) */
 	bool rqueued;          /* on the remote queue (under its lock) */
 };
 
 struct kpx_waitq {
-	struct kpx_list asyncq, job_wait, cap_wait;
+	struct kw_list asyncq, job_wait, cap_wait;
 	struct kw_loop *loop;      /* woken by a remote notification */
 	_Atomic uint64_t *wakeups; /* counts notifications queued (async_queue_wakeups) */
 	pthread_mutex_t remote_mu; /* guards remote_q and every waiter's rnode/rqueued */
-	struct kpx_list remote_q;
+	struct kw_list remote_q;
 	_Atomic bool remote_pending; /* remote_q may be non-empty: lets the loop skip the lock */
 };
 

@@ -102,11 +102,12 @@ int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options 
 	w->id = id;
 	w->opt = opt;
 	w->lfd = lfd;
-	kpx_list_init(&w->conns);
-	kw_io_init(&w->lio, on_accept, w);
-	kw_timer_init(&w->accept_pause, accept_resume, w);
 	if ((rc = kw_loop_new(&w->loop)) < 0)
 		return rc;
+	/* What runs on the loop: the listener, the connections, the wait lists, the poller. */
+	kw_io_init(&w->lio, on_accept, w);
+	kw_timer_init(&w->accept_pause, accept_resume, w);
+	kw_list_init(&w->conns);
 	kpx_waitq_init(&w->waitq, w->loop, &w->m.async_queue_wakeups);
 	kpx_poller_init(&w->poller, w->loop, opt->poll, opt->poll_interval_us, opt->poll_threshold,
 	                &w->m, capacity_freed, w);
@@ -142,9 +143,9 @@ static int make_backend(struct kpx_worker *w, bool *ring)
  * client request (idle keep-alive) or for a job (which may never come), or all. */
 static void close_conns(struct kpx_worker *w, bool only_waiting)
 {
-	struct kpx_list *l = w->conns.next;
+	struct kw_list *l = w->conns.next;
 	while (l != &w->conns) {
-		struct kpx_conn *c = kpx_list_entry(l, struct kpx_conn, node);
+		struct kpx_conn *c = kw_container_of(l, struct kpx_conn, node);
 		l = l->next;
 		if (!only_waiting || c->counted_idle || c->waiter.waiting == KPX_WAIT_JOB)
 			kpx_conn_close_why(c, KPX_R_DRAIN);

@@ -77,7 +77,7 @@ static void test_without_backend(struct kw_loop *loop)
 	CHECK_EQ(kpx_poller_before_sleep(&p), -1);
 	kpx_poller_check(&p, 1);
 	kpx_poller_cleanup(&p); /* safe without a start */
-	CHECK_EQ(p.timerfd, -1);
+	CHECK(!kw_timer_active(&p.timer) && !p.timer_running);
 }
 
 /* The heuristic on the scripted backend (bound as a ring backend by hand: it has no
@@ -183,7 +183,8 @@ static void test_mode(struct kw_loop *loop, enum kpx_poll mode, enum kpx_trigger
 	freed_calls = 0;
 	kpx_poller_init(&p, loop, mode, 200, 48, &m, on_freed, &freed_calls);
 	CHECK_EQ(kpx_poller_start(&p, b, true), 0);
-	CHECK(mode == KPX_POLL_TIMER ? p.timerfd >= 0 : p.timerfd < 0);
+	CHECK(p.timer.precise); /* sub-millisecond periods need the loop's precise timer */
+	CHECK(!kw_timer_active(&p.timer));
 	for (int i = 0; i < 3; i++)
 		submit(b, &ops[i]);
 	run(loop, &p, 3);
@@ -201,7 +202,7 @@ static void test_mode(struct kw_loop *loop, enum kpx_poll mode, enum kpx_trigger
 		CHECK(!p.timer_running);
 	}
 	kpx_poller_cleanup(&p);
-	CHECK_EQ(p.timerfd, -1);
+	CHECK(!kw_timer_active(&p.timer) && !p.timer_running);
 	kw_backend_free(b);
 }
 

@@ -23,7 +23,7 @@ static struct item *again; /* queued again by its own resume */
 
 static void resume(struct kpx_waiter *wt)
 {
-	struct item *it = kpx_list_entry(wt, struct item, wt);
+	struct item *it = kw_container_of(wt, struct item, wt);
 	CHECK_EQ(wt->waiting, KPX_WAIT_NONE); /* taken off before resume runs */
 	if (nrun < 16)
 		order[nrun++] = it->id;
@@ -44,11 +44,11 @@ static void test_lists(struct item *it)
 	kpx_waitq_on(&q, &it[0].wt, KPX_WAIT_JOB);
 	kpx_waitq_on(&q, &it[0].wt, KPX_WAIT_CAPACITY);
 	CHECK_EQ(it[0].wt.waiting, KPX_WAIT_CAPACITY);
-	CHECK(kpx_list_empty(&q.job_wait));
+	CHECK(kw_list_empty(&q.job_wait));
 	kpx_waitq_off(&it[0].wt);
 	kpx_waitq_off(&it[0].wt); /* twice is harmless */
 	CHECK_EQ(it[0].wt.waiting, KPX_WAIT_NONE);
-	CHECK(kpx_list_empty(&q.cap_wait));
+	CHECK(kw_list_empty(&q.cap_wait));
 
 	/* A freed job goes to the oldest job waiter only. */
 	kpx_waitq_on(&q, &it[1].wt, KPX_WAIT_JOB);
@@ -62,7 +62,7 @@ static void test_lists(struct item *it)
 	kpx_waitq_on(&q, &it[3].wt, KPX_WAIT_CAPACITY);
 	kpx_waitq_on(&q, &it[4].wt, KPX_WAIT_CAPACITY);
 	kpx_waitq_capacity_freed(&q);
-	CHECK(kpx_list_empty(&q.cap_wait));
+	CHECK(kw_list_empty(&q.cap_wait));
 
 	/* A run resumes 1, 3, 4 in order; 3 queues itself again and runs next time. */
 	reset_run();
@@ -83,7 +83,7 @@ static void test_lists(struct item *it)
 	kpx_waitq_job_freed(&q);
 	CHECK_EQ(it[2].wt.waiting, KPX_WAIT_ASYNCQ);
 	kpx_waitq_job_freed(&q);
-	CHECK(kpx_list_empty(&q.job_wait));
+	CHECK(kw_list_empty(&q.job_wait));
 	reset_run();
 	kpx_waitq_run(&q, resume);
 	CHECK_EQ(nrun, 1);
