@@ -100,8 +100,8 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
  * kw_config_errorf writes an error about option `name`'s value into err,
  * starting with where that value came from ("FILE:LINE: name: " or
  * "--name: ") and going on with the printf-style message. For checks a
- * program makes after kw_config_parse (addresses, paths). Returns
- * -KW_ECONFIG.
+ * program makes after kw_config_parse (addresses, paths). opts may be NULL
+ * (the value is then taken to be a flag's). Returns -KW_ECONFIG.
  */
 int kw_config_errorf(const struct kw_option *opts, const char *name, char *err, size_t errlen,
                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));

@@ -550,7 +550,8 @@ int kw_config_parse(struct kw_option *opts, int argc, char **argv, const char *u
 int kw_config_errorf(const struct kw_option *opts, const char *name, char *err, size_t errlen,
                      const char *fmt, ...)
 {
-	const struct kw_option *o = opts;
+	static const struct kw_option none = {0};
+	const struct kw_option *o = opts != NULL ? opts : &none;
 	while (o->name != NULL && strcmp(o->name, name) != 0)
 		o++;
 	int w = o->name != NULL && o->file != NULL

@@ -181,7 +181,7 @@ static int check_options(char *err, size_t errlen)
 		         o.respond ? "both --respond and --upstream given" : "no mode given");
 		return -KW_ECONFIG;
 	}
-	if (kpx_upstream_check(&o, err, errlen) < 0)
+	if (kpx_upstream_check(&o, opts, err, errlen) < 0)
 		return -KW_ECONFIG;
 	/* Every relayed connection takes two descriptors. */
 	int nrc = kw_raise_nofile(NULL);
@@ -269,21 +269,20 @@ static int parse(struct main_ctx *mc, int argc, char **argv, char *err, size_t e
 	if (rc != 0)
 		return rc;
 	int level = kw_log_parse_level(o.log_level);
-	if (level < 0) {
-		snprintf(err, errlen, "--log-level %s: fix: use debug, info, warn or error",
-		         o.log_level);
-		return -KW_ECONFIG;
-	}
+	if (level < 0)
+		return kw_config_errorf(opts, "log-level", err, errlen,
+		                        "'%s': fix: use debug, info, warn or error", o.log_level);
 	kw_log_set_level((enum kw_log_level)level);
 	if (check_options(err, errlen) < 0)
 		return -KW_ECONFIG;
-	if (kw_addr_parse(&mc->addr, o.listen, err, errlen) < 0 || mc->addr.is_unix) {
-		if (mc->addr.is_unix)
-			snprintf(err, errlen, "--listen %s: fix: give a TCP ADDR:PORT", o.listen);
-		return -KW_ECONFIG;
-	}
-	if (o.metrics != NULL && kw_addr_parse(&mc->maddr, o.metrics, err, errlen) < 0)
-		return -KW_ECONFIG;
+	char why[256];
+	if (kw_addr_parse(&mc->addr, o.listen, why, sizeof(why)) < 0)
+		return kw_config_errorf(opts, "listen", err, errlen, "%s", why);
+	if (mc->addr.is_unix)
+		return kw_config_errorf(opts, "listen", err, errlen,
+		                        "'%s': fix: give a TCP ADDR:PORT", o.listen);
+	if (o.metrics != NULL && kw_addr_parse(&mc->maddr, o.metrics, why, sizeof(why)) < 0)
+		return kw_config_errorf(opts, "metrics", err, errlen, "%s", why);
 	return 0;
 }
 

@@ -37,6 +37,8 @@
  */
 #include "upstream.h"
 
+#include "keyway/config.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -479,15 +481,14 @@ const struct kpx_mode_ops kpx_upstream_ops = {
     .free = upstream_free,
 };
 
-int kpx_upstream_check(struct kpx_options *o, char *err, size_t errlen)
+int kpx_upstream_check(struct kpx_options *o, const struct kw_option *opts, char *err,
+                       size_t errlen)
 {
 	if (o->upstream != NULL) {
 		char why[512];
-		if (kw_addr_parse(&o->upstream_addr, o->upstream, why, sizeof(why)) < 0) {
-			snprintf(err, errlen, "--upstream %s: %s; fix: give HOST:PORT", o->upstream,
-			         why);
-			return -KW_ECONFIG;
-		}
+		if (kw_addr_parse(&o->upstream_addr, o->upstream, why, sizeof(why)) < 0)
+			return kw_config_errorf(opts, "upstream", err, errlen,
+			                        "%s; fix: give HOST:PORT", why);
 	}
 	if (o->send_proxy_v2 && o->upstream == NULL) {
 		snprintf(err, errlen,

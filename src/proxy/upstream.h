@@ -18,6 +18,8 @@ extern const struct kpx_mode_ops kpx_upstream_ops;
  * --send-proxy-v2 has an upstream. 0, or -KW_ECONFIG with the reason and
  * fix in err.
  */
-int kpx_upstream_check(struct kpx_options *o, char *err, size_t errlen);
+struct kw_option;
+int kpx_upstream_check(struct kpx_options *o, const struct kw_option *opts, char *err,
+                       size_t errlen);
 
 #endif
