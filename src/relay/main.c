@@ -37,6 +37,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
+#include "keyway/signals.h"
 
 #define READ_SIZE (64u * 1024u) /* one read(2) */
 #define READS_PER_EVENT 4       /* fairness between connections */
@@ -689,14 +690,10 @@ int main(int argc, char **argv)
 		kw_error("event loop: %s", kw_strerror(prc));
 		goto out_config;
 	}
-	sigset_t mask;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	r->sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	static const int stop_signals[] = {SIGINT, SIGTERM};
+	r->sfd = kw_signalfd_open(stop_signals, 2);
 	if (r->sfd < 0) {
-		kw_error("signalfd: %s", strerror(errno));
+		kw_error("signalfd: %s", strerror(-r->sfd));
 		goto out;
 	}
 	kw_io_init(&r->sio, on_signal, r);
