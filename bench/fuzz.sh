@@ -58,8 +58,9 @@ if [ -z "$BUILD" ]; then
 	# shellcheck disable=SC2086
 	timeout 1800 ninja -C "$BUILD" -j2 $targets >/dev/null || die "building the harnesses failed"
 fi
+[ -d "$BUILD/tests/fuzz" ] || die "$BUILD/tests/fuzz does not exist: is $BUILD a build of this tree?"
+BUILD=$(cd "$BUILD" && pwd) # the harnesses run from their scratch directories
 BIN=$BUILD/tests/fuzz
-[ -d "$BIN" ] || die "$BIN does not exist: is $BUILD a build of this tree?"
 
 names=()
 for corpus in "$ROOT"/tests/fuzz/corpus/*/; do
@@ -90,6 +91,7 @@ for name in "${names[@]}"; do
 	mkdir -p "$work/corpus" "$work/artifacts"
 	cp "$ROOT/tests/fuzz/corpus/$name/." "$work/corpus/" -r
 	before=$(find "$work/corpus" -type f | wc -l)
+	rm -rf "${FINDINGS_DIR:?}/$name" # a previous run's reproducers are not this run's
 	# The harnesses' own stdout (e.g. --help text of the config parser) is noise;
 	# libFuzzer reports on stderr.
 	status=0
