@@ -89,7 +89,7 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 	return 0;
 err:
 	SSL_CTX_free(ctx);
-	kwd_keystore_unref(ks);
+	kwd_keystore_free(ks);
 	return rc;
 }
 
