@@ -14,15 +14,13 @@
 #include "keyway/protocol.h"
 #include "keystore.h"
 
-#define KWD_RESULT_MAX 1024 /* largest signature/decrypt block (RSA-4096 is 512) with room */
-
 struct kwd_exec_result {
 	uint8_t opcode;         /* KW_OP_RESPONSE, KW_OP_PONG or KW_OP_ERROR */
 	uint8_t error;          /* enum kw_proto_error; KW_ERR_NONE on success */
 	const uint8_t *payload; /* points into buf, or into the request (pong; NULL if it had
 	                           no payload); for KW_OP_ERROR the one error byte */
 	size_t len;
-	uint8_t buf[KWD_RESULT_MAX];
+	uint8_t buf[KW_RESULT_MAX]; /* from keyway/protocol.h */
 };
 
 struct kwd_exec;

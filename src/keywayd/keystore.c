@@ -26,7 +26,6 @@
 #define MAX_KEYS (1u << 24)
 
 struct kwd_keystore {
-	atomic_uint refs;
 	uint64_t id;
 	size_t count;
 	struct kwd_key *keys;
@@ -299,7 +298,7 @@ static int build_index(struct kwd_keystore *ks)
 	return 0;
 }
 
-static void keystore_free(struct kwd_keystore *ks)
+void kwd_keystore_free(struct kwd_keystore *ks)
 {
 	if (ks == NULL)
 		return;
@@ -324,7 +323,6 @@ int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
 	ld.ks = calloc(1, sizeof(*ld.ks));
 	if (ld.ks == NULL)
 		return -ENOMEM;
-	atomic_init(&ld.ks->refs, 1);
 	ld.ks->id = atomic_fetch_add(&next_id, 1);
 
 	struct kw_keyfile_options kf = {
@@ -351,25 +349,8 @@ int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
 	return 0;
 err:
 	free(ld.files);
-	keystore_free(ld.ks);
+	kwd_keystore_free(ld.ks);
 	return rc;
-}
-
-struct kwd_keystore *kwd_keystore_ref(struct kwd_keystore *ks)
-{
-	if (ks != NULL)
-		atomic_fetch_add_explicit(&ks->refs, 1, memory_order_relaxed);
-	return ks;
-}
-
-void kwd_keystore_unref(struct kwd_keystore *ks)
-{
-	if (ks == NULL)
-		return;
-	if (atomic_fetch_sub_explicit(&ks->refs, 1, memory_order_release) != 1)
-		return;
-	atomic_thread_fence(memory_order_acquire);
-	keystore_free(ks);
 }
 
 uint64_t kwd_keystore_id(const struct kwd_keystore *ks)

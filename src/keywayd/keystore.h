@@ -1,8 +1,8 @@
 /*
  * keystore.h - keywayd's keys: every *.key file under a directory, indexed
  * by SKI and (RSA) by modulus digest. A keystore is immutable once loaded and
- * reference-counted, so a SIGHUP reload builds a new one and swaps it in
- * while requests on the old one finish.
+ * owned by the reference-counted generation serving it (gen.h), so a SIGHUP
+ * reload builds a new one and swaps it in while requests on the old one finish.
  */
 #ifndef KEYWAYD_KEYSTORE_H
 #define KEYWAYD_KEYSTORE_H
@@ -39,14 +39,16 @@ struct kwd_keystore_options {
  * P-256/384/521, Ed25519. Refused, with the file and the fix in err:
  * encrypted keys, unsupported types or sizes, unreadable files, files
  * readable by group or others (unless allowed), duplicate SKIs, no key at
- * all. Returns 0 with *out holding one reference, or -KW_ECONFIG/-errno.
+ * all. Returns 0 with *out owned by the caller, or -KW_ECONFIG/-errno.
  */
 int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
                       struct kwd_keystore **out, char *err, size_t errlen);
 
-/* Reference counting (thread-safe). unref frees keys (wiped) at zero; NULL ok. */
-struct kwd_keystore *kwd_keystore_ref(struct kwd_keystore *ks);
-void kwd_keystore_unref(struct kwd_keystore *ks);
+/*
+ * kwd_keystore_free frees ks and its keys (wiped). A keystore has one owner,
+ * the generation serving it (gen.h), whose reference count covers it. NULL ok.
+ */
+void kwd_keystore_free(struct kwd_keystore *ks);
 
 /*
  * kwd_keystore_id is unique per loaded keystore for the life of the process

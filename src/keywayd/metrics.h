@@ -21,8 +21,12 @@
 #define KWD_HIST_BUCKETS 15 /* 100 us doubling to 1.6384 s, as gokeyless */
 #define KWD_NFAMILY 7       /* enum kw_op_family */
 #define KWD_NERR 13         /* error codes 0x00..0x0B, then "unknown error" */
+#define KWD_NTRANSPORT 2    /* enum kwd_transport */
 
-enum kwd_transport { KWD_TRANSPORT_TCP = 0, KWD_TRANSPORT_UNIX, KWD_NTRANSPORT };
+/* How a connection reached keywayd (indexes the per-transport counters). */
+enum kwd_transport { KWD_TRANSPORT_TCP = 0, KWD_TRANSPORT_UNIX };
+_Static_assert(KWD_TRANSPORT_UNIX + 1 == KWD_NTRANSPORT,
+               "KWD_NTRANSPORT counts enum kwd_transport");
 
 /* Bucket counts are not cumulative here; the last one is +Inf. */
 struct kwd_hist {

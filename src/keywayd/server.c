@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,19 +89,11 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 	return 0;
 err:
 	SSL_CTX_free(ctx);
-	kwd_keystore_unref(ks);
+	kwd_keystore_free(ks);
 	return rc;
 }
 
 /* ---- listeners ---- */
-
-static void set_port(struct kw_addr *a, int port)
-{
-	if (a->ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
-	else if (a->ss.ss_family == AF_INET6)
-		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
-}
 
 static int tcp_fail(char *err, size_t errlen, const char *name, int rc)
 {
@@ -129,9 +120,7 @@ static int open_tcp(struct kwd_server *s, char *err, size_t errlen)
 		return -KW_ECONFIG;
 	}
 	kw_addr_format(&s->tcp_addr, name, sizeof(name));
-	int port = s->tcp_addr.ss.ss_family == AF_INET
-	               ? ntohs(((struct sockaddr_in *)&s->tcp_addr.ss)->sin_port)
-	               : ntohs(((struct sockaddr_in6 *)&s->tcp_addr.ss)->sin6_port);
+	int port = kw_addr_port(&s->tcp_addr);
 	if (port != 0) {
 		/* SO_REUSEPORT would silently share the port with another server of
 		 * this user: make sure nobody listens there first. */
@@ -146,15 +135,14 @@ static int open_tcp(struct kwd_server *s, char *err, size_t errlen)
 	for (unsigned i = 0; i < s->nworkers; i++)
 		s->tcp_fds[i] = -1;
 	for (unsigned i = 0; i < s->nworkers; i++) {
-		int fd = kw_listen_tcp(&s->tcp_addr, true, LISTEN_BACKLOG);
+		/* Port 0: the first listener pins the kernel's port in tcp_addr, so
+		 * every other worker joins it. */
+		int fd = kw_listen_tcp_pin(&s->tcp_addr, true, LISTEN_BACKLOG);
 		if (fd < 0)
 			return tcp_fail(err, errlen, name, fd);
 		s->tcp_fds[i] = fd;
-		if (i == 0 && port == 0) {
-			/* Port 0: every worker joins the port the kernel picked. */
-			set_port(&s->tcp_addr, kw_bound_port(fd));
+		if (i == 0 && port == 0)
 			kw_addr_format(&s->tcp_addr, name, sizeof(name));
-		}
 	}
 	return 0;
 }

@@ -1,9 +1,7 @@
 /* worker.c - a keywayd worker thread (see worker.h). */
 #include "worker.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -11,12 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "conn.h"
 #include "exec.h"
 #include "keyway/err.h"
+#include "keyway/list.h"
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
@@ -26,7 +24,7 @@
 
 /* The worker's record of one of its connections; its list runs through these. */
 struct wconn {
-	struct wconn *prev, *next;
+	struct kw_list link; /* in kwd_worker.conns */
 	struct kwd_conn *conn;
 };
 
@@ -48,7 +46,7 @@ struct kwd_worker {
 	uint64_t gen_seq;          /* gen->seq, compared with the slot's */
 
 	struct kwd_conn_env env; /* for the connections; its exec and ks follow gen */
-	struct wconn *conns;     /* the open connections */
+	struct kw_list conns;    /* the open connections (struct wconn) */
 	unsigned nconns;
 
 	atomic_bool drain_requested; /* set by kwd_worker_drain (any thread) */
@@ -58,22 +56,6 @@ struct kwd_worker {
 
 	struct kwd_wmetrics metrics;
 };
-
-static void format_peer(const struct sockaddr_storage *ss, char *out, size_t outlen)
-{
-	char host[INET6_ADDRSTRLEN] = "?";
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		snprintf(out, outlen, "%s:%u", host, (unsigned)ntohs(in->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(out, outlen, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
-	} else {
-		snprintf(out, outlen, "unix");
-	}
-}
 
 static int listeners_start(struct kwd_worker *w)
 {
@@ -153,12 +135,7 @@ static void on_conn_closed(void *arg, void *owner)
 {
 	struct kwd_worker *w = arg;
 	struct wconn *n = owner;
-	if (n->prev)
-		n->prev->next = n->next;
-	else
-		w->conns = n->next;
-	if (n->next)
-		n->next->prev = n->prev;
+	kw_list_del(&n->link);
 	free(n);
 	w->nconns--;
 	if (w->draining && w->nconns == 0)
@@ -182,10 +159,7 @@ static void serve(struct kwd_worker *w, int fd, enum kwd_transport t, const char
 		kw_warn("worker %u: cannot serve %s: %s", w->id, peer, kw_strerror(rc));
 		return;
 	}
-	n->next = w->conns;
-	if (w->conns)
-		w->conns->prev = n;
-	w->conns = n;
+	kw_list_add(&w->conns, &n->link);
 	w->nconns++;
 	kw_debug("connection %s accepted by worker %u", peer, w->id);
 	if (w->draining)
@@ -214,7 +188,7 @@ static int accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 			return -1;
 		}
 		char peer[64];
-		format_peer(&ss, peer, sizeof(peer));
+		kw_sockaddr_format((const struct sockaddr *)&ss, "unix", peer, sizeof(peer));
 		if (t == KWD_TRANSPORT_TCP)
 			kw_set_nodelay(fd);
 		serve(w, fd, t, peer);
@@ -254,8 +228,8 @@ static void accept_backlog(struct kwd_worker *w)
 /* abort_all closes every connection now (each close unlinks it). */
 static void abort_all(struct kwd_worker *w)
 {
-	while (w->conns != NULL)
-		kwd_conn_abort(w->conns->conn);
+	while (!kw_list_empty(&w->conns))
+		kwd_conn_abort(kw_list_entry(kw_list_first(&w->conns), struct wconn, link)->conn);
 }
 
 /* quiesce leaves the loop with nothing of this worker in it. */
@@ -292,10 +266,9 @@ static void begin_drain(struct kwd_worker *w)
 		         w->nconns == 1 ? "" : "s");
 		kw_timer_start_ms(w->loop, &w->drain_timer, w->drain_ms);
 	}
-	for (struct wconn *n = w->conns, *next; n != NULL; n = next) {
-		next = n->next;
-		kwd_conn_drain(n->conn);
-	}
+	struct kw_list *pos, *tmp;
+	kw_list_for_each_safe(pos, tmp, &w->conns)
+	    kwd_conn_drain(kw_container_of(pos, struct wconn, link)->conn);
 	if (w->nconns == 0)
 		finish(w);
 }
@@ -335,6 +308,7 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	w->unix_fd = cfg->unix_fd;
 	w->gens = cfg->gens;
 	w->drain_ms = cfg->drain_ms;
+	kw_list_init(&w->conns);
 	atomic_init(&w->drain_requested, false);
 	kw_io_init(&w->tcp_io, on_tcp_listener, w);
 	kw_io_init(&w->unix_io, on_unix_listener, w);

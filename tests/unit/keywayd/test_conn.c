@@ -313,7 +313,7 @@ int main(void)
 
 	kw_loop_free(loop);
 	kwd_exec_free(exec);
-	kwd_keystore_unref(ks);
+	kwd_keystore_free(ks);
 	EVP_PKEY_free(key);
 	rm_tree(dir);
 	CHECK(ERR_peek_error() == 0);

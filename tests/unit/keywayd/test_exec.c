@@ -487,16 +487,16 @@ static void test_cache_invalidation(void)
 	sign_with(s, ks1, keys[K_RSA2048], KW_OP_RSA_SIGN_SHA256);
 	sign_with(s, ks2, x, KW_OP_RSA_SIGN_SHA256);
 	/* The keystore the cache was built for goes away; its memory may be reused. */
-	kwd_keystore_unref(ks2);
+	kwd_keystore_free(ks2);
 	CHECK(kwd_keystore_load(d3, NULL, &ks3, err, sizeof(err)) == 0);
 	sign_with(s, ks3, keys[K_RSA2048], KW_OP_RSA_SIGN_SHA256);
 	sign_with(s, ks3, keys[K_P256], KW_OP_ECDSA_SIGN_SHA256);
-	kwd_keystore_unref(ks1);
+	kwd_keystore_free(ks1);
 	sign_with(s, ks3, keys[K_RSA2048], KW_OP_RSA_SIGN_SHA256);
 	kwd_exec_reset(s);
 	sign_with(s, ks3, keys[K_RSA2048], KW_OP_RSA_SIGN_SHA256);
 	/* The executor outlives the keystore its cache holds. */
-	kwd_keystore_unref(ks3);
+	kwd_keystore_free(ks3);
 	kwd_exec_free(s);
 	kwd_exec_free(NULL);
 	EVP_PKEY_free(x);
@@ -591,7 +591,7 @@ int main(void)
 	test_threads(ks);
 
 	kwd_exec_free(s);
-	kwd_keystore_unref(ks);
+	kwd_keystore_free(ks);
 	for (int i = 0; i < NKEYS; i++)
 		EVP_PKEY_free(keys[i]);
 	rm_tree(dir);
