@@ -128,6 +128,38 @@ static int watch_signals(struct main_ctx *mc, struct kw_loop *loop, const sigset
 	return rc;
 }
 
+/*
+ * check_tcp_address checks that option name's value (NULL: not given) is a TCP
+ * ADDR:PORT, naming where the value came from (FILE:LINE: key, or --key).
+ */
+static int check_tcp_address(const struct kw_option *opts, const char *name, const char *value,
+                             const char *example, char *err, size_t errlen)
+{
+	struct kw_addr a;
+	char why[256];
+	if (value == NULL)
+		return 0;
+	if (kw_addr_parse(&a, value, why, sizeof(why)) < 0)
+		return kw_config_errorf(opts, name, err, errlen, "%s; fix: use ADDR:PORT, e.g. %s",
+		                        why, example);
+	if (a.is_unix)
+		return kw_config_errorf(
+		    opts, name, err, errlen,
+		    "'%s': a TCP address is needed; fix: use ADDR:PORT, e.g. %s%s", value, example,
+		    strcmp(name, "listen") == 0 ? ", or --unix for a socket" : "");
+	return 0;
+}
+
+/* check_addresses checks --listen and --metrics before anything starts. */
+static int check_addresses(const struct kw_option *opts, const struct kwd_options *o, char *err,
+                           size_t errlen)
+{
+	int rc = check_tcp_address(opts, "listen", o->listen, "127.0.0.1:2407", err, errlen);
+	if (rc == 0)
+		rc = check_tcp_address(opts, "metrics", o->metrics, "127.0.0.1:2406", err, errlen);
+	return rc;
+}
+
 /* serve_metrics starts --metrics in the main loop, if asked for. */
 static int serve_metrics(struct kwd_server *srv, struct kw_loop *loop, const char *where)
 {
@@ -242,6 +274,8 @@ int main(int argc, char **argv)
 
 	char err[1536];
 	int rc = kw_config_parse(opts, argc, argv, usage, NULL, NULL, err, sizeof(err));
+	if (rc == 0)
+		rc = check_addresses(opts, &o, err, sizeof(err));
 	int status = rc == 1 ? 0 : 2; /* 1: --help was printed */
 	if (rc < 0)
 		fprintf(stderr, "keywayd: %s\n", err);
