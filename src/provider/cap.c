@@ -22,19 +22,25 @@ void kwp_cap_cleanup(struct kwp_cap *c)
 void kwp_cap_forget(struct kwp_cap *c)
 {
 	c->used = 0;
-	c->head = c->tail = NULL;
+	kw_list_init(&c->waiters);
+}
+
+/*
+ * waiters is c's queue, made a proper empty list on first use: a queue in
+ * thread-local storage starts all-zero (KWP_CAP_INITIALIZER), and a list head
+ * must point to itself.
+ */
+static struct kw_list *waiters(struct kwp_cap *c)
+{
+	if (c->waiters.next == NULL)
+		kw_list_init(&c->waiters);
+	return &c->waiters;
 }
 
 /* Called with c->mu held. */
 static void link_waiter(struct kwp_cap *c, struct kwp_waiter *w)
 {
-	w->next = NULL;
-	w->prev = c->tail;
-	if (c->tail != NULL)
-		c->tail->next = w;
-	else
-		c->head = w;
-	c->tail = w;
+	kw_list_add_tail(waiters(c), &w->link);
 	w->queued = true;
 	w->woken = false;
 }
@@ -42,15 +48,8 @@ static void link_waiter(struct kwp_cap *c, struct kwp_waiter *w)
 /* Called with c->mu held. */
 static void unlink_waiter(struct kwp_cap *c, struct kwp_waiter *w)
 {
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		c->head = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
-	else
-		c->tail = w->prev;
-	w->prev = w->next = NULL;
+	(void)c;
+	kw_list_del(&w->link);
 	w->queued = false;
 }
 
@@ -121,7 +120,9 @@ void kwp_cap_wake(struct kwp_cap *c, bool free_slot)
 	bool counted = free_slot && c->max != 0;
 
 	pthread_mutex_lock(&c->mu);
-	struct kwp_waiter *w = c->head;
+	struct kw_list *q = waiters(c);
+	struct kwp_waiter *w =
+	    kw_list_empty(q) ? NULL : kw_list_entry(kw_list_first(q), struct kwp_waiter, link);
 	if (counted && w == NULL && c->used > 0)
 		c->used--;
 	if (w != NULL) {

@@ -20,6 +20,8 @@
 
 #include <openssl/async.h>
 
+#include "keyway/list.h"
+
 /* How a waiter is woken: what its caller waits on. */
 enum kwp_wake_mode {
 	KWP_WAKE_COND = 0, /* a blocked thread outside any job: cv */
@@ -35,16 +37,16 @@ struct kwp_waiter {
 	int efd;            /* KWP_WAKE_FD: the wait context's eventfd (owned by it) */
 	pthread_cond_t *cv; /* KWP_WAKE_COND: signalled under the queue's lock */
 	/* Guarded by the queue's mu. */
-	bool queued; /* in the queue */
-	bool woken;  /* taken out of the queue by a freed slot */
-	bool handed; /* ...and given that slot: used counts it already */
-	struct kwp_waiter *prev, *next;
+	bool queued;         /* in the queue */
+	bool woken;          /* taken out of the queue by a freed slot */
+	bool handed;         /* ...and given that slot: used counts it already */
+	struct kw_list link; /* in the queue's waiters */
 };
 
 struct kwp_cap {
 	pthread_mutex_t mu;
-	unsigned used, max; /* slots in use and their limit (max 0: not counted here) */
-	struct kwp_waiter *head, *tail;
+	unsigned used, max;     /* slots in use and their limit (max 0: not counted here) */
+	struct kw_list waiters; /* oldest first; all-zero (static storage) means empty */
 };
 
 /* KWP_CAP_INITIALIZER is an empty queue of max 0, for static and thread-local storage. */

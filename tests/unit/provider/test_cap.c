@@ -15,6 +15,21 @@
 #include "check.h"
 #include "keyway/err.h"
 
+/* The queue's oldest and newest waiters (NULL when empty, or never used). */
+static struct kwp_waiter *first(const struct kwp_cap *c)
+{
+	if (c->waiters.next == NULL || kw_list_empty(&c->waiters))
+		return NULL;
+	return kw_list_entry(c->waiters.next, struct kwp_waiter, link);
+}
+
+static struct kwp_waiter *last(const struct kwp_cap *c)
+{
+	if (c->waiters.prev == NULL || kw_list_empty(&c->waiters))
+		return NULL;
+	return kw_list_entry(c->waiters.prev, struct kwp_waiter, link);
+}
+
 static struct kwp_waiter fd_waiter(int efd)
 {
 	return (struct kwp_waiter){.mode = KWP_WAKE_FD, .efd = efd};
@@ -39,10 +54,10 @@ static void test_slots_and_order(void)
 	CHECK_EQ(kwp_cap_take(&c, &b, true), 0);
 	CHECK_EQ(c.used, 2);
 	CHECK_EQ(kwp_cap_take(&c, &w1, false), -EAGAIN); /* full, not queued */
-	CHECK(!w1.queued && c.head == NULL);
+	CHECK(!w1.queued && first(&c) == NULL);
 	CHECK_EQ(kwp_cap_take(&c, &w1, true), -EAGAIN);
 	CHECK_EQ(kwp_cap_take(&c, &w2, true), -EAGAIN);
-	CHECK(w1.queued && w2.queued && c.head == &w1 && c.tail == &w2);
+	CHECK(w1.queued && w2.queued && first(&c) == &w1 && last(&c) == &w2);
 
 	/* A freed slot goes to the oldest waiter, and stays counted for it. */
 	kwp_cap_wake(&c, true);
@@ -50,7 +65,7 @@ static void test_slots_and_order(void)
 	CHECK_EQ(signalled(e1), 1);
 	CHECK_EQ(signalled(e2), 0);
 	CHECK_EQ(c.used, 2);
-	CHECK(c.head == &w2);
+	CHECK(first(&c) == &w2);
 	/* A newcomer cannot take it... */
 	struct kwp_waiter late = fd_waiter(-1);
 	CHECK_EQ(kwp_cap_take(&c, &late, false), -EAGAIN);
@@ -79,11 +94,11 @@ static void test_slots_and_order(void)
 	CHECK_EQ(kwp_cap_take(&c, &w1, true), -EAGAIN);
 	CHECK_EQ(kwp_cap_take(&c, &w2, true), -EAGAIN);
 	kwp_cap_leave(&c, &w1);
-	CHECK(c.head == &w2 && !w1.queued);
+	CHECK(first(&c) == &w2 && !w1.queued);
 	CHECK_EQ(signalled(e2), 0);
 	/* One that leaves after being woken hands its slot to the next. */
 	kwp_cap_forget(&c);
-	CHECK(c.head == NULL && c.used == 0);
+	CHECK(first(&c) == NULL && c.used == 0);
 	CHECK_EQ(kwp_cap_take(&c, &a, true), 0);
 	CHECK_EQ(kwp_cap_take(&c, &b, true), 0);
 	CHECK_EQ(kwp_cap_take(&c, &w1, true), -EAGAIN);
@@ -125,7 +140,7 @@ static void test_uncounted_callback(void)
 	struct kwp_waiter w = {.mode = KWP_WAKE_CALLBACK, .cb = probe_cb, .cb_arg = &probe};
 
 	kwp_cap_enqueue(&c, &w);
-	CHECK(w.queued && c.head == &w);
+	CHECK(w.queued && first(&c) == &w);
 	kwp_cap_wake(&c, true);
 	CHECK_EQ(probe.calls, 1);
 	CHECK_EQ(probe.lock_was_free, 1);
@@ -181,7 +196,7 @@ static void test_blocking_wait(void)
 	CHECK_EQ(kwp_cap_take(&c, &w, true), -EAGAIN);
 	struct timespec soon = after_ms(30);
 	CHECK_EQ(kwp_cap_wait(&c, &w, &soon), -KW_ETIMEOUT);
-	CHECK(!w.queued && c.head == NULL);
+	CHECK(!w.queued && first(&c) == NULL);
 
 	/* Another thread frees it: the waiter is signalled and handed the slot. */
 	CHECK_EQ(kwp_cap_take(&c, &w, true), -EAGAIN);
