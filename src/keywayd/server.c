@@ -352,7 +352,11 @@ int kwd_server_write_pid(struct kwd_server *s, char *err, size_t errlen)
 		return -ENAMETOOLONG;
 	}
 	int rc = 0;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A fresh file, never through a symlink planted at the predictable temporary
+	 * path: a stale one (an earlier crash) is removed, then O_EXCL | O_NOFOLLOW. */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		goto sys;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		goto sys;
 	char line[32];

@@ -5,6 +5,7 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -66,9 +67,16 @@ int kwp_stats_write(const char *path)
 	/* A process that ran nothing (a master, a parent) leaves a worker's numbers alone. */
 	if (s.ops_submitted == 0 && access(name, F_OK) == 0)
 		return 0;
-	FILE *f = fopen(name, "w");
-	if (f == NULL)
+	/* The stats file's path is predictable: never write through a symlink there. */
+	int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
 		return -errno;
+	FILE *f = fdopen(fd, "w");
+	if (f == NULL) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
 	fprintf(f,
 	        "ops_submitted %llu\npauses %llu\nspurious_resumes %llu\neagain %llu\n"
 	        "fd_wakeups %llu\ncallback_wakeups %llu\neventfds_created %llu\n"

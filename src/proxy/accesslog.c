@@ -116,6 +116,16 @@ void kpx_accesslog_refused(const struct kpx_worker *w, const struct sockaddr *pe
 	emit(o, line, n);
 }
 
+/*
+ * open_log opens the access log for appending. A log at a predictable path must
+ * not be a symlink that redirects the proxy's writes elsewhere (O_NOFOLLOW:
+ * ELOOP); -1 with errno on failure.
+ */
+static int open_log(const char *path)
+{
+	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+}
+
 int kpx_accesslog_open(struct kpx_options *o, char *err, size_t errlen)
 {
 	if (o->access_log == NULL || strcmp(o->access_log, "-") == 0) {
@@ -126,7 +136,7 @@ int kpx_accesslog_open(struct kpx_options *o, char *err, size_t errlen)
 		o->access_fd = -1;
 		return 0;
 	}
-	int fd = open(o->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int fd = open_log(o->access_log);
 	if (fd < 0) {
 		int e = errno;
 		snprintf(err, errlen,
@@ -142,7 +152,7 @@ int kpx_accesslog_reopen(const struct kpx_options *o)
 {
 	if (o->access_fd <= STDERR_FILENO || o->access_log == NULL)
 		return 0;
-	int fd = open(o->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int fd = open_log(o->access_log);
 	if (fd < 0)
 		return -errno;
 	/* dup2 swaps the file under the workers atomically: each write goes to one or the other. */

@@ -124,6 +124,19 @@ def main(c):
         except kw.KeywaydError as e:
             c.fail("--config FILE with keys/listen/TLS settings serves", str(e))
 
+        # A symlink planted at the pid file's temporary path is not written through.
+        kd = kw.Keywayd(pki, keys_dir, tmp)
+        victim = os.path.join(tmp, "victim")
+        os.symlink(victim, kd.pid_file + ".tmp")
+        try:
+            with kd:
+                c.check(not os.path.exists(victim) and not os.path.islink(kd.pid_file),
+                        "the pid file is written fresh, not through a symlink at its temporary "
+                        "path")
+        except kw.KeywaydError as e:
+            c.fail("keywayd starts although a symlink sits at the pid file's temporary path",
+                   str(e))
+
         port_flag = kw.free_port()
         other_keys = os.path.join(tmp, "other-keys")
         ed = kw.make_keys(other_keys, ["ed25519"])["ed25519"]

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -184,6 +185,16 @@ static void test_open(void)
 	         "(stderr) or off",
 	         o.access_log);
 	CHECK(strcmp(err, want) == 0);
+
+	/* A symlink at the log's path is refused, not followed. */
+	char target[4096], link[4096];
+	snprintf(target, sizeof(target), "%s", join(dir, "elsewhere.log"));
+	snprintf(link, sizeof(link), "%s", join(dir, "link.log"));
+	CHECK_EQ(symlink(target, link), 0);
+	o.access_log = link;
+	CHECK_EQ(kpx_accesslog_open(&o, err, sizeof(err)), -ELOOP);
+	CHECK(strstr(err, link) != NULL);
+	CHECK(access(target, F_OK) != 0); /* nothing created through the link */
 }
 
 int main(void)
