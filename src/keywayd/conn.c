@@ -651,6 +651,10 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	c->owner = owner;
 	c->fd = fd;
 	c->transport = transport;
+	/* Answers carry signatures and decrypted blocks: wiped as soon as they are sent
+	 * (tx is plaintext on a Unix socket; resp is the plaintext before TLS). */
+	kw_buf_set_secret(&c->resp);
+	kw_buf_set_secret(&c->tx);
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	kw_io_init(&c->io, on_io, c);
 	kw_timer_init(&c->idle, on_idle, c);
