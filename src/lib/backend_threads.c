@@ -31,22 +31,14 @@
 
 #include "keyway/backend.h"
 #include "keyway/err.h"
+#include "keyway/ring.h"
 
 #define CACHELINE 64
 #define IDLE_SPINS 256 /* ring checks before an idle crypto thread sleeps */
 
-struct ring {
-	_Alignas(CACHELINE) _Atomic uint32_t head; /* written by the consumer */
-	uint32_t tail_cache;                       /* consumer's last view of tail */
-	_Alignas(CACHELINE) _Atomic uint32_t tail; /* written by the producer */
-	uint32_t head_cache;                       /* producer's last view of head */
-	_Alignas(CACHELINE) struct kw_op **slot;
-	uint32_t mask;
-};
-
 struct crypto_thread {
-	struct ring req;                               /* owner -> crypto thread */
-	struct ring done;                              /* crypto thread -> owner */
+	struct kw_ring req;                            /* owner -> crypto thread */
+	struct kw_ring done;                           /* crypto thread -> owner */
 	_Alignas(CACHELINE) _Atomic uint32_t sleeping; /* futex word: 1 while waiting for work */
 	struct threads_backend *b;
 	pthread_t tid;
@@ -69,50 +61,6 @@ struct threads_backend {
 };
 
 static const struct kw_backend_ops threads_ops;
-
-/* ---- SPSC ring ---- */
-
-static int ring_init(struct ring *r, uint32_t size)
-{
-	memset(r, 0, sizeof(*r));
-	r->slot = calloc(size, sizeof(*r->slot));
-	if (r->slot == NULL)
-		return -ENOMEM;
-	r->mask = size - 1;
-	return 0;
-}
-
-static bool ring_push(struct ring *r, struct kw_op *op)
-{
-	uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
-	if (t - r->head_cache > r->mask) {
-		r->head_cache = atomic_load_explicit(&r->head, memory_order_acquire);
-		if (t - r->head_cache > r->mask)
-			return false;
-	}
-	r->slot[t & r->mask] = op;
-	atomic_store_explicit(&r->tail, t + 1, memory_order_release);
-	return true;
-}
-
-static struct kw_op *ring_pop(struct ring *r)
-{
-	uint32_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
-	if (h == r->tail_cache) {
-		r->tail_cache = atomic_load_explicit(&r->tail, memory_order_acquire);
-		if (h == r->tail_cache)
-			return NULL;
-	}
-	struct kw_op *op = r->slot[h & r->mask];
-	atomic_store_explicit(&r->head, h + 1, memory_order_release);
-	return op;
-}
-
-static bool ring_empty(struct ring *r)
-{
-	uint32_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
-	return h == atomic_load_explicit(&r->tail, memory_order_acquire);
-}
 
 static inline void cpu_relax(void)
 {
@@ -141,7 +89,7 @@ static struct kw_op *next_request(struct crypto_thread *t)
 	for (;;) {
 		struct kw_op *op;
 		for (int i = 0; i < IDLE_SPINS; i++) {
-			if ((op = ring_pop(&t->req)) != NULL)
+			if ((op = kw_ring_pop(&t->req)) != NULL)
 				return op;
 			if (atomic_load_explicit(&b->stop, memory_order_acquire))
 				return NULL;
@@ -149,7 +97,7 @@ static struct kw_op *next_request(struct crypto_thread *t)
 		}
 		atomic_store(&t->sleeping, 1);
 		atomic_thread_fence(memory_order_seq_cst);
-		if ((op = ring_pop(&t->req)) != NULL) {
+		if ((op = kw_ring_pop(&t->req)) != NULL) {
 			atomic_store(&t->sleeping, 0);
 			return op;
 		}
@@ -168,7 +116,7 @@ static void *crypto_main(void *arg)
 	while ((op = next_request(t)) != NULL) {
 		kw_op_compute(op);
 		/* Cannot fail: this thread holds at most ring_size ops of the owner's. */
-		(void)ring_push(&t->done, op);
+		(void)kw_ring_push(&t->done, op);
 		atomic_thread_fence(memory_order_seq_cst);
 		if (atomic_load_explicit(&b->owner_sleeping, memory_order_relaxed) &&
 		    atomic_exchange(&b->owner_sleeping, 0)) {
@@ -198,7 +146,7 @@ static int threads_submit(struct kw_backend *base, struct kw_op *op)
 		return -EAGAIN;
 	}
 	kw_op_accept(op);
-	(void)ring_push(&t->req, op); /* room: the ring holds at most outstanding ops */
+	(void)kw_ring_push(&t->req, op); /* room: the ring holds at most outstanding ops */
 	t->outstanding++;
 	b->inflight[op->kind < KW_OPK_COUNT ? op->kind : KW_OPK_OTHER]++;
 	b->stats.submitted++;
@@ -228,7 +176,7 @@ static int threads_poll(struct kw_backend *base, unsigned max)
 	/* Round robin over the rings, so one busy thread cannot starve the others' answers. */
 	for (unsigned i = b->next_poll; done < max && idle < b->n; i = (i + 1) % b->n) {
 		struct crypto_thread *t = &b->t[i];
-		struct kw_op *op = ring_pop(&t->done);
+		struct kw_op *op = kw_ring_pop(&t->done);
 		if (op == NULL) {
 			idle++;
 			continue;
@@ -266,14 +214,14 @@ static void threads_free(struct kw_backend *base)
 		struct crypto_thread *t = &b->t[i];
 		if (t->req.slot == NULL || t->done.slot == NULL)
 			continue;
-		while ((op = ring_pop(&t->done)) != NULL)
+		while ((op = kw_ring_pop(&t->done)) != NULL)
 			finish(b, t, op, op->status);
-		while ((op = ring_pop(&t->req)) != NULL)
+		while ((op = kw_ring_pop(&t->req)) != NULL)
 			finish(b, t, op, -KW_ECANCELED);
 	}
 	for (unsigned i = 0; i < b->n; i++) {
-		free(b->t[i].req.slot);
-		free(b->t[i].done.slot);
+		kw_ring_fini(&b->t[i].req);
+		kw_ring_fini(&b->t[i].done);
 	}
 	free(b->t);
 	if (b->efd >= 0)
@@ -319,8 +267,8 @@ int kw_backend_threads_new(struct kw_backend **out, unsigned nthreads, unsigned 
 	b->n = nthreads;
 	for (unsigned i = 0; i < nthreads; i++) {
 		b->t[i].b = b;
-		if ((rc = ring_init(&b->t[i].req, size)) < 0 ||
-		    (rc = ring_init(&b->t[i].done, size)) < 0)
+		if ((rc = kw_ring_init(&b->t[i].req, size)) < 0 ||
+		    (rc = kw_ring_init(&b->t[i].done, size)) < 0)
 			goto err;
 	}
 	/* Crypto threads take no signals: the program's signal handling stays where it was. */
@@ -373,7 +321,7 @@ bool kw_backend_arm(struct kw_backend *base)
 	atomic_store(&b->owner_sleeping, 1);
 	atomic_thread_fence(memory_order_seq_cst);
 	for (unsigned i = 0; i < b->n; i++) {
-		if (!ring_empty(&b->t[i].done)) {
+		if (!kw_ring_empty(&b->t[i].done)) {
 			atomic_store_explicit(&b->owner_sleeping, 0, memory_order_relaxed);
 			return false;
 		}

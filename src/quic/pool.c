@@ -22,7 +22,7 @@
 
 #include "keyway/err.h"
 #include "keyway/quic.h"
-#include "ring.h"
+#include "keyway/ring.h"
 
 #define DOMAINS 1024 /* ordering domains: connections hash into them */
 
@@ -39,7 +39,7 @@ struct core {
 	pthread_t thread;
 	bool started;
 	struct kw_quic_engine *engine;
-	struct kw_quic_ring in, out;
+	struct kw_ring in, out;
 	int efd;                   /* wakes the core */
 	_Atomic int sleeping;      /* the core is (about to be) blocked on efd */
 	_Atomic uint64_t finished; /* jobs run (the core writes) */
@@ -95,7 +95,7 @@ static void drain_fd(int efd)
 static bool core_has_work(struct core *c)
 {
 	struct kw_quic_pool *p = c->pool;
-	return atomic_load(&p->stop) || (!atomic_load(&p->paused) && !kw_quic_ring_empty(&c->in));
+	return atomic_load(&p->stop) || (!atomic_load(&p->paused) && !kw_ring_empty(&c->in));
 }
 
 static uint64_t now_ns(void)
@@ -136,14 +136,14 @@ static void *core_main(void *arg)
 	while (!atomic_load_explicit(&p->stop, memory_order_relaxed)) {
 		struct job *j = NULL;
 		if (!atomic_load_explicit(&p->paused, memory_order_relaxed))
-			j = kw_quic_ring_pop(&c->in);
+			j = kw_ring_pop(&c->in);
 		if (j == NULL) {
 			core_idle(c);
 			continue;
 		}
 		kw_quic_engine_run(c->engine, j->pkts, j->n);
 		/* The owner keeps sent - polled within the ring: out always has room. */
-		kw_quic_ring_push(&c->out, j);
+		kw_ring_push(&c->out, j);
 		atomic_fetch_add_explicit(&c->finished, 1, memory_order_release);
 		if (atomic_load(&p->want_wake) && atomic_exchange(&p->want_wake, 0)) {
 			atomic_store(&p->fired, 1);
@@ -218,7 +218,7 @@ static size_t drain(struct kw_quic_pool *p)
 	}
 	for (unsigned i = 0; i < p->ncores; i++) {
 		struct core *c = &p->cores[i];
-		for (struct job *j; (j = kw_quic_ring_pop(&c->out)) != NULL;) {
+		for (struct job *j; (j = kw_ring_pop(&c->out)) != NULL;) {
 			c->polled++;
 			finish(p, j);
 		}
@@ -292,7 +292,7 @@ static int submit_job(struct kw_quic_pool *p, struct kw_quic_pkt *pkts, size_t n
 		p->inline_tail = &j->next;
 		return 0;
 	}
-	kw_quic_ring_push(&c->in, j);
+	kw_ring_push(&c->in, j);
 	c->sent++;
 	atomic_thread_fence(memory_order_seq_cst);
 	if (atomic_load(&c->sleeping) && atomic_exchange(&c->sleeping, 0)) {
@@ -337,7 +337,7 @@ int kw_quic_pool_wait(struct kw_quic_pool *p, int timeout_ms)
 	if (p->inline_head != NULL)
 		return 1;
 	for (unsigned i = 0; i < p->ncores; i++)
-		if (!kw_quic_ring_empty(&p->cores[i].out))
+		if (!kw_ring_empty(&p->cores[i].out))
 			return 1;
 	int rc = poll(&pfd, 1, timeout_ms);
 	return rc < 0 ? -errno : rc;
@@ -383,8 +383,7 @@ static int core_start(struct kw_quic_pool *p, struct core *c, unsigned i)
 		return -errno;
 	if ((rc = kw_quic_engine_new(&c->engine, p->cfg.engine)) < 0)
 		return rc;
-	if (kw_quic_ring_init(&c->in, p->cfg.ring) < 0 ||
-	    kw_quic_ring_init(&c->out, p->cfg.ring) < 0)
+	if (kw_ring_init(&c->in, p->cfg.ring) < 0 || kw_ring_init(&c->out, p->cfg.ring) < 0)
 		return -ENOMEM;
 	if ((rc = pthread_create(&c->thread, NULL, core_main, c)) != 0)
 		return -rc;
@@ -458,7 +457,7 @@ err:
 /* cancel completes the jobs a stopped core never took. */
 static void cancel_queued(struct kw_quic_pool *p, struct core *c)
 {
-	for (struct job *j; (j = kw_quic_ring_pop(&c->in)) != NULL;) {
+	for (struct job *j; (j = kw_ring_pop(&c->in)) != NULL;) {
 		for (size_t i = 0; i < j->n; i++)
 			j->pkts[i].status = -KW_ECANCELED;
 		p->stats.canceled += j->n;
@@ -483,8 +482,8 @@ void kw_quic_pool_free(struct kw_quic_pool *p)
 	for (unsigned i = 0; i < p->ncores; i++) {
 		struct core *c = &p->cores[i];
 		kw_quic_engine_free(c->engine);
-		kw_quic_ring_fini(&c->in);
-		kw_quic_ring_fini(&c->out);
+		kw_ring_fini(&c->in);
+		kw_ring_fini(&c->out);
 		if (c->efd >= 0)
 			close(c->efd);
 	}

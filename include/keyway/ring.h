@@ -1,17 +1,20 @@
 /*
- * ring.h - a bounded single-producer single-consumer ring of pointers
+ * keyway/ring.h - a bounded single-producer single-consumer ring of pointers
  * (Lamport's queue with each side caching the other's index, so that a
  * push or pop touches the shared cache line only when its cache runs out).
+ * The threads backend's crypto threads and the QUIC engine's crypto cores
+ * both hand work over through it. Capacity must be a power of two.
  */
-#ifndef KW_QUIC_RING_H
-#define KW_QUIC_RING_H
+#ifndef KEYWAY_RING_H
+#define KEYWAY_RING_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 
-struct kw_quic_ring {
+struct kw_ring {
 	_Alignas(64) _Atomic size_t head; /* next to pop: written by the consumer */
 	size_t tail_cache;                /* the consumer's copy of tail */
 	_Alignas(64) _Atomic size_t tail; /* next to push: written by the producer */
@@ -20,24 +23,26 @@ struct kw_quic_ring {
 	void **slot;
 };
 
-static inline int kw_quic_ring_init(struct kw_quic_ring *r, size_t capacity)
+/* kw_ring_init allocates room for capacity pointers: 0 or -ENOMEM. */
+static inline int kw_ring_init(struct kw_ring *r, size_t capacity)
 {
 	atomic_init(&r->head, 0);
 	atomic_init(&r->tail, 0);
 	r->tail_cache = r->head_cache = 0;
 	r->mask = capacity - 1;
 	r->slot = calloc(capacity, sizeof(*r->slot));
-	return r->slot != NULL ? 0 : -1;
+	return r->slot != NULL ? 0 : -ENOMEM;
 }
 
-static inline void kw_quic_ring_fini(struct kw_quic_ring *r)
+/* kw_ring_fini frees the slots (the ring must be idle); safe on a ring whose init failed. */
+static inline void kw_ring_fini(struct kw_ring *r)
 {
 	free(r->slot);
 	r->slot = NULL;
 }
 
-/* kw_quic_ring_push (producer) returns false when the ring is full. */
-static inline bool kw_quic_ring_push(struct kw_quic_ring *r, void *p)
+/* kw_ring_push (producer) returns false when the ring is full. */
+static inline bool kw_ring_push(struct kw_ring *r, void *p)
 {
 	size_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
 	if (t - r->head_cache > r->mask) {
@@ -50,8 +55,8 @@ static inline bool kw_quic_ring_push(struct kw_quic_ring *r, void *p)
 	return true;
 }
 
-/* kw_quic_ring_pop (consumer) returns NULL when the ring is empty. */
-static inline void *kw_quic_ring_pop(struct kw_quic_ring *r)
+/* kw_ring_pop (consumer) returns NULL when the ring is empty. */
+static inline void *kw_ring_pop(struct kw_ring *r)
 {
 	size_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
 	if (h == r->tail_cache) {
@@ -64,8 +69,8 @@ static inline void *kw_quic_ring_pop(struct kw_quic_ring *r)
 	return p;
 }
 
-/* kw_quic_ring_empty (consumer) reads the producer's index afresh (sequentially consistent). */
-static inline bool kw_quic_ring_empty(struct kw_quic_ring *r)
+/* kw_ring_empty (consumer) reads the producer's index afresh (sequentially consistent). */
+static inline bool kw_ring_empty(struct kw_ring *r)
 {
 	return atomic_load(&r->head) == atomic_load(&r->tail);
 }
