@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian 12 packages Keyway builds, tests and benchmarks with.
 # Installs only what is missing; needs root (or sudo) when something is.
+# Peers that Debian ships as services (nginx, haproxy) are only programs to the
+# tests and benchmarks, which start their own instances on free ports: their
+# services are neither started by the install nor left enabled.
 set -euo pipefail
 
 packages=(
@@ -29,5 +32,28 @@ sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 echo "deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+
+# policy-rc.d answering 101 ("action forbidden") keeps maintainer scripts from
+# starting any service during this install; an existing one is left alone.
+policy=/usr/sbin/policy-rc.d
+own_policy=
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+	$sudo chmod 0755 "$policy"
+	own_policy=1
+fi
+remove_policy() { [ -z "$own_policy" ] || $sudo rm -f "$policy"; }
+trap remove_policy EXIT
+
 $sudo apt-get update -q >&2
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+
+# disable_service NAME: not started at boot, by systemd or by sysvinit.
+disable_service() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || return 0
+	$sudo deb-systemd-helper disable "$1.service" >/dev/null 2>&1 || true
+	[ ! -e "/etc/init.d/$1" ] || $sudo update-rc.d "$1" disable >/dev/null 2>&1 || true
+}
+for s in nginx haproxy; do
+	disable_service "$s"
+done
