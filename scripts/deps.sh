@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian 12 packages Keyway builds, tests and benchmarks with.
 # Installs only what is missing; needs root (or sudo) when something is.
-# Peers that Debian ships as services (nginx, haproxy) are only programs to the
+# Peers that Debian ships as services (nginx, haproxy, prometheus) are only programs to the
 # tests and benchmarks, which start their own instances on free ports: their
 # services are neither started by the install nor left enabled.
 set -euo pipefail
@@ -16,6 +16,7 @@ packages=(
 	util-linux procps                             # taskset, ps for benchmarks
 	nginx curl                                    # the provider's e2e test with an unmodified server
 	haproxy nghttp2-client                        # keyway-proxy benchmarks: HAProxy 2.6 peer, h2load
+	prometheus                                    # promtool and a real scraper for the metrics e2e test
 	strace                                        # system calls per handshake (bench/proxy-notify-poll.sh)
 	help2man                                      # man pages from each program's --help
 	clang-format                                  # the formatter CI checks (scripts/check-structure.sh)
@@ -48,12 +49,16 @@ trap remove_policy EXIT
 $sudo apt-get update -q >&2
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 
-# disable_service NAME: not started at boot, by systemd or by sysvinit.
+# disable_service NAME: not started at boot. systemctl disables offline (no
+# running systemd needed) and syncs the SysV links; update-rc.d where it is absent.
 disable_service() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || return 0
-	$sudo deb-systemd-helper disable "$1.service" >/dev/null 2>&1 || true
-	[ ! -e "/etc/init.d/$1" ] || $sudo update-rc.d "$1" disable >/dev/null 2>&1 || true
+	if command -v systemctl >/dev/null; then
+		$sudo systemctl disable "$1.service" >/dev/null 2>&1 || true
+	elif [ -e "/etc/init.d/$1" ]; then
+		$sudo update-rc.d "$1" disable >/dev/null 2>&1 || true
+	fi
 }
-for s in nginx haproxy; do
+for s in nginx haproxy prometheus; do
 	disable_service "$s"
 done
