@@ -7,11 +7,12 @@ of the gokeyless-compatible counter names (keyless_*), kept for dashboards
 written for gokeyless. Then a Prometheus server, a child of this test with its
 own data directory and a 1 s scrape interval, scrapes both: its HTTP API must
 report both targets up and show the signature and handshake counters moving
-between two scrapes. Skipped (77) when Debian's prometheus package is absent.
+between two scrapes, and runs every query of docs/grafana-dashboard.json. Skipped (77) when Debian's prometheus package is absent.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -66,6 +67,14 @@ def query(port, expr):
 def scalar_sum(port, expr):
     res = query(port, "sum(%s)" % expr)
     return float(res[0]["value"][1]) if res else None
+
+
+def dashboard_queries():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                        "grafana-dashboard.json")
+    with open(path) as f:
+        dash = json.load(f)
+    return [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
 
 
 def wait(cond, seconds):
@@ -137,6 +146,20 @@ try:
                                       and a[1] > before[1] else None)(sample()), 30)
                 c.check(after, "signatures and handshakes moved between scrapes (%s -> %s)"
                         % (before, after))
+
+            # The shipped Grafana dashboard: every query is valid PromQL over
+            # metrics the two pages really have.
+            pages = page(s.kd.metrics_port) + page(p.mport)
+            for expr in dashboard_queries():
+                try:
+                    query(pport, expr.replace("$__rate_interval", "1m"))
+                    ok, why = True, ""
+                except (OSError, RuntimeError) as e:
+                    ok, why = False, str(e)
+                c.check(ok, "dashboard query runs: " + expr, why)
+                names = [n for n in re.findall(r"\b(keyway_[a-z_]+|keyless_[a-z_]+)", expr)]
+                missing = [n for n in names if re.sub(r"_(bucket|count|sum)$", "", n) not in pages]
+                c.check(not missing, "dashboard query names served metrics: " + expr, missing)
 finally:
     if prom:
         prom.terminate()
