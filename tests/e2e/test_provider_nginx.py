@@ -89,6 +89,22 @@ http {
             prefix, "logs", "error.log")], capture_output=True, text=True, env=env, timeout=30)
         c.check(t.returncode == 0, "nginx -t accepts the reference PEM keys", t.stderr[-600:])
 
+        # The nginx.conf of docs/provider.md, with this test's paths and port.
+        doc = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                                "provider.md")).read()
+        documented = doc.split("```nginx\n", 1)[1].split("```", 1)[0]
+        documented = (documented.replace("user www-data;\n", "")
+                      .replace("/run/nginx.pid", os.path.join(prefix, "logs", "doc.pid"))
+                      .replace("/var/log/nginx/", os.path.join(prefix, "logs", ""))
+                      .replace("listen 443 ssl;", "listen 127.0.0.1:%d ssl;" % port_ec)
+                      .replace("/etc/ssl/example.com.pem", combined)
+                      .replace("/etc/ssl/example.com.key", combined)
+                      .replace("http {\n", "http {\n" + temps, 1))
+        doc_conf = write(os.path.join(prefix, "conf", "doc.conf"), documented)
+        t = subprocess.run([NGINX, "-t", "-p", prefix, "-c", doc_conf, "-e", os.path.join(
+            prefix, "logs", "error.log")], capture_output=True, text=True, env=env, timeout=30)
+        c.check(t.returncode == 0, "nginx -t accepts docs/provider.md's nginx.conf", t.stderr[-600:])
+
         nginx = kwharness.Process([NGINX, "-p", prefix, "-c", conf, "-e",
                                    os.path.join(prefix, "logs", "error.log")], env=env,
                                   log=os.path.join(tmp, "nginx.out")).start()
