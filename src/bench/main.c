@@ -357,7 +357,7 @@ static void report(const struct bench *b, const char *server)
 }
 
 static const char usage[] =
-    "usage: keyway-bench --server ADDR:PORT|unix:PATH [--tls-cert F --tls-key F --ca F]\n"
+    "usage: keyway-bench --server ADDR:PORT|unix:PATH [--client-cert F --client-key F --ca F]\n"
     "                    [--server-name NAME] --op OP --key PEM\n"
     "                    [--connections N] [--depth N] [--duration S] [--warmup S]\n"
     "                    [--verify-every N] [--json] [--config FILE]\n"
@@ -378,8 +378,11 @@ int main(int argc, char **argv)
 	struct kw_option opts[] = {
 	    KW_OPT_STR("server", &server, "ADDR:PORT|unix:PATH", "keyserver address",
 	               .required = true),
-	    KW_OPT_STR("tls-cert", &tls_cert, "FILE", "client certificate chain (PEM)"),
-	    KW_OPT_STR("tls-key", &tls_key, "FILE", "client private key (PEM)"),
+	    /* The names keyway-proxy, keyway ping and the provider use; tls-* were bench's own. */
+	    KW_OPT_STR("client-cert", &tls_cert, "FILE", "client certificate chain (PEM)",
+	               .alias = "tls-cert"),
+	    KW_OPT_STR("client-key", &tls_key, "FILE", "client private key (PEM)",
+	               .alias = "tls-key"),
 	    KW_OPT_STR("ca", &ca, "FILE", "CA that signed the keyserver's certificate"),
 	    KW_OPT_STR(
 	        "server-name", &server_name, "NAME",
@@ -448,7 +451,8 @@ int main(int argc, char **argv)
 	}
 	if (!addr.is_unix) {
 		if ((tls_cert == NULL) != (tls_key == NULL)) {
-			fprintf(stderr, "keyway-bench: --tls-cert and --tls-key go together\n");
+			fprintf(stderr,
+			        "keyway-bench: --client-cert and --client-key go together\n");
 			goto out;
 		}
 		ctx = kw_tls_client_ctx(tls_cert, tls_key, ca, err, sizeof(err));
