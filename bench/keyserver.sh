@@ -83,7 +83,7 @@ measure() {
 		die "keywayd did not start: $(cat "$scratch/keywayd.log")"
 	kpid=${child[keywayd]}
 
-	local args=(--server "127.0.0.1:$port" --tls-cert "$pki/client.crt" --tls-key "$pki/client.key"
+	local args=(--server "127.0.0.1:$port" --client-cert "$pki/client.crt" --client-key "$pki/client.key"
 		--ca "$pki/ca.crt" --op "$op" --key "$pki/certs/$file.crt" --connections 1 --depth 64 --json)
 	# One second of warm-up (first handshake, allocations), not measured.
 	timeout 60 taskset -c "$load_cpu" "$bench" "${args[@]}" --duration 1 >/dev/null 2>&1 ||

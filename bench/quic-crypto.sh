@@ -29,6 +29,8 @@
 # other load moves single runs by 2x: compare the ratios, which are measured
 # side by side, and rerun when the spread is wide.
 set -euo pipefail
+# --help: the header comment above, and nothing else (no build, no install).
+case ${1:-} in -h | --help) sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)

@@ -16,6 +16,8 @@
 # Prints each violation on a line of its own and exits 1 if there is any;
 # exits 2 if a tool is missing.
 set -u
+# --help: the header comment above, and nothing else (no build, no install).
+case ${1:-} in -h | --help) sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.." || exit 2
 
 CLANG_FORMAT=${CLANG_FORMAT:-clang-format}

@@ -9,6 +9,8 @@
 #
 # NAME is rsa2048, rsa3072, ecdsa-p256, ecdsa-p384, ecdsa-p521, ed25519.
 set -euo pipefail
+# --help: the header comment above, and nothing else (no build, no install).
+case ${1:-} in -h | --help) sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 dir=${1:?usage: demo-pki.sh DIR}
 mkdir -p "$dir/keys" "$dir/certs"
 cd "$dir"

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian 12 packages Keyway builds, tests and benchmarks with.
 # Installs only what is missing; needs root (or sudo) when something is.
+#
+#   scripts/deps.sh           install what is missing (apt-get, with sudo unless root)
+#
 # Peers that Debian ships as services (nginx, haproxy, prometheus) are only programs to the
 # tests and benchmarks, which start their own instances on free ports: their
 # services are neither started by the install nor left enabled.
 set -euo pipefail
+# --help: the header comment above, and nothing else (no build, no install).
+case ${1:-} in -h | --help) sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 
 packages=(
 	build-essential cmake ninja-build pkg-config  # toolchain

@@ -19,6 +19,8 @@
 # --duration: seconds of h2load per mode (default 10); --bin: where the programs are
 # (default: PATH); --png: the chart (default: keyway-main-job.png in $TMPDIR or /tmp).
 set -euo pipefail
+# --help: the header comment above, and nothing else (no build, no install).
+case ${1:-} in -h | --help) sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 duration=10
 bin=

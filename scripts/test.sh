@@ -4,6 +4,8 @@
 #   scripts/test.sh              -Werror build in build/, then CTest
 #   scripts/test.sh --sanitize   the same with ASan+UBSan, in build-asan/
 set -euo pipefail
+# --help: the header comment above, and nothing else (no build, no install).
+case ${1:-} in -h | --help) sed -n '2,/^set -/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 
 build=build

@@ -24,9 +24,11 @@
 #include "stats.h"
 #include "workload.h"
 
-#define RETRY_MS 100       /* pause before resubmitting after a connection failure */
-#define DRAIN_MS 5000      /* how long in-flight requests may take after the end */
-#define MAX_ERROR_LINES 10 /* errors described on stderr, then only counted */
+#define RETRY_MS 100        /* pause before resubmitting after a connection failure */
+#define BACKOFF_MIN_MS 10   /* first pause of a connection after an error answer */
+#define BACKOFF_MAX_MS 1000 /* the pause doubles per failed round up to this */
+#define DRAIN_MS 5000       /* how long in-flight requests may take after the end */
+#define MAX_ERROR_LINES 10  /* errors described on stderr, then only counted */
 
 enum phase { PH_WARMUP, PH_MEASURE, PH_DRAIN };
 
@@ -43,7 +45,8 @@ struct conn {
 	struct bench *b;
 	struct kw_client *client;
 	struct slot *slots;    /* depth of them */
-	struct kw_timer retry; /* restarts idle slots after a connection failure */
+	struct kw_timer retry; /* restarts idle slots after an error (back-off) */
+	unsigned backoff_ms;   /* the pause after the next error; 0: no error since an answer */
 };
 
 struct bench {
@@ -64,6 +67,7 @@ struct bench {
 	uint64_t err_timeout, err_conn, err_proto, err_check, err_verify, err_submit;
 	uint64_t err_remote[256];
 	unsigned error_lines;
+	bool backoff_said; /* the back-off has been announced on stderr */
 	uint64_t last_answers, last_tick;
 	struct kwb_hist hist;
 	struct kw_timer phase_timer, tick_timer, drain_timer;
@@ -130,6 +134,33 @@ static void count_error(struct bench *b, const struct kw_client_result *res, int
 
 static void on_done(void *arg, const struct kw_client_result *res);
 
+/*
+ * back_off leaves the slots of c that failed idle until c's retry timer
+ * restarts them all. A keyserver answering every request with an error (a key
+ * it does not hold) answers in microseconds: resubmitting at once measured
+ * nothing but errors, hundreds of thousands a second. The first pause is
+ * first_ms; each round that fails again doubles it, up to BACKOFF_MAX_MS; one
+ * good answer resets it. Slots failing while the timer runs join that round.
+ */
+static void back_off(struct conn *c, unsigned first_ms)
+{
+	struct bench *b = c->b;
+
+	if (kw_timer_active(&c->retry))
+		return;
+	if (c->backoff_ms < first_ms)
+		c->backoff_ms = first_ms;
+	if (!b->backoff_said && !b->json) {
+		b->backoff_said = true;
+		fprintf(stderr,
+		        "keyway-bench: backing off after errors: a failing connection waits %u ms, "
+		        "doubling up to %u ms, before sending again\n",
+		        c->backoff_ms, BACKOFF_MAX_MS);
+	}
+	kw_timer_start_ms(b->loop, &c->retry, c->backoff_ms);
+	c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
 static void slot_start(struct slot *s)
 {
 	struct bench *b = s->conn->b;
@@ -140,8 +171,7 @@ static void slot_start(struct slot *s)
 		b->errors++;
 		b->err_submit++;
 		describe_error(b, "cannot submit: ", kw_strerror(rc));
-		if (!kw_timer_active(&s->conn->retry))
-			kw_timer_start_ms(b->loop, &s->conn->retry, RETRY_MS);
+		back_off(s->conn, RETRY_MS);
 		return;
 	}
 	s->busy = true;
@@ -185,6 +215,7 @@ static void on_done(void *arg, const struct kw_client_result *res)
 			b->verified++;
 	}
 	if (res->status == 0 && check_rc == 0) {
+		c->backoff_ms = 0;
 		b->answers++;
 		if (b->phase == PH_MEASURE) {
 			b->ops++;
@@ -199,10 +230,9 @@ static void on_done(void *arg, const struct kw_client_result *res)
 			kw_loop_stop(b->loop);
 		return;
 	}
-	if (connection_error(res->status)) {
-		/* Don't spin on a dead server: the whole connection retries shortly. */
-		if (!kw_timer_active(&c->retry))
-			kw_timer_start_ms(b->loop, &c->retry, RETRY_MS);
+	if (res->status != 0 || check_rc != 0) {
+		/* Don't spin on a dead server or on error answers: back off. */
+		back_off(c, connection_error(res->status) ? RETRY_MS : BACKOFF_MIN_MS);
 		return;
 	}
 	slot_start(s);
@@ -327,7 +357,7 @@ static void report(const struct bench *b, const char *server)
 }
 
 static const char usage[] =
-    "usage: keyway-bench --server ADDR:PORT|unix:PATH [--tls-cert F --tls-key F --ca F]\n"
+    "usage: keyway-bench --server ADDR:PORT|unix:PATH [--client-cert F --client-key F --ca F]\n"
     "                    [--server-name NAME] --op OP --key PEM\n"
     "                    [--connections N] [--depth N] [--duration S] [--warmup S]\n"
     "                    [--verify-every N] [--json] [--config FILE]\n"
@@ -348,8 +378,11 @@ int main(int argc, char **argv)
 	struct kw_option opts[] = {
 	    KW_OPT_STR("server", &server, "ADDR:PORT|unix:PATH", "keyserver address",
 	               .required = true),
-	    KW_OPT_STR("tls-cert", &tls_cert, "FILE", "client certificate chain (PEM)"),
-	    KW_OPT_STR("tls-key", &tls_key, "FILE", "client private key (PEM)"),
+	    /* The names keyway-proxy, keyway ping and the provider use; tls-* were bench's own. */
+	    KW_OPT_STR("client-cert", &tls_cert, "FILE", "client certificate chain (PEM)",
+	               .alias = "tls-cert"),
+	    KW_OPT_STR("client-key", &tls_key, "FILE", "client private key (PEM)",
+	               .alias = "tls-key"),
 	    KW_OPT_STR("ca", &ca, "FILE", "CA that signed the keyserver's certificate"),
 	    KW_OPT_STR(
 	        "server-name", &server_name, "NAME",
@@ -418,7 +451,8 @@ int main(int argc, char **argv)
 	}
 	if (!addr.is_unix) {
 		if ((tls_cert == NULL) != (tls_key == NULL)) {
-			fprintf(stderr, "keyway-bench: --tls-cert and --tls-key go together\n");
+			fprintf(stderr,
+			        "keyway-bench: --client-cert and --client-key go together\n");
 			goto out;
 		}
 		ctx = kw_tls_client_ctx(tls_cert, tls_key, ca, err, sizeof(err));

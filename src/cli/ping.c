@@ -113,17 +113,35 @@ static int ping_all(const struct kw_keyless_config *cfg, const char *setup)
 	return (size_t)ok == cfg->nservers;
 }
 
-static const char usage[] = "usage: keyway ping [--openssl-conf FILE]\n\n"
-                            "Ask every keyserver of the keyway provider's settings for a pong.";
+static const char usage[] =
+    "usage: keyway ping [--openssl-conf FILE] [--client-cert F --client-key F] [--ca F]\n\n"
+    "Ask every keyserver of the keyway provider's settings for a pong.";
+
+/*
+ * override puts a flag's value where the provider reads it: its KEYWAY_*
+ * variable, which wins over openssl.cnf, so ping connects exactly as the
+ * provider would with that setting.
+ */
+static int override(const char *var, const char *value)
+{
+	if (value == NULL || setenv(var, value, 1) == 0)
+		return 0;
+	fprintf(stderr, "keyway ping: cannot set %s\n", var);
+	return -1;
+}
 
 int kw_cli_ping(const struct subcommand *sc, int argc, char **argv)
 {
-	char *conf = NULL, *name = NULL;
+	char *conf = NULL, *name = NULL, *cert = NULL, *key = NULL, *ca = NULL;
 	struct kw_option opts[] = {
 	    KW_OPT_STR("openssl-conf", &conf, "FILE",
 	               "OpenSSL configuration to read (default: $OPENSSL_CONF, else OpenSSL's)"),
 	    KW_OPT_STR("provider-name", &name, "NAME",
 	               "the provider's name in its [providers] section (default: keyway)"),
+	    KW_OPT_STR("client-cert", &cert, "FILE",
+	               "client certificate for TCP keyservers (overrides client_cert)"),
+	    KW_OPT_STR("client-key", &key, "FILE", "its private key (overrides client_key)"),
+	    KW_OPT_STR("ca", &ca, "FILE", "CA of the keyservers' certificates (overrides ca)"),
 	    KW_OPT_END,
 	};
 	struct kw_provider_settings *s = NULL;
@@ -135,6 +153,9 @@ int kw_cli_ping(const struct subcommand *sc, int argc, char **argv)
 	if (!kw_cli_options(opts, argc, argv, "ping", usage, &rc))
 		return rc;
 	rc = 1;
+	if (override("KEYWAY_CLIENT_CERT", cert) < 0 || override("KEYWAY_CLIENT_KEY", key) < 0 ||
+	    override("KEYWAY_CA", ca) < 0)
+		goto out;
 	if (kw_provider_settings_read(conf, name ? name : "keyway", &s) < 0) {
 		fprintf(stderr, "keyway ping: out of memory\n");
 		goto out;

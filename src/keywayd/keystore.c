@@ -9,6 +9,7 @@
  */
 #include "keystore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -310,6 +311,46 @@ void kwd_keystore_free(struct kwd_keystore *ks)
 	free(ks);
 }
 
+/* pem_count counts the *.pem files directly in dir and keeps the first name in first:
+ * keys written as NAME.pem (OpenSSL's habit) are the usual reason a directory
+ * has no *.key file. */
+static size_t pem_count(const char *dir, char *first, size_t firstlen)
+{
+	DIR *d = opendir(dir);
+	size_t n = 0;
+	struct dirent *e;
+
+	if (d == NULL)
+		return 0;
+	while ((e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		if (len <= 4 || strcmp(e->d_name + len - 4, ".pem") != 0)
+			continue;
+		if (n++ == 0)
+			snprintf(first, firstlen, "%s", e->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+/* no_keys_err says that dir has no key to serve, and how to fix the common case. */
+static void no_keys_err(struct loader *ld, const char *dir)
+{
+	char first[256];
+	size_t pems = pem_count(dir, first, sizeof(first));
+
+	if (pems == 0) {
+		set_err(ld, "no *.key files under %s", dir);
+		return;
+	}
+	size_t stem = strlen(first) - 4;
+	set_err(ld,
+	        "no *.key files under %s, but %zu *.pem file%s (%s%s): keywayd loads only *.key; "
+	        "fix: rename the private keys to NAME.key, e.g. mv %s/%s %s/%.*s.key",
+	        dir, pems, pems == 1 ? "" : "s", first, pems == 1 ? "" : ", ...", dir, first, dir,
+	        (int)stem, first);
+}
+
 int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
                       struct kwd_keystore **out, char *err, size_t errlen)
 {
@@ -334,7 +375,7 @@ int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
 	if (rc < 0)
 		goto err;
 	if (ld.ks->count == 0) {
-		set_err(&ld, "no *.key files under %s", dir);
+		no_keys_err(&ld, dir);
 		rc = -KW_ECONFIG;
 		goto err;
 	}

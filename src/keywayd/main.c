@@ -91,7 +91,8 @@ static int check_options(struct kwd_options *o, char *err, size_t errlen)
 	return 0;
 }
 
-static void log_started(const struct kwd_server *s)
+/* log_started says what is served where; metrics is the --metrics address bound, or "". */
+static void log_started(const struct kwd_server *s, const char *metrics)
 {
 	char where[1024] = "", addr[300];
 	size_t used = 0;
@@ -104,9 +105,9 @@ static void log_started(const struct kwd_server *s)
 		used +=
 		    (size_t)snprintf(where + used, sizeof(where) - used, "%sunix:%s (mode %04o)",
 		                     used ? ", " : "", s->opt->unix_path, s->unix_mode);
-	if (s->opt->metrics != NULL && used < sizeof(where))
+	if (metrics[0] != '\0' && used < sizeof(where))
 		snprintf(where + used, sizeof(where) - used, "; metrics on http://%s/metrics",
-		         s->opt->metrics);
+		         metrics);
 	size_t n = kwd_keystore_count(s->gens.gen->ks);
 	kw_info("keywayd started: %zu key%s from %s, %u worker%s, listening on %s", n,
 	        n == 1 ? "" : "s", s->opt->keys_dir, s->nworkers, s->nworkers == 1 ? "" : "s",
@@ -160,8 +161,12 @@ static int check_addresses(const struct kw_option *opts, const struct kwd_option
 	return rc;
 }
 
-/* serve_metrics starts --metrics in the main loop, if asked for. */
-static int serve_metrics(struct kwd_server *srv, struct kw_loop *loop, const char *where)
+/*
+ * serve_metrics starts --metrics in the main loop, if asked for, and writes
+ * the address really listened on into bound (the kernel's port for port 0).
+ */
+static int serve_metrics(struct kwd_server *srv, struct kw_loop *loop, const char *where,
+                         char *bound, size_t boundlen)
 {
 	struct kw_addr maddr;
 	char why[256], err[1536];
@@ -175,6 +180,8 @@ static int serve_metrics(struct kwd_server *srv, struct kw_loop *loop, const cha
 	int rc = kwd_metrics_serve(srv->metrics, loop, &maddr, err, sizeof(err));
 	if (rc < 0)
 		kw_error("%s", err);
+	else
+		kw_addr_format(&maddr, bound, boundlen);
 	return rc;
 }
 
@@ -185,7 +192,7 @@ static int serve_metrics(struct kwd_server *srv, struct kw_loop *loop, const cha
  */
 static int run(struct kwd_server *srv, struct kwd_options *o, const sigset_t *set)
 {
-	char err[1536];
+	char err[1536], metrics_at[300] = "";
 	struct kw_loop *loop = NULL;
 	struct main_ctx mc = {.srv = srv, .sfd = -1};
 	int status = 2, rc;
@@ -205,14 +212,14 @@ static int run(struct kwd_server *srv, struct kwd_options *o, const sigset_t *se
 		kw_error("%s", err);
 		goto out_srv;
 	}
-	if (serve_metrics(srv, loop, o->metrics) < 0)
+	if (serve_metrics(srv, loop, o->metrics, metrics_at, sizeof(metrics_at)) < 0)
 		goto out_srv;
 	if (kwd_server_start(srv, err, sizeof(err)) < 0 ||
 	    kwd_server_write_pid(srv, err, sizeof(err)) < 0) {
 		kw_error("%s", err);
 		goto out_srv;
 	}
-	log_started(srv);
+	log_started(srv, metrics_at);
 
 	status = 1;
 	if ((rc = kw_loop_run(loop)) < 0) {

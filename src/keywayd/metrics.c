@@ -178,8 +178,8 @@ static int render_page(void *arg, struct kw_buf *out)
 	return kwd_metrics_render(arg, out);
 }
 
-int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, const struct kw_addr *addr,
-                      char *err, size_t errlen)
+int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, struct kw_addr *addr, char *err,
+                      size_t errlen)
 {
 	char name[300];
 	int rc = kw_metrics_server_new(&m->server, loop, addr, render_page, m);
@@ -188,8 +188,10 @@ int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, const struct 
 		snprintf(err, errlen, "--metrics: cannot listen on %s: %s; fix: %s", name,
 		         strerror(-rc),
 		         rc == -EADDRINUSE ? "choose another --metrics port" : "check --metrics");
+		return rc;
 	}
-	return rc;
+	kw_addr_set_port(addr, kw_metrics_server_port(m->server));
+	return 0;
 }
 
 void kwd_metrics_free(struct kwd_metrics *m)

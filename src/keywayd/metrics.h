@@ -85,10 +85,11 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *out);
 /*
  * kwd_metrics_serve starts libkeyway's /metrics server (keyway/metrics_server.h:
  * GET /metrics, 404/405/400 otherwise, one request per connection, idle
- * timeout, connection cap) on addr in loop. Returns 0 or -errno with the
- * reason in err.
+ * timeout, connection cap) on addr in loop, and writes the port really
+ * listened on into addr (so that port 0 can be logged as the kernel's pick).
+ * Returns 0 or -errno with the reason in err.
  */
-int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, const struct kw_addr *addr,
-                      char *err, size_t errlen);
+int kwd_metrics_serve(struct kwd_metrics *m, struct kw_loop *loop, struct kw_addr *addr, char *err,
+                      size_t errlen);
 
 #endif

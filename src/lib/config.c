@@ -89,7 +89,7 @@ static bool same_name(const char *a, const char *b)
 static struct kw_option *find(struct kw_option *opts, const char *name)
 {
 	for (struct kw_option *o = opts; o->name; o++)
-		if (same_name(o->name, name))
+		if (same_name(o->name, name) || (o->alias != NULL && same_name(o->alias, name)))
 			return o;
 	return NULL;
 }
@@ -381,8 +381,9 @@ void kw_config_usage(const struct kw_option *opts, const char *usage, void *stre
 		char left[64];
 		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "",
 		         o->arg ? o->arg : "");
-		fprintf(f, "  %-32s %s%s\n", left, o->help ? o->help : "",
-		        o->required ? " (required)" : "");
+		fprintf(f, "  %-32s %s%s%s%s%s\n", left, o->help ? o->help : "",
+		        o->required ? " (required)" : "", o->alias ? " (also --" : "",
+		        o->alias ? o->alias : "", o->alias ? ")" : "");
 	}
 	fprintf(f, "  %-32s %s\n", "--config FILE", "read options from FILE; flags override it");
 	fprintf(f, "  %-32s %s\n", "--help", "show this help");

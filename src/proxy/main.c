@@ -346,13 +346,15 @@ static int start(struct main_ctx *mc, char *err, size_t errlen)
 /* run serves until SIGTERM/SIGINT: 0, or 1 if the loop failed. */
 static int run(struct main_ctx *mc)
 {
-	char where[300];
+	char where[300], mwhere[300] = "";
 	kw_addr_format(&mc->addr, where, sizeof(where));
+	if (o.metrics != NULL) /* the address bound: --metrics HOST:0 shows the kernel's port */
+		kw_addr_format(&mc->maddr, mwhere, sizeof(mwhere));
 	kw_info("keyway-proxy listening on %s: %u worker%s, backend %s, async %s, notify %s, "
 	        "poll %s%s%s",
 	        where, o.workers, o.workers == 1 ? "" : "s", backend_names[o.backend],
 	        o.async ? "on" : "off", notify_names[o.notify], poll_names[o.poll],
-	        o.metrics != NULL ? ", metrics on " : "", o.metrics != NULL ? o.metrics : "");
+	        o.metrics != NULL ? ", metrics on " : "", mwhere);
 	int status = kw_loop_run(mc->loop) < 0 ? 1 : 0;
 	kw_io_stop(mc->loop, &mc->sig_io);
 	return status;

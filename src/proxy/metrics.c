@@ -237,7 +237,7 @@ static int render_page(void *arg, struct kw_buf *out)
 	return kpx_metrics_render(arg, out);
 }
 
-int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
+int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, struct kw_addr *addr,
                       struct kpx_worker *workers, unsigned nworkers, const struct kpx_options *opt)
 {
 	struct kpx_metrics *m = malloc(sizeof(*m));
@@ -247,11 +247,13 @@ int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const stru
 		*m = (struct kpx_metrics){.workers = workers, .nworkers = nworkers, .opt = opt};
 		rc = kw_metrics_server_new(&m->server, loop, addr, render_page, m);
 	}
-	if (rc < 0)
+	if (rc < 0) {
 		free(m);
-	else
-		*out = m;
-	return rc;
+		return rc;
+	}
+	kw_addr_set_port(addr, kw_metrics_server_port(m->server));
+	*out = m;
+	return 0;
 }
 
 void kpx_metrics_free(struct kpx_metrics *m)

@@ -12,9 +12,10 @@ struct kpx_metrics;
 /*
  * kpx_metrics_serve starts libkeyway's /metrics server on addr in loop,
  * answering GET /metrics with the sum of the workers' blocks (see
- * keyway/metrics_server.h for the other answers and the limits). 0 or -errno.
+ * keyway/metrics_server.h for the other answers and the limits), and writes
+ * the port really listened on into addr (port 0: the kernel's pick). 0 or -errno.
  */
-int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, const struct kw_addr *addr,
+int kpx_metrics_serve(struct kpx_metrics **out, struct kw_loop *loop, struct kw_addr *addr,
                       struct kpx_worker *workers, unsigned nworkers, const struct kpx_options *opt);
 void kpx_metrics_free(struct kpx_metrics *m);
 

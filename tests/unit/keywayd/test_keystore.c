@@ -261,6 +261,12 @@ static void test_empty(void)
 	CHECK(write_text(join(dir, "notes.txt"), "x", 0600) == 0);
 	CHECK(mkdir(join(dir, "empty.key"), 0700) == 0); /* a directory, not a key file */
 	expect_refused(dir, false, -KW_ECONFIG, "no *.key files under", dir, NULL);
+	/* Keys named *.pem: the message names them and says to rename them. */
+	CHECK(write_key(join(dir, "web.pem"), p256, FMT_PKCS8_PEM, 0600) == 0);
+	expect_refused(dir, false, -KW_ECONFIG, "1 *.pem file (web.pem)", "loads only *.key",
+	               "fix: rename");
+	expect_refused(dir, false, -KW_ECONFIG, join(dir, "web.key"), NULL, NULL);
+	CHECK(unlink(join(dir, "web.pem")) == 0);
 	expect_refused(join(dir, "missing"), false, -ENOENT, "missing", NULL, NULL);
 	expect_refused(join(dir, "notes.txt"), false, -ENOTDIR, "notes.txt", NULL, NULL);
 	rm_tree(dir);

@@ -20,7 +20,11 @@ static unsigned idle_timeout;
 static const char *const modes[] = {"fast", "slow", NULL};
 
 static struct kw_option opts[] = {
-    {.name = "listen", .type = KW_OPT_STRING, .dest = &listen_addr, .arg = "ADDR:PORT"},
+    {.name = "listen",
+     .type = KW_OPT_STRING,
+     .dest = &listen_addr,
+     .arg = "ADDR:PORT",
+     .alias = "bind"},
     {.name = "workers", .type = KW_OPT_UINT, .dest = &workers, .min = 1, .max = 64},
     {.name = "verbose", .type = KW_OPT_BOOL, .dest = &verbose},
     {.name = "mode", .type = KW_OPT_ENUM, .dest = &mode, .choices = modes},
@@ -152,6 +156,19 @@ static void test_rules(void)
 	unlink(path);
 	CHECK(starts_with_file_line(file_error("workers = 0x10\n", err), 1, "workers"));
 	CHECK(starts_with_file_line(file_error("mode = quick\n", err), 1, "mode"));
+
+	/* An alias (an option's older name) sets the same option, as a flag and as a key. */
+	char *a1[] = {"t", "--bind", "1.2.3.4:5"};
+	CHECK_EQ(parse(3, a1, err), 0);
+	CHECK(strcmp(listen_addr, "1.2.3.4:5") == 0);
+	write_file("bind = 6.7.8.9:10\n");
+	char *a2[] = {"t", "--config", path};
+	CHECK_EQ(parse(3, a2, err), 0);
+	CHECK(strcmp(listen_addr, "6.7.8.9:10") == 0);
+	unlink(path);
+	char *a3[] = {"t", "--bind=x", "--listen", "y:1"}; /* the flag given last wins */
+	CHECK_EQ(parse(4, a3, err), 0);
+	CHECK(strcmp(listen_addr, "y:1") == 0);
 }
 
 int main(void)
