@@ -179,6 +179,11 @@ static int tls_attach(struct kwd_conn *c, SSL_CTX *ctx)
 	SSL_set_bio(c->ssl, bio, bio);
 	/* One SSL_write per batch; keep the record buffers between batches. */
 	SSL_clear_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+	/* A client may half-close without close_notify: OpenSSL 3 would make that a
+	 * fatal error and the frames decrypted just before it would go unanswered.
+	 * Truncation cannot forge a request (frames are length-prefixed and an
+	 * incomplete one is dropped), so an end of stream is just an end of stream. */
+	SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_set_accept_state(c->ssl);
 	c->handshaking = true;
 	return 0;
@@ -577,6 +582,14 @@ static void settle(struct kwd_conn *c)
 		c->paused = false;
 		if (has_frame(c))
 			kw_timer_start_us(env->loop, &c->kick, 0);
+	}
+	/* serve_frames stops at the output bound; once that output is gone, the
+	 * frames left must not wait for socket input that may never come (a full
+	 * input buffer stops reading; a client that has sent everything sends no more). */
+	if (!c->paused && !c->closing && !c->handshaking && has_frame(c) &&
+	    kw_timer_start_us(env->loop, &c->kick, 0) < 0) {
+		close_now(c, "cannot schedule the next requests");
+		return;
 	}
 	unsigned ev = 0;
 	if (!c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN)
