@@ -359,11 +359,10 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 		size_t flen = (size_t)KW_HEADER_LEN + h.length;
 		if (avail < flen)
 			break;
-		if (n == EXEC_BUDGET) {
-			/* Let the other connections of this loop have their turn. */
-			kw_timer_start_us(env->loop, &c->kick, 0);
+		/* Let the other connections of this loop have their turn; if the kick
+		 * that resumes this one cannot be armed, go on serving it now. */
+		if (n >= EXEC_BUDGET && kw_timer_start_us(env->loop, &c->kick, 0) == 0)
 			break;
-		}
 		n++;
 		int rc;
 		if (h.major != KW_PROTO_MAJOR) {
@@ -563,11 +562,12 @@ static void settle(struct kwd_conn *c)
 		/* An empty socket is not the end of a burst over TCP (the rest may wait
 		 * in the client's send buffer): close after a short silence. */
 		uint64_t quiet = c->rx_ns + DRAIN_QUIET_NS;
-		if (kw_loop_now_ns(env->loop) >= quiet) {
+		/* Without the timer to wait for the silence, close now rather than never. */
+		if (kw_loop_now_ns(env->loop) >= quiet ||
+		    kw_timer_start_at(env->loop, &c->kick, quiet) < 0) {
 			close_graceful(c, "drained");
 			return;
 		}
-		kw_timer_start_at(env->loop, &c->kick, quiet);
 	}
 	if (c->closing && pend == 0) {
 		if (c->handshake_failed)
@@ -579,9 +579,7 @@ static void settle(struct kwd_conn *c)
 	if (!c->paused && pend >= env->out_bound) {
 		c->paused = true;
 	} else if (c->paused && pend <= env->out_bound / 2) {
-		c->paused = false;
-		if (has_frame(c))
-			kw_timer_start_us(env->loop, &c->kick, 0);
+		c->paused = false; /* the frames left are kicked below */
 	}
 	/* serve_frames stops at the output bound; once that output is gone, the
 	 * frames left must not wait for socket input that may never come (a full
@@ -639,7 +637,9 @@ static void on_idle(struct kw_loop *loop, void *arg)
 	struct kwd_conn *c = arg;
 	uint64_t deadline = c->active_ns + c->env->idle_ns;
 	if (kw_loop_now_ns(loop) < deadline) {
-		kw_timer_start_at(loop, &c->idle, deadline);
+		/* Unarmed, the idle timer would never close this connection. */
+		if (kw_timer_start_at(loop, &c->idle, deadline) < 0)
+			close_graceful(c, "cannot re-arm the idle timer");
 		return;
 	}
 	if (c->handshaking) {
