@@ -46,6 +46,9 @@
 #define MAX_BUFFERED_IN (256 * 1024) /* unparsed input above which reading waits (> max frame) */
 #define EXEC_BUDGET 256              /* requests answered per connection per turn */
 #define DRAIN_QUIET_NS 50000000u     /* draining: silence after which a client is done */
+/* An empty buffer larger than this is given back after each turn: steady traffic
+ * keeps its small buffers, and a burst's growth does not stay pinned. */
+#define KEEP_BUF_CAP (2 * READ_CHUNK)
 
 /* What an I/O step left behind. */
 enum kwd_step {
@@ -547,6 +550,15 @@ static enum kwd_step flush(struct kwd_conn *c, const struct turn *t)
 	return step;
 }
 
+/* release_burst frees the empty buffers a burst grew past KEEP_BUF_CAP. */
+static void release_burst(struct kwd_conn *c)
+{
+	struct kw_buf *bufs[] = {&c->rx, &c->in, &c->resp, &c->tx};
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		if (bufs[i]->cap > KEEP_BUF_CAP && kw_buf_unread(bufs[i]) == 0)
+			kw_buf_cleanup(bufs[i]); /* keeps its secret mark */
+}
+
 /* settle decides what to wait for next, or closes. */
 static void settle(struct kwd_conn *c)
 {
@@ -589,6 +601,7 @@ static void settle(struct kwd_conn *c)
 		close_now(c, "cannot schedule the next requests");
 		return;
 	}
+	release_burst(c);
 	unsigned ev = 0;
 	if (!c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN)
 		ev |= KW_EV_READ;
@@ -704,6 +717,11 @@ void kwd_conn_drain(struct kwd_conn *c)
 	/* Read whatever the peer already sent, answer it, and close when done. */
 	c->input_drained = false;
 	service(c, true);
+}
+
+size_t kwd_conn_buffer_bytes(const struct kwd_conn *c)
+{
+	return c->rx.cap + c->in.cap + c->resp.cap + c->tx.cap;
 }
 
 void kwd_conn_abort(struct kwd_conn *c)
