@@ -91,6 +91,7 @@ struct kwd_conn {
 	struct kw_timer kick; /* serve buffered frames on the next turn */
 	uint64_t active_ns;   /* last request or write progress */
 	uint64_t rx_ns;       /* when the last bytes arrived */
+	size_t counted;       /* buffer bytes in the worker's buffer_bytes gauge */
 	struct kw_buf rx;     /* bytes from the socket */
 	struct kw_buf in;     /* TLS: decrypted request bytes */
 	struct kw_buf resp;   /* TLS: plaintext responses not yet encrypted */
@@ -199,6 +200,15 @@ static void conn_free(void *p)
 	free(p);
 }
 
+/* account_buffers brings the worker's buffer_bytes gauge up to date for c. */
+static void account_buffers(struct kwd_conn *c)
+{
+	size_t now = c->rx.cap + c->in.cap + c->resp.cap + c->tx.cap;
+	/* Unsigned wrap-around makes this a subtraction when the buffers shrank. */
+	kwd_counter_add(&c->env->metrics->buffer_bytes, (uint64_t)now - (uint64_t)c->counted);
+	c->counted = now;
+}
+
 static void close_now(struct kwd_conn *c, const char *why)
 {
 	if (c->dead)
@@ -218,6 +228,7 @@ static void close_now(struct kwd_conn *c, const char *why)
 	kw_buf_cleanup(&c->in);
 	kw_buf_cleanup(&c->resp);
 	kw_buf_cleanup(&c->tx);
+	account_buffers(c);
 	kwd_gauge_dec(&env->metrics->conns_open[c->transport]);
 	/* An event for this connection may still be queued in this turn. */
 	if (kw_loop_defer_free(env->loop, conn_free, c) < 0)
@@ -602,6 +613,7 @@ static void settle(struct kwd_conn *c)
 		return;
 	}
 	release_burst(c);
+	account_buffers(c);
 	unsigned ev = 0;
 	if (!c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN)
 		ev |= KW_EV_READ;

@@ -245,6 +245,7 @@ static void test_burst_released(struct kw_loop *loop, struct stub *st)
 		size_t now = kwd_conn_buffer_bytes(c);
 		if (now > peak)
 			peak = now;
+		CHECK_EQ(st->metrics.buffer_bytes, kwd_conn_buffer_bytes(c));
 	}
 	kw_buf_cleanup(&out);
 	CHECK(peak >= 512 * 1024);
@@ -266,12 +267,14 @@ static void test_burst_released(struct kw_loop *loop, struct stub *st)
 	if (after > 4 * 32 * 1024)
 		fprintf(stderr, "buffers: %zu bytes at the peak, %zu after the burst\n", peak,
 		        after);
+	CHECK_EQ(st->metrics.buffer_bytes, after); /* the gauge follows */
 	CHECK_EQ(st->closed, 0);
 
 	close(fd);
 	for (int turn = 0; turn < TURNS && st->closed == 0; turn++)
 		kw_loop_run_once(loop, 10);
 	CHECK_EQ(st->closed, 1);
+	CHECK_EQ(st->metrics.buffer_bytes, 0);
 	kw_loop_run_once(loop, 0); /* the deferred free */
 	kw_buf_cleanup(&in);
 }
