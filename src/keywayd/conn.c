@@ -46,6 +46,9 @@
 #define MAX_BUFFERED_IN (256 * 1024) /* unparsed input above which reading waits (> max frame) */
 #define EXEC_BUDGET 256              /* requests answered per connection per turn */
 #define DRAIN_QUIET_NS 50000000u     /* draining: silence after which a client is done */
+/* An empty buffer larger than this is given back after each turn: steady traffic
+ * keeps its small buffers, and a burst's growth does not stay pinned. */
+#define KEEP_BUF_CAP (2 * READ_CHUNK)
 
 /* What an I/O step left behind. */
 enum kwd_step {
@@ -88,6 +91,7 @@ struct kwd_conn {
 	struct kw_timer kick; /* serve buffered frames on the next turn */
 	uint64_t active_ns;   /* last request or write progress */
 	uint64_t rx_ns;       /* when the last bytes arrived */
+	size_t counted;       /* buffer bytes in the worker's buffer_bytes gauge */
 	struct kw_buf rx;     /* bytes from the socket */
 	struct kw_buf in;     /* TLS: decrypted request bytes */
 	struct kw_buf resp;   /* TLS: plaintext responses not yet encrypted */
@@ -179,6 +183,11 @@ static int tls_attach(struct kwd_conn *c, SSL_CTX *ctx)
 	SSL_set_bio(c->ssl, bio, bio);
 	/* One SSL_write per batch; keep the record buffers between batches. */
 	SSL_clear_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+	/* A client may half-close without close_notify: OpenSSL 3 would make that a
+	 * fatal error and the frames decrypted just before it would go unanswered.
+	 * Truncation cannot forge a request (frames are length-prefixed and an
+	 * incomplete one is dropped), so an end of stream is just an end of stream. */
+	SSL_set_options(c->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_set_accept_state(c->ssl);
 	c->handshaking = true;
 	return 0;
@@ -189,6 +198,15 @@ static int tls_attach(struct kwd_conn *c, SSL_CTX *ctx)
 static void conn_free(void *p)
 {
 	free(p);
+}
+
+/* account_buffers brings the worker's buffer_bytes gauge up to date for c. */
+static void account_buffers(struct kwd_conn *c)
+{
+	size_t now = c->rx.cap + c->in.cap + c->resp.cap + c->tx.cap;
+	/* Unsigned wrap-around makes this a subtraction when the buffers shrank. */
+	kwd_counter_add(&c->env->metrics->buffer_bytes, (uint64_t)now - (uint64_t)c->counted);
+	c->counted = now;
 }
 
 static void close_now(struct kwd_conn *c, const char *why)
@@ -210,6 +228,7 @@ static void close_now(struct kwd_conn *c, const char *why)
 	kw_buf_cleanup(&c->in);
 	kw_buf_cleanup(&c->resp);
 	kw_buf_cleanup(&c->tx);
+	account_buffers(c);
 	kwd_gauge_dec(&env->metrics->conns_open[c->transport]);
 	/* An event for this connection may still be queued in this turn. */
 	if (kw_loop_defer_free(env->loop, conn_free, c) < 0)
@@ -354,11 +373,10 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 		size_t flen = (size_t)KW_HEADER_LEN + h.length;
 		if (avail < flen)
 			break;
-		if (n == EXEC_BUDGET) {
-			/* Let the other connections of this loop have their turn. */
-			kw_timer_start_us(env->loop, &c->kick, 0);
+		/* Let the other connections of this loop have their turn; if the kick
+		 * that resumes this one cannot be armed, go on serving it now. */
+		if (n >= EXEC_BUDGET && kw_timer_start_us(env->loop, &c->kick, 0) == 0)
 			break;
-		}
 		n++;
 		int rc;
 		if (h.major != KW_PROTO_MAJOR) {
@@ -543,6 +561,15 @@ static enum kwd_step flush(struct kwd_conn *c, const struct turn *t)
 	return step;
 }
 
+/* release_burst frees the empty buffers a burst grew past KEEP_BUF_CAP. */
+static void release_burst(struct kwd_conn *c)
+{
+	struct kw_buf *bufs[] = {&c->rx, &c->in, &c->resp, &c->tx};
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		if (bufs[i]->cap > KEEP_BUF_CAP && kw_buf_unread(bufs[i]) == 0)
+			kw_buf_cleanup(bufs[i]); /* keeps its secret mark */
+}
+
 /* settle decides what to wait for next, or closes. */
 static void settle(struct kwd_conn *c)
 {
@@ -558,11 +585,12 @@ static void settle(struct kwd_conn *c)
 		/* An empty socket is not the end of a burst over TCP (the rest may wait
 		 * in the client's send buffer): close after a short silence. */
 		uint64_t quiet = c->rx_ns + DRAIN_QUIET_NS;
-		if (kw_loop_now_ns(env->loop) >= quiet) {
+		/* Without the timer to wait for the silence, close now rather than never. */
+		if (kw_loop_now_ns(env->loop) >= quiet ||
+		    kw_timer_start_at(env->loop, &c->kick, quiet) < 0) {
 			close_graceful(c, "drained");
 			return;
 		}
-		kw_timer_start_at(env->loop, &c->kick, quiet);
 	}
 	if (c->closing && pend == 0) {
 		if (c->handshake_failed)
@@ -574,10 +602,18 @@ static void settle(struct kwd_conn *c)
 	if (!c->paused && pend >= env->out_bound) {
 		c->paused = true;
 	} else if (c->paused && pend <= env->out_bound / 2) {
-		c->paused = false;
-		if (has_frame(c))
-			kw_timer_start_us(env->loop, &c->kick, 0);
+		c->paused = false; /* the frames left are kicked below */
 	}
+	/* serve_frames stops at the output bound; once that output is gone, the
+	 * frames left must not wait for socket input that may never come (a full
+	 * input buffer stops reading; a client that has sent everything sends no more). */
+	if (!c->paused && !c->closing && !c->handshaking && has_frame(c) &&
+	    kw_timer_start_us(env->loop, &c->kick, 0) < 0) {
+		close_now(c, "cannot schedule the next requests");
+		return;
+	}
+	release_burst(c);
+	account_buffers(c);
 	unsigned ev = 0;
 	if (!c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN)
 		ev |= KW_EV_READ;
@@ -626,7 +662,9 @@ static void on_idle(struct kw_loop *loop, void *arg)
 	struct kwd_conn *c = arg;
 	uint64_t deadline = c->active_ns + c->env->idle_ns;
 	if (kw_loop_now_ns(loop) < deadline) {
-		kw_timer_start_at(loop, &c->idle, deadline);
+		/* Unarmed, the idle timer would never close this connection. */
+		if (kw_timer_start_at(loop, &c->idle, deadline) < 0)
+			close_graceful(c, "cannot re-arm the idle timer");
 		return;
 	}
 	if (c->handshaking) {
@@ -691,6 +729,11 @@ void kwd_conn_drain(struct kwd_conn *c)
 	/* Read whatever the peer already sent, answer it, and close when done. */
 	c->input_drained = false;
 	service(c, true);
+}
+
+size_t kwd_conn_buffer_bytes(const struct kwd_conn *c)
+{
+	return c->rx.cap + c->in.cap + c->resp.cap + c->tx.cap;
 }
 
 void kwd_conn_abort(struct kwd_conn *c)

@@ -64,6 +64,14 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
  */
 void kwd_conn_drain(struct kwd_conn *c);
 
+/*
+ * kwd_conn_buffer_bytes is the heap c holds for its buffers. Input stops being
+ * read past MAX_BUFFERED_IN and output stops being produced past env->out_bound,
+ * so a busy connection holds about those two bounds; empty buffers grown past a
+ * few tens of KiB are given back after each turn.
+ */
+size_t kwd_conn_buffer_bytes(const struct kwd_conn *c);
+
 /* kwd_conn_abort closes c now without flushing (drain deadline, shutdown). */
 void kwd_conn_abort(struct kwd_conn *c);
 

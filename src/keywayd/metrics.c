@@ -160,6 +160,9 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 	               "Client connections accepted by transport.");
 	by_transport(m, &p, "keyless_connections_total",
 	             offsetof(struct kwd_wmetrics, conns_total));
+	kw_prom_single(&p, "keyless_connection_buffer_bytes", "gauge",
+	               "Heap held by the buffers of open client connections.",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, buffer_bytes), 0));
 	kw_prom_single(&p, "keyless_keys", "gauge", "Number of private keys loaded.",
 	               load(&m->keys));
 	kw_prom_family(&p, "keyless_reloads_total", "counter",

@@ -79,8 +79,12 @@ static void listeners_stop(struct kwd_worker *w)
 static void on_accept_timer(struct kw_loop *loop, void *arg)
 {
 	struct kwd_worker *w = arg;
-	if (!w->draining)
-		listeners_start(w);
+	if (w->draining || listeners_start(w) == 0)
+		return;
+	/* Still cannot watch a listener: try again later rather than never accept
+	 * again. The timer has just left the heap, so re-arming it needs no memory. */
+	if (kw_timer_start_ms(loop, &w->accept_timer, ACCEPT_PAUSE_MS) < 0)
+		kw_error("worker %u: cannot re-arm the accept timer", w->id);
 }
 
 /*
@@ -180,11 +184,18 @@ static int accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 				continue;
 			if (e == EAGAIN || e == EWOULDBLOCK)
 				return i;
-			/* Out of descriptors or memory: a level-triggered listener would spin. */
+			/* Out of descriptors or memory: a level-triggered listener would spin.
+			 * Stop watching only once the timer that resumes it is armed: a
+			 * listener left unwatched with no timer would never accept again,
+			 * while one left watched retries on the next turn. */
+			if (kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS) < 0) {
+				kw_warn("worker %u: accept: %s; cannot pause accepts", w->id,
+				        strerror(e));
+				return -1;
+			}
 			kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id,
 			        strerror(e), ACCEPT_PAUSE_MS);
 			listeners_stop(w);
-			kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS);
 			return -1;
 		}
 		char peer[64];
@@ -264,7 +275,13 @@ static void begin_drain(struct kwd_worker *w)
 	if (w->nconns > 0) {
 		kw_debug("worker %u: draining %u connection%s", w->id, w->nconns,
 		         w->nconns == 1 ? "" : "s");
-		kw_timer_start_ms(w->loop, &w->drain_timer, w->drain_ms);
+		if (kw_timer_start_ms(w->loop, &w->drain_timer, w->drain_ms) < 0) {
+			/* Without its deadline a drain could wait for ever on one client. */
+			kw_warn(
+			    "worker %u: cannot arm the drain deadline; closing %u connection%s now",
+			    w->id, w->nconns, w->nconns == 1 ? "" : "s");
+			abort_all(w);
+		}
 	}
 	struct kw_list *pos, *tmp;
 	kw_list_for_each_safe(pos, tmp, &w->conns)

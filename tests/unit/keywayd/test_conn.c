@@ -220,6 +220,65 @@ static void test_ping_and_pipeline(struct kw_loop *loop, struct stub *st)
 	kw_buf_cleanup(&in);
 }
 
+/*
+ * A burst of pipelined requests whose answers the client reads only later
+ * grows the connection's buffers; once everything is answered and read, what
+ * the burst grew is given back (issue 12, item 4).
+ */
+static void test_burst_released(struct kw_loop *loop, struct stub *st)
+{
+	struct kwd_conn *c = NULL;
+	int fd = open_pair(st, &c);
+	struct kw_msg req = ping("burst");
+	struct kw_buf out = KW_BUF_INIT;
+	for (uint32_t id = 1; id <= 64; id++)
+		CHECK_EQ(kw_msg_encode(&out, id, &req, true), 0);
+
+	/* Send 64-frame batches without reading the answers until they back up. */
+	size_t peak = 0;
+	unsigned sent = 0;
+	for (int turn = 0; turn < TURNS && peak < 512 * 1024; turn++) {
+		if (send(fd, kw_buf_head(&out), kw_buf_unread(&out), MSG_NOSIGNAL | MSG_DONTWAIT) ==
+		    (ssize_t)kw_buf_unread(&out))
+			sent += 64;
+		kw_loop_run_once(loop, 1);
+		size_t now = kwd_conn_buffer_bytes(c);
+		if (now > peak)
+			peak = now;
+		CHECK_EQ(st->metrics.buffer_bytes, kwd_conn_buffer_bytes(c));
+	}
+	kw_buf_cleanup(&out);
+	CHECK(peak >= 512 * 1024);
+
+	/* Read every answer. */
+	struct kw_buf in = KW_BUF_INIT;
+	struct kw_header h;
+	struct kw_msg m;
+	unsigned got = 0;
+	while (got < sent && read_frame(loop, fd, &in, &h, &m) == 0) {
+		next_frame(&in, &h);
+		got++;
+	}
+	CHECK_EQ(got, sent);
+	for (int turn = 0; turn < 5; turn++)
+		kw_loop_run_once(loop, 1);
+	size_t after = kwd_conn_buffer_bytes(c);
+	CHECK(after <= 4 * 32 * 1024);
+	if (after > 4 * 32 * 1024)
+		fprintf(stderr, "buffers: %zu bytes at the peak, %zu after the burst\n", peak,
+		        after);
+	CHECK_EQ(st->metrics.buffer_bytes, after); /* the gauge follows */
+	CHECK_EQ(st->closed, 0);
+
+	close(fd);
+	for (int turn = 0; turn < TURNS && st->closed == 0; turn++)
+		kw_loop_run_once(loop, 10);
+	CHECK_EQ(st->closed, 1);
+	CHECK_EQ(st->metrics.buffer_bytes, 0);
+	kw_loop_run_once(loop, 0); /* the deferred free */
+	kw_buf_cleanup(&in);
+}
+
 static void test_malformed(struct kw_loop *loop, struct stub *st)
 {
 	struct kwd_conn *c = NULL;
@@ -302,6 +361,8 @@ int main(void)
 
 	stub_init(&st, loop, exec, ks);
 	test_ping_and_pipeline(loop, &st);
+	stub_init(&st, loop, exec, ks);
+	test_burst_released(loop, &st);
 	stub_init(&st, loop, exec, ks);
 	test_malformed(loop, &st);
 	stub_init(&st, loop, exec, ks);
