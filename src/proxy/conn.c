@@ -7,12 +7,15 @@
  *
  * While in ASYNC no SSL function is called for the socket: a paused job is
  * resumed by whichever SSL call comes next, so a socket event must not reach
- * SSL_do_handshake before the op completes. The first such event takes the
- * socket out of epoll's interest set (the loop is level-triggered, so
- * leaving it armed would spin) and is remembered; when the op completes the
- * handshake is re-called and the interest restored, which replays whatever
- * readiness was swallowed. A connection is never freed with a paused job:
- * closing then only marks it, and the close happens after the job finishes.
+ * SSL_do_handshake before the op completes. Parking (on an op, or on a free
+ * ASYNC_JOB) therefore unregisters the socket from epoll: an empty interest
+ * mask is not enough, as epoll reports EPOLLHUP and EPOLLERR whatever the
+ * mask, and a client resetting a parked handshake would make the
+ * level-triggered loop spin. When the op completes the handshake is re-called
+ * and re-registers the interest it needs, and epoll then reports whatever is
+ * pending, a reset included, which closes the connection. A connection is
+ * never freed with a paused job: closing then only marks it, and the close
+ * happens after the job finishes.
  *
  * SSL_MODE_ASYNC is on only for the handshake: a paused SSL_read would be
  * resumed by an SSL_write (OpenSSL 3.0 does not check), and record crypto is
@@ -63,8 +66,18 @@ static void handshake(struct kpx_conn *c);
 
 void kpx_conn_watch(struct kpx_conn *c, unsigned events)
 {
-	if (c->io.fd >= 0)
-		kw_io_modify(c->w->loop, &c->io, events);
+	struct kw_loop *loop = c->w->loop;
+	int rc = 0;
+
+	/* No interest: unregister (a hang-up would still be reported; see the top). */
+	if (events == 0)
+		kw_io_stop(loop, &c->io);
+	else if (c->io.fd < 0)
+		rc = kw_io_start(loop, &c->io, c->fd, events);
+	else
+		rc = kw_io_modify(loop, &c->io, events);
+	if (rc < 0)
+		kpx_conn_close_why(c, KPX_R_INTERNAL);
 }
 
 void kpx_conn_timer_s(struct kpx_conn *c, unsigned s)
@@ -303,6 +316,7 @@ static void enter_async(struct kpx_conn *c)
 
 	c->state = KPX_CS_ASYNC;
 	kpx_add(&w->m.async_pauses, 1);
+	kpx_conn_watch(c, 0); /* parked: the socket stays out of epoll until the op completes */
 	if (w->opt->notify == KPX_NOTIFY_FD)
 		track_async_fds(c);
 	/* A full backend sends no notification of its own: retry after the next completion. */
@@ -337,13 +351,9 @@ static void resume(struct kpx_conn *c)
 		return; /* a late or duplicate notification */
 	kpx_waitq_off(&c->waiter);
 	c->state = KPX_CS_HANDSHAKE;
-	unsigned parked = c->parked;
-	c->parked = 0;
+	/* The handshake re-registers the socket interest it needs; level-triggered epoll then
+	 * reports whatever is pending, and a client that reset meanwhile is closed. */
 	handshake(c);
-	/* Replay: the handshake re-armed the socket interest it needs and level-triggered
-	 * epoll reports again whatever is still pending; a hang-up is acted on now. */
-	if (c->state != KPX_CS_CLOSED && c->state != KPX_CS_ASYNC && (parked & KW_EV_ERROR))
-		conn_io(c->w->loop, c->fd, parked, c);
 }
 
 void kpx_conn_resume_waiter(struct kpx_waiter *wt)
@@ -500,9 +510,7 @@ static void conn_io(struct kw_loop *loop, int fd, unsigned events, void *arg)
 
 	switch (c->state) {
 	case KPX_CS_ASYNC:
-		/* Parked: remember, and stop epoll reporting it until the op completes. */
-		c->parked |= events;
-		kpx_conn_watch(c, 0);
+		/* Parked sockets are not registered; an event already collected is dropped. */
 		return;
 	case KPX_CS_HANDSHAKE:
 		if (c->waiter.waiting == KPX_WAIT_JOB)

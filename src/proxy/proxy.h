@@ -142,7 +142,6 @@ struct kpx_conn {
 	struct kw_io io;
 	struct kw_timer timer; /* handshake timeout, then the mode's */
 	SSL *ssl;
-	unsigned parked;                   /* socket events swallowed while in TLS-ASYNC */
 	bool counted_active, counted_idle; /* idle: kept alive, waiting for a request */
 	bool closing;                      /* close as soon as the paused job has finished */
 	bool async_mode;                   /* SSL_MODE_ASYNC is set (handshake only) */
