@@ -18,9 +18,12 @@
  */
 #include "keys.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -51,6 +54,44 @@ enum kpx_key_kind kpx_key_kind(const char *key)
 		}
 	fclose(f);
 	return kind;
+}
+
+/* check_mode: 0 if path (when it opens) is private to its owner, else -KW_ECONFIG. */
+static int check_mode(const char *what, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	/* The descriptor is checked, not the name; O_NONBLOCK: a FIFO must not hang start-up. */
+	int fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return 0; /* the load reports a file that cannot be opened */
+	int rc = fstat(fd, &st) == 0 && (st.st_mode & 077) != 0 ? -KW_ECONFIG : 0;
+	close(fd);
+	if (rc < 0)
+		snprintf(
+		    err, errlen,
+		    "%s %s: private key readable by group or others (mode %04o); fix: chmod 600 "
+		    "%s, or pass --allow-group-readable-keys",
+		    what, path, (unsigned)(st.st_mode & 07777), path);
+	return rc;
+}
+
+int kpx_check_key_modes(const struct kpx_options *o, char *err, size_t errlen)
+{
+	if (o->allow_group_readable_keys)
+		return 0;
+	for (size_t i = 0; o->keys != NULL && o->keys[i] != NULL; i++)
+		if (kpx_key_kind(o->keys[i]) == KPX_KEY_LOCAL &&
+		    check_mode("--key", o->keys[i], err, errlen) < 0)
+			return -KW_ECONFIG;
+	const char *ck = o->keyless.client_key;
+	const char *what = "--client-key";
+	if (ck == NULL) {
+		ck = getenv("KEYWAY_CLIENT_KEY");
+		what = "KEYWAY_CLIENT_KEY";
+	}
+	if (ck != NULL && *ck != '\0' && check_mode(what, ck, err, errlen) < 0)
+		return -KW_ECONFIG;
+	return 0;
 }
 
 static void set_err(char *err, size_t errlen, const char *what, const char *file)
@@ -89,7 +130,9 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 	    export_uint("attempt_timeout_ms", k->attempt_timeout_ms) < 0 ||
 	    export_uint("connections", k->connections) < 0 ||
 	    export_uint("max_inflight", k->max_inflight) < 0 ||
-	    export_setting("polling", "external") < 0) {
+	    export_setting("polling", "external") < 0 ||
+	    (o->allow_group_readable_keys &&
+	     export_setting("allow_group_readable_keys", "1") < 0)) {
 		snprintf(err, errlen, "out of memory passing settings to the keyway provider");
 		return -KW_ECONFIG;
 	}

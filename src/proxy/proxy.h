@@ -44,6 +44,7 @@ struct kpx_options {
 	char **certs, **keys; /* --cert/--key pairs; the first is the default certificate */
 	char **alpn;          /* ALPN protocols offered */
 	bool keys_remote;     /* some --key is held by keyservers (set by the option check) */
+	bool allow_group_readable_keys; /* accept private-key files readable by group or others */
 	bool respond;
 	struct kpx_keyless_opts keyless;
 	OSSL_PROVIDER *provider;         /* the built-in keyway, unless --backend inline */
