@@ -24,6 +24,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,12 +339,28 @@ int kpx_conn_async_cb(SSL *ssl, void *arg)
 	return 1;
 }
 
+/*
+ * peer_reset tells whether the client reset (or errored) the connection: a
+ * parked socket is out of epoll, so this asks the socket itself.
+ */
+static bool peer_reset(const struct kpx_conn *c)
+{
+	struct pollfd p = {.fd = c->fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
+}
+
 static void resume(struct kpx_conn *c)
 {
 	if (c->state == KPX_CS_HANDSHAKE) {
 		/* A job came free for a connection that had none (or a harmless late notification).
 		 */
 		kpx_waitq_off(&c->waiter);
+		if (c->async_mode && peer_reset(c)) {
+			/* Its client is gone: no op for it; the job goes to the next waiter. */
+			kpx_waitq_job_freed(&c->w->waitq);
+			fail(c, KPX_FAIL_CLOSED);
+			return;
+		}
 		handshake(c);
 		return;
 	}

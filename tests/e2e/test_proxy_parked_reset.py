@@ -85,6 +85,11 @@ with kwprov.Setup(tmp, names=("p256",)) as s:
                     p.metrics().get("keyway_proxy_open_connections"))
             c.check(https_get(p.port, ca)[0] == 200,
                     what + ": a fresh handshake completes afterwards")
+            # Ops: the two full handshakes and the four that held the jobs when their
+            # clients reset; a connection that waited for a job got none once reset.
+            ops = p.metrics()["keyway_provider_ops_submitted_total"]
+            c.check(ops <= 2 + 4 + 2, "%s: %d ops, none for a client reset while waiting for "
+                    "a job" % (what, ops))
             c.eq(p.stop(), 0, what + ": clean exit")
     relay.stop()
 
