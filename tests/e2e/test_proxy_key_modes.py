@@ -7,11 +7,13 @@ certificates are public and never checked.
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 
 import kwprov
-from kwproxy import PROXY, Checker, Proxy, free_port, https_get, make_cert, skip_without_proxy
+from kwproxy import PROXY, Checker, Proxy, free_port, https_get, make_cert, skip_without_proxy, \
+    wait_for
 
 skip_without_proxy()
 c = Checker()
@@ -47,6 +49,19 @@ key, crt = make_cert(tmp, "local", "ec")
 refused("local --key 0644", shared_copy(key), crt, [], clean_env(), shared_copy(key))
 with Proxy(shared_copy(key), crt, "--allow-group-readable-keys", env=clean_env()) as p:
     c.eq(https_get(p.port, crt)[0], 200, "local --key 0644 with --allow-group-readable-keys")
+    c.eq(p.stop(), 0, "clean exit")
+
+# A reload reads the key again and checks the mode on what it reads.
+private = os.path.join(tmp, "reloaded.key")
+shutil.copyfile(key, private)
+os.chmod(private, 0o600)
+with Proxy(private, crt, env=clean_env()) as p:
+    os.chmod(private, 0o644)
+    p.proc.send_signal(signal.SIGHUP)
+    c.check(wait_for(lambda: "reload failed" in p.stderr(), 10) and
+            "chmod 600 " + private in p.stderr(),
+            "SIGHUP with the --key now 0644: reload refused, naming the file", p.stderr()[-400:])
+    c.eq(https_get(p.port, crt)[0], 200, "the certificates in use keep serving")
     c.eq(p.stop(), 0, "clean exit")
 
 with kwprov.Setup(tmp, names=("p256",)) as s:
