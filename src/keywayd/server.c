@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "keyway/err.h"
+#include "keyway/keyfile.h"
 #include "keyway/log.h"
 #include "keyway/protocol.h"
 #include "keyway/tls.h"
@@ -22,25 +23,55 @@
 
 /* ---- generations ---- */
 
-/* The TLS key gets the keystore's rule: private to its owner unless allowed. */
-static int check_tls_key(const struct kwd_options *opt, char *err, size_t errlen)
+/*
+ * load_tls_key reads --tls-key with the keystore's rule (private to its owner
+ * unless allowed). The mode is checked on the descriptor the key is then read
+ * from, so the file cannot be swapped between the check and the read, and a
+ * FIFO or device cannot hang start-up.
+ */
+static int load_tls_key(const struct kwd_options *opt, EVP_PKEY **out, char *err, size_t errlen)
 {
-	struct stat st;
-	if (stat(opt->tls_key, &st) != 0) {
-		int rc = -errno;
-		snprintf(err, errlen, "--tls-key %s: %s; fix: give the server's PEM private key",
-		         opt->tls_key, strerror(-rc));
-		return rc;
+	struct kw_keyfile_options ko = {.allow_group_readable = opt->allow_group_readable,
+	                                .mode_fix = " or pass --allow-group-readable-keys"};
+	struct kw_keyfile f = {0};
+	char why[512];
+	int rc = kw_keyfile_read(AT_FDCWD, opt->tls_key, opt->tls_key, &ko, &f, why, sizeof(why));
+
+	if (rc == 1) {
+		snprintf(why, sizeof(why), "%s: not a regular file", opt->tls_key);
+		rc = -KW_ECONFIG;
 	}
-	if ((st.st_mode & 077) != 0 && !opt->allow_group_readable) {
-		snprintf(
-		    err, errlen,
-		    "--tls-key %s: readable by group or others (mode %04o); chmod 600 %s or pass "
-		    "--allow-group-readable-keys",
-		    opt->tls_key, (unsigned)(st.st_mode & 07777), opt->tls_key);
-		return -KW_ECONFIG;
+	if (rc == 0)
+		rc = kw_keyfile_parse(&f, NULL, out, why, sizeof(why));
+	kw_keyfile_cleanup(&f);
+	if (rc < 0)
+		snprintf(err, errlen,
+		         "--tls-key %s; fix: give the server's unencrypted PEM private key", why);
+	return rc;
+}
+
+/* server_ctx builds the listeners' context: --tls-cert with the key load_tls_key read. */
+static SSL_CTX *server_ctx(const struct kwd_options *opt, EVP_PKEY *key, char *err, size_t errlen)
+{
+	char why[768];
+	SSL_CTX *ctx = kw_tls_server_ctx(opt->tls_cert, NULL, opt->client_ca, why, sizeof(why));
+
+	if (ctx != NULL &&
+	    (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)) {
+		char tls[256];
+		kw_tls_err_string(tls, sizeof(tls));
+		snprintf(why, sizeof(why),
+		         "TLS private key does not match the certificate in '%s'%s%s",
+		         opt->tls_cert, tls[0] ? ": " : "", tls);
+		SSL_CTX_free(ctx);
+		ctx = NULL;
 	}
-	return 0;
+	if (ctx == NULL)
+		snprintf(err, errlen,
+		         "%s; fix: --tls-cert must be a PEM certificate chain, --tls-key its "
+		         "unencrypted PEM key, --client-ca the PEM CA of the clients",
+		         why);
+	return ctx;
 }
 
 static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, char *err,
@@ -67,17 +98,12 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 	if (rc < 0)
 		return rc;
 	if (s->has_tcp) {
-		if ((rc = check_tls_key(opt, err, errlen)) < 0)
+		EVP_PKEY *key = NULL;
+		if ((rc = load_tls_key(opt, &key, err, errlen)) < 0)
 			goto err;
-		char why[768];
-		ctx = kw_tls_server_ctx(opt->tls_cert, opt->tls_key, opt->client_ca, why,
-		                        sizeof(why));
+		ctx = server_ctx(opt, key, err, errlen);
+		EVP_PKEY_free(key);
 		if (ctx == NULL) {
-			snprintf(
-			    err, errlen,
-			    "%s; fix: --tls-cert must be a PEM certificate chain, --tls-key its "
-			    "unencrypted PEM key, --client-ca the PEM CA of the clients",
-			    why);
 			rc = -KW_ECONFIG;
 			goto err;
 		}

@@ -92,29 +92,39 @@ static void *ed25519_new(void *provctx)
 	return key_new(provctx, KW_KEY_ED25519);
 }
 
+/* The local key kw_provider_wrap_key is wrapping on this thread (keyref.h). */
+static _Thread_local EVP_PKEY *armed_local;
+
+void kwp_local_import_arm(EVP_PKEY *pkey)
+{
+	armed_local = pkey;
+}
+
 /*
  * Keys come from a keyway: URI or a KEYWAY KEY reference, or wrap a local
- * key for an application that offloads it (keyway_provider_wrap_key):
- * nothing else imports.
+ * key for an application that offloads it (kw_provider_wrap_key): nothing
+ * else imports. The local key never travels in the parameters, which any
+ * EVP_PKEY_fromdata caller controls: only the key armed by
+ * kw_provider_wrap_key on this thread is taken, once.
  */
 static int key_import(void *keydata, int selection, const OSSL_PARAM params[])
 {
 	struct kwp_key *k = keydata;
 	const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, KWP_PARAM_LOCAL_KEY);
-	unsigned char blob[KWP_LOCAL_MAGIC_LEN + sizeof(EVP_PKEY *)];
-	EVP_PKEY *pkey;
+	EVP_PKEY *pkey = armed_local;
+	int flag = 0;
 	char err[256];
 
-	if (k == NULL || p == NULL || p->data_type != OSSL_PARAM_OCTET_STRING ||
-	    p->data_size != sizeof(blob))
+	if (k == NULL || p == NULL || !OSSL_PARAM_get_int(p, &flag) || flag != 1)
 		return 0;
-	memcpy(blob, p->data, sizeof(blob));
-	if (memcmp(blob, KWP_LOCAL_MAGIC, KWP_LOCAL_MAGIC_LEN) != 0)
+	armed_local = NULL;
+	if (pkey == NULL) {
+		kwp_raise(k->prov, KWP_R_UNSUPPORTED_KEY,
+		          "local keys are wrapped only through kw_provider_wrap_key");
 		return 0;
-	memcpy(&pkey, blob + KWP_LOCAL_MAGIC_LEN, sizeof(pkey));
-	if (pkey == NULL || kwp_key_set_local(k, pkey, err, sizeof(err)) < 0) {
-		kwp_raise(k->prov, KWP_R_UNSUPPORTED_KEY, "cannot wrap the local key: %s",
-		          pkey == NULL ? "no key" : err);
+	}
+	if (kwp_key_set_local(k, pkey, err, sizeof(err)) < 0) {
+		kwp_raise(k->prov, KWP_R_UNSUPPORTED_KEY, "cannot wrap the local key: %s", err);
 		return 0;
 	}
 	return 1;

@@ -104,11 +104,18 @@ int kwp_ref_unblob(const void *blob, size_t blob_len, struct kwp_prov **prov,
 int kwp_key_set_local(struct kwp_key *k, EVP_PKEY *pkey, char *err, size_t errlen);
 
 /*
- * The keymgmt import parameter that wraps a local key (provider_api.c):
- * an octet string of KWP_LOCAL_MAGIC followed by the EVP_PKEY pointer.
+ * The keymgmt import parameter that wraps a local key (provider_api.c): an
+ * int, 1. It carries no pointer: the key is the one kwp_local_import_arm
+ * armed on the calling thread, so an EVP_PKEY_fromdata caller outside
+ * kw_provider_wrap_key cannot make the provider take an address of its
+ * choosing for a key.
  */
 #define KWP_PARAM_LOCAL_KEY "keyway-local-key"
-#define KWP_LOCAL_MAGIC "kwlocal\x01"
-#define KWP_LOCAL_MAGIC_LEN 8
+
+/*
+ * kwp_local_import_arm makes pkey the key the calling thread's next
+ * KWP_PARAM_LOCAL_KEY import wraps (consumed by that import); NULL disarms.
+ */
+void kwp_local_import_arm(EVP_PKEY *pkey);
 
 #endif

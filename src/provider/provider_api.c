@@ -97,7 +97,7 @@ int kw_provider_keyless_backend(OSSL_PROVIDER *p, struct kw_loop *loop, struct k
 
 int kw_provider_wrap_key(OSSL_LIB_CTX *libctx, EVP_PKEY *local, EVP_PKEY **out)
 {
-	unsigned char blob[KWP_LOCAL_MAGIC_LEN + sizeof(EVP_PKEY *)];
+	int one = 1;
 	const char *type = EVP_PKEY_is_a(local, "RSA")       ? "RSA"
 	                   : EVP_PKEY_is_a(local, "EC")      ? "EC"
 	                   : EVP_PKEY_is_a(local, "ED25519") ? "ED25519"
@@ -111,10 +111,8 @@ int kw_provider_wrap_key(OSSL_LIB_CTX *libctx, EVP_PKEY *local, EVP_PKEY **out)
 		               "keyway wraps RSA, EC and Ed25519 keys only");
 		return 0;
 	}
-	memcpy(blob, KWP_LOCAL_MAGIC, KWP_LOCAL_MAGIC_LEN);
-	memcpy(blob + KWP_LOCAL_MAGIC_LEN, &local, sizeof(local));
 	OSSL_PARAM params[] = {
-	    OSSL_PARAM_octet_string(KWP_PARAM_LOCAL_KEY, blob, sizeof(blob)),
+	    OSSL_PARAM_int(KWP_PARAM_LOCAL_KEY, &one),
 	    OSSL_PARAM_END,
 	};
 	/* The provider may sit out its very first key-management query (provider.c). */
@@ -122,8 +120,11 @@ int kw_provider_wrap_key(OSSL_LIB_CTX *libctx, EVP_PKEY *local, EVP_PKEY **out)
 		ctx = EVP_PKEY_CTX_new_from_name(libctx, type, "provider=keyway");
 	if (ctx != NULL) {
 		ERR_clear_error();
+		/* The import takes the key from this thread, not from params (keyref.h). */
+		kwp_local_import_arm(local);
 		ok = EVP_PKEY_fromdata_init(ctx) == 1 &&
 		     EVP_PKEY_fromdata(ctx, out, EVP_PKEY_KEYPAIR, params) == 1;
+		kwp_local_import_arm(NULL);
 	}
 	EVP_PKEY_CTX_free(ctx);
 	return ok;

@@ -39,17 +39,29 @@ enum {
 	S_STATS_FILE,
 	S_ATTEMPT_TIMEOUT,
 	S_FALLBACK_KEYS,
+	S_ALLOW_GROUP_READABLE,
 	S_COUNT
 };
 
 /* Each setting's openssl.cnf key; its environment variable is KEYWAY_ and the key in capitals. */
 static const char *const keys[S_COUNT] = {
-    "servers",     "client_cert", "client_key",         "ca",
-    "server_name", "timeout_ms",  "connections",        "max_inflight",
-    "polling",     "stats_file",  "attempt_timeout_ms", "fallback_keys",
+    "servers",
+    "client_cert",
+    "client_key",
+    "ca",
+    "server_name",
+    "timeout_ms",
+    "connections",
+    "max_inflight",
+    "polling",
+    "stats_file",
+    "attempt_timeout_ms",
+    "fallback_keys",
+    "allow_group_readable_keys",
 };
 
-/* The longest variable name, "KEYWAY_ATTEMPT_TIMEOUT_MS", and its NUL, with room to spare. */
+/* The longest variable name, "KEYWAY_ALLOW_GROUP_READABLE_KEYS", and its NUL, with room to
+ * spare. */
 #define FROM_LEN 40
 
 /* Values set by kw_provider_configure: they override the environment and openssl.cnf. */
@@ -193,7 +205,8 @@ out:
 }
 
 /* read_file reads path whole into b; on failure records why and returns a negative code. */
-static int read_file(struct kwp_settings *s, const char *from, const char *path, struct kwp_blob *b)
+static int read_file(struct kwp_settings *s, const char *from, const char *path, struct kwp_blob *b,
+                     bool secret)
 {
 	FILE *f = fopen(path, "rb");
 	struct stat st;
@@ -209,6 +222,16 @@ static int read_file(struct kwp_settings *s, const char *from, const char *path,
 		          MAX_FILE_SIZE);
 		fclose(f);
 		return -EINVAL;
+	}
+	/* A private key unlocks the keyservers: private to its owner unless allowed. */
+	if (secret && (st.st_mode & 077) != 0 && !s->allow_group_readable_keys) {
+		set_error(
+		    s,
+		    "%s '%s': private key readable by group or others (mode %04o); fix: chmod "
+		    "600 %s, or set allow_group_readable_keys (KEYWAY_ALLOW_GROUP_READABLE_KEYS=1)",
+		    from, path, (unsigned)(st.st_mode & 07777), path);
+		fclose(f);
+		return -EPERM;
 	}
 	b->data = malloc((size_t)st.st_size + 1);
 	if (b->data == NULL) {
@@ -242,7 +265,7 @@ static int load_path(struct kwp_settings *s, int which, kwp_setting_fn get, void
 		return 0;
 	if ((*path = strdup(v)) == NULL)
 		return -ENOMEM;
-	int rc = read_file(s, from, v, b);
+	int rc = read_file(s, from, v, b, which == S_CLIENT_KEY);
 	return rc == -ENOMEM ? rc : 0;
 }
 
@@ -290,6 +313,14 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 	if ((v = value(S_SERVER_NAME, get, arg, from)) != NULL && *v != '\0' &&
 	    (s->server_name = strdup(v)) == NULL)
 		return -ENOMEM;
+	if ((v = value(S_ALLOW_GROUP_READABLE, get, arg, from)) != NULL) {
+		if (strcmp(v, "1") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "true") == 0)
+			s->allow_group_readable_keys = true;
+		else if (strcmp(v, "0") != 0 && strcmp(v, "no") != 0 && strcmp(v, "false") != 0 &&
+		         *v != '\0')
+			set_error(s, "%s: '%s' is neither 1 (yes, true) nor 0 (no, false)", from,
+			          v);
+	}
 	if ((rc = load_path(s, S_CLIENT_CERT, get, arg, &s->client_cert, &s->cert_pem)) < 0 ||
 	    (rc = load_path(s, S_CLIENT_KEY, get, arg, &s->client_key, &s->key_pem)) < 0 ||
 	    (rc = load_path(s, S_CA, get, arg, &s->ca, &s->ca_pem)) < 0)

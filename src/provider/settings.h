@@ -43,6 +43,7 @@ struct kwp_settings {
 	size_t nservers;
 	char *client_cert; /* paths, as configured (NULL: unset) */
 	char *client_key;
+	bool allow_group_readable_keys; /* accept a client_key readable by group or others */
 	char *ca;
 	char *server_name; /* overrides the name checked and sent as SNI */
 	unsigned timeout_ms;

@@ -104,9 +104,16 @@ static void *sig_dupctx(void *vctx)
 	dst->msg = NULL;
 	if (dst->key != NULL)
 		(void)kwp_key_ref(dst->key);
-	if ((dst->md != NULL && !EVP_MD_up_ref(dst->md)) ||
-	    (dst->mgf1 != NULL && !EVP_MD_up_ref(dst->mgf1)))
-		goto err_refs;
+	/* Each digest is owned only once its reference is taken: on a failure, drop the
+	 * pointers not (yet) referenced and free the ones that are. */
+	if (dst->md != NULL && !EVP_MD_up_ref(dst->md)) {
+		dst->md = dst->mgf1 = NULL;
+		goto err;
+	}
+	if (dst->mgf1 != NULL && !EVP_MD_up_ref(dst->mgf1)) {
+		dst->mgf1 = NULL;
+		goto err;
+	}
 	if (src->mdctx != NULL && ((dst->mdctx = EVP_MD_CTX_new()) == NULL ||
 	                           !EVP_MD_CTX_copy_ex(dst->mdctx, src->mdctx)))
 		goto err;
@@ -116,8 +123,6 @@ static void *sig_dupctx(void *vctx)
 		memcpy(dst->msg, src->msg, src->msg_len);
 	}
 	return dst;
-err_refs:
-	dst->md = dst->mgf1 = NULL; /* only partly referenced: don't free what we don't own */
 err:
 	sig_freectx(dst);
 	return NULL;

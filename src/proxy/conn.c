@@ -7,12 +7,15 @@
  *
  * While in ASYNC no SSL function is called for the socket: a paused job is
  * resumed by whichever SSL call comes next, so a socket event must not reach
- * SSL_do_handshake before the op completes. The first such event takes the
- * socket out of epoll's interest set (the loop is level-triggered, so
- * leaving it armed would spin) and is remembered; when the op completes the
- * handshake is re-called and the interest restored, which replays whatever
- * readiness was swallowed. A connection is never freed with a paused job:
- * closing then only marks it, and the close happens after the job finishes.
+ * SSL_do_handshake before the op completes. Parking (on an op, or on a free
+ * ASYNC_JOB) therefore unregisters the socket from epoll: an empty interest
+ * mask is not enough, as epoll reports EPOLLHUP and EPOLLERR whatever the
+ * mask, and a client resetting a parked handshake would make the
+ * level-triggered loop spin. When the op completes the handshake is re-called
+ * and re-registers the interest it needs, and epoll then reports whatever is
+ * pending, a reset included, which closes the connection. A connection is
+ * never freed with a paused job: closing then only marks it, and the close
+ * happens after the job finishes.
  *
  * SSL_MODE_ASYNC is on only for the handshake: a paused SSL_read would be
  * resumed by an SSL_write (OpenSSL 3.0 does not check), and record crypto is
@@ -21,6 +24,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +67,18 @@ static void handshake(struct kpx_conn *c);
 
 void kpx_conn_watch(struct kpx_conn *c, unsigned events)
 {
-	if (c->io.fd >= 0)
-		kw_io_modify(c->w->loop, &c->io, events);
+	struct kw_loop *loop = c->w->loop;
+	int rc = 0;
+
+	/* No interest: unregister (a hang-up would still be reported; see the top). */
+	if (events == 0)
+		kw_io_stop(loop, &c->io);
+	else if (c->io.fd < 0)
+		rc = kw_io_start(loop, &c->io, c->fd, events);
+	else
+		rc = kw_io_modify(loop, &c->io, events);
+	if (rc < 0)
+		kpx_conn_close_why(c, KPX_R_INTERNAL);
 }
 
 void kpx_conn_timer_s(struct kpx_conn *c, unsigned s)
@@ -303,6 +317,7 @@ static void enter_async(struct kpx_conn *c)
 
 	c->state = KPX_CS_ASYNC;
 	kpx_add(&w->m.async_pauses, 1);
+	kpx_conn_watch(c, 0); /* parked: the socket stays out of epoll until the op completes */
 	if (w->opt->notify == KPX_NOTIFY_FD)
 		track_async_fds(c);
 	/* A full backend sends no notification of its own: retry after the next completion. */
@@ -324,12 +339,28 @@ int kpx_conn_async_cb(SSL *ssl, void *arg)
 	return 1;
 }
 
+/*
+ * peer_reset tells whether the client reset (or errored) the connection: a
+ * parked socket is out of epoll, so this asks the socket itself.
+ */
+static bool peer_reset(const struct kpx_conn *c)
+{
+	struct pollfd p = {.fd = c->fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
+}
+
 static void resume(struct kpx_conn *c)
 {
 	if (c->state == KPX_CS_HANDSHAKE) {
 		/* A job came free for a connection that had none (or a harmless late notification).
 		 */
 		kpx_waitq_off(&c->waiter);
+		if (c->async_mode && peer_reset(c)) {
+			/* Its client is gone: no op for it; the job goes to the next waiter. */
+			kpx_waitq_job_freed(&c->w->waitq);
+			fail(c, KPX_FAIL_CLOSED);
+			return;
+		}
 		handshake(c);
 		return;
 	}
@@ -337,13 +368,9 @@ static void resume(struct kpx_conn *c)
 		return; /* a late or duplicate notification */
 	kpx_waitq_off(&c->waiter);
 	c->state = KPX_CS_HANDSHAKE;
-	unsigned parked = c->parked;
-	c->parked = 0;
+	/* The handshake re-registers the socket interest it needs; level-triggered epoll then
+	 * reports whatever is pending, and a client that reset meanwhile is closed. */
 	handshake(c);
-	/* Replay: the handshake re-armed the socket interest it needs and level-triggered
-	 * epoll reports again whatever is still pending; a hang-up is acted on now. */
-	if (c->state != KPX_CS_CLOSED && c->state != KPX_CS_ASYNC && (parked & KW_EV_ERROR))
-		conn_io(c->w->loop, c->fd, parked, c);
 }
 
 void kpx_conn_resume_waiter(struct kpx_waiter *wt)
@@ -500,9 +527,7 @@ static void conn_io(struct kw_loop *loop, int fd, unsigned events, void *arg)
 
 	switch (c->state) {
 	case KPX_CS_ASYNC:
-		/* Parked: remember, and stop epoll reporting it until the op completes. */
-		c->parked |= events;
-		kpx_conn_watch(c, 0);
+		/* Parked sockets are not registered; an event already collected is dropped. */
 		return;
 	case KPX_CS_HANDSHAKE:
 		if (c->waiter.waiting == KPX_WAIT_JOB)

@@ -51,7 +51,8 @@ int kpx_conn_async_cb(SSL *ssl, void *arg);
 
 /* ---- for modes ---- */
 
-/* kpx_conn_watch sets the client socket's interest (KW_EV_*; 0: none, still registered). */
+/* kpx_conn_watch sets the client socket's interest (KW_EV_*; 0: unregistered from epoll,
+ * as epoll reports a hang-up whatever the mask). A failure closes c. */
 void kpx_conn_watch(struct kpx_conn *c, unsigned events);
 /* kpx_conn_timer_s (re)starts the connection's timer: the mode's timeout in s seconds. */
 void kpx_conn_timer_s(struct kpx_conn *c, unsigned s);

@@ -18,9 +18,12 @@
  */
 #include "keys.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -51,6 +54,48 @@ enum kpx_key_kind kpx_key_kind(const char *key)
 		}
 	fclose(f);
 	return kind;
+}
+
+static void mode_error(const char *what, const char *path, mode_t mode, char *err, size_t errlen)
+{
+	snprintf(err, errlen,
+	         "%s %s: private key readable by group or others (mode %04o); fix: chmod 600 %s, "
+	         "or pass --allow-group-readable-keys",
+	         what, path, (unsigned)(mode & 07777), path);
+}
+
+/* check_mode: 0 if path (when it opens) is private to its owner, else -KW_ECONFIG. */
+static int check_mode(const char *what, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	/* The descriptor is checked, not the name; O_NONBLOCK: a FIFO must not hang start-up. */
+	int fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return 0; /* the load reports a file that cannot be opened */
+	int rc = fstat(fd, &st) == 0 && (st.st_mode & 077) != 0 ? -KW_ECONFIG : 0;
+	close(fd);
+	if (rc < 0)
+		mode_error(what, path, st.st_mode, err, errlen);
+	return rc;
+}
+
+int kpx_check_key_modes(const struct kpx_options *o, char *err, size_t errlen)
+{
+	if (o->allow_group_readable_keys)
+		return 0;
+	for (size_t i = 0; o->keys != NULL && o->keys[i] != NULL; i++)
+		if (kpx_key_kind(o->keys[i]) == KPX_KEY_LOCAL &&
+		    check_mode("--key", o->keys[i], err, errlen) < 0)
+			return -KW_ECONFIG;
+	const char *ck = o->keyless.client_key;
+	const char *what = "--client-key";
+	if (ck == NULL) {
+		ck = getenv("KEYWAY_CLIENT_KEY");
+		what = "KEYWAY_CLIENT_KEY";
+	}
+	if (ck != NULL && *ck != '\0' && check_mode(what, ck, err, errlen) < 0)
+		return -KW_ECONFIG;
+	return 0;
 }
 
 static void set_err(char *err, size_t errlen, const char *what, const char *file)
@@ -89,7 +134,9 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 	    export_uint("attempt_timeout_ms", k->attempt_timeout_ms) < 0 ||
 	    export_uint("connections", k->connections) < 0 ||
 	    export_uint("max_inflight", k->max_inflight) < 0 ||
-	    export_setting("polling", "external") < 0) {
+	    export_setting("polling", "external") < 0 ||
+	    (o->allow_group_readable_keys &&
+	     export_setting("allow_group_readable_keys", "1") < 0)) {
 		snprintf(err, errlen, "out of memory passing settings to the keyway provider");
 		return -KW_ECONFIG;
 	}
@@ -153,15 +200,39 @@ static EVP_PKEY *load_uri(const char *uri, char *err, size_t errlen)
 	return key;
 }
 
-static EVP_PKEY *load_pem(const char *path, char *err, size_t errlen)
+/* held_by_keyway: key came from a KEYWAY KEY reference (public), not local material. */
+static bool held_by_keyway(const EVP_PKEY *key)
+{
+	const OSSL_PROVIDER *p = EVP_PKEY_get0_provider(key);
+	return p != NULL && strcmp(OSSL_PROVIDER_get0_name(p), "keyway") == 0;
+}
+
+/*
+ * load_pem reads the key in path. The mode of a local key is checked again
+ * here, on the descriptor it is read from (start-up checked the name; a
+ * reload, or a file swapped since, is caught here).
+ */
+static EVP_PKEY *load_pem(const struct kpx_options *o, const char *path, char *err, size_t errlen)
 {
 	EVP_PKEY *key = NULL;
-	BIO *bio = BIO_new_file(path, "r");
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	BIO *bio = fd >= 0 && fstat(fd, &st) == 0 ? BIO_new_fd(fd, BIO_CLOSE) : NULL;
+
+	if (bio == NULL && fd >= 0)
+		close(fd);
 	if (bio != NULL)
 		key = PEM_read_bio_PrivateKey(bio, NULL, kw_pem_no_password, NULL);
 	BIO_free(bio);
-	if (key == NULL)
+	if (key == NULL) {
 		set_err(err, errlen, "cannot load the private key (PEM, unencrypted)", path);
+		return NULL;
+	}
+	if ((st.st_mode & 077) != 0 && !o->allow_group_readable_keys && !held_by_keyway(key)) {
+		mode_error("--key", path, st.st_mode, err, errlen);
+		EVP_PKEY_free(key);
+		return NULL;
+	}
 	return key;
 }
 
@@ -172,7 +243,7 @@ EVP_PKEY *kpx_load_key(const struct kpx_options *o, const char *name, char *err,
 	ERR_clear_error();
 	if (strncmp(name, "keyway:", 7) == 0)
 		return load_uri(name, err, errlen);
-	if ((key = load_pem(name, err, errlen)) == NULL || o->backend != KPX_BACKEND_THREADS ||
+	if ((key = load_pem(o, name, err, errlen)) == NULL || o->backend != KPX_BACKEND_THREADS ||
 	    kpx_key_kind(name) == KPX_KEY_KEYWAY)
 		return key;
 	if (kw_provider_wrap_key(NULL, key, &wrapped) != 1)

@@ -14,6 +14,14 @@ enum kpx_key_kind { KPX_KEY_LOCAL, KPX_KEY_KEYWAY };
 enum kpx_key_kind kpx_key_kind(const char *key);
 
 /*
+ * kpx_check_key_modes refuses private-key files readable by group or others
+ * (each local --key, and --client-key or KEYWAY_CLIENT_KEY) unless
+ * --allow-group-readable-keys: 0, or -KW_ECONFIG with the file and the fix
+ * in err. References, URIs and certificates are public and not checked.
+ */
+int kpx_check_key_modes(const struct kpx_options *o, char *err, size_t errlen);
+
+/*
  * kpx_provider_start registers and loads the built-in keyway provider
  * (polling = external) with o's keyserver settings, and for --backend
  * keyless checks them. 0, or -KW_ECONFIG with the reason and fix in err.

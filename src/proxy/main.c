@@ -79,6 +79,7 @@ static struct kw_option opts[] = {
     KW_OPT_MANY("cert", &o.certs, "FILE", "certificate chain, PEM; repeat with --key for more (SNI picks; the first is the default)", .required = true),
     KW_OPT_MANY("key", &o.keys, "FILE|URI", "private key of the --cert before it: local PEM, keyway: URI or KEYWAY KEY reference PEM", .required = true),
     KW_OPT_MANY("alpn", &o.alpn, "LIST", "ALPN protocols offered, in order of preference (default http/1.1)"),
+    KW_OPT_FLAG("allow-group-readable-keys", &o.allow_group_readable_keys, "accept a local --key and --client-key readable by group or others"),
     KW_OPT_FLAG("respond", &o.respond, "answer every HTTP/1.1 request with a small fixed response"),
     KW_OPT_NUM("workers", &o.workers, "N", "worker threads (default: online cores)", 1, 256),
     KW_OPT_CHOICE("backend", &o.backend, "inline|threads|keyless", "where private-key operations run (default: inline for a local key)", backend_names),
@@ -395,6 +396,12 @@ int main(int argc, char **argv)
 	int rc = parse(&mc, argc, argv, err, sizeof(err));
 	if (rc == 1)
 		return 0;
+	/* Private keys readable by others: refused before anything else is loaded (exit 1). */
+	if (rc == 0 && kpx_check_key_modes(&o, err, sizeof(err)) < 0) {
+		fprintf(stderr, "keyway-proxy: %s\n", err);
+		stop(&mc);
+		return 1;
+	}
 	if (rc == 0 && load_keys(err, sizeof(err)) == 0 && start(&mc, err, sizeof(err)) == 0)
 		status = run(&mc);
 	else

@@ -44,6 +44,7 @@ struct kpx_options {
 	char **certs, **keys; /* --cert/--key pairs; the first is the default certificate */
 	char **alpn;          /* ALPN protocols offered */
 	bool keys_remote;     /* some --key is held by keyservers (set by the option check) */
+	bool allow_group_readable_keys; /* accept private-key files readable by group or others */
 	bool respond;
 	struct kpx_keyless_opts keyless;
 	OSSL_PROVIDER *provider;         /* the built-in keyway, unless --backend inline */
@@ -142,7 +143,6 @@ struct kpx_conn {
 	struct kw_io io;
 	struct kw_timer timer; /* handshake timeout, then the mode's */
 	SSL *ssl;
-	unsigned parked;                   /* socket events swallowed while in TLS-ASYNC */
 	bool counted_active, counted_idle; /* idle: kept alive, waiting for a request */
 	bool closing;                      /* close as soon as the paused job has finished */
 	bool async_mode;                   /* SSL_MODE_ASYNC is set (handshake only) */

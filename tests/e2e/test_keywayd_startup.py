@@ -7,6 +7,7 @@ line is exit 2 naming file:line. Files not named *.key are ignored."""
 
 import os
 import random
+import shutil
 
 import kwtest as kw
 
@@ -101,6 +102,18 @@ def main(c):
         a[a.index("--tls-key") + 1] = pki.client_key_file
         rc, out = kw.run_keywayd_expect_exit(a)
         c.eq(rc, 2, "--tls-key not matching --tls-cert: exit 2")
+        # The mode is checked on the descriptor the key is read from: a FIFO (mode 0600,
+        # which a stat-then-reopen would block on) is refused at once, not waited on.
+        fifo = os.path.join(tmp, "fifo.key")
+        os.mkfifo(fifo, 0o600)
+        a[a.index("--tls-key") + 1] = fifo
+        expect_exit2(c, "--tls-key naming a FIFO", a, [fifo, "not a regular file"])
+        shared = os.path.join(tmp, "shared-tls.key")
+        shutil.copyfile(pki.server_key_file, shared)
+        os.chmod(shared, 0o644)
+        a[a.index("--tls-key") + 1] = shared
+        expect_exit2(c, "world-readable --tls-key (0644)", a,
+                     [shared, "chmod 600", "--allow-group-readable-keys"])
         rc, out = kw.run_keywayd_expect_exit(base_args(pki, keys_dir, port) +
                                              ["--no-such-flag"])
         c.eq(rc, 2, "unknown flag: exit 2")

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -31,7 +32,8 @@ static void clear_env(void)
 	static const char *const vars[] = {
 	    "KEYWAY_SERVERS",    "KEYWAY_TIMEOUT_MS",  "KEYWAY_CONNECTIONS",
 	    "KEYWAY_POLLING",    "KEYWAY_CA",          "KEYWAY_MAX_INFLIGHT",
-	    "KEYWAY_STATS_FILE", "KEYWAY_SERVER_NAME", NULL,
+	    "KEYWAY_STATS_FILE", "KEYWAY_SERVER_NAME", "KEYWAY_CLIENT_KEY",
+	    "KEYWAY_ALLOW_GROUP_READABLE_KEYS", NULL,
 	};
 	for (int i = 0; vars[i] != NULL; i++)
 		unsetenv(vars[i]);
@@ -110,6 +112,42 @@ static void test_errors(void)
 	e = load_error(no_ca);
 	CHECK(e && strncmp(e, "ca is not set", 13) == 0);
 	free(e);
+}
+
+/* client_key unlocks the keyservers: refused when group- or other-readable, unless allowed. */
+static void test_client_key_mode(void)
+{
+	char path[] = "/tmp/kw-settings-key-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	CHECK(write(fd, "key\n", 4) == 4);
+	close(fd);
+
+	const char *kv[] = {"client_cert", path, "client_key", path, NULL};
+	char *e = load_error(kv); /* mkstemp: 0600 */
+	CHECK(e == NULL);
+	free(e);
+	CHECK_EQ(chmod(path, 0644), 0);
+	e = load_error(kv);
+	CHECK(e && strstr(e, path) && strstr(e, "readable by group or others (mode 0644)") &&
+	      strstr(e, "chmod 600") && strstr(e, "allow_group_readable_keys"));
+	free(e);
+	const char *allowed[] = {"client_cert", path, "client_key", path,
+	                         "allow_group_readable_keys", "1", NULL};
+	e = load_error(allowed);
+	CHECK(e == NULL);
+	free(e);
+	/* The variable works as the openssl.cnf key does. */
+	setenv("KEYWAY_ALLOW_GROUP_READABLE_KEYS", "yes", 1);
+	e = load_error(kv);
+	CHECK(e == NULL);
+	free(e);
+	setenv("KEYWAY_ALLOW_GROUP_READABLE_KEYS", "maybe", 1);
+	e = load_error(kv);
+	CHECK(e && strstr(e, "KEYWAY_ALLOW_GROUP_READABLE_KEYS: 'maybe'") == e);
+	free(e);
+	unsetenv("KEYWAY_ALLOW_GROUP_READABLE_KEYS");
+	unlink(path);
 }
 
 static void test_precedence(void)
@@ -230,6 +268,7 @@ int main(void)
 	test_defaults();
 	test_cnf_values();
 	test_errors();
+	test_client_key_mode();
 	test_precedence();
 	test_reader();
 	CHECK_DONE();
