@@ -25,11 +25,13 @@
 #include "server.h"
 
 static const char usage[] =
-    "usage: keywayd --keys DIR --listen ADDR:PORT --tls-cert FILE --tls-key FILE --client-ca FILE\n"
+    "usage: keywayd --keys DIR\n"
+    "               [--listen ADDR:PORT --tls-cert FILE --tls-key FILE --client-ca FILE]\n"
     "               [--unix PATH] [--workers N] [--metrics ADDR:PORT] [--config FILE]\n"
     "               [--pid-file FILE] [options]\n"
     "A keyless keyserver: signs and decrypts with the keys in DIR for keyless clients\n"
-    "over mutual TLS (--listen) and/or a Unix socket (--unix). SIGHUP reloads the keys\n"
+    "over mutual TLS (--listen) and/or a Unix socket (--unix); --tls-cert, --tls-key and\n"
+    "--client-ca are needed only with --listen. SIGHUP reloads the keys\n"
     "and TLS files; SIGTERM drains and exits.";
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
