@@ -149,10 +149,11 @@ struct kpx_conn {
 	int async_fds[KPX_MAX_ASYNC_FDS];  /* fd mode: the provider's wait fds */
 	struct kw_io async_io[KPX_MAX_ASYNC_FDS];
 	/* access log fields */
-	struct sockaddr_storage peer;     /* the client */
-	uint64_t accept_ns, handshake_ns; /* when accepted; handshake duration (0: none) */
-	enum kpx_reason reason;           /* set by the first cause */
-	bool holds_slot;                  /* counted against --max-connections */
+	struct sockaddr_storage peer;         /* the client */
+	uint64_t accept_ns, handshake_ns;     /* when accepted; handshake duration (0: none) */
+	enum kpx_reason reason;               /* set by the first cause */
+	char missing_ski[2 * KW_SKI_LEN + 1]; /* a handshake failed on this key: not found */
+	bool holds_slot;                      /* counted against --max-connections */
 	uint64_t rx_client, tx_client, rx_upstream, tx_upstream; /* plaintext bytes */
 };
 
