@@ -44,6 +44,7 @@ struct kpx_options {
 	char **certs, **keys; /* --cert/--key pairs; the first is the default certificate */
 	char **alpn;          /* ALPN protocols offered */
 	bool keys_remote;     /* some --key is held by keyservers (set by the option check) */
+	bool require_keys; /* --require-keys: refuse a certificate no keyserver holds the key of */
 	bool respond;
 	struct kpx_keyless_opts keyless;
 	OSSL_PROVIDER *provider;         /* the built-in keyway, unless --backend inline */
