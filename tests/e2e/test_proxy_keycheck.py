@@ -12,6 +12,8 @@ warning: the key is not called missing.
 
 import glob
 import os
+import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -57,8 +59,10 @@ def missing_warning(p):
 
 
 s = kwprov.Setup(tmp, names=("rsa2048", "p256"))
+aside = os.path.join(tmp, "aside")
+os.makedirs(aside)
 for f in glob.glob(os.path.join(tmp, "keys", "rsa2048*")):
-    os.remove(f)  # keywayd will not hold this key
+    shutil.move(f, aside)  # keywayd will not hold this key (until it is put back)
 missing_ski = s.keys["rsa2048"].ski.hex()
 
 with s:
@@ -120,6 +124,23 @@ with s:
                env=clean_env()) as p:
         c.check(wait_for(lambda: missing_warning(p), 15), "no --require-keys: the warning")
         c.check(handshake_fails(p.port, ca), "no --require-keys: the certificate is still served")
+
+    # ---- --require-keys until a reload finds the key ----
+    with Proxy(s.refs["rsa2048"], s.certs["rsa2048"], "--require-keys", "--workers", "1",
+               "--access-log", "off", *flags, env=clean_env()) as p:
+        c.check(wait_for(lambda: missing_warning(p), 15), "reload: refused at first")
+        c.check(handshake_fails(p.port, ca, sni=False), "reload: not served before")
+        for f in glob.glob(os.path.join(aside, "*")):
+            shutil.move(f, os.path.join(tmp, "keys"))
+        s.kd.signal(signal.SIGHUP)  # keywayd now holds the key
+        c.check(wait_for(lambda: "reloaded:" in s.kd.stderr_text(), 10), "reload: keywayd")
+        served = False
+        for attempt in range(5):  # keywayd's workers switch to the new keys on their next turn
+            p.proc.send_signal(signal.SIGHUP)
+            served = wait_for(lambda: not handshake_fails(p.port, ca, sni=False), 3)
+            if served:
+                break
+        c.check(served, "reload: the key found, the certificate is served again", p.stderr())
 
 # ---- keyservers that do not answer: not "missing" ----
 dead = "127.0.0.1:%d" % free_port()
