@@ -77,6 +77,13 @@
  */
 int kw_provider_configure(const char *name, const char *value);
 
+/*
+ * The words the provider's error data starts with when a keyserver answered
+ * "key not found", followed by the key's SKI in hex: a program that gets the
+ * error back (keyway-proxy's access log) finds the cause and the key by it.
+ */
+#define KW_PROVIDER_KEY_NOT_FOUND_TEXT "no keyserver holds the key with SKI "
+
 /* kw_provider_init is the provider's init function, for OSSL_PROVIDER_add_builtin. */
 int kw_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                      const OSSL_DISPATCH **out, void **provctx);

@@ -38,6 +38,7 @@
 #include "keyway/backend.h"
 #include "keyway/err.h"
 #include "keyway/keyid.h"
+#include "keyway/provider_api.h"
 #include "cap.h"
 #include "io.h"
 #include "context.h"
@@ -496,8 +497,7 @@ static void report(struct kwp_prov *prov, const struct chan *ch, const struct kw
 	case -KW_EREMOTE:
 		if (p->op.remote_error == KW_ERR_KEY_NOT_FOUND)
 			RAISE(KWP_R_KEY_NOT_FOUND,
-			      "no keyserver holds the key with SKI %s (last asked: %s)", hex,
-			      where);
+			      KW_PROVIDER_KEY_NOT_FOUND_TEXT "%s (last asked: %s)", hex, where);
 		else
 			RAISE(KWP_R_REMOTE_ERROR, "%s answered \"%s\" (%s, key SKI %s)", where,
 			      kw_proto_error_string(p->op.remote_error),

@@ -11,7 +11,9 @@
  * (one line). "-" stands for a value that does not exist (no SNI, no
  * handshake). Bytes are plaintext application bytes. The SNI is the only
  * client-chosen text; bytes outside [A-Za-z0-9.-_] are written as '?', so
- * a line cannot be split or forged. Nothing about keys is written.
+ * a line cannot be split or forged. Of keys, only the SKI (a public
+ * identifier) of one no keyserver holds is written, when a handshake failed
+ * on it: "reason=handshake-failed detail=key-not-found ski=<40 hex>".
  *
  * A line is formatted on the worker's stack and written with one write(2)
  * to an O_APPEND descriptor, so lines of different workers never
@@ -87,15 +89,17 @@ void kpx_accesslog_conn(const struct kpx_conn *c)
 			cipher = "-";
 	}
 	uint64_t now = kw_now_ns();
-	int n = snprintf(line, sizeof(line),
-	                 "time=%s worker=%u client=%s sni=%s tls=%s cipher=%s handshake_ms=%s "
-	                 "duration_ms=%.3f rx_client=%llu tx_client=%llu tx_upstream=%llu "
-	                 "rx_upstream=%llu reason=%s\n",
-	                 when, c->w->id, client, sni, version, cipher, hs,
-	                 (double)(now > c->accept_ns ? now - c->accept_ns : 0) / 1e6,
-	                 (unsigned long long)c->rx_client, (unsigned long long)c->tx_client,
-	                 (unsigned long long)c->tx_upstream, (unsigned long long)c->rx_upstream,
-	                 kpx_reason_names[c->reason]);
+	int n =
+	    snprintf(line, sizeof(line),
+	             "time=%s worker=%u client=%s sni=%s tls=%s cipher=%s handshake_ms=%s "
+	             "duration_ms=%.3f rx_client=%llu tx_client=%llu tx_upstream=%llu "
+	             "rx_upstream=%llu reason=%s%s%s\n",
+	             when, c->w->id, client, sni, version, cipher, hs,
+	             (double)(now > c->accept_ns ? now - c->accept_ns : 0) / 1e6,
+	             (unsigned long long)c->rx_client, (unsigned long long)c->tx_client,
+	             (unsigned long long)c->tx_upstream, (unsigned long long)c->rx_upstream,
+	             kpx_reason_names[c->reason],
+	             c->missing_ski[0] != '\0' ? " detail=key-not-found ski=" : "", c->missing_ski);
 	emit(o, line, n);
 }
 

@@ -35,6 +35,7 @@
 
 #include "accesslog.h"
 #include "keyway/log.h"
+#include "keyway/provider_api.h"
 #include "poller.h"
 #include "waitq.h"
 
@@ -139,6 +140,32 @@ static void async_fds_forget(struct kpx_conn *c)
 	}
 }
 
+/*
+ * note_missing_key finds, among the errors the failed handshake left, the
+ * keyway provider's "key not found" (or the SNI callback's refusal of a
+ * certificate whose key no keyserver holds) and keeps the key's SKI for the
+ * access log. It empties the error queue, which the close would anyway.
+ */
+static void note_missing_key(struct kpx_conn *c)
+{
+	static const char prefix[] = KW_PROVIDER_KEY_NOT_FOUND_TEXT;
+	const char *data = NULL;
+	int flags = 0;
+
+	while (ERR_get_error_all(NULL, NULL, NULL, &data, &flags) != 0) {
+		const char *at =
+		    data != NULL && (flags & ERR_TXT_STRING) ? strstr(data, prefix) : NULL;
+		if (at == NULL || c->missing_ski[0] != '\0')
+			continue;
+		at += sizeof(prefix) - 1;
+		size_t n = strspn(at, "0123456789abcdefABCDEF");
+		if (n == 2 * KW_SKI_LEN) {
+			memcpy(c->missing_ski, at, n);
+			c->missing_ski[n] = '\0';
+		}
+	}
+}
+
 static void fail(struct kpx_conn *c, enum kpx_fail why)
 {
 	kpx_add(&c->w->m.failures[why], 1);
@@ -159,6 +186,7 @@ static void fail(struct kpx_conn *c, enum kpx_fail why)
 		kw_debug("worker %u: handshake failed (%d): %s%s%s", c->w->id, (int)why,
 		         e != 0 ? detail : "no TLS error", text ? ": " : "", text ? data : "");
 	}
+	note_missing_key(c);
 	kpx_conn_close(c);
 }
 

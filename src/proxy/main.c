@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "accesslog.h"
+#include "keycheck.h"
 #include "keys.h"
 #include "keyway/config.h"
 #include "keyway/err.h"
@@ -103,6 +104,7 @@ static struct kw_option opts[] = {
     KW_OPT_NUM("attempt-timeout-ms", &o.keyless.attempt_timeout_ms, "MS", "one try on one keyserver before another is asked (KEYWAY_ATTEMPT_TIMEOUT_MS; default 300)", 1, 600000),
     KW_OPT_NUM("connections", &o.keyless.connections, "N", "connections per keyserver per worker (KEYWAY_CONNECTIONS; default 2)", 1, 64),
     KW_OPT_NUM("max-inflight", &o.keyless.max_inflight, "N", "keyless operations in flight per worker before handshakes wait (KEYWAY_MAX_INFLIGHT; default 1024)", 1, 1000000),
+    KW_OPT_FLAG("require-keys", &o.require_keys, "do not serve a certificate whose keyway key no keyserver holds (checked after start-up and each reload)"),
     KW_OPT_STR("fallback-keys", &o.keyless.fallback_keys, "DIR", "local keys used when no keyserver answers in time (KEYWAY_FALLBACK_KEYS)"),
     KW_OPT_STR("metrics", &o.metrics, "ADDR:PORT", "serve Prometheus metrics at http://ADDR:PORT/metrics"),
     KW_OPT_STR("log-level", &o.log_level, "debug|info|warn|error", "minimum level logged (default info)"),
@@ -203,6 +205,7 @@ static int check_options(char *err, size_t errlen)
 struct main_ctx {
 	struct kw_loop *loop;
 	struct kpx_metrics *metrics;
+	struct kpx_keycheck *keycheck; /* asks keyservers for each keyway key */
 	struct kpx_worker *workers;
 	unsigned started; /* worker threads running */
 	int *lfds;        /* listeners not yet handed to a worker */
@@ -216,7 +219,7 @@ struct main_ctx {
  * re-resolved) and publish the new set for new connections; open ones keep
  * theirs. A set that fails to load changes nothing.
  */
-static void reload_certs(void)
+static void reload_certs(struct main_ctx *mc)
 {
 	char err[1024] = "";
 	struct kpx_tls *t = kpx_tls_load(&o, err, sizeof(err));
@@ -225,7 +228,10 @@ static void reload_certs(void)
 		return;
 	}
 	size_t n = kpx_tls_count(t);
+	kpx_tls_ref(t); /* for the key check; the published set owns the other reference */
 	kpx_tls_publish(t);
+	kpx_keycheck_run(mc->keycheck, t);
+	kpx_tls_unref(t);
 	kw_info("SIGHUP: reloaded %zu certificate%s; new connections use them", n,
 	        n == 1 ? "" : "s");
 }
@@ -235,7 +241,7 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	struct signalfd_siginfo si;
 	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
-			reload_certs();
+			reload_certs(arg);
 			if (kpx_accesslog_reopen(&o) < 0)
 				kw_error("SIGHUP: cannot reopen --access-log %s: %s", o.access_log,
 				         strerror(errno));
@@ -341,6 +347,16 @@ static int start(struct main_ctx *mc, char *err, size_t errlen)
 	}
 	kw_io_init(&mc->sig_io, on_signal, mc);
 	kw_io_start(mc->loop, &mc->sig_io, mc->sfd, KW_EV_READ);
+	/* The listeners are open and serving: now ask, without waiting, for the keys. */
+	if ((mc->keycheck = kpx_keycheck_new(mc->loop, &o)) == NULL) {
+		snprintf(err, errlen, "out of memory at start-up");
+		return -ENOMEM;
+	}
+	uint64_t gen;
+	struct kpx_tls *t = kpx_tls_current(&gen);
+	if (t != NULL)
+		kpx_keycheck_run(mc->keycheck, t);
+	kpx_tls_unref(t);
 	return 0;
 }
 
@@ -369,6 +385,7 @@ static void stop(struct main_ctx *mc)
 	for (unsigned i = 0; i < mc->started; i++)
 		kpx_worker_join(&mc->workers[i]);
 	kpx_metrics_free(mc->metrics);
+	kpx_keycheck_free(mc->keycheck);
 	for (unsigned i = 0; mc->workers != NULL && i < o.workers; i++)
 		if (mc->workers[i].loop != NULL)
 			kpx_worker_cleanup(&mc->workers[i]);

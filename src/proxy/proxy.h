@@ -45,6 +45,7 @@ struct kpx_options {
 	char **alpn;          /* ALPN protocols offered */
 	bool keys_remote;     /* some --key is held by keyservers (set by the option check) */
 	bool allow_group_readable_keys; /* accept private-key files readable by group or others */
+	bool require_keys; /* --require-keys: refuse a certificate no keyserver holds the key of */
 	bool respond;
 	struct kpx_keyless_opts keyless;
 	OSSL_PROVIDER *provider;         /* the built-in keyway, unless --backend inline */
@@ -149,10 +150,11 @@ struct kpx_conn {
 	int async_fds[KPX_MAX_ASYNC_FDS];  /* fd mode: the provider's wait fds */
 	struct kw_io async_io[KPX_MAX_ASYNC_FDS];
 	/* access log fields */
-	struct sockaddr_storage peer;     /* the client */
-	uint64_t accept_ns, handshake_ns; /* when accepted; handshake duration (0: none) */
-	enum kpx_reason reason;           /* set by the first cause */
-	bool holds_slot;                  /* counted against --max-connections */
+	struct sockaddr_storage peer;         /* the client */
+	uint64_t accept_ns, handshake_ns;     /* when accepted; handshake duration (0: none) */
+	enum kpx_reason reason;               /* set by the first cause */
+	char missing_ski[2 * KW_SKI_LEN + 1]; /* a handshake failed on this key: not found */
+	bool holds_slot;                      /* counted against --max-connections */
 	uint64_t rx_client, tx_client, rx_upstream, tx_upstream; /* plaintext bytes */
 };
 

@@ -27,13 +27,17 @@
 #include "keys.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
+#include "keyway/provider_api.h"
 #include "keyway/tls.h"
 
 struct kpx_tls {
 	_Atomic unsigned refs;
 	size_t n;
-	SSL_CTX **ctx;       /* ctx[0]: the default, first --cert/--key pair */
-	X509 **leaf;         /* each context's certificate, for SNI matching */
+	SSL_CTX **ctx; /* ctx[0]: the default, first --cert/--key pair */
+	X509 **leaf;   /* each context's certificate, for SNI matching */
+	/* --require-keys: the key check found no keyserver holding ctx[i]'s key (SKI in hex) */
+	_Atomic bool *refused;
+	char (*refused_ski)[2 * KW_SKI_LEN + 1];
 	unsigned char *alpn; /* wire format: length-prefixed protocol names */
 	size_t alpn_len;
 };
@@ -78,27 +82,49 @@ void kpx_tls_unref(struct kpx_tls *t)
 	}
 	free(t->ctx);
 	free(t->leaf);
+	free(t->refused);
+	free(t->refused_ski);
 	free(t->alpn);
 	free(t);
 }
 
 /* ---- SNI and ALPN ---- */
 
+static bool refused(const struct kpx_tls *t, size_t i)
+{
+	return atomic_load_explicit(&t->refused[i], memory_order_acquire);
+}
+
+/*
+ * A certificate refused by --require-keys is skipped by SNI; when the
+ * default one is refused and would be served, the handshake fails with the
+ * same words as the provider's "key not found", so the access log line
+ * names the key the same way.
+ */
+static int refuse_default(const struct kpx_tls *t, int *alert)
+{
+	ERR_raise_data(ERR_LIB_USER, ERR_R_OPERATION_FAIL,
+	               KW_PROVIDER_KEY_NOT_FOUND_TEXT "%s (certificate refused by --require-keys)",
+	               t->refused_ski[0]);
+	*alert = SSL_AD_INTERNAL_ERROR;
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* Called for every ClientHello, with or without SNI. */
 static int select_cert(SSL *ssl, int *alert, void *arg)
 {
 	struct kpx_tls *t = arg;
 	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	if (name == NULL || t->n == 1)
-		return SSL_TLSEXT_ERR_NOACK; /* the default certificate */
-	for (size_t i = 0; i < t->n; i++) {
+	for (size_t i = 0; name != NULL && i < t->n; i++) {
 		/* Names in the subjectAltName (wildcards as RFC 6125 allows), else the CN. */
-		if (X509_check_host(t->leaf[i], name, 0, 0, NULL) == 1) {
+		if (!refused(t, i) && X509_check_host(t->leaf[i], name, 0, 0, NULL) == 1) {
 			if (i > 0 && SSL_set_SSL_CTX(ssl, t->ctx[i]) == NULL)
 				return SSL_TLSEXT_ERR_ALERT_FATAL;
 			return SSL_TLSEXT_ERR_OK;
 		}
 	}
-	return SSL_TLSEXT_ERR_NOACK; /* unknown name: the default certificate */
+	/* No SNI or an unknown name: the default certificate. */
+	return refused(t, 0) ? refuse_default(t, alert) : SSL_TLSEXT_ERR_NOACK;
 }
 
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
@@ -225,7 +251,9 @@ struct kpx_tls *kpx_tls_load(const struct kpx_options *o, char *err, size_t errl
 	}
 	atomic_init(&t->refs, 1);
 	if (ssl_set_index < 0 || (t->ctx = calloc(n, sizeof(*t->ctx))) == NULL ||
-	    (t->leaf = calloc(n, sizeof(*t->leaf))) == NULL) {
+	    (t->leaf = calloc(n, sizeof(*t->leaf))) == NULL ||
+	    (t->refused = calloc(n, sizeof(*t->refused))) == NULL ||
+	    (t->refused_ski = calloc(n, sizeof(*t->refused_ski))) == NULL) {
 		snprintf(err, errlen, "out of memory loading certificates");
 		goto err;
 	}
@@ -291,4 +319,18 @@ SSL *kpx_tls_ssl_new(struct kpx_tls *t)
 size_t kpx_tls_count(const struct kpx_tls *t)
 {
 	return t->n;
+}
+
+EVP_PKEY *kpx_tls_key(const struct kpx_tls *t, size_t i)
+{
+	return i < t->n ? SSL_CTX_get0_privatekey(t->ctx[i]) : NULL;
+}
+
+void kpx_tls_refuse(struct kpx_tls *t, size_t i, const char *ski_hex)
+{
+	if (i >= t->n)
+		return;
+	/* The SKI is written before the flag that makes readers look at it. */
+	snprintf(t->refused_ski[i], sizeof(t->refused_ski[i]), "%s", ski_hex);
+	atomic_store_explicit(&t->refused[i], true, memory_order_release);
 }

@@ -21,6 +21,14 @@ struct kpx_tls *kpx_tls_load(const struct kpx_options *o, char *err, size_t errl
 void kpx_tls_ref(struct kpx_tls *t);
 void kpx_tls_unref(struct kpx_tls *t); /* NULL ok */
 size_t kpx_tls_count(const struct kpx_tls *t);
+/* kpx_tls_key is the private key of t's i-th pair (owned by t), or NULL. */
+EVP_PKEY *kpx_tls_key(const struct kpx_tls *t, size_t i);
+/*
+ * kpx_tls_refuse stops t serving its i-th certificate (--require-keys: no
+ * keyserver holds its key, SKI ski_hex): SNI skips it, and a handshake that
+ * would get it as the default fails. Any thread; a reload makes a new set.
+ */
+void kpx_tls_refuse(struct kpx_tls *t, size_t i, const char *ski_hex);
 
 /* kpx_tls_publish makes t (its reference taken over) the set new connections get. */
 void kpx_tls_publish(struct kpx_tls *t);

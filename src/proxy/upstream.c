@@ -40,6 +40,7 @@
 #include "keyway/config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,11 +360,46 @@ static int proxy_header(struct kpx_conn *c, struct kpx_upstream *u)
 	return 0;
 }
 
+/*
+ * A dead upstream is the operator's problem, so it is a warning; but every
+ * client connection meets it, so at most one line per DEAD_LOG_INTERVAL_NS
+ * (all workers together: there is one upstream), counting the ones held back.
+ */
+#define DEAD_LOG_INTERVAL_NS (10ull * 1000000000ull)
+static pthread_mutex_t dead_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t dead_last_ns;
+static bool dead_logged;
+static unsigned long dead_suppressed;
+
+static void log_dead_upstream(struct kpx_conn *c, const char *what)
+{
+	uint64_t now = kw_loop_now_ns(c->w->loop);
+	unsigned long held = 0;
+	bool log = false;
+
+	pthread_mutex_lock(&dead_mu);
+	if (!dead_logged || now - dead_last_ns >= DEAD_LOG_INTERVAL_NS) {
+		log = true;
+		held = dead_suppressed;
+		dead_suppressed = 0;
+		dead_last_ns = now;
+		dead_logged = true;
+	} else {
+		dead_suppressed++;
+	}
+	pthread_mutex_unlock(&dead_mu);
+	if (log)
+		kw_warn("upstream %s: %s (%lu more failures not logged in the last 10 s)",
+		        c->w->opt->upstream, what, held);
+}
+
 static void connect_failed(struct kpx_conn *c, enum kpx_reason why, int err)
 {
 	kpx_add(&c->w->m.upstream_connects[why == KPX_R_UPSTREAM_TIMEOUT ? 2 : 1], 1);
-	kw_debug("worker %u: upstream %s: %s", c->w->id, c->w->opt->upstream,
-	         why == KPX_R_UPSTREAM_TIMEOUT ? "connect timed out" : strerror(err));
+	const char *what = why == KPX_R_UPSTREAM_TIMEOUT ? "connect timed out" : strerror(err);
+	kw_debug("worker %u: upstream %s: %s", c->w->id, c->w->opt->upstream, what);
+	if (why != KPX_R_INTERNAL)
+		log_dead_upstream(c, what);
 	kpx_conn_close_why(c, why);
 }
 

@@ -114,6 +114,13 @@ static void test_lines(void)
 	c.handshake_ns = 0;
 	c.reason = KPX_R_HANDSHAKE_TIMEOUT;
 	kpx_accesslog_conn(&c);
+
+	/* A handshake that failed on a key no keyserver holds: the cause and the SKI follow. */
+	c.reason = KPX_R_HANDSHAKE_FAILED;
+	snprintf(c.missing_ski, sizeof(c.missing_ski), "%s",
+	         "00112233445566778899aabbccddeeff00112233");
+	kpx_accesslog_conn(&c);
+	c.missing_ski[0] = '\0';
 	tls_pair_close(&p);
 	c.ssl = NULL;
 
@@ -137,6 +144,13 @@ static void test_lines(void)
 	               0,
 	               "rx_client=0 tx_client=0 tx_upstream=0 rx_upstream=0 "
 	               "reason=handshake-timeout\n");
+	t = check_line(t,
+	               "worker=3 client=[2001:db8::1]:443 sni=www.example.com?x?1 tls=- cipher=- "
+	               "handshake_ms=- ",
+	               0,
+	               "rx_client=0 tx_client=0 tx_upstream=0 rx_upstream=0 "
+	               "reason=handshake-failed detail=key-not-found "
+	               "ski=00112233445566778899aabbccddeeff00112233\n");
 	static const char refused_tail[] =
 	    "rx_client=0 tx_client=0 tx_upstream=0 rx_upstream=0 reason=max-connections\n";
 	t = check_line(t, "worker=3 client=- sni=- tls=- cipher=- handshake_ms=- ", 0,
