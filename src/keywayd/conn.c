@@ -44,8 +44,17 @@
 #define READ_CHUNK 16384
 #define READ_BUDGET (64 * 1024)      /* socket bytes per connection per turn, for fairness */
 #define MAX_BUFFERED_IN (256 * 1024) /* unparsed input above which reading waits (> max frame) */
-#define EXEC_BUDGET 256              /* requests answered per connection per turn */
-#define DRAIN_QUIET_NS 50000000u     /* draining: silence after which a client is done */
+#define EXEC_BUDGET 256              /* requests answered per connection per turn, at most */
+/*
+ * Execution time one connection may use per loop turn. Requests cost from
+ * microseconds (a ping, an ECDSA sign) to several milliseconds (an RSA-4096
+ * sign), so a count alone lets one pipelining client hold the worker for a
+ * second; past this slice the connection yields to the next turn, after every
+ * other ready connection, so a request elsewhere waits for one slice plus the
+ * request running when it was used up, not for a whole batch.
+ */
+#define EXEC_SLICE_NS 2000000u   /* 2 ms */
+#define DRAIN_QUIET_NS 50000000u /* draining: silence after which a client is done */
 /* An empty buffer larger than this is given back after each turn: steady traffic
  * keeps its small buffers, and a burst's growth does not stay pinned. */
 #define KEEP_BUF_CAP (2 * READ_CHUNK)
@@ -91,6 +100,8 @@ struct kwd_conn {
 	struct kw_timer kick; /* serve buffered frames on the next turn */
 	uint64_t active_ns;   /* last request or write progress */
 	uint64_t rx_ns;       /* when the last bytes arrived */
+	uint64_t slice_turn;  /* the loop turn (its start time) slice_used belongs to */
+	uint64_t slice_used;  /* execution time used in that turn, against EXEC_SLICE_NS */
 	size_t counted;       /* buffer bytes in the worker's buffer_bytes gauge */
 	struct kw_buf rx;     /* bytes from the socket */
 	struct kw_buf in;     /* TLS: decrypted request bytes */
@@ -354,7 +365,8 @@ static int answer(struct kwd_conn *c, struct turn *t, uint32_t id, const struct 
 
 /*
  * serve_frames answers every complete frame in the input, stopping when the
- * unsent output reaches the backpressure bound or the per-turn budget.
+ * unsent output reaches the backpressure bound or the connection has used its
+ * slice of this turn (EXEC_SLICE_NS, or EXEC_BUDGET requests).
  */
 static void serve_frames(struct kwd_conn *c, struct turn *t)
 {
@@ -363,6 +375,13 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 	unsigned n = 0;
 
 	env->refresh(env->arg);
+	/* A connection served twice in a turn (its socket and its kick) shares one slice. */
+	uint64_t turn = kw_loop_now_ns(env->loop);
+	if (c->slice_turn != turn) {
+		c->slice_turn = turn;
+		c->slice_used = 0;
+	}
+	uint64_t start = kw_now_ns(), now = start;
 	while (!c->closing) {
 		if (pending_out(c) >= env->out_bound)
 			break;
@@ -373,9 +392,11 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 		size_t flen = (size_t)KW_HEADER_LEN + h.length;
 		if (avail < flen)
 			break;
-		/* Let the other connections of this loop have their turn; if the kick
-		 * that resumes this one cannot be armed, go on serving it now. */
-		if (n >= EXEC_BUDGET && kw_timer_start_us(env->loop, &c->kick, 0) == 0)
+		/* Past its slice, let the other connections of this loop have their
+		 * turn: the kick resumes this one in the next turn, after their I/O
+		 * events. If the kick cannot be armed, go on serving it now. */
+		if ((n >= EXEC_BUDGET || c->slice_used + (now - start) >= EXEC_SLICE_NS) &&
+		    kw_timer_start_us(env->loop, &c->kick, 0) == 0)
 			break;
 		n++;
 		int rc;
@@ -401,7 +422,9 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 			c->why = "out of memory";
 			break;
 		}
+		now = kw_now_ns();
 	}
+	c->slice_used += now - start;
 	if (n > 0)
 		c->active_ns = kw_loop_now_ns(env->loop);
 }
