@@ -87,6 +87,7 @@ struct kwd_conn {
 	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
 	struct kw_timer kick; /* serve buffered frames on the next turn */
 	uint64_t active_ns;   /* last request or write progress */
+	uint64_t open_ns;     /* accepted: the handshake deadline counts from here */
 	uint64_t rx_ns;       /* when the last bytes arrived */
 	struct kw_buf rx;     /* bytes from the socket */
 	struct kw_buf in;     /* TLS: decrypted request bytes */
@@ -621,12 +622,25 @@ static void on_kick(struct kw_loop *loop, void *arg)
 		service(c, false);
 }
 
+/*
+ * deadline is when c times out: a handshake has its own bound from accept,
+ * which neither side's bytes refresh (a peer that never finishes must not
+ * live on the server's own writes); afterwards the idle timer applies.
+ */
+static uint64_t deadline(const struct kwd_conn *c)
+{
+	uint64_t idle = c->active_ns + c->env->idle_ns;
+	if (c->handshaking && c->env->handshake_ns != 0)
+		return c->open_ns + c->env->handshake_ns;
+	return idle;
+}
+
 static void on_idle(struct kw_loop *loop, void *arg)
 {
 	struct kwd_conn *c = arg;
-	uint64_t deadline = c->active_ns + c->env->idle_ns;
-	if (kw_loop_now_ns(loop) < deadline) {
-		kw_timer_start_at(loop, &c->idle, deadline);
+	uint64_t deadline_ns = deadline(c);
+	if (kw_loop_now_ns(loop) < deadline_ns) {
+		kw_timer_start_at(loop, &c->idle, deadline_ns);
 		return;
 	}
 	if (c->handshaking) {
@@ -659,13 +673,13 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	kw_io_init(&c->io, on_io, c);
 	kw_timer_init(&c->idle, on_idle, c);
 	kw_timer_init(&c->kick, on_kick, c);
-	c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
+	c->open_ns = c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
 
 	int rc = ctx != NULL ? tls_attach(c, ctx) : 0;
 	if (rc == 0)
 		rc = kw_io_start(env->loop, &c->io, fd, KW_EV_READ);
 	if (rc == 0)
-		rc = kw_timer_start_at(env->loop, &c->idle, c->active_ns + env->idle_ns);
+		rc = kw_timer_start_at(env->loop, &c->idle, deadline(c));
 	if (rc < 0) {
 		kw_io_stop(env->loop, &c->io);
 		SSL_free(c->ssl);
@@ -696,4 +710,14 @@ void kwd_conn_drain(struct kwd_conn *c)
 void kwd_conn_abort(struct kwd_conn *c)
 {
 	close_now(c, "drain deadline");
+}
+
+bool kwd_conn_handshaking(const struct kwd_conn *c)
+{
+	return !c->dead && c->handshaking;
+}
+
+void kwd_conn_evict(struct kwd_conn *c)
+{
+	close_now(c, "evicted by a new connection at --max-connections");
 }

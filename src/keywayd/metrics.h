@@ -41,6 +41,8 @@ struct kwd_wmetrics {
 	_Atomic uint64_t conns_open[KWD_NTRANSPORT];  /* gauge: opened minus closed */
 	_Atomic uint64_t conns_total[KWD_NTRANSPORT];
 	_Atomic uint64_t failed_conns; /* TLS handshake failures/timeouts */
+	_Atomic uint64_t evicted;      /* handshaking connections displaced at the cap */
+	_Atomic uint64_t refused;      /* new connections closed at the cap (none to evict) */
 };
 
 /* Single-writer increment: the owner thread is the only one storing. */
