@@ -152,6 +152,18 @@ def handshake_timeout(c, tmp, pki, keys_dir):
                      or 0) >= 1, "the refusal is counted")
 
 
+def bad_options(c, pki, keys_dir):
+    c.section("option errors")
+    base = ["--keys", keys_dir, "--tls-cert", pki.server_cert_file, "--tls-key",
+            pki.server_key_file, "--client-ca", pki.ca_file, "--listen", "127.0.0.1:0"]
+    for bad in ["5x", "", "0", "-1s", "2h"]:
+        code, out = kw.run_keywayd_expect_exit(base + ["--handshake-timeout", bad])
+        c.check(code == 2 and "--handshake-timeout" in out,
+                "--handshake-timeout %r refused with exit 2" % bad, out.strip()[-300:])
+    code, out = kw.run_keywayd_expect_exit(base + ["--max-connections", "0"])
+    c.eq(code, 2, "--max-connections 0 refused")
+
+
 def main(c):
     # The test itself holds the flood's sockets.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -159,6 +171,7 @@ def main(c):
         resource.setrlimit(resource.RLIMIT_NOFILE, (FLOOD + 200, hard))
     with kw.TempDir() as tmp:
         pki, keys_dir, keys = kw.setup(tmp, ["p256"])
+        bad_options(c, pki, keys_dir)
         flood(c, tmp, pki, keys_dir, keys)
         handshake_timeout(c, tmp, pki, keys_dir)
 
