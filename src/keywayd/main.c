@@ -199,10 +199,12 @@ static int check_addresses(const struct kw_option *opts, struct kwd_options *o, 
 /*
  * raise_nofile lifts the soft descriptor limit to the hard one (every
  * connection is a descriptor) and derives the --max-connections default
- * from it, keeping NOFILE_RESERVE descriptors for listeners, key files,
- * metrics and reloads.
+ * from it, keeping NOFILE_RESERVE descriptors for key files, metrics and
+ * reloads plus NOFILE_PER_WORKER for each worker's listener, epoll, wake-up
+ * and spare descriptors.
  */
 #define NOFILE_RESERVE 32
+#define NOFILE_PER_WORKER 4
 static void raise_nofile(struct kwd_options *o)
 {
 	unsigned long lim = 0;
@@ -213,7 +215,8 @@ static void raise_nofile(struct kwd_options *o)
 	else
 		kw_info("descriptor limit: %lu", lim);
 	if (o->max_connections == 0) {
-		unsigned long m = lim > NOFILE_RESERVE * 2 ? lim - NOFILE_RESERVE : lim / 2;
+		unsigned long keep = NOFILE_RESERVE + (unsigned long)NOFILE_PER_WORKER * o->workers;
+		unsigned long m = lim > keep * 2 ? lim - keep : lim / 2;
 		o->max_connections = m > UINT_MAX ? UINT_MAX : m < 1 ? 1 : (unsigned)m;
 	} else if (o->max_connections > lim) {
 		kw_warn("--max-connections %u is above the descriptor limit %lu: past it, new "
@@ -322,7 +325,7 @@ int main(int argc, char **argv)
 	    KW_OPT_NUM("idle-timeout", &o.idle_timeout_s, "SECONDS", "close connections without a request this long (default 30)", 1, 86400),
 	    KW_OPT_NUM("drain-timeout", &o.drain_timeout_s, "SECONDS", "on SIGTERM, wait at most this long for in-flight requests (default 5)", 0, 3600),
 	    KW_OPT_NUM("max-inflight", &o.max_inflight, "N", "requests in flight per connection before it stops being read (default 1024)", 1, 65536),
-	    KW_OPT_NUM("max-connections", &o.max_connections, "N", "open connections per process; at the cap a new one evicts the oldest still in its TLS handshake, else is closed (default: descriptor limit - 32)", 1, 0),
+	    KW_OPT_NUM("max-connections", &o.max_connections, "N", "open connections per process; at the cap a new one evicts the oldest still in its TLS handshake, else is closed (default: descriptor limit - 32 - 4 per worker)", 1, 0),
 	    KW_OPT_STR("handshake-timeout", &o.handshake_timeout, "DURATION", "close a TCP connection whose TLS handshake is not done this long after accept (default 5s)"),
 	    KW_OPT_CHOICE("log-level", &o.log_level, "LEVEL", "debug|info|warn|error (default info)", log_levels),
 	    KW_OPT_END,

@@ -238,8 +238,11 @@ static void pause_accepts(struct kwd_worker *w, int err)
 static int out_of_fds(struct kwd_worker *w, int lfd, int err, bool *paused)
 {
 	*paused = false;
-	if (w->reserve_fd < 0) {
+	/* The reserve was lost to another thread taking the slot it was to reopen in:
+	 * a handshaking connection gives its descriptor back instead. */
+	if (w->reserve_fd < 0 && evict_one(w))
 		w->reserve_fd = reserve_open();
+	if (w->reserve_fd < 0) {
 		*paused = true;
 		pause_accepts(w, err);
 		return -1;
