@@ -48,6 +48,7 @@ struct kwd_worker {
 
 	struct kwd_conn_env env; /* for the connections; its exec and ks follow gen */
 	struct kw_list conns;    /* the open connections (struct wconn), oldest first */
+	struct kw_list settled;  /* those evict_one found past their handshake */
 	unsigned nconns;
 	unsigned max_conns;     /* the process-wide cap (--max-connections) */
 	atomic_uint *all_conns; /* open connections of every worker, against max_conns */
@@ -183,19 +184,21 @@ static void serve(struct kwd_worker *w, int fd, enum kwd_transport t, const char
 /*
  * evict_one closes this worker's oldest connection still in its TLS
  * handshake; false when every one is authenticated (or on the Unix socket):
- * those are never displaced by a newcomer.
+ * those are never displaced by a newcomer. A connection found past its
+ * handshake moves to the settled list for good (it cannot go back), so under
+ * a flood each one is looked at once, not at every new connection.
  */
 static bool evict_one(struct kwd_worker *w)
 {
-	struct kw_list *pos;
-	kw_list_for_each(pos, &w->conns)
-	{
-		struct kwd_conn *c = kw_container_of(pos, struct wconn, link)->conn;
-		if (kwd_conn_handshaking(c)) {
+	while (!kw_list_empty(&w->conns)) {
+		struct wconn *n = kw_list_entry(kw_list_first(&w->conns), struct wconn, link);
+		if (kwd_conn_handshaking(n->conn)) {
 			kwd_counter_add(&w->metrics.evicted, 1);
-			kwd_conn_evict(c); /* unlinks it and gives its slot back */
+			kwd_conn_evict(n->conn); /* unlinks it and gives its slot back */
 			return true;
 		}
+		kw_list_del(&n->link);
+		kw_list_add_tail(&w->settled, &n->link);
 	}
 	return false;
 }
@@ -336,6 +339,8 @@ static void abort_all(struct kwd_worker *w)
 {
 	while (!kw_list_empty(&w->conns))
 		kwd_conn_abort(kw_list_entry(kw_list_first(&w->conns), struct wconn, link)->conn);
+	while (!kw_list_empty(&w->settled))
+		kwd_conn_abort(kw_list_entry(kw_list_first(&w->settled), struct wconn, link)->conn);
 }
 
 /* quiesce leaves the loop with nothing of this worker in it. */
@@ -374,6 +379,8 @@ static void begin_drain(struct kwd_worker *w)
 	}
 	struct kw_list *pos, *tmp;
 	kw_list_for_each_safe(pos, tmp, &w->conns)
+	    kwd_conn_drain(kw_container_of(pos, struct wconn, link)->conn);
+	kw_list_for_each_safe(pos, tmp, &w->settled)
 	    kwd_conn_drain(kw_container_of(pos, struct wconn, link)->conn);
 	if (w->nconns == 0)
 		finish(w);
@@ -419,6 +426,7 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	/* None (-1) is allowed: pausing accepts on EMFILE is the fallback. */
 	w->reserve_fd = reserve_open();
 	kw_list_init(&w->conns);
+	kw_list_init(&w->settled);
 	atomic_init(&w->drain_requested, false);
 	kw_io_init(&w->tcp_io, on_tcp_listener, w);
 	kw_io_init(&w->unix_io, on_unix_listener, w);
