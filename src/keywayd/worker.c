@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -52,6 +53,7 @@ struct kwd_worker {
 	unsigned nconns;
 	unsigned max_conns;     /* the process-wide cap (--max-connections) */
 	atomic_uint *all_conns; /* open connections of every worker, against max_conns */
+	atomic_uint own_conns;  /* all_conns when the config shares no count */
 	int reserve_fd;         /* spent on EMFILE to accept a connection anyway; -1 if none */
 
 	atomic_bool drain_requested; /* set by kwd_worker_drain (any thread) */
@@ -421,8 +423,8 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	w->unix_fd = cfg->unix_fd;
 	w->gens = cfg->gens;
 	w->drain_ms = cfg->drain_ms;
-	w->max_conns = cfg->max_conns;
-	w->all_conns = cfg->nconns;
+	w->max_conns = cfg->max_conns != 0 ? cfg->max_conns : UINT_MAX;
+	w->all_conns = cfg->nconns != NULL ? cfg->nconns : &w->own_conns;
 	/* None (-1) is allowed: pausing accepts on EMFILE is the fallback. */
 	w->reserve_fd = reserve_open();
 	kw_list_init(&w->conns);
