@@ -99,6 +99,7 @@ struct kwd_conn {
 	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
 	struct kw_timer kick; /* serve buffered frames on the next turn */
 	uint64_t active_ns;   /* last request or write progress */
+	uint64_t open_ns;     /* accepted: the handshake deadline counts from here */
 	uint64_t rx_ns;       /* when the last bytes arrived */
 	uint64_t slice_turn;  /* the loop turn (its start time) slice_used belongs to */
 	uint64_t slice_used;  /* execution time used in that turn, against EXEC_SLICE_NS */
@@ -680,13 +681,26 @@ static void on_kick(struct kw_loop *loop, void *arg)
 		service(c, false);
 }
 
+/*
+ * deadline is when c times out: a handshake has its own bound from accept,
+ * which neither side's bytes refresh (a peer that never finishes must not
+ * live on the server's own writes); afterwards the idle timer applies.
+ */
+static uint64_t deadline(const struct kwd_conn *c)
+{
+	uint64_t idle = c->active_ns + c->env->idle_ns;
+	if (c->handshaking && c->env->handshake_ns != 0)
+		return c->open_ns + c->env->handshake_ns;
+	return idle;
+}
+
 static void on_idle(struct kw_loop *loop, void *arg)
 {
 	struct kwd_conn *c = arg;
-	uint64_t deadline = c->active_ns + c->env->idle_ns;
-	if (kw_loop_now_ns(loop) < deadline) {
+	uint64_t deadline_ns = deadline(c);
+	if (kw_loop_now_ns(loop) < deadline_ns) {
 		/* Unarmed, the idle timer would never close this connection. */
-		if (kw_timer_start_at(loop, &c->idle, deadline) < 0)
+		if (kw_timer_start_at(loop, &c->idle, deadline_ns) < 0)
 			close_graceful(c, "cannot re-arm the idle timer");
 		return;
 	}
@@ -720,13 +734,13 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	kw_io_init(&c->io, on_io, c);
 	kw_timer_init(&c->idle, on_idle, c);
 	kw_timer_init(&c->kick, on_kick, c);
-	c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
+	c->open_ns = c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
 
 	int rc = ctx != NULL ? tls_attach(c, ctx) : 0;
 	if (rc == 0)
 		rc = kw_io_start(env->loop, &c->io, fd, KW_EV_READ);
 	if (rc == 0)
-		rc = kw_timer_start_at(env->loop, &c->idle, c->active_ns + env->idle_ns);
+		rc = kw_timer_start_at(env->loop, &c->idle, deadline(c));
 	if (rc < 0) {
 		kw_io_stop(env->loop, &c->io);
 		SSL_free(c->ssl);
@@ -762,4 +776,14 @@ size_t kwd_conn_buffer_bytes(const struct kwd_conn *c)
 void kwd_conn_abort(struct kwd_conn *c)
 {
 	close_now(c, "drain deadline");
+}
+
+bool kwd_conn_handshaking(const struct kwd_conn *c)
+{
+	return !c->dead && c->handshaking;
+}
+
+void kwd_conn_evict(struct kwd_conn *c)
+{
+	close_now(c, "evicted by a new connection at --max-connections");
 }

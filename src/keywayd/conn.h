@@ -10,6 +10,7 @@
 #ifndef KEYWAYD_CONN_H
 #define KEYWAYD_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,7 @@ struct kwd_conn_env {
 	struct kwd_wmetrics *metrics;  /* counters; written by the loop thread only */
 	size_t out_bound;              /* unsent output bytes at which reading pauses */
 	uint64_t idle_ns;              /* close a connection without progress this long */
+	uint64_t handshake_ns;         /* TLS handshake bound from accept; 0: idle_ns only */
 	struct kwd_exec *exec;         /* context cache for ks (set by refresh) */
 	const struct kwd_keystore *ks; /* the keys requests are answered with (set by refresh) */
 	kwd_conn_refresh_fn *refresh;  /* called before each batch of requests is served */
@@ -74,5 +76,15 @@ size_t kwd_conn_buffer_bytes(const struct kwd_conn *c);
 
 /* kwd_conn_abort closes c now without flushing (drain deadline, shutdown). */
 void kwd_conn_abort(struct kwd_conn *c);
+
+/*
+ * kwd_conn_handshaking is whether c is a TLS connection still in its
+ * handshake (its peer not yet authenticated): the only kind that may be
+ * evicted. A Unix-socket connection never is.
+ */
+bool kwd_conn_handshaking(const struct kwd_conn *c);
+
+/* kwd_conn_evict closes c now, to make room for a new connection. */
+void kwd_conn_evict(struct kwd_conn *c);
 
 #endif

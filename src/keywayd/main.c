@@ -9,6 +9,7 @@
  * address and the fix), 1 for a failure later on.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,14 +154,79 @@ static int check_tcp_address(const struct kw_option *opts, const char *name, con
 	return 0;
 }
 
-/* check_addresses checks --listen and --metrics before anything starts. */
-static int check_addresses(const struct kw_option *opts, const struct kwd_options *o, char *err,
+/*
+ * parse_duration reads DURATION: a decimal number of seconds, or one followed
+ * by ms, s or m ("500ms", "5s", "2m"). Returns 0 with *ns set, or -1.
+ */
+static int parse_duration(const char *text, uint64_t *ns)
+{
+	uint64_t v = 0;
+	const char *p = text;
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (uint64_t)(*p - '0');
+		if (v > 86400000)
+			return -1;
+	}
+	uint64_t unit = 1000000000u;
+	if (strcmp(p, "ms") == 0)
+		unit = 1000000u;
+	else if (strcmp(p, "m") == 0)
+		unit = 60000000000u;
+	else if (*p != '\0' && strcmp(p, "s") != 0)
+		return -1;
+	*ns = v * unit;
+	return 0;
+}
+
+/* check_addresses checks --listen, --metrics and --handshake-timeout before anything starts. */
+static int check_addresses(const struct kw_option *opts, struct kwd_options *o, char *err,
                            size_t errlen)
 {
 	int rc = check_tcp_address(opts, "listen", o->listen, "127.0.0.1:2407", err, errlen);
 	if (rc == 0)
 		rc = check_tcp_address(opts, "metrics", o->metrics, "127.0.0.1:2406", err, errlen);
+	if (rc == 0 && (parse_duration(o->handshake_timeout, &o->handshake_ns) < 0 ||
+	                o->handshake_ns == 0 || o->handshake_ns > 3600000000000u)) {
+		snprintf(
+		    err, errlen,
+		    "--handshake-timeout %s: not a duration between 1ms and 1h; fix: e.g. 5s or "
+		    "500ms",
+		    o->handshake_timeout);
+		rc = -KW_ECONFIG;
+	}
 	return rc;
+}
+
+/*
+ * raise_nofile lifts the soft descriptor limit to the hard one (every
+ * connection is a descriptor) and derives the --max-connections default
+ * from it, keeping NOFILE_RESERVE descriptors for key files, metrics and
+ * reloads plus NOFILE_PER_WORKER for each worker's listener, epoll, wake-up
+ * and spare descriptors.
+ */
+#define NOFILE_RESERVE 32
+#define NOFILE_PER_WORKER 4
+static void raise_nofile(struct kwd_options *o)
+{
+	unsigned long lim = 0;
+	int rc = kw_raise_nofile(&lim);
+	if (rc < 0)
+		kw_warn("cannot raise the descriptor limit: %s; it stays at %lu", kw_strerror(rc),
+		        lim);
+	else
+		kw_info("descriptor limit: %lu", lim);
+	if (o->max_connections == 0) {
+		unsigned long keep = NOFILE_RESERVE + (unsigned long)NOFILE_PER_WORKER * o->workers;
+		unsigned long m = lim > keep * 2 ? lim - keep : lim / 2;
+		o->max_connections = m > UINT_MAX ? UINT_MAX : m < 1 ? 1 : (unsigned)m;
+	} else if (o->max_connections > lim) {
+		kw_warn("--max-connections %u is above the descriptor limit %lu: past it, new "
+		        "connections evict handshaking ones or are refused",
+		        o->max_connections, lim);
+	}
+	kw_info("accepting at most %u connections", o->max_connections);
 }
 
 /*
@@ -204,6 +270,7 @@ static int run(struct kwd_server *srv, struct kwd_options *o, const sigset_t *se
 		kw_error("%s", err);
 		return 2;
 	}
+	raise_nofile(o);
 	if ((rc = kw_loop_new(&loop)) < 0) {
 		kw_error("cannot create the event loop: %s", kw_strerror(rc));
 		return 2;
@@ -247,6 +314,7 @@ int main(int argc, char **argv)
 	    .idle_timeout_s = 30,
 	    .drain_timeout_s = 5,
 	    .max_inflight = 1024,
+	    .handshake_timeout = "5s",
 	    .log_level = KW_LOG_INFO,
 	};
 	/* clang-format off */
@@ -266,6 +334,8 @@ int main(int argc, char **argv)
 	    KW_OPT_NUM("idle-timeout", &o.idle_timeout_s, "SECONDS", "close connections without a request this long (default 30)", 1, 86400),
 	    KW_OPT_NUM("drain-timeout", &o.drain_timeout_s, "SECONDS", "on SIGTERM, wait at most this long for in-flight requests (default 5)", 0, 3600),
 	    KW_OPT_NUM("max-inflight", &o.max_inflight, "N", "requests in flight per connection before it stops being read (default 1024)", 1, 65536),
+	    KW_OPT_NUM("max-connections", &o.max_connections, "N", "open connections per process; at the cap a new one evicts the oldest still in its TLS handshake, else is closed (default: descriptor limit - 32 - 4 per worker)", 1, 0),
+	    KW_OPT_STR("handshake-timeout", &o.handshake_timeout, "DURATION", "close a TCP connection whose TLS handshake is not done this long after accept (default 5s)"),
 	    KW_OPT_CHOICE("log-level", &o.log_level, "LEVEL", "debug|info|warn|error (default info)", log_levels),
 	    KW_OPT_END,
 	};

@@ -154,6 +154,14 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 	kw_prom_single(&p, "keyless_failed_connection", "counter",
 	               "Number of connection/transport failure, in tls handshake and etc.",
 	               sum_workers(m, offsetof(struct kwd_wmetrics, failed_conns), 0));
+	kw_prom_single(&p, "keyway_keywayd_connections_evicted_total", "counter",
+	               "Connections still in their TLS handshake closed to admit a new one at "
+	               "--max-connections.",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, evicted), 0));
+	kw_prom_single(&p, "keyway_keywayd_connections_refused_total", "counter",
+	               "New connections closed at once: at --max-connections with none to evict, "
+	               "or out of descriptors.",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, refused), 0));
 	kw_prom_family(&p, "keyless_connections", "gauge", "Open client connections by transport.");
 	by_transport(m, &p, "keyless_connections", offsetof(struct kwd_wmetrics, conns_open));
 	kw_prom_family(&p, "keyless_connections_total", "counter",

@@ -42,6 +42,8 @@ struct kwd_wmetrics {
 	_Atomic uint64_t conns_total[KWD_NTRANSPORT];
 	_Atomic uint64_t failed_conns; /* TLS handshake failures/timeouts */
 	_Atomic uint64_t buffer_bytes; /* gauge: heap held by connection buffers */
+	_Atomic uint64_t evicted;      /* handshaking connections displaced at the cap */
+	_Atomic uint64_t refused;      /* new connections closed at the cap (none to evict) */
 };
 
 /* Single-writer increment: the owner thread is the only one storing. */

@@ -343,6 +343,9 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 		    .gens = &s->gens,
 		    .out_bound = (size_t)s->opt->max_inflight * KW_PADDED_LEN,
 		    .idle_ns = (uint64_t)s->opt->idle_timeout_s * 1000000000u,
+		    .handshake_ns = s->opt->handshake_ns,
+		    .max_conns = s->opt->max_connections,
+		    .nconns = &s->nconns,
 		    .drain_ms = (uint64_t)s->opt->drain_timeout_s * 1000u,
 		};
 		/* The worker owns its TCP listener from here on. */

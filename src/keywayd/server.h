@@ -6,6 +6,7 @@
 #ifndef KEYWAYD_SERVER_H
 #define KEYWAYD_SERVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -29,6 +30,9 @@ struct kwd_options {
 	unsigned idle_timeout_s;
 	unsigned drain_timeout_s;
 	unsigned max_inflight;
+	unsigned max_connections; /* per process; 0 until main sets the default */
+	char *handshake_timeout;  /* DURATION text of --handshake-timeout */
+	uint64_t handshake_ns;    /* ...parsed by main */
 	bool allow_group_readable;
 	int log_level; /* enum kw_log_level */
 };
@@ -50,6 +54,7 @@ struct kwd_server {
 
 	struct kwd_worker **workers;
 	struct kwd_metrics *metrics;
+	atomic_uint nconns; /* open connections of every worker (--max-connections) */
 };
 
 /*

@@ -2,6 +2,8 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -46,8 +48,13 @@ struct kwd_worker {
 	uint64_t gen_seq;          /* gen->seq, compared with the slot's */
 
 	struct kwd_conn_env env; /* for the connections; its exec and ks follow gen */
-	struct kw_list conns;    /* the open connections (struct wconn) */
+	struct kw_list conns;    /* the open connections (struct wconn), oldest first */
+	struct kw_list settled;  /* those evict_one found past their handshake */
 	unsigned nconns;
+	unsigned max_conns;     /* the process-wide cap (--max-connections) */
+	atomic_uint *all_conns; /* open connections of every worker, against max_conns */
+	atomic_uint own_conns;  /* all_conns when the config shares no count */
+	int reserve_fd;         /* spent on EMFILE to accept a connection anyway; -1 if none */
 
 	atomic_bool drain_requested; /* set by kwd_worker_drain (any thread) */
 	bool draining;               /* this thread has begun draining */
@@ -76,9 +83,16 @@ static void listeners_stop(struct kwd_worker *w)
 	kw_io_stop(w->loop, &w->unix_io);
 }
 
+static int reserve_open(void)
+{
+	return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void on_accept_timer(struct kw_loop *loop, void *arg)
 {
 	struct kwd_worker *w = arg;
+	if (w->reserve_fd < 0)
+		w->reserve_fd = reserve_open();
 	if (w->draining || listeners_start(w) == 0)
 		return;
 	/* Still cannot watch a listener: try again later rather than never accept
@@ -142,6 +156,7 @@ static void on_conn_closed(void *arg, void *owner)
 	kw_list_del(&n->link);
 	free(n);
 	w->nconns--;
+	atomic_fetch_sub_explicit(w->all_conns, 1, memory_order_relaxed);
 	if (w->draining && w->nconns == 0)
 		finish(w);
 }
@@ -160,14 +175,98 @@ static void serve(struct kwd_worker *w, int fd, enum kwd_transport t, const char
 	}
 	if (rc < 0) {
 		free(n);
+		atomic_fetch_sub_explicit(w->all_conns, 1, memory_order_relaxed);
 		kw_warn("worker %u: cannot serve %s: %s", w->id, peer, kw_strerror(rc));
 		return;
 	}
-	kw_list_add(&w->conns, &n->link);
+	kw_list_add_tail(&w->conns, &n->link);
 	w->nconns++;
 	kw_debug("connection %s accepted by worker %u", peer, w->id);
 	if (w->draining)
 		kwd_conn_drain(n->conn);
+}
+
+/*
+ * evict_one closes this worker's oldest connection still in its TLS
+ * handshake; false when every one is authenticated (or on the Unix socket):
+ * those are never displaced by a newcomer. A connection found past its
+ * handshake moves to the settled list for good (it cannot go back), so under
+ * a flood each one is looked at once, not at every new connection.
+ */
+static bool evict_one(struct kwd_worker *w)
+{
+	while (!kw_list_empty(&w->conns)) {
+		struct wconn *n = kw_list_entry(kw_list_first(&w->conns), struct wconn, link);
+		if (kwd_conn_handshaking(n->conn)) {
+			kwd_counter_add(&w->metrics.evicted, 1);
+			kwd_conn_evict(n->conn); /* unlinks it and gives its slot back */
+			return true;
+		}
+		kw_list_del(&n->link);
+		kw_list_add_tail(&w->settled, &n->link);
+	}
+	return false;
+}
+
+/*
+ * admit takes a slot under --max-connections for a new connection, evicting
+ * a handshaking one when the cap is reached; false means the newcomer must
+ * be closed (counted as refused).
+ */
+static bool admit(struct kwd_worker *w)
+{
+	unsigned n = atomic_fetch_add_explicit(w->all_conns, 1, memory_order_relaxed);
+	if (n < w->max_conns || evict_one(w))
+		return true;
+	atomic_fetch_sub_explicit(w->all_conns, 1, memory_order_relaxed);
+	kwd_counter_add(&w->metrics.refused, 1);
+	return false;
+}
+
+/* pause_accepts rests the listeners (ENOMEM and the like, or no reserve). */
+static void pause_accepts(struct kwd_worker *w, int err)
+{
+	kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id, strerror(err),
+	        ACCEPT_PAUSE_MS);
+	listeners_stop(w);
+	if (kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS) < 0)
+		listeners_start(w); /* better a busy listener than a dead worker */
+}
+
+/*
+ * out_of_fds handles EMFILE/ENFILE without leaving the connection in the
+ * backlog, where real clients would time out behind silent ones: the
+ * reserve descriptor is spent to accept it, a handshaking connection
+ * evicted to make room for it (or the newcomer refused), and the reserve
+ * taken again. Without a reserve (another thread took the slot) accepting
+ * pauses briefly rather than spinning. Returns the accepted fd, already
+ * admitted under --max-connections, or -1 (*paused tells whether the
+ * listeners rest).
+ */
+static int out_of_fds(struct kwd_worker *w, int lfd, int err, bool *paused)
+{
+	*paused = false;
+	/* The reserve was lost to another thread taking the slot it was to reopen in:
+	 * a handshaking connection gives its descriptor back instead. */
+	if (w->reserve_fd < 0 && evict_one(w))
+		w->reserve_fd = reserve_open();
+	if (w->reserve_fd < 0) {
+		*paused = true;
+		pause_accepts(w, err);
+		return -1;
+	}
+	close(w->reserve_fd);
+	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	bool room = fd >= 0 && evict_one(w);
+	if (room) /* the evicted one's slot is the newcomer's now */
+		atomic_fetch_add_explicit(w->all_conns, 1, memory_order_relaxed);
+	else if (fd >= 0) {
+		kwd_counter_add(&w->metrics.refused, 1);
+		close(fd);
+		fd = -1;
+	}
+	w->reserve_fd = reserve_open();
+	return fd;
 }
 
 /* accept_some accepts up to ACCEPTS_PER_TURN connections; returns how many it tried. */
@@ -184,19 +283,23 @@ static int accept_some(struct kwd_worker *w, int lfd, enum kwd_transport t)
 				continue;
 			if (e == EAGAIN || e == EWOULDBLOCK)
 				return i;
-			/* Out of descriptors or memory: a level-triggered listener would spin.
-			 * Stop watching only once the timer that resumes it is armed: a
-			 * listener left unwatched with no timer would never accept again,
-			 * while one left watched retries on the next turn. */
-			if (kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS) < 0) {
-				kw_warn("worker %u: accept: %s; cannot pause accepts", w->id,
-				        strerror(e));
+			if (e != EMFILE && e != ENFILE) {
+				pause_accepts(w, e);
 				return -1;
 			}
-			kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id,
-			        strerror(e), ACCEPT_PAUSE_MS);
-			listeners_stop(w);
-			return -1;
+			bool paused;
+			fd = out_of_fds(w, lfd, e, &paused);
+			if (paused)
+				return -1;
+			if (fd < 0)
+				continue;
+			/* The reserve's accept4 took no address: ask for it, for the log. */
+			len = sizeof(ss);
+			if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+				ss.ss_family = AF_UNSPEC;
+		} else if (!admit(w)) {
+			close(fd);
+			continue;
 		}
 		char peer[64];
 		kw_sockaddr_format((const struct sockaddr *)&ss, "unix", peer, sizeof(peer));
@@ -241,6 +344,8 @@ static void abort_all(struct kwd_worker *w)
 {
 	while (!kw_list_empty(&w->conns))
 		kwd_conn_abort(kw_list_entry(kw_list_first(&w->conns), struct wconn, link)->conn);
+	while (!kw_list_empty(&w->settled))
+		kwd_conn_abort(kw_list_entry(kw_list_first(&w->settled), struct wconn, link)->conn);
 }
 
 /* quiesce leaves the loop with nothing of this worker in it. */
@@ -286,6 +391,8 @@ static void begin_drain(struct kwd_worker *w)
 	struct kw_list *pos, *tmp;
 	kw_list_for_each_safe(pos, tmp, &w->conns)
 	    kwd_conn_drain(kw_container_of(pos, struct wconn, link)->conn);
+	kw_list_for_each_safe(pos, tmp, &w->settled)
+	    kwd_conn_drain(kw_container_of(pos, struct wconn, link)->conn);
 	if (w->nconns == 0)
 		finish(w);
 }
@@ -325,7 +432,12 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	w->unix_fd = cfg->unix_fd;
 	w->gens = cfg->gens;
 	w->drain_ms = cfg->drain_ms;
+	w->max_conns = cfg->max_conns != 0 ? cfg->max_conns : UINT_MAX;
+	w->all_conns = cfg->nconns != NULL ? cfg->nconns : &w->own_conns;
+	/* None (-1) is allowed: pausing accepts on EMFILE is the fallback. */
+	w->reserve_fd = reserve_open();
 	kw_list_init(&w->conns);
+	kw_list_init(&w->settled);
 	atomic_init(&w->drain_requested, false);
 	kw_io_init(&w->tcp_io, on_tcp_listener, w);
 	kw_io_init(&w->unix_io, on_unix_listener, w);
@@ -341,6 +453,7 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	    .metrics = &w->metrics,
 	    .out_bound = cfg->out_bound,
 	    .idle_ns = cfg->idle_ns,
+	    .handshake_ns = cfg->handshake_ns,
 	    .refresh = on_conn_refresh,
 	    .closed = on_conn_closed,
 	    .arg = w,
@@ -403,6 +516,8 @@ void kwd_worker_free(struct kwd_worker *w)
 	}
 	if (w->tcp_fd >= 0)
 		close(w->tcp_fd);
+	if (w->reserve_fd >= 0)
+		close(w->reserve_fd);
 	kwd_exec_free(w->env.exec);
 	kwd_gen_unref(w->gen);
 	free(w);

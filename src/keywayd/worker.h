@@ -6,6 +6,7 @@
 #ifndef KEYWAYD_WORKER_H
 #define KEYWAYD_WORKER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,9 @@ struct kwd_worker_config {
 	struct kwd_gen_slot *gens; /* where the current generation is published */
 	size_t out_bound;          /* unsent output bytes at which a connection stops being read */
 	uint64_t idle_ns;          /* idle connection timeout */
+	uint64_t handshake_ns;     /* TLS handshake bound from accept (0: idle_ns only) */
+	unsigned max_conns;        /* open connections allowed across all workers (0: no cap) */
+	atomic_uint *nconns;       /* the count of those, shared by all workers (NULL: own) */
 	uint64_t drain_ms;         /* after kwd_worker_drain, close what is left after this */
 };
 

@@ -2,9 +2,12 @@
  * test_worker.c - a worker thread on a Unix listener of this test: it
  * accepts and answers, picks up a newly published generation at its next
  * request, drains (answered, closed, thread ended) on request, and at its
- * drain deadline closes a connection that would never finish.
+ * drain deadline closes a connection that would never finish, and at its
+ * connection cap closes a newcomer when none can be evicted (Unix-socket
+ * connections never are), counting it refused.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -88,10 +91,12 @@ static struct kwd_gen *gen_with(uint64_t seq, EVP_PKEY *key, const char *sub)
 	return g;
 }
 
-static struct kwd_worker *start(struct kwd_gen_slot *slot, int lfd, size_t out_bound,
-                                uint64_t drain_ms)
+static struct kwd_worker *start_capped(struct kwd_gen_slot *slot, int lfd, size_t out_bound,
+                                       uint64_t drain_ms, unsigned max_conns, atomic_uint *count)
 {
 	struct kwd_worker_config cfg = {
+	    .max_conns = max_conns,
+	    .nconns = count,
 	    .id = 0,
 	    .tcp_fd = -1,
 	    .unix_fd = lfd,
@@ -105,6 +110,44 @@ static struct kwd_worker *start(struct kwd_gen_slot *slot, int lfd, size_t out_b
 	if (w != NULL)
 		CHECK_EQ(kwd_worker_start(w), 0);
 	return w;
+}
+
+static struct kwd_worker *start(struct kwd_gen_slot *slot, int lfd, size_t out_bound,
+                                uint64_t drain_ms)
+{
+	return start_capped(slot, lfd, out_bound, drain_ms, 0, NULL);
+}
+
+/* At the cap with nothing evictable, a newcomer is closed and counted; a slot frees on close. */
+static void test_cap(struct kwd_gen_slot *slot, const struct sockaddr_un *sa, int lfd)
+{
+	atomic_uint count = 0;
+	struct kwd_worker *w = start_capped(slot, lfd, 1024 * KW_PADDED_LEN, 1000, 1, &count);
+	if (w == NULL)
+		return;
+	uint8_t e = 0xff;
+	struct kw_msg ping = {.has_opcode = true, .opcode = KW_OP_PING};
+	int first = dial(sa);
+	CHECK_EQ(ask(first, &ping, &e), KW_OP_PONG);
+	int second = dial(sa);
+	CHECK(reads_eof(second));
+	CHECK_EQ(ask(first, &ping, &e), KW_OP_PONG);
+	close(second);
+	close(first);
+	/* The first one's slot comes back once the worker has seen it close. */
+	for (int i = 0; i < 300 && atomic_load(&count) != 0; i++)
+		usleep(10000);
+	CHECK_EQ(atomic_load(&count), 0);
+	int third = dial(sa);
+	CHECK_EQ(ask(third, &ping, &e), KW_OP_PONG);
+	struct kwd_wmetrics *m = kwd_worker_metrics(w);
+	CHECK(atomic_load(&m->refused) >= 1);
+	CHECK_EQ(atomic_load(&m->evicted), 0);
+	kwd_worker_drain(w);
+	kwd_worker_join(w);
+	CHECK_EQ(atomic_load(&count), 0);
+	close(third);
+	kwd_worker_free(w);
 }
 
 static void test_serve_reload_drain(struct kwd_gen_slot *slot, const struct sockaddr_un *sa,
@@ -190,6 +233,7 @@ int main(void)
 
 	test_serve_reload_drain(&slot, &sa, lfd, key_b);
 	test_drain_deadline(&slot, &sa, lfd);
+	test_cap(&slot, &sa, lfd);
 
 	close(lfd);
 	kwd_gen_slot_cleanup(&slot);
