@@ -22,6 +22,7 @@
 #include "keyway/keyfile.h"
 #include "keyway/provider_api.h"
 #include "keyway/provider_settings.h"
+#include "keyway/tls.h"
 
 #define MAX_FILE_SIZE (1u << 20)
 
@@ -338,14 +339,12 @@ void kwp_settings_cleanup(struct kwp_settings *s)
 
 /* ---- TLS context from memory ---- */
 
-static void tls_fail(char *err, size_t errlen, const char *what, const char *path)
+/* tls_fail says what failed on path in plain words (OpenSSL's reasons: debug log only). */
+static void tls_fail(char *err, size_t errlen, const char *what, const char *path, const char *noun)
 {
-	char why[256] = "";
-	unsigned long e = ERR_peek_last_error();
-	if (e != 0)
-		ERR_error_string_n(e, why, sizeof(why));
-	ERR_clear_error();
-	snprintf(err, errlen, "%s '%s'%s%s", what, path ? path : "", why[0] ? ": " : "", why);
+	char why[400];
+	kw_tls_err_explain(why, sizeof(why), noun);
+	snprintf(err, errlen, "%s '%s': %s", what, path ? path : "", why);
 }
 
 static BIO *blob_bio(const struct kwp_blob *b)
@@ -421,7 +420,7 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 	BIO *bio = NULL;
 
 	if (ctx == NULL) {
-		tls_fail(err, errlen, "cannot create the keyserver TLS context", NULL);
+		tls_fail(err, errlen, "cannot create the keyserver TLS context", NULL, "context");
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -432,14 +431,14 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 		goto err;
 	}
 	if (add_certs(SSL_CTX_get_cert_store(ctx), &s->ca_pem, libctx) <= 0) {
-		tls_fail(err, errlen, "ca: no usable PEM certificate in", s->ca);
+		tls_fail(err, errlen, "ca: no usable PEM certificate in", s->ca, "CA certificate");
 		goto err;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	if (s->client_cert != NULL) {
 		if (!use_chain(ctx, &s->cert_pem, libctx)) {
 			tls_fail(err, errlen, "client_cert: cannot use the PEM certificate in",
-			         s->client_cert);
+			         s->client_cert, "certificate");
 			goto err;
 		}
 		if ((bio = blob_bio(&s->key_pem)) == NULL ||
@@ -447,12 +446,12 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 		                                      NULL)) == NULL ||
 		    SSL_CTX_use_PrivateKey(ctx, key) != 1) {
 			tls_fail(err, errlen, "client_key: cannot use the (unencrypted PEM) key in",
-			         s->client_key);
+			         s->client_key, "private key");
 			goto err;
 		}
 		if (SSL_CTX_check_private_key(ctx) != 1) {
 			tls_fail(err, errlen, "client_key does not match client_cert",
-			         s->client_cert);
+			         s->client_cert, "certificate");
 			goto err;
 		}
 	}

@@ -46,11 +46,15 @@ static pthread_mutex_t cur_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct kpx_tls *cur;
 static _Atomic uint64_t cur_gen;
 
+/*
+ * set_err says what failed on which file and why in plain words, with the
+ * fix; OpenSSL's own reason strings only reach the debug log.
+ */
 static void set_err(char *err, size_t errlen, const char *what, const char *file)
 {
 	char detail[512];
-	kw_tls_err_string(detail, sizeof(detail));
-	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
+	kw_tls_err_explain(detail, sizeof(detail), "certificate");
+	snprintf(err, errlen, "%s %s%s%s", what, file, file[0] ? ": " : "", detail);
 }
 
 static void ssl_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
@@ -163,11 +167,21 @@ static SSL_CTX *make_ctx(const struct kpx_options *o, struct kpx_tls *t, const c
 	}
 	if ((key = kpx_load_key(o, keyname, err, errlen)) == NULL)
 		goto err;
-	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+	if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
 		char what[300];
-		snprintf(what, sizeof(what), "the private key %s does not match the certificate in",
+		snprintf(what, sizeof(what), "cannot use the private key %s with the certificate",
 		         keyname);
 		set_err(err, errlen, what, cert);
+		goto err;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		/* The one reason here is OpenSSL's "key values mismatch": say it plainly. */
+		kw_debug("OpenSSL detail for %s and %s: key values mismatch", keyname, cert);
+		ERR_clear_error();
+		snprintf(err, errlen,
+		         "the private key %s does not match the certificate %s; fix: give each "
+		         "--cert with its own --key, in the same order",
+		         keyname, cert);
 		goto err;
 	}
 	EVP_PKEY_free(key); /* the context holds its own reference */
