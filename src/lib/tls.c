@@ -8,6 +8,7 @@
 #include <openssl/asn1err.h>
 #include <openssl/err.h>
 #include <openssl/pemerr.h>
+#include <openssl/sslerr.h>
 #include <openssl/x509err.h>
 
 #include "keyway/log.h"
@@ -49,7 +50,11 @@ static enum cause cause_of(unsigned long e)
 
 	if (ERR_SYSTEM_ERROR(e) || lib == ERR_LIB_SYS)
 		return C_SYS;
-	if (lib == ERR_LIB_X509 && reason == X509_R_KEY_VALUES_MISMATCH)
+	/* A key of another type than the certificate's lands in an empty slot: "no certificate
+	 * assigned" is a mismatch too, as the operator sees it. */
+	if ((lib == ERR_LIB_X509 &&
+	     (reason == X509_R_KEY_VALUES_MISMATCH || reason == X509_R_KEY_TYPE_MISMATCH)) ||
+	    (lib == ERR_LIB_SSL && reason == SSL_R_NO_CERTIFICATE_ASSIGNED))
 		return C_MISMATCH;
 	if (lib == ERR_LIB_PEM && reason == PEM_R_NO_START_LINE)
 		return C_NOT_PEM;

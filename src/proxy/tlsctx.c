@@ -167,21 +167,21 @@ static SSL_CTX *make_ctx(const struct kpx_options *o, struct kpx_tls *t, const c
 	}
 	if ((key = kpx_load_key(o, keyname, err, errlen)) == NULL)
 		goto err;
-	if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
-		char what[300];
-		snprintf(what, sizeof(what), "cannot use the private key %s with the certificate",
-		         keyname);
-		set_err(err, errlen, what, cert);
-		goto err;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		/* The one reason here is OpenSSL's "key values mismatch": say it plainly. */
-		kw_debug("OpenSSL detail for %s and %s: key values mismatch", keyname, cert);
-		ERR_clear_error();
-		snprintf(err, errlen,
-		         "the private key %s does not match the certificate %s; fix: give each "
-		         "--cert with its own --key, in the same order",
-		         keyname, cert);
+	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+		char why[400];
+		kw_tls_err_explain(why, sizeof(why), "private key");
+		/* OpenSSL's usual reason here is "key values mismatch": say it in the pair's terms.
+		 */
+		if (strncmp(why, "the key does not match", 22) == 0)
+			snprintf(
+			    err, errlen,
+			    "the private key %s does not match the certificate in %s; fix: give "
+			    "each --cert with its own --key, in the same order",
+			    keyname, cert);
+		else
+			snprintf(err, errlen,
+			         "cannot use the private key %s with the certificate %s: %s",
+			         keyname, cert, why);
 		goto err;
 	}
 	EVP_PKEY_free(key); /* the context holds its own reference */

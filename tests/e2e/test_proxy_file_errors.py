@@ -34,6 +34,7 @@ def body(c):
     with kwharness.TempDir() as tmp:
         key, crt = make_cert(tmp, "a", "ec")
         key2, crt2 = make_cert(tmp, "b", "ec")
+        rsa, _ = make_cert(tmp, "r", "rsa")
         junk = os.path.join(tmp, "junk.txt")
         with open(junk, "w") as f:
             f.write("hello\n")
@@ -59,8 +60,10 @@ def body(c):
              "encrypted --key"),
             (["--cert", damaged, "--key", key], [damaged, "a damaged PEM certificate", "fix:"],
              "damaged --cert"),
-            (["--cert", crt, "--key", key2], [key2, crt, "the key does not match the certificate",
+            (["--cert", crt, "--key", key2], [key2, crt, "does not match the certificate",
                                               "fix:"], "certificate/key mismatch"),
+            (["--cert", crt, "--key", rsa], [rsa, crt, "does not match the certificate", "fix:"],
+             "an RSA key for an EC certificate"),
             (keyless + ["--ca", junk], ["--ca", junk, "no usable PEM", "fix:"],
              "--ca that does not parse"),
             (keyless + ["--ca", crt, "--client-cert", junk, "--client-key", key],
