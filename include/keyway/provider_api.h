@@ -54,6 +54,7 @@
 #ifndef KEYWAY_PROVIDER_API_H
 #define KEYWAY_PROVIDER_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,6 +77,14 @@
  * an unknown name, or -ENOMEM.
  */
 int kw_provider_configure(const char *name, const char *value);
+
+/*
+ * kw_provider_log_config_errors(false) stops the provider from logging a bad
+ * setting when it is loaded, for an application that checks the settings
+ * itself (kw_provider_keyless_backend) and reports them in its own words:
+ * one line, not two. Errors are still raised on every operation. Default on.
+ */
+void kw_provider_log_config_errors(bool on);
 
 /* kw_provider_init is the provider's init function, for OSSL_PROVIDER_add_builtin. */
 int kw_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,18 @@ int kw_provider_configure(const char *name, const char *value)
 	overrides[which] = copy;
 	pthread_mutex_unlock(&overrides_lock);
 	return 0;
+}
+
+static _Atomic bool log_config_errors = true;
+
+void kw_provider_log_config_errors(bool on)
+{
+	log_config_errors = on;
+}
+
+bool kwp_settings_log_errors(void)
+{
+	return log_config_errors;
 }
 
 static void set_error(struct kwp_settings *s, const char *fmt, ...)
@@ -202,7 +215,9 @@ static int read_file(struct kwp_settings *s, const char *from, const char *path,
 
 	if (f == NULL) {
 		rc = -errno;
-		set_error(s, "%s '%s': cannot open: %s", from, path, kw_strerror(rc));
+		set_error(s, "%s '%s': cannot open: %s; fix: %s", from, path, kw_strerror(rc),
+		          rc == -EACCES || rc == -EPERM ? "make it readable by this program's user"
+		                                        : "check the path");
 		return rc;
 	}
 	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_FILE_SIZE) {

@@ -101,6 +101,10 @@ int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libc
  * openssl.cnf values. Returns 0 or -ENOMEM; problems land in s->error,
  * and why the file gave no section for provname in s->cnf_problem.
  */
+/* kwp_settings_log_errors: whether a bad setting is logged at load (kw_provider_log_config_errors).
+ */
+bool kwp_settings_log_errors(void);
+
 int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *provname);
 
 #endif

@@ -131,6 +131,9 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory passing settings to the keyway provider");
 		return -KW_ECONFIG;
 	}
+	/* The trial backend below reports a bad setting in the proxy's words, once. */
+	if (o->keys_remote)
+		kw_provider_log_config_errors(false);
 	/* default first: decoding a KEYWAY KEY file starts with its PEM-to-DER step. */
 	if (OSSL_PROVIDER_add_builtin(NULL, "keyway", kw_provider_init) != 1 ||
 	    (o->default_provider = OSSL_PROVIDER_load(NULL, "default")) == NULL ||

@@ -66,6 +66,8 @@ def body(c):
              "an RSA key for an EC certificate"),
             (keyless + ["--ca", junk], ["--ca", junk, "no usable PEM", "fix:"],
              "--ca that does not parse"),
+            (keyless + ["--ca", missing], ["--ca", missing, "No such file or directory",
+                                           "fix: check the path"], "missing --ca"),
             (keyless + ["--ca", crt, "--client-cert", junk, "--client-key", key],
              ["--client-cert", junk, "not a PEM certificate", "fix:"],
              "--client-cert that is not PEM"),
@@ -75,9 +77,11 @@ def body(c):
         ]
         for args, wants, what in cases:
             rc, out = start(args)
-            lines = [l for l in out.splitlines() if l.startswith("keyway-proxy: ")]
+            lines = [l for l in out.splitlines() if l.strip()]
             last = lines[-1] if lines else out
             c.eq(rc, 1, "%s: exit 1" % what)
+            c.eq(len(lines), 1, "%s: one line" % what)
+            c.eq(last.count("fix:"), 1, "%s: one fix" % what)
             c.check(all(w in last for w in wants), "%s: %s" % (what, ", ".join(wants)), out)
             c.check(RAW.search(last) is None, "%s: no raw OpenSSL reason" % what, last)
         rc, out = start(["--cert", junk, "--key", key, "--log-level", "debug"])
