@@ -10,6 +10,7 @@ KEYWAY_CLI names the binary; without it the test is skipped (exit 77).
 """
 
 import os
+import subprocess
 
 import kwharness
 
@@ -85,6 +86,22 @@ def body(c):
         c.check(rc == 1 and ("KEYWAY_CLIENT_KEY '%s': cannot open: No such file or directory"
                              % key) in first,
                 "a missing client key: the file and the variable", first)
+        # Both files there, the certificate not PEM: the setting, the file and plain words.
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-out", key], check=True,
+                       capture_output=True, timeout=30)
+        ca = os.path.join(tmp, "ca.pem")
+        subprocess.run(["openssl", "req", "-x509", "-key", key, "-out", ca, "-subj", "/CN=ca",
+                        "-days", "2"], check=True, capture_output=True, timeout=30)
+        with open(cert, "w") as f:
+            f.write("not a certificate\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWAY_")}
+        env.update(KEYWAY_SERVERS="127.0.0.1:1", KEYWAY_CA=ca, KEYWAY_CLIENT_CERT=cert,
+                   KEYWAY_CLIENT_KEY=key, OPENSSL_CONF=named)
+        rc, out = kwharness.run_once([cli, "ping"], env=env)
+        c.check(rc == 1 and "client_cert" in out and cert in out and
+                "not a PEM certificate" in out and "routines" not in out,
+                "a client certificate that is not PEM: named, in plain words", out)
 
 
 kwharness.run_main("keyway ping causes", body)
