@@ -54,6 +54,7 @@
 #ifndef KEYWAY_PROVIDER_API_H
 #define KEYWAY_PROVIDER_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -83,6 +84,14 @@ int kw_provider_configure(const char *name, const char *value);
  * error back (keyway-proxy's access log) finds the cause and the key by it.
  */
 #define KW_PROVIDER_KEY_NOT_FOUND_TEXT "no keyserver holds the key with SKI "
+
+/*
+ * kw_provider_log_config_errors(false) stops the provider from logging a bad
+ * setting when it is loaded, for an application that checks the settings
+ * itself (kw_provider_keyless_backend) and reports them in its own words:
+ * one line, not two. Errors are still raised on every operation. Default on.
+ */
+void kw_provider_log_config_errors(bool on);
 
 /* kw_provider_init is the provider's init function, for OSSL_PROVIDER_add_builtin. */
 int kw_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,

@@ -11,6 +11,7 @@
 #ifndef KEYWAY_PROVIDER_SETTINGS_API_H
 #define KEYWAY_PROVIDER_SETTINGS_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/ssl.h>
@@ -38,6 +39,14 @@ void kw_provider_settings_free(struct kw_provider_settings *s);
  * NULL. Owned by s.
  */
 const char *kw_provider_settings_error(const struct kw_provider_settings *s);
+
+/*
+ * kw_provider_settings_cnf_problem says why the OpenSSL configuration file
+ * gave no settings section for the provider (cannot open it, a syntax error,
+ * no providers list, the section not linked from it), or NULL. *fatal is set
+ * when the file was named explicitly (flag or OPENSSL_CONF) and cannot be read.
+ */
+const char *kw_provider_settings_cnf_problem(const struct kw_provider_settings *s, bool *fatal);
 
 /*
  * kw_provider_settings_keyless fills *cfg to reach every keyserver of s as

@@ -30,4 +30,13 @@ SSL_CTX *kw_tls_client_ctx(const char *cert, const char *key, const char *ca, ch
 /* kw_tls_err_string drains the OpenSSL error queue into out ("" if empty). */
 void kw_tls_err_string(char *out, size_t outlen);
 
+/*
+ * kw_tls_err_explain drains the OpenSSL error queue after a file of `what`
+ * ("certificate", "private key", "CA certificate") failed to load, and puts
+ * in out what is wrong in plain words and the fix, without OpenSSL's reason
+ * strings (those go to the debug log): "No such file or directory; fix:
+ * check the path", "not a PEM certificate (no -----BEGIN line); fix: ...".
+ */
+void kw_tls_err_explain(char *out, size_t outlen, const char *what);
+
 #endif

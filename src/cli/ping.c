@@ -4,6 +4,7 @@
  * connect to every keyserver the way the provider would, and ask each for a
  * pong within timeout_ms. One line per keyserver; exit 0 only if all answer.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,14 +161,24 @@ int kw_cli_ping(const struct subcommand *sc, int argc, char **argv)
 		fprintf(stderr, "keyway ping: out of memory\n");
 		goto out;
 	}
+	bool fatal = false;
+	const char *problem = kw_provider_settings_cnf_problem(s, &fatal);
+	if (problem != NULL && fatal) {
+		fprintf(stderr, "keyway ping: %s\n", problem);
+		goto out;
+	}
 	if (kw_provider_settings_error(s) != NULL) {
 		fprintf(stderr, "keyway ping: %s\n", kw_provider_settings_error(s));
 		goto out;
 	}
 	int setup = kw_provider_settings_keyless(s, &cfg, &ctx, err, sizeof(err));
 	if (cfg.nservers == 0) {
-		fprintf(stderr, "keyway ping: no keyserver configured (servers in the provider's "
-		                "openssl.cnf section, or KEYWAY_SERVERS)\n");
+		/* The configuration's own fault explains the missing servers better. */
+		if (problem != NULL)
+			fprintf(stderr, "keyway ping: %s\n", problem);
+		else
+			fprintf(stderr, "keyway ping: no keyserver configured (servers in the "
+			                "provider's openssl.cnf section, or KEYWAY_SERVERS)\n");
 		goto out;
 	}
 	rc = ping_all(&cfg, setup < 0 ? err : NULL) ? 0 : 1;

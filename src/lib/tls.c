@@ -1,10 +1,17 @@
 /* tls.c - OpenSSL context helpers (see keyway/tls.h). */
 #include "keyway/tls.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/asn1err.h>
 #include <openssl/err.h>
+#include <openssl/pemerr.h>
+#include <openssl/sslerr.h>
+#include <openssl/x509err.h>
+
+#include "keyway/log.h"
 #include <openssl/x509.h>
 
 /* gokeyless' suites first, so its clients interoperate; then the other AES-GCM/ChaCha suites. */
@@ -31,6 +38,99 @@ void kw_tls_err_string(char *out, size_t outlen)
 		if (w < 0 || (size_t)w >= outlen - used)
 			break;
 		used += (size_t)w;
+	}
+}
+
+/* What an OpenSSL reason means for a file that failed to load, worst (most telling) last. */
+enum cause { C_OTHER, C_UNSUPPORTED, C_DAMAGED, C_NOT_PEM, C_ENCRYPTED, C_MISMATCH, C_SYS };
+
+static enum cause cause_of(unsigned long e)
+{
+	int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
+
+	if (ERR_SYSTEM_ERROR(e) || lib == ERR_LIB_SYS)
+		return C_SYS;
+	/* A key of another type than the certificate's lands in an empty slot: "no certificate
+	 * assigned" is a mismatch too, as the operator sees it. */
+	if ((lib == ERR_LIB_X509 &&
+	     (reason == X509_R_KEY_VALUES_MISMATCH || reason == X509_R_KEY_TYPE_MISMATCH)) ||
+	    (lib == ERR_LIB_SSL && reason == SSL_R_NO_CERTIFICATE_ASSIGNED))
+		return C_MISMATCH;
+	if (lib == ERR_LIB_PEM && reason == PEM_R_NO_START_LINE)
+		return C_NOT_PEM;
+	if (lib == ERR_LIB_PEM &&
+	    (reason == PEM_R_BAD_PASSWORD_READ || reason == PEM_R_PROBLEMS_GETTING_PASSWORD ||
+	     reason == PEM_R_BAD_DECRYPT))
+		return C_ENCRYPTED;
+	if (lib == ERR_LIB_PEM || lib == ERR_LIB_ASN1)
+		return C_DAMAGED;
+	if (reason == ERR_R_UNSUPPORTED)
+		return C_UNSUPPORTED;
+	return C_OTHER;
+}
+
+void kw_tls_err_explain(char *out, size_t outlen, const char *what)
+{
+	enum cause worst = C_OTHER;
+	int sys = 0;
+	unsigned long e;
+	char raw[512] = "";
+	size_t used = 0;
+
+	while ((e = ERR_get_error()) != 0) {
+		enum cause c = cause_of(e);
+		if (c == C_SYS && sys == 0)
+			sys = ERR_GET_REASON(e) & ERR_SYSTEM_MASK; /* the errno */
+		if (c > worst)
+			worst = c;
+		if (used < sizeof(raw)) {
+			char one[256];
+			ERR_error_string_n(e, one, sizeof(one));
+			int w =
+			    snprintf(raw + used, sizeof(raw) - used, "%s%s", used ? "; " : "", one);
+			used += w > 0 ? (size_t)w : 0;
+		}
+	}
+	if (raw[0] != '\0')
+		kw_debug("OpenSSL detail for the %s: %s", what, raw);
+	switch (worst) {
+	case C_SYS:
+		if (sys == EACCES || sys == EPERM)
+			snprintf(out, outlen, "%s; fix: make it readable by this program's user",
+			         strerror(sys));
+		else if (sys != 0)
+			snprintf(out, outlen, "%s; fix: check the path", strerror(sys));
+		else
+			snprintf(out, outlen, "cannot read the file; fix: check the path");
+		break;
+	case C_MISMATCH:
+		snprintf(out, outlen,
+		         "the key does not match the certificate; fix: give each "
+		         "certificate with its own key");
+		break;
+	case C_NOT_PEM:
+		snprintf(out, outlen,
+		         "not a PEM %s (no -----BEGIN line); fix: give a PEM file "
+		         "(openssl x509 or openssl pkey converts DER)",
+		         what);
+		break;
+	case C_ENCRYPTED:
+		snprintf(out, outlen,
+		         "an encrypted %s; fix: store it unencrypted (openssl pkey -in "
+		         "FILE -out NEW)",
+		         what);
+		break;
+	case C_DAMAGED:
+		snprintf(out, outlen,
+		         "a damaged PEM %s (its contents do not parse); fix: export it "
+		         "again",
+		         what);
+		break;
+	case C_UNSUPPORTED:
+	case C_OTHER:
+		snprintf(out, outlen, "no usable PEM %s in it; fix: give a PEM %s file", what,
+		         what);
+		break;
 	}
 }
 

@@ -288,7 +288,7 @@ int kwp_prov_new(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, struct
 	if (kwp_settings_load(&prov->settings, cnf_get, &cnf) < 0)
 		goto err;
 	prov->cap.max = prov->settings.max_inflight;
-	if (prov->settings.error != NULL)
+	if (prov->settings.error != NULL && kwp_settings_log_errors())
 		kw_error("keyway provider: configuration error: %s (keys load, but every "
 		         "signature and decryption will fail)",
 		         prov->settings.error);

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "keyway/keyfile.h"
 #include "keyway/provider_api.h"
 #include "keyway/provider_settings.h"
+#include "keyway/tls.h"
 
 #define MAX_FILE_SIZE (1u << 20)
 
@@ -106,6 +108,18 @@ int kw_provider_configure(const char *name, const char *value)
 	overrides[which] = copy;
 	pthread_mutex_unlock(&overrides_lock);
 	return 0;
+}
+
+static _Atomic bool log_config_errors = true;
+
+void kw_provider_log_config_errors(bool on)
+{
+	log_config_errors = on;
+}
+
+bool kwp_settings_log_errors(void)
+{
+	return log_config_errors;
 }
 
 static void set_error(struct kwp_settings *s, const char *fmt, ...)
@@ -214,7 +228,9 @@ static int read_file(struct kwp_settings *s, const char *from, const char *path,
 
 	if (f == NULL) {
 		rc = -errno;
-		set_error(s, "%s '%s': cannot open: %s", from, path, kw_strerror(rc));
+		set_error(s, "%s '%s': cannot open: %s; fix: %s", from, path, kw_strerror(rc),
+		          rc == -EACCES || rc == -EPERM ? "make it readable by this program's user"
+		                                        : "check the path");
 		return rc;
 	}
 	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_FILE_SIZE) {
@@ -360,6 +376,7 @@ void kwp_settings_cleanup(struct kwp_settings *s)
 	free(s->fallback_keys);
 	kw_keyset_free(s->fallback);
 	free(s->error);
+	free(s->cnf_problem);
 	blob_cleanup(&s->cert_pem);
 	blob_cleanup(&s->key_pem);
 	blob_cleanup(&s->ca_pem);
@@ -368,14 +385,12 @@ void kwp_settings_cleanup(struct kwp_settings *s)
 
 /* ---- TLS context from memory ---- */
 
-static void tls_fail(char *err, size_t errlen, const char *what, const char *path)
+/* tls_fail says what failed on path in plain words (OpenSSL's reasons: debug log only). */
+static void tls_fail(char *err, size_t errlen, const char *what, const char *path, const char *noun)
 {
-	char why[256] = "";
-	unsigned long e = ERR_peek_last_error();
-	if (e != 0)
-		ERR_error_string_n(e, why, sizeof(why));
-	ERR_clear_error();
-	snprintf(err, errlen, "%s '%s'%s%s", what, path ? path : "", why[0] ? ": " : "", why);
+	char why[400];
+	kw_tls_err_explain(why, sizeof(why), noun);
+	snprintf(err, errlen, "%s '%s': %s", what, path ? path : "", why);
 }
 
 static BIO *blob_bio(const struct kwp_blob *b)
@@ -451,7 +466,7 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 	BIO *bio = NULL;
 
 	if (ctx == NULL) {
-		tls_fail(err, errlen, "cannot create the keyserver TLS context", NULL);
+		tls_fail(err, errlen, "cannot create the keyserver TLS context", NULL, "context");
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
@@ -462,14 +477,14 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 		goto err;
 	}
 	if (add_certs(SSL_CTX_get_cert_store(ctx), &s->ca_pem, libctx) <= 0) {
-		tls_fail(err, errlen, "ca: no usable PEM certificate in", s->ca);
+		tls_fail(err, errlen, "ca: no usable PEM certificate in", s->ca, "CA certificate");
 		goto err;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	if (s->client_cert != NULL) {
 		if (!use_chain(ctx, &s->cert_pem, libctx)) {
 			tls_fail(err, errlen, "client_cert: cannot use the PEM certificate in",
-			         s->client_cert);
+			         s->client_cert, "certificate");
 			goto err;
 		}
 		if ((bio = blob_bio(&s->key_pem)) == NULL ||
@@ -477,12 +492,12 @@ SSL_CTX *kwp_settings_ssl_ctx(const struct kwp_settings *s, OSSL_LIB_CTX *libctx
 		                                      NULL)) == NULL ||
 		    SSL_CTX_use_PrivateKey(ctx, key) != 1) {
 			tls_fail(err, errlen, "client_key: cannot use the (unencrypted PEM) key in",
-			         s->client_key);
+			         s->client_key, "private key");
 			goto err;
 		}
 		if (SSL_CTX_check_private_key(ctx) != 1) {
 			tls_fail(err, errlen, "client_key does not match client_cert",
-			         s->client_cert);
+			         s->client_cert, "certificate");
 			goto err;
 		}
 	}
@@ -512,30 +527,124 @@ static const char *cnf_get(void *arg, const char *name)
 	return v;
 }
 
+/*
+ * unlinked_section finds a section that looks like the keyway provider's
+ * (named provname, or with servers = and module = ...keyway...) but that the
+ * providers list does not name; NULL if none.
+ */
+static const char *unlinked_section(const CONF *conf, const char *provname)
+{
+	STACK_OF(OPENSSL_CSTRING) *names = NCONF_get_section_names(conf);
+	const char *found = NULL;
+
+	for (int i = 0; names != NULL && found == NULL && i < sk_OPENSSL_CSTRING_num(names); i++) {
+		const char *sec = sk_OPENSSL_CSTRING_value(names, i);
+		const char *module = NCONF_get_string(conf, sec, "module");
+		if (strcmp(sec, provname) == 0 ||
+		    (NCONF_get_string(conf, sec, "servers") != NULL && module != NULL &&
+		     strstr(module, "keyway") != NULL))
+			found = sec;
+	}
+	sk_OPENSSL_CSTRING_free(names);
+	return found;
+}
+
+/*
+ * cnf_section finds provname's settings section in the loaded file, or
+ * records in s why there is none: the operator wrote a section but it is not
+ * reached from openssl_conf -> providers, so OpenSSL never loads it.
+ */
+static const char *cnf_section(struct kwp_settings *s, const CONF *conf, const char *path,
+                               const char *provname)
+{
+	const char *init = NCONF_get_string(conf, NULL, "openssl_conf");
+	const char *provs = init ? NCONF_get_string(conf, init, "providers") : NULL;
+	const char *sec = provs ? NCONF_get_string(conf, provs, provname) : NULL;
+	const char *orphan;
+	char msg[512];
+
+	if (sec != NULL)
+		return sec;
+	orphan = unlinked_section(conf, provname);
+	if (init == NULL)
+		snprintf(msg, sizeof(msg),
+		         "%s: no 'openssl_conf = SECTION' line at the top, so OpenSSL loads no "
+		         "providers from it%s%s%s",
+		         path, orphan ? " (the section [" : "", orphan ? orphan : "",
+		         orphan ? "] is never read)" : "");
+	else if (provs == NULL)
+		snprintf(msg, sizeof(msg),
+		         "%s: section [%s] has no 'providers = SECTION' line; add one and, in that "
+		         "section, '%s = %s'",
+		         path, init, provname, orphan ? orphan : "SECTION");
+	else if (orphan != NULL)
+		snprintf(msg, sizeof(msg),
+		         "%s: section [%s] is not linked from [%s] (providers), so OpenSSL never "
+		         "loads it; fix: add the line '%s = %s' to [%s]",
+		         path, orphan, provs, provname, orphan, provs);
+	else
+		snprintf(msg, sizeof(msg),
+		         "%s: [%s] (providers) names no '%s'; fix: add '%s = SECTION' there and a "
+		         "[SECTION] with servers = ...",
+		         path, provs, provname, provname);
+	s->cnf_problem = strdup(msg);
+	return NULL;
+}
+
+/* cnf_open_problem says why path cannot be read or parsed; from names where path came from. */
+static void cnf_open_problem(struct kwp_settings *s, const char *from, const char *path, long eline)
+{
+	char msg[512];
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		snprintf(msg, sizeof(msg), "%s '%s': cannot open: %s", from, path, strerror(errno));
+		s->cnf_fatal = strcmp(from, "OpenSSL's default configuration") != 0;
+	} else {
+		fclose(f);
+		snprintf(msg, sizeof(msg), "%s:%ld: syntax error (%s)", path, eline, from);
+		s->cnf_fatal = true;
+	}
+	s->cnf_problem = strdup(msg);
+}
+
 int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *provname)
 {
 	char *deflt = NULL;
 	struct cnf_lookup l = {NULL, NULL};
+	const char *from = "--openssl-conf";
 	long eline = 0;
 	int rc;
+	bool loaded = false;
 
-	if (path == NULL)
-		path = getenv("OPENSSL_CONF");
-	if (path == NULL)
+	if (path == NULL && (path = getenv("OPENSSL_CONF")) != NULL)
+		from = "OPENSSL_CONF";
+	if (path == NULL) {
 		path = deflt = CONF_get1_default_config_file();
+		from = "OpenSSL's default configuration";
+	}
 	l.conf = NCONF_new(NULL);
 	if (l.conf == NULL) {
 		OPENSSL_free(deflt);
 		return -ENOMEM;
 	}
 	ERR_set_mark();
-	if (path != NULL && NCONF_load(l.conf, path, &eline) == 1) {
-		const char *init = NCONF_get_string(l.conf, NULL, "openssl_conf");
-		const char *provs = init ? NCONF_get_string(l.conf, init, "providers") : NULL;
-		l.section = provs ? NCONF_get_string(l.conf, provs, provname) : NULL;
-	}
+	if (path != NULL && NCONF_load(l.conf, path, &eline) == 1)
+		loaded = true;
 	ERR_pop_to_mark();
+	memset(s, 0, sizeof(*s));
+	ERR_set_mark();
+	if (loaded)
+		l.section = cnf_section(s, l.conf, path, provname);
+	else if (path != NULL)
+		cnf_open_problem(s, from, path, eline);
+	ERR_pop_to_mark();
+	/* kwp_settings_load starts from a cleared s: carry the diagnosis across it. */
+	char *problem = s->cnf_problem;
+	bool fatal = s->cnf_fatal;
 	rc = kwp_settings_load(s, l.section ? cnf_get : NULL, &l);
+	s->cnf_problem = problem;
+	s->cnf_fatal = fatal;
 	NCONF_free(l.conf);
 	OPENSSL_free(deflt);
 	return rc;
@@ -609,6 +718,12 @@ void kw_provider_settings_free(struct kw_provider_settings *ps)
 const char *kw_provider_settings_error(const struct kw_provider_settings *ps)
 {
 	return ps->s.error;
+}
+
+const char *kw_provider_settings_cnf_problem(const struct kw_provider_settings *ps, bool *fatal)
+{
+	*fatal = ps->s.cnf_fatal;
+	return ps->s.cnf_problem;
 }
 
 int kw_provider_settings_keyless(const struct kw_provider_settings *ps,

@@ -56,6 +56,9 @@ struct kwp_settings {
 	char *fallback_keys;        /* directory, as configured (NULL: unset) */
 	struct kw_keyset *fallback; /* its keys, loaded with the settings; NULL: none */
 	char *error;                /* the first configuration error, or NULL */
+	/* Why openssl.cnf gave no provider section (kwp_settings_from_cnf only), or NULL. */
+	char *cnf_problem;
+	bool cnf_fatal; /* cnf_problem is a file named explicitly that cannot be read */
 };
 
 /* A setting as the configuration holds it, or NULL when unset. */
@@ -96,8 +99,13 @@ int kwp_settings_keyless_config(const struct kwp_settings *s, OSSL_LIB_CTX *libc
  * kwp_settings_from_cnf loads settings as the provider would under the name
  * provname in the OpenSSL configuration file path (NULL: $OPENSSL_CONF or
  * OpenSSL's default file). A missing file or section just means no
- * openssl.cnf values. Returns 0 or -ENOMEM; problems land in s->error.
+ * openssl.cnf values. Returns 0 or -ENOMEM; problems land in s->error,
+ * and why the file gave no section for provname in s->cnf_problem.
  */
+/* kwp_settings_log_errors: whether a bad setting is logged at load (kw_provider_log_config_errors).
+ */
+bool kwp_settings_log_errors(void);
+
 int kwp_settings_from_cnf(struct kwp_settings *s, const char *path, const char *provname);
 
 #endif

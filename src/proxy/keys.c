@@ -18,7 +18,9 @@
  */
 #include "keys.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,11 +100,15 @@ int kpx_check_key_modes(const struct kpx_options *o, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * set_err says what failed on which file and why in plain words, with the
+ * fix; OpenSSL's own reason strings only reach the debug log.
+ */
 static void set_err(char *err, size_t errlen, const char *what, const char *file)
 {
 	char detail[512];
-	kw_tls_err_string(detail, sizeof(detail));
-	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
+	kw_tls_err_explain(detail, sizeof(detail), "private key");
+	snprintf(err, errlen, "%s %s%s%s", what, file, file[0] ? ": " : "", detail);
 }
 
 static int export_setting(const char *name, const char *text)
@@ -117,6 +123,38 @@ static int export_uint(const char *name, unsigned v)
 		return 0; /* not given: the environment or openssl.cnf decides */
 	snprintf(text, sizeof(text), "%u", v);
 	return export_setting(name, text);
+}
+
+/*
+ * name_flags rewrites the provider's names for a file setting (its KEYWAY_*
+ * variable or openssl.cnf key) in why to the flag, when that flag gave it:
+ * the operator typed --ca, not KEYWAY_CA.
+ */
+static void name_flags(const struct kpx_keyless_opts *k, char *why, size_t len)
+{
+	const struct {
+		const char *given, *var, *key, *flag;
+	} map[] = {
+	    {k->client_cert, "KEYWAY_CLIENT_CERT", "client_cert", "--client-cert"},
+	    {k->client_key, "KEYWAY_CLIENT_KEY", "client_key", "--client-key"},
+	    {k->ca, "KEYWAY_CA", "ca", "--ca"},
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if (map[i].given == NULL)
+			continue;
+		for (int pass = 0; pass < 2; pass++) {
+			char pat[32], *at;
+			snprintf(pat, sizeof(pat), pass ? "%s:" : "%s '",
+			         pass ? map[i].key : map[i].var);
+			if ((at = strstr(why, pat)) == NULL ||
+			    (at != why && at[-1] != ' ' && at[-1] != '('))
+				continue;
+			char rest[512];
+			size_t name_len = strlen(pass ? map[i].key : map[i].var);
+			snprintf(rest, sizeof(rest), "%s", at + name_len);
+			snprintf(at, len - (size_t)(at - why), "%s%s", map[i].flag, rest);
+		}
+	}
 }
 
 int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
@@ -140,6 +178,9 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory passing settings to the keyway provider");
 		return -KW_ECONFIG;
 	}
+	/* The trial backend below reports a bad setting in the proxy's words, once. */
+	if (o->keys_remote)
+		kw_provider_log_config_errors(false);
 	/* default first: decoding a KEYWAY KEY file starts with its PEM-to-DER step. */
 	if (OSSL_PROVIDER_add_builtin(NULL, "keyway", kw_provider_init) != 1 ||
 	    (o->default_provider = OSSL_PROVIDER_load(NULL, "default")) == NULL ||
@@ -160,11 +201,19 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 	kw_backend_free(b);
 	kw_loop_free(loop);
 	if (rc < 0) {
-		snprintf(err, errlen,
-		         "a --key held by keyservers needs them: %s; fix: pass --servers (and for "
-		         "TCP --client-cert, --client-key, --ca), or set KEYWAY_SERVERS etc.",
-		         why);
-		return -KW_ECONFIG;
+		/* Nothing configured is a missing option (usage, exit 2), not a bad file (1). */
+		bool missing = strncmp(why, "no keyserver configured", 23) == 0;
+		name_flags(k, why, sizeof(why));
+		if (strstr(why, "fix:") != NULL) /* the reason names its own fix */
+			snprintf(err, errlen, "a --key held by keyservers needs them: %s", why);
+		else
+			snprintf(
+			    err, errlen,
+			    "a --key held by keyservers needs them: %s; fix: pass --servers (and "
+			    "for TCP --client-cert, --client-key, --ca), or set KEYWAY_SERVERS "
+			    "etc.",
+			    why);
+		return missing ? -EINVAL : -KW_ECONFIG;
 	}
 	return 0;
 }

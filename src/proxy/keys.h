@@ -24,7 +24,8 @@ int kpx_check_key_modes(const struct kpx_options *o, char *err, size_t errlen);
 /*
  * kpx_provider_start registers and loads the built-in keyway provider
  * (polling = external) with o's keyserver settings, and for --backend
- * keyless checks them. 0, or -KW_ECONFIG with the reason and fix in err.
+ * keyless checks them. 0, or with the reason and fix in err -EINVAL (no
+ * keyserver configured) or -KW_ECONFIG (a setting or file is bad).
  */
 int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen);
 

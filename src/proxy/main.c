@@ -294,12 +294,13 @@ static int parse(struct main_ctx *mc, int argc, char **argv, char *err, size_t e
 }
 
 /* load_keys starts the built-in provider if a key or the backend needs it and publishes
- * the first certificate set. 0 or -KW_ECONFIG. */
+ * the first certificate set. 0, -EINVAL (a setting is missing) or -KW_ECONFIG. */
 static int load_keys(char *err, size_t errlen)
 {
+	int rc;
 	if ((o.backend != KPX_BACKEND_INLINE || o.keys_remote) &&
-	    kpx_provider_start(&o, err, errlen) < 0)
-		return -KW_ECONFIG;
+	    (rc = kpx_provider_start(&o, err, errlen)) < 0)
+		return rc == -EINVAL ? rc : -KW_ECONFIG;
 	struct kpx_tls *tls = kpx_tls_load(&o, err, errlen);
 	if (tls == NULL)
 		return -KW_ECONFIG;
@@ -413,16 +414,23 @@ int main(int argc, char **argv)
 	int rc = parse(&mc, argc, argv, err, sizeof(err));
 	if (rc == 1)
 		return 0;
-	/* Private keys readable by others: refused before anything else is loaded (exit 1). */
-	if (rc == 0 && kpx_check_key_modes(&o, err, sizeof(err)) < 0) {
+	/* A bad option is a usage error (2); a file that does not load, or a
+	 * private key readable by others (refused before anything else is
+	 * loaded), is a failure (1). */
+	if (rc != 0) {
 		fprintf(stderr, "keyway-proxy: %s\n", err);
-		stop(&mc);
-		return 1;
-	}
-	if (rc == 0 && load_keys(err, sizeof(err)) == 0 && start(&mc, err, sizeof(err)) == 0)
+	} else if (kpx_check_key_modes(&o, err, sizeof(err)) < 0) {
+		fprintf(stderr, "keyway-proxy: %s\n", err);
+		status = 1;
+		fprintf(stderr, "keyway-proxy: %s\n", err);
+	} else if ((rc = load_keys(err, sizeof(err))) < 0) {
+		fprintf(stderr, "keyway-proxy: %s\n", err);
+		status = rc == -EINVAL ? 2 : 1;
+	} else if (start(&mc, err, sizeof(err)) == 0) {
 		status = run(&mc);
-	else
+	} else {
 		fprintf(stderr, "keyway-proxy: %s\n", err);
+	}
 	stop(&mc);
 	return status;
 }

@@ -50,11 +50,15 @@ static pthread_mutex_t cur_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct kpx_tls *cur;
 static _Atomic uint64_t cur_gen;
 
+/*
+ * set_err says what failed on which file and why in plain words, with the
+ * fix; OpenSSL's own reason strings only reach the debug log.
+ */
 static void set_err(char *err, size_t errlen, const char *what, const char *file)
 {
 	char detail[512];
-	kw_tls_err_string(detail, sizeof(detail));
-	snprintf(err, errlen, "%s %s%s%s", what, file, detail[0] ? ": " : "", detail);
+	kw_tls_err_explain(detail, sizeof(detail), "certificate");
+	snprintf(err, errlen, "%s %s%s%s", what, file, file[0] ? ": " : "", detail);
 }
 
 static void ssl_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
@@ -190,10 +194,20 @@ static SSL_CTX *make_ctx(const struct kpx_options *o, struct kpx_tls *t, const c
 	if ((key = kpx_load_key(o, keyname, err, errlen)) == NULL)
 		goto err;
 	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-		char what[300];
-		snprintf(what, sizeof(what), "the private key %s does not match the certificate in",
-		         keyname);
-		set_err(err, errlen, what, cert);
+		char why[400];
+		kw_tls_err_explain(why, sizeof(why), "private key");
+		/* OpenSSL's usual reason here is "key values mismatch": say it in the pair's terms.
+		 */
+		if (strncmp(why, "the key does not match", 22) == 0)
+			snprintf(
+			    err, errlen,
+			    "the private key %s does not match the certificate in %s; fix: give "
+			    "each --cert with its own --key, in the same order",
+			    keyname, cert);
+		else
+			snprintf(err, errlen,
+			         "cannot use the private key %s with the certificate %s: %s",
+			         keyname, cert, why);
 		goto err;
 	}
 	EVP_PKEY_free(key); /* the context holds its own reference */

@@ -55,11 +55,12 @@ with Proxy(key, crt, "--resumption", "on") as p:
     c.check("NewSessionTicket" in out, "--resumption on sends tickets")
     p.stop()
 
-# Start-up errors: exit 2 and one line naming the fix.
-def startup_error(args, want, what):
+# Start-up errors: one line naming the fix; exit 2 for a bad option, 1 for a file that
+# does not load.
+def startup_error(args, want, what, rc=2):
     r = run([PROXY, "--listen", "127.0.0.1:0", *args])
     err = r.stderr.decode()
-    c.check(r.returncode == 2 and want in err, what, "rc %d: %s" % (r.returncode, err))
+    c.check(r.returncode == rc and want in err, what, "rc %d: %s" % (r.returncode, err))
 
 startup_error(["--cert", crt, "--key", key], "--respond", "no --respond: named")
 startup_error(["--cert", crt, "--key", key, "--respond", "--backend", "keyless"],
@@ -67,9 +68,9 @@ startup_error(["--cert", crt, "--key", key, "--respond", "--backend", "keyless"]
 startup_error(["--cert", crt, "--key", "keyway:ski=" + "00" * 20 + ";cert=" + crt, "--respond",
                "--backend", "threads"], "does not fit", "keyway URI with --backend threads")
 startup_error(["--cert", crt, "--key", keys["rsa"][0], "--respond"], "does not match",
-              "key not matching the certificate")
+              "key not matching the certificate", rc=1)
 startup_error(["--cert", crt, "--key", "/nonexistent.key", "--respond"], "/nonexistent.key",
-              "missing key file named")
+              "missing key file named", rc=1)
 startup_error(["--cert", crt, "--key", key, "--respond", "--poll", "sometimes"], "poll",
               "bad --poll value named")
 conf = os.path.join(tmp, "proxy.conf")
