@@ -52,6 +52,7 @@ struct wstate;
 struct kwp_op {
 	struct kw_op op;     /* first: a kw_op pointer is a kwp_op pointer */
 	uint8_t *in;         /* owned copy of the input, wiped on release */
+	EVP_PKEY *local;     /* a reference on the key's local EVP_PKEY (op.pkey), or NULL */
 	struct kwp_waiter w; /* how the caller waits: for its completion and in cap */
 	atomic_bool notified;
 	bool in_submit;   /* inside a bound backend's submit, on this thread */
@@ -128,6 +129,7 @@ static void op_release(struct kw_op *op)
 		OPENSSL_cleanse(p->in, p->op.in_len);
 		free(p->in);
 	}
+	EVP_PKEY_free(p->local);
 	if (p->sync_init) {
 		pthread_mutex_destroy(&p->mu);
 		pthread_cond_destroy(&p->cv);
@@ -153,7 +155,19 @@ static struct kwp_op *op_new(const struct kwp_key *key, uint8_t opcode, const ui
 	p->op.in = p->in;
 	p->op.in_len = in_len;
 	memcpy(p->op.ski, key->ski, KW_SKI_LEN);
-	p->op.pkey = key->local;
+	/*
+	 * The op may outlive its caller's key (a detached op, a crypto thread
+	 * computing after SSL_free): it holds its own reference.
+	 */
+	if (key->local != NULL) {
+		if (EVP_PKEY_up_ref(key->local) != 1) {
+			free(p->in);
+			free(p);
+			return NULL;
+		}
+		p->local = key->local;
+	}
+	p->op.pkey = p->local;
 	p->op.deadline_ns = kwp_io_deadline_ms(timeout_ms);
 	p->op.done = op_done;
 	p->op.done_arg = p;
