@@ -102,6 +102,14 @@ bool kw_backend_is_keyless(const struct kw_backend *b);
  */
 int kw_backend_keyless_submit_to(struct kw_backend *b, struct kw_op *op, size_t server);
 
+/*
+ * kw_backend_keyless_forget_fds is for a forked child that inherited b from
+ * a thread that does not exist there: it closes every keyserver
+ * connection's descriptor (kw_client_forget_fd: close(2) only, nothing
+ * written) and leaves the rest. b must not be used or freed afterwards.
+ */
+void kw_backend_keyless_forget_fds(struct kw_backend *b);
+
 /* kw_backend_keyless_server_name is keyserver i's name for messages (as configured). */
 const char *kw_backend_keyless_server_name(const struct kw_backend *b, size_t i);
 

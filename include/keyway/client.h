@@ -64,6 +64,16 @@ typedef void (*kw_client_cb)(void *arg, const struct kw_client_result *res);
 int kw_client_new(struct kw_loop *loop, const struct kw_client_config *cfg, struct kw_client **out);
 
 /*
+ * kw_client_forget_fd is for a forked child that inherited c from a thread
+ * that does not exist there: it closes the connection's descriptor with
+ * close(2) only and forgets its SSL without SSL_shutdown or SSL_free, so
+ * nothing is written on a TLS stream the parent still uses (and no lock the
+ * parent's thread may have held at fork is taken). c must not be used or
+ * freed afterwards (it is leaked deliberately). NULL ok.
+ */
+void kw_client_forget_fd(struct kw_client *c);
+
+/*
  * kw_client_free fails every pending request with -KW_ECANCELED (callbacks
  * run before it returns; a kw_client_submit from them fails with
  * -KW_ECANCELED), closes the connection and frees the client at the end of

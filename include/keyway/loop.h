@@ -115,6 +115,14 @@ bool kw_loop_stopped(const struct kw_loop *loop);
  */
 int kw_loop_defer_free(struct kw_loop *loop, void (*fn)(void *p), void *p);
 
+/*
+ * kw_loop_forget_fds is for a forked child that inherited loop from a thread
+ * that does not exist there: it closes the loop's own descriptors (epoll,
+ * wake eventfd, timerfd) with close(2) only and leaves everything else. The
+ * loop must not be used afterwards, nor freed (it is leaked deliberately).
+ */
+void kw_loop_forget_fds(struct kw_loop *loop);
+
 /* kw_loop_wake makes a waiting kw_loop_run_once return; callable from any thread. */
 void kw_loop_wake(struct kw_loop *loop);
 

@@ -687,6 +687,15 @@ static unsigned keyless_inflight(const struct kw_backend *base, enum kw_op_kind 
 	return (unsigned)kind < KW_OPK_COUNT ? b->inflight[kind] : 0;
 }
 
+void kw_backend_keyless_forget_fds(struct kw_backend *base)
+{
+	struct kl_backend *b = kl(base);
+
+	for (size_t i = 0; b->servers != NULL && i < b->nservers; i++)
+		for (unsigned k = 0; b->servers[i].conns != NULL && k < b->connections; k++)
+			kw_client_forget_fd(b->servers[i].conns[k]);
+}
+
 static void keyless_free(struct kw_backend *base)
 {
 	struct kl_backend *b = kl(base);

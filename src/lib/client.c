@@ -710,6 +710,16 @@ static void client_destroy(void *p)
 	free(c);
 }
 
+void kw_client_forget_fd(struct kw_client *c)
+{
+	if (c == NULL)
+		return;
+	if (c->fd >= 0)
+		(void)close(c->fd);
+	c->fd = -1;
+	c->ssl = NULL; /* leaked: freeing it could take locks held at fork */
+}
+
 void kw_client_free(struct kw_client *c)
 {
 	if (c == NULL)

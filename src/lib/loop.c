@@ -111,6 +111,17 @@ void kw_loop_free(struct kw_loop *loop)
 	free(loop);
 }
 
+void kw_loop_forget_fds(struct kw_loop *loop)
+{
+	int *fds[] = {&loop->epfd, &loop->wakefd, &loop->timerfd};
+
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (*fds[i] >= 0)
+			(void)close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
 /* ---- fd watchers ---- */
 
 static uint32_t to_epoll(unsigned events)

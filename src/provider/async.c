@@ -49,10 +49,12 @@
 #define GRACE_NS (200ull * 1000 * 1000)
 
 struct wstate;
+struct ext_cap;
 
 struct kwp_op {
 	struct kw_op op;     /* first: a kw_op pointer is a kwp_op pointer */
 	uint8_t *in;         /* owned copy of the input, wiped on release */
+	EVP_PKEY *local;     /* a reference on the key's local EVP_PKEY (op.pkey), or NULL */
 	struct kwp_waiter w; /* how the caller waits: for its completion and in cap */
 	atomic_bool notified;
 	bool in_submit;   /* inside a bound backend's submit, on this thread */
@@ -60,14 +62,67 @@ struct kwp_op {
 	bool holds_slot;  /* counted in cap until settled */
 	atomic_bool settled;
 	struct kwp_cap *cap; /* the capacity queue of its channel */
+	struct ext_cap *ext; /* a reference on cap's owner when cap is a thread's (CH_EXT) */
 	bool gave_up;        /* a blocked caller stopped waiting: read nothing of the op */
 	bool sync_init;
 	pthread_mutex_t mu; /* sync mode */
 	pthread_cond_t cv;
 };
 
-/* The capacity queue of a thread's bound backend (external polling). */
-static _Thread_local struct kwp_cap ext_cap = KWP_CAP_INITIALIZER;
+/*
+ * The capacity queue of a thread's bound backend (external polling). It is
+ * per thread, but an op that points to it may be settled after that thread
+ * exited or from another one (a job resumed elsewhere, a detached op): so
+ * it lives on the heap, referenced by its thread (dropped at thread exit)
+ * and by every op that points to it.
+ */
+struct ext_cap {
+	struct kwp_cap cap;
+	atomic_uint refs;
+};
+
+static _Thread_local struct ext_cap *thread_ext;
+static pthread_key_t ext_key; /* its destructor drops the thread's reference */
+static pthread_once_t ext_once = PTHREAD_ONCE_INIT;
+static bool ext_key_ok;
+
+static void ext_cap_unref(struct ext_cap *e)
+{
+	if (e == NULL || atomic_fetch_sub(&e->refs, 1) != 1)
+		return;
+	kwp_cap_cleanup(&e->cap);
+	free(e);
+}
+
+static void ext_cap_thread_exit(void *e)
+{
+	ext_cap_unref(e);
+}
+
+static void ext_key_init(void)
+{
+	ext_key_ok = pthread_key_create(&ext_key, ext_cap_thread_exit) == 0;
+}
+
+/* ext_cap_of_thread is the calling thread's queue (made on first use), or NULL. */
+static struct ext_cap *ext_cap_of_thread(void)
+{
+	struct ext_cap *e;
+
+	if (thread_ext != NULL)
+		return thread_ext;
+	pthread_once(&ext_once, ext_key_init);
+	if (!ext_key_ok || (e = calloc(1, sizeof(*e))) == NULL)
+		return NULL;
+	kwp_cap_init(&e->cap, 0);
+	atomic_init(&e->refs, 1);
+	if (pthread_setspecific(ext_key, e) != 0) {
+		kwp_cap_cleanup(&e->cap);
+		free(e);
+		return NULL;
+	}
+	return thread_ext = e;
+}
 
 /* drain_efd empties an eventfd; true if it was signalled. */
 static bool drain_efd(int fd)
@@ -125,10 +180,12 @@ static void op_release(struct kw_op *op)
 	struct kwp_op *p = (struct kwp_op *)op;
 
 	settle(p); /* completed after its owner detached: the slot is still counted */
+	ext_cap_unref(p->ext);
 	if (p->in != NULL) {
 		OPENSSL_cleanse(p->in, p->op.in_len);
 		free(p->in);
 	}
+	EVP_PKEY_free(p->local);
 	if (p->sync_init) {
 		pthread_mutex_destroy(&p->mu);
 		pthread_cond_destroy(&p->cv);
@@ -154,7 +211,19 @@ static struct kwp_op *op_new(const struct kwp_key *key, uint8_t opcode, const ui
 	p->op.in = p->in;
 	p->op.in_len = in_len;
 	memcpy(p->op.ski, key->ski, KW_SKI_LEN);
-	p->op.pkey = key->local;
+	/*
+	 * The op may outlive its caller's key (a detached op, a crypto thread
+	 * computing after SSL_free): it holds its own reference.
+	 */
+	if (key->local != NULL) {
+		if (EVP_PKEY_up_ref(key->local) != 1) {
+			free(p->in);
+			free(p);
+			return NULL;
+		}
+		p->local = key->local;
+	}
+	p->op.pkey = p->local;
 	p->op.deadline_ns = kwp_io_deadline_ms(timeout_ms);
 	p->op.done = op_done;
 	p->op.done_arg = p;
@@ -211,6 +280,7 @@ struct chan {
 	enum chan_kind kind;
 	struct kwp_io *io;    /* CH_IO */
 	struct kw_backend *b; /* CH_EXT: the thread's bound backend */
+	struct ext_cap *ext;  /* CH_EXT: that thread's capacity queue */
 	struct kwp_cap *cap;
 };
 
@@ -225,6 +295,11 @@ static int chan_submit(struct chan *ch, struct kwp_op *p, bool queue)
 	int rc;
 
 	p->cap = ch->cap;
+	if (ch->ext != NULL && p->ext == NULL) {
+		atomic_fetch_add(&ch->ext->refs,
+		                 1); /* p may point to cap after this thread exits */
+		p->ext = ch->ext;
+	}
 	if (ch->kind == CH_IO) {
 		if ((rc = kwp_cap_take(ch->cap, &p->w, queue)) < 0)
 			return rc;
@@ -445,7 +520,9 @@ static int route(struct kwp_prov *prov, const struct kwp_key *key, bool in_job, 
 		if (b != NULL && !kw_backend_is_keyless(b)) {
 			ch->kind = CH_EXT;
 			ch->b = b;
-			ch->cap = &ext_cap;
+			if ((ch->ext = ext_cap_of_thread()) == NULL)
+				return -ENOMEM;
+			ch->cap = &ch->ext->cap;
 		} else {
 			ch->kind = CH_INLINE;
 		}
@@ -455,7 +532,9 @@ static int route(struct kwp_prov *prov, const struct kwp_key *key, bool in_job, 
 	if (prov->settings.polling == KWP_POLLING_EXTERNAL && in_job && kw_backend_is_keyless(b)) {
 		ch->kind = CH_EXT;
 		ch->b = b;
-		ch->cap = &ext_cap;
+		if ((ch->ext = ext_cap_of_thread()) == NULL)
+			return -ENOMEM;
+		ch->cap = &ch->ext->cap;
 		return 0;
 	}
 	ch->kind = CH_IO;

@@ -11,11 +11,13 @@ void kwp_cap_init(struct kwp_cap *c, unsigned max)
 {
 	memset(c, 0, sizeof(*c));
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->called, NULL);
 	c->max = max;
 }
 
 void kwp_cap_cleanup(struct kwp_cap *c)
 {
+	pthread_cond_destroy(&c->called);
 	pthread_mutex_destroy(&c->mu);
 }
 
@@ -23,6 +25,8 @@ void kwp_cap_forget(struct kwp_cap *c)
 {
 	c->used = 0;
 	kw_list_init(&c->waiters);
+	/* A callback the parent was running never returns here: nobody may wait for it. */
+	pthread_cond_init(&c->called, NULL);
 }
 
 /*
@@ -53,6 +57,13 @@ static void unlink_waiter(struct kwp_cap *c, struct kwp_waiter *w)
 	w->queued = false;
 }
 
+/* Called with c->mu held: waits out a wake-up still calling w's callback. */
+static void wait_call(struct kwp_cap *c, struct kwp_waiter *w)
+{
+	while (w->calling)
+		pthread_cond_wait(&c->called, &c->mu);
+}
+
 void kwp_waiter_wake(const struct kwp_waiter *w)
 {
 	uint64_t one = 1;
@@ -78,6 +89,7 @@ int kwp_cap_take(struct kwp_cap *c, struct kwp_waiter *w, bool queue)
 	int rc = 0;
 
 	pthread_mutex_lock(&c->mu);
+	wait_call(c, w);
 	if (w->handed) {
 		w->handed = false; /* the slot a completion handed over */
 	} else if (c->used >= c->max) {
@@ -105,6 +117,7 @@ bool kwp_cap_unqueue(struct kwp_cap *c, struct kwp_waiter *w)
 	if (c == NULL)
 		return false;
 	pthread_mutex_lock(&c->mu);
+	wait_call(c, w);
 	if (w->queued)
 		unlink_waiter(c, w);
 	woken = w->woken;
@@ -115,8 +128,7 @@ bool kwp_cap_unqueue(struct kwp_cap *c, struct kwp_waiter *w)
 
 void kwp_cap_wake(struct kwp_cap *c, bool free_slot)
 {
-	ASYNC_callback_fn cb = NULL;
-	void *arg = NULL;
+	struct kwp_waiter *called = NULL;
 	bool counted = free_slot && c->max != 0;
 
 	pthread_mutex_lock(&c->mu);
@@ -130,15 +142,21 @@ void kwp_cap_wake(struct kwp_cap *c, bool free_slot)
 		w->woken = true;
 		w->handed = counted;
 		if (w->mode == KWP_WAKE_CALLBACK) {
-			cb = w->cb; /* called unlocked: it may take locks of its own */
-			arg = w->cb_arg;
+			w->calling = true; /* w stays valid until we clear it (wait_call) */
+			called = w;
 		} else {
 			kwp_waiter_wake(w);
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
-	if (cb != NULL)
-		cb(arg); /* only schedules the job's resumption (OpenSSL's rule for it) */
+	if (called == NULL)
+		return;
+	/* Unlocked: it may take locks of its own. It only schedules the job's resumption. */
+	called->cb(called->cb_arg);
+	pthread_mutex_lock(&c->mu);
+	called->calling = false;
+	pthread_cond_broadcast(&c->called);
+	pthread_mutex_unlock(&c->mu);
 }
 
 void kwp_cap_leave(struct kwp_cap *c, struct kwp_waiter *w)
@@ -148,6 +166,7 @@ void kwp_cap_leave(struct kwp_cap *c, struct kwp_waiter *w)
 	if (c == NULL)
 		return;
 	pthread_mutex_lock(&c->mu);
+	wait_call(c, w);
 	handed = w->handed;
 	w->handed = false;
 	if (w->queued)

@@ -40,11 +40,13 @@ struct kwp_waiter {
 	bool queued;         /* in the queue */
 	bool woken;          /* taken out of the queue by a freed slot */
 	bool handed;         /* ...and given that slot: used counts it already */
+	bool calling;        /* a wake-up is running cb(cb_arg) outside the lock */
 	struct kw_list link; /* in the queue's waiters */
 };
 
 struct kwp_cap {
 	pthread_mutex_t mu;
+	pthread_cond_t called;  /* a wake-up's callback returned (kwp_waiter.calling cleared) */
 	unsigned used, max;     /* slots in use and their limit (max 0: not counted here) */
 	struct kw_list waiters; /* oldest first; all-zero (static storage) means empty */
 };
@@ -52,7 +54,7 @@ struct kwp_cap {
 /* KWP_CAP_INITIALIZER is an empty queue of max 0, for static and thread-local storage. */
 #define KWP_CAP_INITIALIZER                                                                        \
 	{                                                                                          \
-		.mu = PTHREAD_MUTEX_INITIALIZER                                                    \
+		.mu = PTHREAD_MUTEX_INITIALIZER, .called = PTHREAD_COND_INITIALIZER                \
 	}
 
 /* kwp_cap_init prepares c (max 0: slots are the backend's business). */
@@ -80,8 +82,13 @@ bool kwp_cap_unqueue(struct kwp_cap *c, struct kwp_waiter *w);
  * kwp_cap_wake wakes the first waiter of c, the way it waits. With
  * free_slot (a completion gave a slot back) a counted slot is handed to
  * that waiter, or freed when nobody waits. A callback runs after the lock
- * is dropped; an eventfd is written under it, so a waiter that leaves
- * (kwp_cap_leave) before its descriptor closes is never written after.
+ * is dropped (it may take locks of its own), but the waiter is marked as
+ * being called meanwhile: kwp_cap_take, kwp_cap_unqueue and kwp_cap_leave
+ * wait until it returned, so neither a resumed job that frees the waiter
+ * nor an SSL going away (kwp_cap_leave from its wait context's cleanup) can
+ * overtake a callback still running on its behalf. An eventfd is written
+ * under the lock, so a waiter that leaves before its descriptor closes is
+ * never written after.
  */
 void kwp_cap_wake(struct kwp_cap *c, bool free_slot);
 

@@ -45,6 +45,8 @@ struct kwp_io {
 	struct kw_op *backlog, *backlog_tail; /* refused by a full backend: retried each turn */
 	char *setup_error; /* set once by the I/O thread before any op completes */
 	atomic_bool setup_failed;
+
+	bool abandoned; /* in a forked child: descriptors closed (kwp_io_abandon) */
 };
 
 uint64_t kwp_io_deadline_ms(unsigned ms)
@@ -302,5 +304,16 @@ void kwp_io_free(struct kwp_io *io)
 
 void kwp_io_abandon(struct kwp_io *io)
 {
-	(void)io; /* deliberately nothing: see io.h */
+	/*
+	 * Only descriptors are reclaimed, with close(2): closing our copy of a
+	 * socket never writes to it, while SSL_shutdown would put a close_notify
+	 * into the parent's TLS stream. Memory stays: the thread may have been
+	 * stopped by fork anywhere, holding locks or halfway through a list.
+	 */
+	if (io->abandoned)
+		return;
+	io->abandoned = true;
+	if (io->backend != NULL && kw_backend_is_keyless(io->backend))
+		kw_backend_keyless_forget_fds(io->backend);
+	kw_loop_forget_fds(io->loop);
 }

@@ -71,8 +71,10 @@ void kwp_io_free(struct kwp_io *io);
 
 /*
  * kwp_io_abandon is for a forked child: io's thread does not exist there
- * and its connections belong to the parent, so io is left as it is (its
- * memory and descriptors are not reclaimed).
+ * and its connections belong to the parent. Its descriptors (epoll,
+ * eventfd, keyserver sockets) are closed with close(2) only: no
+ * SSL_shutdown, nothing written to the parent's streams. Its memory is not
+ * reclaimed. Idempotent.
  */
 void kwp_io_abandon(struct kwp_io *io);
 

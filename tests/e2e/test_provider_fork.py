@@ -1,6 +1,8 @@
 """keyway provider across fork(): the parent signs (its I/O thread and a
 keyserver connection now exist), then forks; each child must sign with a
-thread and connection of its own, and the parent must go on signing. The
+thread and connection of its own, after closing (without writing to them)
+every descriptor of the parent's provider I/O it inherited, and the parent
+must go on signing on the connection it had. The
 driver (provider_fork.c, KEYWAY_FORK_DRIVER) loads keyway.so like any
 OpenSSL program; the build makes it with the other drivers.
 """
@@ -27,9 +29,11 @@ def body(c):
                                    env=kwharness.own_program_env(s.env(servers=servers)))
                 kwharness.note_output("provider_fork", p.stderr, p.returncode)
                 lines = [l for l in p.stdout.splitlines() if l.startswith(("ok", "FAIL"))]
-                c.check(p.returncode == 0 and len(lines) == 7 and
+                c.check(p.returncode == 0 and len(lines) == 11 and
                         all(l.startswith("ok") for l in lines),
-                        "%s over %s: parent, two forked children, parent again all sign" % (
+                        "%s over %s: parent, two forked children (holding none of the "
+                        "parent's provider descriptors), parent again all sign on "
+                        "its connection" % (
                             name, how), p.stdout[-1500:] + p.stderr[-800:])
 
 

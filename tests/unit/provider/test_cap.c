@@ -2,8 +2,10 @@
  * test_cap.c - capacity queues: counted slots, waiters woken oldest first
  * the way each waits (eventfd, callback outside the lock, condition
  * variable), a freed slot handed to the woken waiter, a waiter that leaves
- * passing its wake-up on, and a blocked wait's deadline.
+ * passing its wake-up on, a waiter that leaves or resumes never overtaking
+ * a callback still running on its behalf, and a blocked wait's deadline.
  */
+#include <stdatomic.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -154,6 +156,87 @@ static void test_uncounted_callback(void)
 	kwp_cap_leave(NULL, &w);
 }
 
+/* A callback that blocks until released: the wake-up is "still calling". */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int entered, open;
+};
+
+static int gate_cb(void *arg)
+{
+	struct gate *g = arg;
+	pthread_mutex_lock(&g->mu);
+	g->entered = 1;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+	return 1;
+}
+
+struct caller {
+	struct kwp_cap *c;
+	struct kwp_waiter *w;
+	bool leave; /* kwp_cap_leave (the SSL goes away), else kwp_cap_unqueue (the job resumed) */
+	atomic_int returned;
+};
+
+static void *wake_it(void *arg)
+{
+	kwp_cap_wake(arg, true);
+	return NULL;
+}
+
+static void *leave_or_resume(void *arg)
+{
+	struct caller *k = arg;
+	if (k->leave)
+		kwp_cap_leave(k->c, k->w);
+	else
+		(void)kwp_cap_unqueue(k->c, k->w);
+	atomic_store(&k->returned, 1);
+	return NULL;
+}
+
+static void test_callback_not_overtaken(bool leave)
+{
+	struct kwp_cap c;
+	struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+	struct kwp_waiter busy = fd_waiter(-1);
+	struct kwp_waiter w = {.mode = KWP_WAKE_CALLBACK, .cb = gate_cb, .cb_arg = &g};
+	struct caller k = {&c, &w, leave, 0};
+	pthread_t waker, other;
+
+	kwp_cap_init(&c, 1);
+	CHECK_EQ(kwp_cap_take(&c, &busy, true), 0);
+	CHECK_EQ(kwp_cap_take(&c, &w, true), -EAGAIN);
+	CHECK_EQ(pthread_create(&waker, NULL, wake_it, &c), 0);
+	pthread_mutex_lock(&g.mu);
+	while (!g.entered)
+		pthread_cond_wait(&g.cv, &g.mu);
+	pthread_mutex_unlock(&g.mu);
+
+	/* The callback runs: whoever would free the waiter (or its SSL) must wait for it. */
+	CHECK_EQ(pthread_create(&other, NULL, leave_or_resume, &k), 0);
+	usleep(100 * 1000);
+	CHECK_EQ(atomic_load(&k.returned), 0);
+
+	pthread_mutex_lock(&g.mu);
+	g.open = 1;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	pthread_join(waker, NULL);
+	pthread_join(other, NULL);
+	CHECK_EQ(atomic_load(&k.returned), 1);
+	CHECK(!w.calling && !w.queued);
+	if (leave)
+		CHECK_EQ(c.used, 0); /* the handed slot went back: nobody else waits */
+	else
+		CHECK(w.handed);
+	kwp_cap_cleanup(&c);
+}
+
 static struct timespec after_ms(long ms)
 {
 	struct timespec ts;
@@ -216,6 +299,8 @@ int main(void)
 {
 	test_slots_and_order();
 	test_uncounted_callback();
+	test_callback_not_overtaken(true);
+	test_callback_not_overtaken(false);
 	test_blocking_wait();
 	CHECK_DONE();
 }
