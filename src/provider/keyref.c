@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <openssl/asn1t.h>
@@ -443,6 +444,14 @@ int kwp_ref_type(const unsigned char *der, size_t len)
 	return type;
 }
 
+/* rsa_params_null: the AlgorithmIdentifier's parameters are NULL or absent. */
+static bool rsa_params_null(const X509_ALGOR *alg)
+{
+	int ptype = V_ASN1_UNDEF;
+	X509_ALGOR_get0(NULL, &ptype, NULL, alg);
+	return ptype == V_ASN1_NULL || ptype == V_ASN1_UNDEF;
+}
+
 /*
  * fill_from_spki sets k's type, sizes and public key from spki, and its
  * SKI (as gokeyless computes it: SHA-1 of the subjectPublicKey bits) into
@@ -460,6 +469,12 @@ static int fill_from_spki(struct kwp_key *k, X509_PUBKEY *spki, uint8_t ski[KW_S
 	*reason = KWP_R_UNSUPPORTED_KEY;
 	if (type < 0 || X509_PUBKEY_get0_param(NULL, &pk, &pklen, &alg, spki) != 1 || pklen <= 0) {
 		snprintf(err, errlen, "unsupported public key type (RSA, EC and Ed25519 only)");
+		return -EINVAL;
+	}
+	if (type == KW_KEY_RSA && !rsa_params_null(alg)) {
+		/* RFC 8017 A.1: rsaEncryption's parameters are NULL. Anything else would be
+		 * kept as given and change the SPKI's bytes on re-encoding (fuzz finding). */
+		snprintf(err, errlen, "RSA public key with algorithm parameters other than NULL");
 		return -EINVAL;
 	}
 	SHA1(pk, (size_t)pklen, ski);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -183,6 +184,27 @@ static void test_roundtrip(const char *what, EVP_PKEY *priv, enum kw_key_type ty
 	der[hdr + 2] = 2;
 	CHECK(kwp_key_from_ref(NULL, der, len, &reason, err, sizeof(err)) == NULL);
 	CHECK(strstr(err, "version") != NULL);
+
+	der[hdr + 2] = 1;
+
+	/* RSA: parameters other than NULL (05 00 -> an empty OCTET STRING 04 00) are refused. */
+	static const unsigned char rsa_oid_null[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
+	                                             0x0d, 0x01, 0x01, 0x01, 0x05, 0x00};
+	bool found = false;
+	for (size_t i = 0; type == KW_KEY_RSA && i + sizeof(rsa_oid_null) <= len; i++) {
+		if (memcmp(der + i, rsa_oid_null, sizeof(rsa_oid_null)) != 0)
+			continue;
+		der[i + sizeof(rsa_oid_null) - 2] = 0x04;
+		CHECK(kwp_key_from_ref(NULL, der, len, &reason, err, sizeof(err)) == NULL);
+		CHECK(strstr(err, "parameters") != NULL);
+		der[i + sizeof(rsa_oid_null) - 2] = 0x05;
+		struct kwp_key *again = kwp_key_from_ref(NULL, der, len, &reason, err, sizeof(err));
+		CHECK(again != NULL); /* and the untouched reference still loads */
+		kwp_key_unref(again);
+		found = true;
+		break;
+	}
+	CHECK(found || type != KW_KEY_RSA);
 
 	OPENSSL_free(der);
 	EVP_PKEY_free(pub);
