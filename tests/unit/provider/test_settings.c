@@ -30,10 +30,17 @@ static const char *cnf_get(void *arg, const char *name)
 static void clear_env(void)
 {
 	static const char *const vars[] = {
-	    "KEYWAY_SERVERS",    "KEYWAY_TIMEOUT_MS",  "KEYWAY_CONNECTIONS",
-	    "KEYWAY_POLLING",    "KEYWAY_CA",          "KEYWAY_MAX_INFLIGHT",
-	    "KEYWAY_STATS_FILE", "KEYWAY_SERVER_NAME", "KEYWAY_CLIENT_KEY",
-	    "KEYWAY_ALLOW_GROUP_READABLE_KEYS", NULL,
+	    "KEYWAY_SERVERS",
+	    "KEYWAY_TIMEOUT_MS",
+	    "KEYWAY_CONNECTIONS",
+	    "KEYWAY_POLLING",
+	    "KEYWAY_CA",
+	    "KEYWAY_MAX_INFLIGHT",
+	    "KEYWAY_STATS_FILE",
+	    "KEYWAY_SERVER_NAME",
+	    "KEYWAY_CLIENT_KEY",
+	    "KEYWAY_ALLOW_GROUP_READABLE_KEYS",
+	    NULL,
 	};
 	for (int i = 0; vars[i] != NULL; i++)
 		unsetenv(vars[i]);
@@ -132,8 +139,8 @@ static void test_client_key_mode(void)
 	CHECK(e && strstr(e, path) && strstr(e, "readable by group or others (mode 0644)") &&
 	      strstr(e, "chmod 600") && strstr(e, "allow_group_readable_keys"));
 	free(e);
-	const char *allowed[] = {"client_cert", path, "client_key", path,
-	                         "allow_group_readable_keys", "1", NULL};
+	const char *allowed[] = {
+	    "client_cert", path, "client_key", path, "allow_group_readable_keys", "1", NULL};
 	e = load_error(allowed);
 	CHECK(e == NULL);
 	free(e);
