@@ -20,6 +20,7 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -139,6 +140,7 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 	struct kwp_op *op = NULL;
 	const uint8_t *block;
 	size_t len = 0;
+	uint8_t rerr = KW_ERR_NONE;
 	int ok = 0;
 
 	if (out == NULL) {
@@ -162,8 +164,26 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 			return 0;
 		}
 	}
-	if (kwp_key_op(ctx->prov, ctx->key, KW_OP_RSA_DECRYPT, in, inlen, &op) < 0)
+	if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING)
+		ERR_set_mark();
+	if (kwp_key_op_ex(ctx->prov, ctx->key, KW_OP_RSA_DECRYPT, in, inlen, &op, &rerr) < 0) {
+		/*
+		 * A keyserver that depads itself (the C keyless server) answers
+		 * bad padding with a crypto error: to libssl that is bad padding
+		 * like any other, so the random premaster, not a failure.
+		 */
+		if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING && rerr == KW_ERR_CRYPTO) {
+			ERR_pop_to_mark();
+			memcpy(out, rnd, KWP_TLS_PREMASTER_LEN);
+			*outlen = KWP_TLS_PREMASTER_LEN;
+			ok = 1;
+		} else if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING) {
+			ERR_clear_last_mark();
+		}
 		goto out;
+	}
+	if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING)
+		ERR_clear_last_mark();
 	block = kwp_op_out(op, &len);
 
 	switch (ctx->pad) {
