@@ -33,8 +33,9 @@ int kwp_tls_depad(uint8_t out[KWP_TLS_PREMASTER_LEN], const uint8_t *em, size_t 
  * kwp_pkcs1_type2_depad strips PKCS#1 v1.5 type 2 padding (RFC 8017
  * §7.2.2) from the k-byte block em into out (outsize bytes). Returns the
  * message length, or -1 when the padding is bad or the message does not
- * fit; out may be written either way. Only the result is not constant
- * time (callers needing Bleichenbacher safety use kwp_tls_depad).
+ * fit; out may be written either way. Every path runs the same loops and
+ * ends in the one verdict; only that result is observable (TLS callers use
+ * kwp_tls_depad, callers holding d use kwp_pkcs1_implicit_rej).
  */
 int kwp_pkcs1_type2_depad(uint8_t *out, size_t outsize, const uint8_t *em, size_t k);
 
