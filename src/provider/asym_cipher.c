@@ -124,8 +124,17 @@ static int pkcs1_depad(const struct dec_ctx *ctx, unsigned char *out, size_t out
 
 	if (ctx->key->local == NULL)
 		return kwp_pkcs1_type2_depad(out, outsize, block, k);
-	if (kwp_rsa_kdk(ctx->key->local, in, inlen, k, kdk) < 0)
-		return -1;
+	/*
+	 * A local key whose d cannot be exported (held by another provider)
+	 * gets what a keyserver key gets; that depends on the key, not on
+	 * the ciphertext, so it tells an attacker nothing.
+	 */
+	ERR_set_mark();
+	if (kwp_rsa_kdk(ctx->key->local, in, inlen, k, kdk) < 0) {
+		ERR_pop_to_mark();
+		return kwp_pkcs1_type2_depad(out, outsize, block, k);
+	}
+	ERR_clear_last_mark();
 	n = kwp_pkcs1_implicit_rej(out, outsize, block, k, kdk);
 	OPENSSL_cleanse(kdk, sizeof(kdk));
 	return n;
