@@ -7,7 +7,9 @@
  *                               §7.4.7.1, always 48 bytes, a random
  *                               premaster (drawn before the decryption) on
  *                               any padding, length or version failure;
- *   RSA_PKCS1_PADDING           PKCS#1 v1.5 type 2, constant time;
+ *   RSA_PKCS1_PADDING           PKCS#1 v1.5 type 2, constant time; with a
+ *                               local key, implicit rejection (a synthetic
+ *                               message on bad padding, as OpenSSL 3.2);
  *   RSA_NO_PADDING              the block itself.
  * A keyserver that strips the padding itself (the C keyless server
  * answers the 48-byte premaster) is accepted in the TLS mode only.
@@ -18,6 +20,7 @@
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
@@ -106,6 +109,37 @@ static void tls_premaster(const struct dec_ctx *ctx, unsigned char *out, const u
 	memcpy(out, rnd, KWP_TLS_PREMASTER_LEN);
 }
 
+/*
+ * pkcs1_depad removes PKCS#1 v1.5 padding from the k-byte block. With a
+ * local key (d in memory) bad padding yields the implicit-rejection
+ * synthetic message, never an error; a keyserver key has no d, so the
+ * constant-time depadding ends in one failure (docs/provider.md).
+ */
+static int pkcs1_depad(const struct dec_ctx *ctx, unsigned char *out, size_t outsize,
+                       const uint8_t *block, const unsigned char *in, size_t inlen)
+{
+	size_t k = (size_t)ctx->key->max_size;
+	uint8_t kdk[KWP_KDK_LEN];
+	int n;
+
+	if (ctx->key->local == NULL)
+		return kwp_pkcs1_type2_depad(out, outsize, block, k);
+	/*
+	 * A local key whose d cannot be exported (held by another provider)
+	 * gets what a keyserver key gets; that depends on the key, not on
+	 * the ciphertext, so it tells an attacker nothing.
+	 */
+	ERR_set_mark();
+	if (kwp_rsa_kdk(ctx->key->local, in, inlen, k, kdk) < 0) {
+		ERR_pop_to_mark();
+		return kwp_pkcs1_type2_depad(out, outsize, block, k);
+	}
+	ERR_clear_last_mark();
+	n = kwp_pkcs1_implicit_rej(out, outsize, block, k, kdk);
+	OPENSSL_cleanse(kdk, sizeof(kdk));
+	return n;
+}
+
 static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t outsize,
                        const unsigned char *in, size_t inlen)
 {
@@ -115,6 +149,7 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 	struct kwp_op *op = NULL;
 	const uint8_t *block;
 	size_t len = 0;
+	uint8_t rerr = KW_ERR_NONE;
 	int ok = 0;
 
 	if (out == NULL) {
@@ -138,8 +173,26 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 			return 0;
 		}
 	}
-	if (kwp_key_op(ctx->prov, ctx->key, KW_OP_RSA_DECRYPT, in, inlen, &op) < 0)
+	if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING)
+		ERR_set_mark();
+	if (kwp_key_op_ex(ctx->prov, ctx->key, KW_OP_RSA_DECRYPT, in, inlen, &op, &rerr) < 0) {
+		/*
+		 * A keyserver that depads itself (the C keyless server) answers
+		 * bad padding with a crypto error: to libssl that is bad padding
+		 * like any other, so the random premaster, not a failure.
+		 */
+		if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING && rerr == KW_ERR_CRYPTO) {
+			ERR_pop_to_mark();
+			memcpy(out, rnd, KWP_TLS_PREMASTER_LEN);
+			*outlen = KWP_TLS_PREMASTER_LEN;
+			ok = 1;
+		} else if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING) {
+			ERR_clear_last_mark();
+		}
 		goto out;
+	}
+	if (ctx->pad == RSA_PKCS1_WITH_TLS_PADDING)
+		ERR_clear_last_mark();
 	block = kwp_op_out(op, &len);
 
 	switch (ctx->pad) {
@@ -160,7 +213,7 @@ static int dec_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t ou
 		ok = 1;
 		break;
 	default: {
-		int n = len == k ? kwp_pkcs1_type2_depad(out, outsize, block, k) : -1;
+		int n = len == k ? pkcs1_depad(ctx, out, outsize, block, in, inlen) : -1;
 		if (n < 0) {
 			kwp_raise(ctx->prov, KWP_R_REMOTE_ERROR, "RSA decryption failed");
 			break;

@@ -614,6 +614,14 @@ static void report(struct kwp_prov *prov, const struct chan *ch, const struct kw
 int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode, const uint8_t *in,
                size_t in_len, struct kwp_op **res)
 {
+	return kwp_key_op_ex(prov, key, opcode, in, in_len, res, NULL);
+}
+
+int kwp_key_op_ex(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
+                  const uint8_t *in, size_t in_len, struct kwp_op **res, uint8_t *remote_error)
+{
+	if (remote_error != NULL)
+		*remote_error = KW_ERR_NONE;
 	const struct kwp_settings *s = &prov->settings;
 	ASYNC_JOB *job = ASYNC_get_current_job();
 	struct chan ch;
@@ -651,6 +659,8 @@ int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
 		*res = p;
 		return 0;
 	}
+	if (remote_error != NULL && rc == -KW_EREMOTE && !p->gave_up)
+		*remote_error = p->op.remote_error;
 	report(prov, &ch, p, key, rc);
 	kwp_op_unref(p);
 	return rc;

@@ -49,6 +49,15 @@ struct kwp_op;
 int kwp_key_op(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode, const uint8_t *in,
                size_t in_len, struct kwp_op **res);
 
+/*
+ * kwp_key_op_ex is kwp_key_op that also stores, when the keyserver answered
+ * an error (-KW_EREMOTE), its protocol error code in *remote_error (else
+ * KW_ERR_NONE): the TLS premaster path treats KW_ERR_CRYPTO, the C
+ * keyserver's answer to bad padding, like any other bad padding.
+ */
+int kwp_key_op_ex(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opcode,
+                  const uint8_t *in, size_t in_len, struct kwp_op **res, uint8_t *remote_error);
+
 /* kwp_op_out points at a completed op's result. */
 const uint8_t *kwp_op_out(const struct kwp_op *p, size_t *len);
 

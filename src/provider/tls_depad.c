@@ -12,7 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #define PKCS1_PAD_MIN 11 /* 00 02, at least 8 bytes of PS, 00 */
 
@@ -131,4 +135,110 @@ int kwp_pkcs1_type2_depad(uint8_t *out, size_t outsize, const uint8_t *em_in, si
 	free(em);
 	/* The verdict itself is the result: this is the only branch on it. */
 	return good ? (int)mlen : -1;
+}
+
+/*
+ * Implicit rejection (draft-irtf-cfrg-rsa-guidance, as OpenSSL 3.2): on bad
+ * padding the caller gets a synthetic message from a PRF keyed on the
+ * private key and the ciphertext instead of an error, so an attacker sees
+ * no difference between good and bad padding. Hashing is OpenSSL's.
+ */
+#define IR_LEN_TRIES 128 /* 16-bit length candidates drawn from the PRF */
+
+int kwp_rsa_kdk(EVP_PKEY *pkey, const uint8_t *ct, size_t ctlen, size_t k, uint8_t kdk[KWP_KDK_LEN])
+{
+	BIGNUM *d = NULL;
+	uint8_t *buf = NULL, dhash[KWP_KDK_LEN];
+	unsigned int hlen = KWP_KDK_LEN;
+	int rc = -1;
+
+	if (ctlen > k || k == 0 || !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_D, &d))
+		goto out;
+	if ((buf = calloc(1, k)) == NULL || BN_bn2binpad(d, buf, (int)k) != (int)k)
+		goto out;
+	if (EVP_Digest(buf, k, dhash, NULL, EVP_sha256(), NULL) != 1)
+		goto out;
+	/* The ciphertext as a k-byte integer: left zero padding first. */
+	memset(buf, 0, k - ctlen);
+	memcpy(buf + (k - ctlen), ct, ctlen);
+	if (HMAC(EVP_sha256(), dhash, KWP_KDK_LEN, buf, k, kdk, &hlen) == NULL)
+		goto out;
+	rc = 0;
+out:
+	OPENSSL_cleanse(dhash, sizeof(dhash));
+	if (buf != NULL)
+		OPENSSL_clear_free(buf, k);
+	BN_clear_free(d);
+	return rc;
+}
+
+/* ir_prf fills to[0..tlen) with HMAC-SHA256(kdk, be16(i) || label || be16(tlen*8)). */
+static int ir_prf(uint8_t *to, size_t tlen, const char *label, const uint8_t kdk[KWP_KDK_LEN])
+{
+	uint8_t msg[2 + 16 + 2], mac[KWP_KDK_LEN];
+	size_t llen = strlen(label), bits = tlen * 8;
+	unsigned int mlen;
+
+	if (llen > 16 || bits > 0xffff)
+		return -1;
+	memcpy(msg + 2, label, llen);
+	msg[2 + llen] = (uint8_t)(bits >> 8);
+	msg[3 + llen] = (uint8_t)bits;
+	for (size_t pos = 0, iter = 0; pos < tlen; pos += sizeof(mac), iter++) {
+		msg[0] = (uint8_t)(iter >> 8);
+		msg[1] = (uint8_t)iter;
+		mlen = sizeof(mac);
+		if (HMAC(EVP_sha256(), kdk, KWP_KDK_LEN, msg, llen + 4, mac, &mlen) == NULL)
+			return -1;
+		memcpy(to + pos, mac, tlen - pos < sizeof(mac) ? tlen - pos : sizeof(mac));
+	}
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return 0;
+}
+
+int kwp_pkcs1_implicit_rej(uint8_t *out, size_t outsize, const uint8_t *em, size_t k,
+                           const uint8_t kdk[KWP_KDK_LEN])
+{
+	uint8_t lens[IR_LEN_TRIES * 2], *synth;
+	int rc = -1;
+
+	if (k < PKCS1_PAD_MIN || k > 0x1fff || (synth = malloc(k)) == NULL)
+		return -1;
+	if (ir_prf(synth, k, "message", kdk) < 0 || ir_prf(lens, sizeof(lens), "length", kdk) < 0)
+		goto out;
+	/* The synthetic length: the last candidate below the largest message. */
+	size_t max_sep = k - 2 - 8, len_mask = max_sep, synth_len = 0;
+	len_mask |= len_mask >> 1;
+	len_mask |= len_mask >> 2;
+	len_mask |= len_mask >> 4;
+	len_mask |= len_mask >> 8;
+	for (size_t i = 0; i < sizeof(lens); i += 2) {
+		size_t cand = (((size_t)lens[i] << 8) | lens[i + 1]) & len_mask;
+		synth_len = ct_select(ct_lt(cand, max_sep), cand, synth_len);
+	}
+
+	ct_mask good = ct_is_zero(em[0]) & ct_eq(em[1], 2);
+	ct_mask found = 0;
+	size_t zero_index = 0;
+	for (size_t i = 2; i < k; i++) {
+		ct_mask z = ct_is_zero(em[i]);
+		zero_index = ct_select(~found & z, i, zero_index);
+		found |= z;
+	}
+	good &= found & ct_ge(zero_index, 2 + 8);
+	size_t msg_index = zero_index + 1;
+	good &= ct_ge(outsize, k - msg_index);
+	/*
+	 * Which message is returned no longer reveals the verdict, so its
+	 * length may shape the loop; both buffers are read on every byte.
+	 */
+	msg_index = ct_select(good, msg_index, k - synth_len);
+	size_t j = 0;
+	for (size_t i = msg_index; i < k && j < outsize; i++, j++)
+		out[j] = ct_select_8(good, em[i], synth[i]);
+	rc = (int)j;
+out:
+	OPENSSL_cleanse(lens, sizeof(lens));
+	OPENSSL_clear_free(synth, k);
+	return rc;
 }

@@ -80,6 +80,34 @@ static void check_general(const uint8_t *em, size_t k, size_t outsize)
 	free(out);
 }
 
+/*
+ * check_implicit_rej: a valid block gives its message; any other gives a
+ * synthetic one no longer than outsize or the largest message, the same on
+ * a second call (the PRF is keyed only on kdk), written within out.
+ */
+static void check_implicit_rej(const uint8_t *em, size_t k, size_t outsize, const uint8_t *kdk)
+{
+	uint8_t *out = malloc(outsize > 0 ? outsize : 1),
+	        *again = malloc(outsize > 0 ? outsize : 1);
+	if (out == NULL || again == NULL)
+		abort();
+	int rc = kwp_pkcs1_implicit_rej(out, outsize, em, k, kdk);
+	size_t m = ref_message(em, k);
+	if (k < 11) {
+		if (rc != -1)
+			abort();
+	} else if (m != 0 && k - m <= outsize) {
+		if (rc < 0 || (size_t)rc != k - m || memcmp(out, em + m, k - m) != 0)
+			abort();
+	} else if (rc < 0 || (size_t)rc > outsize || (size_t)rc >= k - 10 ||
+	           kwp_pkcs1_implicit_rej(again, outsize, em, k, kdk) != rc ||
+	           memcmp(out, again, (size_t)rc) != 0) {
+		abort();
+	}
+	free(out);
+	free(again);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < HDR || size - HDR > MAX_BLOCK)
@@ -96,6 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(em, data + HDR, k);
 	check_tls(em, k, cv, alt, pms);
 	check_general(em, k, outsize);
+	check_implicit_rej(em, k, outsize, pms); /* any 32 header bytes serve as the KDK */
 	free(em);
 	return 0;
 }
