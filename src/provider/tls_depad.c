@@ -92,6 +92,25 @@ int kwp_tls_depad(uint8_t out[KWP_TLS_PREMASTER_LEN], const uint8_t *em, size_t 
 	return 0;
 }
 
+/*
+ * type2_split checks a PKCS#1 v1.5 type 2 block in constant time: 00 02, at
+ * least 8 non-zero padding bytes, a zero separator. Whatever the verdict (the
+ * returned mask), *msg_index is where the message would start.
+ */
+static ct_mask type2_split(const uint8_t *em, size_t k, size_t *msg_index)
+{
+	ct_mask good = ct_is_zero(em[0]) & ct_eq(em[1], 2);
+	ct_mask found = 0;
+	size_t zero_index = 0;
+	for (size_t i = 2; i < k; i++) {
+		ct_mask z = ct_is_zero(em[i]);
+		zero_index = ct_select(~found & z, i, zero_index);
+		found |= z;
+	}
+	*msg_index = zero_index + 1;
+	return good & found & ct_ge(zero_index, 2 + 8); /* PS of at least 8 bytes */
+}
+
 int kwp_pkcs1_type2_depad(uint8_t *out, size_t outsize, const uint8_t *em_in, size_t k)
 {
 	if (k < PKCS1_PAD_MIN || k > INT_MAX)
@@ -101,17 +120,8 @@ int kwp_pkcs1_type2_depad(uint8_t *out, size_t outsize, const uint8_t *em_in, si
 		return -1;
 	memcpy(em, em_in, k);
 
-	ct_mask good = ct_is_zero(em[0]) & ct_eq(em[1], 2);
-	ct_mask found = 0;
-	size_t zero_index = 0;
-	for (size_t i = 2; i < k; i++) {
-		ct_mask z = ct_is_zero(em[i]);
-		zero_index = ct_select(~found & z, i, zero_index);
-		found |= z;
-	}
-	good &= found;
-	good &= ct_ge(zero_index, 2 + 8); /* PS of at least 8 bytes */
-	size_t msg_index = zero_index + 1;
+	size_t msg_index;
+	ct_mask good = type2_split(em, k, &msg_index);
 	size_t mlen = k - msg_index;
 	good &= ct_ge(outsize, mlen);
 
@@ -217,16 +227,8 @@ int kwp_pkcs1_implicit_rej(uint8_t *out, size_t outsize, const uint8_t *em, size
 		synth_len = ct_select(ct_lt(cand, max_sep), cand, synth_len);
 	}
 
-	ct_mask good = ct_is_zero(em[0]) & ct_eq(em[1], 2);
-	ct_mask found = 0;
-	size_t zero_index = 0;
-	for (size_t i = 2; i < k; i++) {
-		ct_mask z = ct_is_zero(em[i]);
-		zero_index = ct_select(~found & z, i, zero_index);
-		found |= z;
-	}
-	good &= found & ct_ge(zero_index, 2 + 8);
-	size_t msg_index = zero_index + 1;
+	size_t msg_index;
+	ct_mask good = type2_split(em, k, &msg_index);
 	good &= ct_ge(outsize, k - msg_index);
 	/*
 	 * Which message is returned no longer reveals the verdict, so its

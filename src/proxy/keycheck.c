@@ -21,6 +21,7 @@
 #include "keys.h"
 #include "keyway/err.h"
 #include "keyway/keyid.h"
+#include "keyway/keytype.h"
 #include "keyway/log.h"
 #include "keyway/offload.h"
 #include "keyway/provider_api.h"
@@ -87,16 +88,16 @@ static void probe_done(struct kw_op *op, void *arg)
 }
 
 /* The keyless opcode of a signature with key, over a 32-byte digest; 0: not a signing key. */
-static uint8_t opcode_for(EVP_PKEY *key)
+static uint8_t opcode_for(const EVP_PKEY *key)
 {
-	if (EVP_PKEY_is_a(key, "RSA"))
+	switch (kw_key_type_of(key)) {
+	case KW_KEY_RSA:
 		return KW_OP_RSA_SIGN_SHA256;
-	if (EVP_PKEY_is_a(key, "RSA-PSS"))
-		return KW_OP_RSA_PSS_SIGN_SHA256;
-	if (EVP_PKEY_is_a(key, "EC"))
+	case KW_KEY_EC:
 		return KW_OP_ECDSA_SIGN_SHA256;
-	if (EVP_PKEY_is_a(key, "ED25519"))
+	case KW_KEY_ED25519:
 		return KW_OP_ED25519_SIGN;
+	}
 	return 0;
 }
 
