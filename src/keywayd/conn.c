@@ -457,6 +457,8 @@ static void handshake_failed(struct kwd_conn *c, const char *why)
 	c->why = "TLS handshake failed";
 }
 
+static uint64_t deadline(const struct kwd_conn *c);
+
 /*
  * tls_input runs the handshake and decrypts rx into in: done when requests
  * may be served, blocked while the handshake waits for the peer (or failed
@@ -480,6 +482,10 @@ static enum kwd_step tls_input(struct kwd_conn *c)
 		}
 		c->handshaking = false;
 		log_handshake(c);
+		/* The timer was armed for the handshake deadline; from now on the idle
+		 * timeout counts, and it may come sooner. Should re-arming fail, the
+		 * armed timer still fires and on_idle applies the idle deadline then. */
+		(void)kw_timer_start_at(c->env->loop, &c->idle, deadline(c));
 	}
 	for (;;) {
 		if (kw_buf_reserve(&c->in, READ_CHUNK) < 0) {

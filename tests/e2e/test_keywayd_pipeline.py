@@ -140,6 +140,11 @@ def main(c):
                         alive = alive and kw.ping_ok(active)
                         time.sleep(0.3)
                     c.check(alive, "--idle-timeout 1: a connection pinging every 0.3 s stays open")
+                    # 2.5 s in: past the idle timeout, well before the 5 s handshake
+                    # timeout that governs a connection only until its handshake is done.
+                    early, _ = idle.expect_closed(0.5)
+                    c.check(early, "--idle-timeout 1: the idle timeout, not the handshake "
+                            "timeout, applies once the handshake is done")
                     closed, got = idle.expect_closed(4.0)
                     c.check(closed and not got,
                             "--idle-timeout 1: an idle connection is closed",
