@@ -700,6 +700,10 @@ static int add_key(struct uri_ctx *c, struct kwd_p11_token *t, CK_SESSION_HANDLE
 	char idhex[65] = "";
 	int rc = -KW_ECONFIG;
 
+	/* Two URIs selecting the same object serve it once. */
+	for (size_t i = 0; i < c->set->nkeys; i++)
+		if (c->set->keys[i].token == t && c->set->keys[i].handle == h)
+			return 0;
 	get_attr(fl, s, h, CKA_ID, &a.id, &a.id_len);
 	get_attr(fl, s, h, CKA_LABEL, &a.label, &a.label_len);
 	if (a.id != NULL && a.id_len <= 32)
@@ -764,7 +768,6 @@ static int load_keys(struct uri_ctx *c, struct kwd_p11_token *t)
 	CK_ULONG n = 1;
 	CK_ATTRIBUTE *a;
 	CK_OBJECT_HANDLE *h;
-	size_t before = c->set->nkeys;
 	int rc = 0;
 
 	if ((a = p11_kit_uri_get_attribute(c->uri, CKA_CLASS)) != NULL &&
@@ -782,7 +785,7 @@ static int load_keys(struct uri_ctx *c, struct kwd_p11_token *t)
 	for (long i = 0; i < found && rc == 0; i++)
 		rc = add_key(c, t, t->anchor, h[i]);
 	free(h);
-	if (rc == 0 && c->set->nkeys == before) {
+	if (rc == 0 && found <= 0) {
 		fmt_err(c->err, c->errlen, "%s: no private key on token %s matches", c->shown,
 		        t->label);
 		rc = -KW_ECONFIG;

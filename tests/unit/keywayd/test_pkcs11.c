@@ -13,6 +13,7 @@
 #include "check.h"
 #include "keyway/err.h"
 #include "keyway/keyid.h"
+#include "keystore.h"
 #include "p11_fixture.h"
 #include "pkcs11.h"
 
@@ -312,6 +313,53 @@ static void test_session_limit(void)
 	kwd_p11_set_unref(s);
 }
 
+/* Token keys in a keystore: found as file keys are; a file key with a token key's SKI is refused.
+ */
+static void test_keystore(void)
+{
+	struct kwd_p11_set *s = NULL;
+	struct kwd_keystore *ks = NULL;
+	char err[1024] = "";
+	uint8_t ski[KW_SKI_LEN];
+	EVP_PKEY *other = gen_ec("P-256");
+	char *kdir = make_tmpdir();
+
+	CHECK(load1("pkcs11:token=kwtest?pin-value=" P11_PIN, module, &s, err, sizeof(err)) == 0);
+	if (s == NULL || kdir == NULL)
+		goto out;
+	struct kwd_keystore_options o = {.p11 = s};
+	CHECK(kwd_keystore_load(NULL, &o, &ks, err, sizeof(err)) == 0);
+	CHECK(ks != NULL && kwd_keystore_count(ks) == 4);
+	CHECK(kw_key_ski(p384, ski) == 0);
+	const struct kwd_key *k = ks != NULL ? kwd_keystore_find_ski(ks, ski) : NULL;
+	CHECK(k != NULL && k->p11 != NULL && k->label != NULL && strcmp(k->label, "p384") == 0);
+	CHECK(k != NULL && k->type == KW_KEY_EC && EVP_PKEY_eq(k->pkey, p384) == 1);
+	kwd_keystore_free(ks);
+	ks = NULL;
+
+	/* Beside a file key: both served; a file key is not a token key. */
+	CHECK(write_key(join(kdir, "other.key"), other, FMT_PKCS8_PEM, 0600) == 0);
+	CHECK(kwd_keystore_load(kdir, &o, &ks, err, sizeof(err)) == 0);
+	CHECK(ks != NULL && kwd_keystore_count(ks) == 5);
+	CHECK(kw_key_ski(other, ski) == 0);
+	k = ks != NULL ? kwd_keystore_find_ski(ks, ski) : NULL;
+	CHECK(k != NULL && k->p11 == NULL && k->label == NULL);
+	kwd_keystore_free(ks);
+	ks = NULL;
+
+	/* The same key as a file and on the token: refused, naming both. */
+	CHECK(write_key(join(kdir, "dup.key"), p256, FMT_PKCS8_PEM, 0600) == 0);
+	CHECK_EQ(kwd_keystore_load(kdir, &o, &ks, err, sizeof(err)), -KW_ECONFIG);
+	CHECK(ks == NULL);
+	CHECK(strstr(err, "dup.key") != NULL &&
+	      strstr(err, "pkcs11:token=kwtest;object=p256") != NULL);
+out:
+	kwd_keystore_free(ks);
+	kwd_p11_set_unref(s); /* the keystore held its own reference */
+	EVP_PKEY_free(other);
+	rm_tree(kdir);
+}
+
 int main(void)
 {
 	if ((module = p11_module()) == NULL) {
@@ -338,6 +386,7 @@ int main(void)
 	test_refusals();
 	test_pin_source();
 	test_session_limit();
+	test_keystore();
 	EVP_PKEY_free(rsa2048);
 	EVP_PKEY_free(p256);
 	EVP_PKEY_free(p384);
