@@ -16,11 +16,13 @@
 #include "keyway/keytype.h"
 #include "keyway/protocol.h"
 
+struct kwd_device;
 struct kwd_p11_set;
 struct kwd_p11_key;
 
 struct kwd_key {
-	EVP_PKEY *pkey; /* private key; for a token key, its public half */
+	EVP_PKEY *pkey;            /* private key; for a device (token) key, its public half */
+	struct kwd_device *device; /* non-NULL: computed by this device (executor.h), not inline */
 	enum kw_key_type type;
 	unsigned bits; /* modulus or field size */
 	uint8_t ski[KW_SKI_LEN];
