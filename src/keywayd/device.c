@@ -177,3 +177,58 @@ void kwd_devpool_latency(struct kwd_devpool *p, enum kwd_dev_result res, uint64_
 		buckets[i] = atomic_load_explicit(&p->bucket[res][i], memory_order_relaxed);
 	*sum_ns = atomic_load_explicit(&p->sum_ns[res], memory_order_relaxed);
 }
+
+/* ---- the executor's device kind ---- */
+
+/* A pool request carrying an executor job. */
+struct job_req {
+	struct kwd_devreq r;
+	struct kwd_job *job;
+};
+
+static void job_done(struct kwd_devreq *r)
+{
+	struct job_req *jr = (struct job_req *)r;
+	struct kwd_job *job = jr->job;
+
+	if (r->error == KW_ERR_NONE)
+		kwd_exec_result_output(&job->res, r->out_len);
+	else
+		kwd_exec_result_error(&job->res, r->error);
+	job->exec_ns = r->exec_ns;
+	free(jr);
+	kwd_job_finish(job); /* job may be gone after this */
+}
+
+static int p11_submit(struct kwd_device *dev, struct kwd_job *job)
+{
+	struct kwd_p11_device *d = (struct kwd_p11_device *)dev;
+	const struct kwd_p11_key *key = job->op.key->p11;
+	struct job_req *jr;
+	int rc;
+
+	if (key == NULL)
+		return -EINVAL;
+	if ((jr = calloc(1, sizeof(*jr))) == NULL)
+		return -ENOMEM;
+	jr->job = job;
+	jr->r = (struct kwd_devreq){
+	    .key = key,
+	    .desc = job->op.desc,
+	    .in = job->op.in.data,
+	    .in_len = job->op.in.len,
+	    .out = job->res.buf,
+	    .out_cap = sizeof(job->res.buf),
+	    .done = job_done,
+	};
+	/* The job's generation reference keeps key (its keystore and set) alive. */
+	if ((rc = kwd_devpool_submit(d->pool, &jr->r)) != 0)
+		free(jr);
+	return rc;
+}
+
+void kwd_p11_device_init(struct kwd_p11_device *d, struct kwd_devpool *pool)
+{
+	d->dev.submit = p11_submit;
+	d->pool = pool;
+}

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "executor.h"
 #include "keyway/opcodes.h"
 #include "keyway/protocol.h"
 #include "metrics.h"
@@ -86,5 +87,19 @@ void kwd_devpool_stats(struct kwd_devpool *p, struct kwd_devpool_stats *out);
  */
 void kwd_devpool_latency(struct kwd_devpool *p, enum kwd_dev_result res, uint64_t *buckets,
                          uint64_t *sum_ns);
+
+/*
+ * The pool as the executor's device kind (executor.h): a job's operation
+ * runs on a device thread, its answer is written straight into job->res and
+ * the job handed back with kwd_job_finish (the executor's eventfd wakes the
+ * worker's loop). Token keys' kwd_key.device points here.
+ */
+struct kwd_p11_device {
+	struct kwd_device dev;
+	struct kwd_devpool *pool;
+};
+
+/* kwd_p11_device_init makes d the device kind for pool (which outlives every job). */
+void kwd_p11_device_init(struct kwd_p11_device *d, struct kwd_devpool *pool);
 
 #endif

@@ -179,6 +179,7 @@ static int add_token_keys(struct loader *ld, struct kwd_p11_set *set)
 		}
 		struct kwd_key *k = &ld->ks->keys[ld->ks->count - 1];
 		k->p11 = pk;
+		k->device = ld->opts->p11_device;
 		if (pk->label != NULL && (k->label = strdup(pk->label)) == NULL)
 			return -ENOMEM;
 	}

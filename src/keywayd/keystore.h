@@ -39,6 +39,7 @@ struct kwd_keystore;
 struct kwd_keystore_options {
 	bool allow_group_readable; /* accept keys readable by group/others */
 	struct kwd_p11_set *p11;   /* token keys to serve too (a reference is taken); NULL: none */
+	struct kwd_device *p11_device; /* the device computing them (their kwd_key.device) */
 };
 
 /*

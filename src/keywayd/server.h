@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "device.h"
 #include "gen.h"
 #include "keyway/net.h"
 #include "metrics.h"
@@ -34,7 +35,10 @@ struct kwd_options {
 	char *handshake_timeout;  /* DURATION text of --handshake-timeout */
 	uint64_t handshake_ns;    /* ...parsed by main */
 	bool allow_group_readable;
-	int log_level; /* enum kw_log_level */
+	int log_level;           /* enum kw_log_level */
+	char *pkcs11_module;     /* default PKCS#11 module of --pkcs11 URIs */
+	char **pkcs11;           /* --pkcs11 URIs (NULL-terminated), or NULL */
+	unsigned pkcs11_threads; /* device threads; 0: online cores */
 };
 
 struct kwd_worker;
@@ -54,7 +58,9 @@ struct kwd_server {
 
 	struct kwd_worker **workers;
 	struct kwd_metrics *metrics;
-	atomic_uint nconns; /* open connections of every worker (--max-connections) */
+	struct kwd_devpool *devpool;  /* token operations; NULL without --pkcs11 */
+	struct kwd_p11_device p11dev; /* the executor's device kind over devpool */
+	atomic_uint nconns;           /* open connections of every worker (--max-connections) */
 };
 
 /*
