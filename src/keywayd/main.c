@@ -343,7 +343,7 @@ int main(int argc, char **argv)
 	/* clang-format off */
 	struct kw_option opts[] = {
 	    KW_OPT_STR("keys", &o.keys_dir, "DIR", "serve every *.key file under DIR (recursively); optional with --pkcs11"),
-	    KW_OPT_MANY("pkcs11", &o.pkcs11, "URI", "serve the private keys a PKCS#11 URI (RFC 7512) selects on a token; repeatable; PIN from pin-value or pin-source"),
+	    KW_OPT_MANY("pkcs11", &o.pkcs11, "URI", "serve the private keys a PKCS#11 URI (RFC 7512) selects on a token; repeatable; PIN from pin-value or pin-source", .whole = true),
 	    KW_OPT_STR("pkcs11-module", &o.pkcs11_module, "PATH", "PKCS#11 module of --pkcs11 URIs without module-path"),
 	    KW_OPT_NUM("pkcs11-threads", &o.pkcs11_threads, "N", "threads running token operations, each with its own session (default: online cores)", 1, 1024),
 	    KW_OPT_STR("listen", &o.listen, "ADDR:PORT", "TCP listener, mutual TLS (needs --tls-cert, --tls-key, --client-ca)"),
