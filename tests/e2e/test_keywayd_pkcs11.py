@@ -205,6 +205,31 @@ def reload_picks_up(c, tmp, kd):
                 kw.describe(f))
 
 
+def reload_failure_keeps_keys(c, tmp, module, tk):
+    """A reload that cannot read a token keeps the old keys and says why."""
+    pin = os.path.join(tmp, "pin")
+    with open(pin, "w") as f:
+        f.write(PIN + "\n")
+    os.chmod(pin, 0o600)
+    uri = "pkcs11:token=%s;object=%s?pin-source=file:%s" % (TOKEN, tk.name, pin)
+    with keywayd(tmp, module, uri=uri) as kd:
+        with kd.connect_unix() as cl:
+            ok, f = kw.signs_with(cl, tk)
+            c.check(ok, "a pin-source file (mode 0600) logs in", kw.describe(f))
+            os.chmod(pin, 0o644)
+            start = len(kd.stderr_text())
+            kd.signal(signal.SIGHUP)
+            kd.wait_log("reload failed", 10, start)
+            log = kd.stderr_text()[start:]
+            c.check("reload failed" in log and pin in log and "chmod 600" in log,
+                    "a reload with a pin-source readable by others fails, naming the file",
+                    log.strip())
+            ok, f = kw.signs_with(cl, tk)
+            c.check(ok, "the old token keys are still served on the open connection",
+                    kw.describe(f))
+        c.check(PIN not in kd.stderr_text(), "the PIN from the file is not logged", "")
+
+
 def main(c):
     module = softhsm_module()
     if module is None or shutil.which("softhsm2-util") is None:
@@ -221,6 +246,7 @@ def main(c):
         log = kd.stderr_text()
         c.check(PIN not in log, "the PIN is not logged", "")
         refusals(c, tmp, module, keys)
+        reload_failure_keeps_keys(c, tmp, module, keys["p256"])
 
 
 if __name__ == "__main__":
