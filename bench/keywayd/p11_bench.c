@@ -103,6 +103,7 @@ int main(int argc, char **argv)
 	printf("%lu %.6f\n", (unsigned long)atomic_load(&c.ops), cpu);
 	unsigned long errors = atomic_load(&c.errors);
 	kwd_p11_set_unref(set);
+	kwd_p11_wait_teardowns();
 	if (errors > 0) {
 		fprintf(stderr, "keywayd-bench-p11: %lu operations failed\n", errors);
 		return 1;

@@ -326,10 +326,8 @@ struct kwd_p11_set *kwd_p11_set_ref(struct kwd_p11_set *s)
 	return s;
 }
 
-void kwd_p11_set_unref(struct kwd_p11_set *s)
+static void set_destroy(struct kwd_p11_set *s)
 {
-	if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
-		return;
 	for (size_t i = 0; i < s->nkeys; i++)
 		key_cleanup(&s->keys[i]);
 	free(s->keys);
@@ -337,6 +335,55 @@ void kwd_p11_set_unref(struct kwd_p11_set *s)
 		token_free(s->tokens[i]);
 	free(s->tokens);
 	free(s);
+}
+
+/* Sets being torn down on their own threads (see kwd_p11_set_unref). */
+static pthread_mutex_t teardown_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t teardown_cond = PTHREAD_COND_INITIALIZER;
+static unsigned teardowns;
+
+static void *teardown_main(void *arg)
+{
+	set_destroy(arg);
+	pthread_mutex_lock(&teardown_lock);
+	if (--teardowns == 0)
+		pthread_cond_broadcast(&teardown_cond);
+	pthread_mutex_unlock(&teardown_lock);
+	return NULL;
+}
+
+/*
+ * The last reference to an old set is usually dropped by a worker, on its
+ * loop, when it lets go of a generation after a reload; closing sessions
+ * and finalising a module can take a network HSM round trips, so the
+ * teardown runs on a thread of its own (inline only if none can start).
+ */
+void kwd_p11_set_unref(struct kwd_p11_set *s)
+{
+	pthread_attr_t attr;
+	pthread_t th;
+
+	if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	pthread_mutex_lock(&teardown_lock);
+	teardowns++;
+	pthread_mutex_unlock(&teardown_lock);
+	if (pthread_attr_init(&attr) == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		int rc = pthread_create(&th, &attr, teardown_main, s);
+		pthread_attr_destroy(&attr);
+		if (rc == 0)
+			return;
+	}
+	teardown_main(s);
+}
+
+void kwd_p11_wait_teardowns(void)
+{
+	pthread_mutex_lock(&teardown_lock);
+	while (teardowns > 0)
+		pthread_cond_wait(&teardown_cond, &teardown_lock);
+	pthread_mutex_unlock(&teardown_lock);
 }
 
 size_t kwd_p11_set_count(const struct kwd_p11_set *s)
@@ -981,7 +1028,7 @@ int kwd_p11_load(const struct kwd_p11_options *o, struct kwd_p11_set **out, char
 	for (size_t i = 0; i < o->nuris && rc == 0; i++)
 		rc = load_uri(&c, o->uris[i]);
 	if (rc != 0) {
-		kwd_p11_set_unref(c.set);
+		set_destroy(c.set); /* on the loading thread: start-up and reload wait anyway */
 		return rc;
 	}
 	*out = c.set;

@@ -63,9 +63,16 @@ struct kwd_p11_key {
 int kwd_p11_load(const struct kwd_p11_options *o, struct kwd_p11_set **out, char *err,
                  size_t errlen);
 
-/* kwd_p11_set_ref takes a reference; kwd_p11_set_unref drops one (NULL ok). */
+/*
+ * kwd_p11_set_ref takes a reference; kwd_p11_set_unref drops one (NULL ok).
+ * The last one tears the set down (sessions closed, modules finalised when
+ * unused) on a thread of its own, so a worker dropping an old generation
+ * never waits on a token; kwd_p11_wait_teardowns waits for those to end
+ * (before exit).
+ */
 struct kwd_p11_set *kwd_p11_set_ref(struct kwd_p11_set *s);
 void kwd_p11_set_unref(struct kwd_p11_set *s);
+void kwd_p11_wait_teardowns(void);
 
 size_t kwd_p11_set_count(const struct kwd_p11_set *s);
 const struct kwd_p11_key *kwd_p11_set_key(const struct kwd_p11_set *s, size_t i);

@@ -528,4 +528,5 @@ void kwd_server_cleanup(struct kwd_server *s)
 	kwd_devpool_free(s->devpool);
 	s->devpool = NULL;
 	kwd_gen_slot_cleanup(&s->gens);
+	kwd_p11_wait_teardowns(); /* token sets released by the generations */
 }

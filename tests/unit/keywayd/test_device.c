@@ -279,6 +279,7 @@ int main(void)
 	}
 	kwd_p11_set_unref(set);
 	EVP_PKEY_free(p256);
+	kwd_p11_wait_teardowns();
 	rm_tree(dir);
 	CHECK_DONE();
 }
