@@ -66,11 +66,17 @@ def token_keys(tmp, names):
     return keys
 
 
-def keywayd(tmp, module, extra=(), uri=None, metrics=False):
+def keywayd(tmp, module, extra=(), uri=None, metrics=False, pki=None):
+    """keywayd serving only token keys: on a Unix socket, and over mutual TLS with pki."""
     args = ["--pkcs11", uri or "pkcs11:token=%s?pin-value=%s" % (TOKEN, PIN),
             "--pkcs11-module", module]
-    return kw.Keywayd(None, None, tmp, base_args=args, listen=False, unix=True, workers=1,
-                      metrics=metrics, extra=list(extra))
+    kd = kw.Keywayd(pki, None, tmp, base_args=args, listen=False, unix=True, workers=1,
+                    metrics=metrics, extra=list(extra))
+    if pki is not None:
+        kd.port = kw.free_port()
+        kd.args += ["--listen", "127.0.0.1:%d" % kd.port, "--tls-cert", pki.server_cert_file,
+                    "--tls-key", pki.server_key_file, "--client-ca", pki.ca_file]
+    return kd
 
 
 def check_sign(c, cl, tk, op, payload, what):
@@ -87,8 +93,9 @@ def check_sign(c, cl, tk, op, payload, what):
 
 
 def every_op(c, kd, keys):
+    """Every operation over mutual TLS (the Unix socket carries the load test)."""
     msg = os.urandom(100)
-    with kd.connect_unix() as cl:
+    with kd.connect() as cl:
         for tk in keys.values():
             if tk.kind == "rsa":
                 for h in ["md5sha1", "sha1", "sha224", "sha256", "sha384", "sha512"]:
@@ -237,7 +244,8 @@ def main(c):
     with kw.TempDir() as tmp:
         make_token(tmp)
         keys = token_keys(tmp, ["rsa2048", "p256", "p384", "ed25519"])
-        with keywayd(tmp, module, metrics=True, extra=["--pkcs11-threads", "1"]) as kd:
+        pki = kw.PKI(os.path.join(tmp, "pki"))
+        with keywayd(tmp, module, metrics=True, extra=["--pkcs11-threads", "1"], pki=pki) as kd:
             every_op(c, kd, keys)
             ping_under_load(c, kd, keys["rsa2048"])
             metrics_ok(c, kd)
