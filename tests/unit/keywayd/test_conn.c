@@ -461,9 +461,12 @@ static void *fake_thread(void *arg)
 		memcpy(job->res.buf, "dev", 3);
 		kwd_exec_result_output(&job->res, 3);
 		job->exec_ns = 1000000;
-		kwd_job_finish(job);
+		/* Counted before the hand-back: the loop may check it once it has the job. */
 		pthread_mutex_lock(&f->mu);
 		f->done++;
+		pthread_mutex_unlock(&f->mu);
+		kwd_job_finish(job);
+		pthread_mutex_lock(&f->mu);
 	}
 	pthread_mutex_unlock(&f->mu);
 	return NULL;
