@@ -4,7 +4,9 @@
  * a file key (deterministic results byte for byte, the others verified with
  * the public key). Skipped (77) when SoftHSM2 is not installed.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -362,6 +364,83 @@ out:
 	rm_tree(kdir);
 }
 
+/* shim_counter finds a counter of the p11_shim module (already loaded). */
+static atomic_int *shim_counter(const char *shim, const char *name)
+{
+	void *h = dlopen(shim, RTLD_NOW | RTLD_NOLOAD);
+	atomic_int *c = h != NULL ? dlsym(h, name) : NULL;
+	if (h != NULL)
+		dlclose(h); /* drops only the reference RTLD_NOLOAD took */
+	return c;
+}
+
+/*
+ * A token with a session limit (CKR_SESSION_COUNT past it) and a failing
+ * device, through p11_shim in front of SoftHSM2.
+ */
+static void test_shim(void)
+{
+	const char *shim = getenv("KW_P11_SHIM");
+	const char *uris[] = {"pkcs11:token=kwtest;object=p256?pin-value=" P11_PIN};
+	struct kwd_p11_options o = {.module = shim, .uris = uris, .nuris = 1};
+	struct kwd_p11_set *s = NULL;
+	uint8_t in[32] = {7}, out[KW_RESULT_MAX];
+	size_t olen;
+	char err[512];
+
+	if (shim == NULL) {
+		fprintf(stderr, "KW_P11_SHIM is not set: the session-limit tests are skipped\n");
+		return;
+	}
+	kwd_p11_wait_teardowns(); /* the shim shares SoftHSM2 with no other set */
+	setenv("KW_SHIM_REAL", module, 1);
+
+	/* Only the login session is granted: requests fail one by one, nothing worse. */
+	setenv("KW_SHIM_MAX_SESSIONS", "1", 1);
+	CHECK(kwd_p11_load(&o, &s, err, sizeof(err)) == 0);
+	if (s == NULL) {
+		fprintf(stderr, "shim load: %s\n", err);
+		check_failures++;
+		return;
+	}
+	const struct kwd_p11_key *k = kwd_p11_set_key(s, 0);
+	const struct kw_opcode_desc *d = kw_opcode_desc(KW_OP_ECDSA_SIGN_SHA256);
+	CHECK_EQ(kwd_p11_run(k, d, in, 32, out, sizeof(out), &olen), KW_ERR_INTERNAL);
+	CHECK_EQ(kwd_p11_run(k, d, in, 32, out, sizeof(out), &olen), KW_ERR_INTERNAL);
+
+	/* One more session: four threads share it, none fails, the limit holds. */
+	setenv("KW_SHIM_MAX_SESSIONS", "2", 1);
+	pthread_t th[4];
+	struct thr t[4];
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct thr){k, 0};
+		CHECK(pthread_create(&th[i], NULL, sign_loop, &t[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_EQ(t[i].failures, 0);
+	}
+	atomic_int *open_max = shim_counter(shim, "kw_shim_open_max");
+	atomic_int *refusals = shim_counter(shim, "kw_shim_count_refusals");
+	atomic_int *fail = shim_counter(shim, "kw_shim_fail");
+	CHECK(open_max != NULL && refusals != NULL && fail != NULL);
+	if (open_max == NULL || refusals == NULL || fail == NULL)
+		goto out;
+	CHECK(atomic_load(open_max) <= 2);
+	CHECK(atomic_load(refusals) >= 2); /* the two requests above at least */
+
+	/* A failing device: that request gets 0x08, the session is replaced, the next works. */
+	atomic_store(fail, 1);
+	CHECK_EQ(kwd_p11_run(k, d, in, 32, out, sizeof(out), &olen), KW_ERR_INTERNAL);
+	atomic_store(fail, 0);
+	CHECK_EQ(kwd_p11_run(k, d, in, 32, out, sizeof(out), &olen), KW_ERR_NONE);
+	CHECK(verify(p256, d, out, olen, in, 32));
+out:
+	kwd_p11_set_unref(s);
+	kwd_p11_wait_teardowns();
+	unsetenv("KW_SHIM_MAX_SESSIONS");
+}
+
 int main(void)
 {
 	if ((module = p11_module()) == NULL) {
@@ -389,6 +468,7 @@ int main(void)
 	test_pin_source();
 	test_session_limit();
 	test_keystore();
+	test_shim();
 	EVP_PKEY_free(rsa2048);
 	EVP_PKEY_free(p256);
 	EVP_PKEY_free(p384);
