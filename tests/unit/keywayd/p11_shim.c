@@ -2,13 +2,15 @@
  * p11_shim.c - a PKCS#11 module in front of a real one (SoftHSM2), for the
  * token behaviours SoftHSM2 does not show: a session limit (C_OpenSession
  * answers CKR_SESSION_COUNT past KW_SHIM_MAX_SESSIONS open sessions) and a
- * failing device (C_Sign answers CKR_DEVICE_ERROR while kw_shim_fail is set).
+ * failing device (C_Sign answers CKR_DEVICE_ERROR while kw_shim_fail is set)
+ * and a slow one (C_Sign takes KW_SHIM_SIGN_DELAY_US longer).
  * The real module's path is KW_SHIM_REAL. The test reads the counters
  * through dlsym on this module.
  */
 #include <dlfcn.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -53,6 +55,9 @@ static CK_RV shim_close(CK_SESSION_HANDLE s)
 static CK_RV shim_sign(CK_SESSION_HANDLE s, CK_BYTE *in, CK_ULONG in_len, CK_BYTE *out,
                        CK_ULONG *out_len)
 {
+	const char *delay = getenv("KW_SHIM_SIGN_DELAY_US");
+	if (delay != NULL)
+		usleep((useconds_t)atoi(delay));
 	if (atomic_load(&kw_shim_fail)) {
 		/* What a failing device does: the operation ends, the session is suspect. */
 		CK_BYTE buf[1024];

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
 
@@ -251,6 +252,79 @@ static void test_errors_counted(void)
 	kw_loop_free(loop);
 }
 
+/* Each request's own completion time, for test_slow_token. */
+struct timed {
+	struct kwd_devreq r;
+	uint8_t in[32], out[KW_RESULT_MAX];
+	uint64_t done_ns;
+	atomic_int *ndone;
+};
+
+static void timed_done(struct kwd_devreq *r)
+{
+	struct timed *t = (struct timed *)r;
+	t->done_ns = kw_now_ns();
+	atomic_fetch_add(t->ndone, 1);
+}
+
+/*
+ * A slow token (50 ms a signature, through p11_shim): each answer is handed
+ * back when it is ready, not held for the next operation's burst.
+ */
+static void test_slow_token(const char *module)
+{
+	const char *shim = getenv("KW_P11_SHIM");
+	struct kwd_p11_set *slow = NULL;
+	struct kwd_devpool *p = NULL;
+	struct timed t[3];
+	atomic_int ndone = 0;
+	char err[512];
+
+	if (shim == NULL) {
+		fprintf(stderr, "KW_P11_SHIM is not set: the slow-token test is skipped\n");
+		return;
+	}
+	kwd_p11_set_unref(set); /* the shim shares SoftHSM2 with no other set */
+	set = NULL;
+	kwd_p11_wait_teardowns();
+	setenv("KW_SHIM_REAL", module, 1);
+	setenv("KW_SHIM_SIGN_DELAY_US", "50000", 1);
+	const char *uris[] = {"pkcs11:token=kwdev?pin-value=" P11_PIN};
+	struct kwd_p11_options o = {.module = shim, .uris = uris, .nuris = 1};
+	CHECK(kwd_p11_load(&o, &slow, err, sizeof(err)) == 0);
+	CHECK(kwd_devpool_new(1, 8, &p) == 0);
+	if (slow == NULL || p == NULL)
+		goto out;
+	for (int i = 0; i < 3; i++) {
+		memset(&t[i], 0, sizeof(t[i]));
+		t[i].r = (struct kwd_devreq){
+		    .key = kwd_p11_set_key(slow, 0),
+		    .desc = kw_opcode_desc(KW_OP_ECDSA_SIGN_SHA256),
+		    .in = t[i].in,
+		    .in_len = sizeof(t[i].in),
+		    .out = t[i].out,
+		    .out_cap = sizeof(t[i].out),
+		    .done = timed_done,
+		};
+		t[i].ndone = &ndone;
+	}
+	for (int i = 0; i < 3; i++)
+		CHECK(kwd_devpool_submit(p, &t[i].r) == 0);
+	for (int i = 0; i < 10000 && atomic_load(&ndone) < 3; i++)
+		usleep(1000);
+	CHECK_EQ(atomic_load(&ndone), 3);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(t[i].r.error, KW_ERR_NONE);
+	/* One signature apart (50 ms), with a generous margin: not handed back together. */
+	CHECK(t[1].done_ns - t[0].done_ns > 25000000);
+	CHECK(t[2].done_ns - t[1].done_ns > 25000000);
+out:
+	kwd_devpool_free(p);
+	kwd_p11_set_unref(slow);
+	kwd_p11_wait_teardowns();
+	unsetenv("KW_SHIM_SIGN_DELAY_US");
+}
+
 int main(void)
 {
 	const char *module = p11_module();
@@ -276,6 +350,7 @@ int main(void)
 		test_completions();
 		test_full_and_free();
 		test_errors_counted();
+		test_slow_token(module);
 	}
 	kwd_p11_set_unref(set);
 	EVP_PKEY_free(p256);
