@@ -38,7 +38,9 @@
 #include "keyway/err.h"
 #include "keyway/log.h"
 #include "keyway/loop.h"
+#include "keyway/opcodes.h"
 #include "keyway/protocol.h"
+#include "identity.h"
 #include "keyway/tls.h"
 
 #define READ_CHUNK 16384
@@ -96,18 +98,19 @@ struct kwd_conn {
 	bool secret_out; /* queued output holds a decrypted block: wipe it once sent */
 	const char *why; /* reason for closing, for the debug log */
 	struct kw_io io;
-	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
-	struct kw_timer kick; /* serve buffered frames on the next turn */
-	uint64_t active_ns;   /* last request or write progress */
-	uint64_t open_ns;     /* accepted: the handshake deadline counts from here */
-	uint64_t rx_ns;       /* when the last bytes arrived */
-	uint64_t slice_turn;  /* the loop turn (its start time) slice_used belongs to */
-	uint64_t slice_used;  /* execution time used in that turn, against EXEC_SLICE_NS */
-	size_t counted;       /* buffer bytes in the worker's buffer_bytes gauge */
-	struct kw_buf rx;     /* bytes from the socket */
-	struct kw_buf in;     /* TLS: decrypted request bytes */
-	struct kw_buf resp;   /* TLS: plaintext responses not yet encrypted */
-	struct kw_buf tx;     /* bytes for the socket */
+	struct kw_timer idle;      /* idle timeout (also bounds the handshake) */
+	struct kw_timer kick;      /* serve buffered frames on the next turn */
+	uint64_t active_ns;        /* last request or write progress */
+	uint64_t open_ns;          /* accepted: the handshake deadline counts from here */
+	uint64_t rx_ns;            /* when the last bytes arrived */
+	uint64_t slice_turn;       /* the loop turn (its start time) slice_used belongs to */
+	uint64_t slice_used;       /* execution time used in that turn, against EXEC_SLICE_NS */
+	size_t counted;            /* buffer bytes in the worker's buffer_bytes gauge */
+	struct kw_buf rx;          /* bytes from the socket */
+	struct kw_buf in;          /* TLS: decrypted request bytes */
+	struct kw_buf resp;        /* TLS: plaintext responses not yet encrypted */
+	struct kw_buf tx;          /* bytes for the socket */
+	struct kwd_identity ident; /* who the client is: once authenticated (ACL, audit) */
 	char peer[64];
 };
 
@@ -240,6 +243,7 @@ static void close_now(struct kwd_conn *c, const char *why)
 	kw_buf_cleanup(&c->in);
 	kw_buf_cleanup(&c->resp);
 	kw_buf_cleanup(&c->tx);
+	kwd_identity_cleanup(&c->ident);
 	account_buffers(c);
 	kwd_gauge_dec(&env->metrics->conns_open[c->transport]);
 	/* An event for this connection may still be queued in this turn. */
@@ -344,9 +348,24 @@ static int answer(struct kwd_conn *c, struct turn *t, uint32_t id, const struct 
 	struct kwd_exec_result *res = &t->res;
 	struct kw_buf *out = c->ssl ? &c->resp : &c->tx;
 
+	const struct kwd_key *key = NULL;
+	enum kwd_acl_verdict v = KWD_ACL_ALLOW;
+	if (env->acl != NULL || env->audit != NULL)
+		v = kwd_acl_request(env->acl, &c->ident, env->ks, m, &key);
 	uint64_t t0 = kw_now_ns();
-	kwd_exec_run(env->exec, env->ks, m, res);
+	if (v == KWD_ACL_ALLOW) {
+		kwd_exec_run(env->exec, env->ks, m, res);
+	} else {
+		/* Exactly an unknown key's answer: a client cannot probe for keys it may not use.
+		 */
+		kwd_exec_refuse(res, KW_ERR_KEY_NOT_FOUND);
+		kwd_counter_add(&env->metrics->acl_denied[v], 1);
+	}
 	uint64_t t1 = kw_now_ns();
+	if (env->audit != NULL && m->has_opcode && kw_opcode_desc(m->opcode) != NULL)
+		kwd_audit_note(env->audit, c->ident.name, key != NULL ? key->ski : NULL,
+		               kwd_acl_op_of(m->opcode), v != KWD_ACL_ALLOW,
+		               res->error != KW_ERR_NONE);
 	int rc = res->opcode == KW_OP_ERROR
 	             ? kw_encode_error(out, id, (enum kw_proto_error)res->error, true)
 	             : kw_encode_response(out, id, res->opcode, res->payload, res->len, true);
@@ -432,6 +451,23 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 
 /* ---- TLS ---- */
 
+/*
+ * authenticated captures the client's identity once its handshake is done.
+ * A handshake begun before a reload was verified with the old CAs and CRLs:
+ * it is verified again with the current ones. false if that closed c.
+ */
+static bool authenticated(struct kwd_conn *c)
+{
+	X509_STORE *used = SSL_CTX_get_cert_store(SSL_get_SSL_CTX(c->ssl));
+	if (c->env->trust != NULL && c->env->trust != used && kwd_conn_reverify(c))
+		return false;
+	if (kwd_identity_from_tls(&c->ident, c->ssl) < 0) {
+		close_now(c, "out of memory");
+		return false;
+	}
+	return true;
+}
+
 static void log_handshake(struct kwd_conn *c)
 {
 	if (!kw_log_enabled(KW_LOG_DEBUG))
@@ -482,6 +518,8 @@ static enum kwd_step tls_input(struct kwd_conn *c)
 		}
 		c->handshaking = false;
 		log_handshake(c);
+		if (!authenticated(c))
+			return KWD_STEP_CLOSED;
 		/* The timer was armed for the handshake deadline; from now on the idle
 		 * timeout counts, and it may come sooner. Should re-arming fail, the
 		 * armed timer still fires and on_idle applies the idle deadline then. */
@@ -742,7 +780,8 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	kw_timer_init(&c->kick, on_kick, c);
 	c->open_ns = c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
 
-	int rc = ctx != NULL ? tls_attach(c, ctx) : 0;
+	/* A Unix-socket peer is known at accept, by its uid (SO_PEERCRED). */
+	int rc = ctx != NULL ? tls_attach(c, ctx) : kwd_identity_from_unix(&c->ident, fd);
 	if (rc == 0)
 		rc = kw_io_start(env->loop, &c->io, fd, KW_EV_READ);
 	if (rc == 0)
@@ -750,6 +789,7 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	if (rc < 0) {
 		kw_io_stop(env->loop, &c->io);
 		SSL_free(c->ssl);
+		kwd_identity_cleanup(&c->ident);
 		close(fd);
 		free(c);
 		return rc;
@@ -787,6 +827,20 @@ void kwd_conn_abort(struct kwd_conn *c)
 bool kwd_conn_handshaking(const struct kwd_conn *c)
 {
 	return !c->dead && c->handshaking;
+}
+
+bool kwd_conn_reverify(struct kwd_conn *c)
+{
+	char why[256];
+	if (c->dead || c->ssl == NULL || c->handshaking || c->env->trust == NULL)
+		return false;
+	if (kwd_identity_reverify(c->ssl, c->env->trust, why, sizeof(why)))
+		return false;
+	kw_info("connection %s closed: its client certificate no longer verifies: %s", c->peer,
+	        why);
+	kwd_counter_add(&c->env->metrics->reverify_closed, 1);
+	close_now(c, NULL);
+	return true;
 }
 
 void kwd_conn_evict(struct kwd_conn *c)

@@ -16,6 +16,8 @@
 
 #include <openssl/ssl.h>
 
+#include "acl.h"
+#include "audit.h"
 #include "exec.h"
 #include "keystore.h"
 #include "keyway/loop.h"
@@ -45,6 +47,9 @@ struct kwd_conn_env {
 	uint64_t handshake_ns;         /* TLS handshake bound from accept; 0: idle_ns only */
 	struct kwd_exec *exec;         /* context cache for ks (set by refresh) */
 	const struct kwd_keystore *ks; /* the keys requests are answered with (set by refresh) */
+	const struct kwd_acl *acl;     /* --acl rules of that generation, NULL: all allowed */
+	X509_STORE *trust;             /* its client CAs and CRLs, NULL without TLS (refresh) */
+	struct kwd_audit_tab *audit;   /* --audit-log counts of this worker, NULL without */
 	kwd_conn_refresh_fn *refresh;  /* called before each batch of requests is served */
 	kwd_conn_closed_fn *closed;    /* called when a connection is closed */
 	void *arg;                     /* the callbacks' first argument */
@@ -83,6 +88,14 @@ void kwd_conn_abort(struct kwd_conn *c);
  * evicted. A Unix-socket connection never is.
  */
 bool kwd_conn_handshaking(const struct kwd_conn *c);
+
+/*
+ * kwd_conn_reverify verifies c's client certificate again against
+ * env->trust (after a reload changed the client CAs or CRLs) and closes c if
+ * it no longer verifies; true if it did close it. Not for Unix sockets or
+ * connections still in their handshake (those are checked when it ends).
+ */
+bool kwd_conn_reverify(struct kwd_conn *c);
 
 /* kwd_conn_evict closes c now, to make room for a new connection. */
 void kwd_conn_evict(struct kwd_conn *c);

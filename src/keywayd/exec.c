@@ -97,12 +97,8 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return acc == 0;
 }
 
-/*
- * find_key returns the key or the error to answer (docs/protocol.md §7): a
- * valid SKI wins, else a valid digest; all-zero identifiers count as absent.
- */
-static const struct kwd_key *find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
-                                      enum kw_proto_error *err)
+const struct kwd_key *kwd_exec_find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
+                                        enum kw_proto_error *err)
 {
 	const struct kwd_key *k;
 
@@ -174,7 +170,7 @@ void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struc
 		set_error(res, KW_ERR_BAD_OPCODE);
 		return;
 	}
-	if ((key = find_key(ks, req, &err)) == NULL) {
+	if ((key = kwd_exec_find_key(ks, req, &err)) == NULL) {
 		set_error(res, err);
 		return;
 	}
@@ -196,6 +192,13 @@ void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struc
 		OPENSSL_cleanse(res->buf, sizeof(res->buf));
 		set_error(res, KW_ERR_CRYPTO);
 	}
+}
+
+void kwd_exec_refuse(struct kwd_exec_result *res, enum kw_proto_error err)
+{
+	res->payload = NULL;
+	res->len = 0;
+	set_error(res, err);
 }
 
 void kwd_exec_result_cleanse(struct kwd_exec_result *res)

@@ -42,6 +42,17 @@ void kwd_exec_reset(struct kwd_exec *e);
 void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kw_msg *req,
                   struct kwd_exec_result *res);
 
+/*
+ * kwd_exec_find_key returns the key req names, or NULL with the error to
+ * answer (docs/protocol.md §7): a valid SKI wins, else a valid digest;
+ * all-zero identifiers count as absent.
+ */
+const struct kwd_key *kwd_exec_find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
+                                        enum kw_proto_error *err);
+
+/* kwd_exec_refuse makes res the error response err without running anything. */
+void kwd_exec_refuse(struct kwd_exec_result *res, enum kw_proto_error err);
+
 /* kwd_exec_result_cleanse wipes what res->buf holds and empties res. */
 void kwd_exec_result_cleanse(struct kwd_exec_result *res);
 

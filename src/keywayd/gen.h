@@ -18,13 +18,19 @@
 
 #include <openssl/ssl.h>
 
+#include "acl.h"
 #include "keystore.h"
+#include "trust.h"
 
 struct kwd_gen {
 	atomic_uint refs;
 	uint64_t seq; /* 1 for the start-up set, +1 per successful reload */
 	struct kwd_keystore *ks;
-	SSL_CTX *ssl_ctx; /* NULL without a TCP listener */
+	SSL_CTX *ssl_ctx;    /* NULL without a TCP listener */
+	struct kwd_acl *acl; /* --acl rules, NULL without (everything allowed); owned */
+	/* SHA-256 over --client-ca and --client-crl as loaded: a change makes the
+	 * workers verify their clients' certificates again */
+	uint8_t trust[KWD_TRUST_DIGEST_LEN];
 };
 
 /*

@@ -24,6 +24,7 @@ struct kwd_key {
 	bool has_digest; /* RSA only */
 	uint8_t digest[KW_DIGEST_LEN];
 	char *path;     /* file it came from, for logs */
+	char *label;    /* token label (label: ACL rules); NULL for key files */
 	unsigned index; /* dense index 0..count-1, for per-thread caches */
 };
 
