@@ -10,6 +10,7 @@ import datetime
 import os
 import signal
 import ssl
+import urllib.request
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -68,6 +69,11 @@ def main(c):
                         "the other client's open connection goes on")
                 c.check(not connects(x, kd.port), "the revoked client cannot connect again")
                 c.check(connects(y, kd.port), "the other client still connects")
+                with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % kd.metrics_port,
+                                            timeout=5) as r:
+                    page = r.read().decode()
+                c.check("\nkeyway_keywayd_connections_revoked_total 1\n" in page,
+                        "the closed connection is counted", page[-600:])
                 cx.close()
                 cy.close()
 
