@@ -34,13 +34,13 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "identity.h"
 #include "keyway/buf.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/opcodes.h"
 #include "keyway/protocol.h"
-#include "identity.h"
 #include "keyway/tls.h"
 
 #define READ_CHUNK 16384
@@ -98,20 +98,21 @@ struct kwd_conn {
 	bool secret_out; /* queued output holds a decrypted block: wipe it once sent */
 	const char *why; /* reason for closing, for the debug log */
 	struct kw_io io;
-	struct kw_timer idle;      /* idle timeout (also bounds the handshake) */
-	struct kw_timer kick;      /* serve buffered frames on the next turn */
-	uint64_t active_ns;        /* last request or write progress */
-	uint64_t open_ns;          /* accepted: the handshake deadline counts from here */
-	uint64_t rx_ns;            /* when the last bytes arrived */
-	uint64_t slice_turn;       /* the loop turn (its start time) slice_used belongs to */
-	uint64_t slice_used;       /* execution time used in that turn, against EXEC_SLICE_NS */
-	size_t counted;            /* buffer bytes in the worker's buffer_bytes gauge */
-	struct kw_buf rx;          /* bytes from the socket */
-	struct kw_buf in;          /* TLS: decrypted request bytes */
-	struct kw_buf resp;        /* TLS: plaintext responses not yet encrypted */
-	struct kw_buf tx;          /* bytes for the socket */
-	struct kwd_identity ident; /* who the client is: once authenticated (ACL, audit) */
+	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
+	struct kw_timer kick; /* serve buffered frames on the next turn */
+	uint64_t active_ns;   /* last request or write progress */
+	uint64_t open_ns;     /* accepted: the handshake deadline counts from here */
+	uint64_t rx_ns;       /* when the last bytes arrived */
+	uint64_t slice_turn;  /* the loop turn (its start time) slice_used belongs to */
+	uint64_t slice_used;  /* execution time used in that turn, against EXEC_SLICE_NS */
+	size_t counted;       /* buffer bytes in the worker's buffer_bytes gauge */
+	struct kw_buf rx;     /* bytes from the socket */
+	struct kw_buf in;     /* TLS: decrypted request bytes */
+	struct kw_buf resp;   /* TLS: plaintext responses not yet encrypted */
+	struct kw_buf tx;     /* bytes for the socket */
 	char peer[64];
+	/* Who the client is, once authenticated: for the ACL and the audit log. */
+	struct kwd_identity ident;
 };
 
 /* ---- the buffer BIO: SSL reads from rx and writes to tx ---- */
@@ -356,8 +357,7 @@ static int answer(struct kwd_conn *c, struct turn *t, uint32_t id, const struct 
 	if (v == KWD_ACL_ALLOW) {
 		kwd_exec_run(env->exec, env->ks, m, res);
 	} else {
-		/* Exactly an unknown key's answer: a client cannot probe for keys it may not use.
-		 */
+		/* An unknown key's very answer: no probing for keys one may not use. */
 		kwd_exec_refuse(res, KW_ERR_KEY_NOT_FOUND);
 		kwd_counter_add(&env->metrics->acl_denied[v], 1);
 	}
