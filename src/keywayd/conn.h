@@ -18,14 +18,13 @@
 
 #include "acl.h"
 #include "audit.h"
-#include "exec.h"
-#include "keystore.h"
+#include "executor.h"
 #include "keyway/loop.h"
 #include "metrics.h"
 
 struct kwd_conn;
 
-/* kwd_conn_refresh_fn brings env->exec and env->ks up to date (loop thread). */
+/* kwd_conn_refresh_fn brings env->executor's key generation up to date (loop thread). */
 typedef void kwd_conn_refresh_fn(void *arg);
 /*
  * kwd_conn_closed_fn is told, once per connection, that the connection
@@ -45,14 +44,15 @@ struct kwd_conn_env {
 	size_t out_bound;              /* unsent output bytes at which reading pauses */
 	uint64_t idle_ns;              /* close a connection without progress this long */
 	uint64_t handshake_ns;         /* TLS handshake bound from accept; 0: idle_ns only */
-	struct kwd_exec *exec;         /* context cache for ks (set by refresh) */
-	const struct kwd_keystore *ks; /* the keys requests are answered with (set by refresh) */
-	const struct kwd_acl *acl;     /* --acl rules of that generation, NULL: all allowed */
-	X509_STORE *trust;             /* its client CAs and CRLs, NULL without TLS (refresh) */
-	struct kwd_audit_tab *audit;   /* --audit-log counts of this worker, NULL without */
+	struct kwd_executor *executor; /* answers the requests (its keys follow refresh) */
 	kwd_conn_refresh_fn *refresh;  /* called before each batch of requests is served */
 	kwd_conn_closed_fn *closed;    /* called when a connection is closed */
 	void *arg;                     /* the callbacks' first argument */
+	/* The generation the executor answers with (set by refresh): its keys, its
+	 * --acl rules (NULL: all allowed), its client CAs and CRLs. */
+	const struct kwd_gen *gen;
+	/* --audit-log counts of this worker, NULL without. */
+	struct kwd_audit_tab *audit;
 };
 
 /*
@@ -90,10 +90,10 @@ void kwd_conn_abort(struct kwd_conn *c);
 bool kwd_conn_handshaking(const struct kwd_conn *c);
 
 /*
- * kwd_conn_reverify verifies c's client certificate again against
- * env->trust (after a reload changed the client CAs or CRLs) and closes c if
- * it no longer verifies; true if it did close it. Not for Unix sockets or
- * connections still in their handshake (those are checked when it ends).
+ * kwd_conn_reverify verifies c's client certificate again against the client
+ * CAs and CRLs of the current generation (after a reload changed them) and
+ * closes c if it no longer verifies; true if it did close it. Not for Unix
+ * sockets or connections still in their handshake (checked when it ends).
  */
 bool kwd_conn_reverify(struct kwd_conn *c);
 

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "conn.h"
-#include "exec.h"
+#include "executor.h"
 #include "keyway/err.h"
 #include "keyway/list.h"
 #include "keyway/log.h"
@@ -104,14 +104,13 @@ static void on_accept_timer(struct kw_loop *loop, void *arg)
 		kw_error("worker %u: cannot re-arm the accept timer", w->id);
 }
 
-/* set_generation points the connections' environment at g's keys, rules and trust. */
+/* set_generation makes g (whose reference w takes) the keys, rules and trust served. */
 static void set_generation(struct kwd_worker *w, struct kwd_gen *g)
 {
+	kwd_executor_use(w->env.executor, g);
 	w->gen = g;
 	w->gen_seq = g->seq;
-	w->env.ks = g->ks;
-	w->env.acl = g->acl;
-	w->env.trust = g->ssl_ctx != NULL ? SSL_CTX_get_cert_store(g->ssl_ctx) : NULL;
+	w->env.gen = g;
 }
 
 /* reverify_all closes the connections whose client certificate the current trust refuses. */
@@ -138,17 +137,8 @@ static void refresh_slow(struct kwd_worker *w)
 		kwd_gen_unref(g);
 		return;
 	}
-	struct kwd_exec *e = NULL;
-	int rc = kwd_exec_new(&e);
-	if (rc < 0) {
-		kw_warn("worker %u: cannot switch to the reloaded keys yet: %s", w->id,
-		        kw_strerror(rc));
-		kwd_gen_unref(g);
-		return;
-	}
-	kwd_exec_free(w->env.exec);
-	w->env.exec = e;
 	struct kwd_gen *old = w->gen;
+	/* Jobs still running on the old keys hold their own references to it. */
 	set_generation(w, g);
 	/* New CAs or CRLs: the clients already connected must pass them too. */
 	if (g->ssl_ctx != NULL && memcmp(old->trust, g->trust, sizeof(g->trust)) != 0)
@@ -499,7 +489,7 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	    .closed = on_conn_closed,
 	    .arg = w,
 	};
-	if ((rc = kwd_exec_new(&w->env.exec)) < 0)
+	if ((rc = kwd_executor_new(&w->env.executor, w->loop)) < 0)
 		goto err;
 	set_generation(w, kwd_gen_slot_get(w->gens));
 	if (w->audit != NULL &&
@@ -556,13 +546,16 @@ void kwd_worker_free(struct kwd_worker *w)
 		return;
 	if (w->loop != NULL) {
 		quiesce(w);
+		/* Before the loop: it waits for device jobs and leaves the loop's lists. */
+		kwd_executor_free(w->env.executor);
+		w->env.executor = NULL;
 		kw_loop_free(w->loop);
 	}
 	if (w->tcp_fd >= 0)
 		close(w->tcp_fd);
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
-	kwd_exec_free(w->env.exec);
+	kwd_executor_free(w->env.executor);
 	kwd_audit_tab_free(w->env.audit);
 	kwd_gen_unref(w->gen);
 	free(w);
