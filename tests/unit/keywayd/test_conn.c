@@ -461,9 +461,13 @@ static void *fake_thread(void *arg)
 		memcpy(job->res.buf, "dev", 3);
 		kwd_exec_result_output(&job->res, 3);
 		job->exec_ns = 1000000;
-		kwd_job_finish(job);
+		/* Counted before it is handed back: once the executor has it, the
+		 * test may look at done. */
 		pthread_mutex_lock(&f->mu);
 		f->done++;
+		pthread_mutex_unlock(&f->mu);
+		kwd_job_finish(job);
+		pthread_mutex_lock(&f->mu);
 	}
 	pthread_mutex_unlock(&f->mu);
 	return NULL;
