@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """--audit-log: every 10 s one key=value line per (client identity, key SKI,
 operation) with the requests, ACL denials and other failures of the interval,
-summed over the workers; pings and idle intervals write nothing.
+summed over the workers; pings and idle intervals write nothing; SIGHUP
+reopens the file (log rotation).
 
-A run takes about 25 s: the lines of one or two intervals, then a quiet one."""
+A run takes 25 to 45 s: the lines of one or two intervals, a quiet one, one more."""
 
 import os
+import signal
 import time
 
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -90,9 +92,22 @@ def main(c):
                         for l in lines), "each line has its time and interval", lines)
             c.check(len(lines) <= 2 * len(want), "one line per tuple and interval", lines)
 
+            # Log rotation: the file is renamed, SIGHUP reopens the path. The idle
+            # interval is waited out meanwhile.
             before = len(lines)
+            os.rename(log, log + ".1")
+            kd.signal(signal.SIGHUP)
             time.sleep(INTERVAL + 1.5)
-            c.eq(len(read_lines(log)), before, "an idle interval writes nothing")
+            c.eq(len(read_lines(log + ".1")), before, "an idle interval writes nothing")
+            c.eq(read_lines(log), [], "nor to the file reopened at SIGHUP")
+            with kd.connect_unix() as ul:
+                c.check(kw.signs_with(ul, ed)[0], "a signature after the rotation")
+            want = {("uid:%d" % os.getuid(), ed.ski.hex(), "sign"): [1, 0, 0]}
+            c.check(kwharness.wait_until(lambda: totals(read_lines(log)) == want,
+                                         INTERVAL + 3, 0.2),
+                    "after SIGHUP the lines go to a new file at the same path",
+                    read_lines(log))
+            c.eq(len(read_lines(log + ".1")), before, "and none to the rotated one")
 
 
 if __name__ == "__main__":
