@@ -1,6 +1,7 @@
 /*
- * gen.h - a keywayd generation: the keystore and the TLS context served
- * together, and the slot through which the main thread publishes a new one.
+ * gen.h - a keywayd generation: the keystore, the TLS context (with the
+ * client CAs and CRLs) and the --acl rules served together, and the slot
+ * through which the main thread publishes a new one.
  *
  * A generation is immutable and reference-counted. SIGHUP builds a complete
  * new one in the main thread and publishes it in the slot, bumping the slot's
