@@ -16,6 +16,8 @@
 
 #include <openssl/ssl.h>
 
+#include "acl.h"
+#include "audit.h"
 #include "executor.h"
 #include "keyway/loop.h"
 #include "metrics.h"
@@ -46,6 +48,11 @@ struct kwd_conn_env {
 	kwd_conn_refresh_fn *refresh;  /* called before each batch of requests is served */
 	kwd_conn_closed_fn *closed;    /* called when a connection is closed */
 	void *arg;                     /* the callbacks' first argument */
+	/* The generation the executor answers with (set by refresh): its keys, its
+	 * --acl rules (NULL: all allowed), its client CAs and CRLs. */
+	const struct kwd_gen *gen;
+	/* --audit-log counts of this worker, NULL without. */
+	struct kwd_audit_tab *audit;
 };
 
 /*
@@ -81,6 +88,14 @@ void kwd_conn_abort(struct kwd_conn *c);
  * evicted. A Unix-socket connection never is.
  */
 bool kwd_conn_handshaking(const struct kwd_conn *c);
+
+/*
+ * kwd_conn_reverify verifies c's client certificate again against the client
+ * CAs and CRLs of the current generation (after a reload changed them) and
+ * closes c if it no longer verifies; true if it did close it. Not for Unix
+ * sockets or connections still in their handshake (checked when it ends).
+ */
+bool kwd_conn_reverify(struct kwd_conn *c);
 
 /* kwd_conn_evict closes c now, to make room for a new connection. */
 void kwd_conn_evict(struct kwd_conn *c);

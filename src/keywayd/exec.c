@@ -97,12 +97,8 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return acc == 0;
 }
 
-/*
- * find_key returns the key or the error to answer (docs/protocol.md §7): a
- * valid SKI wins, else a valid digest; all-zero identifiers count as absent.
- */
-static const struct kwd_key *find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
-                                      enum kw_proto_error *err)
+const struct kwd_key *kwd_exec_find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
+                                        enum kw_proto_error *err)
 {
 	const struct kwd_key *k;
 
@@ -172,7 +168,7 @@ int kwd_exec_prepare(const struct kwd_keystore *ks, const struct kw_msg *req,
 		kwd_exec_result_error(res, KW_ERR_BAD_OPCODE);
 		return 1;
 	}
-	if ((op->key = find_key(ks, req, &err)) == NULL) {
+	if ((op->key = kwd_exec_find_key(ks, req, &err)) == NULL) {
 		kwd_exec_result_error(res, err);
 		return 1;
 	}

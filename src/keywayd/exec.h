@@ -68,6 +68,14 @@ void kwd_exec_result_error(struct kwd_exec_result *res, enum kw_proto_error e);
 /* kwd_exec_result_output marks the first len bytes of res->buf as the answer. */
 void kwd_exec_result_output(struct kwd_exec_result *res, size_t len);
 
+/*
+ * kwd_exec_find_key returns the key req names, or NULL with the error to
+ * answer (docs/protocol.md §7): a valid SKI wins, else a valid digest;
+ * all-zero identifiers count as absent.
+ */
+const struct kwd_key *kwd_exec_find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
+                                        enum kw_proto_error *err);
+
 /* kwd_exec_result_cleanse wipes what res->buf holds and empties res. */
 void kwd_exec_result_cleanse(struct kwd_exec_result *res);
 

@@ -461,7 +461,8 @@ static void *fake_thread(void *arg)
 		memcpy(job->res.buf, "dev", 3);
 		kwd_exec_result_output(&job->res, 3);
 		job->exec_ns = 1000000;
-		/* Counted before the hand-back: the loop may check it once it has the job. */
+		/* Counted before it is handed back: once the executor has it, the
+		 * test may look at done. */
 		pthread_mutex_lock(&f->mu);
 		f->done++;
 		pthread_mutex_unlock(&f->mu);
