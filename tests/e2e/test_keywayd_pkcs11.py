@@ -237,6 +237,20 @@ def reload_failure_keeps_keys(c, tmp, module, tk):
         c.check(PIN not in kd.stderr_text(), "the PIN from the file is not logged", "")
 
 
+def acl_by_label(c, tmp, module, keys):
+    """--acl label:NAME rules match a token key by its CKA_LABEL."""
+    acl = os.path.join(tmp, "acl")
+    with open(acl, "w") as f:
+        f.write("allow * label:p256 sign\n")
+    with keywayd(tmp, module, extra=["--acl", acl]) as kd, kd.connect_unix() as cl:
+        ok, f = kw.signs_with(cl, keys["p256"])
+        c.check(ok, "an ACL rule label:p256 lets the token key labelled p256 sign",
+                kw.describe(f))
+        op, p = kw.sign_request(keys["p384"], "sha256", b"x")
+        f = cl.request(op, p, ski=keys["p384"].ski)
+        c.eq(f.error, 0x02, "a token key no rule names is answered as unknown (0x02)")
+
+
 def main(c):
     module = softhsm_module()
     if module is None or shutil.which("softhsm2-util") is None:
@@ -255,6 +269,7 @@ def main(c):
         c.check(PIN not in log, "the PIN is not logged", "")
         refusals(c, tmp, module, keys)
         reload_failure_keeps_keys(c, tmp, module, keys["p256"])
+        acl_by_label(c, tmp, module, keys)
 
 
 if __name__ == "__main__":
