@@ -418,7 +418,8 @@ static int timerfd_arm(struct kw_loop *loop, uint64_t deadline_ns)
 		if (fd < 0)
 			return -errno;
 		kw_io_init(&loop->timer_io, on_timerfd, NULL);
-		int rc = io_add(loop, &loop->timer_io, fd, KW_EV_READ, false); /* not the caller's */
+		/* io_add, not kw_io_start: a caller's fault injection counts only its own calls. */
+		int rc = io_add(loop, &loop->timer_io, fd, KW_EV_READ, false);
 		if (rc < 0) {
 			close(fd);
 			return rc;
