@@ -16,7 +16,7 @@
 /* Test programs only (see loop_fault.h): libkeyway is never built with it. */
 #include <stdatomic.h>
 
-#include "loop_fault.h"
+#include "keyway/loop_fault.h"
 
 static atomic_uint fault_mask;     /* kinds armed; 0: off */
 static atomic_uint fault_first;    /* the first call to fail, 1-based */

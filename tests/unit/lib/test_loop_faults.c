@@ -9,7 +9,7 @@
 
 #include "check.h"
 #include "keyway/loop.h"
-#include "loop_fault.h"
+#include "keyway/loop_fault.h"
 
 static void on_timer(struct kw_loop *loop, void *arg)
 {

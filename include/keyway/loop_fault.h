@@ -1,8 +1,8 @@
 /*
- * loop_fault.h - fault injection for the event loop, for tests only.
+ * keyway/loop_fault.h - fault injection for the event loop, for tests only.
  *
- * It exists in a program only when loop.c is compiled with
- * KW_FAULT_INJECTION defined, which only test programs do (tests/CMakeLists.txt
+ * Declared here, defined only where loop.c is compiled with
+ * KW_FAULT_INJECTION, which only test programs do (tests/CMakeLists.txt
  * compiles loop.c into every tests/unit/.../test_*_faults.c, whose objects
  * take precedence over libkeyway's loop.o). libkeyway itself, and so every
  * installed program, is built without it.
