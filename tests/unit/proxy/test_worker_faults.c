@@ -9,8 +9,9 @@
  *    armed the listener is watched again at once, and if the listener
  *    cannot be watched again when the pause ends, the timer is re-armed:
  *    either way the client that waited is served once descriptors are back.
- *  - A connection whose handshake timer cannot be armed is closed (a silent
- *    client would otherwise hold it for ever); the next one is served.
+ *  - A connection whose handshake timer, request timer (--respond, once the
+ *    handshake is done) or keep-alive timer cannot be armed is closed: a
+ *    silent client would otherwise hold it for ever. The next one is served.
  *
  * It includes worker.c to reach the worker's counters and listener.
  */
@@ -78,6 +79,35 @@ static bool get(int fd)
 	ERR_clear_error(); /* a refused handshake is what some checks expect */
 	close(fd);
 	return ok;
+}
+
+/*
+ * get_keepalive does one keep-alive GET on a new connection; true when it is
+ * answered and the proxy then closes the connection (within 3 s), not when
+ * it stays open.
+ */
+static bool get_keepalive_closed(uint16_t port)
+{
+	static const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+	char buf[512];
+	bool closed = false;
+	int fd = client();
+	SSL *ssl = SSL_new(client_ctx);
+
+	connect_to(fd, port);
+	if (ssl != NULL && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1 &&
+	    SSL_write(ssl, req, (int)sizeof(req) - 1) == (int)sizeof(req) - 1) {
+		int n = SSL_read(ssl, buf, (int)sizeof(buf) - 1);
+		if (n > 0 && (buf[n] = '\0', strncmp(buf, "HTTP/1.1 200", 12) == 0)) {
+			errno = 0;
+			n = SSL_read(ssl, buf, (int)sizeof(buf));
+			closed = n <= 0 && errno != EAGAIN && errno != EWOULDBLOCK;
+		}
+	}
+	SSL_free(ssl);
+	ERR_clear_error();
+	close(fd);
+	return closed;
 }
 
 static bool get_new(uint16_t port)
@@ -206,6 +236,34 @@ static void test_handshake_timer_fails(const struct kpx_options *o)
 	stop_worker(&w);
 }
 
+/*
+ * --respond: the request timer starts when the handshake is done (the 2nd
+ * timer of a connection), the keep-alive timer once the answer is written
+ * (the 3rd). Refused, each closes the connection; the next one is served.
+ */
+static void test_respond_timers_fail(const struct kpx_options *o)
+{
+	struct kpx_worker w;
+	uint16_t port;
+	if (!start_worker(&w, o, &port))
+		return;
+	kw_fault_arm(KW_FAULT_TIMER, 2, 1);
+	CHECK(!get_new(port));
+	CHECK_EQ(kw_fault_fired(), 1);
+	kw_fault_disarm();
+	CHECK(wait_idle(&w));
+	CHECK(get_new(port));
+	CHECK(wait_idle(&w));
+
+	kw_fault_arm(KW_FAULT_TIMER, 3, 1);
+	CHECK(get_keepalive_closed(port));
+	CHECK_EQ(kw_fault_fired(), 1);
+	kw_fault_disarm();
+	CHECK(wait_idle(&w));
+	CHECK(get_new(port));
+	stop_worker(&w);
+}
+
 int main(void)
 {
 	char err[512];
@@ -246,6 +304,7 @@ int main(void)
 	test_accept_pause(&o, KW_FAULT_TIMER);
 	test_accept_pause(&o, KW_FAULT_IO);
 	test_handshake_timer_fails(&o);
+	test_respond_timers_fail(&o);
 
 	kpx_tls_publish(NULL);
 	SSL_CTX_free(client_ctx);
