@@ -12,6 +12,8 @@
  *  - A connection whose handshake timer, request timer (--respond, once the
  *    handshake is done) or keep-alive timer cannot be armed is closed: a
  *    silent client would otherwise hold it for ever. The next one is served.
+ *  - --upstream: a relayed connection whose connect timeout or idle timeout
+ *    cannot be armed is closed, not relayed without a bound.
  *
  * It includes worker.c to reach the worker's counters and listener.
  */
@@ -103,6 +105,29 @@ static bool get_keepalive_closed(uint16_t port)
 			n = SSL_read(ssl, buf, (int)sizeof(buf));
 			closed = n <= 0 && errno != EAGAIN && errno != EWOULDBLOCK;
 		}
+	}
+	SSL_free(ssl);
+	ERR_clear_error();
+	close(fd);
+	return closed;
+}
+
+/*
+ * closed_after_handshake: a new connection completes its handshake, sends
+ * nothing, and is closed by the proxy within 3 s (rather than left open).
+ */
+static bool closed_after_handshake(uint16_t port)
+{
+	char buf[64];
+	bool closed = false;
+	int fd = client();
+	SSL *ssl = SSL_new(client_ctx);
+
+	connect_to(fd, port);
+	if (ssl != NULL && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1) {
+		errno = 0;
+		int n = SSL_read(ssl, buf, (int)sizeof(buf));
+		closed = n <= 0 && errno != EAGAIN && errno != EWOULDBLOCK;
 	}
 	SSL_free(ssl);
 	ERR_clear_error();
@@ -264,6 +289,42 @@ static void test_respond_timers_fail(const struct kpx_options *o)
 	stop_worker(&w);
 }
 
+/*
+ * --upstream to a listener of this test that never answers: the connect
+ * timeout is a connection's 2nd timer, the idle timeout (armed once the
+ * upstream connection is up) its 3rd. Refused, each closes the connection.
+ */
+static void test_upstream_timers_fail(const struct kpx_options *respond)
+{
+	struct kpx_options o = *respond;
+	char err[256], addr[64];
+	uint16_t up_port;
+	int up = listen_tcp(&up_port); /* never accepts: the backlog completes connects */
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", up_port);
+	o.respond = false;
+	o.upstream = addr;
+	o.connect_timeout_s = 10;
+	o.idle_timeout_s = 60;
+	CHECK_EQ(kw_addr_parse(&o.upstream_addr, addr, err, sizeof(err)), 0);
+
+	struct kpx_worker w;
+	uint16_t port;
+	int lfd = listen_tcp(&port);
+	CHECK_EQ(kpx_worker_init(&w, 0, &o, lfd), 0);
+	CHECK_EQ(kpx_worker_start(&w), 0);
+	for (unsigned nth = 2; nth <= 3; nth++) {
+		kw_fault_arm(KW_FAULT_TIMER, nth, 1);
+		CHECK(closed_after_handshake(port));
+		CHECK_EQ(kw_fault_fired(), 1);
+		kw_fault_disarm();
+		CHECK(wait_idle(&w));
+	}
+	/* Unrefused, the relayed connection stays open (the upstream says nothing). */
+	CHECK(!closed_after_handshake(port));
+	stop_worker(&w);
+	close(up);
+}
+
 int main(void)
 {
 	char err[512];
@@ -305,6 +366,7 @@ int main(void)
 	test_accept_pause(&o, KW_FAULT_IO);
 	test_handshake_timer_fails(&o);
 	test_respond_timers_fail(&o);
+	test_upstream_timers_fail(&o);
 
 	kpx_tls_publish(NULL);
 	SSL_CTX_free(client_ctx);
