@@ -176,5 +176,7 @@ struct kw_rsa_batch_counts;
  * what went to OpenSSL for want of lanes.
  */
 void kw_op_compute_many(struct kw_op *const *ops, size_t n, struct kw_rsa_batch_counts *counts);
+/* kw_op_batch_totals: the counts of every kw_op_compute_many of the process, any thread. */
+void kw_op_batch_totals(struct kw_rsa_batch_counts *out);
 
 #endif

@@ -11,6 +11,7 @@
  * first batchable op of that key.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,8 +296,29 @@ static void run_lanes(struct lane *lanes, size_t n, struct kw_rsa_batch_counts *
 	}
 }
 
+/* Process-wide totals (relaxed atomics), for metrics read from another thread. */
+static _Atomic uint64_t total_batches, total_lanes, total_fallbacks;
+
+void kw_op_batch_totals(struct kw_rsa_batch_counts *out)
+{
+	out->batches = atomic_load_explicit(&total_batches, memory_order_relaxed);
+	out->lanes = atomic_load_explicit(&total_lanes, memory_order_relaxed);
+	out->fallbacks = atomic_load_explicit(&total_fallbacks, memory_order_relaxed);
+}
+
+static void add_totals(const struct kw_rsa_batch_counts *c)
+{
+	if (c->batches != 0) {
+		atomic_fetch_add_explicit(&total_batches, c->batches, memory_order_relaxed);
+		atomic_fetch_add_explicit(&total_lanes, c->lanes, memory_order_relaxed);
+	}
+	if (c->fallbacks != 0)
+		atomic_fetch_add_explicit(&total_fallbacks, c->fallbacks, memory_order_relaxed);
+}
+
 void kw_op_compute_many(struct kw_op *const *ops, size_t n, struct kw_rsa_batch_counts *counts)
 {
+	struct kw_rsa_batch_counts mine = {0};
 	struct cache *c = thread_cache();
 
 	while (n > 0) {
@@ -310,10 +332,16 @@ void kw_op_compute_many(struct kw_op *const *ops, size_t n, struct kw_rsa_batch_
 			else
 				nl++;
 		/* The batch first: the others' cache lookups may evict its keys. */
-		run_lanes(lanes, nl, counts);
+		run_lanes(lanes, nl, &mine);
 		for (size_t i = 0; i < nr; i++)
 			kw_op_compute(rest[i]);
 		ops += chunk;
 		n -= chunk;
+	}
+	add_totals(&mine);
+	if (counts != NULL) {
+		counts->batches += mine.batches;
+		counts->lanes += mine.lanes;
+		counts->fallbacks += mine.fallbacks;
 	}
 }
