@@ -16,14 +16,13 @@
 
 #include <openssl/ssl.h>
 
-#include "exec.h"
-#include "keystore.h"
+#include "executor.h"
 #include "keyway/loop.h"
 #include "metrics.h"
 
 struct kwd_conn;
 
-/* kwd_conn_refresh_fn brings env->exec and env->ks up to date (loop thread). */
+/* kwd_conn_refresh_fn brings env->executor's key generation up to date (loop thread). */
 typedef void kwd_conn_refresh_fn(void *arg);
 /*
  * kwd_conn_closed_fn is told, once per connection, that the connection
@@ -43,8 +42,7 @@ struct kwd_conn_env {
 	size_t out_bound;              /* unsent output bytes at which reading pauses */
 	uint64_t idle_ns;              /* close a connection without progress this long */
 	uint64_t handshake_ns;         /* TLS handshake bound from accept; 0: idle_ns only */
-	struct kwd_exec *exec;         /* context cache for ks (set by refresh) */
-	const struct kwd_keystore *ks; /* the keys requests are answered with (set by refresh) */
+	struct kwd_executor *executor; /* answers the requests (its keys follow refresh) */
 	kwd_conn_refresh_fn *refresh;  /* called before each batch of requests is served */
 	kwd_conn_closed_fn *closed;    /* called when a connection is closed */
 	void *arg;                     /* the callbacks' first argument */

@@ -16,8 +16,11 @@
 #include "keyway/keytype.h"
 #include "keyway/protocol.h"
 
+struct kwd_device;
+
 struct kwd_key {
-	EVP_PKEY *pkey; /* private key */
+	EVP_PKEY *pkey;            /* private key; for a device key, its public half */
+	struct kwd_device *device; /* non-NULL: computed by this device (executor.h), not inline */
 	enum kw_key_type type;
 	unsigned bits; /* modulus or field size */
 	uint8_t ski[KW_SKI_LEN];

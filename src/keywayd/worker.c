@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "conn.h"
-#include "exec.h"
+#include "executor.h"
 #include "keyway/err.h"
 #include "keyway/list.h"
 #include "keyway/log.h"
@@ -114,20 +114,11 @@ static void refresh_slow(struct kwd_worker *w)
 		kwd_gen_unref(g);
 		return;
 	}
-	struct kwd_exec *e = NULL;
-	int rc = kwd_exec_new(&e);
-	if (rc < 0) {
-		kw_warn("worker %u: cannot switch to the reloaded keys yet: %s", w->id,
-		        kw_strerror(rc));
-		kwd_gen_unref(g);
-		return;
-	}
-	kwd_exec_free(w->env.exec);
-	w->env.exec = e;
+	/* Jobs still running on the old keys hold their own references to it. */
+	kwd_executor_use(w->env.executor, g);
 	kwd_gen_unref(w->gen);
 	w->gen = g;
 	w->gen_seq = g->seq;
-	w->env.ks = g->ks;
 	kw_debug("worker %u: serving key generation %llu", w->id, (unsigned long long)g->seq);
 }
 
@@ -458,11 +449,11 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	    .closed = on_conn_closed,
 	    .arg = w,
 	};
-	if ((rc = kwd_exec_new(&w->env.exec)) < 0)
+	if ((rc = kwd_executor_new(&w->env.executor, w->loop)) < 0)
 		goto err;
 	w->gen = kwd_gen_slot_get(w->gens);
 	w->gen_seq = w->gen->seq;
-	w->env.ks = w->gen->ks;
+	kwd_executor_use(w->env.executor, w->gen);
 	if ((rc = listeners_start(w)) < 0)
 		goto err;
 	kw_hook_add(w->loop, &w->hook);
@@ -512,13 +503,16 @@ void kwd_worker_free(struct kwd_worker *w)
 		return;
 	if (w->loop != NULL) {
 		quiesce(w);
+		/* Before the loop: it waits for device jobs and leaves the loop's lists. */
+		kwd_executor_free(w->env.executor);
+		w->env.executor = NULL;
 		kw_loop_free(w->loop);
 	}
 	if (w->tcp_fd >= 0)
 		close(w->tcp_fd);
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
-	kwd_exec_free(w->env.exec);
+	kwd_executor_free(w->env.executor);
 	kwd_gen_unref(w->gen);
 	free(w);
 }
