@@ -17,6 +17,7 @@
 #include "keyway/protocol.h"
 
 struct kwd_device;
+struct kw_rsa_batch_key;
 
 struct kwd_key {
 	EVP_PKEY *pkey;            /* private key; for a device key, its public half */
@@ -26,14 +27,16 @@ struct kwd_key {
 	uint8_t ski[KW_SKI_LEN];
 	bool has_digest; /* RSA only */
 	uint8_t digest[KW_DIGEST_LEN];
-	char *path;     /* file it came from, for logs */
-	unsigned index; /* dense index 0..count-1, for per-thread caches */
+	struct kw_rsa_batch_key *bk; /* the multi-buffer kernel's form (--rsa-batch), or NULL */
+	char *path;                  /* file it came from, for logs */
+	unsigned index;              /* dense index 0..count-1, for per-thread caches */
 };
 
 struct kwd_keystore;
 
 struct kwd_keystore_options {
 	bool allow_group_readable; /* accept keys readable by group/others */
+	bool rsa_batch;            /* prepare RSA keys the batch kernel takes (kwd_key.bk) */
 };
 
 /*

@@ -44,6 +44,9 @@ struct kwd_wmetrics {
 	_Atomic uint64_t buffer_bytes; /* gauge: heap held by connection buffers */
 	_Atomic uint64_t evicted;      /* handshaking connections displaced at the cap */
 	_Atomic uint64_t refused;      /* new connections closed at the cap (none to evict) */
+	_Atomic uint64_t rsa_batches;  /* multi-buffer RSA batches run (batch.c) */
+	_Atomic uint64_t rsa_batch_lanes;
+	_Atomic uint64_t rsa_batch_fallbacks; /* batchable requests computed by OpenSSL alone */
 };
 
 /* Single-writer increment: the owner thread is the only one storing. */

@@ -78,7 +78,8 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
                      size_t errlen)
 {
 	const struct kwd_options *opt = s->opt;
-	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable};
+	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable,
+	                                  .rsa_batch = opt->rsa_batch};
 	struct kwd_keystore *ks = NULL;
 	SSL_CTX *ctx = NULL;
 
@@ -347,6 +348,7 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 		    .max_conns = s->opt->max_connections,
 		    .nconns = &s->nconns,
 		    .drain_ms = (uint64_t)s->opt->drain_timeout_s * 1000u,
+		    .rsa_batch = s->opt->rsa_batch,
 		};
 		/* The worker owns its TCP listener from here on. */
 		if (s->tcp_fds != NULL)

@@ -34,7 +34,8 @@ struct kwd_options {
 	char *handshake_timeout;  /* DURATION text of --handshake-timeout */
 	uint64_t handshake_ns;    /* ...parsed by main */
 	bool allow_group_readable;
-	int log_level; /* enum kw_log_level */
+	bool rsa_batch; /* --rsa-batch: multi-buffer RSA batches of file keys' requests */
+	int log_level;  /* enum kw_log_level */
 };
 
 struct kwd_worker;

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "conn.h"
 #include "executor.h"
 #include "keyway/err.h"
@@ -60,6 +61,8 @@ struct kwd_worker {
 	bool draining;               /* this thread has begun draining */
 	uint64_t drain_ms;
 	struct kw_timer drain_timer; /* closes what is left at the drain deadline */
+
+	struct kwd_rsa_batcher *batcher; /* --rsa-batch, else NULL */
 
 	struct kwd_wmetrics metrics;
 };
@@ -454,6 +457,11 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	w->gen = kwd_gen_slot_get(w->gens);
 	w->gen_seq = w->gen->seq;
 	kwd_executor_use(w->env.executor, w->gen);
+	if (cfg->rsa_batch) {
+		if ((rc = kwd_rsa_batcher_new(&w->batcher, &w->metrics)) < 0)
+			goto err;
+		kwd_executor_set_batcher(w->env.executor, kwd_rsa_batcher_base(w->batcher));
+	}
 	if ((rc = listeners_start(w)) < 0)
 		goto err;
 	kw_hook_add(w->loop, &w->hook);
@@ -513,6 +521,7 @@ void kwd_worker_free(struct kwd_worker *w)
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
 	kwd_executor_free(w->env.executor);
+	kwd_rsa_batcher_free(w->batcher); /* after the executor: it ran the last batch */
 	kwd_gen_unref(w->gen);
 	free(w);
 }

@@ -27,6 +27,7 @@ struct kwd_worker_config {
 	unsigned max_conns;        /* open connections allowed across all workers (0: no cap) */
 	atomic_uint *nconns;       /* the count of those, shared by all workers (NULL: own) */
 	uint64_t drain_ms;         /* after kwd_worker_drain, close what is left after this */
+	bool rsa_batch;            /* batch RSA requests of keys with a kernel form (batch.h) */
 };
 
 /*
