@@ -92,18 +92,20 @@ static uint64_t neg_inv52(uint64_t m0)
 static int half_new(struct kw_mb_half *h, unsigned L, const BIGNUM *m_in, const BIGNUM *e,
                     BN_CTX *ctx)
 {
-	BIGNUM *m = BN_dup(m_in), *r = BN_CTX_get(ctx), *r2 = BN_CTX_get(ctx), *r3 = BN_CTX_get(ctx);
+	BIGNUM *m = BN_dup(m_in), *r = BN_CTX_get(ctx), *r2 = BN_CTX_get(ctx),
+	       *r3 = BN_CTX_get(ctx);
 	int rc = -ENOMEM;
 
 	if (m == NULL || r3 == NULL)
 		goto out;
 	BN_set_flags(m, BN_FLG_CONSTTIME);
-	if (!BN_set_bit(r, (int)(52 * L)) || !BN_mod(r, r, m, ctx) || !BN_mod_mul(r2, r, r, m, ctx) ||
-	    !BN_mod_mul(r3, r2, r, m, ctx))
+	if (!BN_set_bit(r, (int)(52 * L)) || !BN_mod(r, r, m, ctx) ||
+	    !BN_mod_mul(r2, r, r, m, ctx) || !BN_mod_mul(r3, r2, r, m, ctx))
 		goto out;
 	rc = -ENOTSUP;
-	if (bn_limbs(h->m, L, m) != 0 || bn_limbs(h->r1, L, r) != 0 || bn_limbs(h->r2, L, r2) != 0 ||
-	    bn_limbs(h->r3, L, r3) != 0 || bn_words(h->e, KW_MB_LMAX, e) != 0)
+	if (bn_limbs(h->m, L, m) != 0 || bn_limbs(h->r1, L, r) != 0 ||
+	    bn_limbs(h->r2, L, r2) != 0 || bn_limbs(h->r3, L, r3) != 0 ||
+	    bn_words(h->e, KW_MB_LMAX, e) != 0)
 		goto out;
 	h->k0 = neg_inv52(h->m[0] | (uint64_t)h->m[1] << 52);
 	rc = 0;
@@ -143,7 +145,8 @@ int kw_mb_key_new(struct kw_mb_key **out, unsigned bits, const BIGNUM *p, const 
 	if (t == NULL || pc == NULL)
 		goto out_ctx;
 	BN_set_flags(pc, BN_FLG_CONSTTIME);
-	if ((rc = half_new(&k->p, L, p, dp, ctx)) != 0 || (rc = half_new(&k->q, L, q, dq, ctx)) != 0)
+	if ((rc = half_new(&k->p, L, p, dp, ctx)) != 0 ||
+	    (rc = half_new(&k->q, L, q, dq, ctx)) != 0)
 		goto out_ctx;
 	/* qinv R mod p: Garner's coefficient, ready for a Montgomery product. */
 	rc = -ENOMEM;
@@ -178,7 +181,8 @@ void kw_mb_rsa_private(const struct kw_mb_key *const *keys, uint8_t *const *buf,
 #ifdef KW_MB_HAVE_IFMA
 	const struct kw_mb_key *k8[8];
 	uint8_t *b8[8];
-	/* Unused lanes repeat lane 0's key on a zero input of their own: the same work, discarded. */
+	/* Unused lanes repeat lane 0's key on a zero input of their own: the same work, discarded.
+	 */
 	static _Thread_local uint8_t spare[8][KW_MB_MAX_BYTES];
 	struct kw_mb_work *w = aligned_alloc(64, sizeof(*w));
 

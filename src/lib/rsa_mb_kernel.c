@@ -79,8 +79,10 @@ INLINE void amm(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0p, 
 		vec carry = v_srli(acc[0], 52);
 #pragma GCC unroll 40
 		for (unsigned j = 0; j + 1 < L; j++)
-			acc[j] = v_madd52hi(v_madd52hi(acc[j + 1], ai, v_load(b[j])), q, v_load(m[j]));
-		acc[L - 1] = v_madd52hi(v_madd52hi(zero, ai, v_load(b[L - 1])), q, v_load(m[L - 1]));
+			acc[j] =
+			    v_madd52hi(v_madd52hi(acc[j + 1], ai, v_load(b[j])), q, v_load(m[j]));
+		acc[L - 1] =
+		    v_madd52hi(v_madd52hi(zero, ai, v_load(b[L - 1])), q, v_load(m[L - 1]));
 		acc[0] = v_add(acc[0], carry);
 	}
 	normalize(r, acc, L);
@@ -100,9 +102,11 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
 #pragma GCC unroll 80
 	for (unsigned j = 0; j < 2 * L; j++)
 		t[j] = zero;
-	/* Cross products, each once. */
+		/* Cross products, each once. */
+#pragma GCC unroll 40
 	for (unsigned i = 0; i < L; i++) {
 		vec ai = v_load(a[i]);
+#pragma GCC unroll 40
 		for (unsigned j = i + 1; j < L; j++) {
 			vec aj = v_load(a[j]);
 			t[i + j] = v_madd52lo(t[i + j], ai, aj);
@@ -113,14 +117,17 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
 #pragma GCC unroll 80
 	for (unsigned j = 0; j < 2 * L; j++)
 		t[j] = v_add(t[j], t[j]);
+#pragma GCC unroll 40
 	for (unsigned i = 0; i < L; i++) {
 		vec ai = v_load(a[i]);
 		t[2 * i] = v_madd52lo(t[2 * i], ai, ai);
 		t[2 * i + 1] = v_madd52hi(t[2 * i + 1], ai, ai);
 	}
 	/* Reduction: limb i cleared by q_i * m, its carry moved up. */
+#pragma GCC unroll 40
 	for (unsigned i = 0; i < L; i++) {
 		vec q = v_madd52lo(zero, t[i], k0);
+#pragma GCC unroll 40
 		for (unsigned j = 0; j < L; j++) {
 			vec mj = v_load(m[j]);
 			t[i + j] = v_madd52lo(t[i + j], q, mj);
@@ -289,7 +296,7 @@ static void garner(struct kw_mb_work *w, unsigned L, amm_fn *mul)
 	}
 	normalize(w->t, acc, L);
 	mul(w->t, w->t, w->qinv, w->m, w->k0); /* h = t qinv R / R */
-	cond_sub(w->t, w->m, L);                /* h < p */
+	cond_sub(w->t, w->m, L);               /* h < p */
 	/* wide = m2 + h q: a plain product, columns summed in memory, then normalised. */
 	for (unsigned j = 0; j < 2 * L; j++)
 		v_store(w->wide[j], j < L ? v_load(w->m2[j]) : v_zero());

@@ -40,8 +40,8 @@ typedef uint64_t kw_mb_vnum[KW_MB_LMAX][8];
 struct kw_mb_work {
 	kw_mb_vnum table[KW_MB_TABLE];
 	kw_mb_vnum m, r1, r2, r3, x, acc, t, m1, m2, qv, qinv;
-	uint64_t wide[2 * KW_MB_LMAX][8];   /* c going in, c^d coming out */
-	uint64_t e[KW_MB_LMAX + 1][8];      /* exponent words, one zero word of slack */
+	uint64_t wide[2 * KW_MB_LMAX][8]; /* c going in, c^d coming out */
+	uint64_t e[KW_MB_LMAX + 1][8];    /* exponent words, one zero word of slack */
 	uint64_t k0[8], idx[8];
 };
 

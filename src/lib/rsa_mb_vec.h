@@ -80,8 +80,9 @@ static inline vec v_madd52lo(vec acc, vec a, vec b)
 /* acc + high 52 bits of the 104-bit product, as vpmadd52huq. */
 static inline vec v_madd52hi(vec acc, vec a, vec b)
 {
-	MB_VOP(acc.l[i_] +
-	       (uint64_t)(((unsigned __int128)(a.l[i_] & MB_MASK52) * (b.l[i_] & MB_MASK52)) >> 52));
+	MB_VOP(
+	    acc.l[i_] +
+	    (uint64_t)(((unsigned __int128)(a.l[i_] & MB_MASK52) * (b.l[i_] & MB_MASK52)) >> 52));
 }
 /* All ones in the lanes where a == b, without a comparison: (x | -x) has bit 63 set iff x != 0. */
 static inline vec v_eqmask(vec a, vec b)
