@@ -64,7 +64,7 @@ start_peer_proxy() { # NAME ASYNC [FLAGS...]
 	local name=$1 async=$2
 	shift 2
 	start "$name" "$server_cpu" "$proxy" --listen "127.0.0.1:${pport[$name]}" --cert "$scratch/rsa.crt" \
-		--key "$scratch/rsa.key" --respond --workers 1 --async "$async" \
+		--key "$scratch/rsa.key" --allow-group-readable-keys --respond --workers 1 --async "$async" \
 		--keepalive-timeout 0 --resumption off --access-log off --metrics "127.0.0.1:${mport[$name]}" "$@"
 }
 start_peer_proxy keyway-proxy off --backend inline
