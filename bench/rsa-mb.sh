@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $repeat =~ ^[1-9][0-9]?$ && $bits =~ ^(2048|3072|4096)$ ]] || { echo "bad --repeat or --bits" >&2; exit 2; }
 for d in "$build" "$root/build-release" "$root/build"; do
-	[ -n "$d" ] && [ -x "$d/src/bench/keyway-rsa-bench" ] && { tool=$d/src/bench/keyway-rsa-bench; break; }
+	[ -n "$d" ] && [ -x "$d/src/lib/keyway-rsa-bench" ] && { tool=$d/src/lib/keyway-rsa-bench; break; }
 done
 [ -n "${tool:-}" ] || { echo "keyway-rsa-bench not built (ninja -C build keyway-rsa-bench)" >&2; exit 2; }
 cpu=$(($(nproc) > 1 ? 1 : 0))
