@@ -363,6 +363,42 @@ static void limbs_to_be(uint8_t *be, size_t nb, const uint64_t (*in)[8], int l, 
 	}
 }
 
+/*
+ * verify65537 sets w->verified[l] where s^65537 mod n equals the input in
+ * buf[l], for RSA-2048 (n in 40 limbs; s in w->wide). Public values only:
+ * the check guards against faults, not against observers.
+ */
+static void verify65537(struct kw_mb_work *w, const struct kw_mb_key *const keys[8],
+                        uint8_t *const buf[8], size_t nb)
+{
+	enum { LN = 40 };
+
+	for (int l = 0; l < 8; l++) {
+		for (unsigned i = 0; i < LN; i++) {
+			w->m[i][l] = keys[l]->pub.n[i];
+			w->r2[i][l] = keys[l]->pub.r2[i];
+		}
+		w->k0[l] = keys[l]->pub.k0;
+	}
+	amm40(w->x, (cvnum_p)w->wide, w->r2, w->m, w->k0); /* s R */
+	memcpy(w->acc, w->x, sizeof(w->acc));
+	for (int s = 0; s < 16; s++)
+		ams40(w->acc, w->acc, w->m, w->k0);
+	amm40(w->acc, w->acc, w->x, w->m, w->k0); /* s^65537 R */
+	memset(w->t, 0, sizeof(w->t));
+	for (int l = 0; l < 8; l++)
+		w->t[0][l] = 1;
+	amm40(w->acc, w->acc, w->t, w->m, w->k0);
+	cond_sub(w->acc, w->m, LN);
+	for (int l = 0; l < 8; l++) {
+		uint64_t diff = 0;
+		be_to_limbs(w->t, l, buf[l], nb, LN);
+		for (unsigned i = 0; i < LN; i++)
+			diff |= w->acc[i][l] ^ w->t[i][l];
+		w->verified[l] = ((diff | (0 - diff)) >> 63) ^ 1;
+	}
+}
+
 /* ---- the entry point --------------------------------------------------------------------- */
 
 void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t *const buf[8],
@@ -387,6 +423,13 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 		for (unsigned i = 0; i < L; i++)
 			w->qinv[i][l] = keys[l]->qinv_r[i];
 	garner(w, L, mul);
+	int check = L == 20;
+	for (int l = 0; l < 8; l++) {
+		check &= keys[l]->pub.check != 0;
+		w->verified[l] = 0;
+	}
+	if (check)
+		verify65537(w, keys, buf, nb);
 	for (int l = 0; l < 8; l++)
 		limbs_to_be(buf[l], nb, (cvnum_p)w->wide, l, 2 * L);
 }
