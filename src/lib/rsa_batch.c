@@ -132,7 +132,9 @@ static int prepare_kernel(struct kw_rsa_batch_key *k)
 	if ((third = get_bn(k->pkey, OSSL_PKEY_PARAM_RSA_FACTOR3)) != NULL)
 		goto out; /* multi-prime */
 	rc = kw_mb_key_new(&k->mb, k->bits, bn[0], bn[1], bn[2], bn[3], bn[4]);
-	if (rc == -ENOTSUP)
+	if (rc == 0)
+		rc = kw_mb_key_set_public(k->mb, k->n, k->e);
+	else if (rc == -ENOTSUP)
 		rc = 0;
 out:
 	for (int i = 0; i < 5; i++)
@@ -246,16 +248,17 @@ static int blind(struct kw_rsa_batch_key *k, struct lane *l, BN_CTX *ctx)
 
 /*
  * finish checks the kernel's result s' against the blinded input (s'^e ==
- * c' mod n), unblinds it and writes it out. A failed check is recomputed by
- * OpenSSL and counted: a wrong result never leaves.
+ * c' mod n) unless the kernel did (verified), unblinds it and writes it out. A failed check is
+ * recomputed by OpenSSL and counted: a wrong result never leaves.
  */
-static void finish(struct kw_rsa_batch_key *k, struct lane *l, BN_CTX *ctx)
+static void finish(struct kw_rsa_batch_key *k, struct lane *l, bool verified, BN_CTX *ctx)
 {
 	struct kw_rsa_batch_item *it = l->item;
 
+	/* The kernel checks RSA-2048 with e = 65537 itself (8 lanes at once, much cheaper). */
 	if (BN_bin2bn(l->buf, (int)k->bytes, l->s) != NULL &&
-	    BN_mod_exp_mont(l->v, l->s, k->e, k->n, ctx, k->mont_n) == 1 &&
-	    BN_cmp(l->v, l->c) == 0 &&
+	    (verified || (BN_mod_exp_mont(l->v, l->s, k->e, k->n, ctx, k->mont_n) == 1 &&
+	                  BN_cmp(l->v, l->c) == 0)) &&
 	    BN_BLINDING_invert_ex(l->s, l->unblind, k->blinding, ctx) == 1 &&
 	    BN_bn2binpad(l->s, it->out, (int)k->bytes) >= 0) {
 		it->rc = 0;
@@ -288,6 +291,8 @@ static bool run_kernel(struct kw_rsa_batch_item **items, size_t n)
 	struct lane lanes[KW_RSA_BATCH_MAX];
 	const struct kw_mb_key *keys[KW_RSA_BATCH_MAX];
 	uint8_t *bufs[KW_RSA_BATCH_MAX];
+	bool verified[KW_RSA_BATCH_MAX] = {false};
+	size_t slot[KW_RSA_BATCH_MAX];
 	BN_CTX *ctx = BN_CTX_new();
 	bool ok = ctx != NULL;
 	size_t used = 0;
@@ -309,18 +314,20 @@ static bool run_kernel(struct kw_rsa_batch_item **items, size_t n)
 			memset(items[i]->out, 0, k->bytes);
 			continue;
 		}
+		slot[i] = used;
 		keys[used] = k->mb;
 		bufs[used] = lanes[i].buf;
 		used++;
 	}
 	if (ok && used > 0) {
 		/* In place: each lane's buffer holds c' going in and c'^d mod n coming out. */
-		kw_mb_rsa_private(keys, bufs, used);
+		kw_mb_rsa_private(keys, bufs, used, verified);
 		atomic_fetch_add_explicit(&st_batches, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&st_lanes, used, memory_order_relaxed);
 		for (size_t i = 0; i < n; i++)
 			if (items[i]->rc == 0)
-				finish((struct kw_rsa_batch_key *)items[i]->key, &lanes[i], ctx);
+				finish((struct kw_rsa_batch_key *)items[i]->key, &lanes[i],
+				       verified[slot[i]], ctx);
 	}
 	lanes_free(lanes, n);
 	BN_CTX_free(ctx);

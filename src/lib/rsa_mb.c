@@ -168,6 +168,31 @@ out:
 	return 0;
 }
 
+int kw_mb_key_set_public(struct kw_mb_key *k, const BIGNUM *n, const BIGNUM *e)
+{
+	enum { LN = 40 };
+	BN_CTX *ctx;
+	BIGNUM *r;
+	int rc = -ENOMEM;
+
+	k->pub.check = 0;
+	if (k->bits != 2048 || !BN_is_word(e, 65537))
+		return 0;
+	if ((ctx = BN_CTX_new()) == NULL)
+		return -ENOMEM;
+	BN_CTX_start(ctx);
+	/* R^2 mod n with R = 2^(52 * 40); n is public, no constant-time care needed. */
+	if ((r = BN_CTX_get(ctx)) != NULL && BN_set_bit(r, 2 * 52 * LN) && BN_mod(r, r, n, ctx) &&
+	    bn_limbs(k->pub.n, LN, n) == 0 && bn_limbs(k->pub.r2, LN, r) == 0) {
+		k->pub.k0 = neg_inv52(k->pub.n[0] | k->pub.n[1] << 52);
+		k->pub.check = 1;
+		rc = 0;
+	}
+	BN_CTX_end(ctx);
+	BN_CTX_free(ctx);
+	return rc;
+}
+
 void kw_mb_key_free(struct kw_mb_key *k)
 {
 	if (k == NULL)
@@ -176,7 +201,8 @@ void kw_mb_key_free(struct kw_mb_key *k)
 	free(k);
 }
 
-void kw_mb_rsa_private(const struct kw_mb_key *const *keys, uint8_t *const *buf, size_t n)
+void kw_mb_rsa_private(const struct kw_mb_key *const *keys, uint8_t *const *buf, size_t n,
+                       bool *verified)
 {
 #ifdef KW_MB_HAVE_IFMA
 	const struct kw_mb_key *k8[8];
@@ -197,11 +223,14 @@ void kw_mb_rsa_private(const struct kw_mb_key *const *keys, uint8_t *const *buf,
 			memset(spare[i], 0, sizeof(spare[i]));
 	}
 	kw_mb_rsa_private_ifma(k8, b8, w);
+	for (size_t i = 0; verified != NULL && i < n; i++)
+		verified[i] = w->verified[i] != 0;
 	OPENSSL_cleanse(w, sizeof(*w));
 	free(w);
 #else
 	(void)keys;
 	(void)buf;
-	(void)n;
+	for (size_t i = 0; verified != NULL && i < n; i++)
+		verified[i] = false;
 #endif
 }

@@ -37,6 +37,11 @@ bool kw_mb_cpu_ok(void);
  */
 int kw_mb_key_new(struct kw_mb_key **out, unsigned bits, const BIGNUM *p, const BIGNUM *q,
                   const BIGNUM *dp, const BIGNUM *dq, const BIGNUM *qinv);
+/*
+ * kw_mb_key_set_public lets the kernel check RSA-2048 results with e = 65537
+ * itself (other keys are left to the caller's check). 0 or -ENOMEM.
+ */
+int kw_mb_key_set_public(struct kw_mb_key *k, const BIGNUM *n, const BIGNUM *e);
 /* kw_mb_key_free wipes and frees k. NULL ok. */
 void kw_mb_key_free(struct kw_mb_key *k);
 
@@ -44,8 +49,11 @@ void kw_mb_key_free(struct kw_mb_key *k);
  * kw_mb_rsa_private computes buf[i] = buf[i]^d mod n in place for n <= 8
  * lanes, all keys of one size (big-endian, the modulus size in bytes, each
  * input < n). Constant time in the keys and the data: the work depends on
- * the modulus size and nothing else.
+ * the modulus size and nothing else. If verified is not NULL, verified[i]
+ * says whether the kernel itself found buf[i]^e == input (see
+ * kw_mb_key_set_public); lanes it did not check are the caller's to check.
  */
-void kw_mb_rsa_private(const struct kw_mb_key *const *keys, uint8_t *const *buf, size_t n);
+void kw_mb_rsa_private(const struct kw_mb_key *const *keys, uint8_t *const *buf, size_t n,
+                       bool *verified);
 
 #endif

@@ -32,6 +32,18 @@
 #define KW_MB_FN(name) name##_ifma
 #endif
 
+/*
+ * Full unrolling keeps a product's columns in registers in the IFMA build.
+ * The emulation (a test build) is left rolled: unrolled, eight-lane structs
+ * make the compiler take minutes, and the instruction sequence per lane is
+ * the same either way.
+ */
+#ifdef KW_MB_EMULATE
+#define MB_UNROLL
+#else
+#define MB_UNROLL _Pragma("GCC unroll 80")
+#endif
+
 #define INLINE static inline __attribute__((always_inline))
 #define NOINLINE static __attribute__((noinline))
 
@@ -45,7 +57,7 @@ INLINE void normalize(vnum_p r, vec *acc, unsigned L)
 {
 	const vec mask = v_set1(MB_MASK52);
 	vec c = v_zero();
-#pragma GCC unroll 40
+	MB_UNROLL
 	for (unsigned j = 0; j < L; j++) {
 		vec t = v_add(acc[j], c);
 		v_store(r[j], v_and(t, mask));
@@ -64,20 +76,20 @@ INLINE void amm(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0p, 
 	vec acc[KW_MB_LMAX];
 	const vec zero = v_zero(), k0 = v_load(k0p);
 
-#pragma GCC unroll 40
+	MB_UNROLL
 	for (unsigned j = 0; j < L; j++)
 		acc[j] = zero;
 	for (unsigned i = 0; i < L; i++) {
 		vec ai = v_load(a[i]);
-#pragma GCC unroll 40
+		MB_UNROLL
 		for (unsigned j = 0; j < L; j++)
 			acc[j] = v_madd52lo(acc[j], ai, v_load(b[j]));
 		vec q = v_madd52lo(zero, acc[0], k0);
-#pragma GCC unroll 40
+		MB_UNROLL
 		for (unsigned j = 0; j < L; j++)
 			acc[j] = v_madd52lo(acc[j], q, v_load(m[j]));
 		vec carry = v_srli(acc[0], 52);
-#pragma GCC unroll 40
+		MB_UNROLL
 		for (unsigned j = 0; j + 1 < L; j++)
 			acc[j] =
 			    v_madd52hi(v_madd52hi(acc[j + 1], ai, v_load(b[j])), q, v_load(m[j]));
@@ -99,14 +111,14 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
 	vec t[2 * KW_MB_LMAX];
 	const vec zero = v_zero(), k0 = v_load(k0p);
 
-#pragma GCC unroll 80
+	MB_UNROLL
 	for (unsigned j = 0; j < 2 * L; j++)
 		t[j] = zero;
-		/* Cross products, each once. */
-#pragma GCC unroll 40
+	/* Cross products, each once. */
+	MB_UNROLL
 	for (unsigned i = 0; i < L; i++) {
 		vec ai = v_load(a[i]);
-#pragma GCC unroll 40
+		MB_UNROLL
 		for (unsigned j = i + 1; j < L; j++) {
 			vec aj = v_load(a[j]);
 			t[i + j] = v_madd52lo(t[i + j], ai, aj);
@@ -114,20 +126,20 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
 		}
 	}
 	/* Doubled, plus the squares on the diagonal. */
-#pragma GCC unroll 80
+	MB_UNROLL
 	for (unsigned j = 0; j < 2 * L; j++)
 		t[j] = v_add(t[j], t[j]);
-#pragma GCC unroll 40
+	MB_UNROLL
 	for (unsigned i = 0; i < L; i++) {
 		vec ai = v_load(a[i]);
 		t[2 * i] = v_madd52lo(t[2 * i], ai, ai);
 		t[2 * i + 1] = v_madd52hi(t[2 * i + 1], ai, ai);
 	}
 	/* Reduction: limb i cleared by q_i * m, its carry moved up. */
-#pragma GCC unroll 40
+	MB_UNROLL
 	for (unsigned i = 0; i < L; i++) {
 		vec q = v_madd52lo(zero, t[i], k0);
-#pragma GCC unroll 40
+		MB_UNROLL
 		for (unsigned j = 0; j < L; j++) {
 			vec mj = v_load(m[j]);
 			t[i + j] = v_madd52lo(t[i + j], q, mj);
@@ -351,6 +363,42 @@ static void limbs_to_be(uint8_t *be, size_t nb, const uint64_t (*in)[8], int l, 
 	}
 }
 
+/*
+ * verify65537 sets w->verified[l] where s^65537 mod n equals the input in
+ * buf[l], for RSA-2048 (n in 40 limbs; s in w->wide). Public values only:
+ * the check guards against faults, not against observers.
+ */
+static void verify65537(struct kw_mb_work *w, const struct kw_mb_key *const keys[8],
+                        uint8_t *const buf[8], size_t nb)
+{
+	enum { LN = 40 };
+
+	for (int l = 0; l < 8; l++) {
+		for (unsigned i = 0; i < LN; i++) {
+			w->m[i][l] = keys[l]->pub.n[i];
+			w->r2[i][l] = keys[l]->pub.r2[i];
+		}
+		w->k0[l] = keys[l]->pub.k0;
+	}
+	amm40(w->x, (cvnum_p)w->wide, w->r2, w->m, w->k0); /* s R */
+	memcpy(w->acc, w->x, sizeof(w->acc));
+	for (int s = 0; s < 16; s++)
+		ams40(w->acc, w->acc, w->m, w->k0);
+	amm40(w->acc, w->acc, w->x, w->m, w->k0); /* s^65537 R */
+	memset(w->t, 0, sizeof(w->t));
+	for (int l = 0; l < 8; l++)
+		w->t[0][l] = 1;
+	amm40(w->acc, w->acc, w->t, w->m, w->k0);
+	cond_sub(w->acc, w->m, LN);
+	for (int l = 0; l < 8; l++) {
+		uint64_t diff = 0;
+		be_to_limbs(w->t, l, buf[l], nb, LN);
+		for (unsigned i = 0; i < LN; i++)
+			diff |= w->acc[i][l] ^ w->t[i][l];
+		w->verified[l] = ((diff | (0 - diff)) >> 63) ^ 1;
+	}
+}
+
 /* ---- the entry point --------------------------------------------------------------------- */
 
 void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t *const buf[8],
@@ -375,6 +423,13 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 		for (unsigned i = 0; i < L; i++)
 			w->qinv[i][l] = keys[l]->qinv_r[i];
 	garner(w, L, mul);
+	int check = L == 20;
+	for (int l = 0; l < 8; l++) {
+		check &= keys[l]->pub.check != 0;
+		w->verified[l] = 0;
+	}
+	if (check)
+		verify65537(w, keys, buf, nb);
 	for (int l = 0; l < 8; l++)
 		limbs_to_be(buf[l], nb, (cvnum_p)w->wide, l, 2 * L);
 }

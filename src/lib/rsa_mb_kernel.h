@@ -31,6 +31,14 @@ struct kw_mb_key {
 	unsigned limbs; /* L */
 	struct kw_mb_half p, q;
 	uint64_t qinv_r[KW_MB_LMAX]; /* q^-1 * R mod p: Garner's coefficient, Montgomery form */
+	/*
+	 * The public key for the in-kernel check of RSA-2048 results with e =
+	 * 65537 (n in 40 limbs, R = 2^2080); check is 0 for other keys.
+	 */
+	struct {
+		uint64_t n[KW_MB_LMAX], r2[KW_MB_LMAX], k0;
+		unsigned check;
+	} pub;
 };
 
 /* Vertical numbers: limb i of lane j at [i][j]. */
@@ -43,13 +51,15 @@ struct kw_mb_work {
 	uint64_t wide[2 * KW_MB_LMAX][8]; /* c going in, c^d coming out */
 	uint64_t e[KW_MB_LMAX + 1][8];    /* exponent words, one zero word of slack */
 	uint64_t k0[8], idx[8];
+	uint64_t verified[8]; /* out: 1 where the kernel checked s^e == c itself */
 };
 
 /*
  * The kernel: buf[i] = buf[i]^d mod n (big-endian, bits/8 bytes) for eight
  * lanes of keys of one size. Every lane must be set (repeat a key and an
- * input for unused lanes). _ifma needs AVX-512 IFMA; _emu is the portable
- * emulation the constant-time test runs.
+ * input for unused lanes). When every lane's key has pub.check, each result
+ * is also checked with the public exponent (w->verified). _ifma needs AVX-512 IFMA; _emu is the
+ * portable emulation the constant-time test runs.
  */
 void kw_mb_rsa_private_ifma(const struct kw_mb_key *const keys[8], uint8_t *const buf[8],
                             struct kw_mb_work *w);

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 
@@ -168,11 +170,131 @@ static void test_pad(void)
 	         -KW_ECRYPTO);
 }
 
+/*
+ * bad_dp rebuilds pkey with a wrong CRT exponent dp (d, n, e stay right).
+ * OpenSSL's own CRT check then falls back to d, so its result stays correct:
+ * the kernel's result for this key is wrong and must be caught.
+ */
+static EVP_PKEY *bad_dp(EVP_PKEY *pkey)
+{
+	static const char *const names[] = {"n",
+	                                    "e",
+	                                    "d",
+	                                    "rsa-factor1",
+	                                    "rsa-factor2",
+	                                    "rsa-exponent1",
+	                                    "rsa-exponent2",
+	                                    "rsa-coefficient1"};
+	BIGNUM *bn[8] = {NULL};
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	EVP_PKEY *out = NULL;
+
+	for (int i = 0; i < 8; i++) {
+		CHECK(EVP_PKEY_get_bn_param(pkey, names[i], &bn[i]) == 1);
+		if (i == 5)
+			BN_sub_word(bn[i], 2); /* dp - 2: still below p, still odd-sized */
+		OSSL_PARAM_BLD_push_BN(bld, names[i], bn[i]);
+	}
+	params = OSSL_PARAM_BLD_to_param(bld);
+	CHECK(params != NULL && ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1 &&
+	      EVP_PKEY_fromdata(ctx, &out, EVP_PKEY_KEYPAIR, params) == 1);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	EVP_PKEY_CTX_free(ctx);
+	for (int i = 0; i < 8; i++)
+		BN_clear_free(bn[i]);
+	return out;
+}
+
+/*
+ * test_fault: a corrupted key in one lane costs that lane only: its kernel
+ * result fails the public check, OpenSSL recomputes it (correctly) and the
+ * counter rises by one; the other lanes come from the kernel.
+ */
+static void test_fault(void)
+{
+	struct kw_rsa_batch_item items[KW_RSA_BATCH_MAX];
+	uint8_t in[KW_RSA_BATCH_MAX][256], out[KW_RSA_BATCH_MAX][256], want[256];
+	struct kw_rsa_batch_stats before, after;
+	struct kw_rsa_batch_key *bad = NULL;
+	EVP_PKEY *pbad = bad_dp(pkeys[1]);
+
+	CHECK_EQ(kw_rsa_batch_key_new(&bad, pbad), 0);
+	if (bad == NULL) {
+		EVP_PKEY_free(pbad);
+		return;
+	}
+	for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
+		random_below_n(in[i], 256);
+		items[i] =
+		    (struct kw_rsa_batch_item){i == 3 ? bad : keys[i % NKEYS], in[i], out[i], -1};
+	}
+	kw_rsa_batch_stats(&before);
+	kw_rsa_batch_run(items, KW_RSA_BATCH_MAX);
+	kw_rsa_batch_stats(&after);
+	for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
+		CHECK_EQ(items[i].rc, 0);
+		/* The bad key's lane must still carry the right answer (that of the good key). */
+		CHECK(ref(pkeys[i == 3 ? 1 : i % NKEYS], in[i], want, 256) == 0 &&
+		      memcmp(want, out[i], 256) == 0);
+	}
+	if (kw_rsa_batch_available()) {
+		CHECK_EQ(after.verify_failed - before.verify_failed, 1);
+		CHECK_EQ(after.openssl_lanes - before.openssl_lanes, 1);
+		CHECK_EQ(after.lanes - before.lanes, KW_RSA_BATCH_MAX);
+	}
+	kw_rsa_batch_key_free(bad);
+	EVP_PKEY_free(pbad);
+}
+
+/* test_sizes: RSA-3072 and -4096 beside RSA-2048 in one batch (one kernel call per size). */
+static void test_sizes(int rounds)
+{
+	static const unsigned sizes[] = {3072, 4096};
+	EVP_PKEY *pk[3] = {pkeys[0]};
+	struct kw_rsa_batch_key *k[3] = {keys[0]};
+	struct kw_rsa_batch_item items[KW_RSA_BATCH_MAX];
+	uint8_t in[KW_RSA_BATCH_MAX][512], out[KW_RSA_BATCH_MAX][512], want[512];
+	int bad = 0;
+
+	for (int i = 1; i < 3; i++) {
+		pk[i] = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)sizes[i - 1]);
+		CHECK(kw_rsa_batch_supported_bits(sizes[i - 1]));
+		CHECK_EQ(kw_rsa_batch_key_new(&k[i], pk[i]), 0);
+		if (k[i] == NULL)
+			return;
+		CHECK_EQ(kw_rsa_batch_key_bytes(k[i]), sizes[i - 1] / 8);
+	}
+	for (int r = 0; r < rounds; r++) {
+		for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
+			int s = (i + r) % 3;
+			size_t len = kw_rsa_batch_key_bytes(k[s]);
+			random_below_n(in[i], len);
+			items[i] = (struct kw_rsa_batch_item){k[s], in[i], out[i], -1};
+		}
+		kw_rsa_batch_run(items, KW_RSA_BATCH_MAX);
+		for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
+			int s = (i + r) % 3;
+			size_t len = kw_rsa_batch_key_bytes(k[s]);
+			if (items[i].rc != 0 || ref(pk[s], in[i], want, len) != 0 ||
+			    memcmp(want, out[i], len) != 0)
+				bad++;
+		}
+	}
+	CHECK_EQ(bad, 0);
+	for (int i = 1; i < 3; i++) {
+		kw_rsa_batch_key_free(k[i]);
+		EVP_PKEY_free(pk[i]);
+	}
+}
+
 int main(void)
 {
 	struct kw_rsa_batch_stats before, after;
 	const char *env = getenv("KW_RSA_BATCH_ROUNDS");
-	int rounds = env != NULL ? atoi(env) : 300;
+	int rounds = env != NULL ? atoi(env) : 2000;
 
 	for (int i = 0; i < NKEYS; i++) {
 		pkeys[i] = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
@@ -188,6 +310,8 @@ int main(void)
 	test_edges();
 	test_pad();
 	kw_rsa_batch_stats(&after);
+	test_fault();
+	test_sizes(4);
 	/* Where the kernel runs, it computed the lanes; elsewhere OpenSSL did. */
 	if (kw_rsa_batch_available()) {
 		CHECK(after.lanes > before.lanes);

@@ -126,7 +126,7 @@ static int speed(unsigned bits, int batches)
 	/* The bare kernel. */
 	t0 = cpu_now();
 	for (int b = 0; b < batches; b++)
-		kw_mb_rsa_private(mk, bufs, 8);
+		kw_mb_rsa_private(mk, bufs, 8, NULL);
 	kern = (cpu_now() - t0) / (8.0 * batches);
 
 	printf("rsa%u openssl_sign_us %.1f\n", bits, ossl * 1e6);
@@ -213,7 +213,7 @@ static int dudect(long total)
 			in[i][0] &= 0x3f;
 		}
 		uint64_t t0 = cycles();
-		kw_mb_rsa_private(keys, bufs, 8);
+		kw_mb_rsa_private(keys, bufs, 8, NULL);
 		uint64_t dt = cycles() - t0;
 		if (s < 0) { /* pilot: the crop thresholds, as dudect does */
 			pilot[s + (long)(sizeof(pilot) / sizeof(pilot[0]))] = dt;
