@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # proxy-vs-peers.sh - keyway-proxy's server CPU per full TLS 1.3 handshake,
-# local RSA-2048 key signed inline, against nginx 1.22 and HAProxy 2.6.
+# local RSA-2048 key signed inline, against nginx 1.22 and HAProxy 2.6; and
+# with the key signed on a crypto thread (--backend threads --crypto-threads 1),
+# with multi-buffer RSA batches (--rsa-batch on) and without.
 #
 #   bench/proxy-vs-peers.sh [--connections N] [--rounds R] [--build DIR] [--results DIR]
 #
@@ -20,11 +22,14 @@
 # stub_status accepts, HAProxy's CumSslConns), which must equal h2load's
 # successes. Servers alternate in slices of N connections, R rounds, the order
 # rotating each round, so all see the same drift of this noisy VM; the figure is
-# total CPU / total handshakes, with the per-round spread beside it.
+# total CPU / total handshakes, with the per-round spread beside it. The threads
+# backend's crypto thread is part of the keyway-proxy process, pinned to the
+# same core, so its CPU counts.
 #
 # Prints a table, writes RESULTS/proxy-vs-peers-DATE.dat and
 # RESULTS/proxy-vs-peers.png (gnuplot), and ends with `RESULT` lines: target
-# keyway-proxy CPU/handshake <= nginx's and <= HAProxy's (ratio <= 1.0).
+# keyway-proxy CPU/handshake <= nginx's and <= HAProxy's (ratio <= 1.0), and
+# with batches <= inline's.
 # Exit status: 0 if every target is met, 1 if one is missed, 2 on a setup error.
 set -euo pipefail
 
@@ -34,7 +39,7 @@ conns=1000 rounds=10
 parse_slices proxy-vs-peers.sh "$@"
 bench_init proxy "nginx haproxy h2load openssl taskset python3 timeout curl"
 chmod 755 "$scratch" # nginx workers run as an unprivileged user
-names=(keyway-proxy keyway-proxy-async nginx haproxy)
+names=(keyway-proxy keyway-proxy-async keyway-proxy-threads keyway-proxy-batch nginx haproxy)
 
 echo "== machine: $machine"
 echo "== $(openssl version); $(nginx -v 2>&1); $(haproxy -v | head -n1 | cut -d' ' -f1-3); $(h2load --version | head -n1)"
@@ -47,18 +52,27 @@ cat "$scratch/rsa.crt" "$scratch/rsa.key" >"$scratch/rsa.pem"
 chmod 644 "$scratch/rsa.key" "$scratch/rsa.pem" # scratch copy; nginx reads it as root anyway
 
 for n in "${names[@]}"; do pport[$n]=$(free_port); done
-mport[keyway-proxy]=$(free_port) mport[keyway-proxy-async]=$(free_port) sport=$(free_port)
+for n in keyway-proxy keyway-proxy-async keyway-proxy-threads keyway-proxy-batch; do
+	mport[$n]=$(free_port)
+done
+sport=$(free_port)
 hsock=$scratch/haproxy.sock
 
 # keyway-proxy: the no-offload baseline, sign inline on the loop thread; without and with
 # SSL_MODE_ASYNC around the handshake.
-start_peer_proxy() { # NAME ASYNC
-	start "$1" "$server_cpu" "$proxy" --listen "127.0.0.1:${pport[$1]}" --cert "$scratch/rsa.crt" \
-		--key "$scratch/rsa.key" --respond --workers 1 --backend inline --async "$2" \
-		--keepalive-timeout 0 --resumption off --access-log off --metrics "127.0.0.1:${mport[$1]}"
+start_peer_proxy() { # NAME ASYNC [FLAGS...]
+	local name=$1 async=$2
+	shift 2
+	start "$name" "$server_cpu" "$proxy" --listen "127.0.0.1:${pport[$name]}" --cert "$scratch/rsa.crt" \
+		--key "$scratch/rsa.key" --allow-group-readable-keys --respond --workers 1 --async "$async" \
+		--keepalive-timeout 0 --resumption off --access-log off --metrics "127.0.0.1:${mport[$name]}" "$@"
 }
-start_peer_proxy keyway-proxy off
-start_peer_proxy keyway-proxy-async on
+start_peer_proxy keyway-proxy off --backend inline
+start_peer_proxy keyway-proxy-async on --backend inline
+# The key signed on one crypto thread (the same core): one op at a time, or queued ops in
+# multi-buffer batches.
+start_peer_proxy keyway-proxy-threads on --backend threads --crypto-threads 1 --rsa-batch off
+start_peer_proxy keyway-proxy-batch on --backend threads --crypto-threads 1 --rsa-batch on
 
 mkdir -p "$scratch/nginx/logs"
 cat >"$scratch/nginx/nginx.conf" <<EOF
@@ -111,7 +125,10 @@ start haproxy "$server_cpu" haproxy -db -f "$scratch/haproxy.cfg"
 for n in "${names[@]}"; do
 	wait_port "${pport[$n]}" || { cat "$scratch/$n.log" "$scratch/nginx/error.log" >&2 2>/dev/null; die "$n did not start"; }
 done
-wait_port "$sport" && wait_port "${mport[keyway-proxy]}" && wait_port "${mport[keyway-proxy-async]}" || die "a status port did not open"
+wait_port "$sport" || die "nginx's status port did not open"
+for n in keyway-proxy keyway-proxy-async keyway-proxy-threads keyway-proxy-batch; do
+	wait_port "${mport[$n]}" || die "$n's metrics port did not open"
+done
 for _ in $(seq 50); do [ -S "$hsock" ] && break; sleep 0.1; done
 
 # server_pids NAME: the processes whose CPU counts (nginx: master and its worker).
@@ -125,7 +142,7 @@ server_pids() {
 # handshakes NAME: the server's own count of TLS connections (each gets exactly one).
 handshakes() {
 	case $1 in
-	keyway-proxy | keyway-proxy-async) metric "${mport[$1]}" keyway_proxy_handshakes_total ;;
+	keyway-proxy*) metric "${mport[$1]}" keyway_proxy_handshakes_total ;;
 	nginx) # accepts counts this status request too, on a plain port: take it off
 		timeout 10 python3 - "$sport" <<'PY'
 import sys, urllib.request
@@ -174,7 +191,8 @@ open_dat proxy-vs-peers
 echo "== $rounds rounds of $conns connections per server"
 for r in $(seq "$rounds"); do
 	# Rotate the order so no server always runs first (or right after another).
-	order=("${names[@]:$(((r - 1) % 4))}" "${names[@]:0:$(((r - 1) % 4))}")
+	k=$(((r - 1) % ${#names[@]}))
+	order=("${names[@]:$k}" "${names[@]:0:$k}")
 	for n in "${order[@]}"; do
 		# shellcheck disable=SC2046
 		pids=$(server_pids "$n")
@@ -192,17 +210,26 @@ for r in $(seq "$rounds"); do
 	done
 done
 
+# How much of the batch server's signing went through batches (warm-up included).
+batches=$(metric "${mport[keyway-proxy-batch]}" keyway_proxy_rsa_batches_total)
+lanes=$(metric "${mport[keyway-proxy-batch]}" keyway_proxy_rsa_batch_lanes_total)
+fallbacks=$(metric "${mport[keyway-proxy-batch]}" keyway_proxy_rsa_batch_fallbacks_total)
+echo "# keyway-proxy-batch: batches $batches lanes $lanes fallbacks $fallbacks" >>"$dat"
 stop_all
 
 status=0
-python3 - "$dat" "$tck" "$results" "$scratch/tickets" <<'PY' || status=$?
+python3 - "$dat" "$tck" "$results" "$scratch/tickets" "$batches" "$lanes" "$fallbacks" <<'PY' || status=$?
 import collections, statistics, sys
 dat, tck, results, tickets_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+batches, lanes, fallbacks = (int(x) for x in sys.argv[5:8])
 rows = [l.split() for l in open(dat) if not l.startswith("#")]
 tickets = dict(l.split() for l in open(tickets_file))
-names = ["keyway-proxy", "keyway-proxy-async", "nginx", "haproxy"]
+names = ["keyway-proxy", "keyway-proxy-async", "keyway-proxy-threads", "keyway-proxy-batch",
+         "nginx", "haproxy"]
 labels = {"keyway-proxy": "keyway-proxy async off", "keyway-proxy-async":
-          "keyway-proxy async on", "nginx": "nginx 1.22", "haproxy": "HAProxy 2.6"}
+          "keyway-proxy async on", "keyway-proxy-threads": "keyway-proxy threads",
+          "keyway-proxy-batch": "keyway-proxy threads batch", "nginx": "nginx 1.22",
+          "haproxy": "HAProxy 2.6"}
 tot = collections.defaultdict(lambda: [0, 0, 0, 0, 0.0])
 per_round = collections.defaultdict(dict)
 bad = []
@@ -226,25 +253,31 @@ for n in names:
         t[2] / t[4] if t[4] else 0, us[n], v[0], v[-1]))
 for b in bad:
     print("WARNING: " + b)
+print()
+print("threads batch: %d of %d signatures in %d multi-buffer batches (%.0f%%, %.2f lanes a batch)"
+      % (lanes, lanes + fallbacks, batches, 100.0 * lanes / max(lanes + fallbacks, 1),
+         lanes / max(batches, 1)))
 with open(results + "/proxy-vs-peers.plotdata", "w") as f:
     for i, n in enumerate(names):
         v = list(per_round[n].values())
         f.write('%d "%s" %.1f %.1f %.1f\n' % (i, labels[n], us[n], min(v), max(v)))
 print()
 ok_all = not bad
-for n in ("keyway-proxy", "keyway-proxy-async"):
-    for peer in ("nginx", "haproxy"):
-        ratio = us[n] / us[peer]
-        rounds = sorted(per_round[n][r] / per_round[peer][r] for r in per_round[n])
-        passed = ratio <= 1.0 and not bad
-        ok_all &= passed
-        print("RESULT %s_cpu_per_handshake_vs_%s %.3f 1.0 %s   (per round %.2f-%.2f, median %.2f)" % (
-            n.replace("-", "_"), peer, ratio, "PASS" if passed else "FAIL",
-            rounds[0], rounds[-1], statistics.median(rounds)))
+pairs = [(n, peer) for n in ("keyway-proxy", "keyway-proxy-async", "keyway-proxy-threads",
+                              "keyway-proxy-batch") for peer in ("nginx", "haproxy")]
+pairs.append(("keyway-proxy-batch", "keyway-proxy"))  # batches against signing inline
+for n, peer in pairs:
+    ratio = us[n] / us[peer]
+    rounds = sorted(per_round[n][r] / per_round[peer][r] for r in per_round[n])
+    passed = ratio <= 1.0 and not bad
+    ok_all &= passed
+    print("RESULT %s_cpu_per_handshake_vs_%s %.3f 1.0 %s   (per round %.2f-%.2f, median %.2f)" % (
+        n.replace("-", "_"), peer.replace("-", "_"), ratio, "PASS" if passed else "FAIL",
+        rounds[0], rounds[-1], statistics.median(rounds)))
 sys.exit(0 if ok_all else 1)
 PY
 
-bar_chart proxy-vs-peers 1000,540 3.6 0.6 '($1+0.17):($3+25)' \
-	"Server CPU per full TLS 1.3 handshake: RSA-2048 signed inline, X25519, one core\n(bars: total CPU / total handshakes; whiskers: per-round min-max)\n$machine" \
+bar_chart proxy-vs-peers 1200,540 5.6 0.6 '($1+0.17):($3+25)' \
+	"Server CPU per full TLS 1.3 handshake: RSA-2048 (keyway-proxy inline or on a crypto thread), X25519, one core\n(bars: total CPU / total handshakes; whiskers: per-round min-max)\n$machine" \
 	"µs of server CPU per handshake (lower is better)"
 exit $status

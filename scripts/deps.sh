@@ -25,6 +25,7 @@ packages=(
 	haproxy nghttp2-client                        # keyway-proxy benchmarks: HAProxy 2.6 peer, h2load
 	prometheus                                    # promtool and a real scraper for the metrics e2e test
 	strace                                        # system calls per handshake (bench/proxy-notify-poll.sh)
+	valgrind                                      # the RSA kernel's constant-time test (ctest -L ctgrind)
 	help2man                                      # man pages from each program's --help
 	clang-format                                  # the formatter CI checks (scripts/check-structure.sh)
 	dpkg-dev debhelper man-db                     # the Debian package and its smoke test

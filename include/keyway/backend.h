@@ -12,7 +12,11 @@
  *
  * threads: a software accelerator. N crypto threads, each fed by a bounded
  * single-producer ring from the owning thread and answering on a bounded
- * single-producer ring back; no lock on either path. submit returns -EAGAIN
+ * single-producer ring back; no lock on either path. A crypto thread takes
+ * what is queued for it, up to KW_RSA_BATCH_MAX ops at a time, and computes
+ * the RSA private-key ops among them that allow it (op->rsa_batch) together
+ * in a multi-buffer batch when there are enough (kw_op_compute_many); it
+ * never waits for a batch to fill. submit returns -EAGAIN
  * when every ring is full; poll(max), on the owning thread, completes
  * finished ops (done runs there). An op's in[] and pkey are read by a crypto
  * thread until the op completes, even if its owner detached: keep them in
@@ -44,6 +48,10 @@ struct kw_threads_stats {
 	uint64_t eagain;       /* submits refused because the rings were full */
 	uint64_t wakeups;      /* eventfd writes by crypto threads */
 	uint64_t thread_kicks; /* futex wakes of idle crypto threads */
+	/* Multi-buffer RSA on the crypto threads (ops with rsa_batch set, keyway/offload.h). */
+	uint64_t rsa_batches;         /* batches run */
+	uint64_t rsa_batch_lanes;     /* ops computed in them */
+	uint64_t rsa_batch_fallbacks; /* batchable ops sent to OpenSSL: too few queued to pay */
 };
 
 /*

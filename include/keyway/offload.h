@@ -58,6 +58,7 @@ struct kw_op {
 	    *in; /* digest, message or ciphertext (owned by the submitter; valid until done) */
 	size_t in_len;
 	uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = the backend's default */
+	bool rsa_batch;       /* a crypto thread may compute it in a multi-buffer RSA batch */
 
 	/* --- result, written by the backend before done --- */
 	int status; /* 0, -KW_EREMOTE (see remote_error), -KW_ETIMEOUT, -KW_ECRYPTO, ... */
@@ -162,5 +163,20 @@ static inline void kw_backend_free(struct kw_backend *b)
  * semantics. Returns and records the status (0 or -KW_ECRYPTO / -EINVAL).
  */
 int kw_op_compute(struct kw_op *op);
+
+struct kw_rsa_batch_counts;
+
+/*
+ * kw_op_compute_many computes n ops (n <= KW_RSA_BATCH_MAX, keyway/rsa_batch.h)
+ * as kw_op_compute does each, with the same results, except that the RSA
+ * private-key ops among them that allow it (op->rsa_batch, an RSA key the
+ * multi-buffer kernel takes, a CPU that runs it) are computed together with
+ * kw_rsa_batch_run when there are enough of them to pay a batch
+ * (kw_rsa_batch_min_lanes). counts (may be NULL) gains what was batched and
+ * what went to OpenSSL for want of lanes.
+ */
+void kw_op_compute_many(struct kw_op *const *ops, size_t n, struct kw_rsa_batch_counts *counts);
+/* kw_op_batch_totals: the counts of every kw_op_compute_many of the process, any thread. */
+void kw_op_batch_totals(struct kw_rsa_batch_counts *out);
 
 #endif

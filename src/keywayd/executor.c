@@ -27,6 +27,12 @@
 #include "keyway/err.h"
 #include "keyway/log.h"
 
+/* Gathered jobs handed to the batcher at once: one full multi-buffer batch (an
+ * RSA-4096 one takes over 10 ms, the longest a request elsewhere should wait). */
+#define BATCH_CHUNK 8
+/* How long one loop turn may compute batches before the rest waits a turn (as conn.c's slice). */
+#define BATCH_SLICE_NS 2000000u
+
 struct kwd_executor {
 	struct kw_loop *loop;
 	struct kwd_exec *exec; /* inline context cache for gen's keys */
@@ -34,8 +40,9 @@ struct kwd_executor {
 	struct kwd_batcher *batcher;
 	struct kw_list batch; /* jobs gathered for the batcher this turn */
 	size_t nbatch;
-	struct kw_hook hook; /* runs the batch before the loop sleeps */
-	int efd;             /* device completions */
+	struct kw_hook hook;  /* runs the batch before the loop sleeps */
+	struct kw_timer more; /* a batch left over by run_batch's time slice */
+	int efd;              /* device completions */
 	struct kw_io efd_io;
 	_Atomic(struct kwd_job *) done; /* finished device jobs, newest first */
 	atomic_uint in_device;          /* jobs handed to devices, not yet taken back */
@@ -173,34 +180,56 @@ static void on_efd(struct kw_loop *loop, int fd, unsigned events, void *arg)
 
 /* ---- batches ---- */
 
-static void run_batch(struct kw_loop *loop, void *arg)
+/*
+ * run_chunk computes and delivers the first n (<= BATCH_CHUNK) gathered jobs.
+ * Each chunk is delivered before the next is computed, so its answers leave
+ * as soon as they are ready.
+ */
+static void run_chunk(struct kwd_executor *ex, size_t n)
 {
-	(void)loop;
-	struct kwd_executor *ex = arg;
-	if (ex->nbatch == 0)
-		return;
-	struct kwd_job *stackbuf[64];
-	struct kwd_job **jobs = ex->nbatch <= 64 ? stackbuf : malloc(ex->nbatch * sizeof(*jobs));
-	size_t n = 0;
-	struct kw_list gathered;
-	kw_list_init(&gathered);
-	kw_list_move_all(&gathered, &ex->batch);
-	ex->nbatch = 0;
-	if (jobs != NULL) {
-		for (struct kw_list *l = gathered.next; l != &gathered; l = l->next)
-			jobs[n++] = kw_container_of(l, struct kwd_job, link);
-		ex->batcher->run(ex->batcher, jobs, n);
+	struct kwd_job *jobs[BATCH_CHUNK];
+	struct kw_list chunk;
+	kw_list_init(&chunk);
+	for (size_t i = 0; i < n; i++) {
+		jobs[i] = kw_container_of(ex->batch.next, struct kwd_job, link);
+		kw_list_del(&jobs[i]->link);
+		kw_list_add_tail(&chunk, &jobs[i]->link);
 	}
-	while (!kw_list_empty(&gathered)) {
-		struct kwd_job *job = kw_container_of(gathered.next, struct kwd_job, link);
+	ex->nbatch -= n;
+	ex->batcher->run(ex->batcher, jobs, n);
+	while (!kw_list_empty(&chunk)) {
+		struct kwd_job *job = kw_container_of(chunk.next, struct kwd_job, link);
 		kw_list_del(&job->link);
-		if (jobs == NULL)
-			kwd_exec_result_error(&job->res, KW_ERR_INTERNAL);
 		deliver(ex, job);
 	}
-	if (jobs != stackbuf)
-		free(jobs);
 	end_round(ex);
+}
+
+/*
+ * run_batch computes what the turn gathered, a chunk at a time, for at most
+ * BATCH_SLICE_NS: a flood of batched requests (an RSA-4096 batch takes
+ * milliseconds) must not hold the loop any more than an inline one may
+ * (conn.c's slice), so what is left waits for the next turn, after the
+ * other connections' I/O; the zero-delay timer keeps the loop from
+ * sleeping meanwhile.
+ */
+static void run_batch(struct kw_loop *loop, void *arg)
+{
+	struct kwd_executor *ex = arg;
+	uint64_t start = kw_now_ns();
+	while (ex->nbatch > 0) {
+		run_chunk(ex, ex->nbatch < BATCH_CHUNK ? ex->nbatch : BATCH_CHUNK);
+		if (ex->nbatch > 0 && kw_now_ns() - start >= BATCH_SLICE_NS &&
+		    kw_timer_start_us(loop, &ex->more, 0) == 0)
+			break; /* if the timer cannot be armed, finish now rather than stall */
+	}
+}
+
+/* on_more only keeps the loop from sleeping: the hook runs the rest next turn, after I/O. */
+static void on_more(struct kw_loop *loop, void *arg)
+{
+	(void)loop;
+	(void)arg;
 }
 
 /* ---- the executor ---- */
@@ -217,6 +246,7 @@ int kwd_executor_new(struct kwd_executor **out, struct kw_loop *loop)
 	atomic_init(&ex->done, NULL);
 	atomic_init(&ex->in_device, 0);
 	kw_hook_init(&ex->hook, run_batch, ex);
+	kw_timer_init(&ex->more, on_more, ex);
 	kw_io_init(&ex->efd_io, on_efd, ex);
 	int rc = kwd_exec_new(&ex->exec);
 	if (rc < 0)
@@ -253,6 +283,7 @@ void kwd_executor_free(struct kwd_executor *ex)
 	}
 	if (kw_list_linked(&ex->hook.link))
 		kw_hook_remove(ex->loop, &ex->hook);
+	kw_timer_stop(ex->loop, &ex->more);
 	if (ex->efd >= 0) {
 		kw_io_stop(ex->loop, &ex->efd_io);
 		close(ex->efd);

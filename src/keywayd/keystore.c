@@ -22,6 +22,8 @@
 
 #include "keyway/err.h"
 #include "keyway/keyfile.h"
+#include "keyway/rsa_batch.h"
+#include "keyway/rsa_batch_plan.h"
 #include "keyway/keyid.h"
 #include "pkcs11.h"
 
@@ -66,7 +68,8 @@ static void set_err(struct loader *ld, const char *fmt, ...)
 
 static void key_cleanup(struct kwd_key *k)
 {
-	EVP_PKEY_free(k->pkey); /* OpenSSL wipes the private components */
+	kw_rsa_batch_key_free(k->bk); /* wiped */
+	EVP_PKEY_free(k->pkey);       /* OpenSSL wipes the private components */
 	free(k->path);
 	free(k->label);
 	memset(k, 0, sizeof(*k));
@@ -383,6 +386,32 @@ static void no_keys_err(struct loader *ld, const char *dir)
 	        (int)stem, first);
 }
 
+/*
+ * prepare_batch_keys converts each RSA key the multi-buffer kernel takes,
+ * once per generation: every worker then batches it without a cache.
+ */
+static int prepare_batch_keys(struct kwd_keystore *ks)
+{
+	for (size_t i = 0; i < ks->count; i++) {
+		struct kwd_key *k = &ks->keys[i];
+		if (k->type != KW_KEY_RSA || k->device != NULL)
+			continue;
+		int rc = kw_rsa_batch_key_new(&k->bk, k->pkey);
+		ERR_clear_error();
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc < 0) {
+			k->bk = NULL; /* a size or form the kernel does not take: OpenSSL's */
+			continue;
+		}
+		/* Whether a batch pays is measured once per modulus size (a few hundred
+		 * ms for RSA-4096): here, at load, not on a worker loop's first batch,
+		 * where it would stall every connection of that worker. */
+		(void)kw_rsa_batch_min_lanes(k->bk, k->pkey);
+	}
+	return 0;
+}
+
 int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
                       struct kwd_keystore **out, char *err, size_t errlen)
 {
@@ -425,6 +454,10 @@ int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
 	}
 	if ((rc = dedupe(&ld)) != 0)
 		goto err;
+	if (ld.opts->rsa_batch && (rc = prepare_batch_keys(ld.ks)) != 0) {
+		set_err(&ld, "out of memory");
+		goto err;
+	}
 	if ((rc = build_index(ld.ks)) != 0) {
 		set_err(&ld, "out of memory");
 		goto err;

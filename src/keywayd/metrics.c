@@ -11,6 +11,7 @@
 #include "keyway/metrics_server.h"
 #include "keyway/prom.h"
 #include "keyway/protocol.h"
+#include "keyway/rsa_batch.h"
 
 struct kwd_metrics {
 	struct kwd_wmetrics **workers;
@@ -213,6 +214,19 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 	               "Open connections closed after a reload because their client certificate "
 	               "no longer verified (revoked, or its CA removed).",
 	               sum_workers(m, offsetof(struct kwd_wmetrics, reverify_closed), 0));
+	kw_prom_single(&p, "keyway_keywayd_rsa_batch_kernel", "gauge",
+	               "1 when the AVX-512 IFMA multi-buffer RSA kernel runs on this CPU.",
+	               kw_rsa_batch_available() ? 1 : 0);
+	kw_prom_single(&p, "keyway_keywayd_rsa_batches_total", "counter",
+	               "Multi-buffer RSA batches run (--rsa-batch).",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, rsa_batches), 0));
+	kw_prom_single(&p, "keyway_keywayd_rsa_batch_lanes_total", "counter",
+	               "RSA requests computed in those batches.",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, rsa_batch_lanes), 0));
+	kw_prom_single(&p, "keyway_keywayd_rsa_batch_fallbacks_total", "counter",
+	               "Batchable RSA requests computed by OpenSSL: too few in a loop turn to pay "
+	               "a batch.",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, rsa_batch_fallbacks), 0));
 	kw_prom_family(&p, "keyless_connections", "gauge", "Open client connections by transport.");
 	by_transport(m, &p, "keyless_connections", offsetof(struct kwd_wmetrics, conns_open));
 	kw_prom_family(&p, "keyless_connections_total", "counter",

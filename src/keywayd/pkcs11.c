@@ -136,9 +136,15 @@ static void module_unref(struct module *m)
 			*p = m->next;
 			break;
 		}
-	pthread_mutex_unlock(&modules_lock);
+	/*
+	 * Finalize under the lock: a load of the same module (module_open, which
+	 * initialises under it) must not run C_Initialize before this C_Finalize
+	 * -- it would get CKR_CRYPTOKI_ALREADY_INITIALIZED and then use a module
+	 * finalized under it (a teardown thread races the next reload).
+	 */
 	if (m->finalize)
 		m->fl->C_Finalize(NULL);
+	pthread_mutex_unlock(&modules_lock);
 	/*
 	 * The module is not dlclose()d: modules (SoftHSM2 among them) keep
 	 * thread-local and atexit state that outlives C_Finalize, and a

@@ -116,7 +116,8 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
                      size_t errlen)
 {
 	const struct kwd_options *opt = s->opt;
-	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable};
+	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable,
+	                                  .rsa_batch = opt->rsa_batch};
 	struct kwd_keystore *ks = NULL;
 	struct kwd_p11_set *p11 = NULL;
 	struct kwd_acl *acl = NULL;
@@ -420,6 +421,7 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 		    .nconns = &s->nconns,
 		    .drain_ms = (uint64_t)s->opt->drain_timeout_s * 1000u,
 		    .audit = s->audit,
+		    .rsa_batch = s->opt->rsa_batch,
 		};
 		/* The worker owns its TCP listener from here on. */
 		if (s->tcp_fds != NULL)

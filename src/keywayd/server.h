@@ -41,6 +41,7 @@ struct kwd_options {
 	bool allow_group_readable;
 	bool allow_world_socket; /* accept a --unix-mode letting others connect (o+w) */
 	int log_level;           /* enum kw_log_level */
+	bool rsa_batch;          /* --rsa-batch: multi-buffer RSA batches of file keys' requests */
 	char *pkcs11_module;     /* default PKCS#11 module of --pkcs11 URIs */
 	char **pkcs11;           /* --pkcs11 URIs (NULL-terminated), or NULL */
 	unsigned pkcs11_threads; /* device threads; 0: online cores */

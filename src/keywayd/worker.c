@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "conn.h"
 #include "executor.h"
 #include "keyway/err.h"
@@ -63,6 +64,7 @@ struct kwd_worker {
 
 	struct kwd_audit *audit;     /* --audit-log, or NULL */
 	struct kw_timer audit_timer; /* hands env.audit in at each interval boundary */
+	struct kwd_rsa_batcher *batcher; /* --rsa-batch, else NULL */
 
 	struct kwd_wmetrics metrics;
 };
@@ -497,6 +499,11 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	     (rc = kw_timer_start_at(w->loop, &w->audit_timer,
 	                             kwd_audit_next_boundary(kw_now_ns()))) < 0))
 		goto err;
+	if (cfg->rsa_batch) {
+		if ((rc = kwd_rsa_batcher_new(&w->batcher, &w->metrics)) < 0)
+			goto err;
+		kwd_executor_set_batcher(w->env.executor, kwd_rsa_batcher_base(w->batcher));
+	}
 	if ((rc = listeners_start(w)) < 0)
 		goto err;
 	kw_hook_add(w->loop, &w->hook);
@@ -557,6 +564,7 @@ void kwd_worker_free(struct kwd_worker *w)
 		close(w->reserve_fd);
 	kwd_executor_free(w->env.executor);
 	kwd_audit_tab_free(w->env.audit);
+	kwd_rsa_batcher_free(w->batcher); /* after the executor: it ran the last batch */
 	kwd_gen_unref(w->gen);
 	free(w);
 }

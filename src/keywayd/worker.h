@@ -29,6 +29,7 @@ struct kwd_worker_config {
 	atomic_uint *nconns;       /* the count of those, shared by all workers (NULL: own) */
 	uint64_t drain_ms;         /* after kwd_worker_drain, close what is left after this */
 	struct kwd_audit *audit;   /* --audit-log, or NULL: where the worker hands its counts */
+	bool rsa_batch;            /* batch RSA requests of keys with a kernel form (batch.h) */
 };
 
 /*

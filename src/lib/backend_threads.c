@@ -32,6 +32,8 @@
 #include "keyway/backend.h"
 #include "keyway/err.h"
 #include "keyway/ring.h"
+#include "keyway/rsa_batch.h"
+#include "keyway/rsa_batch_plan.h"
 
 #define CACHELINE 64
 #define IDLE_SPINS 256 /* ring checks before an idle crypto thread sleeps */
@@ -55,6 +57,7 @@ struct threads_backend {
 	_Alignas(CACHELINE) _Atomic int owner_sleeping;
 	_Atomic bool stop;
 	_Atomic uint64_t wakeups;
+	_Atomic uint64_t rsa_batches, rsa_batch_lanes, rsa_batch_fallbacks; /* crypto threads add */
 	_Alignas(CACHELINE) unsigned inflight[KW_OPK_COUNT]; /* owner only, from here on */
 	unsigned next_poll;                                  /* first ring poll looks at */
 	struct kw_threads_stats stats;
@@ -107,6 +110,20 @@ static struct kw_op *next_request(struct crypto_thread *t)
 	}
 }
 
+static void compute_batch(struct threads_backend *b, struct kw_op *const *ops, size_t n)
+{
+	struct kw_rsa_batch_counts c = {0};
+
+	kw_op_compute_many(ops, n, &c);
+	if (c.batches != 0) {
+		atomic_fetch_add_explicit(&b->rsa_batches, c.batches, memory_order_relaxed);
+		atomic_fetch_add_explicit(&b->rsa_batch_lanes, c.lanes, memory_order_relaxed);
+	}
+	if (c.fallbacks != 0)
+		atomic_fetch_add_explicit(&b->rsa_batch_fallbacks, c.fallbacks,
+		                          memory_order_relaxed);
+}
+
 static void *crypto_main(void *arg)
 {
 	struct crypto_thread *t = arg;
@@ -114,9 +131,22 @@ static void *crypto_main(void *arg)
 	struct kw_op *op;
 
 	while ((op = next_request(t)) != NULL) {
-		kw_op_compute(op);
+		struct kw_op *ops[KW_RSA_BATCH_MAX];
+		size_t n = 1;
+
+		ops[0] = op;
+		if (op->rsa_batch) {
+			/* What is queued now may join it: a batch forms from what waits, never by
+			 * waiting. */
+			while (n < KW_RSA_BATCH_MAX && (op = kw_ring_pop(&t->req)) != NULL)
+				ops[n++] = op;
+			compute_batch(b, ops, n);
+		} else {
+			kw_op_compute(op);
+		}
 		/* Cannot fail: this thread holds at most ring_size ops of the owner's. */
-		(void)kw_ring_push(&t->done, op);
+		for (size_t i = 0; i < n; i++)
+			(void)kw_ring_push(&t->done, ops[i]);
 		atomic_thread_fence(memory_order_seq_cst);
 		if (atomic_load_explicit(&b->owner_sleeping, memory_order_relaxed) &&
 		    atomic_exchange(&b->owner_sleeping, 0)) {
@@ -304,6 +334,10 @@ int kw_backend_threads_stats(const struct kw_backend *base, struct kw_threads_st
 		return -EINVAL;
 	*out = b->stats;
 	out->wakeups = atomic_load_explicit(&b->wakeups, memory_order_relaxed);
+	out->rsa_batches = atomic_load_explicit(&b->rsa_batches, memory_order_relaxed);
+	out->rsa_batch_lanes = atomic_load_explicit(&b->rsa_batch_lanes, memory_order_relaxed);
+	out->rsa_batch_fallbacks =
+	    atomic_load_explicit(&b->rsa_batch_fallbacks, memory_order_relaxed);
 	return 0;
 }
 

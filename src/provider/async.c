@@ -657,6 +657,8 @@ int kwp_key_op_ex(struct kwp_prov *prov, const struct kwp_key *key, uint8_t opco
 		kwp_raise(prov, KWP_R_INTERNAL, "out of memory");
 		return -ENOMEM;
 	}
+	/* Only a crypto thread batches, and only the local keys it computes itself. */
+	p->op.rsa_batch = s->rsa_batch;
 	if ((rc = route(prov, key, job != NULL, &ch)) < 0) {
 		kwp_op_unref(p);
 		return rc; /* raised by kwp_prov_io */

@@ -42,6 +42,7 @@ enum {
 	S_ATTEMPT_TIMEOUT,
 	S_FALLBACK_KEYS,
 	S_ALLOW_GROUP_READABLE,
+	S_RSA_BATCH,
 	S_COUNT
 };
 
@@ -60,6 +61,7 @@ static const char *const keys[S_COUNT] = {
     "attempt_timeout_ms",
     "fallback_keys",
     "allow_group_readable_keys",
+    "rsa_batch",
 };
 
 /* The longest variable name, "KEYWAY_ALLOW_GROUP_READABLE_KEYS", and its NUL, with room to
@@ -304,6 +306,7 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 	s->attempt_timeout_ms = KWP_DEFAULT_ATTEMPT_TIMEOUT_MS;
 	s->connections = KWP_DEFAULT_CONNECTIONS;
 	s->max_inflight = KWP_DEFAULT_MAX_INFLIGHT;
+	s->rsa_batch = true;
 
 	if ((v = value(S_SERVERS, get, arg, from)) != NULL && (rc = parse_servers(s, from, v)) < 0)
 		return rc;
@@ -336,6 +339,14 @@ int kwp_settings_load(struct kwp_settings *s, kwp_setting_fn get, void *arg)
 		         *v != '\0')
 			set_error(s, "%s: '%s' is neither 1 (yes, true) nor 0 (no, false)", from,
 			          v);
+	}
+	if ((v = value(S_RSA_BATCH, get, arg, from)) != NULL && *v != '\0') {
+		bool on = strcmp(v, "1") == 0;
+		if (!on && strcmp(v, "0") != 0 && kw_config_parse_bool(v, &on) < 0)
+			set_error(s, "%s: '%s' is neither on (yes, true, 1) nor off (no, false, 0)",
+			          from, v);
+		else
+			s->rsa_batch = on;
 	}
 	if ((rc = load_path(s, S_CLIENT_CERT, get, arg, &s->client_cert, &s->cert_pem)) < 0 ||
 	    (rc = load_path(s, S_CLIENT_KEY, get, arg, &s->client_key, &s->key_pem)) < 0 ||

@@ -51,6 +51,8 @@ struct kwp_settings {
 	unsigned connections;        /* per keyserver, per I/O thread */
 	unsigned max_inflight; /* ops in flight per process (internal polling) before jobs wait */
 	enum kwp_polling polling;
+	/* Local-key RSA ops may run in multi-buffer batches on a bound threads backend. */
+	bool rsa_batch;
 	char *stats_file; /* counters written here at teardown ("%p": the pid), or NULL */
 	struct kwp_blob cert_pem, key_pem, ca_pem;
 	char *fallback_keys;        /* directory, as configured (NULL: unset) */

@@ -173,6 +173,8 @@ int kpx_provider_start(struct kpx_options *o, char *err, size_t errlen)
 	    export_uint("connections", k->connections) < 0 ||
 	    export_uint("max_inflight", k->max_inflight) < 0 ||
 	    export_setting("polling", "external") < 0 ||
+	    ((o->rsa_batch_given || !o->rsa_batch) &&
+	     export_setting("rsa_batch", o->rsa_batch ? "on" : "off") < 0) ||
 	    (o->allow_group_readable_keys &&
 	     export_setting("allow_group_readable_keys", "1") < 0)) {
 		snprintf(err, errlen, "out of memory passing settings to the keyway provider");

@@ -26,6 +26,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
+#include "keyway/rsa_batch.h"
 #include "keyway/signals.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -91,6 +92,7 @@ static struct kw_option opts[] = {
     KW_OPT_NUM("poll-threshold", &o.poll_threshold, "N", "heuristic: poll at this many ops in flight (default 48)", 1, 65536),
     KW_OPT_NUM("crypto-threads", &o.crypto_threads, "N", "--backend threads: crypto threads per worker (default 1)", 1, 64),
     KW_OPT_NUM("ring-size", &o.ring_size, "N", "--backend threads: ops in flight per crypto thread (default 256)", 2, 65536),
+    KW_OPT_ONOFF("rsa-batch", &o.rsa_batch, "--backend threads: compute queued RSA signatures and decryptions of local keys in multi-buffer batches (default on where the CPU has AVX-512 IFMA)"),
     KW_OPT_NUM("keepalive-timeout", &o.keepalive_timeout_s, "S", "close idle keep-alive connections after S s; 0: close after each response (default 60)", 0, 86400),
     KW_OPT_NUM("handshake-timeout", &o.handshake_timeout_s, "S", "limit on a handshake and on reading one request (default 10)", 1, 3600),
     KW_OPT_ONOFF("resumption", &o.resumption, "session tickets and cache (default off: every handshake is full)"),
@@ -194,6 +196,10 @@ static int check_options(char *err, size_t errlen)
 		return -KW_ECONFIG;
 	if (check_keys(err, errlen) < 0)
 		return -KW_ECONFIG;
+	/* On where the kernel runs: elsewhere a batch would compute lane by lane anyway. */
+	o.rsa_batch_given = option_seen("rsa-batch");
+	if (!o.rsa_batch_given)
+		o.rsa_batch = kw_rsa_batch_available();
 	if (o.workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		o.workers = n > 0 ? (unsigned)(n > 256 ? 256 : n) : 1;

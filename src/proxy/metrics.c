@@ -21,6 +21,8 @@
 #include "keyway/metrics_server.h"
 #include "keyway/prom.h"
 #include "keyway/provider_api.h"
+#include "keyway/rsa_batch.h"
+#include "keyway/rsa_batch_plan.h"
 
 struct kpx_metrics {
 	struct kpx_worker *workers;
@@ -168,6 +170,26 @@ static void provider_counters(struct kw_prom *p)
 	}
 }
 
+/* Multi-buffer RSA on the crypto threads (--backend threads, --rsa-batch): process totals. */
+static void rsa_batch_counters(struct kw_prom *p)
+{
+	struct kw_rsa_batch_counts c;
+	struct kw_rsa_batch_stats k;
+	kw_op_batch_totals(&c);
+	kw_rsa_batch_stats(&k);
+	kw_prom_single(p, "keyway_proxy_rsa_batches_total", "counter",
+	               "Multi-buffer RSA batches the crypto threads ran.", c.batches);
+	kw_prom_single(p, "keyway_proxy_rsa_batch_lanes_total", "counter",
+	               "RSA operations computed in those batches.", c.lanes);
+	kw_prom_single(
+	    p, "keyway_proxy_rsa_batch_fallbacks_total", "counter",
+	    "Batchable RSA operations computed by OpenSSL: too few queued to pay a batch.",
+	    c.fallbacks);
+	kw_prom_single(p, "keyway_proxy_rsa_batch_verify_failures_total", "counter",
+	               "Batch results that failed the public-key check (recomputed by OpenSSL).",
+	               k.verify_failed);
+}
+
 /* The connection limit's gauges (not summed: one count for all workers). */
 static void limits(const struct kpx_metrics *m, struct kw_prom *p)
 {
@@ -194,6 +216,7 @@ static void info(const struct kpx_metrics *m, struct kw_prom *p)
 	             : o->poll == KPX_POLL_BUSY ? "busy"
 	                                        : "heuristic"},
 	    {"workers", workers},
+	    {"rsa_batch", o->rsa_batch ? "on" : "off"},
 	};
 	kw_prom_family(p, "keyway_proxy_info", "gauge", "Configuration of this keyway-proxy.");
 	kw_prom_sample(p, "keyway_proxy_info", l, sizeof(l) / sizeof(l[0]), "1");
@@ -227,6 +250,7 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	FAMILIES(handshake_families);
 	FAMILIES(termination_families);
 	limits(m, p);
+	rsa_batch_counters(p);
 	provider_counters(p);
 	worker_cpu(m, p);
 	return p->rc;

@@ -57,6 +57,8 @@ struct kpx_options {
 	enum kpx_poll poll;
 	bool resumption; /* --resumption: session tickets and cache */
 	unsigned poll_interval_us, poll_threshold, crypto_threads, ring_size;
+	/* --rsa-batch: local RSA keys' ops may run in multi-buffer batches on crypto threads */
+	bool rsa_batch, rsa_batch_given;
 	unsigned keepalive_timeout_s, handshake_timeout_s, async_jobs;
 	char *body;
 	/* TLS termination (upstream.c, accesslog.c): upstream, limits, access log */

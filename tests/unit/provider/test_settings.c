@@ -30,17 +30,12 @@ static const char *cnf_get(void *arg, const char *name)
 static void clear_env(void)
 {
 	static const char *const vars[] = {
-	    "KEYWAY_SERVERS",
-	    "KEYWAY_TIMEOUT_MS",
-	    "KEYWAY_CONNECTIONS",
-	    "KEYWAY_POLLING",
-	    "KEYWAY_CA",
-	    "KEYWAY_MAX_INFLIGHT",
-	    "KEYWAY_STATS_FILE",
-	    "KEYWAY_SERVER_NAME",
-	    "KEYWAY_CLIENT_KEY",
-	    "KEYWAY_ALLOW_GROUP_READABLE_KEYS",
-	    NULL,
+	    "KEYWAY_SERVERS",     "KEYWAY_TIMEOUT_MS",
+	    "KEYWAY_CONNECTIONS", "KEYWAY_POLLING",
+	    "KEYWAY_CA",          "KEYWAY_MAX_INFLIGHT",
+	    "KEYWAY_STATS_FILE",  "KEYWAY_SERVER_NAME",
+	    "KEYWAY_CLIENT_KEY",  "KEYWAY_ALLOW_GROUP_READABLE_KEYS",
+	    "KEYWAY_RSA_BATCH",   NULL,
 	};
 	for (int i = 0; vars[i] != NULL; i++)
 		unsetenv(vars[i]);
@@ -59,6 +54,7 @@ static void test_defaults(void)
 	CHECK_EQ(s.max_inflight, KWP_DEFAULT_MAX_INFLIGHT);
 	CHECK_EQ(s.polling, KWP_POLLING_INTERNAL);
 	CHECK(s.stats_file == NULL && s.server_name == NULL && s.fallback == NULL);
+	CHECK(s.rsa_batch); /* on: batches run where the CPU has the kernel */
 	kwp_settings_cleanup(&s);
 }
 
@@ -118,6 +114,33 @@ static void test_errors(void)
 	free(e);
 	e = load_error(no_ca);
 	CHECK(e && strncmp(e, "ca is not set", 13) == 0);
+	free(e);
+}
+
+/* rsa_batch: openssl.cnf, overridden by KEYWAY_RSA_BATCH, refused when not a boolean. */
+static void test_rsa_batch(void)
+{
+	const char *off[] = {"rsa_batch", "off", NULL};
+	const char *bad[] = {"rsa_batch", "sometimes", NULL};
+	struct kwp_settings s;
+	char *e;
+
+	CHECK_EQ(kwp_settings_load(&s, cnf_get, off), 0);
+	CHECK(s.error == NULL && !s.rsa_batch);
+	kwp_settings_cleanup(&s);
+	setenv("KEYWAY_RSA_BATCH", "1", 1);
+	CHECK_EQ(kwp_settings_load(&s, cnf_get, off), 0);
+	CHECK(s.error == NULL && s.rsa_batch);
+	kwp_settings_cleanup(&s);
+	clear_env();
+	CHECK_EQ(kw_provider_configure("rsa-batch", "no"), 0);
+	CHECK_EQ(kwp_settings_load(&s, NULL, NULL), 0);
+	CHECK(s.error == NULL && !s.rsa_batch);
+	kwp_settings_cleanup(&s);
+	CHECK_EQ(kw_provider_configure("rsa-batch", NULL), 0);
+	e = load_error(bad);
+	CHECK(e && strcmp(e, "rsa_batch: 'sometimes' is neither on (yes, true, 1) nor off (no, "
+	                     "false, 0)") == 0);
 	free(e);
 }
 
@@ -278,5 +301,6 @@ int main(void)
 	test_client_key_mode();
 	test_precedence();
 	test_reader();
+	test_rsa_batch();
 	CHECK_DONE();
 }

@@ -1,0 +1,435 @@
+/*
+ * rsa_mb_kernel.c - eight RSA-CRT private operations at once in the 52-bit
+ * lanes of AVX-512 IFMA (or, with KW_MB_EMULATE, its scalar emulation).
+ *
+ * Written from the published algorithms: Gueron and Krasnov, "Accelerating
+ * big integer arithmetic using Intel IFMA extensions" (radix 2^52 numbers,
+ * word-by-word "almost Montgomery" multiplication with vpmadd52luq/huq), and
+ * Drucker and Gueron, "Fast modular squaring with AVX512IFMA" (the square
+ * computed with each cross product once, doubled, then reduced).
+ *
+ * Layout: limb i of the eight lanes is one vector, so each lane has its own
+ * key and the lanes never interact. L (limbs per half) and the exponent
+ * length are the only things the instruction stream depends on; both are
+ * public (the modulus size).
+ *
+ * Constant time: no branch, loop bound or address depends on a key or on the
+ * data. Exponent windows are read with shifts by public amounts; the table
+ * entry is chosen by reading all 32 entries and keeping one with masks; the
+ * final subtractions are masked. Products are "almost Montgomery" (< 2m, no
+ * conditional subtraction), which the 16+ bits of headroom between the
+ * prime and R = 2^(52 L) allow (see kw_mb_half).
+ */
+#include "rsa_mb_kernel.h"
+
+#include <string.h>
+
+#include "rsa_mb_vec.h"
+
+#ifdef KW_MB_EMULATE
+#define KW_MB_FN(name) name##_emu
+#else
+#define KW_MB_FN(name) name##_ifma
+#endif
+
+/*
+ * Full unrolling keeps a product's columns in registers in the IFMA build.
+ * The emulation (a test build) is left rolled: unrolled, eight-lane structs
+ * make the compiler take minutes, and the instruction sequence per lane is
+ * the same either way.
+ */
+#ifdef KW_MB_EMULATE
+#define MB_UNROLL
+#else
+#define MB_UNROLL _Pragma("GCC unroll 80")
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+#define NOINLINE static __attribute__((noinline))
+
+typedef uint64_t (*vnum_p)[8];
+typedef const uint64_t (*cvnum_p)[8];
+
+/* ---- arithmetic on vertical numbers ------------------------------------------------------ */
+
+/* normalize stores acc (limbs below 2^64, value below 2^(52 L)) as 52-bit limbs. */
+INLINE void normalize(vnum_p r, vec *acc, unsigned L)
+{
+	const vec mask = v_set1(MB_MASK52);
+	vec c = v_zero();
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++) {
+		vec t = v_add(acc[j], c);
+		v_store(r[j], v_and(t, mask));
+		c = v_srli(t, 52);
+	}
+}
+
+/*
+ * amm: r = a * b / R mod m, "almost": r < a * b / R + m, limbs normalised.
+ * Word by word: add a_i * b, add q * m with q making the low limb vanish,
+ * drop that limb. Low halves of products land on limb j, high halves on
+ * j + 1, which after the drop is j again. r may alias a or b.
+ */
+INLINE void amm(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0p, unsigned L)
+{
+	vec acc[KW_MB_LMAX];
+	const vec zero = v_zero(), k0 = v_load(k0p);
+
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++)
+		acc[j] = zero;
+	for (unsigned i = 0; i < L; i++) {
+		vec ai = v_load(a[i]);
+		MB_UNROLL
+		for (unsigned j = 0; j < L; j++)
+			acc[j] = v_madd52lo(acc[j], ai, v_load(b[j]));
+		vec q = v_madd52lo(zero, acc[0], k0);
+		MB_UNROLL
+		for (unsigned j = 0; j < L; j++)
+			acc[j] = v_madd52lo(acc[j], q, v_load(m[j]));
+		vec carry = v_srli(acc[0], 52);
+		MB_UNROLL
+		for (unsigned j = 0; j + 1 < L; j++)
+			acc[j] =
+			    v_madd52hi(v_madd52hi(acc[j + 1], ai, v_load(b[j])), q, v_load(m[j]));
+		acc[L - 1] =
+		    v_madd52hi(v_madd52hi(zero, ai, v_load(b[L - 1])), q, v_load(m[L - 1]));
+		acc[0] = v_add(acc[0], carry);
+	}
+	normalize(r, acc, L);
+}
+
+/*
+ * ams: r = a^2 / R mod m, almost (the same bound as amm). Drucker-Gueron:
+ * the 2L-limb square with each cross product a_i a_j (i < j) computed once
+ * and doubled, the diagonal added, then L Montgomery reduction steps. About
+ * 3L^2 multiply-adds instead of amm's 4L^2.
+ */
+INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
+{
+	vec t[2 * KW_MB_LMAX];
+	const vec zero = v_zero(), k0 = v_load(k0p);
+
+	MB_UNROLL
+	for (unsigned j = 0; j < 2 * L; j++)
+		t[j] = zero;
+	/* Cross products, each once. */
+	MB_UNROLL
+	for (unsigned i = 0; i < L; i++) {
+		vec ai = v_load(a[i]);
+		MB_UNROLL
+		for (unsigned j = i + 1; j < L; j++) {
+			vec aj = v_load(a[j]);
+			t[i + j] = v_madd52lo(t[i + j], ai, aj);
+			t[i + j + 1] = v_madd52hi(t[i + j + 1], ai, aj);
+		}
+	}
+	/* Doubled, plus the squares on the diagonal. */
+	MB_UNROLL
+	for (unsigned j = 0; j < 2 * L; j++)
+		t[j] = v_add(t[j], t[j]);
+	MB_UNROLL
+	for (unsigned i = 0; i < L; i++) {
+		vec ai = v_load(a[i]);
+		t[2 * i] = v_madd52lo(t[2 * i], ai, ai);
+		t[2 * i + 1] = v_madd52hi(t[2 * i + 1], ai, ai);
+	}
+	/* Reduction: limb i cleared by q_i * m, its carry moved up. */
+	MB_UNROLL
+	for (unsigned i = 0; i < L; i++) {
+		vec q = v_madd52lo(zero, t[i], k0);
+		MB_UNROLL
+		for (unsigned j = 0; j < L; j++) {
+			vec mj = v_load(m[j]);
+			t[i + j] = v_madd52lo(t[i + j], q, mj);
+			t[i + j + 1] = v_madd52hi(t[i + j + 1], q, mj);
+		}
+		t[i + 1] = v_add(t[i + 1], v_srli(t[i], 52));
+	}
+	normalize(r, t + L, L);
+}
+
+/* cond_sub: r -= m where r >= m (r < 2m), by a mask from the final borrow. */
+INLINE void cond_sub(vnum_p r, cvnum_p m, unsigned L)
+{
+	vec d[KW_MB_LMAX];
+	const vec mask = v_set1(MB_MASK52);
+	vec b = v_zero();
+
+	for (unsigned j = 0; j < L; j++) {
+		vec t = v_add(v_sub(v_load(r[j]), v_load(m[j])), b);
+		d[j] = v_and(t, mask);
+		b = v_srai(t, 52); /* 0, or all ones on a borrow */
+	}
+	/* b is all ones where r < m: keep r there. */
+	for (unsigned j = 0; j < L; j++)
+		v_store(r[j], v_select(b, v_load(r[j]), d[j]));
+}
+
+/* Specialised per size, so the loops unroll and the accumulators stay in registers. */
+typedef void amm_fn(vnum_p, cvnum_p, cvnum_p, cvnum_p, const uint64_t *);
+typedef void ams_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *);
+#define MB_SIZE(L)                                                                                 \
+	NOINLINE void amm##L(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0)        \
+	{                                                                                          \
+		amm(r, a, b, m, k0, L);                                                            \
+	}                                                                                          \
+	NOINLINE void ams##L(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0)                   \
+	{                                                                                          \
+		ams(r, a, m, k0, L);                                                               \
+	}
+MB_SIZE(20)
+MB_SIZE(30)
+MB_SIZE(40)
+
+/* ---- exponentiation ---------------------------------------------------------------------- */
+
+/* window reads bits [pos, pos + WIN) of every lane's exponent: public shifts, no branch on data. */
+static void window(struct kw_mb_work *w, unsigned pos)
+{
+	unsigned wd = pos / 64, sh = pos % 64;
+
+	for (int l = 0; l < 8; l++) {
+		uint64_t v = w->e[wd][l] >> sh;
+		if (sh > 64 - KW_MB_WIN) /* the window straddles two words (public) */
+			v |= w->e[wd + 1][l] << (64 - sh);
+		w->idx[l] = v & (KW_MB_TABLE - 1);
+	}
+}
+
+/* lookup copies table[idx] of each lane into r, reading every entry and keeping one by mask. */
+static void lookup(vnum_p r, const struct kw_mb_work *w, unsigned L)
+{
+	vec acc[KW_MB_LMAX];
+	const vec idx = v_load(w->idx);
+
+	for (unsigned j = 0; j < L; j++)
+		acc[j] = v_zero();
+	for (unsigned t = 0; t < KW_MB_TABLE; t++) {
+		vec mask = v_eqmask(idx, v_set1(t));
+		for (unsigned j = 0; j < L; j++)
+			acc[j] = v_select(mask, v_load(w->table[t][j]), acc[j]);
+	}
+	for (unsigned j = 0; j < L; j++)
+		v_store(r[j], acc[j]);
+}
+
+/*
+ * modexp: res = x^e mod m (x in Montgomery form in w->x, result in normal
+ * form, fully reduced), fixed windows over all hb exponent bits.
+ */
+static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, amm_fn *mul,
+                   ams_fn *sqr)
+{
+	const unsigned nwin = (hb + KW_MB_WIN - 1) / KW_MB_WIN;
+
+	memcpy(w->table[0], w->r1, sizeof(w->table[0]));
+	memcpy(w->table[1], w->x, sizeof(w->table[1]));
+	for (unsigned t = 2; t < KW_MB_TABLE; t++)
+		mul(w->table[t], w->table[t - 1], w->x, w->m, w->k0);
+	window(w, (nwin - 1) * KW_MB_WIN);
+	lookup(w->acc, w, L);
+	for (unsigned wi = nwin - 1; wi-- > 0;) {
+		for (int s = 0; s < KW_MB_WIN; s++)
+			sqr(w->acc, w->acc, w->m, w->k0);
+		window(w, wi * KW_MB_WIN);
+#ifdef KW_MB_CT_LEAK
+		/*
+		 * Test-only leak: skip the multiplication by table[0] (R, the
+		 * Montgomery one) when every lane's window is zero. The result is
+		 * unchanged; the branch depends on the key, which the
+		 * constant-time test must report.
+		 */
+		if ((w->idx[0] | w->idx[1] | w->idx[2] | w->idx[3] | w->idx[4] | w->idx[5] |
+		     w->idx[6] | w->idx[7]) == 0)
+			continue;
+#endif
+		lookup(w->t, w, L);
+		mul(w->acc, w->acc, w->t, w->m, w->k0);
+	}
+	/* Out of Montgomery form (a product by 1), then into [0, m). */
+	memset(w->t, 0, sizeof(w->t));
+	for (int l = 0; l < 8; l++)
+		w->t[0][l] = 1;
+	mul(res, w->acc, w->t, w->m, w->k0);
+	cond_sub(res, w->m, L);
+}
+
+/* load_half transposes one prime's constants of the eight keys into w. */
+static void load_half(struct kw_mb_work *w, const struct kw_mb_key *const keys[8], int prime_q,
+                      unsigned L)
+{
+	for (int l = 0; l < 8; l++) {
+		const struct kw_mb_half *h = prime_q ? &keys[l]->q : &keys[l]->p;
+		for (unsigned i = 0; i < L; i++) {
+			w->m[i][l] = h->m[i];
+			w->r1[i][l] = h->r1[i];
+			w->r2[i][l] = h->r2[i];
+			w->r3[i][l] = h->r3[i];
+		}
+		for (unsigned i = 0; i < KW_MB_LMAX; i++)
+			w->e[i][l] = h->e[i];
+		w->e[KW_MB_LMAX][l] = 0;
+		w->k0[l] = h->k0;
+	}
+}
+
+/*
+ * to_mont: w->x = c R mod m (almost) for c = w->wide (2L limbs): with c =
+ * cH R + cL, c R = cH R^2 + cL R = amm(cH, R^3) + amm(cL, R^2).
+ */
+static void to_mont(struct kw_mb_work *w, unsigned L, amm_fn *mul)
+{
+	vec acc[KW_MB_LMAX];
+
+	mul(w->x, (cvnum_p)w->wide, w->r2, w->m, w->k0);
+	mul(w->t, (cvnum_p)(w->wide + L), w->r3, w->m, w->k0);
+	for (unsigned j = 0; j < L; j++)
+		acc[j] = v_add(v_load(w->x[j]), v_load(w->t[j]));
+	normalize(w->x, acc, L);
+}
+
+/*
+ * garner: c^d = m2 + q * ((m1 - m2) qinv mod p). m1 < p, m2 < q < 2p, so
+ * m1 + 2p - m2 is positive and below 3p. w holds p (m, k0); result in w->wide.
+ */
+static void garner(struct kw_mb_work *w, unsigned L, amm_fn *mul)
+{
+	vec acc[KW_MB_LMAX];
+	const vec mask = v_set1(MB_MASK52);
+	vec c = v_zero();
+
+	for (unsigned j = 0; j < L; j++) {
+		vec p = v_load(w->m[j]);
+		vec t = v_add(v_sub(v_add(v_load(w->m1[j]), v_add(p, p)), v_load(w->m2[j])), c);
+		acc[j] = v_and(t, mask);
+		c = v_srai(t, 52);
+	}
+	normalize(w->t, acc, L);
+	mul(w->t, w->t, w->qinv, w->m, w->k0); /* h = t qinv R / R */
+	cond_sub(w->t, w->m, L);               /* h < p */
+	/* wide = m2 + h q: a plain product, columns summed in memory, then normalised. */
+	for (unsigned j = 0; j < 2 * L; j++)
+		v_store(w->wide[j], j < L ? v_load(w->m2[j]) : v_zero());
+	for (unsigned i = 0; i < L; i++) {
+		vec hi = v_load(w->t[i]);
+		for (unsigned j = 0; j < L; j++) {
+			vec qj = v_load(w->qv[j]);
+			v_store(w->wide[i + j], v_madd52lo(v_load(w->wide[i + j]), hi, qj));
+			v_store(w->wide[i + j + 1], v_madd52hi(v_load(w->wide[i + j + 1]), hi, qj));
+		}
+	}
+	c = v_zero();
+	for (unsigned j = 0; j < 2 * L; j++) {
+		vec t = v_add(v_load(w->wide[j]), c);
+		v_store(w->wide[j], v_and(t, mask));
+		c = v_srli(t, 52);
+	}
+}
+
+/* ---- conversions ------------------------------------------------------------------------- */
+
+/* be_to_limbs reads a big-endian number of nb bytes into lane l of nl limbs. */
+static void be_to_limbs(uint64_t (*out)[8], int l, const uint8_t *be, size_t nb, unsigned nl)
+{
+	unsigned __int128 acc = 0;
+	unsigned bits = 0, li = 0;
+
+	for (size_t k = 0; k < nb; k++) {
+		acc |= (unsigned __int128)be[nb - 1 - k] << bits;
+		bits += 8;
+		if (bits >= 52) { /* public: depends on k only */
+			out[li++][l] = (uint64_t)acc & MB_MASK52;
+			acc >>= 52;
+			bits -= 52;
+		}
+	}
+	while (li < nl) {
+		out[li++][l] = (uint64_t)acc & MB_MASK52;
+		acc >>= 52;
+	}
+}
+
+/* limbs_to_be writes lane l of nl normalised limbs as nb big-endian bytes. */
+static void limbs_to_be(uint8_t *be, size_t nb, const uint64_t (*in)[8], int l, unsigned nl)
+{
+	for (size_t k = 0; k < nb; k++) {
+		unsigned bit = (unsigned)(8 * k), i = bit / 52, sh = bit % 52;
+		uint64_t v = in[i][l] >> sh;
+		if (sh > 44 && i + 1 < nl) /* public */
+			v |= in[i + 1][l] << (52 - sh);
+		be[nb - 1 - k] = (uint8_t)v;
+	}
+}
+
+/*
+ * verify65537 sets w->verified[l] where s^65537 mod n equals the input in
+ * buf[l], for RSA-2048 (n in 40 limbs; s in w->wide). Public values only:
+ * the check guards against faults, not against observers.
+ */
+static void verify65537(struct kw_mb_work *w, const struct kw_mb_key *const keys[8],
+                        uint8_t *const buf[8], size_t nb)
+{
+	enum { LN = 40 };
+
+	for (int l = 0; l < 8; l++) {
+		for (unsigned i = 0; i < LN; i++) {
+			w->m[i][l] = keys[l]->pub.n[i];
+			w->r2[i][l] = keys[l]->pub.r2[i];
+		}
+		w->k0[l] = keys[l]->pub.k0;
+	}
+	amm40(w->x, (cvnum_p)w->wide, w->r2, w->m, w->k0); /* s R */
+	memcpy(w->acc, w->x, sizeof(w->acc));
+	for (int s = 0; s < 16; s++)
+		ams40(w->acc, w->acc, w->m, w->k0);
+	amm40(w->acc, w->acc, w->x, w->m, w->k0); /* s^65537 R */
+	memset(w->t, 0, sizeof(w->t));
+	for (int l = 0; l < 8; l++)
+		w->t[0][l] = 1;
+	amm40(w->acc, w->acc, w->t, w->m, w->k0);
+	cond_sub(w->acc, w->m, LN);
+	for (int l = 0; l < 8; l++) {
+		uint64_t diff = 0;
+		be_to_limbs(w->t, l, buf[l], nb, LN);
+		for (unsigned i = 0; i < LN; i++)
+			diff |= w->acc[i][l] ^ w->t[i][l];
+		w->verified[l] = ((diff | (0 - diff)) >> 63) ^ 1;
+	}
+}
+
+/* ---- the entry point --------------------------------------------------------------------- */
+
+void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t *const buf[8],
+                                 struct kw_mb_work *w)
+{
+	const unsigned L = keys[0]->limbs, hb = keys[0]->bits / 2;
+	const size_t nb = keys[0]->bits / 8;
+	amm_fn *mul = L == 20 ? amm20 : L == 30 ? amm30 : amm40;
+	ams_fn *sqr = L == 20 ? ams20 : L == 30 ? ams30 : ams40;
+
+	/* q first: its prime stays in w->qv for Garner; p's constants stay loaded. */
+	for (int half = 1; half >= 0; half--) {
+		for (int l = 0; l < 8; l++)
+			be_to_limbs(w->wide, l, buf[l], nb, 2 * L);
+		load_half(w, keys, half, L);
+		to_mont(w, L, mul);
+		modexp(w, half ? w->m2 : w->m1, L, hb, mul, sqr);
+		if (half)
+			memcpy(w->qv, w->m, sizeof(w->qv));
+	}
+	for (int l = 0; l < 8; l++)
+		for (unsigned i = 0; i < L; i++)
+			w->qinv[i][l] = keys[l]->qinv_r[i];
+	garner(w, L, mul);
+	int check = L == 20;
+	for (int l = 0; l < 8; l++) {
+		check &= keys[l]->pub.check != 0;
+		w->verified[l] = 0;
+	}
+	if (check)
+		verify65537(w, keys, buf, nb);
+	for (int l = 0; l < 8; l++)
+		limbs_to_be(buf[l], nb, (cvnum_p)w->wide, l, 2 * L);
+}
