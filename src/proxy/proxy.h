@@ -67,11 +67,16 @@ struct kpx_options {
 	unsigned max_connections, max_handshake_bytes; /* 0: no limit */
 	char *access_log;
 	int access_fd; /* where access lines go: 2 (stderr) or the --access-log file */
+	/* HTTP/3 (quic_listen.c, quic_conn.c) */
+	char *quic_listen;        /* --quic-listen ADDR:PORT, NULL: no QUIC */
+	struct kw_addr quic_addr; /* parsed at start-up */
+	unsigned quic_idle_timeout_s;
 };
 
 /* ---- the worker (worker.c) ---- */
 
 struct kpx_tls; /* tlsctx.c: a certificate set */
+struct kpx_qep; /* quic_listen.c: the worker's QUIC endpoint */
 
 struct kpx_worker {
 	unsigned id;
@@ -91,6 +96,8 @@ struct kpx_worker {
 	_Atomic bool stop;
 	struct kpx_wmetrics m;
 	struct kw_timer accept_pause; /* out of descriptors: accept again later */
+	int qfd;                      /* --quic-listen: the UDP socket until the endpoint starts */
+	struct kpx_qep *quic;         /* --quic-listen: the endpoint (NULL: none) */
 };
 
 /* ---- the connection (conn.c) and its mode (respond.c, upstream.c) ---- */

@@ -1,0 +1,38 @@
+/*
+ * quic_conn.h - one QUIC connection of keyway-proxy: an ngtcp2 server
+ * connection whose handshake runs on GnuTLS (the certificate set's
+ * credentials), HTTP/3 on nghttp3 over it, answering like --respond does
+ * over TCP (and GET /bytes/N), its packets written in GSO batches.
+ */
+#ifndef KPX_QUIC_CONN_H
+#define KPX_QUIC_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <ngtcp2/ngtcp2.h>
+
+#include "quic_listen.h"
+
+struct kpx_qconn;
+
+/*
+ * kpx_qconn_accept makes a connection for the client Initial hd (as
+ * ngtcp2_accept decoded it) that arrived from peer, then reads the datagram
+ * data into it. The connection holds a --max-connections slot the caller
+ * took (given back at its end, or here on failure).
+ */
+void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t *data, size_t len,
+                      const struct sockaddr *peer, socklen_t peer_len);
+/* kpx_qconn_read hands a datagram to c; it may close c. Writing waits for kpx_qconn_flush. */
+void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
+                    const struct sockaddr *peer, socklen_t peer_len);
+/* kpx_qconn_flush writes what c has to send (ep->dirty); it may close c. */
+void kpx_qconn_flush(struct kpx_qconn *c);
+/* kpx_qconn_close sends CONNECTION_CLOSE (NO_ERROR) and frees c. */
+void kpx_qconn_close(struct kpx_qconn *c);
+/* kpx_qconn_of is the connection on ep->conns or ep->dirty at node l. */
+struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty);
+
+#endif
