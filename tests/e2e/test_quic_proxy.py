@@ -1,0 +1,133 @@
+"""keyway-proxy --quic-listen end to end with keyway-h3: HTTP/3 answers like --respond, GET
+/bytes/N whole and equal to the TCP body, parallel streams, a key update mid-transfer, the
+--max-connections cap; hostile datagrams (random bytes, a truncated Initial, an unknown
+version, a short header for an unknown connection) leave a running transfer and the proxy
+unharmed and get the stateless answers QUIC prescribes; SIGTERM exits 0.
+"""
+
+import hashlib
+import os
+import random
+import struct
+import subprocess
+import tempfile
+import time
+
+from kwproxy import Checker, make_cert, run, skip_without_proxy
+from kwquic import QuicProxy, h3, h3_start, pattern, skip_without_h3, udp_exchange
+
+skip_without_proxy()
+skip_without_h3()
+c = Checker()
+tmp = tempfile.mkdtemp(prefix="kw-quic-proxy-")
+key, crt = make_cert(tmp, "ec", "ec")
+
+
+def long_header(version, dcid, scid, rest, pad_to=0):
+    b = bytes([0xc0]) + struct.pack(">I", version) + bytes([len(dcid)]) + dcid + \
+        bytes([len(scid)]) + scid + rest
+    return b + bytes(max(0, pad_to - len(b)))
+
+
+with QuicProxy(key, crt, "--workers", "2") as p:
+    with c.section("HTTP/3 answers like --respond"):
+        r = h3(p, "/", "--include", ca=crt)
+        out = r.stdout.decode(errors="replace")
+        c.eq(r.returncode, 0, "keyway-h3 / exits 0 (certificate verified with --ca)")
+        c.check(out.startswith(":status: 200\n"), "status 200", out[:200])
+        c.check(out.endswith("\n\nok\n"), "the --respond body", out[-100:])
+        c.check("content-length: 3\n" in out, "Content-Length given", out[:200])
+        r = h3(p, "/bytes/12x", "--include", ca=crt)
+        c.check(r.stdout.startswith(b":status: 400\n"), "a bad /bytes/N answers 400",
+                r.stdout[:100])
+
+    with c.section("GET /bytes/N over HTTP/3 and TCP"):
+        body = os.path.join(tmp, "body")
+        r = h3(p, "/bytes/1000000", "-o", body, ca=crt)
+        c.eq(r.returncode, 0, "keyway-h3 /bytes/1000000 exits 0")
+        data = open(body, "rb").read()
+        c.eq(len(data), 1000000, "1000000 bytes over HTTP/3")
+        c.check(data == pattern(1000000), "the /bytes pattern")
+        t = run(["curl", "-sS", "--cacert", crt, "--resolve", "localhost:%d:127.0.0.1" % p.port,
+                 "https://localhost:%d/bytes/1000000" % p.port])
+        c.check(t.stdout == data, "TCP --respond answers the same 1000000 bytes",
+                "%d bytes" % len(t.stdout))
+        r = h3(p, "/bytes/0", ca=crt)
+        c.check(r.returncode == 0 and r.stdout == b"", "/bytes/0: an empty body")
+
+    with c.section("parallel streams and a key update"):
+        r = h3(p, "/bytes/100000", "-n", "150", "-o", os.devnull, ca=crt)
+        err = r.stderr.decode()
+        c.eq(r.returncode, 0, "150 parallel requests (more than the 100-stream limit at once)")
+        c.check("responses=150 " in err and "body_bytes=15000000 " in err,
+                "150 whole bodies", err)
+        r = h3(p, "/bytes/30000000", "--key-update-kb", "2000", "-o", body, ca=crt)
+        err = r.stderr.decode()
+        c.eq(r.returncode, 0, "30 MB with client key updates")
+        c.check(" key_updates=0" not in err, "the client updated its keys", err)
+        c.check(hashlib.sha256(open(body, "rb").read()).digest() ==
+                hashlib.sha256(pattern(30000000)).digest(), "the 30 MB body is intact")
+
+    with c.section("hostile datagrams during a transfer"):
+        big = 200000000
+        dl = os.path.join(tmp, "big")
+        proc = h3_start(p, "/bytes/%d" % big, "-o", dl, ca=crt)
+        time.sleep(0.2)
+        rnd = random.Random(7)
+        for n in (1, 7, 20, 100, 1200, 1500):
+            udp_exchange(p.qport, bytes(rnd.getrandbits(8) for _ in range(n)), wait=0.01)
+        dcid, scid = bytes(rnd.getrandbits(8) for _ in range(8)), b"\x01" * 8
+        # A client Initial cut short, and one under 1200 bytes: neither makes a connection.
+        initial = long_header(1, dcid, scid, b"\x00\x44\xe6" + bytes(60), pad_to=1200)
+        c.eq(udp_exchange(p.qport, initial[:40], wait=0.05), b"", "truncated Initial: no answer")
+        # An unknown version in 1200 bytes: Version Negotiation listing QUIC v1.
+        vn = udp_exchange(p.qport, long_header(0x1a2a3a4a, dcid, scid, b"", pad_to=1200))
+        c.check(len(vn) > 7 and vn[1:5] == b"\x00\x00\x00\x00" and b"\x00\x00\x00\x01" in vn[7:],
+                "unknown version: Version Negotiation offering v1", vn[:40].hex())
+        c.check(len(vn) > 7 and vn[6:6 + 8] == scid, "VN echoes the client's SCID as DCID")
+        # A short header for a connection nobody has: a stateless reset, shorter than it.
+        short = bytes([0x40]) + bytes(rnd.getrandbits(8) for _ in range(99))
+        sr = udp_exchange(p.qport, short)
+        c.check(21 <= len(sr) < len(short) and (sr[0] & 0xc0) == 0x40,
+                "unknown connection: a stateless reset smaller than the packet", sr.hex())
+        # A flood of small Initials: dropped, never a connection.
+        for _ in range(300):
+            udp_exchange(p.qport, initial[:rnd.randrange(30, 1199)], wait=0)
+        out, err = proc.communicate(timeout=60)
+        c.check(proc.returncode == 0, "the transfer went on and completed", err.decode()[-300:])
+        c.eq(os.path.getsize(dl), big, "200 MB received whole")
+        m = p.metrics()
+        c.check(m["keyway_proxy_quic_dropped_datagrams_total"] >= 300, "drops counted",
+                m["keyway_proxy_quic_dropped_datagrams_total"])
+        c.check(m["keyway_proxy_quic_version_negotiations_total"] >= 1, "VN counted")
+        c.check(m["keyway_proxy_quic_stateless_resets_total"] >= 1, "stateless reset counted")
+        r = h3(p, "/", ca=crt)
+        c.check(p.alive() and r.returncode == 0 and r.stdout == b"ok\n",
+                "the proxy still serves")
+        c.check(m["keyway_proxy_quic_sends_total"] < m['keyway_proxy_quic_datagrams_total{direction="sent"}'],
+                "GSO: fewer sendmsg calls than datagrams sent")
+        c.eq(m["keyway_proxy_quic_connections_accepted_total"], m["keyway_proxy_quic_handshakes_total"],
+             "no hostile datagram made a connection")
+    c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+with c.section("--max-connections caps QUIC connections too"):
+    with QuicProxy(key, crt, "--workers", "1", "--max-connections", "1") as p:
+        proc = h3_start(p, "/bytes/300000000", "-o", os.devnull, ca=crt)
+        time.sleep(0.3)
+        r = h3(p, "/", "--timeout", "2", ca=crt)
+        c.eq(r.returncode, 1, "a second connection over --max-connections 1 fails")
+        c.check(p.metrics()["keyway_proxy_quic_connections_refused_total"] >= 1,
+                "refusal counted")
+        out, err = proc.communicate(timeout=60)
+        c.eq(proc.returncode, 0, "the first connection finished")
+        r = h3(p, "/", ca=crt)
+        c.eq(r.returncode, 0, "its slot is free again")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+with c.section("start-up errors"):
+    r = run([os.environ["KEYWAY_PROXY"], "--listen", "127.0.0.1:0", "--cert", crt, "--key", key,
+             "--respond", "--quic-listen", "unix:/x"])
+    c.check(r.returncode == 2 and b"--quic-listen" in r.stderr, "--quic-listen unix: refused",
+            r.stderr)
+
+c.done()
