@@ -12,6 +12,7 @@
 #include "quic_conn.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,7 @@ static const gnutls_datum_t alpn_h3 = {(unsigned char *)"h3", 2};
 
 /* The bytes /bytes/N answers with, repeated: static, so nghttp3 may keep pointers to it. */
 static uint8_t pattern[16384];
-static _Atomic bool pattern_ready;
+static pthread_once_t pattern_once = PTHREAD_ONCE_INIT;
 
 /* One request stream. */
 struct qstream {
@@ -777,12 +778,9 @@ static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const struct
 
 static void fill_pattern(void)
 {
-	if (atomic_load_explicit(&pattern_ready, memory_order_acquire))
-		return;
-	/* Lines of text, so a body is readable in a terminal; every worker writes the same. */
+	/* The lines of kpx_http_fill (TCP), so both transports answer the same bytes. */
 	for (size_t i = 0; i < sizeof(pattern); i++)
-		pattern[i] = (i % 64 == 63) ? '\n' : (uint8_t)('a' + i % 26);
-	atomic_store_explicit(&pattern_ready, true, memory_order_release);
+		pattern[i] = (i % 64 == 63) ? '\n' : (uint8_t)('a' + i % 64 % 26);
 }
 
 void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t *data, size_t len,
@@ -793,7 +791,7 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t
 		kpx_conn_drop_slot();
 		return;
 	}
-	fill_pattern();
+	pthread_once(&pattern_once, fill_pattern);
 	c->ep = ep;
 	c->conn_ref.get_conn = get_conn;
 	c->conn_ref.user_data = c;
