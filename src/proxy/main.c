@@ -26,6 +26,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/net.h"
+#include "keyway/quic.h"
 #include "keyway/signals.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -51,8 +52,10 @@ static const char usage[] =
 static const char *const backend_names[] = {"inline", "threads", "keyless", NULL};
 static const char *const notify_names[] = {"callback", "fd", NULL};
 static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
+static const char *const quic_crypto_names[] = {"engine", "gnutls", NULL};
 _Static_assert(sizeof(enum kpx_backend_kind) == sizeof(int) &&
-                   sizeof(enum kpx_notify) == sizeof(int) && sizeof(enum kpx_poll) == sizeof(int),
+                   sizeof(enum kpx_notify) == sizeof(int) && sizeof(enum kpx_poll) == sizeof(int) &&
+                   sizeof(enum kpx_quic_crypto) == sizeof(int),
                "KW_OPT_ENUM stores an int");
 
 static struct kpx_options o = {
@@ -73,6 +76,7 @@ static struct kpx_options o = {
     .max_handshake_bytes = 65536,
     .access_fd = -1,
     .quic_idle_timeout_s = 30,
+    .quic_engine = "auto",
 };
 
 /* One entry per line: the table reads as a table. */
@@ -122,6 +126,8 @@ static struct kw_option opts[] = {
     /* HTTP/3 */
     KW_OPT_STR("quic-listen", &o.quic_listen, "ADDR:PORT", "HTTP/3 over QUIC on this UDP address too (one SO_REUSEPORT socket per worker; same certificates and mode)"),
     KW_OPT_NUM("quic-idle-timeout", &o.quic_idle_timeout_s, "S", "QUIC idle timeout (transport parameter max_idle_timeout; default 30)", 1, 3600),
+    KW_OPT_CHOICE("quic-crypto", &o.quic_crypto, "engine|gnutls", "who protects HTTP/3's 1-RTT packets sent: Keyway's QUIC engine, in batches (default), or ngtcp2's GnuTLS callbacks", quic_crypto_names),
+    KW_OPT_STR("quic-engine", &o.quic_engine, "evp|ipsec-mb|auto", "--quic-crypto engine: the engine (default auto: ipsec-mb where built and supported, else evp)"),
     KW_OPT_END,
 };
 /* clang-format on */
@@ -308,9 +314,16 @@ static int parse(struct main_ctx *mc, int argc, char **argv, char *err, size_t e
 		return kw_config_errorf(opts, "listen", err, errlen,
 		                        "'%s': fix: give a TCP ADDR:PORT", o.listen);
 	if (o.quic_listen != NULL &&
-	    (kw_addr_parse(&o.quic_addr, o.quic_listen, why, sizeof(why)) < 0 || o.quic_addr.is_unix))
+	    (kw_addr_parse(&o.quic_addr, o.quic_listen, why, sizeof(why)) < 0 ||
+	     o.quic_addr.is_unix))
 		return kw_config_errorf(opts, "quic-listen", err, errlen,
 		                        "'%s': fix: give a UDP ADDR:PORT", o.quic_listen);
+	if (o.quic_listen != NULL && o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE &&
+	    !kw_quic_engine_available(o.quic_engine))
+		return kw_config_errorf(opts, "quic-engine", err, errlen,
+		                        "'%s' is not available here; fix: use evp, ipsec-mb (when "
+		                        "built with libipsec-mb and the CPU has AES-NI) or auto",
+		                        o.quic_engine);
 	if (o.metrics != NULL && kw_addr_parse(&mc->maddr, o.metrics, why, sizeof(why)) < 0)
 		return kw_config_errorf(opts, "metrics", err, errlen, "%s", why);
 	return 0;

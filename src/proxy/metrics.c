@@ -149,6 +149,17 @@ static const struct family quic_families[] = {
     ONE("keyway_proxy_quic_requests_total", "counter", "HTTP/3 requests answered.", quic_requests),
     ONE("keyway_proxy_quic_http_errors_total", "counter",
         "HTTP/3 requests answered with an error status.", quic_http_errors),
+    ONE("keyway_proxy_quic_packets_protected_total", "counter",
+        "1-RTT packets sent that Keyway's QUIC engine protected (--quic-crypto engine).",
+        quic_packets_protected),
+    ONE("keyway_proxy_quic_protect_batches_total", "counter",
+        "Engine runs: one per batch of datagrams sent (--quic-crypto engine).",
+        quic_protect_batches),
+    ONE("keyway_proxy_quic_protect_failures_total", "counter",
+        "Packets the engine failed to protect (their batch was not sent).", quic_protect_failures),
+    ONE("keyway_proxy_quic_key_limit_updates_total", "counter",
+        "Key updates started because the engine's per-key count reached its limit.",
+        quic_key_limit_updates),
 };
 
 /* families writes the n families of f, each summed over the workers. */
@@ -258,8 +269,14 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	info(m, p);
 	FAMILIES(handshake_families);
 	FAMILIES(termination_families);
-	if (m->opt->quic_listen != NULL)
+	if (m->opt->quic_listen != NULL) {
 		FAMILIES(quic_families);
+		char secs[48];
+		kw_prom_ns_seconds(sum(m, OFF(quic_engine_cpu_ns)), secs, sizeof(secs));
+		kw_prom_family(p, "keyway_proxy_quic_engine_cpu_seconds_total", "counter",
+		               "CPU time the workers spent in the QUIC engine protecting packets.");
+		kw_prom_sample(p, "keyway_proxy_quic_engine_cpu_seconds_total", NULL, 0, secs);
+	}
 	limits(m, p);
 	provider_counters(p);
 	worker_cpu(m, p);

@@ -32,6 +32,8 @@
 /* --backend and --notify; values are the options' choice indices. */
 enum kpx_backend_kind { KPX_BACKEND_INLINE, KPX_BACKEND_THREADS, KPX_BACKEND_KEYLESS };
 enum kpx_notify { KPX_NOTIFY_CALLBACK, KPX_NOTIFY_FD };
+/* --quic-crypto: Keyway's engine (quic_tx.c) or ngtcp2's own GnuTLS callbacks. */
+enum kpx_quic_crypto { KPX_QUIC_CRYPTO_ENGINE, KPX_QUIC_CRYPTO_GNUTLS };
 
 /* Keyserver settings handed to the built-in provider (keys.c); NULL/0: not given. */
 struct kpx_keyless_opts {
@@ -71,6 +73,8 @@ struct kpx_options {
 	char *quic_listen;        /* --quic-listen ADDR:PORT, NULL: no QUIC */
 	struct kw_addr quic_addr; /* parsed at start-up */
 	unsigned quic_idle_timeout_s;
+	enum kpx_quic_crypto quic_crypto; /* who protects 1-RTT packets sent */
+	char *quic_engine;                /* --quic-engine: evp, ipsec-mb or auto */
 };
 
 /* ---- the worker (worker.c) ---- */

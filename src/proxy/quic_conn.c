@@ -26,6 +26,7 @@
 #include "conn.h"
 #include "keyway/log.h"
 #include "quic_listen.h"
+#include "quic_tx.h"
 #include "tlsctx.h"
 
 /* GET /bytes/N answers at most this many bytes. */
@@ -57,6 +58,7 @@ struct qstream {
 };
 
 struct kpx_qconn {
+	struct kpx_qtx_conn tx;          /* first: quic_tx.c's callbacks find it at the user data */
 	ngtcp2_crypto_conn_ref conn_ref; /* gnutls_session_get_ptr: how ngtcp2's helper finds us */
 	struct kpx_qep *ep;
 	struct kw_list node, dirty_node;
@@ -464,13 +466,20 @@ struct batch {
 	socklen_t peer_len;
 };
 
-static void batch_send(struct kpx_qconn *c, struct batch *b)
+/*
+ * batch_send protects the batch's 1-RTT packets (engine mode; unless the
+ * caller sealed them already) and sends it. 0 or -1 (not protected).
+ */
+static int batch_send(struct kpx_qconn *c, struct batch *b, bool sealed)
 {
 	if (b->n == 0)
-		return;
+		return 0;
+	if (!sealed && kpx_qtx_seal(c->ep->tx, b->buf, b->len, c->conn) < 0)
+		return -1;
 	kpx_qep_send(c->ep, (struct sockaddr *)&b->peer, b->peer_len, b->buf, b->len,
 	             b->n > 1 ? b->gso : 0);
 	b->len = b->n = b->gso = 0;
+	return 0;
 }
 
 /* write_one asks ngtcp2 for one datagram at dst (room bytes): its size, 0 or < 0 (error). */
@@ -550,11 +559,13 @@ static int write_all(struct kpx_qconn *c)
 		max_pkts = 1;
 
 	ngtcp2_path_storage_zero(&ps);
+	kpx_qtx_seal(c->ep->tx, NULL, 0, c->conn); /* nothing recorded before counts */
 	for (size_t sent = 0; sent < max_pkts;) {
 		/* After the first, no datagram may be larger than the batch's segment size. */
 		size_t room = b.n == 0 ? mtu : b.gso;
 		if (b.len + room > KPX_QUIC_TXBUF) {
-			batch_send(c, &b);
+			if (batch_send(c, &b, false) < 0)
+				return NGTCP2_ERR_CALLBACK_FAILURE;
 			room = mtu;
 		}
 		ngtcp2_ssize n = write_one(c, &ps, b.buf + b.len, room, ts);
@@ -567,9 +578,13 @@ static int write_all(struct kpx_qconn *c)
 		    b.n == 0 || (ps.path.remote.addrlen == b.peer_len &&
 		                 memcmp(ps.path.remote.addr, &b.peer, b.peer_len) == 0);
 		if (!same_peer) {
-			/* A path change (migration, probing): the new datagram goes alone. */
-			memmove(b.buf, b.buf + b.len, (size_t)n);
-			batch_send(c, &b);
+			/* A path change (migration, probing): the batch so far goes, and the new
+			 * datagram starts the next one. Both are sealed where they were written. */
+			if (kpx_qtx_seal(c->ep->tx, b.buf, b.len + (size_t)n, c->conn) < 0)
+				return NGTCP2_ERR_CALLBACK_FAILURE;
+			size_t before = b.len;
+			batch_send(c, &b, true);
+			memmove(b.buf, b.buf + before, (size_t)n);
 		}
 		if (b.n == 0) {
 			memcpy(&b.peer, ps.path.remote.addr, ps.path.remote.addrlen);
@@ -579,10 +594,13 @@ static int write_all(struct kpx_qconn *c)
 		b.len += (size_t)n;
 		b.n++;
 		/* A shorter datagram ends a GSO batch. */
-		if ((size_t)n < b.gso)
-			batch_send(c, &b);
+		if ((size_t)n < b.gso && batch_send(c, &b, !same_peer) < 0)
+			return NGTCP2_ERR_CALLBACK_FAILURE;
+		if (!same_peer && b.n > 0 && batch_send(c, &b, true) < 0)
+			return NGTCP2_ERR_CALLBACK_FAILURE;
 	}
-	batch_send(c, &b);
+	if (batch_send(c, &b, false) < 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
 	ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
 	return 0;
 }
@@ -664,10 +682,11 @@ static void close_with_error(struct kpx_qconn *c)
 		ngtcp2_path_storage ps;
 		ngtcp2_pkt_info pi;
 		ngtcp2_path_storage_zero(&ps);
+		kpx_qtx_seal(c->ep->tx, NULL, 0, c->conn);
 		ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
 		    c->conn, &ps.path, &pi, c->ep->txbuf, NGTCP2_MAX_UDP_PAYLOAD_SIZE,
 		    &c->last_error, kw_now_ns());
-		if (n > 0)
+		if (n > 0 && kpx_qtx_seal(c->ep->tx, c->ep->txbuf, (size_t)n, c->conn) == 0)
 			kpx_qep_send(c->ep, ps.path.remote.addr, ps.path.remote.addrlen,
 			             c->ep->txbuf, (size_t)n, 0);
 	}
@@ -709,6 +728,7 @@ static void qconn_free(struct kpx_qconn *c)
 	if (c->tls != NULL)
 		gnutls_deinit(c->tls);
 	kpx_tls_unref(c->certs);
+	kpx_qtx_conn_cleanup(&c->tx);
 	ep->nconns--;
 	kpx_set(&ep->w->m.quic_conns, ep->nconns);
 	kpx_add(&ep->w->m.quic_closed, 1);
@@ -731,6 +751,8 @@ static int setup_tls(struct kpx_qconn *c)
 	    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, cred) != 0 ||
 	    gnutls_alpn_set_protocols(c->tls, &alpn_h3, 1, GNUTLS_ALPN_MANDATORY) != 0)
 		return -1;
+	if (c->ep->tx != NULL)
+		kpx_qtx_configure_session(c->tls);
 	gnutls_session_set_ptr(c->tls, &c->conn_ref);
 	ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
 	return 0;
@@ -751,6 +773,8 @@ static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const struct
 	};
 
 	fill_callbacks(&cb);
+	if (c->ep->tx != NULL)
+		kpx_qtx_callbacks(&cb);
 	ngtcp2_settings_default(&settings);
 	settings.initial_ts = kw_now_ns();
 	settings.max_window = 24u << 20;
@@ -793,6 +817,7 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t
 	}
 	pthread_once(&pattern_once, fill_pattern);
 	c->ep = ep;
+	c->tx.tx = ep->tx;
 	c->conn_ref.get_conn = get_conn;
 	c->conn_ref.user_data = c;
 	c->odcid = hd->dcid;

@@ -27,6 +27,7 @@
 #include "keyway/err.h"
 #include "keyway/log.h"
 #include "quic_conn.h"
+#include "quic_tx.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -317,6 +318,11 @@ int kpx_quic_start(struct kpx_worker *w, int fd)
 		goto fail;
 	}
 	gnutls_rnd(GNUTLS_RND_NONCE, &ep->hash_seed, sizeof(ep->hash_seed));
+	if (w->opt->quic_crypto == KPX_QUIC_CRYPTO_ENGINE && (rc = kpx_qtx_new(&ep->tx, w)) < 0) {
+		kw_error("worker %u: cannot start the QUIC engine '%s': %s", w->id,
+		         w->opt->quic_engine, kw_strerror(rc));
+		goto fail;
+	}
 	kw_hook_add(w->loop, &ep->flush);
 	if ((rc = kw_io_start(w->loop, &ep->io, fd, KW_EV_READ)) < 0)
 		goto fail;
@@ -345,6 +351,7 @@ void kpx_quic_stop(struct kpx_worker *w)
 	kw_io_stop(w->loop, &ep->io);
 	kw_hook_remove(w->loop, &ep->flush);
 	close(ep->fd);
+	kpx_qtx_free(ep->tx);
 	free(ep->buckets);
 	free(ep->txbuf);
 	free(ep);

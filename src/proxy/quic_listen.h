@@ -27,6 +27,7 @@
 #define KPX_QUIC_TXBUF 65000
 
 struct kpx_qcid;
+struct kpx_qtx;
 
 /* A worker's endpoint. */
 struct kpx_qep {
@@ -43,7 +44,8 @@ struct kpx_qep {
 	struct kw_hook flush; /* writes the dirty connections before the loop sleeps */
 	unsigned nconns;
 	bool draining;
-	uint8_t *txbuf; /* KPX_QUIC_TXBUF: one GSO batch being built */
+	uint8_t *txbuf;     /* KPX_QUIC_TXBUF: one GSO batch being built */
+	struct kpx_qtx *tx; /* --quic-crypto engine (quic_tx.c); NULL: gnutls */
 };
 
 /*

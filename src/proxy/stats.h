@@ -79,6 +79,9 @@ struct kpx_wmetrics {
 	_Atomic uint64_t quic_dropped; /* datagrams dropped before any connection saw them */
 	_Atomic uint64_t quic_stateless_resets, quic_version_negotiations;
 	_Atomic uint64_t quic_requests, quic_http_errors;
+	/* --quic-crypto engine */
+	_Atomic uint64_t quic_packets_protected, quic_protect_batches, quic_protect_failures;
+	_Atomic uint64_t quic_engine_cpu_ns, quic_key_limit_updates;
 };
 
 /* kpx_add adds n to counter c, kpx_set stores v in gauge c: single-writer updates (the

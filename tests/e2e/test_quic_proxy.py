@@ -1,4 +1,7 @@
-"""keyway-proxy --quic-listen end to end with keyway-h3: HTTP/3 answers like --respond, GET
+"""keyway-proxy --quic-listen end to end with keyway-h3 (ngtcp2's stock GnuTLS packet
+protection): --quic-crypto engine (the default; 1-RTT packets sent are sealed by Keyway's
+engine, evp and ipsec-mb, and opened by GnuTLS in the client, through key updates, with
+the counters to prove it) and --quic-crypto gnutls; HTTP/3 answers like --respond, GET
 /bytes/N whole and equal to the TCP body, parallel streams, a key update mid-transfer, the
 --max-connections cap; hostile datagrams (random bytes, a truncated Initial, an unknown
 version, a short header for an unknown connection) leave a running transfer and the proxy
@@ -27,6 +30,23 @@ def long_header(version, dcid, scid, rest, pad_to=0):
     b = bytes([0xc0]) + struct.pack(">I", version) + bytes([len(dcid)]) + dcid + \
         bytes([len(scid)]) + scid + rest
     return b + bytes(max(0, pad_to - len(b)))
+
+
+def check_engine(p, what, engine_on):
+    m = p.metrics()
+    sent = m['keyway_proxy_quic_datagrams_total{direction="sent"}']
+    prot = m["keyway_proxy_quic_packets_protected_total"]
+    if engine_on:
+        # Every datagram after the handshake carries a 1-RTT packet the engine sealed.
+        c.check(prot >= 0.9 * sent and prot > 1000, "%s: the engine protected the 1-RTT packets"
+                % what, "%d protected, %d datagrams sent" % (prot, sent))
+        c.check(m["keyway_proxy_quic_protect_batches_total"] < prot,
+                "%s: in batches of several packets" % what)
+        c.check(m["keyway_proxy_quic_engine_cpu_seconds_total"] > 0,
+                "%s: engine CPU time counted" % what)
+    else:
+        c.eq(prot, 0.0, "%s: no packet protected by the engine" % what)
+    c.eq(m["keyway_proxy_quic_protect_failures_total"], 0.0, "%s: no protection failure" % what)
 
 
 with QuicProxy(key, crt, "--workers", "2") as p:
@@ -108,7 +128,31 @@ with QuicProxy(key, crt, "--workers", "2") as p:
                 "GSO: fewer sendmsg calls than datagrams sent")
         c.eq(m["keyway_proxy_quic_connections_accepted_total"], m["keyway_proxy_quic_handshakes_total"],
              "no hostile datagram made a connection")
+        check_engine(p, "default (engine)", True)
     c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+modes = [("gnutls", ["--quic-crypto", "gnutls"], False),
+         ("engine evp", ["--quic-crypto", "engine", "--quic-engine", "evp"], True)]
+avail = run([os.environ["KEYWAY_PROXY"], "--listen", "127.0.0.1:0", "--cert", crt, "--key", key,
+             "--respond", "--quic-listen", "127.0.0.1:0", "--quic-engine", "ipsec-mb",
+             "--metrics", "bad-address"])  # stops after the engine check either way
+if b"is not available here" in avail.stderr:
+    print("note: the ipsec-mb engine is not available here; evp only")
+else:
+    modes.append(("engine ipsec-mb", ["--quic-engine", "ipsec-mb"], True))
+for what, args, engine_on in modes:
+    with c.section("--quic-crypto " + what):
+        with QuicProxy(key, crt, "--workers", "1", *args) as p:
+            body = os.path.join(tmp, "body-" + what.replace(" ", "-"))
+            r = h3(p, "/bytes/20000000", "--key-update-kb", "3000", "-o", body, ca=crt)
+            err = r.stderr.decode()
+            c.eq(r.returncode, 0, "%s: 20 MB with key updates" % what)
+            c.check(" key_updates=0" not in err, "%s: the client updated its keys" % what, err)
+            c.check(open(body, "rb").read() == pattern(20000000), "%s: the body is intact" % what)
+            r = h3(p, "/bytes/100000", "-n", "40", "-o", os.devnull, ca=crt)
+            c.eq(r.returncode, 0, "%s: 40 parallel requests" % what)
+            check_engine(p, what, engine_on)
+            c.eq(p.stop(), 0, "%s: exit 0 on SIGTERM" % what)
 
 with c.section("--max-connections caps QUIC connections too"):
     with QuicProxy(key, crt, "--workers", "1", "--max-connections", "1") as p:
@@ -128,6 +172,10 @@ with c.section("start-up errors"):
     r = run([os.environ["KEYWAY_PROXY"], "--listen", "127.0.0.1:0", "--cert", crt, "--key", key,
              "--respond", "--quic-listen", "unix:/x"])
     c.check(r.returncode == 2 and b"--quic-listen" in r.stderr, "--quic-listen unix: refused",
+            r.stderr)
+    r = run([os.environ["KEYWAY_PROXY"], "--listen", "127.0.0.1:0", "--cert", crt, "--key", key,
+             "--respond", "--quic-listen", "127.0.0.1:0", "--quic-engine", "nope"])
+    c.check(r.returncode == 2 and b"--quic-engine" in r.stderr, "an unknown --quic-engine: refused",
             r.stderr)
 
 c.done()
