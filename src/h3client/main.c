@@ -42,12 +42,13 @@ static const char usage[] =
     "GET https://HOST[:PORT]/PATH over HTTP/3 (QUIC v1, ALPN h3) and write the body to\n"
     "stdout or --output. With -n N the same request is sent N times in parallel on one\n"
     "connection; only the first body is written, every body is checked against its\n"
-    "Content-Length. Exit status 0 when every response arrived whole, 1 on any failure,\n"
+    "Content-Length. --data FILE sends a request body (POST unless --method).\n"
+    "Exit status 0 when every response arrived whole, 1 on any failure,\n"
     "2 for a usage error.";
 
 /* The options (kw_config_parse fills them). */
-static char *connect_to, *ca_file, *output;
-static bool insecure, include, stats;
+static char *connect_to, *ca_file, *output, *method, *data_file;
+static bool insecure, include, stats, data_no_length;
 static unsigned nreq = 1, timeout_s = 30, key_update_kb;
 
 /* clang-format off */
@@ -59,6 +60,9 @@ static struct kw_option opts[] = {
     KW_OPT_STR("output", &output, "FILE", "(-o) write the (first) body to FILE instead of stdout"),
     KW_OPT_FLAG("include", &include, "write the status and header fields before the body"),
     KW_OPT_FLAG("stats", &stats, "print a summary line on stderr: responses, bytes, seconds, key updates"),
+    KW_OPT_STR("method", &method, "NAME", "request method (default GET, or POST with --data)"),
+    KW_OPT_STR("data", &data_file, "FILE", "send FILE as the request body, with its Content-Length"),
+    KW_OPT_FLAG("data-no-length", &data_no_length, "send the --data body without a Content-Length (the server learns its end from the stream's)"),
     KW_OPT_NUM("timeout", &timeout_s, "S", "give up after S seconds (default 30)", 1, 86400),
     KW_OPT_NUM("key-update-kb", &key_update_kb, "KB", "start a key update (RFC 9001 §6) every KB kilobytes of body received (default 0: never)", 0, 0),
     KW_OPT_END,
@@ -67,6 +71,7 @@ static struct kw_option opts[] = {
 
 struct req {
 	int64_t id;
+	uint64_t body_sent; /* --data bytes handed to nghttp3 */
 	int status;
 	bool have_clen, ended, closed;
 	uint64_t clen, got;
@@ -84,6 +89,9 @@ struct client {
 	ngtcp2_connection_close_error last_error;
 	char host[256], authority[300], path[4096];
 	FILE *out;
+	uint8_t *data; /* --data: the request body */
+	size_t data_len;
+	char data_len_text[24];
 	struct req *reqs;
 	unsigned opened, finished, failed;
 	uint64_t body_bytes, next_key_update, key_updates;
@@ -177,6 +185,13 @@ static int h3_end_stream(nghttp3_conn *h3, int64_t sid, void *ud, void *sd)
 	return 0;
 }
 
+/* no_body: a response whose Content-Length describes a body not sent (RFC 9110 §6.4.1). */
+static bool no_body(const struct req *r)
+{
+	return (method != NULL && strcmp(method, "HEAD") == 0) || r->status == 204 ||
+	       r->status == 304;
+}
+
 static int h3_stream_close(nghttp3_conn *h3, int64_t sid, uint64_t code, void *ud, void *sd)
 {
 	struct client *c = ud;
@@ -188,7 +203,7 @@ static int h3_stream_close(nghttp3_conn *h3, int64_t sid, uint64_t code, void *u
 	if (!r->ended || r->status == 0) {
 		c->failed++;
 		fail(c, "a stream closed before its response ended");
-	} else if (r->have_clen && r->got != r->clen) {
+	} else if (r->have_clen && r->got != r->clen && !no_body(r)) {
 		c->failed++;
 		fail(c, "a body is shorter or longer than its Content-Length");
 	}
@@ -235,6 +250,21 @@ static int setup_h3(struct client *c)
 		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP3_NV_FLAG_NONE     \
 	}
 
+static nghttp3_ssize read_body(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec, size_t veccnt,
+                               uint32_t *pflags, void *ud, void *sd)
+{
+	struct client *c = ud;
+	struct req *r = req_of(sd);
+	/* The whole body at once: it stays in memory until the end. */
+	if (veccnt == 0)
+		return 0;
+	vec[0].base = c->data + r->body_sent;
+	vec[0].len = c->data_len - r->body_sent;
+	r->body_sent = c->data_len;
+	*pflags |= NGHTTP3_DATA_FLAG_EOF;
+	return vec[0].len > 0 ? 1 : 0;
+}
+
 /* open_requests opens request streams while the server's stream limit allows. */
 static int open_requests(struct client *c)
 {
@@ -244,13 +274,21 @@ static int open_requests(struct client *c)
 		struct req *r = &c->reqs[c->opened];
 		if (ngtcp2_conn_open_bidi_stream(c->conn, &r->id, r) != 0)
 			return 0; /* no credit: extend_max_local_streams_bidi comes back */
+		const char *m = method != NULL ? method : data_file != NULL ? "POST" : "GET";
 		const nghttp3_nv nva[] = {
-		    NV(":method", "GET"),           NV(":scheme", "https"),
-		    NV(":authority", c->authority), NV(":path", c->path),
+		    NV(":method", m),
+		    NV(":scheme", "https"),
+		    NV(":authority", c->authority),
+		    NV(":path", c->path),
 		    NV("user-agent", "keyway-h3"),
+		    NV("content-length", c->data_len_text),
 		};
-		if (nghttp3_conn_submit_request(c->h3, r->id, nva, sizeof(nva) / sizeof(nva[0]),
-		                                NULL, r) != 0)
+		size_t nv = sizeof(nva) / sizeof(nva[0]);
+		if (data_file == NULL || data_no_length)
+			nv--;
+		nghttp3_data_reader dr = {.read_data = read_body};
+		if (nghttp3_conn_submit_request(c->h3, r->id, nva, nv, data_file ? &dr : NULL, r) !=
+		    0)
 			return -1;
 		c->opened++;
 	}
@@ -700,6 +738,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "keyway-h3: cannot write %s: %s\n", output, strerror(errno));
 		return 1;
 	}
+	if (data_file != NULL) {
+		FILE *f = fopen(data_file, "rb");
+		long len = -1;
+		if (f != NULL && fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 &&
+		    fseek(f, 0, SEEK_SET) == 0 && (c.data = malloc((size_t)len + 1)) != NULL &&
+		    fread(c.data, 1, (size_t)len, f) == (size_t)len) {
+			c.data_len = (size_t)len;
+		} else {
+			fprintf(stderr, "keyway-h3: cannot read --data %s: %s\n", data_file,
+			        strerror(errno));
+			return 1;
+		}
+		fclose(f);
+		snprintf(c.data_len_text, sizeof(c.data_len_text), "%zu", c.data_len);
+	}
 	c.reqs = calloc(nreq, sizeof(*c.reqs));
 	c.ref.get_conn = get_conn;
 	c.ref.user_data = &c;
@@ -742,6 +795,7 @@ int main(int argc, char **argv)
 	if (c.fd >= 0)
 		close(c.fd);
 	free(c.reqs);
+	free(c.data);
 	free(pos);
 	kw_config_free(opts);
 	return status;

@@ -202,12 +202,6 @@ static int check_options(char *err, size_t errlen)
 		         o.respond ? "both --respond and --upstream given" : "no mode given");
 		return -KW_ECONFIG;
 	}
-	if (o.quic_listen != NULL && o.upstream != NULL) {
-		snprintf(err, errlen,
-		         "--quic-listen serves --respond only in this version; fix: drop "
-		         "--quic-listen, or use --respond");
-		return -KW_ECONFIG;
-	}
 	if (kpx_upstream_check(&o, opts, err, errlen) < 0)
 		return -KW_ECONFIG;
 	/* Every relayed connection takes two descriptors. */

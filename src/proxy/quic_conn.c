@@ -26,6 +26,7 @@
 #include "conn.h"
 #include "keyway/log.h"
 #include "quic_listen.h"
+#include "quic_relay.h"
 #include "quic_tx.h"
 #include "tlsctx.h"
 
@@ -52,7 +53,8 @@ struct qstream {
 	char path[PATH_MAX_LEN];
 	size_t path_len;
 	bool head, path_too_long;
-	const uint8_t *body; /* fixed body, or NULL: the pattern */
+	struct kpx_qrelay *relay; /* --upstream: the request's relay */
+	const uint8_t *body;      /* fixed body, or NULL: the pattern */
 	uint64_t body_len, sent;
 	char clen[24];
 };
@@ -75,6 +77,33 @@ struct kpx_qconn {
 
 static void qconn_free(struct kpx_qconn *c);
 static void close_with_error(struct kpx_qconn *c);
+
+struct nghttp3_conn *kpx_qconn_h3(struct kpx_qconn *c)
+{
+	return c->h3;
+}
+
+ngtcp2_conn *kpx_qconn_ngtcp2(struct kpx_qconn *c)
+{
+	return c->conn;
+}
+
+struct kpx_worker *kpx_qconn_worker(struct kpx_qconn *c)
+{
+	return c->ep->w;
+}
+
+struct kpx_qrelay *kpx_qconn_stream_relay(void *stream_user_data)
+{
+	return ((struct qstream *)stream_user_data)->relay;
+}
+
+static void mark_dirty(struct kpx_qconn *c);
+
+void kpx_qconn_wake(struct kpx_qconn *c)
+{
+	mark_dirty(c);
+}
 
 struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty)
 {
@@ -103,23 +132,37 @@ static void extend_offsets(struct kpx_qconn *c, int64_t stream_id, uint64_t n)
 
 static int h3_acked(nghttp3_conn *h3, int64_t stream_id, uint64_t datalen, void *ud, void *sd)
 {
-	return 0; /* bodies are static: nothing to release */
+	struct qstream *st = sd;
+	/* --respond bodies are static; a relayed one is released as the client acknowledges it. */
+	if (st != NULL && st->relay != NULL)
+		kpx_qrelay_acked(st->relay, datalen);
+	return 0;
+}
+
+static void stream_free(struct qstream *st)
+{
+	kw_list_del(&st->node);
+	kpx_qrelay_free(st->relay);
+	free(st);
 }
 
 static int h3_stream_close(nghttp3_conn *h3, int64_t stream_id, uint64_t app_error_code, void *ud,
                            void *sd)
 {
 	struct qstream *st = sd;
-	if (st != NULL) {
-		kw_list_del(&st->node);
-		free(st);
-	}
+	if (st != NULL)
+		stream_free(st);
 	return 0;
 }
 
 static int h3_recv_data(nghttp3_conn *h3, int64_t stream_id, const uint8_t *data, size_t datalen,
                         void *ud, void *sd)
 {
+	struct qstream *st = sd;
+	if (st != NULL && st->relay != NULL)
+		return kpx_qrelay_body(st->relay, data, datalen) == 0
+		           ? 0
+		           : NGHTTP3_ERR_CALLBACK_FAILURE;
 	/* --respond reads request bodies only to discard them: give the credit back. */
 	extend_offsets(ud, stream_id, datalen);
 	return 0;
@@ -140,6 +183,8 @@ static int h3_begin_headers(nghttp3_conn *h3, int64_t stream_id, void *ud, void 
 		return NGHTTP3_ERR_CALLBACK_FAILURE;
 	st->id = stream_id;
 	kw_list_add_tail(&c->streams, &st->node);
+	if (c->ep->w->opt->upstream != NULL && (st->relay = kpx_qrelay_new(c, stream_id)) == NULL)
+		return NGHTTP3_ERR_CALLBACK_FAILURE;
 	nghttp3_conn_set_stream_user_data(h3, stream_id, st);
 	return 0;
 }
@@ -151,6 +196,12 @@ static int h3_recv_header(nghttp3_conn *h3, int64_t stream_id, int32_t token, ng
 	nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
 	if (st == NULL)
 		return 0;
+	if (st->relay != NULL) {
+		nghttp3_vec n = nghttp3_rcbuf_get_buf(name);
+		return kpx_qrelay_header(st->relay, token, n.base, n.len, v.base, v.len) == 0
+		           ? 0
+		           : NGHTTP3_ERR_CALLBACK_FAILURE;
+	}
 	if (token == NGHTTP3_QPACK_TOKEN__PATH) {
 		st->path_too_long = v.len >= sizeof(st->path);
 		st->path_len = st->path_too_long ? 0 : v.len;
@@ -245,7 +296,17 @@ static int h3_end_stream(nghttp3_conn *h3, int64_t stream_id, void *ud, void *sd
 	struct qstream *st = sd;
 	if (st == NULL)
 		return 0;
+	if (st->relay != NULL)
+		return kpx_qrelay_body_end(st->relay) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
 	return respond(ud, st) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
+}
+
+static int h3_end_headers(nghttp3_conn *h3, int64_t stream_id, int fin, void *ud, void *sd)
+{
+	struct qstream *st = sd;
+	if (st == NULL || st->relay == NULL)
+		return 0;
+	return kpx_qrelay_headers_done(st->relay, fin != 0) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
 }
 
 static int h3_stop_sending(nghttp3_conn *h3, int64_t stream_id, uint64_t app_error_code, void *ud,
@@ -276,6 +337,7 @@ static int setup_h3(struct kpx_qconn *c)
 	    .deferred_consume = h3_deferred_consume,
 	    .begin_headers = h3_begin_headers,
 	    .recv_header = h3_recv_header,
+	    .end_headers = h3_end_headers,
 	    .stop_sending = h3_stop_sending,
 	    .end_stream = h3_end_stream,
 	    .reset_stream = h3_reset_stream,
@@ -718,11 +780,8 @@ static void qconn_free(struct kpx_qconn *c)
 	if (kw_list_linked(&c->dirty_node))
 		kw_list_del(&c->dirty_node);
 	kw_timer_stop(ep->w->loop, &c->timer);
-	while (!kw_list_empty(&c->streams)) {
-		struct qstream *st = kw_container_of(c->streams.next, struct qstream, node);
-		kw_list_del(&st->node);
-		free(st);
-	}
+	while (!kw_list_empty(&c->streams))
+		stream_free(kw_container_of(c->streams.next, struct qstream, node));
 	nghttp3_conn_del(c->h3);
 	ngtcp2_conn_del(c->conn);
 	if (c->tls != NULL)

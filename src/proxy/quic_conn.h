@@ -35,4 +35,17 @@ void kpx_qconn_close(struct kpx_qconn *c);
 /* kpx_qconn_of is the connection on ep->conns or ep->dirty at node l. */
 struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty);
 
+/* ---- for quic_relay.c ---- */
+
+struct kpx_qrelay;
+struct nghttp3_conn;
+/* The HTTP/3 and QUIC connections of c, its worker. */
+struct nghttp3_conn *kpx_qconn_h3(struct kpx_qconn *c);
+ngtcp2_conn *kpx_qconn_ngtcp2(struct kpx_qconn *c);
+struct kpx_worker *kpx_qconn_worker(struct kpx_qconn *c);
+/* kpx_qconn_wake: c has something to write (a flush before the loop sleeps). */
+void kpx_qconn_wake(struct kpx_qconn *c);
+/* kpx_qconn_stream_relay is the relay of a request stream (nghttp3's stream user data). */
+struct kpx_qrelay *kpx_qconn_stream_relay(void *stream_user_data);
+
 #endif
