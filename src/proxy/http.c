@@ -203,7 +203,13 @@ int kpx_http_fill(struct kw_buf *out, uint64_t *left, size_t max)
 int kpx_http_respond(struct kw_buf *out, const struct kpx_http_req *req, const char *body,
                      bool close)
 {
-	char hdr[256];
+	return kpx_http_respond_ex(out, req, body, close, NULL);
+}
+
+int kpx_http_respond_ex(struct kw_buf *out, const struct kpx_http_req *req, const char *body,
+                        bool close, const char *extra)
+{
+	char hdr[512];
 	size_t blen = strlen(body);
 	const char *type = "text/plain";
 	unsigned long long clen = blen;
@@ -219,8 +225,8 @@ int kpx_http_respond(struct kw_buf *out, const struct kpx_http_req *req, const c
 		conn = "Connection: keep-alive\r\n";
 	int n = snprintf(hdr, sizeof(hdr),
 	                 "HTTP/1.1 200 OK\r\nServer: keyway-proxy\r\nContent-Type: %s\r\n"
-	                 "Content-Length: %llu\r\n%s\r\n",
-	                 type, clen, conn);
+	                 "Content-Length: %llu\r\n%s%s\r\n",
+	                 type, clen, conn, extra != NULL ? extra : "");
 	if (n < 0 || (size_t)n >= sizeof(hdr))
 		return -EINVAL;
 	if (kw_buf_append(out, hdr, (size_t)n) < 0)

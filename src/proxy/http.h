@@ -60,6 +60,11 @@ int kpx_http_fill(struct kw_buf *out, uint64_t *left, size_t max);
 int kpx_http_respond(struct kw_buf *out, const struct kpx_http_req *req, const char *body,
                      bool close);
 
+/* kpx_http_respond_ex is kpx_http_respond with extra header lines (each ending in CR LF; NULL:
+ * none), e.g. the Alt-Svc field of --quic-listen. */
+int kpx_http_respond_ex(struct kw_buf *out, const struct kpx_http_req *req, const char *body,
+                        bool close, const char *extra);
+
 /* kpx_http_error appends an error response with status (400, 413, ...) and Connection: close. */
 int kpx_http_error(struct kw_buf *out, int status);
 

@@ -363,6 +363,9 @@ static int start(struct main_ctx *mc, char *err, size_t errlen)
 		return rc;
 	if ((rc = open_listeners(&mc->addr, mc->lfds, err, errlen)) < 0)
 		return rc;
+	if (o.quic_listen != NULL)
+		snprintf(o.alt_svc, sizeof(o.alt_svc), "Alt-Svc: h3=\":%d\"; ma=86400\r\n",
+		         kw_addr_port(&o.quic_addr));
 	for (unsigned i = 0; i < o.workers; i++) {
 		if ((rc = kpx_worker_init(&mc->workers[i], i, &o, mc->lfds[i])) < 0) {
 			snprintf(err, errlen, "cannot start worker %u: %s", i, kw_strerror(rc));

@@ -75,6 +75,7 @@ struct kpx_options {
 	unsigned quic_idle_timeout_s;
 	enum kpx_quic_crypto quic_crypto; /* who protects 1-RTT packets sent */
 	char *quic_engine;                /* --quic-engine: evp, ipsec-mb or auto */
+	char alt_svc[64]; /* "Alt-Svc: h3=\":PORT\"; ma=86400\r\n" with --quic-listen, else "" */
 };
 
 /* ---- the worker (worker.c) ---- */

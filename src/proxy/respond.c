@@ -38,7 +38,7 @@ int kpx_respond_serve(struct kpx_respond *r, const char *body, bool keep, unsign
 		}
 		kw_buf_consume(&r->in, req.len);
 		bool last = !req.keep_alive || !keep;
-		if (kpx_http_respond(&r->out, &req, body, last) < 0)
+		if (kpx_http_respond_ex(&r->out, &req, body, last, r->extra) < 0)
 			return -ENOMEM;
 		if (req.bytes && !req.head)
 			r->gen_left = req.nbytes;
@@ -211,6 +211,8 @@ static void start(struct kpx_conn *c)
 		return;
 	}
 	c->mode_state = r;
+	/* With --quic-listen, every answer tells browsers where HTTP/3 is (RFC 7838). */
+	r->extra = c->w->opt->alt_svc[0] != 0 ? c->w->opt->alt_svc : NULL;
 	kpx_conn_timer_s(c, c->w->opt->handshake_timeout_s);
 	kpx_conn_watch(c, KW_EV_READ);
 	/* The request usually follows the client's Finished in the same flight. */

@@ -26,6 +26,7 @@ struct kpx_respond {
 	int error;              /* the status answered to a malformed request (0: none) */
 	bool idle;              /* kept alive between requests */
 	uint64_t gen_left;      /* /bytes/N: body bytes still to generate into out */
+	const char *extra;      /* header lines every answer carries (Alt-Svc), or NULL */
 };
 
 /* kpx_respond_ops is the mode table the worker gives each connection under --respond. */

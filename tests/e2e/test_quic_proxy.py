@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-from kwproxy import Checker, make_cert, run, skip_without_proxy
+from kwproxy import Checker, Proxy, make_cert, run, skip_without_proxy
 from kwquic import QuicProxy, h3, h3_start, pattern, skip_without_h3, udp_exchange
 
 skip_without_proxy()
@@ -74,6 +74,10 @@ with QuicProxy(key, crt, "--workers", "2") as p:
                 "%d bytes" % len(t.stdout))
         r = h3(p, "/bytes/0", ca=crt)
         c.check(r.returncode == 0 and r.stdout == b"", "/bytes/0: an empty body")
+        t = run(["curl", "-sS", "-D", "-", "-o", os.devnull, "--cacert", crt, "--resolve",
+                 "localhost:%d:127.0.0.1" % p.port, "https://localhost:%d/" % p.port])
+        c.check(('alt-svc: h3=":%d"; ma=86400' % p.qport) in t.stdout.decode().lower(),
+                "TCP --respond answers carry Alt-Svc naming the HTTP/3 port", t.stdout)
 
     with c.section("parallel streams and a key update"):
         r = h3(p, "/bytes/100000", "-n", "150", "-o", os.devnull, ca=crt)
@@ -166,6 +170,14 @@ with c.section("--max-connections caps QUIC connections too"):
         c.eq(proc.returncode, 0, "the first connection finished")
         r = h3(p, "/", ca=crt)
         c.eq(r.returncode, 0, "its slot is free again")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+with c.section("no Alt-Svc without --quic-listen"):
+    with Proxy(key, crt, "--workers", "1") as p:
+        t = run(["curl", "-sS", "-D", "-", "-o", os.devnull, "--cacert", crt, "--resolve",
+                 "localhost:%d:127.0.0.1" % p.port, "https://localhost:%d/" % p.port])
+        c.check(t.returncode == 0 and b"alt-svc" not in t.stdout.lower(), "no Alt-Svc",
+                t.stdout)
         c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 
 with c.section("start-up errors"):
