@@ -24,14 +24,13 @@
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
 #include "conn.h"
+#include "http.h"
 #include "keyway/log.h"
 #include "quic_listen.h"
 #include "quic_relay.h"
 #include "quic_tx.h"
 #include "tlsctx.h"
 
-/* GET /bytes/N answers at most this many bytes. */
-#define BYTES_MAX (1ull << 30)
 #define PATH_MAX_LEN 512
 #define MAX_STREAMS_BIDI 100 /* requests in flight per connection */
 
@@ -235,26 +234,6 @@ static nghttp3_ssize read_body(nghttp3_conn *h3, int64_t stream_id, nghttp3_vec 
 	return (nghttp3_ssize)i;
 }
 
-/* bytes_count parses "/bytes/N" (decimal, at most BYTES_MAX): 1, 0 (another path) or -1. */
-static int bytes_count(const char *path, uint64_t *n)
-{
-	if (strncmp(path, "/bytes/", 7) != 0)
-		return 0;
-	const char *p = path + 7;
-	uint64_t v = 0;
-	if (*p == 0)
-		return -1;
-	for (; *p != 0; p++) {
-		if (*p < '0' || *p > '9' || v > BYTES_MAX)
-			return -1;
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
-	if (v > BYTES_MAX)
-		return -1;
-	*n = v;
-	return 1;
-}
-
 #define NV(n, v, vl)                                                                               \
 	{                                                                                          \
 		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vl), NGHTTP3_NV_FLAG_NONE          \
@@ -265,7 +244,8 @@ static int respond(struct kpx_qconn *c, struct qstream *st)
 {
 	const char *status = "200", *type = "text/plain";
 	uint64_t n = 0;
-	int b = st->path_too_long ? -1 : bytes_count(st->path, &n);
+	/* The same /bytes/N rules as over TCP (http.c). */
+	int b = st->path_too_long ? -1 : kpx_http_bytes_path(st->path, st->path_len, &n);
 
 	if (b < 0) {
 		status = "400";
