@@ -411,12 +411,22 @@ static int run(struct main_ctx *mc)
 		kw_addr_format(&o.quic_addr, qwhere, sizeof(qwhere));
 	if (o.metrics != NULL) /* the address bound: --metrics HOST:0 shows the kernel's port */
 		kw_addr_format(&mc->maddr, mwhere, sizeof(mwhere));
+	char quic[128] = "";
+	if (o.quic_listen != NULL) {
+		/* The engine auto resolves to, as every worker's engine instance does. */
+		const char *engine = strcmp(o.quic_engine, "auto") != 0     ? o.quic_engine
+		                     : kw_quic_engine_available("ipsec-mb") ? "ipsec-mb"
+		                                                            : "evp";
+		snprintf(quic, sizeof(quic), ", HTTP/3 on udp %s (1-RTT protection: %s%s%s)",
+		         qwhere, quic_crypto_names[o.quic_crypto],
+		         o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE ? " " : "",
+		         o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE ? engine : "");
+	}
 	kw_info("keyway-proxy listening on %s: %u worker%s, backend %s, async %s, notify %s, "
-	        "poll %s%s%s%s%s",
+	        "poll %s%s%s%s",
 	        where, o.workers, o.workers == 1 ? "" : "s", backend_names[o.backend],
 	        o.async ? "on" : "off", notify_names[o.notify], poll_names[o.poll],
-	        o.metrics != NULL ? ", metrics on " : "", mwhere,
-	        o.quic_listen != NULL ? ", HTTP/3 on udp " : "", qwhere);
+	        o.metrics != NULL ? ", metrics on " : "", mwhere, quic);
 	int status = kw_loop_run(mc->loop) < 0 ? 1 : 0;
 	kw_io_stop(mc->loop, &mc->sig_io);
 	return status;
