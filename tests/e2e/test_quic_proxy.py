@@ -2,15 +2,19 @@
 protection): --quic-crypto engine (the default; 1-RTT packets sent are sealed by Keyway's
 engine, evp and ipsec-mb, and opened by GnuTLS in the client, through key updates, with
 the counters to prove it) and --quic-crypto gnutls; HTTP/3 answers like --respond, GET
-/bytes/N whole and equal to the TCP body, parallel streams, a key update mid-transfer, the
---max-connections cap; hostile datagrams (random bytes, a truncated Initial, an unknown
-version, a short header for an unknown connection) leave a running transfer and the proxy
-unharmed and get the stateless answers QUIC prescribes; SIGTERM exits 0.
+/bytes/N whole and equal to the TCP body, Alt-Svc on TCP answers, parallel streams, the
+--max-connections cap, SIGHUP swapping the QUIC certificate with the TCP one (or
+neither); hostile datagrams (random bytes, a truncated Initial, an unknown version, a
+short header for an unknown connection, a flood of short Initials) leave a running
+transfer and the proxy unharmed and get the stateless answers QUIC prescribes; SIGTERM
+exits 0.
 """
 
 import hashlib
 import os
 import random
+import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -170,6 +174,31 @@ with c.section("--max-connections caps QUIC connections too"):
         c.eq(proc.returncode, 0, "the first connection finished")
         r = h3(p, "/", ca=crt)
         c.eq(r.returncode, 0, "its slot is free again")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+with c.section("SIGHUP swaps the QUIC certificate with the TCP one, or neither"):
+    d = os.path.join(tmp, "reload")
+    os.mkdir(d)
+    key_a, crt_a = make_cert(d, "a", "ec")
+    key_b, crt_b = make_cert(d, "b", "rsa")
+    live_key, live_crt = os.path.join(d, "live.key"), os.path.join(d, "live.crt")
+    shutil.copy(key_a, live_key)
+    shutil.copy(crt_a, live_crt)
+    with QuicProxy(live_key, live_crt, "--workers", "2") as p:
+        c.eq(h3(p, "/", ca=crt_a).returncode, 0, "serves certificate A")
+        shutil.copy(key_b, live_key)
+        shutil.copy(crt_b, live_crt)
+        p.signal(signal.SIGHUP)
+        c.check(p.wait_log("SIGHUP: reloaded", 10), "reloaded")
+        c.eq(h3(p, "/", ca=crt_b).returncode, 0, "after SIGHUP: QUIC serves certificate B")
+        c.eq(h3(p, "/", ca=crt_a).returncode, 1, "and no longer A")
+        open(live_crt, "w").write("not a certificate\n")
+        p.signal(signal.SIGHUP)
+        c.check(p.wait_log("reload failed", 10), "a broken file: the reload fails")
+        c.eq(h3(p, "/", ca=crt_b).returncode, 0, "QUIC keeps certificate B")
+        t = run(["curl", "-sS", "--cacert", crt_b, "--resolve", "localhost:%d:127.0.0.1" % p.port,
+                 "https://localhost:%d/" % p.port])
+        c.check(t.stdout == b"ok\n", "TCP keeps certificate B too", t.stderr)
         c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 
 with c.section("no Alt-Svc without --quic-listen"):
