@@ -66,6 +66,7 @@ static void key_cleanup(struct kwd_key *k)
 {
 	EVP_PKEY_free(k->pkey); /* OpenSSL wipes the private components */
 	free(k->path);
+	free(k->label);
 	memset(k, 0, sizeof(*k));
 }
 

@@ -16,14 +16,18 @@
 #include "keyway/keytype.h"
 #include "keyway/protocol.h"
 
+struct kwd_device;
+
 struct kwd_key {
-	EVP_PKEY *pkey; /* private key */
+	EVP_PKEY *pkey;            /* private key; for a device key, its public half */
+	struct kwd_device *device; /* non-NULL: computed by this device (executor.h), not inline */
 	enum kw_key_type type;
 	unsigned bits; /* modulus or field size */
 	uint8_t ski[KW_SKI_LEN];
 	bool has_digest; /* RSA only */
 	uint8_t digest[KW_DIGEST_LEN];
 	char *path;     /* file it came from, for logs */
+	char *label;    /* token label (label: ACL rules); NULL for key files */
 	unsigned index; /* dense index 0..count-1, for per-thread caches */
 };
 

@@ -32,8 +32,8 @@ static const char usage[] =
     "               [--pid-file FILE] [options]\n"
     "A keyless keyserver: signs and decrypts with the keys in DIR for keyless clients\n"
     "over mutual TLS (--listen) and/or a Unix socket (--unix); --tls-cert, --tls-key and\n"
-    "--client-ca are needed only with --listen. SIGHUP reloads the keys\n"
-    "and TLS files; SIGTERM drains and exits.";
+    "--client-ca are needed only with --listen. SIGHUP reloads the keys,\n"
+    "TLS files, CRLs and ACL; SIGTERM drains and exits.";
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
@@ -84,8 +84,9 @@ static int check_options(struct kwd_options *o, char *err, size_t errlen)
 			         missing);
 			return -KW_ECONFIG;
 		}
-	} else if (o->tls_cert || o->tls_key || o->client_ca) {
-		kw_warn("--tls-cert/--tls-key/--client-ca are unused without --listen");
+	} else if (o->tls_cert || o->tls_key || o->client_ca || o->client_crl) {
+		kw_warn(
+		    "--tls-cert/--tls-key/--client-ca/--client-crl are unused without --listen");
 	}
 	if (o->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -283,6 +284,10 @@ static int run(struct kwd_server *srv, struct kwd_options *o, const sigset_t *se
 	}
 	if (serve_metrics(srv, loop, o->metrics, metrics_at, sizeof(metrics_at)) < 0)
 		goto out_srv;
+	if ((rc = kwd_server_start_audit(srv, loop)) < 0) {
+		kw_error("--audit-log: cannot arm its timer: %s", kw_strerror(rc));
+		goto out_srv;
+	}
 	if (kwd_server_start(srv, err, sizeof(err)) < 0 ||
 	    kwd_server_write_pid(srv, err, sizeof(err)) < 0) {
 		kw_error("%s", err);
@@ -324,8 +329,12 @@ int main(int argc, char **argv)
 	    KW_OPT_STR("tls-cert", &o.tls_cert, "FILE", "server certificate chain, PEM"),
 	    KW_OPT_STR("tls-key", &o.tls_key, "FILE", "server private key, PEM (mode 0600)"),
 	    KW_OPT_STR("client-ca", &o.client_ca, "FILE", "CA certificates client certificates must chain to, PEM"),
+	    KW_OPT_STR("client-crl", &o.client_crl, "FILE", "PEM CRLs, one for every CA in --client-ca: revoked client certificates are refused (reloaded on SIGHUP)"),
+	    KW_OPT_STR("acl", &o.acl, "FILE", "per-client key rules, `allow CLIENT KEYS [OPS]` a line (reloaded on SIGHUP; default: all allowed)"),
+	    KW_OPT_STR("audit-log", &o.audit_log, "FILE", "every 10 s, a line per client, key and operation with its requests, denials and failures (- for stdout)"),
 	    KW_OPT_STR("unix", &o.unix_path, "PATH", "Unix socket listener, no TLS"),
 	    KW_OPT_STR("unix-mode", &o.unix_mode, "MODE", "permissions of the Unix socket, octal (default 0660)"),
+	    KW_OPT_FLAG("allow-world-socket", &o.allow_world_socket, "accept a --unix-mode that lets every local user connect (o+w)"),
 	    KW_OPT_STR("unix-group", &o.unix_group, "GROUP", "group of the Unix socket (name or number)"),
 	    KW_OPT_NUM("workers", &o.workers, "N", "worker threads (default: online cores)", 1, 1024),
 	    KW_OPT_STR("metrics", &o.metrics, "ADDR:PORT", "serve Prometheus metrics at http://ADDR:PORT/metrics"),

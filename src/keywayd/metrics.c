@@ -162,6 +162,18 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 	               "New connections closed at once: at --max-connections with none to evict, "
 	               "or out of descriptors.",
 	               sum_workers(m, offsetof(struct kwd_wmetrics, refused), 0));
+	kw_prom_family(&p, "keyway_keywayd_acl_denied_total", "counter",
+	               "Key requests --acl denied (answered as key not found), by reason: no rule "
+	               "for the client, none for the key, none for the operation.");
+	static const char *const reasons[KWD_NACL_REASON] = {"client", "key", "operation"};
+	for (unsigned r = 0; r < KWD_NACL_REASON; r++)
+		kw_prom_u64(&p, "keyway_keywayd_acl_denied_total",
+		            (const struct kw_prom_label[]){{"reason", reasons[r]}}, 1,
+		            sum_workers(m, offsetof(struct kwd_wmetrics, acl_denied), r));
+	kw_prom_single(&p, "keyway_keywayd_connections_revoked_total", "counter",
+	               "Open connections closed after a reload because their client certificate "
+	               "no longer verified (revoked, or its CA removed).",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, reverify_closed), 0));
 	kw_prom_family(&p, "keyless_connections", "gauge", "Open client connections by transport.");
 	by_transport(m, &p, "keyless_connections", offsetof(struct kwd_wmetrics, conns_open));
 	kw_prom_family(&p, "keyless_connections_total", "counter",

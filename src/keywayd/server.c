@@ -17,6 +17,7 @@
 #include "keyway/log.h"
 #include "keyway/protocol.h"
 #include "keyway/tls.h"
+#include "trust.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 1024
@@ -50,11 +51,26 @@ static int load_tls_key(const struct kwd_options *opt, EVP_PKEY **out, char *err
 	return rc;
 }
 
-/* server_ctx builds the listeners' context: --tls-cert with the key load_tls_key read. */
-static SSL_CTX *server_ctx(const struct kwd_options *opt, EVP_PKEY *key, char *err, size_t errlen)
+/*
+ * server_ctx builds the listeners' context: --tls-cert with the key
+ * load_tls_key read, --client-ca with the CRLs of --client-crl, and no
+ * session resumption (a revoked client must not get back in on an old session).
+ */
+static SSL_CTX *server_ctx(const struct kwd_options *opt, EVP_PKEY *key,
+                           uint8_t trust[KWD_TRUST_DIGEST_LEN], char *err, size_t errlen)
 {
 	char why[768];
 	SSL_CTX *ctx = kw_tls_server_ctx(opt->tls_cert, NULL, opt->client_ca, why, sizeof(why));
+	if (ctx != NULL && kwd_trust_no_resumption(ctx) < 0) {
+		SSL_CTX_free(ctx);
+		snprintf(err, errlen, "the TLS library refuses to turn session resumption off");
+		return NULL;
+	}
+	if (ctx != NULL &&
+	    kwd_trust_apply(ctx, opt->client_ca, opt->client_crl, trust, err, errlen) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 
 	if (ctx != NULL &&
 	    (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)) {
@@ -80,7 +96,9 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 	const struct kwd_options *opt = s->opt;
 	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable};
 	struct kwd_keystore *ks = NULL;
+	struct kwd_acl *acl = NULL;
 	SSL_CTX *ctx = NULL;
+	uint8_t trust[KWD_TRUST_DIGEST_LEN] = {0};
 
 	struct stat st;
 	const char *bad = NULL;
@@ -101,19 +119,24 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 		EVP_PKEY *key = NULL;
 		if ((rc = load_tls_key(opt, &key, err, errlen)) < 0)
 			goto err;
-		ctx = server_ctx(opt, key, err, errlen);
+		ctx = server_ctx(opt, key, trust, err, errlen);
 		EVP_PKEY_free(key);
 		if (ctx == NULL) {
 			rc = -KW_ECONFIG;
 			goto err;
 		}
 	}
+	if (opt->acl != NULL && (rc = kwd_acl_load(opt->acl, &acl, err, errlen)) < 0)
+		goto err;
 	if ((rc = kwd_gen_new(out, seq, ks, ctx)) < 0) {
 		snprintf(err, errlen, "out of memory");
 		goto err;
 	}
+	(*out)->acl = acl;
+	memcpy((*out)->trust, trust, sizeof(trust));
 	return 0;
 err:
+	kwd_acl_free(acl);
 	SSL_CTX_free(ctx);
 	kwd_keystore_free(ks);
 	return rc;
@@ -311,6 +334,16 @@ int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *e
 		}
 		s->unix_mode = (unsigned)m;
 	}
+	/* Anyone on the machine could then use the keys: only when asked in so many words. */
+	if (opt->unix_path != NULL && (s->unix_mode & 0002) && !opt->allow_world_socket) {
+		snprintf(err, errlen,
+		         "--unix-mode %04o lets every local user connect (o+w); fix: use 0660 "
+		         "with --unix-group, or pass --allow-world-socket (and --acl uid: rules)",
+		         s->unix_mode);
+		return -KW_ECONFIG;
+	}
+	if (opt->audit_log != NULL && kwd_audit_open(&s->audit, opt->audit_log, err, errlen) < 0)
+		return -KW_ECONFIG;
 
 	struct kwd_gen *g = NULL;
 	int rc = kwd_metrics_new(&s->metrics);
@@ -347,6 +380,7 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 		    .max_conns = s->opt->max_connections,
 		    .nconns = &s->nconns,
 		    .drain_ms = (uint64_t)s->opt->drain_timeout_s * 1000u,
+		    .audit = s->audit,
 		};
 		/* The worker owns its TCP listener from here on. */
 		if (s->tcp_fds != NULL)
@@ -367,6 +401,11 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+int kwd_server_start_audit(struct kwd_server *s, struct kw_loop *loop)
+{
+	return s->audit != NULL ? kwd_audit_start(s->audit, loop) : 0;
 }
 
 int kwd_server_write_pid(struct kwd_server *s, char *err, size_t errlen)
@@ -417,9 +456,12 @@ int kwd_server_reload(struct kwd_server *s)
 	char err[1024];
 	struct kwd_gen *g = NULL;
 	/* Only this thread replaces s->gens.gen, so reading it unlocked here is fine. */
+	if (s->audit != NULL)
+		(void)kwd_audit_reopen(s->audit); /* after log rotation; failures are logged */
 	int rc = build_gen(s, s->gens.gen->seq + 1, &g, err, sizeof(err));
 	if (rc < 0) {
-		kw_error("reload failed, still serving the previous keys and TLS files: %s", err);
+		kw_error("reload failed, still serving the previous keys, TLS files%s: %s",
+		         s->opt->acl != NULL ? " and ACL rules" : "", err);
 		kwd_metrics_reload(s->metrics, 0);
 		return rc;
 	}
@@ -428,8 +470,13 @@ int kwd_server_reload(struct kwd_server *s)
 	size_t n = kwd_keystore_count(g->ks);
 	kwd_metrics_set_keys(s->metrics, n);
 	kwd_metrics_reload(s->metrics, 1);
-	kw_info("reloaded: %zu key%s%s", n, n == 1 ? "" : "s",
-	        s->has_tcp ? ", TLS certificate, key and client CA" : "");
+	char acl[64] = "";
+	if (g->acl != NULL)
+		snprintf(acl, sizeof(acl), ", %zu ACL rule%s", kwd_acl_count(g->acl),
+		         kwd_acl_count(g->acl) == 1 ? "" : "s");
+	kw_info("reloaded: %zu key%s%s%s%s", n, n == 1 ? "" : "s",
+	        s->has_tcp ? ", TLS certificate, key and client CA" : "",
+	        s->opt->client_crl != NULL ? " and CRLs" : "", acl);
 	/* Idle workers let go of the old keys now rather than at their next request. */
 	for (unsigned i = 0; s->workers != NULL && i < s->nworkers; i++)
 		if (s->workers[i] != NULL)
@@ -485,5 +532,7 @@ void kwd_server_cleanup(struct kwd_server *s)
 	s->pid_written = false;
 	kwd_metrics_free(s->metrics);
 	s->metrics = NULL;
+	kwd_audit_free(s->audit); /* after the workers: their last counts are written */
+	s->audit = NULL;
 	kwd_gen_slot_cleanup(&s->gens);
 }
