@@ -72,6 +72,7 @@ struct kpx_qconn {
 	ngtcp2_connection_close_error last_error;
 	struct kw_list streams;
 	bool handshake_done;
+	bool draining; /* GOAWAY sent: close once the last request stream has ended */
 };
 
 static void qconn_free(struct kpx_qconn *c);
@@ -660,7 +661,23 @@ void kpx_qconn_flush(struct kpx_qconn *c)
 		close_with_error(c);
 		return;
 	}
+	if (c->draining && kw_list_empty(&c->streams)) {
+		kpx_qconn_close(c);
+		return;
+	}
 	arm_timer(c);
+}
+
+void kpx_qconn_drain(struct kpx_qconn *c)
+{
+	if (c->h3 == NULL || kw_list_empty(&c->streams)) {
+		kpx_qconn_close(c);
+		return;
+	}
+	/* GOAWAY: requests already received are answered, no new one is taken. */
+	c->draining = true;
+	nghttp3_conn_shutdown(c->h3);
+	mark_dirty(c);
 }
 
 /* ---- reading, timers, closing ---- */

@@ -30,6 +30,9 @@ void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
                     const struct sockaddr *peer, socklen_t peer_len);
 /* kpx_qconn_flush writes what c has to send (ep->dirty); it may close c. */
 void kpx_qconn_flush(struct kpx_qconn *c);
+/* kpx_qconn_drain sends GOAWAY and closes c once its open requests are answered (now if
+ * there are none). */
+void kpx_qconn_drain(struct kpx_qconn *c);
 /* kpx_qconn_close sends CONNECTION_CLOSE (NO_ERROR) and frees c. */
 void kpx_qconn_close(struct kpx_qconn *c);
 /* kpx_qconn_of is the connection on ep->conns or ep->dirty at node l. */

@@ -335,6 +335,19 @@ fail:
 void kpx_quic_drain(struct kpx_worker *w)
 {
 	struct kpx_qep *ep = w->quic;
+	if (ep == NULL || ep->draining)
+		return;
+	ep->draining = true;
+	for (struct kw_list *l = ep->conns.next; l != &ep->conns;) {
+		struct kpx_qconn *c = kpx_qconn_of(l, false);
+		l = l->next; /* c may be freed */
+		kpx_qconn_drain(c);
+	}
+}
+
+void kpx_quic_close_all(struct kpx_worker *w)
+{
+	struct kpx_qep *ep = w->quic;
 	if (ep == NULL)
 		return;
 	ep->draining = true;
@@ -347,7 +360,7 @@ void kpx_quic_stop(struct kpx_worker *w)
 	struct kpx_qep *ep = w->quic;
 	if (ep == NULL)
 		return;
-	kpx_quic_drain(w);
+	kpx_quic_close_all(w);
 	kw_io_stop(w->loop, &ep->io);
 	kw_hook_remove(w->loop, &ep->flush);
 	close(ep->fd);

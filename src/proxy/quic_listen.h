@@ -57,8 +57,13 @@ int kpx_quic_open_sockets(struct kw_addr *addr, unsigned n, int *fds, char *err,
 
 /* kpx_quic_start makes w's endpoint on socket fd (owned from here on) on w's loop. */
 int kpx_quic_start(struct kpx_worker *w, int fd);
-/* kpx_quic_drain stops taking new connections and closes the open ones (NO_ERROR). */
+/*
+ * kpx_quic_drain stops taking new connections and drains the open ones:
+ * GOAWAY, requests already received answered, then CONNECTION_CLOSE
+ * (NO_ERROR). kpx_quic_close_all closes every connection now.
+ */
 void kpx_quic_drain(struct kpx_worker *w);
+void kpx_quic_close_all(struct kpx_worker *w);
 /* kpx_quic_stop closes what is left and frees the endpoint (NULL-safe). */
 void kpx_quic_stop(struct kpx_worker *w);
 /* kpx_quic_conns is how many QUIC connections w holds. */

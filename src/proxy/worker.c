@@ -177,11 +177,13 @@ static void run(struct kpx_worker *w)
 				    kw_now_ns() + (uint64_t)w->opt->drain_timeout_s * 1000000000ull;
 				drain_step(w);
 			}
-			if (w->nconns == 0)
+			if (w->nconns == 0 && kpx_quic_conns(w) == 0)
 				return;
-			if (kw_now_ns() > drain_deadline)
+			if (kw_now_ns() > drain_deadline) {
 				close_conns(w,
 				            false); /* paused ones close when their op completes */
+				kpx_quic_close_all(w);
+			}
 		}
 		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
 		int timeout = kpx_poller_before_sleep(&w->poller);

@@ -201,6 +201,27 @@ with c.section("SIGHUP swaps the QUIC certificate with the TCP one, or neither")
         c.check(t.stdout == b"ok\n", "TCP keeps certificate B too", t.stderr)
         c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 
+with c.section("SIGTERM drains HTTP/3: GOAWAY, open requests answered"):
+    with QuicProxy(key, crt, "--workers", "1") as p:
+        dl = os.path.join(tmp, "drain")
+        proc = h3_start(p, "/bytes/200000000", "-o", dl, ca=crt)
+        time.sleep(0.3)
+        p.signal(signal.SIGTERM)
+        c.check(p.wait_log("draining", 5), "draining")
+        r = h3(p, "/", "--timeout", "2", ca=crt)
+        c.eq(r.returncode, 1, "no new connection while draining")
+        out, err = proc.communicate(timeout=60)
+        c.check(proc.returncode == 0 and os.path.getsize(dl) == 200000000,
+                "the transfer under way finished whole", err.decode()[-300:])
+        c.eq(p.wait(30), 0, "then the proxy exits 0")
+    with QuicProxy(key, crt, "--workers", "1", "--drain-timeout", "1") as p:
+        proc = h3_start(p, "/bytes/1000000000", "-o", os.devnull, ca=crt)
+        time.sleep(0.3)
+        p.signal(signal.SIGTERM)
+        c.eq(p.wait(20), 0, "--drain-timeout 1: the proxy closes what is left and exits 0")
+        out, err = proc.communicate(timeout=60)
+        c.eq(proc.returncode, 1, "the cut transfer fails in the client")
+
 with c.section("no Alt-Svc without --quic-listen"):
     with Proxy(key, crt, "--workers", "1") as p:
         t = run(["curl", "-sS", "-D", "-", "-o", os.devnull, "--cacert", crt, "--resolve",
