@@ -23,6 +23,7 @@
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
+#include "accesslog.h"
 #include "conn.h"
 #include "http.h"
 #include "keyway/log.h"
@@ -73,6 +74,11 @@ struct kpx_qconn {
 	struct kw_list streams;
 	bool handshake_done;
 	bool draining; /* GOAWAY sent: close once the last request stream has ended */
+	/* access log */
+	struct sockaddr_storage peer; /* the client's address at the start */
+	socklen_t peer_len;
+	uint64_t start_ns, handshake_ns, requests, rx_udp, tx_udp;
+	enum kpx_reason reason; /* the first cause recorded wins */
 };
 
 static void qconn_free(struct kpx_qconn *c);
@@ -98,6 +104,11 @@ struct kpx_qrelay *kpx_qconn_stream_relay(void *stream_user_data)
 	return ((struct qstream *)stream_user_data)->relay;
 }
 
+void kpx_qconn_count_request(struct kpx_qconn *c)
+{
+	c->requests++;
+}
+
 static void mark_dirty(struct kpx_qconn *c);
 
 void kpx_qconn_wake(struct kpx_qconn *c)
@@ -109,6 +120,12 @@ struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty)
 {
 	return dirty ? kw_container_of(l, struct kpx_qconn, dirty_node)
 	             : kw_container_of(l, struct kpx_qconn, node);
+}
+
+static void set_reason(struct kpx_qconn *c, enum kpx_reason r)
+{
+	if (c->reason == KPX_R_NONE)
+		c->reason = r;
 }
 
 static void mark_dirty(struct kpx_qconn *c)
@@ -268,6 +285,7 @@ static int respond(struct kpx_qconn *c, struct qstream *st)
 	nghttp3_data_reader dr = {.read_data = read_body};
 	bool body = !st->head && st->body_len > 0;
 	kpx_add(b < 0 ? &metrics(c)->quic_http_errors : &metrics(c)->quic_requests, 1);
+	c->requests++;
 	return nghttp3_conn_submit_response(c->h3, st->id, nva, sizeof(nva) / sizeof(nva[0]),
 	                                    body ? &dr : NULL);
 }
@@ -352,6 +370,7 @@ static int handshake_completed(ngtcp2_conn *conn, void *ud)
 {
 	struct kpx_qconn *c = ud;
 	c->handshake_done = true;
+	c->handshake_ns = kw_now_ns() - c->start_ns;
 	kpx_add(&metrics(c)->quic_handshakes, 1);
 	if (c->h3 == NULL && setup_h3(c) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -521,6 +540,7 @@ static int batch_send(struct kpx_qconn *c, struct batch *b, bool sealed)
 		return -1;
 	kpx_qep_send(c->ep, (struct sockaddr *)&b->peer, b->peer_len, b->buf, b->len,
 	             b->n > 1 ? b->gso : 0);
+	c->tx_udp += b->len;
 	b->len = b->n = b->gso = 0;
 	return 0;
 }
@@ -658,10 +678,12 @@ void kpx_qconn_flush(struct kpx_qconn *c)
 		return;
 	}
 	if (write_all(c) < 0) {
+		set_reason(c, KPX_R_INTERNAL);
 		close_with_error(c);
 		return;
 	}
 	if (c->draining && kw_list_empty(&c->streams)) {
+		set_reason(c, KPX_R_DONE);
 		kpx_qconn_close(c);
 		return;
 	}
@@ -671,6 +693,7 @@ void kpx_qconn_flush(struct kpx_qconn *c)
 void kpx_qconn_drain(struct kpx_qconn *c)
 {
 	if (c->h3 == NULL || kw_list_empty(&c->streams)) {
+		set_reason(c, KPX_R_DRAIN);
 		kpx_qconn_close(c);
 		return;
 	}
@@ -684,19 +707,32 @@ void kpx_qconn_drain(struct kpx_qconn *c)
 
 static void on_error(struct kpx_qconn *c, int rv)
 {
+	bool hs = c->handshake_done;
 	switch (rv) {
-	case NGTCP2_ERR_DRAINING:   /* the peer closed */
-	case NGTCP2_ERR_DROP_CONN:  /* nothing to say to it */
+	case NGTCP2_ERR_DRAINING: /* the peer closed */
+		set_reason(c, hs ? KPX_R_CLIENT_CLOSE : KPX_R_HANDSHAKE_FAILED);
+		qconn_free(c);
+		return;
+	case NGTCP2_ERR_DROP_CONN: /* nothing to say to it */
+		set_reason(c, hs ? KPX_R_CLIENT_CLOSE : KPX_R_HANDSHAKE_FAILED);
+		qconn_free(c);
+		return;
 	case NGTCP2_ERR_IDLE_CLOSE: /* idle timeout: close silently (RFC 9000 §10.1) */
+		set_reason(c, KPX_R_IDLE_TIMEOUT);
+		qconn_free(c);
+		return;
 	case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+		set_reason(c, KPX_R_HANDSHAKE_TIMEOUT);
 		qconn_free(c);
 		return;
 	case NGTCP2_ERR_CRYPTO:
+		set_reason(c, hs ? KPX_R_TLS_ERROR : KPX_R_HANDSHAKE_FAILED);
 		if (!c->last_error.error_code)
 			ngtcp2_connection_close_error_set_transport_error_tls_alert(
 			    &c->last_error, ngtcp2_conn_get_tls_alert(c->conn), NULL, 0);
 		break;
 	default:
+		set_reason(c, hs ? KPX_R_TLS_ERROR : KPX_R_HANDSHAKE_FAILED);
 		if (!c->last_error.error_code)
 			ngtcp2_connection_close_error_set_transport_error_liberr(&c->last_error, rv,
 			                                                         NULL, 0);
@@ -714,6 +750,7 @@ void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
 	    NULL,
 	};
 	ngtcp2_pkt_info pi = {0};
+	c->rx_udp += len;
 	int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, kw_now_ns());
 	if (rv != 0) {
 		on_error(c, rv);
@@ -754,14 +791,43 @@ static void close_with_error(struct kpx_qconn *c)
 
 void kpx_qconn_close(struct kpx_qconn *c)
 {
+	set_reason(c, KPX_R_DRAIN); /* unless a cause was recorded first */
 	ngtcp2_connection_close_error_set_application_error(&c->last_error, NGHTTP3_H3_NO_ERROR,
 	                                                    NULL, 0);
 	close_with_error(c);
 }
 
+/* log_close writes the connection's access log line. */
+static void log_close(struct kpx_qconn *c)
+{
+	char sni[256] = "";
+	size_t sni_len = sizeof(sni) - 1;
+	unsigned type;
+	const char *cipher = NULL;
+	if (c->tls != NULL) {
+		if (gnutls_server_name_get(c->tls, sni, &sni_len, &type, 0) != 0)
+			sni[0] = 0;
+		if (c->handshake_done)
+			cipher = gnutls_ciphersuite_get(c->tls);
+	}
+	struct kpx_access_quic q = {
+	    .peer = (struct sockaddr *)&c->peer,
+	    .sni = sni,
+	    .cipher = cipher,
+	    .start_ns = c->start_ns,
+	    .handshake_ns = c->handshake_ns,
+	    .requests = c->requests,
+	    .rx_udp = c->rx_udp,
+	    .tx_udp = c->tx_udp,
+	    .reason = c->reason == KPX_R_NONE ? KPX_R_DONE : c->reason,
+	};
+	kpx_accesslog_quic(c->ep->w, &q);
+}
+
 static void qconn_free(struct kpx_qconn *c)
 {
 	struct kpx_qep *ep = c->ep;
+	log_close(c);
 	if (c->conn != NULL) {
 		size_t n = ngtcp2_conn_get_num_scid(c->conn);
 		ngtcp2_cid *ids = calloc(n > 0 ? n : 1, sizeof(*ids));
@@ -877,6 +943,9 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t
 	c->conn_ref.get_conn = get_conn;
 	c->conn_ref.user_data = c;
 	c->odcid = hd->dcid;
+	c->start_ns = kw_now_ns();
+	memcpy(&c->peer, peer, peer_len <= sizeof(c->peer) ? peer_len : sizeof(c->peer));
+	c->peer_len = peer_len;
 	kw_list_init(&c->streams);
 	kw_list_init(&c->dirty_node);
 	kw_list_add_tail(&ep->conns, &c->node);
@@ -887,6 +956,7 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t
 	kpx_add(&ep->w->m.quic_accepted, 1);
 	if (setup_conn(c, hd, peer, peer_len) != 0) {
 		kw_warn("worker %u: cannot start a QUIC connection (out of memory?)", ep->w->id);
+		set_reason(c, KPX_R_INTERNAL);
 		qconn_free(c);
 		return;
 	}

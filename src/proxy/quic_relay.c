@@ -287,6 +287,7 @@ static int submit_head(struct kpx_qrelay *r, char *p, size_t len)
 	nghttp3_data_reader dr = {.read_data = read_data};
 	r->submitted = true;
 	kpx_add(&r->w->m.quic_requests, 1);
+	kpx_qconn_count_request(r->c);
 	if (nghttp3_conn_submit_response(kpx_qconn_h3(r->c), r->sid, nva, n,
 	                                 r->mode == BODY_NONE ? NULL : &dr) != 0)
 		return -1;

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from kwproxy import Checker, Proxy, make_cert, run, skip_without_proxy
+from kwproxy import Checker, Proxy, make_cert, run, skip_without_proxy, wait_for
 from kwquic import QuicProxy, h3, h3_start, pattern, skip_without_h3, udp_exchange
 
 skip_without_proxy()
@@ -100,7 +100,8 @@ with QuicProxy(key, crt, "--workers", "2") as p:
         big = 200000000
         dl = os.path.join(tmp, "big")
         proc = h3_start(p, "/bytes/%d" % big, "-o", dl, ca=crt)
-        time.sleep(0.2)
+        c.check(wait_for(lambda: p.metrics()["keyway_proxy_quic_connections"] == 1),
+                "the transfer is under way")
         rnd = random.Random(7)
         for n in (1, 7, 20, 100, 1200, 1500):
             udp_exchange(p.qport, bytes(rnd.getrandbits(8) for _ in range(n)), wait=0.01)
@@ -165,7 +166,8 @@ for what, args, engine_on in modes:
 with c.section("--max-connections caps QUIC connections too"):
     with QuicProxy(key, crt, "--workers", "1", "--max-connections", "1") as p:
         proc = h3_start(p, "/bytes/300000000", "-o", os.devnull, ca=crt)
-        time.sleep(0.3)
+        c.check(wait_for(lambda: p.metrics()["keyway_proxy_quic_connections"] == 1),
+                "the first connection is open")
         r = h3(p, "/", "--timeout", "2", ca=crt)
         c.eq(r.returncode, 1, "a second connection over --max-connections 1 fails")
         c.check(p.metrics()["keyway_proxy_quic_connections_refused_total"] >= 1,
@@ -205,7 +207,8 @@ with c.section("SIGTERM drains HTTP/3: GOAWAY, open requests answered"):
     with QuicProxy(key, crt, "--workers", "1") as p:
         dl = os.path.join(tmp, "drain")
         proc = h3_start(p, "/bytes/200000000", "-o", dl, ca=crt)
-        time.sleep(0.3)
+        c.check(wait_for(lambda: p.metrics()["keyway_proxy_quic_requests_total"] == 1),
+                "the transfer is under way")
         p.signal(signal.SIGTERM)
         c.check(p.wait_log("draining", 5), "draining")
         r = h3(p, "/", "--timeout", "2", ca=crt)
@@ -216,11 +219,29 @@ with c.section("SIGTERM drains HTTP/3: GOAWAY, open requests answered"):
         c.eq(p.wait(30), 0, "then the proxy exits 0")
     with QuicProxy(key, crt, "--workers", "1", "--drain-timeout", "1") as p:
         proc = h3_start(p, "/bytes/1000000000", "-o", os.devnull, ca=crt)
-        time.sleep(0.3)
+        c.check(wait_for(lambda: p.metrics()["keyway_proxy_quic_requests_total"] == 1),
+                "the transfer is under way")
         p.signal(signal.SIGTERM)
         c.eq(p.wait(20), 0, "--drain-timeout 1: the proxy closes what is left and exits 0")
         out, err = proc.communicate(timeout=60)
         c.eq(proc.returncode, 1, "the cut transfer fails in the client")
+
+with c.section("the access log has a proto=h3 line per QUIC connection"):
+    alog = os.path.join(tmp, "access.log")
+    with QuicProxy(key, crt, "--workers", "1", "--access-log", alog) as p:
+        c.eq(h3(p, "/bytes/1000", "-n", "3", "-o", os.devnull, ca=crt).returncode, 0, "3 requests")
+        other_key, other_crt = make_cert(tmp, "other", "ec")
+        c.eq(h3(p, "/", ca=other_crt).returncode, 1,
+             "a client that does not trust the certificate fails")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+    lines = [l for l in open(alog).read().splitlines() if "proto=h3" in l]
+    c.eq(len(lines), 2, "one line per connection")
+    ok = lines[0] if "requests=3" in lines[0] else lines[-1]
+    c.check("sni=localhost tls=TLSv1.3 cipher=TLS_AES_" in ok and "requests=3 " in ok and
+            ok.endswith("reason=client-close"), "the served connection's line", ok)
+    bad = [l for l in lines if l != ok]
+    c.check(bad and bad[0].endswith("reason=handshake-failed") and "requests=0" in bad[0],
+            "the failed handshake's line", bad)
 
 with c.section("no Alt-Svc without --quic-listen"):
     with Proxy(key, crt, "--workers", "1") as p:
