@@ -49,7 +49,7 @@ static const char usage[] =
 /* The options (kw_config_parse fills them). */
 static char *connect_to, *ca_file, *output, *method, *data_file;
 static bool insecure, include, stats, data_no_length;
-static unsigned nreq = 1, timeout_s = 30, key_update_kb;
+static unsigned nreq = 1, timeout_s = 30, key_update_kb, migrate_kb;
 
 /* clang-format off */
 static struct kw_option opts[] = {
@@ -65,6 +65,7 @@ static struct kw_option opts[] = {
     KW_OPT_FLAG("data-no-length", &data_no_length, "send the --data body without a Content-Length (the server learns its end from the stream's)"),
     KW_OPT_NUM("timeout", &timeout_s, "S", "give up after S seconds (default 30)", 1, 86400),
     KW_OPT_NUM("key-update-kb", &key_update_kb, "KB", "start a key update (RFC 9001 §6) every KB kilobytes of body received (default 0: never)", 0, 0),
+    KW_OPT_NUM("migrate-kb", &migrate_kb, "KB", "move to a new local port (connection migration, RFC 9000 §9) every KB kilobytes of body received (default 0: never)", 0, 0),
     KW_OPT_END,
 };
 /* clang-format on */
@@ -94,7 +95,7 @@ struct client {
 	char data_len_text[24];
 	struct req *reqs;
 	unsigned opened, finished, failed;
-	uint64_t body_bytes, next_key_update, key_updates;
+	uint64_t body_bytes, next_key_update, key_updates, next_migrate, migrations;
 	bool handshake_done;
 	const char *why; /* the first failure */
 };
@@ -472,6 +473,7 @@ static int setup_conn(struct client *c)
 	params.initial_max_stream_data_uni = 1u << 20;
 	params.initial_max_data = 16u << 20;
 	params.max_idle_timeout = 30 * NGTCP2_SECONDS;
+	params.active_connection_id_limit = 8; /* spare server IDs for --migrate-kb */
 	if (ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb,
 	                           &settings, &params, NULL, c) != 0)
 		return -1;
@@ -641,10 +643,41 @@ static void maybe_key_update(struct client *c)
 	}
 }
 
+/* maybe_migrate moves to a new UDP socket (a new local port) every --migrate-kb of body. */
+static void maybe_migrate(struct client *c)
+{
+	if (migrate_kb == 0 || c->body_bytes < c->next_migrate)
+		return;
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
+	int fd = socket(c->remote.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	ngtcp2_path path = {
+	    {(struct sockaddr *)&local, 0},
+	    {(struct sockaddr *)&c->remote, c->remote_len},
+	    NULL,
+	};
+	if (connect(fd, (struct sockaddr *)&c->remote, c->remote_len) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&local, &llen) != 0 ||
+	    (path.local.addrlen = llen,
+	     ngtcp2_conn_initiate_immediate_migration(c->conn, &path, now_ns()) != 0)) {
+		close(fd); /* not now (no spare connection ID yet): tried again later */
+		return;
+	}
+	close(c->fd);
+	c->fd = fd;
+	memcpy(&c->local, &local, llen);
+	c->local_len = llen;
+	c->migrations++;
+	c->next_migrate = c->body_bytes + (uint64_t)migrate_kb * 1024;
+}
+
 static int run(struct client *c)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_s * 1000000000ull;
 	c->next_key_update = (uint64_t)key_update_kb * 1024;
+	c->next_migrate = (uint64_t)migrate_kb * 1024;
 	if (write_all(c) < 0)
 		return -1;
 	while (c->finished < nreq && c->why == NULL) {
@@ -673,6 +706,7 @@ static int run(struct client *c)
 			return -1;
 		}
 		maybe_key_update(c);
+		maybe_migrate(c);
 		if (write_all(c) < 0)
 			return -1;
 	}
@@ -776,9 +810,9 @@ int main(int argc, char **argv)
 		}
 		fprintf(stderr,
 		        "keyway-h3: responses=%u status=%d body_bytes=%llu seconds=%.3f "
-		        "key_updates=%llu\n",
+		        "key_updates=%llu migrations=%llu\n",
 		        ok, st, (unsigned long long)c.body_bytes, (double)(now_ns() - t0) / 1e9,
-		        (unsigned long long)c.key_updates);
+		        (unsigned long long)c.key_updates, (unsigned long long)c.migrations);
 	}
 	if (status != 0)
 		fprintf(stderr, "keyway-h3: %s: %s\n", pos[0], c.why != NULL ? c.why : "failed");

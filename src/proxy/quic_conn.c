@@ -708,6 +708,7 @@ void kpx_qconn_drain(struct kpx_qconn *c)
 static void on_error(struct kpx_qconn *c, int rv)
 {
 	bool hs = c->handshake_done;
+	kw_debug("worker %u: QUIC connection: %s", c->ep->w->id, ngtcp2_strerror(rv));
 	switch (rv) {
 	case NGTCP2_ERR_DRAINING: /* the peer closed */
 		set_reason(c, hs ? KPX_R_CLIENT_CLOSE : KPX_R_HANDSHAKE_FAILED);
@@ -909,6 +910,9 @@ static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const struct
 	params.initial_max_streams_bidi = MAX_STREAMS_BIDI;
 	params.initial_max_streams_uni = 3;
 	params.max_idle_timeout = (uint64_t)o->quic_idle_timeout_s * NGTCP2_SECONDS;
+	/* Room for the client's spare connection IDs across migrations (ngtcp2's default 2
+	 * runs out when a migrating client replaces retired ones). */
+	params.active_connection_id_limit = 8;
 	params.original_dcid = hd->dcid;
 	params.stateless_reset_token_present = 1;
 	if (new_cid(c, &scid) != 0 ||

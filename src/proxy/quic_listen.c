@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -259,6 +260,34 @@ static void flush_dirty(struct kw_loop *loop, void *arg)
 
 /* ---- the endpoint ---- */
 
+/*
+ * steer_by_cid attaches a classic BPF program to the sockets' SO_REUSEPORT
+ * group that sends each datagram to the worker whose id is the first byte
+ * of its Destination Connection ID (our IDs begin with it): short headers
+ * and Handshake packets. Client Initials and 0-RTT carry IDs the client
+ * chose, and go by the kernel's 4-tuple hash (an index out of range falls
+ * back to it), as does a byte naming no worker. So a client whose address
+ * or port changes keeps reaching the worker that holds its connection.
+ */
+static int steer_by_cid(int fd)
+{
+	struct sock_filter code[] = {
+	    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),            /* 0: A = first byte */
+	    BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x80, 0, 4), /* 1: long header? else 6 */
+	    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x30),        /* 2: long packet type */
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x20, 0, 4),  /* 3: Handshake? else 8 */
+	    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 6),            /* 4: DCID[0] of a long header */
+	    BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0),              /* 5: to 7 */
+	    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),            /* 6: DCID[0] of a short header */
+	    BPF_STMT(BPF_RET | BPF_A, 0),                     /* 7: that worker's socket */
+	    BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),           /* 8: the kernel's hash */
+	};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) == 0
+	           ? 0
+	           : -errno;
+}
+
 int kpx_quic_open_sockets(struct kw_addr *addr, unsigned n, int *fds, char *err, size_t errlen)
 {
 	char text[300];
@@ -290,6 +319,13 @@ int kpx_quic_open_sockets(struct kw_addr *addr, unsigned n, int *fds, char *err,
 				kw_addr_set_port(addr, port);
 		}
 	}
+	/* The group's socket i is fds[i] (bound in order), worker i's. */
+	int rc = n > 1 ? steer_by_cid(fds[0]) : 0;
+	if (rc < 0)
+		kw_warn(
+		    "--quic-listen: cannot steer datagrams by connection ID (%s); a client that "
+		    "changes address may lose its connection",
+		    kw_strerror(rc));
 	return 0;
 }
 

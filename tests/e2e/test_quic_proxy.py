@@ -13,6 +13,7 @@ exits 0.
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -176,6 +177,22 @@ with c.section("--max-connections caps QUIC connections too"):
         c.eq(proc.returncode, 0, "the first connection finished")
         r = h3(p, "/", ca=crt)
         c.eq(r.returncode, 0, "its slot is free again")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+with c.section("--workers 2: a client that changes port keeps its connection"):
+    with QuicProxy(key, crt, "--workers", "2") as p:
+        workers = set()
+        for i in range(4):
+            r = h3(p, "/bytes/30000000", "--migrate-kb", "1500", "-o", os.path.join(tmp, "mig"),
+                   ca=crt)
+            err = r.stderr.decode()
+            m = re.search(r"migrations=(\d+)", err)
+            c.check(r.returncode == 0 and m and int(m.group(1)) >= 10,
+                    "run %d: 30 MB over at least 10 new client ports" % i, err[-300:])
+            c.check(open(os.path.join(tmp, "mig"), "rb").read() == pattern(30000000),
+                    "run %d: the body is intact" % i)
+        c.eq(p.metrics()["keyway_proxy_quic_stateless_resets_total"], 0.0,
+             "no datagram reached a worker that does not hold its connection")
         c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 
 with c.section("SIGHUP swaps the QUIC certificate with the TCP one, or neither"):
