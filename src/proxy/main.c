@@ -53,9 +53,11 @@ static const char *const backend_names[] = {"inline", "threads", "keyless", NULL
 static const char *const notify_names[] = {"callback", "fd", NULL};
 static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
 static const char *const quic_crypto_names[] = {"engine", "gnutls", NULL};
+static const char *const quic_retry_names[] = {"auto", "on", "off", NULL};
 _Static_assert(sizeof(enum kpx_backend_kind) == sizeof(int) &&
                    sizeof(enum kpx_notify) == sizeof(int) && sizeof(enum kpx_poll) == sizeof(int) &&
-                   sizeof(enum kpx_quic_crypto) == sizeof(int),
+                   sizeof(enum kpx_quic_crypto) == sizeof(int) &&
+                   sizeof(enum kpx_quic_retry) == sizeof(int),
                "KW_OPT_ENUM stores an int");
 
 static struct kpx_options o = {
@@ -126,6 +128,7 @@ static struct kw_option opts[] = {
     /* HTTP/3 */
     KW_OPT_STR("quic-listen", &o.quic_listen, "ADDR:PORT", "HTTP/3 over QUIC on this UDP address too (one SO_REUSEPORT socket per worker; same certificates and mode)"),
     KW_OPT_NUM("quic-idle-timeout", &o.quic_idle_timeout_s, "S", "QUIC idle timeout (transport parameter max_idle_timeout; default 30)", 1, 3600),
+    KW_OPT_CHOICE("quic-retry", &o.quic_retry, "auto|on|off", "answer client Initials with Retry, so clients prove their address first: auto (default: when a worker has 64 handshakes in progress), on (always) or off", quic_retry_names),
     KW_OPT_CHOICE("quic-crypto", &o.quic_crypto, "engine|gnutls", "who protects HTTP/3's 1-RTT packets sent: Keyway's QUIC engine, in batches (default), or ngtcp2's GnuTLS callbacks", quic_crypto_names),
     KW_OPT_STR("quic-engine", &o.quic_engine, "evp|ipsec-mb|auto", "--quic-crypto engine: the engine (default auto: ipsec-mb where built and supported, else evp)"),
     KW_OPT_END,

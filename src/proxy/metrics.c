@@ -146,6 +146,13 @@ static const struct family quic_families[] = {
         "Stateless resets sent for unknown connection IDs.", quic_stateless_resets),
     ONE("keyway_proxy_quic_version_negotiations_total", "counter",
         "Version Negotiation packets sent.", quic_version_negotiations),
+    ONE("keyway_proxy_quic_retries_total", "counter",
+        "Retry packets sent (--quic-retry): client Initials asked to prove their address.",
+        quic_retries),
+    ONE("keyway_proxy_quic_bad_tokens_total", "counter",
+        "Client Initials dropped for a Retry token that is forged, expired or from another "
+        "address.",
+        quic_bad_tokens),
     ONE("keyway_proxy_quic_requests_total", "counter", "HTTP/3 requests answered.", quic_requests),
     ONE("keyway_proxy_quic_http_errors_total", "counter",
         "HTTP/3 requests answered with an error status.", quic_http_errors),

@@ -34,6 +34,8 @@ enum kpx_backend_kind { KPX_BACKEND_INLINE, KPX_BACKEND_THREADS, KPX_BACKEND_KEY
 enum kpx_notify { KPX_NOTIFY_CALLBACK, KPX_NOTIFY_FD };
 /* --quic-crypto: Keyway's engine (quic_tx.c) or ngtcp2's own GnuTLS callbacks. */
 enum kpx_quic_crypto { KPX_QUIC_CRYPTO_ENGINE, KPX_QUIC_CRYPTO_GNUTLS };
+/* --quic-retry: Retry every client Initial, none, or under load (quic_listen.c). */
+enum kpx_quic_retry { KPX_QUIC_RETRY_AUTO, KPX_QUIC_RETRY_ON, KPX_QUIC_RETRY_OFF };
 
 /* Keyserver settings handed to the built-in provider (keys.c); NULL/0: not given. */
 struct kpx_keyless_opts {
@@ -74,8 +76,9 @@ struct kpx_options {
 	struct kw_addr quic_addr; /* parsed at start-up */
 	unsigned quic_idle_timeout_s;
 	enum kpx_quic_crypto quic_crypto; /* who protects 1-RTT packets sent */
-	char *quic_engine;                /* --quic-engine: evp, ipsec-mb or auto */
-	char alt_svc[64]; /* "Alt-Svc: h3=\":PORT\"; ma=86400\r\n" with --quic-listen, else "" */
+	enum kpx_quic_retry quic_retry;
+	char *quic_engine; /* --quic-engine: evp, ipsec-mb or auto */
+	char alt_svc[64];  /* "Alt-Svc: h3=\":PORT\"; ma=86400\r\n" with --quic-listen, else "" */
 };
 
 /* ---- the worker (worker.c) ---- */

@@ -370,6 +370,7 @@ static int handshake_completed(ngtcp2_conn *conn, void *ud)
 {
 	struct kpx_qconn *c = ud;
 	c->handshake_done = true;
+	c->ep->handshaking--;
 	c->handshake_ns = kw_now_ns() - c->start_ns;
 	kpx_add(&metrics(c)->quic_handshakes, 1);
 	if (c->h3 == NULL && setup_h3(c) != 0)
@@ -852,6 +853,8 @@ static void qconn_free(struct kpx_qconn *c)
 		gnutls_deinit(c->tls);
 	kpx_tls_unref(c->certs);
 	kpx_qtx_conn_cleanup(&c->tx);
+	if (!c->handshake_done)
+		ep->handshaking--;
 	ep->nconns--;
 	kpx_set(&ep->w->m.quic_conns, ep->nconns);
 	kpx_add(&ep->w->m.quic_closed, 1);
@@ -881,8 +884,8 @@ static int setup_tls(struct kpx_qconn *c)
 	return 0;
 }
 
-static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const struct sockaddr *peer,
-                      socklen_t peer_len)
+static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                      const struct sockaddr *peer, socklen_t peer_len)
 {
 	const struct kpx_options *o = c->ep->w->opt;
 	ngtcp2_callbacks cb;
@@ -914,6 +917,12 @@ static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const struct
 	 * runs out when a migrating client replaces retired ones). */
 	params.active_connection_id_limit = 8;
 	params.original_dcid = hd->dcid;
+	if (odcid != NULL) {
+		/* After our Retry: the client's first DCID, and the Retry's SCID it now uses. */
+		params.original_dcid = *odcid;
+		params.retry_scid = hd->dcid;
+		params.retry_scid_present = 1;
+	}
 	params.stateless_reset_token_present = 1;
 	if (new_cid(c, &scid) != 0 ||
 	    kpx_quic_reset_token(params.stateless_reset_token, &scid) != 0)
@@ -933,8 +942,9 @@ static void fill_pattern(void)
 		pattern[i] = (i % 64 == 63) ? '\n' : (uint8_t)('a' + i % 64 % 26);
 }
 
-void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t *data, size_t len,
-                      const struct sockaddr *peer, socklen_t peer_len)
+void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                      const uint8_t *data, size_t len, const struct sockaddr *peer,
+                      socklen_t peer_len)
 {
 	struct kpx_qconn *c = calloc(1, sizeof(*c));
 	if (c == NULL) {
@@ -958,7 +968,8 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t
 	ep->nconns++;
 	kpx_set(&ep->w->m.quic_conns, ep->nconns);
 	kpx_add(&ep->w->m.quic_accepted, 1);
-	if (setup_conn(c, hd, peer, peer_len) != 0) {
+	ep->handshaking++;
+	if (setup_conn(c, hd, odcid, peer, peer_len) != 0) {
 		kw_warn("worker %u: cannot start a QUIC connection (out of memory?)", ep->w->id);
 		set_reason(c, KPX_R_INTERNAL);
 		qconn_free(c);

@@ -20,11 +20,13 @@ struct kpx_qconn;
 /*
  * kpx_qconn_accept makes a connection for the client Initial hd (as
  * ngtcp2_accept decoded it) that arrived from peer, then reads the datagram
- * data into it. The connection holds a --max-connections slot the caller
- * took (given back at its end, or here on failure).
+ * data into it; odcid: the client's first DCID when hd came back with our
+ * Retry token (NULL: no Retry). The connection holds a --max-connections
+ * slot the caller took (given back at its end, or here on failure).
  */
-void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const uint8_t *data, size_t len,
-                      const struct sockaddr *peer, socklen_t peer_len);
+void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+                      const uint8_t *data, size_t len, const struct sockaddr *peer,
+                      socklen_t peer_len);
 /* kpx_qconn_read hands a datagram to c; it may close c. Writing waits for kpx_qconn_flush. */
 void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
                     const struct sockaddr *peer, socklen_t peer_len);

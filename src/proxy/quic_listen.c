@@ -47,12 +47,13 @@ struct kpx_qcid {
 
 /* ---- the stateless reset secret: one per process, so any worker answers alike ---- */
 
-static uint8_t reset_secret[32];
+static uint8_t reset_secret[32], token_secret[32];
 static pthread_once_t secret_once = PTHREAD_ONCE_INIT;
 
 static void make_secret(void)
 {
-	if (gnutls_rnd(GNUTLS_RND_KEY, reset_secret, sizeof(reset_secret)) != 0)
+	if (gnutls_rnd(GNUTLS_RND_KEY, reset_secret, sizeof(reset_secret)) != 0 ||
+	    gnutls_rnd(GNUTLS_RND_KEY, token_secret, sizeof(token_secret)) != 0)
 		abort(); /* no randomness: nothing safe to do */
 }
 
@@ -186,20 +187,82 @@ static void send_vn(struct kpx_qep *ep, const ngtcp2_version_cid *vc, const stru
 		kpx_add(&ep->w->m.quic_version_negotiations, 1);
 }
 
+/* need_retry: --quic-retry on, or auto with this worker's handshakes over the mark. */
+static bool need_retry(const struct kpx_qep *ep)
+{
+	switch (ep->w->opt->quic_retry) {
+	case KPX_QUIC_RETRY_ON:
+		return true;
+	case KPX_QUIC_RETRY_OFF:
+		return false;
+	default:
+		return ep->handshaking >= KPX_QUIC_RETRY_AUTO;
+	}
+}
+
+/*
+ * send_retry answers a client Initial with a Retry (RFC 9000 §8.1.2): the
+ * client must come back with the token, proving it receives at its
+ * address, before any connection state or handshake CPU is spent on it.
+ */
+static void send_retry(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *peer,
+                       socklen_t peer_len)
+{
+	uint8_t token[NGTCP2_CRYPTO_MAX_RETRY_TOKENLEN], out[256];
+	ngtcp2_cid scid;
+	scid.datalen = KPX_QUIC_SCID_LEN;
+	if (gnutls_rnd(GNUTLS_RND_NONCE, scid.data, scid.datalen) != 0)
+		return;
+	scid.data[0] = (uint8_t)ep->w->id; /* the connection will be this worker's */
+	pthread_once(&secret_once, make_secret);
+	ngtcp2_ssize tlen = ngtcp2_crypto_generate_retry_token(
+	    token, token_secret, sizeof(token_secret), hd->version, peer, peer_len, &scid,
+	    &hd->dcid, kw_now_ns());
+	if (tlen < 0)
+		return;
+	ngtcp2_ssize n = ngtcp2_crypto_write_retry(out, sizeof(out), hd->version, &hd->scid, &scid,
+	                                           &hd->dcid, token, (size_t)tlen);
+	if (n > 0 && kpx_qep_send(ep, peer, peer_len, out, (size_t)n, 0) == 0)
+		kpx_add(&ep->w->m.quic_retries, 1);
+}
+
 /* accept_initial makes a connection for a new client Initial, within the limits. */
 static void accept_initial(struct kpx_qep *ep, const uint8_t *data, size_t len,
                            const struct sockaddr *peer, socklen_t peer_len)
 {
 	ngtcp2_pkt_hd hd;
+	ngtcp2_cid odcid;
+	bool retried = false;
 	if (ngtcp2_accept(&hd, data, len) != 0) {
 		kpx_add(&ep->w->m.quic_dropped, 1); /* not an Initial, too small, bad header */
 		return;
 	}
-	if (ep->draining || !kpx_conn_take_slot(ep->w->opt->max_connections)) {
+	if (ep->draining) {
 		kpx_add(&ep->w->m.quic_refused, 1);
 		return;
 	}
-	kpx_qconn_accept(ep, &hd, data, len, peer, peer_len);
+	/* Only Retry tokens are ours (no NEW_TOKEN is sent); another token is ignored. */
+	if (hd.token.len > 0 && hd.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
+		pthread_once(&secret_once, make_secret);
+		if (ngtcp2_crypto_verify_retry_token(
+		        &odcid, hd.token.base, hd.token.len, token_secret, sizeof(token_secret),
+		        hd.version, peer, peer_len, &hd.dcid,
+		        KPX_QUIC_RETRY_TOKEN_S * NGTCP2_SECONDS, kw_now_ns()) != 0) {
+			kpx_add(&ep->w->m.quic_bad_tokens,
+			        1); /* forged, expired or another address */
+			return;
+		}
+		retried = true;
+	}
+	if (!retried && need_retry(ep)) {
+		send_retry(ep, &hd, peer, peer_len);
+		return;
+	}
+	if (!kpx_conn_take_slot(ep->w->opt->max_connections)) {
+		kpx_add(&ep->w->m.quic_refused, 1);
+		return;
+	}
+	kpx_qconn_accept(ep, &hd, retried ? &odcid : NULL, data, len, peer, peer_len);
 }
 
 static void dispatch(struct kpx_qep *ep, const uint8_t *data, size_t len,

@@ -23,6 +23,10 @@
 
 /* The server's connection IDs: fixed length, the first byte the worker's id. */
 #define KPX_QUIC_SCID_LEN 16
+/* --quic-retry auto: Retry once a worker has this many connections in their handshake. */
+#define KPX_QUIC_RETRY_AUTO 64
+/* How long a Retry token is good for. */
+#define KPX_QUIC_RETRY_TOKEN_S 10
 /* One GSO send at most: ~64 KB of equal-sized datagrams to one peer. */
 #define KPX_QUIC_TXBUF 65000
 
@@ -43,6 +47,7 @@ struct kpx_qep {
 	struct kw_list dirty; /* connections with something to write this turn */
 	struct kw_hook flush; /* writes the dirty connections before the loop sleeps */
 	unsigned nconns;
+	unsigned handshaking; /* connections whose handshake has not completed */
 	bool draining;
 	uint8_t *txbuf;     /* KPX_QUIC_TXBUF: one GSO batch being built */
 	struct kpx_qtx *tx; /* --quic-crypto engine (quic_tx.c); NULL: gnutls */

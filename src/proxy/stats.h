@@ -78,6 +78,7 @@ struct kpx_wmetrics {
 	_Atomic uint64_t quic_sends, quic_send_errors; /* sendmsg calls (one per GSO batch) */
 	_Atomic uint64_t quic_dropped; /* datagrams dropped before any connection saw them */
 	_Atomic uint64_t quic_stateless_resets, quic_version_negotiations;
+	_Atomic uint64_t quic_retries, quic_bad_tokens; /* Retry packets sent, tokens refused */
 	_Atomic uint64_t quic_requests, quic_http_errors;
 	/* --quic-crypto engine */
 	_Atomic uint64_t quic_packets_protected, quic_protect_batches, quic_protect_failures;

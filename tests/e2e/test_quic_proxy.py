@@ -179,6 +179,32 @@ with c.section("--max-connections caps QUIC connections too"):
         c.eq(r.returncode, 0, "its slot is free again")
         c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 
+with c.section("--quic-retry on: clients prove their address first"):
+    with QuicProxy(key, crt, "--workers", "2", "--quic-retry", "on") as p:
+        r = h3(p, "/bytes/1000000", "-o", os.path.join(tmp, "retry"), ca=crt)
+        c.check(r.returncode == 0 and open(os.path.join(tmp, "retry"), "rb").read() ==
+                pattern(1000000), "keyway-h3 through a Retry", r.stderr)
+        m = p.metrics()
+        c.check(m["keyway_proxy_quic_retries_total"] >= 1, "a Retry was sent")
+        c.eq(m["keyway_proxy_quic_connections_accepted_total"], 1.0,
+             "one connection, made after the token came back")
+        # An Initial with a forged Retry token: no connection, no answer.
+        dcid = bytes(range(8))
+        token = b"\xb6" + bytes(40)
+        rest = bytes([len(token)]) + token
+        body_len = 1200 - (1 + 4 + 1 + 8 + 1 + 8 + len(rest) + 2)
+        forged = long_header(1, dcid, b"\x02" * 8, rest + bytes([0x40 | body_len >> 8,
+                                                            body_len & 0xff]), pad_to=1200)
+        c.eq(udp_exchange(p.qport, forged), b"", "a forged token: no answer")
+        m = p.metrics()
+        c.check(m["keyway_proxy_quic_bad_tokens_total"] >= 1, "the forged token counted")
+        c.eq(m["keyway_proxy_quic_connections_accepted_total"], 1.0, "and no connection made")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+    with QuicProxy(key, crt, "--workers", "1") as p:
+        c.eq(h3(p, "/", ca=crt).returncode, 0, "--quic-retry auto, one client")
+        c.eq(p.metrics()["keyway_proxy_quic_retries_total"], 0.0, "no Retry when not loaded")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
 with c.section("--workers 2: a client that changes port keeps its connection"):
     with QuicProxy(key, crt, "--workers", "2") as p:
         workers = set()
