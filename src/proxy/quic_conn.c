@@ -26,6 +26,7 @@
 #include "accesslog.h"
 #include "conn.h"
 #include "http.h"
+#include "proxyv2.h"
 #include "keyway/log.h"
 #include "quic_listen.h"
 #include "quic_relay.h"
@@ -102,6 +103,24 @@ struct kpx_worker *kpx_qconn_worker(struct kpx_qconn *c)
 struct kpx_qrelay *kpx_qconn_stream_relay(void *stream_user_data)
 {
 	return ((struct qstream *)stream_user_data)->relay;
+}
+
+void kpx_qconn_pp2_info(struct kpx_qconn *c, struct kpx_pp2_info *in, char *sni_buf, size_t sni_len)
+{
+	unsigned type;
+	size_t len = sni_len - 1;
+	if (gnutls_server_name_get(c->tls, sni_buf, &len, &type, 0) != 0)
+		sni_buf[0] = 0;
+	*in = (struct kpx_pp2_info){
+	    .src = (struct sockaddr *)&c->peer,
+	    .dst = (struct sockaddr *)&c->ep->local,
+	    .tls_version = "TLSv1.3",
+	    .cipher = gnutls_ciphersuite_get(c->tls),
+	    .sni = sni_buf[0] != 0 ? sni_buf : NULL,
+	    .alpn = (const unsigned char *)"h3",
+	    .alpn_len = 2,
+	    .udp = true,
+	};
 }
 
 void kpx_qconn_count_request(struct kpx_qconn *c)

@@ -21,6 +21,7 @@
 #include "keyway/buf.h"
 #include "keyway/log.h"
 #include "keyway/net.h"
+#include "proxyv2.h"
 #include "quic_conn.h"
 
 #define BLK 16384
@@ -48,6 +49,8 @@ struct kpx_qrelay {
 	/* request */
 	char method[32];
 	struct kw_buf path, authority, fields, req;
+	uint8_t *pp2; /* --send-proxy-v2: the header to send first (NULL: none) */
+	int pp2_len;
 	bool have_host, have_clen, req_chunked, req_ended, head_sent, head_ready;
 	uint64_t credit_owed; /* body bytes received, not yet credited to flow control */
 	/* response */
@@ -605,8 +608,11 @@ static int send_head(struct kpx_qrelay *r, bool body)
 		return 0;
 	r->req_chunked = body && !r->have_clen;
 	struct kw_buf h = {0};
-	int rc = kw_buf_appendf(&h, "%s %.*s HTTP/1.1\r\n", r->method, (int)kw_buf_unread(&r->path),
-	                        (const char *)kw_buf_head(&r->path));
+	int rc = r->pp2 != NULL ? kw_buf_append(&h, r->pp2, (size_t)r->pp2_len) : 0;
+	if (rc == 0)
+		rc = kw_buf_appendf(&h, "%s %.*s HTTP/1.1\r\n", r->method,
+		                    (int)kw_buf_unread(&r->path),
+		                    (const char *)kw_buf_head(&r->path));
 	if (rc == 0 && !r->have_host)
 		rc = kw_buf_appendf(&h, "Host: %.*s\r\n", (int)kw_buf_unread(&r->authority),
 		                    (const char *)kw_buf_head(&r->authority));
@@ -634,6 +640,15 @@ int kpx_qrelay_headers_done(struct kpx_qrelay *r, bool fin)
 	if (r->method[0] == 0 || kw_buf_unread(&r->path) == 0 || strcmp(r->method, "CONNECT") == 0)
 		return -1;
 	const struct kpx_options *o = r->w->opt;
+	if (o->send_proxy_v2) {
+		/* The client as PROXY v2 says it: UDP transport, TLS 1.3 with its cipher, h3. */
+		struct kpx_pp2_info in;
+		char sni[256];
+		kpx_qconn_pp2_info(r->c, &in, sni, sizeof(sni));
+		if ((r->pp2 = malloc(KPX_PP2_MAX)) == NULL ||
+		    (r->pp2_len = kpx_pp2_build(r->pp2, KPX_PP2_MAX, &in)) < 0)
+			return -1;
+	}
 	int fd = kw_connect(&o->upstream_addr);
 	if (fd < 0) {
 		kpx_add(&r->w->m.upstream_connects[1], 1);
@@ -708,6 +723,7 @@ static void relay_free(void *p)
 	kw_buf_cleanup(&r->fields);
 	kw_buf_cleanup(&r->req);
 	kw_buf_cleanup(&r->head);
+	free(r->pp2);
 	free(r);
 }
 

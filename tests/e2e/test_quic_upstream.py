@@ -54,8 +54,28 @@ def read_request(f):
     return method, path, fields, body
 
 
+PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+pp2 = {}  # the last PROXY v2 header: family byte and TLVs by type
+
+
+def read_pp2(f):
+    head = f.read(16)
+    body = f.read(int.from_bytes(head[14:16], "big"))
+    pp2.clear()
+    pp2["family"] = head[13]
+    addr_len = {0x11: 12, 0x12: 12, 0x21: 36, 0x22: 36}.get(head[13], 0)
+    pp2["src_port"] = int.from_bytes(body[addr_len - 4:addr_len - 2], "big") if addr_len else 0
+    tlvs = body[addr_len:]
+    while len(tlvs) >= 3:
+        t, n = tlvs[0], int.from_bytes(tlvs[1:3], "big")
+        pp2[t] = tlvs[3:3 + n]
+        tlvs = tlvs[3 + n:]
+
+
 class Upstream(socketserver.StreamRequestHandler):
     def handle(self):
+        if self.request.recv(12, socket.MSG_PEEK) == PP2_SIG:
+            read_pp2(self.rfile)
         req = read_request(self.rfile)
         if req is None:
             return
@@ -154,6 +174,19 @@ with QuicProxy(key, crt, "--workers", "2", mode=["--upstream", up]) as p:
         c.check(m['keyway_proxy_upstream_connects_total{result="ok"}'] >= 15,
                 "upstream connections counted")
     c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+with c.section("--send-proxy-v2: the client as UDP, TLS 1.3, h3"):
+    with QuicProxy(key, crt, "--workers", "1", "--send-proxy-v2", mode=["--upstream", up]) as p:
+        r = h3(p, "/big/clen", "-o", out, ca=crt, timeout=60)
+        c.check(r.returncode == 0 and hashlib.sha256(open(out, "rb").read()).hexdigest() ==
+                BIG_SHA, "the response after a PROXY v2 header", r.stderr)
+        c.eq(pp2.get("family"), 0x12, "family UDP over IPv4")
+        c.eq(pp2.get(0x01), b"h3", "ALPN h3")
+        c.eq(pp2.get(0x02), b"localhost", "the SNI as AUTHORITY")
+        ssl_tlv = pp2.get(0x20, b"")
+        c.check(b"TLSv1.3" in ssl_tlv and b"TLS_AES_" in ssl_tlv,
+                "the SSL TLV names TLS 1.3 and the cipher", ssl_tlv)
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 
 with c.section("the upstream gone: 502"):
     s = socket.socket()
