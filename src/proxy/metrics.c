@@ -136,6 +136,10 @@ static const struct family quic_families[] = {
      qdirs, 2, OFF(quic_datagrams)},
     ONE("keyway_proxy_quic_sends_total", "counter",
         "sendmsg calls on QUIC sockets (one per GSO batch of datagrams).", quic_sends),
+    ONE("keyway_proxy_quic_receives_total", "counter",
+        "recvmmsg calls on QUIC sockets that returned datagrams (up to 16 buffers each, "
+        "GRO-coalesced runs split).",
+        quic_receives),
     ONE("keyway_proxy_quic_send_errors_total", "counter",
         "sendmsg calls that failed (datagrams lost; QUIC resends their frames).", quic_send_errors),
     ONE("keyway_proxy_quic_dropped_datagrams_total", "counter",

@@ -76,6 +76,7 @@ struct kpx_wmetrics {
 	_Atomic uint64_t quic_conns;                   /* gauge */
 	_Atomic uint64_t quic_datagrams[2];            /* 0: received, 1: sent */
 	_Atomic uint64_t quic_sends, quic_send_errors; /* sendmsg calls (one per GSO batch) */
+	_Atomic uint64_t quic_receives;                /* recvmmsg calls that returned datagrams */
 	_Atomic uint64_t quic_dropped; /* datagrams dropped before any connection saw them */
 	_Atomic uint64_t quic_stateless_resets, quic_version_negotiations;
 	_Atomic uint64_t quic_retries, quic_bad_tokens; /* Retry packets sent, tokens refused */
