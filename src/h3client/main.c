@@ -47,7 +47,7 @@ static const char usage[] =
     "2 for a usage error.";
 
 /* The options (kw_config_parse fills them). */
-static char *connect_to, *ca_file, *output, *method, *data_file;
+static char *connect_to, *ca_file, *output, *method, *data_file, *cipher;
 static bool insecure, include, stats, data_no_length;
 static unsigned nreq = 1, timeout_s = 30, key_update_kb, migrate_kb;
 
@@ -55,6 +55,7 @@ static unsigned nreq = 1, timeout_s = 30, key_update_kb, migrate_kb;
 static struct kw_option opts[] = {
     KW_OPT_STR("connect", &connect_to, "HOST:PORT", "connect to this address instead of the URL's (the URL's host still names the server: SNI, :authority, certificate check)"),
     KW_OPT_STR("ca", &ca_file, "FILE", "trust the certificates in this PEM file (default: the system's)"),
+    KW_OPT_STR("cipher", &cipher, "NAME", "offer only this TLS 1.3 cipher: aes-128-gcm, aes-256-gcm or chacha20-poly1305 (default: all three)"),
     KW_OPT_FLAG("insecure", &insecure, "do not verify the server's certificate"),
     KW_OPT_NUM("parallel", &nreq, "N", "(-n) requests in parallel on the one connection (default 1)", 1, MAX_STREAMS),
     KW_OPT_STR("output", &output, "FILE", "(-o) write the (first) body to FILE instead of stdout"),
@@ -398,10 +399,25 @@ static int get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *to
 
 static int setup_tls(struct client *c)
 {
-	static const char priority[] =
-	    "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
-	    "+CHACHA20-POLY1305:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:"
-	    "%DISABLE_TLS13_COMPAT_MODE";
+	char priority[256];
+	const char *ciphers = "+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305";
+	if (cipher != NULL && strcmp(cipher, "aes-128-gcm") == 0)
+		ciphers = "+AES-128-GCM";
+	else if (cipher != NULL && strcmp(cipher, "aes-256-gcm") == 0)
+		ciphers = "+AES-256-GCM";
+	else if (cipher != NULL && strcmp(cipher, "chacha20-poly1305") == 0)
+		ciphers = "+CHACHA20-POLY1305";
+	else if (cipher != NULL) {
+		fprintf(stderr,
+		        "keyway-h3: --cipher %s: fix: use aes-128-gcm, aes-256-gcm or "
+		        "chacha20-poly1305\n",
+		        cipher);
+		return -1;
+	}
+	snprintf(priority, sizeof(priority),
+	         "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:%s:-GROUP-ALL:+GROUP-X25519:"
+	         "+GROUP-SECP256R1:+GROUP-SECP384R1:%%DISABLE_TLS13_COMPAT_MODE",
+	         ciphers);
 	static const gnutls_datum_t alpn = {(unsigned char *)"h3", 2};
 	int rc = gnutls_certificate_allocate_credentials(&c->cred);
 	if (rc == 0)

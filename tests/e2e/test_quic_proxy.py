@@ -161,6 +161,12 @@ for what, args, engine_on in modes:
             c.check(open(body, "rb").read() == pattern(20000000), "%s: the body is intact" % what)
             r = h3(p, "/bytes/100000", "-n", "40", "-o", os.devnull, ca=crt)
             c.eq(r.returncode, 0, "%s: 40 parallel requests" % what)
+            for cipher in ("aes-256-gcm", "chacha20-poly1305"):
+                r = h3(p, "/bytes/3000000", "--cipher", cipher, "--key-update-kb", "1000",
+                       "-o", body, ca=crt)
+                c.check(r.returncode == 0 and open(body, "rb").read() == pattern(3000000),
+                        "%s: %s (its own header protection), with key updates" % (what, cipher),
+                        r.stderr)
             check_engine(p, what, engine_on)
             c.eq(p.stop(), 0, "%s: exit 0 on SIGTERM" % what)
 
