@@ -69,3 +69,60 @@ def udp_exchange(port, payload, wait=0.5):
         return b""
     finally:
         s.close()
+
+
+class LossyRelay:
+    """A UDP relay between one client and the proxy that drops a share of the datagrams
+    each way and swaps neighbours (reordering), from a seeded generator."""
+
+    def __init__(self, target_port, loss=0.02, reorder=0.02, seed=5):
+        import random
+        import threading
+        self.rnd = random.Random(seed)
+        self.loss, self.reorder = loss, reorder
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.port = self.front.getsockname()[1]
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.connect(("127.0.0.1", target_port))
+        self.client = None
+        self.dropped = self.swapped = self.passed = 0
+        self.stop = False
+        self.held = {}
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def forward(self, data, send, way):
+        if self.rnd.random() < self.loss:
+            self.dropped += 1
+            return
+        if way in self.held:
+            send(data)  # the newer one first: the held one comes after it
+            send(self.held.pop(way))
+            self.swapped += 1
+            self.passed += 2
+            return
+        if self.rnd.random() < self.reorder:
+            self.held[way] = data
+            return
+        send(data)
+        self.passed += 1
+
+    def run(self):
+        import select
+        while not self.stop:
+            ready, _, _ = select.select([self.front, self.back], [], [], 0.05)
+            for s in ready:
+                if s is self.front:
+                    data, addr = s.recvfrom(65536)
+                    self.client = addr
+                    self.forward(data, self.back.send, "up")
+                elif self.client is not None:
+                    data = s.recv(65536)
+                    self.forward(data, lambda d: self.front.sendto(d, self.client), "down")
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        self.front.close()
+        self.back.close()

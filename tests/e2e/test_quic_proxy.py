@@ -2,7 +2,8 @@
 protection): --quic-crypto engine (the default; 1-RTT packets sent are sealed by Keyway's
 engine, evp and ipsec-mb, and opened by GnuTLS in the client, through key updates, with
 the counters to prove it) and --quic-crypto gnutls; HTTP/3 answers like --respond, GET
-/bytes/N whole and equal to the TCP body, Alt-Svc on TCP answers, parallel streams, the
+/bytes/N whole and equal to the TCP body, Alt-Svc on TCP answers, parallel streams, 2 %
+loss and reordering through a UDP relay, Retry, port changes with --workers 2, the
 --max-connections cap, SIGHUP swapping the QUIC certificate with the TCP one (or
 neither); hostile datagrams (random bytes, a truncated Initial, an unknown version, a
 short header for an unknown connection, a flood of short Initials) leave a running
@@ -22,7 +23,8 @@ import tempfile
 import time
 
 from kwproxy import Checker, Proxy, make_cert, run, skip_without_proxy, wait_for
-from kwquic import QuicProxy, h3, h3_start, pattern, skip_without_h3, udp_exchange
+from kwquic import (H3, LossyRelay, QuicProxy, h3, h3_start, pattern, skip_without_h3,
+                    udp_exchange)
 
 skip_without_proxy()
 skip_without_h3()
@@ -183,6 +185,21 @@ with c.section("--max-connections caps QUIC connections too"):
         c.eq(proc.returncode, 0, "the first connection finished")
         r = h3(p, "/", ca=crt)
         c.eq(r.returncode, 0, "its slot is free again")
+        c.eq(p.stop(), 0, "exit 0 on SIGTERM")
+
+with c.section("2 % loss and 2 % reordering each way (a UDP relay), engine mode"):
+    with QuicProxy(key, crt, "--workers", "1") as p:
+        relay = LossyRelay(p.qport)
+        r = subprocess.run([H3, "--connect", "127.0.0.1:%d" % relay.port, "--ca", crt, "--stats",
+                            "-n", "4", "--key-update-kb", "2000", "-o", os.path.join(tmp, "lossy"),
+                            p.url("/bytes/5000000")], capture_output=True, timeout=120)
+        relay.close()
+        c.check(r.returncode == 0 and open(os.path.join(tmp, "lossy"), "rb").read() ==
+                pattern(5000000), "4 x 5 MB whole through loss and reordering", r.stderr)
+        c.check(relay.dropped > 100 and relay.swapped > 100,
+                "the relay dropped and swapped datagrams",
+                "dropped %d swapped %d passed %d" % (relay.dropped, relay.swapped, relay.passed))
+        check_engine(p, "lossy", True)
         c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 
 with c.section("--quic-retry on: clients prove their address first"):
