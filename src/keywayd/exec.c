@@ -185,6 +185,11 @@ int kwd_exec_prepare(const struct kwd_keystore *ks, const struct kw_msg *req,
 void kwd_exec_key(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kwd_exec_op *op,
                   struct kwd_exec_result *res)
 {
+	if (op->key->p11 != NULL) {
+		/* A token key holds no private key here: only its device computes it. */
+		kwd_exec_result_error(res, KW_ERR_INTERNAL);
+		return;
+	}
 	if (e->ks_id != kwd_keystore_id(ks) || op->key->index >= e->nkeys) {
 		if (rebind(e, ks) != 0) {
 			kwd_exec_result_error(res, KW_ERR_INTERNAL);

@@ -81,6 +81,13 @@ void kwd_metrics_free(struct kwd_metrics *m);
 /* kwd_metrics_add_worker registers a worker's block; call before the workers start. */
 int kwd_metrics_add_worker(struct kwd_metrics *m, struct kwd_wmetrics *wm);
 
+struct kwd_devpool;
+/*
+ * kwd_metrics_set_devpool adds the PKCS#11 device threads' counters
+ * (keyway_keywayd_pkcs11_*) to the page; pool outlives the metrics server.
+ */
+void kwd_metrics_set_devpool(struct kwd_metrics *m, struct kwd_devpool *pool);
+
 /* Process-wide values, written by the main thread. */
 void kwd_metrics_set_keys(struct kwd_metrics *m, uint64_t n);
 void kwd_metrics_reload(struct kwd_metrics *m, int ok);

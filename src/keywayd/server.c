@@ -90,21 +90,44 @@ static SSL_CTX *server_ctx(const struct kwd_options *opt, EVP_PKEY *key,
 	return ctx;
 }
 
+/* Token operations waiting for a device thread, at most (then answered 0x08 at once). */
+#define KWD_DEVICE_QUEUE 16384
+
+/* load_tokens reads the keys of the --pkcs11 URIs (at start-up and on every reload). */
+static int load_tokens(const struct kwd_options *opt, struct kwd_p11_set **out, char *err,
+                       size_t errlen)
+{
+	size_t n = 0;
+	*out = NULL;
+	while (opt->pkcs11 != NULL && opt->pkcs11[n] != NULL)
+		n++;
+	if (n == 0)
+		return 0;
+	struct kwd_p11_options po = {
+	    .module = opt->pkcs11_module,
+	    .uris = (const char *const *)opt->pkcs11,
+	    .nuris = n,
+	    .allow_group_readable = opt->allow_group_readable,
+	};
+	return kwd_p11_load(&po, out, err, errlen);
+}
+
 static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, char *err,
                      size_t errlen)
 {
 	const struct kwd_options *opt = s->opt;
 	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable};
 	struct kwd_keystore *ks = NULL;
+	struct kwd_p11_set *p11 = NULL;
 	struct kwd_acl *acl = NULL;
 	SSL_CTX *ctx = NULL;
 	uint8_t trust[KWD_TRUST_DIGEST_LEN] = {0};
 
 	struct stat st;
 	const char *bad = NULL;
-	if (stat(opt->keys_dir, &st) != 0)
+	if (opt->keys_dir != NULL && stat(opt->keys_dir, &st) != 0)
 		bad = strerror(errno);
-	else if (!S_ISDIR(st.st_mode))
+	else if (opt->keys_dir != NULL && !S_ISDIR(st.st_mode))
 		bad = "not a directory";
 	if (bad != NULL) {
 		snprintf(err, errlen,
@@ -112,7 +135,13 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 		         opt->keys_dir, bad);
 		return -KW_ECONFIG;
 	}
-	int rc = kwd_keystore_load(opt->keys_dir, &ko, &ks, err, errlen);
+	int rc = load_tokens(opt, &p11, err, errlen);
+	if (rc < 0)
+		return rc;
+	ko.p11 = p11;
+	ko.p11_device = &s->p11dev.dev;
+	rc = kwd_keystore_load(opt->keys_dir, &ko, &ks, err, errlen);
+	kwd_p11_set_unref(p11); /* the keystore holds its own reference */
 	if (rc < 0)
 		return rc;
 	if (s->has_tcp) {
@@ -351,6 +380,16 @@ int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *e
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	if (opt->pkcs11 != NULL && opt->pkcs11[0] != NULL) {
+		if ((rc = kwd_devpool_new(opt->pkcs11_threads, KWD_DEVICE_QUEUE, &s->devpool)) <
+		    0) {
+			snprintf(err, errlen, "cannot start the PKCS#11 device threads: %s",
+			         kw_strerror(rc));
+			return rc;
+		}
+		kwd_p11_device_init(&s->p11dev, s->devpool);
+		kwd_metrics_set_devpool(s->metrics, s->devpool);
+	}
 	if ((rc = build_gen(s, 1, &g, err, errlen)) < 0)
 		return rc;
 	kwd_gen_slot_publish(&s->gens, g);
@@ -534,5 +573,9 @@ void kwd_server_cleanup(struct kwd_server *s)
 	s->metrics = NULL;
 	kwd_audit_free(s->audit); /* after the workers: their last counts are written */
 	s->audit = NULL;
+	/* After the workers: their executors waited for every device job. */
+	kwd_devpool_free(s->devpool);
+	s->devpool = NULL;
 	kwd_gen_slot_cleanup(&s->gens);
+	kwd_p11_wait_teardowns(); /* token sets released by the generations */
 }

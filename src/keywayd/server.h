@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "audit.h"
+#include "device.h"
 #include "gen.h"
 #include "keyway/net.h"
 #include "metrics.h"
@@ -40,6 +41,9 @@ struct kwd_options {
 	bool allow_group_readable;
 	bool allow_world_socket; /* accept a --unix-mode letting others connect (o+w) */
 	int log_level;           /* enum kw_log_level */
+	char *pkcs11_module;     /* default PKCS#11 module of --pkcs11 URIs */
+	char **pkcs11;           /* --pkcs11 URIs (NULL-terminated), or NULL */
+	unsigned pkcs11_threads; /* device threads; 0: online cores */
 };
 
 struct kwd_worker;
@@ -59,8 +63,10 @@ struct kwd_server {
 
 	struct kwd_worker **workers;
 	struct kwd_metrics *metrics;
-	struct kwd_audit *audit; /* --audit-log, or NULL */
-	atomic_uint nconns;      /* open connections of every worker (--max-connections) */
+	struct kwd_audit *audit;      /* --audit-log, or NULL */
+	struct kwd_devpool *devpool;  /* token operations; NULL without --pkcs11 */
+	struct kwd_p11_device p11dev; /* the executor's device kind over devpool */
+	atomic_uint nconns;           /* open connections of every worker (--max-connections) */
 };
 
 /*
