@@ -17,6 +17,9 @@ packages=(
 	libssl-dev openssl                            # OpenSSL 3.0: all crypto and TLS
 	python3 python3-cryptography                  # the independent keyless client of the e2e tests
 	libipsec-mb-dev                               # the QUIC ipsec-mb engine (AES-GCM bursts)
+	libngtcp2-dev libngtcp2-crypto-gnutls-dev     # HTTP/3: QUIC (ngtcp2 0.12) with its GnuTLS helper
+	libnghttp3-dev libgnutls28-dev                # HTTP/3 framing and QPACK; the QUIC handshake's TLS
+	chromium-headless-shell                       # the HTTP/3 browser test (tests/e2e/test_quic_chromium.py)
 	libp11-kit-dev                                # keywayd: PKCS#11 URIs (RFC 7512) and pkcs11.h
 	softhsm2                                      # a PKCS#11 token for keywayd's tests and benchmark
 	gnuplot-nox                                   # benchmark plots

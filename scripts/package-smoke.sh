@@ -30,7 +30,7 @@ for tool in apt-get dpkg-deb curl openssl python3 man timeout; do
 	command -v "$tool" >/dev/null || { echo "$tool is needed" >&2; exit 1; }
 done
 version=$(dpkg-deb -f "$deb" Version)
-programs=(keywayd keyway-proxy keyway keyway-bench keyway-relay)
+programs=(keywayd keyway-proxy keyway keyway-bench keyway-relay keyway-h3)
 export DEBIAN_FRONTEND=noninteractive
 
 scratch=$(mktemp -d /tmp/keyway-smoke.XXXXXX)

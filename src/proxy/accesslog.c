@@ -103,6 +103,34 @@ void kpx_accesslog_conn(const struct kpx_conn *c)
 	emit(o, line, n);
 }
 
+void kpx_accesslog_quic(const struct kpx_worker *w, const struct kpx_access_quic *q)
+{
+	const struct kpx_options *o = w->opt;
+	char line[LINE_MAX_LEN], when[96], client[INET6_ADDRSTRLEN + 10], sni[256], cipher[64];
+	char hs[32] = "-";
+
+	if (o->access_fd < 0)
+		return;
+	timestamp(when, sizeof(when));
+	kw_sockaddr_format(q->peer, "-", client, sizeof(client));
+	sanitize(q->sni, sni, sizeof(sni));
+	sanitize(q->cipher, cipher, sizeof(cipher));
+	if (q->handshake_ns != 0)
+		snprintf(hs, sizeof(hs), "%.3f", (double)q->handshake_ns / 1e6);
+	uint64_t now = kw_now_ns();
+	/* The TCP line's keys, with proto=h3 first; bytes are UDP payload bytes, not
+	 * plaintext, and requests= counts the HTTP/3 requests answered. */
+	int n = snprintf(line, sizeof(line),
+	                 "time=%s worker=%u proto=h3 client=%s sni=%s tls=%s cipher=%s "
+	                 "handshake_ms=%s duration_ms=%.3f requests=%llu rx_udp=%llu tx_udp=%llu "
+	                 "reason=%s\n",
+	                 when, w->id, client, sni, q->handshake_ns != 0 ? "TLSv1.3" : "-", cipher,
+	                 hs, (double)(now > q->start_ns ? now - q->start_ns : 0) / 1e6,
+	                 (unsigned long long)q->requests, (unsigned long long)q->rx_udp,
+	                 (unsigned long long)q->tx_udp, kpx_reason_names[q->reason]);
+	emit(o, line, n);
+}
+
 void kpx_accesslog_refused(const struct kpx_worker *w, const struct sockaddr *peer)
 {
 	const struct kpx_options *o = w->opt;

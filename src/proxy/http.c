@@ -52,6 +52,10 @@ static int parse_request_line(struct kpx_http_req *req, const uint8_t *p, const 
 		p++;
 	if (p == target || p >= e || *p != ' ')
 		return -400;
+	int b = kpx_http_bytes_path((const char *)target, (size_t)(p - target), &req->nbytes);
+	if (b < 0)
+		return -400;
+	req->bytes = b > 0;
 	p++;
 	if (e - p != 8 || memcmp(p, "HTTP/", 5) != 0 || p[6] != '.' || p[5] < '0' || p[5] > '9' ||
 	    p[7] < '0' || p[7] > '9')
@@ -162,11 +166,57 @@ int kpx_http_parse(struct kpx_http_req *req, const uint8_t *p, size_t len)
 	return 1;
 }
 
+int kpx_http_bytes_path(const char *target, size_t len, uint64_t *n)
+{
+	if (len < 7 || memcmp(target, "/bytes/", 7) != 0)
+		return 0;
+	uint64_t v = 0;
+	if (len == 7)
+		return -1;
+	for (size_t i = 7; i < len; i++) {
+		if (target[i] < '0' || target[i] > '9' || v > KPX_HTTP_BYTES_MAX)
+			return -1;
+		v = v * 10 + (uint64_t)(target[i] - '0');
+	}
+	if (v > KPX_HTTP_BYTES_MAX)
+		return -1;
+	*n = v;
+	return 1;
+}
+
+int kpx_http_fill(struct kw_buf *out, uint64_t *left, size_t max)
+{
+	/* Lines of 64 letters: readable in a terminal, the same over TCP and HTTP/3. */
+	static const char line[] =
+	    "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijk\n";
+	size_t n = *left < max ? (size_t)*left : max;
+	if (kw_buf_reserve(out, n) < 0)
+		return -ENOMEM;
+	uint8_t *t = kw_buf_tail(out);
+	for (size_t i = 0; i < n; i += 64)
+		memcpy(t + i, line, n - i < 64 ? n - i : 64);
+	out->len += n;
+	*left -= n;
+	return 0;
+}
+
 int kpx_http_respond(struct kw_buf *out, const struct kpx_http_req *req, const char *body,
                      bool close)
 {
-	char hdr[256];
+	return kpx_http_respond_ex(out, req, body, close, NULL);
+}
+
+int kpx_http_respond_ex(struct kw_buf *out, const struct kpx_http_req *req, const char *body,
+                        bool close, const char *extra)
+{
+	char hdr[512];
 	size_t blen = strlen(body);
+	const char *type = "text/plain";
+	unsigned long long clen = blen;
+	if (req->bytes) {
+		type = "application/octet-stream";
+		clen = req->nbytes;
+	}
 	const char *conn = "";
 
 	if (close || !req->keep_alive)
@@ -174,14 +224,14 @@ int kpx_http_respond(struct kw_buf *out, const struct kpx_http_req *req, const c
 	else if (req->minor == 0)
 		conn = "Connection: keep-alive\r\n";
 	int n = snprintf(hdr, sizeof(hdr),
-	                 "HTTP/1.1 200 OK\r\nServer: keyway-proxy\r\nContent-Type: text/plain\r\n"
-	                 "Content-Length: %zu\r\n%s\r\n",
-	                 blen, conn);
+	                 "HTTP/1.1 200 OK\r\nServer: keyway-proxy\r\nContent-Type: %s\r\n"
+	                 "Content-Length: %llu\r\n%s%s\r\n",
+	                 type, clen, conn, extra != NULL ? extra : "");
 	if (n < 0 || (size_t)n >= sizeof(hdr))
 		return -EINVAL;
 	if (kw_buf_append(out, hdr, (size_t)n) < 0)
 		return -ENOMEM;
-	return req->head ? 0 : kw_buf_append(out, body, blen);
+	return req->head || req->bytes ? 0 : kw_buf_append(out, body, blen);
 }
 
 int kpx_http_error(struct kw_buf *out, int status)

@@ -27,9 +27,11 @@
 #include "keyway/loop.h"
 #include "keyway/net.h"
 #include "keyway/rsa_batch.h"
+#include "keyway/quic.h"
 #include "keyway/signals.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "quic_listen.h"
 #include "tlsctx.h"
 #include "upstream.h"
 #include "worker.h"
@@ -51,8 +53,12 @@ static const char usage[] =
 static const char *const backend_names[] = {"inline", "threads", "keyless", NULL};
 static const char *const notify_names[] = {"callback", "fd", NULL};
 static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
+static const char *const quic_crypto_names[] = {"engine", "gnutls", NULL};
+static const char *const quic_retry_names[] = {"auto", "on", "off", NULL};
 _Static_assert(sizeof(enum kpx_backend_kind) == sizeof(int) &&
-                   sizeof(enum kpx_notify) == sizeof(int) && sizeof(enum kpx_poll) == sizeof(int),
+                   sizeof(enum kpx_notify) == sizeof(int) && sizeof(enum kpx_poll) == sizeof(int) &&
+                   sizeof(enum kpx_quic_crypto) == sizeof(int) &&
+                   sizeof(enum kpx_quic_retry) == sizeof(int),
                "KW_OPT_ENUM stores an int");
 
 static struct kpx_options o = {
@@ -72,6 +78,8 @@ static struct kpx_options o = {
     .drain_timeout_s = 10,
     .max_handshake_bytes = 65536,
     .access_fd = -1,
+    .quic_idle_timeout_s = 30,
+    .quic_engine = "auto",
 };
 
 /* One entry per line: the table reads as a table. */
@@ -119,6 +127,12 @@ static struct kw_option opts[] = {
     KW_OPT_NUM("max-connections", &o.max_connections, "N", "open client connections, all workers together; more are accepted and closed at once (default 0: no limit)", 0, 0),
     KW_OPT_NUM("max-handshake-bytes", &o.max_handshake_bytes, "N", "close a client that sends more than N bytes before its handshake completes (default 65536; 0: no limit)", 0, 0),
     KW_OPT_STR("access-log", &o.access_log, "FILE|-|off", "one key=value line per connection at close: appended to FILE, - for stderr (default), off for none; SIGHUP reopens FILE"),
+    /* HTTP/3 */
+    KW_OPT_STR("quic-listen", &o.quic_listen, "ADDR:PORT", "HTTP/3 over QUIC on this UDP address too (one SO_REUSEPORT socket per worker; same certificates and mode)"),
+    KW_OPT_NUM("quic-idle-timeout", &o.quic_idle_timeout_s, "S", "QUIC idle timeout (transport parameter max_idle_timeout; default 30)", 1, 3600),
+    KW_OPT_CHOICE("quic-retry", &o.quic_retry, "auto|on|off", "answer client Initials with Retry, so clients prove their address first: auto (default: when a worker has 64 handshakes in progress), on (always) or off", quic_retry_names),
+    KW_OPT_CHOICE("quic-crypto", &o.quic_crypto, "engine|gnutls", "who protects HTTP/3's 1-RTT packets sent: Keyway's QUIC engine, in batches (default), or ngtcp2's GnuTLS callbacks", quic_crypto_names),
+    KW_OPT_STR("quic-engine", &o.quic_engine, "evp|ipsec-mb|auto", "--quic-crypto engine: the engine (default auto: ipsec-mb where built and supported, else evp)"),
     KW_OPT_END,
 };
 /* clang-format on */
@@ -159,6 +173,13 @@ static int check_keys(char *err, size_t errlen)
 		local |= !r;
 	}
 	o.keys_remote = remote;
+	if (o.quic_listen != NULL && remote) {
+		snprintf(err, errlen,
+		         "--quic-listen needs local key files: QUIC's handshake signs with GnuTLS, "
+		         "synchronously; fix: give a local PEM private key for every --cert, or "
+		         "drop --quic-listen");
+		return -KW_ECONFIG;
+	}
 	if (!option_seen("backend")) {
 		o.backend = remote ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
 	} else if (o.backend == KPX_BACKEND_KEYLESS && !remote) {
@@ -215,9 +236,10 @@ struct main_ctx {
 	struct kpx_worker *workers;
 	unsigned started; /* worker threads running */
 	int *lfds;        /* listeners not yet handed to a worker */
+	int *qfds;        /* --quic-listen sockets not yet handed to a worker */
 	int sfd;          /* the signalfd */
 	struct kw_io sig_io;
-	struct kw_addr addr, maddr; /* --listen, --metrics */
+	struct kw_addr addr, maddr; /* --listen, --metrics (--quic-listen: o.quic_addr) */
 };
 
 /*
@@ -294,6 +316,17 @@ static int parse(struct main_ctx *mc, int argc, char **argv, char *err, size_t e
 	if (mc->addr.is_unix)
 		return kw_config_errorf(opts, "listen", err, errlen,
 		                        "'%s': fix: give a TCP ADDR:PORT", o.listen);
+	if (o.quic_listen != NULL &&
+	    (kw_addr_parse(&o.quic_addr, o.quic_listen, why, sizeof(why)) < 0 ||
+	     o.quic_addr.is_unix))
+		return kw_config_errorf(opts, "quic-listen", err, errlen,
+		                        "'%s': fix: give a UDP ADDR:PORT", o.quic_listen);
+	if (o.quic_listen != NULL && o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE &&
+	    !kw_quic_engine_available(o.quic_engine))
+		return kw_config_errorf(opts, "quic-engine", err, errlen,
+		                        "'%s' is not available here; fix: use evp, ipsec-mb (when "
+		                        "built with libipsec-mb and the CPU has AES-NI) or auto",
+		                        o.quic_engine);
 	if (o.metrics != NULL && kw_addr_parse(&mc->maddr, o.metrics, why, sizeof(why)) < 0)
 		return kw_config_errorf(opts, "metrics", err, errlen, "%s", why);
 	return 0;
@@ -325,20 +358,31 @@ static int start(struct main_ctx *mc, char *err, size_t errlen)
 
 	mc->workers = calloc(o.workers, sizeof(*mc->workers));
 	mc->lfds = calloc(o.workers, sizeof(*mc->lfds));
-	if (mc->workers == NULL || mc->lfds == NULL || mc->sfd < 0 || kw_loop_new(&mc->loop) < 0) {
+	mc->qfds = calloc(o.workers, sizeof(*mc->qfds));
+	if (mc->workers == NULL || mc->lfds == NULL || mc->qfds == NULL || mc->sfd < 0 ||
+	    kw_loop_new(&mc->loop) < 0) {
 		snprintf(err, errlen, "out of memory or descriptors at start-up");
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < o.workers; i++)
-		mc->lfds[i] = -1;
+		mc->lfds[i] = mc->qfds[i] = -1;
+	/* UDP first: --quic-listen is bound before the TCP listener accepts anyone. */
+	if (o.quic_listen != NULL &&
+	    (rc = kpx_quic_open_sockets(&o.quic_addr, o.workers, mc->qfds, err, errlen)) < 0)
+		return rc;
 	if ((rc = open_listeners(&mc->addr, mc->lfds, err, errlen)) < 0)
 		return rc;
+	if (o.quic_listen != NULL)
+		snprintf(o.alt_svc, sizeof(o.alt_svc), "Alt-Svc: h3=\":%d\"; ma=86400\r\n",
+		         kw_addr_port(&o.quic_addr));
 	for (unsigned i = 0; i < o.workers; i++) {
 		if ((rc = kpx_worker_init(&mc->workers[i], i, &o, mc->lfds[i])) < 0) {
 			snprintf(err, errlen, "cannot start worker %u: %s", i, kw_strerror(rc));
 			return rc;
 		}
 		mc->lfds[i] = -1; /* the worker owns it now */
+		mc->workers[i].qfd = mc->qfds[i];
+		mc->qfds[i] = -1;
 	}
 	if (o.metrics != NULL && (rc = kpx_metrics_serve(&mc->metrics, mc->loop, &mc->maddr,
 	                                                 mc->workers, o.workers, &o)) < 0) {
@@ -370,15 +414,28 @@ static int start(struct main_ctx *mc, char *err, size_t errlen)
 /* run serves until SIGTERM/SIGINT: 0, or 1 if the loop failed. */
 static int run(struct main_ctx *mc)
 {
-	char where[300], mwhere[300] = "";
+	char where[300], mwhere[300] = "", qwhere[300] = "";
 	kw_addr_format(&mc->addr, where, sizeof(where));
+	if (o.quic_listen != NULL) /* the port bound: --quic-listen HOST:0 shows the kernel's */
+		kw_addr_format(&o.quic_addr, qwhere, sizeof(qwhere));
 	if (o.metrics != NULL) /* the address bound: --metrics HOST:0 shows the kernel's port */
 		kw_addr_format(&mc->maddr, mwhere, sizeof(mwhere));
+	char quic[128] = "";
+	if (o.quic_listen != NULL) {
+		/* The engine auto resolves to, as every worker's engine instance does. */
+		const char *engine = strcmp(o.quic_engine, "auto") != 0     ? o.quic_engine
+		                     : kw_quic_engine_available("ipsec-mb") ? "ipsec-mb"
+		                                                            : "evp";
+		snprintf(quic, sizeof(quic), ", HTTP/3 on udp %s (1-RTT protection: %s%s%s)",
+		         qwhere, quic_crypto_names[o.quic_crypto],
+		         o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE ? " " : "",
+		         o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE ? engine : "");
+	}
 	kw_info("keyway-proxy listening on %s: %u worker%s, backend %s, async %s, notify %s, "
-	        "poll %s%s%s",
+	        "poll %s%s%s%s",
 	        where, o.workers, o.workers == 1 ? "" : "s", backend_names[o.backend],
 	        o.async ? "on" : "off", notify_names[o.notify], poll_names[o.poll],
-	        o.metrics != NULL ? ", metrics on " : "", mwhere);
+	        o.metrics != NULL ? ", metrics on " : "", mwhere, quic);
 	int status = kw_loop_run(mc->loop) < 0 ? 1 : 0;
 	kw_io_stop(mc->loop, &mc->sig_io);
 	return status;
@@ -399,8 +456,12 @@ static void stop(struct main_ctx *mc)
 	for (unsigned i = 0; mc->lfds != NULL && i < o.workers; i++)
 		if (mc->lfds[i] >= 0)
 			close(mc->lfds[i]);
+	for (unsigned i = 0; mc->qfds != NULL && i < o.workers; i++)
+		if (mc->qfds[i] >= 0)
+			close(mc->qfds[i]);
 	free(mc->workers);
 	free(mc->lfds);
+	free(mc->qfds);
 	if (mc->sfd >= 0)
 		close(mc->sfd);
 	kw_loop_free(mc->loop);

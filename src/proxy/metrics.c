@@ -121,6 +121,60 @@ static const struct family termination_families[] = {
     ONE("keyway_proxy_relays", "gauge", "Connections relaying to the upstream now.", relays),
 };
 
+static const char *const qdirs[2] = {"received", "sent"};
+
+/* HTTP/3 over QUIC (--quic-listen). */
+static const struct family quic_families[] = {
+    ONE("keyway_proxy_quic_connections_accepted_total", "counter",
+        "QUIC connections accepted (client Initials that made a connection).", quic_accepted),
+    ONE("keyway_proxy_quic_handshakes_total", "counter", "QUIC handshakes completed.",
+        quic_handshakes),
+    ONE("keyway_proxy_quic_connections_closed_total", "counter", "QUIC connections ended.",
+        quic_closed),
+    ONE("keyway_proxy_quic_connections_refused_total", "counter",
+        "Client Initials refused: --max-connections reached, or draining.", quic_refused),
+    ONE("keyway_proxy_quic_connections", "gauge", "Open QUIC connections.", quic_conns),
+    {"keyway_proxy_quic_datagrams_total", "counter", "UDP datagrams, by direction.", "direction",
+     qdirs, 2, OFF(quic_datagrams)},
+    ONE("keyway_proxy_quic_sends_total", "counter",
+        "sendmsg calls on QUIC sockets (one per GSO batch of datagrams).", quic_sends),
+    ONE("keyway_proxy_quic_receives_total", "counter",
+        "recvmmsg calls on QUIC sockets that returned datagrams (up to 16 buffers each, "
+        "GRO-coalesced runs split).",
+        quic_receives),
+    ONE("keyway_proxy_quic_send_errors_total", "counter",
+        "sendmsg calls that failed (datagrams lost; QUIC resends their frames).", quic_send_errors),
+    ONE("keyway_proxy_quic_dropped_datagrams_total", "counter",
+        "Datagrams dropped before reaching a connection: malformed, unknown connection, "
+        "not a valid client Initial.",
+        quic_dropped),
+    ONE("keyway_proxy_quic_stateless_resets_total", "counter",
+        "Stateless resets sent for unknown connection IDs.", quic_stateless_resets),
+    ONE("keyway_proxy_quic_version_negotiations_total", "counter",
+        "Version Negotiation packets sent.", quic_version_negotiations),
+    ONE("keyway_proxy_quic_retries_total", "counter",
+        "Retry packets sent (--quic-retry): client Initials asked to prove their address.",
+        quic_retries),
+    ONE("keyway_proxy_quic_bad_tokens_total", "counter",
+        "Client Initials dropped for a Retry token that is forged, expired or from another "
+        "address.",
+        quic_bad_tokens),
+    ONE("keyway_proxy_quic_requests_total", "counter", "HTTP/3 requests answered.", quic_requests),
+    ONE("keyway_proxy_quic_http_errors_total", "counter",
+        "HTTP/3 requests answered with an error status.", quic_http_errors),
+    ONE("keyway_proxy_quic_packets_protected_total", "counter",
+        "1-RTT packets sent that Keyway's QUIC engine protected (--quic-crypto engine).",
+        quic_packets_protected),
+    ONE("keyway_proxy_quic_protect_batches_total", "counter",
+        "Engine runs: one per batch of datagrams sent (--quic-crypto engine).",
+        quic_protect_batches),
+    ONE("keyway_proxy_quic_protect_failures_total", "counter",
+        "Packets the engine failed to protect (their batch was not sent).", quic_protect_failures),
+    ONE("keyway_proxy_quic_key_limit_updates_total", "counter",
+        "Key updates started because the engine's per-key count reached its limit.",
+        quic_key_limit_updates),
+};
+
 /* families writes the n families of f, each summed over the workers. */
 static void families(const struct kpx_metrics *m, struct kw_prom *p, const struct family *f,
                      size_t n)
@@ -249,6 +303,14 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 	info(m, p);
 	FAMILIES(handshake_families);
 	FAMILIES(termination_families);
+	if (m->opt->quic_listen != NULL) {
+		FAMILIES(quic_families);
+		char secs[48];
+		kw_prom_ns_seconds(sum(m, OFF(quic_engine_cpu_ns)), secs, sizeof(secs));
+		kw_prom_family(p, "keyway_proxy_quic_engine_cpu_seconds_total", "counter",
+		               "CPU time the workers spent in the QUIC engine protecting packets.");
+		kw_prom_sample(p, "keyway_proxy_quic_engine_cpu_seconds_total", NULL, 0, secs);
+	}
 	limits(m, p);
 	rsa_batch_counters(p);
 	provider_counters(p);

@@ -32,6 +32,10 @@
 /* --backend and --notify; values are the options' choice indices. */
 enum kpx_backend_kind { KPX_BACKEND_INLINE, KPX_BACKEND_THREADS, KPX_BACKEND_KEYLESS };
 enum kpx_notify { KPX_NOTIFY_CALLBACK, KPX_NOTIFY_FD };
+/* --quic-crypto: Keyway's engine (quic_tx.c) or ngtcp2's own GnuTLS callbacks. */
+enum kpx_quic_crypto { KPX_QUIC_CRYPTO_ENGINE, KPX_QUIC_CRYPTO_GNUTLS };
+/* --quic-retry: Retry every client Initial, none, or under load (quic_listen.c). */
+enum kpx_quic_retry { KPX_QUIC_RETRY_AUTO, KPX_QUIC_RETRY_ON, KPX_QUIC_RETRY_OFF };
 
 /* Keyserver settings handed to the built-in provider (keys.c); NULL/0: not given. */
 struct kpx_keyless_opts {
@@ -69,11 +73,20 @@ struct kpx_options {
 	unsigned max_connections, max_handshake_bytes; /* 0: no limit */
 	char *access_log;
 	int access_fd; /* where access lines go: 2 (stderr) or the --access-log file */
+	/* HTTP/3 (quic_listen.c, quic_conn.c) */
+	char *quic_listen;        /* --quic-listen ADDR:PORT, NULL: no QUIC */
+	struct kw_addr quic_addr; /* parsed at start-up */
+	unsigned quic_idle_timeout_s;
+	enum kpx_quic_crypto quic_crypto; /* who protects 1-RTT packets sent */
+	enum kpx_quic_retry quic_retry;
+	char *quic_engine; /* --quic-engine: evp, ipsec-mb or auto */
+	char alt_svc[64];  /* "Alt-Svc: h3=\":PORT\"; ma=86400\r\n" with --quic-listen, else "" */
 };
 
 /* ---- the worker (worker.c) ---- */
 
 struct kpx_tls; /* tlsctx.c: a certificate set */
+struct kpx_qep; /* quic_listen.c: the worker's QUIC endpoint */
 
 struct kpx_worker {
 	unsigned id;
@@ -93,6 +106,8 @@ struct kpx_worker {
 	_Atomic bool stop;
 	struct kpx_wmetrics m;
 	struct kw_timer accept_pause; /* out of descriptors: accept again later */
+	int qfd;                      /* --quic-listen: the UDP socket until the endpoint starts */
+	struct kpx_qep *quic;         /* --quic-listen: the endpoint (NULL: none) */
 };
 
 /* ---- the connection (conn.c) and its mode (respond.c, upstream.c) ---- */

@@ -92,6 +92,8 @@ int kpx_pp2_build(uint8_t *out, size_t cap, const struct kpx_pp2_info *in)
 	put16(&o, 0); /* length, filled in below */
 	size_t body = o.len;
 	unsigned fam = addresses(&o, in->src, in->dst);
+	if (in->udp && fam != KPX_PP2_FAM_UNSPEC)
+		fam = (fam & 0xf0) | 0x02; /* the same address family, transport DGRAM */
 	if (in->alpn != NULL && in->alpn_len > 0)
 		tlv(&o, KPX_PP2_TYPE_ALPN, in->alpn, in->alpn_len);
 	if (in->sni != NULL)

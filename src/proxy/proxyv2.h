@@ -6,6 +6,7 @@
 #ifndef KPX_PROXYV2_H
 #define KPX_PROXYV2_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -16,6 +17,8 @@
 #define KPX_PP2_FAM_UNSPEC 0x00
 #define KPX_PP2_FAM_TCP4 0x11
 #define KPX_PP2_FAM_TCP6 0x21
+#define KPX_PP2_FAM_UDP4 0x12
+#define KPX_PP2_FAM_UDP6 0x22
 #define KPX_PP2_TYPE_ALPN 0x01
 #define KPX_PP2_TYPE_AUTHORITY 0x02
 #define KPX_PP2_TYPE_SSL 0x20
@@ -34,6 +37,7 @@ struct kpx_pp2_info {
 	const char *sni;            /* the client's server name; NULL: no AUTHORITY TLV */
 	const unsigned char *alpn;  /* the negotiated protocol; NULL: no ALPN TLV */
 	size_t alpn_len;
+	bool udp; /* the client came over UDP (QUIC): transport 2, family 0x12 or 0x22 */
 };
 
 /*

@@ -25,7 +25,7 @@ int kpx_respond_serve(struct kpx_respond *r, const char *body, bool keep, unsign
 	struct kpx_http_req req;
 
 	*answered = 0;
-	while (!r->close_after_write && kw_buf_unread(&r->in) > 0 &&
+	while (!r->close_after_write && r->gen_left == 0 && kw_buf_unread(&r->in) > 0 &&
 	       kw_buf_unread(&r->out) < KPX_RESPOND_HIGH_WATER) {
 		int rc = kpx_http_parse(&req, kw_buf_head(&r->in), kw_buf_unread(&r->in));
 		if (rc == 0)
@@ -38,8 +38,10 @@ int kpx_respond_serve(struct kpx_respond *r, const char *body, bool keep, unsign
 		}
 		kw_buf_consume(&r->in, req.len);
 		bool last = !req.keep_alive || !keep;
-		if (kpx_http_respond(&r->out, &req, body, last) < 0)
+		if (kpx_http_respond_ex(&r->out, &req, body, last, r->extra) < 0)
 			return -ENOMEM;
+		if (req.bytes && !req.head)
+			r->gen_left = req.nbytes;
 		r->nreq++;
 		(*answered)++;
 		if (last)
@@ -47,6 +49,16 @@ int kpx_respond_serve(struct kpx_respond *r, const char *body, bool keep, unsign
 	}
 	if (r->close_after_write)
 		kw_buf_reset(&r->in); /* nothing after the last answered request is read */
+	return kpx_respond_fill(r);
+}
+
+int kpx_respond_fill(struct kpx_respond *r)
+{
+	/* Generated in slices, so a 1 GiB answer costs a socket buffer's worth of memory. */
+	if (r->gen_left > 0 && kw_buf_unread(&r->out) < KPX_RESPOND_HIGH_WATER) {
+		kw_buf_compact(&r->out);
+		return kpx_http_fill(&r->out, &r->gen_left, KPX_RESPOND_HIGH_WATER);
+	}
 	return 0;
 }
 
@@ -84,7 +96,11 @@ static void finish_close(struct kpx_conn *c, enum kpx_reason reason)
 /* flush writes pending output: DONE when all is written. */
 static enum kpx_step flush(struct kpx_conn *c, struct kpx_respond *r)
 {
-	while (kw_buf_unread(&r->out) > 0) {
+	while (kw_buf_unread(&r->out) > 0 || r->gen_left > 0) {
+		if (kpx_respond_fill(r) < 0) {
+			kpx_conn_close_why(c, KPX_R_INTERNAL);
+			return KPX_STEP_CLOSED;
+		}
 		ssize_t n = kpx_conn_send(c, kw_buf_head(&r->out), kw_buf_unread(&r->out));
 		if (n == KPX_XFER_CLOSED)
 			return KPX_STEP_CLOSED;
@@ -174,7 +190,7 @@ static void respond_io(struct kpx_conn *c, unsigned events)
 	struct kpx_respond *r = c->mode_state;
 	uint64_t before = r->nreq;
 
-	if (kw_buf_unread(&r->out) > 0 && flush(c, r) == KPX_STEP_CLOSED)
+	if ((kw_buf_unread(&r->out) > 0 || r->gen_left > 0) && flush(c, r) == KPX_STEP_CLOSED)
 		return;
 	if (read_some(c, r) == KPX_STEP_CLOSED)
 		return;
@@ -209,6 +225,8 @@ static void start(struct kpx_conn *c)
 		return;
 	}
 	c->mode_state = r;
+	/* With --quic-listen, every answer tells browsers where HTTP/3 is (RFC 7838). */
+	r->extra = c->w->opt->alt_svc[0] != 0 ? c->w->opt->alt_svc : NULL;
 	if (!timer_or_close(c, c->w->opt->handshake_timeout_s))
 		return;
 	kpx_conn_watch(c, KW_EV_READ);

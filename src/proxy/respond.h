@@ -25,6 +25,8 @@ struct kpx_respond {
 	bool close_after_write; /* the last answer is queued: close once out is written */
 	int error;              /* the status answered to a malformed request (0: none) */
 	bool idle;              /* kept alive between requests */
+	uint64_t gen_left;      /* /bytes/N: body bytes still to generate into out */
+	const char *extra;      /* header lines every answer carries (Alt-Svc), or NULL */
 };
 
 /* kpx_respond_ops is the mode table the worker gives each connection under --respond. */
@@ -37,9 +39,13 @@ extern const struct kpx_mode_ops kpx_respond_ops;
  * --keepalive-timeout 0 or a stopping worker) or an error answer to a
  * malformed request (r->error set). Answered requests are consumed from
  * r->in (all of it after the last answer) and counted in r->nreq and
+ * *answered. A /bytes/N answer leaves its body to kpx_respond_fill and
+ * stops answering until it is all out; the rest is counted in r->nreq and
  * *answered. body is the response body. 0, or -ENOMEM (nothing more
  * answered; *answered still counts what was).
  */
 int kpx_respond_serve(struct kpx_respond *r, const char *body, bool keep, unsigned *answered);
+/* kpx_respond_fill tops r->out up from a /bytes/N body still to generate. 0 or -ENOMEM. */
+int kpx_respond_fill(struct kpx_respond *r);
 
 #endif

@@ -71,6 +71,19 @@ struct kpx_wmetrics {
 	_Atomic uint64_t relay_bytes[2];       /* 0: client->upstream, 1: upstream->client */
 	_Atomic uint64_t upstream_connects[3]; /* 0: ok, 1: failed, 2: timeout */
 	_Atomic uint64_t relays;               /* gauge: connections relaying */
+	/* QUIC (--quic-listen) */
+	_Atomic uint64_t quic_accepted, quic_handshakes, quic_closed, quic_refused;
+	_Atomic uint64_t quic_conns;                   /* gauge */
+	_Atomic uint64_t quic_datagrams[2];            /* 0: received, 1: sent */
+	_Atomic uint64_t quic_sends, quic_send_errors; /* sendmsg calls (one per GSO batch) */
+	_Atomic uint64_t quic_receives;                /* recvmmsg calls that returned datagrams */
+	_Atomic uint64_t quic_dropped; /* datagrams dropped before any connection saw them */
+	_Atomic uint64_t quic_stateless_resets, quic_version_negotiations;
+	_Atomic uint64_t quic_retries, quic_bad_tokens; /* Retry packets sent, tokens refused */
+	_Atomic uint64_t quic_requests, quic_http_errors;
+	/* --quic-crypto engine */
+	_Atomic uint64_t quic_packets_protected, quic_protect_batches, quic_protect_failures;
+	_Atomic uint64_t quic_engine_cpu_ns, quic_key_limit_updates;
 };
 
 /* kpx_add adds n to counter c, kpx_set stores v in gauge c: single-writer updates (the

@@ -9,6 +9,11 @@
  * a new set at their next accept (one atomic load per accept when nothing
  * changed).
  *
+ * With --quic-listen the same set also holds one GnuTLS credentials object
+ * with every pair (GnuTLS picks by SNI): QUIC's handshake runs on GnuTLS,
+ * since OpenSSL 3.0 has no QUIC server API. Both stacks are loaded from the
+ * same files in one kpx_tls_load, so a SIGHUP swaps both or neither.
+ *
  * Resumption off (the default, and what the benchmarks compare) means no
  * tickets at all -- SSL_CTX_set_num_tickets(0), because OpenSSL sends two
  * TLS 1.3 tickets even with SSL_OP_NO_TICKET -- and no session cache.
@@ -20,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/gnutls.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -40,6 +46,7 @@ struct kpx_tls {
 	char (*refused_ski)[2 * KW_SKI_LEN + 1];
 	unsigned char *alpn; /* wire format: length-prefixed protocol names */
 	size_t alpn_len;
+	gnutls_certificate_credentials_t quic_cred; /* --quic-listen: every pair; else NULL */
 };
 
 static int ssl_set_index = -1;
@@ -89,6 +96,8 @@ void kpx_tls_unref(struct kpx_tls *t)
 	free(t->refused);
 	free(t->refused_ski);
 	free(t->alpn);
+	if (t->quic_cred != NULL)
+		gnutls_certificate_free_credentials(t->quic_cred);
 	free(t);
 }
 
@@ -251,6 +260,38 @@ err:
 	return NULL;
 }
 
+/*
+ * load_quic loads every pair into GnuTLS for QUIC. Only local key files:
+ * GnuTLS signs synchronously, so a keyserver-held key would stall the
+ * worker's loop (the option check refuses them with --quic-listen).
+ */
+static int load_quic(const struct kpx_options *o, struct kpx_tls *t, char *err, size_t errlen)
+{
+	int rc = gnutls_certificate_allocate_credentials(&t->quic_cred);
+	for (size_t i = 0; rc >= 0 && i < t->n; i++) {
+		rc = gnutls_certificate_set_x509_key_file2(t->quic_cred, o->certs[i], o->keys[i],
+		                                           GNUTLS_X509_FMT_PEM, NULL, 0);
+		if (rc < 0) {
+			snprintf(
+			    err, errlen,
+			    "--quic-listen: GnuTLS cannot load the pair %s and %s: %s; fix: give "
+			    "a PEM certificate chain and its unencrypted PEM private key",
+			    o->certs[i], o->keys[i], gnutls_strerror(rc));
+			return -KW_ECONFIG;
+		}
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "--quic-listen: %s", gnutls_strerror(rc));
+		return -KW_ECONFIG;
+	}
+	return 0;
+}
+
+void *kpx_tls_quic_cred(const struct kpx_tls *t)
+{
+	return t->quic_cred;
+}
+
 struct kpx_tls *kpx_tls_load(const struct kpx_options *o, char *err, size_t errlen)
 {
 	struct kpx_tls *t = calloc(1, sizeof(*t));
@@ -282,6 +323,8 @@ struct kpx_tls *kpx_tls_load(const struct kpx_options *o, char *err, size_t errl
 		if (t->ctx[t->n] == NULL)
 			goto err;
 	}
+	if (o->quic_listen != NULL && load_quic(o, t, err, errlen) < 0)
+		goto err;
 	return t;
 err:
 	kpx_tls_unref(t); /* frees the contexts made so far */

@@ -30,6 +30,10 @@ EVP_PKEY *kpx_tls_key(const struct kpx_tls *t, size_t i);
  */
 void kpx_tls_refuse(struct kpx_tls *t, size_t i, const char *ski_hex);
 
+/* kpx_tls_quic_cred is t's gnutls_certificate_credentials_t for QUIC (NULL without
+ * --quic-listen), owned by t: hold a reference to t while a session uses it. */
+void *kpx_tls_quic_cred(const struct kpx_tls *t);
+
 /* kpx_tls_publish makes t (its reference taken over) the set new connections get. */
 void kpx_tls_publish(struct kpx_tls *t);
 /* kpx_tls_current is a new reference to the published set, with its generation in *gen. */

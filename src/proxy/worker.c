@@ -23,6 +23,7 @@
 #include "keyway/provider_api.h"
 #include "conn.h"
 #include "poller.h"
+#include "quic_listen.h"
 #include "respond.h"
 #include "tlsctx.h"
 #include "upstream.h"
@@ -117,6 +118,7 @@ int kpx_worker_init(struct kpx_worker *w, unsigned id, const struct kpx_options 
 	w->id = id;
 	w->opt = opt;
 	w->lfd = lfd;
+	w->qfd = -1;
 	if ((rc = kw_loop_new(&w->loop)) < 0)
 		return rc;
 	/* What runs on the loop: the listener, the connections, the wait lists, the poller. */
@@ -175,6 +177,7 @@ static void drain_step(struct kpx_worker *w)
 		kw_io_stop(w->loop, &w->lio);
 	kw_timer_stop(w->loop, &w->accept_pause);
 	close_conns(w, true);
+	kpx_quic_drain(w);
 }
 
 /* run turns the loop until the worker is stopped and drained, or the loop fails. */
@@ -189,11 +192,13 @@ static void run(struct kpx_worker *w)
 				    kw_now_ns() + (uint64_t)w->opt->drain_timeout_s * 1000000000ull;
 				drain_step(w);
 			}
-			if (w->nconns == 0)
+			if (w->nconns == 0 && kpx_quic_conns(w) == 0)
 				return;
-			if (kw_now_ns() > drain_deadline)
+			if (kw_now_ns() > drain_deadline) {
 				close_conns(w,
 				            false); /* paused ones close when their op completes */
+				kpx_quic_close_all(w);
+			}
 		}
 		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
 		int timeout = kpx_poller_before_sleep(&w->poller);
@@ -220,6 +225,7 @@ static void finish(struct kpx_worker *w)
 		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
 		kw_loop_run_once(w->loop, 1);
 	}
+	kpx_quic_stop(w);
 	kw_loop_run_once(w->loop, 0); /* run deferred frees */
 	kpx_poller_cleanup(&w->poller);
 	kw_io_stop(w->loop, &w->lio);
@@ -258,8 +264,11 @@ static void *worker_main(void *arg)
 		return NULL;
 	}
 	kw_backend_bind_thread(w->backend);
+	int qfd = w->qfd;
+	w->qfd = -1; /* the endpoint owns it from here, started or not */
 	if ((rc = kpx_poller_start(&w->poller, w->backend, ring)) < 0 ||
-	    (rc = kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ)) < 0) {
+	    (rc = kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ)) < 0 ||
+	    (qfd >= 0 && (rc = kpx_quic_start(w, qfd)) < 0)) {
 		kw_error("worker %u: %s", w->id, kw_strerror(rc));
 		kill(getpid(), SIGTERM);
 	} else {
@@ -304,6 +313,9 @@ void kpx_worker_cleanup(struct kpx_worker *w)
 	if (w->lfd >= 0)
 		close(w->lfd);
 	w->lfd = -1;
+	if (w->qfd >= 0)
+		close(w->qfd);
+	w->qfd = -1;
 	kw_loop_free(w->loop);
 	w->loop = NULL;
 	kpx_waitq_cleanup(&w->waitq);

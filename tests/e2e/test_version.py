@@ -4,7 +4,7 @@ it runs with and the features built in; --help lists --version. The keyway
 tool answers both `keyway --version` and `keyway SUB --version`.
 
 Standard library only, with kwharness for the checks. The programs come
-from KEYWAYD, KEYWAY_PROXY, KEYWAY_CLI, KEYWAY_BENCH and KEYWAY_RELAY;
+from KEYWAYD, KEYWAY_PROXY, KEYWAY_CLI, KEYWAY_BENCH, KEYWAY_RELAY and KEYWAY_H3;
 without KEYWAYD the test is skipped (exit 77).
 """
 
@@ -18,7 +18,7 @@ import kwharness
 TIMEOUT = 20.0
 
 LINE = re.compile(
-    r"^(?P<name>[a-z-]+) (?P<version>\d+\.\d+\.\d+) "
+    r"^(?P<name>[a-z0-9-]+) (?P<version>\d+\.\d+\.\d+) "
     r"\((?:git [0-9a-f]{7,40}|package [0-9A-Za-z.+~:-]+)\) "
     r"OpenSSL (?P<openssl>\d+\.\d+\.\d+\S*); features: (?P<features>\S.*)\n$"
 )
@@ -43,7 +43,8 @@ def main():
     check = c.check
     programs = [("keywayd", os.environ["KEYWAYD"])]
     for name, env in (("keyway-proxy", "KEYWAY_PROXY"), ("keyway", "KEYWAY_CLI"),
-                      ("keyway-bench", "KEYWAY_BENCH"), ("keyway-relay", "KEYWAY_RELAY")):
+                      ("keyway-bench", "KEYWAY_BENCH"), ("keyway-relay", "KEYWAY_RELAY"),
+                      ("keyway-h3", "KEYWAY_H3")):
         if os.environ.get(env):
             programs.append((name, os.environ[env]))
         else:

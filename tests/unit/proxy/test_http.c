@@ -86,6 +86,27 @@ int main(void)
 	kw_buf_reset(&out);
 	CHECK_EQ(kpx_http_error(&out, 431), 0);
 	CHECK(memcmp(kw_buf_head(&out), "HTTP/1.1 431 ", 13) == 0);
+	kw_buf_reset(&out);
+
+	/* /bytes/N: the head says N bytes of octets; the caller generates the body. */
+	CHECK_EQ(parse("GET /bytes/1000 HTTP/1.1\r\n\r\n", &r), 1);
+	CHECK(r.bytes && r.nbytes == 1000);
+	CHECK_EQ(kpx_http_respond_ex(&out, &r, "ok\n", false, "Alt-Svc: h3=\":443\"\r\n"), 0);
+	kw_buf_append(&out, "", 1);
+	CHECK(strstr((const char *)kw_buf_head(&out),
+	             "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n") != NULL);
+	CHECK(strstr((const char *)kw_buf_head(&out), "Alt-Svc: h3=\":443\"\r\n\r\n") != NULL);
+	kw_buf_reset(&out);
+	uint64_t left = 100;
+	CHECK_EQ(kpx_http_fill(&out, &left, 64), 0);
+	CHECK(left == 36 && kw_buf_unread(&out) == 64 && kw_buf_head(&out)[63] == '\n' &&
+	      kw_buf_head(&out)[26] == 'a');
+	kw_buf_reset(&out);
+	CHECK_EQ(parse("GET /bytes/1073741825 HTTP/1.1\r\n\r\n", &r), -400); /* over 1 GiB */
+	CHECK_EQ(parse("GET /bytes/ HTTP/1.1\r\n\r\n", &r), -400);
+	CHECK_EQ(parse("GET /bytes/1073741824 HTTP/1.1\r\n\r\n", &r), 1);
+	CHECK_EQ(parse("GET /bytesx HTTP/1.1\r\n\r\n", &r), 1);
+	CHECK(!r.bytes);
 	kw_buf_cleanup(&out);
 	CHECK_DONE();
 }

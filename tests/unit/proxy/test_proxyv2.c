@@ -72,6 +72,10 @@ static void test_ipv6_plain(void)
 	CHECK(memcmp(b + 32, d.sin6_addr.s6_addr, 16) == 0);
 	CHECK_EQ(be16(b + 48), 1);
 	CHECK_EQ(be16(b + 50), 65535);
+	/* A QUIC client: UDP over IPv6, the same addresses. */
+	in.udp = true;
+	CHECK_EQ(kpx_pp2_build(b, sizeof(b), &in), 16 + 36);
+	CHECK_EQ(b[13], 0x22);
 }
 
 static void test_unspec_and_limits(void)
@@ -86,6 +90,10 @@ static void test_unspec_and_limits(void)
 	int n = kpx_pp2_build(b, sizeof(b), &in);
 	CHECK_EQ(n, 16);
 	CHECK_EQ(b[13], 0x00);
+	in.udp = true; /* no address: UNSPEC whatever the transport */
+	CHECK_EQ(kpx_pp2_build(b, sizeof(b), &in), 16);
+	CHECK_EQ(b[13], 0x00);
+	in.udp = false;
 	CHECK_EQ(be16(b + 14), 0);
 	in.sni = big;
 	CHECK_EQ(kpx_pp2_build(b, sizeof(b), &in), -EINVAL);

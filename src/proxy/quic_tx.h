@@ -1,0 +1,71 @@
+/*
+ * quic_tx.h - --quic-crypto engine: 1-RTT packet protection on sending
+ * done by Keyway's QUIC engine (keyway/quic.h), per batch, instead of by
+ * ngtcp2's GnuTLS callbacks one packet at a time.
+ *
+ * How: the connection's 1-RTT send keys are the engine's reference-counted
+ * keys (installed from the TLS secret, and at each key update the next key
+ * phase made from the current key, so the header-protection key stays).
+ * ngtcp2's encrypt callback for such a key only records the packet (where
+ * it is, its header length, its packet number from the nonce) with a
+ * reference on its key, and its header-protection callback answers a zero
+ * mask, so ngtcp2 leaves the packet in plaintext with its header
+ * unprotected. Before the batch of datagrams is sent, kpx_qtx_seal runs
+ * the engine once over every recorded packet: AEAD seal, then header
+ * protection. A key ngtcp2 deletes meanwhile (a key update, the end of the
+ * connection) lives on until the packets under it are sealed.
+ *
+ * Initial and Handshake packets, and everything received, stay on ngtcp2's
+ * GnuTLS callbacks. ngtcp2 still counts packets against RFC 9001 §6.6's
+ * limits (max_encryption); the engine's own per-key count additionally
+ * starts a key update when it says so.
+ *
+ * One kpx_qtx per worker thread; everything runs on that thread.
+ */
+#ifndef KPX_QUIC_TX_H
+#define KPX_QUIC_TX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <gnutls/gnutls.h>
+#include <ngtcp2/ngtcp2.h>
+
+#include "proxy.h"
+
+struct kpx_qtx;
+struct kw_quic_key;
+
+/*
+ * A connection's engine state. The connection's ngtcp2 user_data and its
+ * GnuTLS session's ngtcp2_crypto_conn_ref user_data must point to a
+ * structure that begins with it.
+ */
+struct kpx_qtx_conn {
+	struct kpx_qtx *tx;
+	struct kw_quic_key *key; /* the current 1-RTT send key (one reference) */
+};
+
+/* kpx_qtx_new makes w's engine state with the --quic-engine engine; 0 or -errno. */
+int kpx_qtx_new(struct kpx_qtx **out, struct kpx_worker *w);
+void kpx_qtx_free(struct kpx_qtx *tx); /* NULL ok; drops packets not sealed */
+/* kpx_qtx_engine_name is the engine's name ("evp", "ipsec-mb"). */
+const char *kpx_qtx_engine_name(const struct kpx_qtx *tx);
+
+/* kpx_qtx_callbacks replaces cb's packet-protection and key callbacks with the engine's. */
+void kpx_qtx_callbacks(ngtcp2_callbacks *cb);
+/* kpx_qtx_configure_session takes over the secrets of a server session that
+ * ngtcp2_crypto_gnutls_configure_server_session configured. */
+void kpx_qtx_configure_session(gnutls_session_t s);
+/* kpx_qtx_conn_cleanup drops the connection's key reference. */
+void kpx_qtx_conn_cleanup(struct kpx_qtx_conn *tc);
+
+/*
+ * kpx_qtx_seal protects the recorded packets that lie in buf[0, len) (what
+ * is about to be sent, all of connection conn) and forgets every recorded
+ * packet. 0, or -1 when a packet could not be protected (the batch must
+ * not be sent). NULL tx: nothing to do.
+ */
+int kpx_qtx_seal(struct kpx_qtx *tx, uint8_t *buf, size_t len, ngtcp2_conn *conn);
+
+#endif
