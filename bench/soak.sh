@@ -16,7 +16,9 @@
 # Afterwards: a table, RESULT lines, RESULTS/soak-DATE.dat and RESULTS/soak.png.
 # It fails (exit 1) when a process' RSS grows by more than 2 MiB over the last half of
 # the run (the slope of a least-squares line through its samples, not one sample),
-# when the proxy's descriptors are not back to their baseline once the load stops, or
+# when the proxy's descriptors are not back to their baseline once the load stops (its
+# keyserver links, a pool opened lazily, are counted apart and must stay within the
+# pool's bound), or
 # when a handshake that was not deliberately aborted failed (h2load's failed/errored).
 # A keywayd's RSS is fitted over its samples since its last restart, when that covers
 # at least a quarter of the run. Exit 2 on a set-up error.
@@ -94,14 +96,48 @@ sample() { # T: one line per process: t name rss_kb fds cpu_ticks
 		echo "$1 $n ${rss:-0} $fds $(cpu_ticks "$p")"
 	done
 }
-proxy_fds() { find "/proc/${child[proxy]}/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+# The proxy's keyserver links are a pool opened lazily (`connections` per keyserver):
+# the first failover opens the other keyserver's share, so they are counted apart
+# and bounded, and every other descriptor must come back to its baseline.
+fd_split() { # -> "OTHER LINKS": descriptors that are not keyserver links, and links
+	python3 - "${child[proxy]}" "${rport[relay1]}" "${rport[relay2]}" <<'PY'
+import os, sys
+pid, ports = sys.argv[1], {int(p) for p in sys.argv[2:]}
+links = set()
+for table in ("tcp", "tcp6"):
+    try:
+        rows = open("/proc/%s/net/%s" % (pid, table)).read().splitlines()[1:]
+    except OSError:
+        continue
+    for row in rows:
+        f = row.split()
+        if int(f[2].rsplit(":", 1)[1], 16) in ports:
+            links.add(f[9])
+other = nlinks = 0
+for fd in os.listdir("/proc/%s/fd" % pid):
+    try:
+        target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+    except OSError:
+        continue
+    if target.startswith("socket:[") and target[8:-1] in links:
+        nlinks += 1
+    else:
+        other += 1
+print(other, nlinks)
+PY
+}
+proxy_fds() { fd_split | cut -d' ' -f1; }
+proxy_links() { fd_split | cut -d' ' -f2; }
+# connections (default 2) x 2 keyservers x 2 keyless backends: the worker's own and the
+# provider's I/O thread (which serves what runs outside a worker loop)
+max_links=8
 
 echo "== warm-up, then the proxy's idle baseline"
 h2load_run 200 20
 : >"$scratch/loads"
 sleep 7 # past the keep-alive timeout: only listeners and keyserver links stay open
 baseline=$(proxy_fds)
-echo "   proxy: $baseline descriptors open at rest"
+echo "   proxy: $baseline descriptors open at rest, besides $(proxy_links) keyserver link(s)"
 
 mkdir -p "$results"
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
@@ -147,7 +183,7 @@ while :; do
 		next_kill=$((next_kill + kill_every))
 	fi
 	if [ "$now" -ge "$next_report" ]; then
-		echo "   $(((now - start_s) / 60)) of $minutes min: proxy RSS $(awk '/^VmRSS:/ {print $2}' "/proc/${child[proxy]}/status") kB, $(proxy_fds) fds, $(wc -l <"$scratch/loads") h2load runs"
+		echo "   $(((now - start_s) / 60)) of $minutes min: proxy RSS $(awk '/^VmRSS:/ {print $2}' "/proc/${child[proxy]}/status") kB, $(proxy_fds) fds + $(proxy_links) links, $(wc -l <"$scratch/loads") h2load runs"
 		next_report=$((next_report + 60))
 	fi
 	sleep 1
@@ -162,16 +198,18 @@ for _ in $(seq 30); do
 	[ "$fds_end" -le "$baseline" ] && break
 	sleep 1
 done
+links_end=$(proxy_links)
 aborted=$(cat "$scratch/aborted" 2>/dev/null || echo 0)
 hs=$(metric "${mport[proxy]}" keyway_proxy_handshakes_total)
 failovers=$(metric "${mport[proxy]}" keyway_provider_failovers_total)
 stop_all
 
 python3 - "$dat" "$scratch/loads" "$events" "$baseline" "$fds_end" "$aborted" "$hs" \
-	"$failovers" "$tck" "$duration" "$results/soak.png" <<'PY' || status=$?
+	"$failovers" "$tck" "$duration" "$results/soak.png" "$links_end" "$max_links" <<'PY' || status=$?
 import subprocess, sys
-dat, loads, events, baseline, fds_end, aborted, hs, failovers, tck, duration, png = sys.argv[1:]
+dat, loads, events, baseline, fds_end, aborted, hs, failovers, tck, duration, png, links, max_links = sys.argv[1:]
 baseline, fds_end, tck, duration = int(baseline), int(fds_end), int(tck), int(duration)
+links, max_links = int(links), int(max_links)
 series = {}
 for line in open(dat):
     if line.startswith("#"):
@@ -222,6 +260,8 @@ for name, pts in series.items():
         cpu))
 if fds_end > baseline:
     bad.append("proxy: %d descriptors open after the load, baseline %d" % (fds_end, baseline))
+if links > max_links:
+    bad.append("proxy: %d keyserver links open after the load, at most %d" % (links, max_links))
 if failed:
     bad.append("%d h2load requests failed or errored (not deliberately aborted)" % failed)
 if not ok:
@@ -229,8 +269,8 @@ if not ok:
 print()
 print("h2load: %d requests succeeded, %d failed; proxy handshakes %s; aborted on purpose %s;"
       % (ok, failed, hs, aborted))
-print("keyserver failovers %s; proxy descriptors at rest %d before, %d after" % (failovers, baseline,
-                                                                               fds_end))
+print("keyserver failovers %s; proxy descriptors at rest %d before, %d after (besides %d keyserver links)"
+      % (failovers, baseline, fds_end, links))
 print("events: %s" % ", ".join(l.strip() for l in open(events) if "kill" in l) or "none")
 p = series.get("proxy", [])
 g = [s for s in [slope([(t, r) for t, r, _, _ in p if t >= half])] if s is not None]
@@ -238,6 +278,8 @@ print("RESULT soak_proxy_rss_growth_mib %.2f target <=2 %s" % (
     g[0] * half / 1024 if g else float("nan"), "PASS" if not any("proxy: RSS" in b for b in bad) else "FAIL"))
 print("RESULT soak_proxy_fds_after %d target <=%d %s" % (fds_end, baseline,
                                                           "PASS" if fds_end <= baseline else "FAIL"))
+print("RESULT soak_proxy_keyserver_links_after %d target <=%d %s" % (links, max_links,
+                                                                    "PASS" if links <= max_links else "FAIL"))
 print("RESULT soak_failed_requests %d target 0 %s" % (failed, "PASS" if not failed else "FAIL"))
 
 plot = dat + ".plot"

@@ -17,6 +17,8 @@ packages=(
 	libssl-dev openssl                            # OpenSSL 3.0: all crypto and TLS
 	python3 python3-cryptography                  # the independent keyless client of the e2e tests
 	libipsec-mb-dev                               # the QUIC ipsec-mb engine (AES-GCM bursts)
+	libp11-kit-dev                                # keywayd: PKCS#11 URIs (RFC 7512) and pkcs11.h
+	softhsm2                                      # a PKCS#11 token for keywayd's tests and benchmark
 	gnuplot-nox                                   # benchmark plots
 	util-linux procps                             # taskset, ps for benchmarks
 	nginx curl                                    # the provider's e2e test with an unmodified server

@@ -41,6 +41,7 @@ struct kw_option {
 	unsigned min, max;          /* KW_OPT_UINT bounds (max 0 means UINT_MAX) */
 	const char *const *choices; /* KW_OPT_ENUM */
 	bool required;
+	bool whole;        /* KW_OPT_LIST: each value is one element, commas included (URIs) */
 	const char *alias; /* an older name also accepted as a flag and a key (NULL: none) */
 	bool seen;         /* set by the parser */
 	const char *file;  /* set by the parser: the config file the value came from, */

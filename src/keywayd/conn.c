@@ -34,10 +34,12 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "identity.h"
 #include "keyway/buf.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
 #include "keyway/loop.h"
+#include "keyway/opcodes.h"
 #include "keyway/protocol.h"
 #include "keyway/tls.h"
 
@@ -53,7 +55,9 @@
  * other ready connection, so a request elsewhere waits for one slice plus the
  * request running when it was used up, not for a whole batch.
  */
-#define EXEC_SLICE_NS 2000000u   /* 2 ms */
+#define EXEC_SLICE_NS 2000000u /* 2 ms */
+/* Requests of one connection a device or a batch may hold; past it reading waits. */
+#define MAX_PENDING_JOBS 1024
 #define DRAIN_QUIET_NS 50000000u /* draining: silence after which a client is done */
 /* An empty buffer larger than this is given back after each turn: steady traffic
  * keeps its small buffers, and a burst's growth does not stay pinned. */
@@ -93,8 +97,9 @@ struct kwd_conn {
 	bool draining;      /* server shutdown: close once answered */
 	bool input_drained; /* the last read emptied the socket */
 	bool handshake_failed;
-	bool secret_out; /* queued output holds a decrypted block: wipe it once sent */
-	const char *why; /* reason for closing, for the debug log */
+	bool secret_out;           /* queued output holds a decrypted block: wipe it once sent */
+	const char *why;           /* reason for closing, for the debug log */
+	struct kwd_job_owner jobs; /* requests answered later (a device, a batch) */
 	struct kw_io io;
 	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
 	struct kw_timer kick; /* serve buffered frames on the next turn */
@@ -109,6 +114,8 @@ struct kwd_conn {
 	struct kw_buf resp;   /* TLS: plaintext responses not yet encrypted */
 	struct kw_buf tx;     /* bytes for the socket */
 	char peer[64];
+	/* Who the client is, once authenticated: for the ACL and the audit log. */
+	struct kwd_identity ident;
 };
 
 /* ---- the buffer BIO: SSL reads from rx and writes to tx ---- */
@@ -232,6 +239,8 @@ static void close_now(struct kwd_conn *c, const char *why)
 	kw_io_stop(env->loop, &c->io);
 	kw_timer_stop(env->loop, &c->idle);
 	kw_timer_stop(env->loop, &c->kick);
+	if (c->jobs.pending > 0)
+		kwd_executor_detach(env->executor, &c->jobs);
 	SSL_free(c->ssl); /* frees the BIO too */
 	c->ssl = NULL;
 	close(c->fd);
@@ -240,6 +249,7 @@ static void close_now(struct kwd_conn *c, const char *why)
 	kw_buf_cleanup(&c->in);
 	kw_buf_cleanup(&c->resp);
 	kw_buf_cleanup(&c->tx);
+	kwd_identity_cleanup(&c->ident);
 	account_buffers(c);
 	kwd_gauge_dec(&env->metrics->conns_open[c->transport]);
 	/* An event for this connection may still be queued in this turn. */
@@ -338,29 +348,79 @@ static void record(struct turn *t, uint8_t opcode, uint8_t err)
 	}
 }
 
-static int answer(struct kwd_conn *c, struct turn *t, uint32_t id, const struct kw_msg *m)
+static struct kw_buf *responses(struct kwd_conn *c)
 {
-	struct kwd_conn_env *env = c->env;
-	struct kwd_exec_result *res = &t->res;
-	struct kw_buf *out = c->ssl ? &c->resp : &c->tx;
+	return c->ssl ? &c->resp : &c->tx;
+}
 
-	uint64_t t0 = kw_now_ns();
-	kwd_exec_run(env->exec, env->ks, m, res);
-	uint64_t t1 = kw_now_ns();
+/* queue_answer encodes the answer res to request id (of opcode) and wipes res. */
+static int queue_answer(struct kwd_conn *c, uint32_t id, uint8_t opcode,
+                        struct kwd_exec_result *res)
+{
+	struct kw_buf *out = responses(c);
 	int rc = res->opcode == KW_OP_ERROR
 	             ? kw_encode_error(out, id, (enum kw_proto_error)res->error, true)
 	             : kw_encode_response(out, id, res->opcode, res->payload, res->len, true);
 	kwd_exec_result_cleanse(res);
 	/* Signatures are public; a raw RSA decryption is not. */
-	if (m->opcode == KW_OP_RSA_DECRYPT && res->opcode == KW_OP_RESPONSE)
+	if (opcode == KW_OP_RSA_DECRYPT && res->opcode == KW_OP_RESPONSE)
 		c->secret_out = true;
+	return rc;
+}
 
-	unsigned fam = (unsigned)kw_opcode_family(m->opcode);
-	if (fam >= KWD_NFAMILY)
-		fam = 0;
+static unsigned family_of(uint8_t opcode)
+{
+	unsigned fam = (unsigned)kw_opcode_family(opcode);
+	return fam < KWD_NFAMILY ? fam : 0;
+}
+
+/*
+ * authorize finds, with --acl or --audit-log, the key m names (*key) and
+ * whether this client may use it for m's operation (acl.h).
+ */
+static enum kwd_acl_verdict authorize(struct kwd_conn *c, const struct kw_msg *m,
+                                      const struct kwd_key **key)
+{
+	const struct kwd_gen *g = c->env->gen;
+	*key = NULL;
+	if (g == NULL || (g->acl == NULL && c->env->audit == NULL))
+		return KWD_ACL_ALLOW;
+	return kwd_acl_request(g->acl, &c->ident, g->ks, m, key);
+}
+
+/* audit counts a key request's outcome for --audit-log. */
+static void audit(struct kwd_conn *c, uint8_t opcode, const struct kwd_key *key, bool denied,
+                  uint8_t err)
+{
+	if (c->env->audit != NULL && kw_opcode_desc(opcode) != NULL)
+		kwd_audit_note(c->env->audit, c->ident.name, key != NULL ? key->ski : NULL,
+		               kwd_acl_op_of(opcode), denied, err != KW_ERR_NONE);
+}
+
+static int answer(struct kwd_conn *c, struct turn *t, uint32_t id, const struct kw_msg *m)
+{
+	struct kwd_conn_env *env = c->env;
+	struct kwd_exec_result *res = &t->res;
+	uint64_t exec_ns = 0;
+	const struct kwd_key *key;
+
 	kwd_counter_add(&env->metrics->requests[m->opcode], 1);
-	kwd_hist_observe(&env->metrics->exec[fam][kwd_metrics_error_index(res->error)], t1 - t0);
-	record(t, m->opcode, res->error);
+	enum kwd_acl_verdict v = authorize(c, m, &key);
+	if (v != KWD_ACL_ALLOW) {
+		/* An unknown key's very answer: no probing for keys one may not use. */
+		kwd_exec_result_error(res, KW_ERR_KEY_NOT_FOUND);
+		kwd_counter_add(&env->metrics->acl_denied[v], 1);
+	} else if (kwd_executor_submit(env->executor, &c->jobs, id, m, res, &exec_ns) ==
+	           KWD_PENDING) {
+		return 0; /* audited when its answer comes back (on_job_done) */
+	}
+	uint8_t err = res->error;
+	if (m->has_opcode)
+		audit(c, m->opcode, key, v != KWD_ACL_ALLOW, err);
+	int rc = queue_answer(c, id, m->opcode, res);
+	kwd_hist_observe(&env->metrics->exec[family_of(m->opcode)][kwd_metrics_error_index(err)],
+	                 exec_ns);
+	record(t, m->opcode, err);
 	return rc;
 }
 
@@ -384,7 +444,7 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 	}
 	uint64_t start = kw_now_ns(), now = start;
 	while (!c->closing) {
-		if (pending_out(c) >= env->out_bound)
+		if (pending_out(c) >= env->out_bound || c->jobs.pending >= MAX_PENDING_JOBS)
 			break;
 		struct kw_header h;
 		size_t avail = kw_buf_unread(src);
@@ -402,8 +462,7 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 		n++;
 		int rc;
 		if (h.major != KW_PROTO_MAJOR) {
-			rc = kw_encode_error(c->ssl ? &c->resp : &c->tx, h.id,
-			                     KW_ERR_VERSION_MISMATCH, true);
+			rc = kw_encode_error(responses(c), h.id, KW_ERR_VERSION_MISMATCH, true);
 		} else {
 			struct kw_msg m;
 			if (kw_msg_parse(&m, kw_buf_head(src) + KW_HEADER_LEN, h.length) < 0) {
@@ -431,6 +490,32 @@ static void serve_frames(struct kwd_conn *c, struct turn *t)
 }
 
 /* ---- TLS ---- */
+
+/* trust_of is the client CAs and CRLs of env's current generation (NULL without TLS). */
+static X509_STORE *trust_of(const struct kwd_conn_env *env)
+{
+	return env->gen != NULL && env->gen->ssl_ctx != NULL
+	           ? SSL_CTX_get_cert_store(env->gen->ssl_ctx)
+	           : NULL;
+}
+
+/*
+ * authenticated captures the client's identity once its handshake is done.
+ * A handshake begun before a reload was verified with the old CAs and CRLs:
+ * it is verified again with the current ones. false if that closed c.
+ */
+static bool authenticated(struct kwd_conn *c)
+{
+	X509_STORE *now = trust_of(c->env);
+	if (now != NULL && now != SSL_CTX_get_cert_store(SSL_get_SSL_CTX(c->ssl)) &&
+	    kwd_conn_reverify(c))
+		return false;
+	if (kwd_identity_from_tls(&c->ident, c->ssl) < 0) {
+		close_now(c, "out of memory");
+		return false;
+	}
+	return true;
+}
 
 static void log_handshake(struct kwd_conn *c)
 {
@@ -482,6 +567,8 @@ static enum kwd_step tls_input(struct kwd_conn *c)
 		}
 		c->handshaking = false;
 		log_handshake(c);
+		if (!authenticated(c))
+			return KWD_STEP_CLOSED;
 		/* The timer was armed for the handshake deadline; from now on the idle
 		 * timeout counts, and it may come sooner. Should re-arming fail, the
 		 * armed timer still fires and on_idle applies the idle deadline then. */
@@ -604,7 +691,8 @@ static void release_burst(struct kwd_conn *c)
 static void settle(struct kwd_conn *c)
 {
 	struct kwd_conn_env *env = c->env;
-	size_t pend = pending_out(c);
+	/* Answers still to come from a device or a batch count as output to send. */
+	size_t pend = pending_out(c) + c->jobs.pending;
 
 	if (!c->closing && c->eof && !has_frame(c)) {
 		c->closing = true;
@@ -653,6 +741,41 @@ static void settle(struct kwd_conn *c)
 	if (rc < 0)
 		close_now(c, kw_strerror(rc));
 }
+
+/* ---- answers that come later (executor.h) ---- */
+
+static void on_job_done(struct kwd_job_owner *o, struct kwd_job *job)
+{
+	struct kwd_conn *c = kw_container_of(o, struct kwd_conn, jobs);
+	struct kwd_conn_env *env = c->env;
+	uint8_t err = job->res.error;
+	audit(c, job->op.opcode, job->op.key, false, err);
+	unsigned fam = family_of(job->op.opcode);
+	unsigned ei = kwd_metrics_error_index(err);
+	if (queue_answer(c, job->id, job->op.opcode, &job->res) < 0) {
+		kw_warn("connection %s: cannot queue a response", c->peer);
+		c->closing = true;
+		c->why = "out of memory";
+	}
+	uint64_t now = kw_now_ns();
+	kwd_hist_observe(&env->metrics->exec[fam][ei], job->exec_ns);
+	kwd_hist_observe(&env->metrics->total[fam][ei], now - job->submit_ns);
+	c->active_ns = kw_loop_now_ns(env->loop);
+}
+
+static void on_jobs_settle(struct kwd_job_owner *o)
+{
+	struct kwd_conn *c = kw_container_of(o, struct kwd_conn, jobs);
+	struct turn t;
+	t.nanswered = 0;
+	if (!c->dead && flush(c, &t) != KWD_STEP_CLOSED)
+		settle(c);
+}
+
+static const struct kwd_job_owner_ops job_ops = {
+    .done = on_job_done,
+    .settle = on_jobs_settle,
+};
 
 static void service(struct kwd_conn *c, bool can_read)
 {
@@ -703,6 +826,9 @@ static uint64_t deadline(const struct kwd_conn *c)
 static void on_idle(struct kw_loop *loop, void *arg)
 {
 	struct kwd_conn *c = arg;
+	/* Waiting on a device is not idleness. */
+	if (c->jobs.pending > 0)
+		c->active_ns = kw_loop_now_ns(loop);
 	uint64_t deadline_ns = deadline(c);
 	if (kw_loop_now_ns(loop) < deadline_ns) {
 		/* Unarmed, the idle timer would never close this connection. */
@@ -740,9 +866,11 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	kw_io_init(&c->io, on_io, c);
 	kw_timer_init(&c->idle, on_idle, c);
 	kw_timer_init(&c->kick, on_kick, c);
+	kwd_job_owner_init(&c->jobs, &job_ops);
 	c->open_ns = c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
 
-	int rc = ctx != NULL ? tls_attach(c, ctx) : 0;
+	/* A Unix-socket peer is known at accept, by its uid (SO_PEERCRED). */
+	int rc = ctx != NULL ? tls_attach(c, ctx) : kwd_identity_from_unix(&c->ident, fd);
 	if (rc == 0)
 		rc = kw_io_start(env->loop, &c->io, fd, KW_EV_READ);
 	if (rc == 0)
@@ -750,6 +878,7 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	if (rc < 0) {
 		kw_io_stop(env->loop, &c->io);
 		SSL_free(c->ssl);
+		kwd_identity_cleanup(&c->ident);
 		close(fd);
 		free(c);
 		return rc;
@@ -787,6 +916,21 @@ void kwd_conn_abort(struct kwd_conn *c)
 bool kwd_conn_handshaking(const struct kwd_conn *c)
 {
 	return !c->dead && c->handshaking;
+}
+
+bool kwd_conn_reverify(struct kwd_conn *c)
+{
+	char why[256];
+	X509_STORE *trust = trust_of(c->env);
+	if (c->dead || c->ssl == NULL || c->handshaking || trust == NULL)
+		return false;
+	if (kwd_identity_reverify(c->ssl, trust, why, sizeof(why)))
+		return false;
+	kw_info("connection %s closed: its client certificate no longer verifies: %s", c->peer,
+	        why);
+	kwd_counter_add(&c->env->metrics->reverify_closed, 1);
+	close_now(c, NULL);
+	return true;
 }
 
 void kwd_conn_evict(struct kwd_conn *c)

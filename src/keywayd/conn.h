@@ -16,14 +16,15 @@
 
 #include <openssl/ssl.h>
 
-#include "exec.h"
-#include "keystore.h"
+#include "acl.h"
+#include "audit.h"
+#include "executor.h"
 #include "keyway/loop.h"
 #include "metrics.h"
 
 struct kwd_conn;
 
-/* kwd_conn_refresh_fn brings env->exec and env->ks up to date (loop thread). */
+/* kwd_conn_refresh_fn brings env->executor's key generation up to date (loop thread). */
 typedef void kwd_conn_refresh_fn(void *arg);
 /*
  * kwd_conn_closed_fn is told, once per connection, that the connection
@@ -43,11 +44,15 @@ struct kwd_conn_env {
 	size_t out_bound;              /* unsent output bytes at which reading pauses */
 	uint64_t idle_ns;              /* close a connection without progress this long */
 	uint64_t handshake_ns;         /* TLS handshake bound from accept; 0: idle_ns only */
-	struct kwd_exec *exec;         /* context cache for ks (set by refresh) */
-	const struct kwd_keystore *ks; /* the keys requests are answered with (set by refresh) */
+	struct kwd_executor *executor; /* answers the requests (its keys follow refresh) */
 	kwd_conn_refresh_fn *refresh;  /* called before each batch of requests is served */
 	kwd_conn_closed_fn *closed;    /* called when a connection is closed */
 	void *arg;                     /* the callbacks' first argument */
+	/* The generation the executor answers with (set by refresh): its keys, its
+	 * --acl rules (NULL: all allowed), its client CAs and CRLs. */
+	const struct kwd_gen *gen;
+	/* --audit-log counts of this worker, NULL without. */
+	struct kwd_audit_tab *audit;
 };
 
 /*
@@ -83,6 +88,14 @@ void kwd_conn_abort(struct kwd_conn *c);
  * evicted. A Unix-socket connection never is.
  */
 bool kwd_conn_handshaking(const struct kwd_conn *c);
+
+/*
+ * kwd_conn_reverify verifies c's client certificate again against the client
+ * CAs and CRLs of the current generation (after a reload changed them) and
+ * closes c if it no longer verifies; true if it did close it. Not for Unix
+ * sockets or connections still in their handshake (checked when it ends).
+ */
+bool kwd_conn_reverify(struct kwd_conn *c);
 
 /* kwd_conn_evict closes c now, to make room for a new connection. */
 void kwd_conn_evict(struct kwd_conn *c);

@@ -72,7 +72,7 @@ static int rebind(struct kwd_exec *e, const struct kwd_keystore *ks)
 	return 0;
 }
 
-static void set_error(struct kwd_exec_result *res, enum kw_proto_error e)
+void kwd_exec_result_error(struct kwd_exec_result *res, enum kw_proto_error e)
 {
 	res->opcode = KW_OP_ERROR;
 	res->error = (uint8_t)e;
@@ -81,7 +81,7 @@ static void set_error(struct kwd_exec_result *res, enum kw_proto_error e)
 	res->len = 1;
 }
 
-static void set_output(struct kwd_exec_result *res, size_t len)
+void kwd_exec_result_output(struct kwd_exec_result *res, size_t len)
 {
 	res->opcode = KW_OP_RESPONSE;
 	res->error = KW_ERR_NONE;
@@ -97,12 +97,8 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return acc == 0;
 }
 
-/*
- * find_key returns the key or the error to answer (docs/protocol.md §7): a
- * valid SKI wins, else a valid digest; all-zero identifiers count as absent.
- */
-static const struct kwd_key *find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
-                                      enum kw_proto_error *err)
+const struct kwd_key *kwd_exec_find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
+                                        enum kw_proto_error *err)
 {
 	const struct kwd_key *k;
 
@@ -139,22 +135,20 @@ static int run(struct kwd_exec *e, const struct kwd_key *key, const struct kw_op
 	}
 	if (rc != 0)
 		return -1;
-	set_output(res, outlen);
+	kwd_exec_result_output(res, outlen);
 	return 0;
 }
 
-void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kw_msg *req,
-                  struct kwd_exec_result *res)
+int kwd_exec_prepare(const struct kwd_keystore *ks, const struct kw_msg *req,
+                     struct kwd_exec_op *op, struct kwd_exec_result *res)
 {
 	enum kw_proto_error err = KW_ERR_NONE;
-	const struct kw_opcode_desc *d;
-	const struct kwd_key *key;
 
 	res->payload = NULL;
 	res->len = 0;
 	if (!req->has_opcode) {
-		set_error(res, KW_ERR_BAD_OPCODE);
-		return;
+		kwd_exec_result_error(res, KW_ERR_BAD_OPCODE);
+		return 1;
 	}
 	switch (req->opcode) {
 	case KW_OP_PING:
@@ -162,40 +156,60 @@ void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struc
 		res->error = KW_ERR_NONE;
 		res->payload = req->payload.data;
 		res->len = req->payload.data != NULL ? req->payload.len : 0;
-		return;
+		return 1;
 	case KW_OP_RESPONSE:
 	case KW_OP_PONG:
 	case KW_OP_ERROR:
-		set_error(res, KW_ERR_UNEXPECTED_OPCODE);
-		return;
+		kwd_exec_result_error(res, KW_ERR_UNEXPECTED_OPCODE);
+		return 1;
 	}
-	d = kw_opcode_desc(req->opcode);
-	if (d == NULL) {
-		set_error(res, KW_ERR_BAD_OPCODE);
-		return;
+	op->desc = kw_opcode_desc(req->opcode);
+	if (op->desc == NULL) {
+		kwd_exec_result_error(res, KW_ERR_BAD_OPCODE);
+		return 1;
 	}
-	if ((key = find_key(ks, req, &err)) == NULL) {
-		set_error(res, err);
-		return;
+	if ((op->key = kwd_exec_find_key(ks, req, &err)) == NULL) {
+		kwd_exec_result_error(res, err);
+		return 1;
 	}
 	size_t plen = req->payload.data != NULL ? req->payload.len : 0;
-	if (!kw_opcode_check(d, (int)key->type, plen)) {
-		set_error(res, KW_ERR_CRYPTO);
+	if (!kw_opcode_check(op->desc, (int)op->key->type, plen)) {
+		kwd_exec_result_error(res, KW_ERR_CRYPTO);
+		return 1;
+	}
+	op->opcode = req->opcode;
+	op->in = (struct kw_bytes){req->payload.data, plen};
+	return 0;
+}
+
+void kwd_exec_key(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kwd_exec_op *op,
+                  struct kwd_exec_result *res)
+{
+	if (op->key->p11 != NULL) {
+		/* A token key holds no private key here: only its device computes it. */
+		kwd_exec_result_error(res, KW_ERR_INTERNAL);
 		return;
 	}
-	if (e->ks_id != kwd_keystore_id(ks) || key->index >= e->nkeys) {
+	if (e->ks_id != kwd_keystore_id(ks) || op->key->index >= e->nkeys) {
 		if (rebind(e, ks) != 0) {
-			set_error(res, KW_ERR_INTERNAL);
+			kwd_exec_result_error(res, KW_ERR_INTERNAL);
 			return;
 		}
 	}
-	struct kw_bytes payload = {req->payload.data, plen};
-	if (run(e, key, d, &payload, res) != 0) {
+	if (run(e, op->key, op->desc, &op->in, res) != 0) {
 		/* Don't let one bad request's errors pile up in this thread's queue. */
 		ERR_clear_error();
 		OPENSSL_cleanse(res->buf, sizeof(res->buf));
-		set_error(res, KW_ERR_CRYPTO);
+		kwd_exec_result_error(res, KW_ERR_CRYPTO);
 	}
+}
+
+void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kw_msg *req,
+                  struct kwd_exec_result *res)
+{
+	struct kwd_exec_op op;
+	if (kwd_exec_prepare(ks, req, &op, res) == 0)
+		kwd_exec_key(e, ks, &op, res);
 }
 
 void kwd_exec_result_cleanse(struct kwd_exec_result *res)

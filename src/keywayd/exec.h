@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keyway/opcodes.h"
 #include "keyway/protocol.h"
 #include "keystore.h"
 
@@ -41,6 +42,39 @@ void kwd_exec_reset(struct kwd_exec *e);
  */
 void kwd_exec_run(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kw_msg *req,
                   struct kwd_exec_result *res);
+
+/* A key operation a request asks for, found and checked by kwd_exec_prepare. */
+struct kwd_exec_op {
+	const struct kwd_key *key;
+	const struct kw_opcode_desc *desc;
+	uint8_t opcode;
+	struct kw_bytes in; /* the request's payload (borrowed from the request) */
+};
+
+/*
+ * kwd_exec_prepare does the part of kwd_exec_run that needs no key: returns 1
+ * with *res the whole answer (a pong, an error: unknown opcode or key, bad
+ * input length), or 0 with *op the key operation still to compute (inline by
+ * kwd_exec_key, or by a device or a batch; see executor.h).
+ */
+int kwd_exec_prepare(const struct kwd_keystore *ks, const struct kw_msg *req,
+                     struct kwd_exec_op *op, struct kwd_exec_result *res);
+/* kwd_exec_key computes op on the loop thread, with e's cached contexts. */
+void kwd_exec_key(struct kwd_exec *e, const struct kwd_keystore *ks, const struct kwd_exec_op *op,
+                  struct kwd_exec_result *res);
+
+/* Results made by whoever computes an operation (inline, a device, a batch). */
+void kwd_exec_result_error(struct kwd_exec_result *res, enum kw_proto_error e);
+/* kwd_exec_result_output marks the first len bytes of res->buf as the answer. */
+void kwd_exec_result_output(struct kwd_exec_result *res, size_t len);
+
+/*
+ * kwd_exec_find_key returns the key req names, or NULL with the error to
+ * answer (docs/protocol.md §7): a valid SKI wins, else a valid digest;
+ * all-zero identifiers count as absent.
+ */
+const struct kwd_key *kwd_exec_find_key(const struct kwd_keystore *ks, const struct kw_msg *req,
+                                        enum kw_proto_error *err);
 
 /* kwd_exec_result_cleanse wipes what res->buf holds and empties res. */
 void kwd_exec_result_cleanse(struct kwd_exec_result *res);

@@ -29,6 +29,7 @@ void kwd_gen_unref(struct kwd_gen *g)
 	if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	kwd_keystore_free(g->ks);
+	kwd_acl_free(g->acl);
 	SSL_CTX_free(g->ssl_ctx);
 	free(g);
 }

@@ -1,6 +1,7 @@
 /*
- * gen.h - a keywayd generation: the keystore and the TLS context served
- * together, and the slot through which the main thread publishes a new one.
+ * gen.h - a keywayd generation: the keystore, the TLS context (with the
+ * client CAs and CRLs) and the --acl rules served together, and the slot
+ * through which the main thread publishes a new one.
  *
  * A generation is immutable and reference-counted. SIGHUP builds a complete
  * new one in the main thread and publishes it in the slot, bumping the slot's
@@ -18,13 +19,19 @@
 
 #include <openssl/ssl.h>
 
+#include "acl.h"
 #include "keystore.h"
+#include "trust.h"
 
 struct kwd_gen {
 	atomic_uint refs;
 	uint64_t seq; /* 1 for the start-up set, +1 per successful reload */
 	struct kwd_keystore *ks;
-	SSL_CTX *ssl_ctx; /* NULL without a TCP listener */
+	SSL_CTX *ssl_ctx;    /* NULL without a TCP listener */
+	struct kwd_acl *acl; /* --acl rules, NULL without (everything allowed); owned */
+	/* SHA-256 over --client-ca and --client-crl as loaded: a change makes the
+	 * workers verify their clients' certificates again */
+	uint8_t trust[KWD_TRUST_DIGEST_LEN];
 };
 
 /*

@@ -23,6 +23,7 @@
 #include "keyway/err.h"
 #include "keyway/keyfile.h"
 #include "keyway/keyid.h"
+#include "pkcs11.h"
 
 #define MAX_KEYS (1u << 24)
 
@@ -33,7 +34,8 @@ struct kwd_keystore {
 	/* Open addressing, linear probing; a slot holds key index + 1, 0 = empty. */
 	uint32_t *ski_slots;
 	uint32_t *digest_slots;
-	size_t mask; /* table size - 1 (a power of two) */
+	size_t mask;             /* table size - 1 (a power of two) */
+	struct kwd_p11_set *p11; /* the token keys' set, referenced while they are served */
 };
 
 static atomic_uint_fast64_t next_id = 1;
@@ -66,6 +68,7 @@ static void key_cleanup(struct kwd_key *k)
 {
 	EVP_PKEY_free(k->pkey); /* OpenSSL wipes the private components */
 	free(k->path);
+	free(k->label);
 	memset(k, 0, sizeof(*k));
 }
 
@@ -152,6 +155,34 @@ static int add_key(struct loader *ld, const struct kw_keyfile *f, EVP_PKEY *pkey
 	ld->files[ks->count].dev = f->dev;
 	ld->files[ks->count].ino = f->ino;
 	ks->keys[ks->count++] = k;
+	return 0;
+}
+
+/*
+ * add_token_keys adds the keys of set after the files. A token key has no
+ * file: its "file id" is unique (dev -1, its position), so dedupe refuses a
+ * token key and a file key (or two token keys) with the same SKI, naming both.
+ */
+static int add_token_keys(struct loader *ld, struct kwd_p11_set *set)
+{
+	size_t n = kwd_p11_set_count(set);
+
+	for (size_t i = 0; i < n; i++) {
+		const struct kwd_p11_key *pk = kwd_p11_set_key(set, i);
+		struct kw_keyfile f = {.path = pk->name, .dev = (dev_t)-1, .ino = (ino_t)i};
+		int rc;
+
+		EVP_PKEY_up_ref(pk->pub);
+		if ((rc = add_key(ld, &f, pk->pub, pk->type, pk->bits)) != 0) {
+			EVP_PKEY_free(pk->pub);
+			return rc;
+		}
+		struct kwd_key *k = &ld->ks->keys[ld->ks->count - 1];
+		k->p11 = pk;
+		k->device = ld->opts->p11_device;
+		if (pk->label != NULL && (k->label = strdup(pk->label)) == NULL)
+			return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -308,6 +339,7 @@ void kwd_keystore_free(struct kwd_keystore *ks)
 	free(ks->keys);
 	free(ks->ski_slots);
 	free(ks->digest_slots);
+	kwd_p11_set_unref(ks->p11);
 	free(ks);
 }
 
@@ -371,11 +403,23 @@ int kwd_keystore_load(const char *dir, const struct kwd_keystore_options *opts,
 	    .allow_group_readable = ld.opts->allow_group_readable,
 	    .mode_fix = " or pass --allow-group-readable-keys",
 	};
-	rc = kw_keyfile_load_dir(dir, &kf, load_file, &ld, err, errlen);
-	if (rc < 0)
+	if (dir != NULL && (rc = kw_keyfile_load_dir(dir, &kf, load_file, &ld, err, errlen)) < 0)
 		goto err;
-	if (ld.ks->count == 0) {
+	if (ld.ks->count == 0 && dir != NULL) {
 		no_keys_err(&ld, dir);
+		rc = -KW_ECONFIG;
+		goto err;
+	}
+	if (ld.opts->p11 != NULL) {
+		ld.ks->p11 = kwd_p11_set_ref(ld.opts->p11);
+		if ((rc = add_token_keys(&ld, ld.opts->p11)) != 0) {
+			if (rc == -ENOMEM)
+				set_err(&ld, "out of memory");
+			goto err;
+		}
+	}
+	if (ld.ks->count == 0) {
+		set_err(&ld, "no key to serve");
 		rc = -KW_ECONFIG;
 		goto err;
 	}

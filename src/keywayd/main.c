@@ -26,14 +26,15 @@
 #include "server.h"
 
 static const char usage[] =
-    "usage: keywayd --keys DIR\n"
+    "usage: keywayd --keys DIR | --pkcs11 URI [--pkcs11-module PATH]\n"
     "               [--listen ADDR:PORT --tls-cert FILE --tls-key FILE --client-ca FILE]\n"
     "               [--unix PATH] [--workers N] [--metrics ADDR:PORT] [--config FILE]\n"
     "               [--pid-file FILE] [options]\n"
-    "A keyless keyserver: signs and decrypts with the keys in DIR for keyless clients\n"
+    "A keyless keyserver: signs and decrypts with the keys in DIR and/or on PKCS#11\n"
+    "tokens for keyless clients\n"
     "over mutual TLS (--listen) and/or a Unix socket (--unix); --tls-cert, --tls-key and\n"
-    "--client-ca are needed only with --listen. SIGHUP reloads the keys\n"
-    "and TLS files; SIGTERM drains and exits.";
+    "--client-ca are needed only with --listen. SIGHUP reloads the keys (re-reading\n"
+    "the PKCS#11 tokens), TLS files, CRLs and ACL; SIGTERM drains and exits.";
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
@@ -66,6 +67,15 @@ static void on_signal(struct kw_loop *loop, int fd, unsigned events, void *arg)
 /* check_options applies the rules the option table cannot express. */
 static int check_options(struct kwd_options *o, char *err, size_t errlen)
 {
+	bool tokens = o->pkcs11 != NULL && o->pkcs11[0] != NULL;
+	if (o->keys_dir == NULL && !tokens) {
+		snprintf(err, errlen,
+		         "no keys to serve; fix: pass --keys DIR (key files) and/or --pkcs11 URI "
+		         "(keys on a PKCS#11 token)");
+		return -KW_ECONFIG;
+	}
+	if (!tokens && (o->pkcs11_module != NULL || o->pkcs11_threads != 0))
+		kw_warn("--pkcs11-module/--pkcs11-threads are unused without --pkcs11");
 	if (o->listen == NULL && o->unix_path == NULL) {
 		snprintf(err, errlen,
 		         "nothing to listen on; fix: pass --listen ADDR:PORT (mutual "
@@ -84,8 +94,9 @@ static int check_options(struct kwd_options *o, char *err, size_t errlen)
 			         missing);
 			return -KW_ECONFIG;
 		}
-	} else if (o->tls_cert || o->tls_key || o->client_ca) {
-		kw_warn("--tls-cert/--tls-key/--client-ca are unused without --listen");
+	} else if (o->tls_cert || o->tls_key || o->client_ca || o->client_crl) {
+		kw_warn(
+		    "--tls-cert/--tls-key/--client-ca/--client-crl are unused without --listen");
 	}
 	if (o->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -111,10 +122,23 @@ static void log_started(const struct kwd_server *s, const char *metrics)
 	if (metrics[0] != '\0' && used < sizeof(where))
 		snprintf(where + used, sizeof(where) - used, "; metrics on http://%s/metrics",
 		         metrics);
-	size_t n = kwd_keystore_count(s->gens.gen->ks);
+	const struct kwd_keystore *ks = s->gens.gen->ks;
+	size_t n = kwd_keystore_count(ks), tokens = 0;
+	char from[1200];
+	for (size_t i = 0; i < n; i++)
+		tokens += kwd_keystore_at(ks, i)->p11 != NULL;
+	if (tokens == 0)
+		snprintf(from, sizeof(from), "%s", s->opt->keys_dir);
+	else if (s->opt->keys_dir == NULL)
+		snprintf(from, sizeof(from), "PKCS#11 tokens (%u device thread%s)",
+		         kwd_devpool_threads(s->devpool),
+		         kwd_devpool_threads(s->devpool) == 1 ? "" : "s");
+	else
+		snprintf(from, sizeof(from), "%s and %zu on PKCS#11 tokens (%u device thread%s)",
+		         s->opt->keys_dir, tokens, kwd_devpool_threads(s->devpool),
+		         kwd_devpool_threads(s->devpool) == 1 ? "" : "s");
 	kw_info("keywayd started: %zu key%s from %s, %u worker%s, listening on %s", n,
-	        n == 1 ? "" : "s", s->opt->keys_dir, s->nworkers, s->nworkers == 1 ? "" : "s",
-	        where);
+	        n == 1 ? "" : "s", from, s->nworkers, s->nworkers == 1 ? "" : "s", where);
 }
 
 /* watch_signals delivers SIGHUP, SIGTERM and SIGINT (blocked in every thread) to loop. */
@@ -283,6 +307,10 @@ static int run(struct kwd_server *srv, struct kwd_options *o, const sigset_t *se
 	}
 	if (serve_metrics(srv, loop, o->metrics, metrics_at, sizeof(metrics_at)) < 0)
 		goto out_srv;
+	if ((rc = kwd_server_start_audit(srv, loop)) < 0) {
+		kw_error("--audit-log: cannot arm its timer: %s", kw_strerror(rc));
+		goto out_srv;
+	}
 	if (kwd_server_start(srv, err, sizeof(err)) < 0 ||
 	    kwd_server_write_pid(srv, err, sizeof(err)) < 0) {
 		kw_error("%s", err);
@@ -319,13 +347,20 @@ int main(int argc, char **argv)
 	};
 	/* clang-format off */
 	struct kw_option opts[] = {
-	    KW_OPT_STR("keys", &o.keys_dir, "DIR", "serve every *.key file under DIR (recursively)", .required = true),
+	    KW_OPT_STR("keys", &o.keys_dir, "DIR", "serve every *.key file under DIR (recursively); optional with --pkcs11"),
+	    KW_OPT_MANY("pkcs11", &o.pkcs11, "URI", "serve the private keys a PKCS#11 URI (RFC 7512) selects on a token; repeatable; PIN from pin-value or pin-source", .whole = true),
+	    KW_OPT_STR("pkcs11-module", &o.pkcs11_module, "PATH", "PKCS#11 module of --pkcs11 URIs without module-path"),
+	    KW_OPT_NUM("pkcs11-threads", &o.pkcs11_threads, "N", "threads running token operations, each with its own session (default: online cores)", 1, 1024),
 	    KW_OPT_STR("listen", &o.listen, "ADDR:PORT", "TCP listener, mutual TLS (needs --tls-cert, --tls-key, --client-ca)"),
 	    KW_OPT_STR("tls-cert", &o.tls_cert, "FILE", "server certificate chain, PEM"),
 	    KW_OPT_STR("tls-key", &o.tls_key, "FILE", "server private key, PEM (mode 0600)"),
 	    KW_OPT_STR("client-ca", &o.client_ca, "FILE", "CA certificates client certificates must chain to, PEM"),
+	    KW_OPT_STR("client-crl", &o.client_crl, "FILE", "PEM CRLs, one for every CA in --client-ca: revoked client certificates are refused (reloaded on SIGHUP)"),
+	    KW_OPT_STR("acl", &o.acl, "FILE", "per-client key rules, `allow CLIENT KEYS [OPS]` a line (reloaded on SIGHUP; default: all allowed)"),
+	    KW_OPT_STR("audit-log", &o.audit_log, "FILE", "every 10 s, a line per client, key and operation with its requests, denials and failures (- for stdout)"),
 	    KW_OPT_STR("unix", &o.unix_path, "PATH", "Unix socket listener, no TLS"),
 	    KW_OPT_STR("unix-mode", &o.unix_mode, "MODE", "permissions of the Unix socket, octal (default 0660)"),
+	    KW_OPT_FLAG("allow-world-socket", &o.allow_world_socket, "accept a --unix-mode that lets every local user connect (o+w)"),
 	    KW_OPT_STR("unix-group", &o.unix_group, "GROUP", "group of the Unix socket (name or number)"),
 	    KW_OPT_NUM("workers", &o.workers, "N", "worker threads (default: online cores)", 1, 1024),
 	    KW_OPT_STR("metrics", &o.metrics, "ADDR:PORT", "serve Prometheus metrics at http://ADDR:PORT/metrics"),

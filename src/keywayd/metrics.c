@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "keyway/metrics_server.h"
 #include "keyway/prom.h"
 #include "keyway/protocol.h"
@@ -16,6 +17,7 @@ struct kwd_metrics {
 	unsigned nworkers;
 	_Atomic uint64_t keys;
 	_Atomic uint64_t reloads[2]; /* error, ok */
+	struct kwd_devpool *devpool; /* set before serving; NULL without --pkcs11 */
 
 	struct kw_metrics_server *server; /* NULL when not serving */
 };
@@ -129,6 +131,43 @@ static void by_transport(struct kwd_metrics *m, struct kw_prom *p, const char *n
 		            sum_workers(m, offset, t));
 }
 
+void kwd_metrics_set_devpool(struct kwd_metrics *m, struct kwd_devpool *pool)
+{
+	m->devpool = pool;
+}
+
+/* render_pkcs11 writes the device threads' families: operations, latency, queue. */
+static void render_pkcs11(struct kwd_metrics *m, struct kw_prom *p)
+{
+	static const char *const results[KWD_DEV_NRES] = {"ok", "crypto_error", "internal_error"};
+	struct kwd_devpool_stats st;
+
+	kwd_devpool_stats(m->devpool, &st);
+	kw_prom_family(p, "keyway_keywayd_pkcs11_operations_total", "counter",
+	               "PKCS#11 token operations by result.");
+	for (int r = 0; r < KWD_DEV_NRES; r++)
+		kw_prom_u64(p, "keyway_keywayd_pkcs11_operations_total",
+		            (const struct kw_prom_label[]){{"result", results[r]}}, 1, st.ops[r]);
+	kw_prom_family(p, "keyway_keywayd_pkcs11_operation_duration_seconds", "histogram",
+	               "Time of PKCS#11 token operations on the token, by result.");
+	for (int r = 0; r < KWD_DEV_NRES; r++) {
+		uint64_t bucket[KWD_HIST_BUCKETS + 1], sum_ns;
+		char sum_s[32];
+		kwd_devpool_latency(m->devpool, (enum kwd_dev_result)r, bucket, &sum_ns);
+		kw_prom_ns_seconds(sum_ns, sum_s, sizeof(sum_s));
+		kw_prom_histogram(p, "keyway_keywayd_pkcs11_operation_duration_seconds",
+		                  (const struct kw_prom_label[]){{"result", results[r]}}, 1,
+		                  bucket_le, bucket, KWD_HIST_BUCKETS, sum_s);
+	}
+	kw_prom_single(p, "keyway_keywayd_pkcs11_queue_depth", "gauge",
+	               "PKCS#11 operations waiting for a device thread.", st.queued);
+	kw_prom_single(p, "keyway_keywayd_pkcs11_operations_running", "gauge",
+	               "PKCS#11 operations on a device thread now.", st.running);
+	kw_prom_single(p, "keyway_keywayd_pkcs11_device_threads", "gauge",
+	               "PKCS#11 device threads (--pkcs11-threads).",
+	               kwd_devpool_threads(m->devpool));
+}
+
 int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 {
 	struct kw_prom p;
@@ -162,6 +201,18 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 	               "New connections closed at once: at --max-connections with none to evict, "
 	               "or out of descriptors.",
 	               sum_workers(m, offsetof(struct kwd_wmetrics, refused), 0));
+	kw_prom_family(&p, "keyway_keywayd_acl_denied_total", "counter",
+	               "Key requests --acl denied (answered as key not found), by reason: no rule "
+	               "for the client, none for the key, none for the operation.");
+	static const char *const reasons[KWD_NACL_REASON] = {"client", "key", "operation"};
+	for (unsigned r = 0; r < KWD_NACL_REASON; r++)
+		kw_prom_u64(&p, "keyway_keywayd_acl_denied_total",
+		            (const struct kw_prom_label[]){{"reason", reasons[r]}}, 1,
+		            sum_workers(m, offsetof(struct kwd_wmetrics, acl_denied), r));
+	kw_prom_single(&p, "keyway_keywayd_connections_revoked_total", "counter",
+	               "Open connections closed after a reload because their client certificate "
+	               "no longer verified (revoked, or its CA removed).",
+	               sum_workers(m, offsetof(struct kwd_wmetrics, reverify_closed), 0));
 	kw_prom_family(&p, "keyless_connections", "gauge", "Open client connections by transport.");
 	by_transport(m, &p, "keyless_connections", offsetof(struct kwd_wmetrics, conns_open));
 	kw_prom_family(&p, "keyless_connections_total", "counter",
@@ -179,6 +230,8 @@ int kwd_metrics_render(struct kwd_metrics *m, struct kw_buf *b)
 	            1, load(&m->reloads[1]));
 	kw_prom_u64(&p, "keyless_reloads_total",
 	            (const struct kw_prom_label[]){{"result", "error"}}, 1, load(&m->reloads[0]));
+	if (m->devpool != NULL)
+		render_pkcs11(m, &p);
 	return p.rc;
 }
 

@@ -22,6 +22,7 @@
 #define KWD_NFAMILY 7       /* enum kw_op_family */
 #define KWD_NERR 13         /* error codes 0x00..0x0B, then "unknown error" */
 #define KWD_NTRANSPORT 2    /* enum kwd_transport */
+#define KWD_NACL_REASON 3   /* the denials of enum kwd_acl_verdict */
 
 /* How a connection reached keywayd (indexes the per-transport counters). */
 enum kwd_transport { KWD_TRANSPORT_TCP = 0, KWD_TRANSPORT_UNIX };
@@ -44,6 +45,8 @@ struct kwd_wmetrics {
 	_Atomic uint64_t buffer_bytes; /* gauge: heap held by connection buffers */
 	_Atomic uint64_t evicted;      /* handshaking connections displaced at the cap */
 	_Atomic uint64_t refused;      /* new connections closed at the cap (none to evict) */
+	_Atomic uint64_t acl_denied[KWD_NACL_REASON]; /* requests --acl denied, by reason */
+	_Atomic uint64_t reverify_closed; /* closed when their certificate no longer verified */
 };
 
 /* Single-writer increment: the owner thread is the only one storing. */
@@ -77,6 +80,13 @@ void kwd_metrics_free(struct kwd_metrics *m);
 
 /* kwd_metrics_add_worker registers a worker's block; call before the workers start. */
 int kwd_metrics_add_worker(struct kwd_metrics *m, struct kwd_wmetrics *wm);
+
+struct kwd_devpool;
+/*
+ * kwd_metrics_set_devpool adds the PKCS#11 device threads' counters
+ * (keyway_keywayd_pkcs11_*) to the page; pool outlives the metrics server.
+ */
+void kwd_metrics_set_devpool(struct kwd_metrics *m, struct kwd_devpool *pool);
 
 /* Process-wide values, written by the main thread. */
 void kwd_metrics_set_keys(struct kwd_metrics *m, uint64_t n);

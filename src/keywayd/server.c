@@ -17,6 +17,7 @@
 #include "keyway/log.h"
 #include "keyway/protocol.h"
 #include "keyway/tls.h"
+#include "trust.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 1024
@@ -50,11 +51,26 @@ static int load_tls_key(const struct kwd_options *opt, EVP_PKEY **out, char *err
 	return rc;
 }
 
-/* server_ctx builds the listeners' context: --tls-cert with the key load_tls_key read. */
-static SSL_CTX *server_ctx(const struct kwd_options *opt, EVP_PKEY *key, char *err, size_t errlen)
+/*
+ * server_ctx builds the listeners' context: --tls-cert with the key
+ * load_tls_key read, --client-ca with the CRLs of --client-crl, and no
+ * session resumption (a revoked client must not get back in on an old session).
+ */
+static SSL_CTX *server_ctx(const struct kwd_options *opt, EVP_PKEY *key,
+                           uint8_t trust[KWD_TRUST_DIGEST_LEN], char *err, size_t errlen)
 {
 	char why[768];
 	SSL_CTX *ctx = kw_tls_server_ctx(opt->tls_cert, NULL, opt->client_ca, why, sizeof(why));
+	if (ctx != NULL && kwd_trust_no_resumption(ctx) < 0) {
+		SSL_CTX_free(ctx);
+		snprintf(err, errlen, "the TLS library refuses to turn session resumption off");
+		return NULL;
+	}
+	if (ctx != NULL &&
+	    kwd_trust_apply(ctx, opt->client_ca, opt->client_crl, trust, err, errlen) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 
 	if (ctx != NULL &&
 	    (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)) {
@@ -74,19 +90,44 @@ static SSL_CTX *server_ctx(const struct kwd_options *opt, EVP_PKEY *key, char *e
 	return ctx;
 }
 
+/* Token operations waiting for a device thread, at most (then answered 0x08 at once). */
+#define KWD_DEVICE_QUEUE 16384
+
+/* load_tokens reads the keys of the --pkcs11 URIs (at start-up and on every reload). */
+static int load_tokens(const struct kwd_options *opt, struct kwd_p11_set **out, char *err,
+                       size_t errlen)
+{
+	size_t n = 0;
+	*out = NULL;
+	while (opt->pkcs11 != NULL && opt->pkcs11[n] != NULL)
+		n++;
+	if (n == 0)
+		return 0;
+	struct kwd_p11_options po = {
+	    .module = opt->pkcs11_module,
+	    .uris = (const char *const *)opt->pkcs11,
+	    .nuris = n,
+	    .allow_group_readable = opt->allow_group_readable,
+	};
+	return kwd_p11_load(&po, out, err, errlen);
+}
+
 static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, char *err,
                      size_t errlen)
 {
 	const struct kwd_options *opt = s->opt;
 	struct kwd_keystore_options ko = {.allow_group_readable = opt->allow_group_readable};
 	struct kwd_keystore *ks = NULL;
+	struct kwd_p11_set *p11 = NULL;
+	struct kwd_acl *acl = NULL;
 	SSL_CTX *ctx = NULL;
+	uint8_t trust[KWD_TRUST_DIGEST_LEN] = {0};
 
 	struct stat st;
 	const char *bad = NULL;
-	if (stat(opt->keys_dir, &st) != 0)
+	if (opt->keys_dir != NULL && stat(opt->keys_dir, &st) != 0)
 		bad = strerror(errno);
-	else if (!S_ISDIR(st.st_mode))
+	else if (opt->keys_dir != NULL && !S_ISDIR(st.st_mode))
 		bad = "not a directory";
 	if (bad != NULL) {
 		snprintf(err, errlen,
@@ -94,26 +135,37 @@ static int build_gen(struct kwd_server *s, uint64_t seq, struct kwd_gen **out, c
 		         opt->keys_dir, bad);
 		return -KW_ECONFIG;
 	}
-	int rc = kwd_keystore_load(opt->keys_dir, &ko, &ks, err, errlen);
+	int rc = load_tokens(opt, &p11, err, errlen);
+	if (rc < 0)
+		return rc;
+	ko.p11 = p11;
+	ko.p11_device = &s->p11dev.dev;
+	rc = kwd_keystore_load(opt->keys_dir, &ko, &ks, err, errlen);
+	kwd_p11_set_unref(p11); /* the keystore holds its own reference */
 	if (rc < 0)
 		return rc;
 	if (s->has_tcp) {
 		EVP_PKEY *key = NULL;
 		if ((rc = load_tls_key(opt, &key, err, errlen)) < 0)
 			goto err;
-		ctx = server_ctx(opt, key, err, errlen);
+		ctx = server_ctx(opt, key, trust, err, errlen);
 		EVP_PKEY_free(key);
 		if (ctx == NULL) {
 			rc = -KW_ECONFIG;
 			goto err;
 		}
 	}
+	if (opt->acl != NULL && (rc = kwd_acl_load(opt->acl, &acl, err, errlen)) < 0)
+		goto err;
 	if ((rc = kwd_gen_new(out, seq, ks, ctx)) < 0) {
 		snprintf(err, errlen, "out of memory");
 		goto err;
 	}
+	(*out)->acl = acl;
+	memcpy((*out)->trust, trust, sizeof(trust));
 	return 0;
 err:
+	kwd_acl_free(acl);
 	SSL_CTX_free(ctx);
 	kwd_keystore_free(ks);
 	return rc;
@@ -311,12 +363,32 @@ int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *e
 		}
 		s->unix_mode = (unsigned)m;
 	}
+	/* Anyone on the machine could then use the keys: only when asked in so many words. */
+	if (opt->unix_path != NULL && (s->unix_mode & 0002) && !opt->allow_world_socket) {
+		snprintf(err, errlen,
+		         "--unix-mode %04o lets every local user connect (o+w); fix: use 0660 "
+		         "with --unix-group, or pass --allow-world-socket (and --acl uid: rules)",
+		         s->unix_mode);
+		return -KW_ECONFIG;
+	}
+	if (opt->audit_log != NULL && kwd_audit_open(&s->audit, opt->audit_log, err, errlen) < 0)
+		return -KW_ECONFIG;
 
 	struct kwd_gen *g = NULL;
 	int rc = kwd_metrics_new(&s->metrics);
 	if (rc < 0) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
+	if (opt->pkcs11 != NULL && opt->pkcs11[0] != NULL) {
+		if ((rc = kwd_devpool_new(opt->pkcs11_threads, KWD_DEVICE_QUEUE, &s->devpool)) <
+		    0) {
+			snprintf(err, errlen, "cannot start the PKCS#11 device threads: %s",
+			         kw_strerror(rc));
+			return rc;
+		}
+		kwd_p11_device_init(&s->p11dev, s->devpool);
+		kwd_metrics_set_devpool(s->metrics, s->devpool);
 	}
 	if ((rc = build_gen(s, 1, &g, err, errlen)) < 0)
 		return rc;
@@ -347,6 +419,7 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 		    .max_conns = s->opt->max_connections,
 		    .nconns = &s->nconns,
 		    .drain_ms = (uint64_t)s->opt->drain_timeout_s * 1000u,
+		    .audit = s->audit,
 		};
 		/* The worker owns its TCP listener from here on. */
 		if (s->tcp_fds != NULL)
@@ -367,6 +440,11 @@ int kwd_server_start(struct kwd_server *s, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+int kwd_server_start_audit(struct kwd_server *s, struct kw_loop *loop)
+{
+	return s->audit != NULL ? kwd_audit_start(s->audit, loop) : 0;
 }
 
 int kwd_server_write_pid(struct kwd_server *s, char *err, size_t errlen)
@@ -417,9 +495,12 @@ int kwd_server_reload(struct kwd_server *s)
 	char err[1024];
 	struct kwd_gen *g = NULL;
 	/* Only this thread replaces s->gens.gen, so reading it unlocked here is fine. */
+	if (s->audit != NULL)
+		(void)kwd_audit_reopen(s->audit); /* after log rotation; failures are logged */
 	int rc = build_gen(s, s->gens.gen->seq + 1, &g, err, sizeof(err));
 	if (rc < 0) {
-		kw_error("reload failed, still serving the previous keys and TLS files: %s", err);
+		kw_error("reload failed, still serving the previous keys, TLS files%s: %s",
+		         s->opt->acl != NULL ? " and ACL rules" : "", err);
 		kwd_metrics_reload(s->metrics, 0);
 		return rc;
 	}
@@ -428,8 +509,13 @@ int kwd_server_reload(struct kwd_server *s)
 	size_t n = kwd_keystore_count(g->ks);
 	kwd_metrics_set_keys(s->metrics, n);
 	kwd_metrics_reload(s->metrics, 1);
-	kw_info("reloaded: %zu key%s%s", n, n == 1 ? "" : "s",
-	        s->has_tcp ? ", TLS certificate, key and client CA" : "");
+	char acl[64] = "";
+	if (g->acl != NULL)
+		snprintf(acl, sizeof(acl), ", %zu ACL rule%s", kwd_acl_count(g->acl),
+		         kwd_acl_count(g->acl) == 1 ? "" : "s");
+	kw_info("reloaded: %zu key%s%s%s%s", n, n == 1 ? "" : "s",
+	        s->has_tcp ? ", TLS certificate, key and client CA" : "",
+	        s->opt->client_crl != NULL ? " and CRLs" : "", acl);
 	/* Idle workers let go of the old keys now rather than at their next request. */
 	for (unsigned i = 0; s->workers != NULL && i < s->nworkers; i++)
 		if (s->workers[i] != NULL)
@@ -485,5 +571,11 @@ void kwd_server_cleanup(struct kwd_server *s)
 	s->pid_written = false;
 	kwd_metrics_free(s->metrics);
 	s->metrics = NULL;
+	kwd_audit_free(s->audit); /* after the workers: their last counts are written */
+	s->audit = NULL;
+	/* After the workers: their executors waited for every device job. */
+	kwd_devpool_free(s->devpool);
+	s->devpool = NULL;
 	kwd_gen_slot_cleanup(&s->gens);
+	kwd_p11_wait_teardowns(); /* token sets released by the generations */
 }

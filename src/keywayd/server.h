@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "audit.h"
+#include "device.h"
 #include "gen.h"
 #include "keyway/net.h"
 #include "metrics.h"
@@ -21,6 +23,9 @@ struct kwd_options {
 	char *tls_cert;
 	char *tls_key;
 	char *client_ca;
+	char *client_crl; /* PEM CRLs of every --client-ca CA, NULL: no revocation checks */
+	char *acl;        /* --acl rules file, NULL: every client may use every key */
+	char *audit_log;  /* --audit-log FILE, or - for standard output */
 	char *unix_path;
 	char *unix_mode; /* octal text; NULL means 0660 */
 	char *unix_group;
@@ -34,7 +39,11 @@ struct kwd_options {
 	char *handshake_timeout;  /* DURATION text of --handshake-timeout */
 	uint64_t handshake_ns;    /* ...parsed by main */
 	bool allow_group_readable;
-	int log_level; /* enum kw_log_level */
+	bool allow_world_socket; /* accept a --unix-mode letting others connect (o+w) */
+	int log_level;           /* enum kw_log_level */
+	char *pkcs11_module;     /* default PKCS#11 module of --pkcs11 URIs */
+	char **pkcs11;           /* --pkcs11 URIs (NULL-terminated), or NULL */
+	unsigned pkcs11_threads; /* device threads; 0: online cores */
 };
 
 struct kwd_worker;
@@ -54,7 +63,10 @@ struct kwd_server {
 
 	struct kwd_worker **workers;
 	struct kwd_metrics *metrics;
-	atomic_uint nconns; /* open connections of every worker (--max-connections) */
+	struct kwd_audit *audit;      /* --audit-log, or NULL */
+	struct kwd_devpool *devpool;  /* token operations; NULL without --pkcs11 */
+	struct kwd_p11_device p11dev; /* the executor's device kind over devpool */
+	atomic_uint nconns;           /* open connections of every worker (--max-connections) */
 };
 
 /*
@@ -63,6 +75,8 @@ struct kwd_server {
  * address and the fix; the caller exits 2. kwd_server_cleanup undoes it all.
  */
 int kwd_server_init(struct kwd_server *s, const struct kwd_options *opt, char *err, size_t errlen);
+/* kwd_server_start_audit arms the --audit-log writer in the main loop; 0 or -errno. */
+int kwd_server_start_audit(struct kwd_server *s, struct kw_loop *loop);
 /* kwd_server_start starts the worker threads; 0 or -errno. */
 int kwd_server_start(struct kwd_server *s, char *err, size_t errlen);
 /* kwd_server_write_pid writes --pid-file (atomically, by rename); 0 or -errno. */

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "conn.h"
-#include "exec.h"
+#include "executor.h"
 #include "keyway/err.h"
 #include "keyway/list.h"
 #include "keyway/log.h"
@@ -61,6 +61,9 @@ struct kwd_worker {
 	uint64_t drain_ms;
 	struct kw_timer drain_timer; /* closes what is left at the drain deadline */
 
+	struct kwd_audit *audit;     /* --audit-log, or NULL */
+	struct kw_timer audit_timer; /* hands env.audit in at each interval boundary */
+
 	struct kwd_wmetrics metrics;
 };
 
@@ -101,6 +104,26 @@ static void on_accept_timer(struct kw_loop *loop, void *arg)
 		kw_error("worker %u: cannot re-arm the accept timer", w->id);
 }
 
+/* set_generation makes g (whose reference w takes) the keys, rules and trust served. */
+static void set_generation(struct kwd_worker *w, struct kwd_gen *g)
+{
+	kwd_executor_use(w->env.executor, g);
+	w->gen = g;
+	w->gen_seq = g->seq;
+	w->env.gen = g;
+}
+
+/* reverify_all closes the connections whose client certificate the current trust refuses. */
+static void reverify_all(struct kwd_worker *w)
+{
+	struct kw_list *lists[] = {&w->conns, &w->settled};
+	for (size_t i = 0; i < 2; i++) {
+		struct kw_list *pos, *tmp;
+		kw_list_for_each_safe(pos, tmp, lists[i])
+		    kwd_conn_reverify(kw_container_of(pos, struct wconn, link)->conn);
+	}
+}
+
 /*
  * refresh_slow swaps to the published generation, with a fresh context cache
  * (the old one belongs to the old keystore). If that cannot be had, the
@@ -114,20 +137,13 @@ static void refresh_slow(struct kwd_worker *w)
 		kwd_gen_unref(g);
 		return;
 	}
-	struct kwd_exec *e = NULL;
-	int rc = kwd_exec_new(&e);
-	if (rc < 0) {
-		kw_warn("worker %u: cannot switch to the reloaded keys yet: %s", w->id,
-		        kw_strerror(rc));
-		kwd_gen_unref(g);
-		return;
-	}
-	kwd_exec_free(w->env.exec);
-	w->env.exec = e;
-	kwd_gen_unref(w->gen);
-	w->gen = g;
-	w->gen_seq = g->seq;
-	w->env.ks = g->ks;
+	struct kwd_gen *old = w->gen;
+	/* Jobs still running on the old keys hold their own references to it. */
+	set_generation(w, g);
+	/* New CAs or CRLs: the clients already connected must pass them too. */
+	if (g->ssl_ctx != NULL && memcmp(old->trust, g->trust, sizeof(g->trust)) != 0)
+		reverify_all(w);
+	kwd_gen_unref(old);
 	kw_debug("worker %u: serving key generation %llu", w->id, (unsigned long long)g->seq);
 }
 
@@ -141,6 +157,15 @@ static inline void refresh(struct kwd_worker *w)
 static void on_conn_refresh(void *arg)
 {
 	refresh(arg);
+}
+
+/* on_audit_timer hands this interval's counts in, just past its boundary. */
+static void on_audit_timer(struct kw_loop *loop, void *arg)
+{
+	struct kwd_worker *w = arg;
+	kwd_audit_hand_in(w->audit, w->env.audit);
+	if (kw_timer_start_at(loop, &w->audit_timer, kwd_audit_next_boundary(kw_now_ns())) < 0)
+		kw_error("worker %u: cannot re-arm the audit timer", w->id);
 }
 
 static void finish(struct kwd_worker *w)
@@ -355,7 +380,11 @@ static void quiesce(struct kwd_worker *w)
 	listeners_stop(w);
 	kw_timer_stop(w->loop, &w->accept_timer);
 	kw_timer_stop(w->loop, &w->drain_timer);
+	kw_timer_stop(w->loop, &w->audit_timer);
 	kw_hook_remove(w->loop, &w->hook);
+	/* What was counted since the last boundary goes into the last lines. */
+	if (w->audit != NULL && w->env.audit != NULL)
+		kwd_audit_hand_in(w->audit, w->env.audit);
 }
 
 static void on_drain_deadline(struct kw_loop *loop, void *arg)
@@ -432,6 +461,7 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	w->unix_fd = cfg->unix_fd;
 	w->gens = cfg->gens;
 	w->drain_ms = cfg->drain_ms;
+	w->audit = cfg->audit;
 	w->max_conns = cfg->max_conns != 0 ? cfg->max_conns : UINT_MAX;
 	w->all_conns = cfg->nconns != NULL ? cfg->nconns : &w->own_conns;
 	/* None (-1) is allowed: pausing accepts on EMFILE is the fallback. */
@@ -443,6 +473,7 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	kw_io_init(&w->unix_io, on_unix_listener, w);
 	kw_timer_init(&w->accept_timer, on_accept_timer, w);
 	kw_timer_init(&w->drain_timer, on_drain_deadline, w);
+	kw_timer_init(&w->audit_timer, on_audit_timer, w);
 	kw_hook_init(&w->hook, on_hook, w);
 
 	int rc = kw_loop_new(&w->loop);
@@ -458,11 +489,14 @@ int kwd_worker_new(struct kwd_worker **out, const struct kwd_worker_config *cfg)
 	    .closed = on_conn_closed,
 	    .arg = w,
 	};
-	if ((rc = kwd_exec_new(&w->env.exec)) < 0)
+	if ((rc = kwd_executor_new(&w->env.executor, w->loop)) < 0)
 		goto err;
-	w->gen = kwd_gen_slot_get(w->gens);
-	w->gen_seq = w->gen->seq;
-	w->env.ks = w->gen->ks;
+	set_generation(w, kwd_gen_slot_get(w->gens));
+	if (w->audit != NULL &&
+	    ((rc = kwd_audit_tab_new(&w->env.audit)) < 0 ||
+	     (rc = kw_timer_start_at(w->loop, &w->audit_timer,
+	                             kwd_audit_next_boundary(kw_now_ns()))) < 0))
+		goto err;
 	if ((rc = listeners_start(w)) < 0)
 		goto err;
 	kw_hook_add(w->loop, &w->hook);
@@ -512,13 +546,17 @@ void kwd_worker_free(struct kwd_worker *w)
 		return;
 	if (w->loop != NULL) {
 		quiesce(w);
+		/* Before the loop: it waits for device jobs and leaves the loop's lists. */
+		kwd_executor_free(w->env.executor);
+		w->env.executor = NULL;
 		kw_loop_free(w->loop);
 	}
 	if (w->tcp_fd >= 0)
 		close(w->tcp_fd);
 	if (w->reserve_fd >= 0)
 		close(w->reserve_fd);
-	kwd_exec_free(w->env.exec);
+	kwd_executor_free(w->env.executor);
+	kwd_audit_tab_free(w->env.audit);
 	kwd_gen_unref(w->gen);
 	free(w);
 }

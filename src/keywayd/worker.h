@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "gen.h"
 #include "metrics.h"
 
@@ -27,6 +28,7 @@ struct kwd_worker_config {
 	unsigned max_conns;        /* open connections allowed across all workers (0: no cap) */
 	atomic_uint *nconns;       /* the count of those, shared by all workers (NULL: own) */
 	uint64_t drain_ms;         /* after kwd_worker_drain, close what is left after this */
+	struct kwd_audit *audit;   /* --audit-log, or NULL: where the worker hands its counts */
 };
 
 /*

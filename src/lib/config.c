@@ -103,16 +103,16 @@ static void free_list(char **list)
 	free(list);
 }
 
-static int list_append(char ***listp, const char *value)
+static int list_append(char ***listp, const char *value, bool whole)
 {
 	size_t n = 0;
 	if (*listp)
 		while ((*listp)[n])
 			n++;
-	/* A comma-separated value adds each element. */
+	/* A comma-separated value adds each element (unless whole). */
 	const char *p = value;
 	for (;;) {
-		const char *comma = strchr(p, ',');
+		const char *comma = whole ? NULL : strchr(p, ',');
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
 		while (len > 0 && isspace((unsigned char)*p)) {
 			p++;
@@ -239,7 +239,7 @@ static int set(struct kw_option *o, const char *value, const struct origin *org,
 			*(char ***)o->dest = NULL;
 			*list_reset = from_flag;
 		}
-		if (list_append(o->dest, value) < 0)
+		if (list_append(o->dest, value, o->whole) < 0)
 			return -ENOMEM;
 		break;
 	}

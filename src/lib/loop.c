@@ -12,6 +12,59 @@
 
 #define MAX_EVENTS 256
 
+#ifdef KW_FAULT_INJECTION
+/* Test programs only (see loop_fault.h): libkeyway is never built with it. */
+#include <stdatomic.h>
+
+#include "keyway/loop_fault.h"
+
+static atomic_uint fault_mask;     /* kinds armed; 0: off */
+static atomic_uint fault_first;    /* the first call to fail, 1-based */
+static atomic_uint fault_last;     /* the last one */
+static atomic_uint fault_seen;     /* calls of the armed kinds since arming */
+static atomic_uint fault_injected; /* failures made */
+
+void kw_fault_arm(unsigned mask, unsigned nth, unsigned count)
+{
+	atomic_store(&fault_mask, 0);
+	atomic_store(&fault_seen, 0);
+	atomic_store(&fault_injected, 0);
+	atomic_store(&fault_first, nth);
+	atomic_store(&fault_last, nth + (count > 0 ? count - 1 : 0));
+	atomic_store(&fault_mask, count > 0 ? mask : 0);
+}
+
+void kw_fault_disarm(void)
+{
+	atomic_store(&fault_mask, 0);
+}
+
+unsigned kw_fault_calls(void)
+{
+	return atomic_load(&fault_seen);
+}
+
+unsigned kw_fault_fired(void)
+{
+	return atomic_load(&fault_injected);
+}
+
+/* fault tells whether this call of kind must fail. */
+static bool fault(unsigned kind)
+{
+	if ((atomic_load(&fault_mask) & kind) == 0)
+		return false;
+	unsigned n = atomic_fetch_add(&fault_seen, 1) + 1;
+	if (n < atomic_load(&fault_first) || n > atomic_load(&fault_last))
+		return false;
+	atomic_fetch_add(&fault_injected, 1);
+	return true;
+}
+#define FAULT(kind) fault(kind)
+#else
+#define FAULT(kind) false
+#endif
+
 struct kw_loop {
 	int epfd;               /* epoll instance */
 	int wakefd;             /* eventfd for kw_loop_wake */
@@ -159,11 +212,15 @@ static int io_add(struct kw_loop *loop, struct kw_io *io, int fd, unsigned event
 
 int kw_io_start(struct kw_loop *loop, struct kw_io *io, int fd, unsigned events)
 {
+	if (FAULT(KW_FAULT_IO))
+		return -ENOMEM;
 	return io_add(loop, io, fd, events, false);
 }
 
 int kw_io_start_exclusive(struct kw_loop *loop, struct kw_io *io, int fd, unsigned events)
 {
+	if (FAULT(KW_FAULT_IO))
+		return -ENOMEM;
 	return io_add(loop, io, fd, events, true);
 }
 
@@ -173,6 +230,8 @@ int kw_io_modify(struct kw_loop *loop, struct kw_io *io, unsigned events)
 		return -EBADF;
 	if (events == io->events)
 		return 0;
+	if (FAULT(KW_FAULT_IO))
+		return -ENOMEM;
 	/* EPOLLEXCLUSIVE registrations cannot be modified: re-add them. */
 	if (io->exclusive) {
 		int fd = io->fd;
@@ -265,6 +324,8 @@ void kw_timer_stop(struct kw_loop *loop, struct kw_timer *t)
 int kw_timer_start_at(struct kw_loop *loop, struct kw_timer *t, uint64_t deadline_ns)
 {
 	kw_timer_stop(loop, t);
+	if (FAULT(KW_FAULT_TIMER))
+		return -ENOMEM;
 	if (loop->nheap == loop->capheap) {
 		size_t cap = loop->capheap ? loop->capheap * 2 : 64;
 		struct kw_timer **h = realloc(loop->heap, cap * sizeof(*h));
@@ -357,7 +418,8 @@ static int timerfd_arm(struct kw_loop *loop, uint64_t deadline_ns)
 		if (fd < 0)
 			return -errno;
 		kw_io_init(&loop->timer_io, on_timerfd, NULL);
-		int rc = kw_io_start(loop, &loop->timer_io, fd, KW_EV_READ);
+		/* io_add, not kw_io_start: a caller's fault injection counts only its own calls. */
+		int rc = io_add(loop, &loop->timer_io, fd, KW_EV_READ, false);
 		if (rc < 0) {
 			close(fd);
 			return rc;

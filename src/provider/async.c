@@ -343,19 +343,35 @@ static void wait_backend(struct kw_backend *b)
 	}
 }
 
-/* ---- fd mode: one eventfd per wait context ---- */
+/* ---- per wait context: an eventfd (fd mode) and the teardown hook (both modes) ---- */
 
+/*
+ * Our entry in a wait context. Its cleanup is the only hook OpenSSL 3.0
+ * runs when a wait context is freed (SSL_free, perhaps with the job paused
+ * for good), and the wait context keeps cleanups only for fd entries. So
+ * callback mode registers one too, with OSSL_BAD_ASYNC_FD: no descriptor is
+ * created, and without it a waiter of a freed SSL would stay in a capacity
+ * queue (or its op attached) and a later wake-up would call the callback of
+ * an SSL that is gone.
+ */
 struct wstate {
-	int efd;
+	int efd;          /* fd mode: the eventfd; callback mode: -1 */
 	struct kwp_op *p; /* the op its job is paused on (the job's reference), or NULL */
 	bool clean;       /* efd is known to be unsignalled: no read needed before a submit */
 };
 
 static const char wait_key; /* our entry in every ASYNC_WAIT_CTX */
 
+/* ws_drain empties ws's eventfd; true if it was signalled (never in callback mode). */
+static bool ws_drain(const struct wstate *ws)
+{
+	return ws->efd >= 0 && drain_efd(ws->efd);
+}
+
 /*
  * The wait context is being freed (SSL_free), perhaps with its job paused
- * for good. Detach first, close last: no write can follow the close.
+ * for good. Out of the capacity queue and detached first (each waits out a
+ * callback or write still running), so no wake-up can follow; close last.
  */
 static void wstate_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *custom)
 {
@@ -367,11 +383,13 @@ static void wstate_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD f
 		kw_op_detach(&p->op);
 		kwp_op_unref(p); /* the job will never resume to drop it */
 	}
-	close(ws->efd);
+	if (ws->efd >= 0)
+		close(ws->efd);
 	free(ws);
 }
 
-static int wstate_get(ASYNC_WAIT_CTX *w, struct wstate **out)
+/* wstate_get finds or makes w's entry; with_fd (fd mode) gives it an eventfd. */
+static int wstate_get(ASYNC_WAIT_CTX *w, bool with_fd, struct wstate **out)
 {
 	OSSL_ASYNC_FD fd = -1;
 	void *custom = NULL;
@@ -383,18 +401,22 @@ static int wstate_get(ASYNC_WAIT_CTX *w, struct wstate **out)
 	}
 	if ((ws = calloc(1, sizeof(*ws))) == NULL)
 		return -ENOMEM;
-	if ((ws->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+	ws->efd = -1;
+	if (with_fd && (ws->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
 		int rc = -errno;
 		free(ws);
 		return rc;
 	}
-	if (ASYNC_WAIT_CTX_set_wait_fd(w, &wait_key, ws->efd, ws, wstate_cleanup) != 1) {
-		close(ws->efd);
+	if (ASYNC_WAIT_CTX_set_wait_fd(w, &wait_key, with_fd ? ws->efd : OSSL_BAD_ASYNC_FD, ws,
+	                               wstate_cleanup) != 1) {
+		if (ws->efd >= 0)
+			close(ws->efd);
 		free(ws);
 		return -ENOMEM;
 	}
 	ws->clean = true;
-	KWP_COUNT(eventfds_created);
+	if (with_fd)
+		KWP_COUNT(eventfds_created);
 	*out = ws;
 	return 0;
 }
@@ -409,32 +431,28 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 
 	if (w == NULL)
 		return -EINVAL;
-	if (ASYNC_WAIT_CTX_get_callback(w, &p->w.cb, &p->w.cb_arg) == 1) {
+	if (ASYNC_WAIT_CTX_get_callback(w, &p->w.cb, &p->w.cb_arg) == 1)
 		p->w.mode = KWP_WAKE_CALLBACK;
-	} else {
+	else
 		p->w.mode = KWP_WAKE_FD;
-		if ((rc = wstate_get(w, &ws)) < 0)
-			return rc;
-		p->w.efd = ws->efd;
-		if (!ws->clean)
-			(void)drain_efd(ws->efd);
-		ws->clean = false; /* until this op has left it empty */
-	}
+	if ((rc = wstate_get(w, p->w.mode == KWP_WAKE_FD, &ws)) < 0)
+		return rc;
+	p->w.efd = ws->efd;
+	if (!ws->clean)
+		(void)ws_drain(ws);
+	ws->clean = false; /* until this op has left it empty */
 
 	/* Pre-processing; a full channel: wait for the completion that frees a slot. */
 	while ((rc = chan_submit(ch, p, true)) == -EAGAIN) {
-		if (ws != NULL)
-			ws->p = p;
+		ws->p = p;
 		KWP_COUNT(eagain);
 		KWP_COUNT(pauses);
 		ASYNC_WAIT_CTX_set_status(w, ASYNC_STATUS_EAGAIN);
 		ASYNC_pause_job();
 		(void)kwp_cap_unqueue(
 		    p->cap, &p->w); /* still queued: resumed by something else; try again */
-		if (ws != NULL) {
-			ws->p = NULL;
-			(void)drain_efd(ws->efd);
-		}
+		ws->p = NULL;
+		(void)ws_drain(ws);
 	}
 	if (rc < 0)
 		return rc;
@@ -443,14 +461,12 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 
 	/* Paused until notified; a resume before that pauses again. */
 	bool consumed = false; /* the last resume read the completion's one write */
-	if (ws != NULL)
-		ws->p = p;
+	ws->p = p;
 	for (;;) {
 		KWP_COUNT(pauses);
 		ASYNC_WAIT_CTX_set_status(w, ASYNC_STATUS_OK);
 		ASYNC_pause_job();
-		if (ws != NULL)
-			consumed = drain_efd(ws->efd);
+		consumed = ws_drain(ws);
 		if (atomic_load(&p->notified))
 			break;
 		KWP_COUNT(spurious_resumes);
@@ -461,12 +477,10 @@ static int run_async(struct kwp_op *p, struct chan *ch, ASYNC_JOB *job)
 	 * follow; otherwise read it after the detach has waited it out.
 	 */
 	kw_op_detach(&p->op);
-	if (ws != NULL) {
-		ws->p = NULL;
-		if (!consumed)
-			(void)drain_efd(ws->efd);
-		ws->clean = true;
-	}
+	ws->p = NULL;
+	if (!consumed)
+		(void)ws_drain(ws);
+	ws->clean = true;
 	return 0;
 }
 

@@ -22,13 +22,13 @@
  * slot notifies the first waiter the same way. Outside a job the caller
  * blocks on a condition variable, bounded by the op's deadline.
  *
- * Teardown: in fd mode the wait context's cleanup (run when the SSL is
- * freed, even with its job paused) takes the caller out of a capacity
- * queue, detaches the op (kw_op_detach: no notification after it returns),
- * drops the job's reference and only then closes the eventfd, so nothing
- * writes to a closed -- possibly reused -- descriptor. In callback mode
- * OpenSSL gives no such hook: the application must not free an SSL whose
- * job is paused (let it finish first, as OpenSSL documents).
+ * Teardown: the wait context's cleanup (run when the SSL is freed, even
+ * with its job paused) takes the caller out of a capacity queue, detaches
+ * the op (kw_op_detach: no notification after it returns), drops the job's
+ * reference and only then closes the eventfd, so nothing writes to a
+ * closed -- possibly reused -- descriptor and no callback runs for an SSL
+ * that is gone. OpenSSL 3.0 runs cleanups only for fd entries, so callback
+ * mode registers an entry too, with OSSL_BAD_ASYNC_FD (no descriptor).
  */
 #ifndef KEYWAY_PROVIDER_ASYNC_H
 #define KEYWAY_PROVIDER_ASYNC_H

@@ -82,9 +82,9 @@ void kpx_conn_watch(struct kpx_conn *c, unsigned events)
 		kpx_conn_close_why(c, KPX_R_INTERNAL);
 }
 
-void kpx_conn_timer_s(struct kpx_conn *c, unsigned s)
+int kpx_conn_timer_s(struct kpx_conn *c, unsigned s)
 {
-	kw_timer_start_ms(c->w->loop, &c->timer, (uint64_t)s * 1000u);
+	return kw_timer_start_ms(c->w->loop, &c->timer, (uint64_t)s * 1000u);
 }
 
 /* count moves c in or out of one of its worker's gauges (active, idle), once. */
@@ -288,8 +288,9 @@ void kpx_conn_accept(struct kpx_worker *w, int fd, SSL *ssl, const struct sockad
 	}
 	kpx_add(&w->m.accepted, 1);
 	set_active(c, true);
-	kpx_conn_timer_s(c, w->opt->handshake_timeout_s);
-	if (kw_io_start(w->loop, &c->io, fd, KW_EV_READ) < 0)
+	/* Without its handshake timer a silent client would hold the connection for ever. */
+	if (kpx_conn_timer_s(c, w->opt->handshake_timeout_s) < 0 ||
+	    kw_io_start(w->loop, &c->io, fd, KW_EV_READ) < 0)
 		fail(c, KPX_FAIL_INTERNAL);
 	/* No SSL call yet: the ClientHello is rarely there at accept time. */
 }

@@ -54,8 +54,9 @@ int kpx_conn_async_cb(SSL *ssl, void *arg);
 /* kpx_conn_watch sets the client socket's interest (KW_EV_*; 0: unregistered from epoll,
  * as epoll reports a hang-up whatever the mask). A failure closes c. */
 void kpx_conn_watch(struct kpx_conn *c, unsigned events);
-/* kpx_conn_timer_s (re)starts the connection's timer: the mode's timeout in s seconds. */
-void kpx_conn_timer_s(struct kpx_conn *c, unsigned s);
+/* kpx_conn_timer_s (re)starts the connection's timer: the mode's timeout in s seconds;
+ * 0, or -ENOMEM (the timer is then stopped). */
+int kpx_conn_timer_s(struct kpx_conn *c, unsigned s);
 /* kpx_conn_set_idle: an idle keep-alive connection is not active for the poll heuristic
  * (which runs when one goes idle); false: active again. */
 void kpx_conn_set_idle(struct kpx_conn *c, bool idle);

@@ -58,13 +58,16 @@ static void on_wake(struct kw_loop *loop, int fd, unsigned events, void *arg)
 	kpx_poller_poll(p, KPX_TRIG_WAKEUP);
 }
 
-static void timer_set(struct kpx_poller *p, bool on)
+/* timer_set starts or stops the polling timer; false when the loop refused to start it. */
+static bool timer_set(struct kpx_poller *p, bool on)
 {
-	if (on)
-		kw_timer_start_us(p->loop, &p->timer, p->interval_us);
-	else
+	if (!on) {
 		kw_timer_stop(p->loop, &p->timer);
-	p->timer_running = on;
+		p->timer_running = false;
+		return true;
+	}
+	p->timer_running = kw_timer_start_us(p->loop, &p->timer, p->interval_us) == 0;
+	return p->timer_running;
 }
 
 /* on_timer polls every interval while ops are in flight, re-armed from the previous
@@ -74,10 +77,11 @@ static void on_timer(struct kw_loop *loop, void *arg)
 	struct kpx_poller *p = arg;
 	if (inflight(p) > 0)
 		kpx_poller_poll(p, KPX_TRIG_TIMER);
-	if (inflight(p) > 0)
-		kw_timer_start_at(loop, &p->timer, p->timer.deadline_ns + 1000ull * p->interval_us);
-	else
+	if (inflight(p) == 0)
 		timer_set(p, false);
+	else if (kw_timer_start_at(loop, &p->timer,
+	                           p->timer.deadline_ns + 1000ull * p->interval_us) < 0)
+		p->timer_running = false; /* refused: kpx_poller_before_sleep starts it afresh */
 }
 
 void kpx_poller_init(struct kpx_poller *p, struct kw_loop *loop, enum kpx_poll mode,
@@ -129,8 +133,11 @@ int kpx_poller_before_sleep(struct kpx_poller *p)
 		kpx_poller_poll(p, KPX_TRIG_BUSY);
 		return 0;
 	case KPX_POLL_TIMER:
-		if (n > 0 && !p->timer_running)
-			timer_set(p, true);
+		if (n > 0 && !p->timer_running && !timer_set(p, true)) {
+			/* No timer to wait for: reap now and do not sleep, not never. */
+			kpx_poller_poll(p, KPX_TRIG_TIMER);
+			return 0;
+		}
 		return -1;
 	default:
 		if (n == 0)

@@ -126,13 +126,26 @@ static enum kpx_step read_some(struct kpx_conn *c, struct kpx_respond *r)
 	}
 }
 
-static void become_active(struct kpx_conn *c, struct kpx_respond *r)
+/*
+ * timer_or_close (re)starts c's timer for s seconds; if the loop refuses,
+ * c is closed rather than left without a bound (false: c is gone).
+ */
+static bool timer_or_close(struct kpx_conn *c, unsigned s)
+{
+	if (kpx_conn_timer_s(c, s) == 0)
+		return true;
+	kpx_conn_close_why(c, KPX_R_INTERNAL);
+	return false;
+}
+
+/* become_active puts an idle connection under the request timeout; false: c was closed. */
+static bool become_active(struct kpx_conn *c, struct kpx_respond *r)
 {
 	if (!r->idle)
-		return;
+		return true;
 	kpx_conn_set_idle(c, false);
 	r->idle = false;
-	kpx_conn_timer_s(c, c->w->opt->handshake_timeout_s);
+	return timer_or_close(c, c->w->opt->handshake_timeout_s);
 }
 
 /* wait_for_client: everything answered was written; read the next request. */
@@ -144,7 +157,7 @@ static void wait_for_client(struct kpx_conn *c, struct kpx_respond *r, uint64_t 
 		 * timeout (restarted for each new request). */
 		if (r->nreq != before)
 			r->idle = true;
-		become_active(c, r);
+		(void)become_active(c, r);
 		return;
 	}
 	if (!r->idle) {
@@ -153,7 +166,7 @@ static void wait_for_client(struct kpx_conn *c, struct kpx_respond *r, uint64_t 
 		kpx_conn_set_idle(c, true);
 	}
 	if (r->nreq != before)
-		kpx_conn_timer_s(c, c->w->opt->keepalive_timeout_s);
+		(void)timer_or_close(c, c->w->opt->keepalive_timeout_s);
 }
 
 static void respond_io(struct kpx_conn *c, unsigned events)
@@ -172,7 +185,8 @@ static void respond_io(struct kpx_conn *c, unsigned events)
 		return;
 	case KPX_STEP_BLOCKED: {
 		/* Blocked on the socket: keep reading requests only below the high-water mark. */
-		become_active(c, r);
+		if (!become_active(c, r))
+			return;
 		bool more =
 		    !r->close_after_write && kw_buf_unread(&r->out) < KPX_RESPOND_HIGH_WATER;
 		kpx_conn_watch(c, more ? KW_EV_READ | KW_EV_WRITE : KW_EV_WRITE);
@@ -195,7 +209,8 @@ static void start(struct kpx_conn *c)
 		return;
 	}
 	c->mode_state = r;
-	kpx_conn_timer_s(c, c->w->opt->handshake_timeout_s);
+	if (!timer_or_close(c, c->w->opt->handshake_timeout_s))
+		return;
 	kpx_conn_watch(c, KW_EV_READ);
 	/* The request usually follows the client's Finished in the same flight. */
 	respond_io(c, 0);

@@ -129,13 +129,23 @@ static int watch(struct kw_loop *loop, struct kw_io *io, int fd, unsigned events
 	return 0;
 }
 
-static void restart_idle_timer(struct kpx_conn *c, struct kpx_upstream *u)
+/*
+ * restart_idle_timer arms the --idle-timeout from the last traffic. Should
+ * the loop refuse, c is closed rather than relayed without a bound (false:
+ * c is gone).
+ */
+static bool restart_idle_timer(struct kpx_conn *c, struct kpx_upstream *u)
 {
 	unsigned s = c->w->opt->idle_timeout_s;
-	if (s == 0)
+	if (s == 0) {
 		kw_timer_stop(c->w->loop, &c->timer);
-	else
-		kw_timer_start_at(c->w->loop, &c->timer, u->last_ns + (uint64_t)s * 1000000000ull);
+		return true;
+	}
+	uint64_t until = u->last_ns + (uint64_t)s * 1000000000ull;
+	if (kw_timer_start_at(c->w->loop, &c->timer, until) == 0)
+		return true;
+	kpx_conn_close_why(c, KPX_R_INTERNAL);
+	return false;
 }
 
 static void update_interest(struct kpx_conn *c, struct kpx_upstream *u)
@@ -310,8 +320,8 @@ static void settle(struct kpx_conn *c, struct kpx_upstream *u, bool moved)
 	give_back(&u->u2c);
 	if (moved) {
 		u->last_ns = kw_loop_now_ns(c->w->loop);
-		if (!u->connecting && !kw_timer_active(&c->timer))
-			restart_idle_timer(c, u);
+		if (!u->connecting && !kw_timer_active(&c->timer) && !restart_idle_timer(c, u))
+			return;
 	}
 	update_interest(c, u);
 }
@@ -424,7 +434,8 @@ static void upstream_io(struct kw_loop *loop, int fd, unsigned events, void *arg
 		u->connecting = false;
 		kpx_add(&c->w->m.upstream_connects[0], 1);
 		u->last_ns = kw_loop_now_ns(loop);
-		restart_idle_timer(c, u);
+		if (!restart_idle_timer(c, u))
+			return;
 	}
 	pump(c, u);
 }
@@ -461,7 +472,11 @@ static void start(struct kpx_conn *c)
 	}
 	u->fd = fd;
 	u->connecting = true;
-	kw_timer_start_ms(w->loop, &c->timer, (uint64_t)o->connect_timeout_s * 1000u);
+	/* Without its connect timeout an upstream that never answers would hold c for ever. */
+	if (kw_timer_start_ms(w->loop, &c->timer, (uint64_t)o->connect_timeout_s * 1000u) < 0) {
+		kpx_conn_close_why(c, KPX_R_INTERNAL);
+		return;
+	}
 	/* The client's first bytes often came with its Finished: take them now. */
 	pump(c, u);
 }
@@ -488,7 +503,7 @@ static void timeout(struct kpx_conn *c)
 	unsigned s = c->w->opt->idle_timeout_s;
 	uint64_t idle_until = u->last_ns + (uint64_t)s * 1000000000ull;
 	if (s != 0 && kw_loop_now_ns(c->w->loop) < idle_until) {
-		restart_idle_timer(c, u); /* traffic since the timer was set */
+		(void)restart_idle_timer(c, u); /* traffic since the timer was set */
 		return;
 	}
 	kpx_conn_close_why(c, KPX_R_IDLE_TIMEOUT);

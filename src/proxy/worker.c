@@ -48,8 +48,24 @@ static SSL *ssl_new(struct kpx_worker *w)
 static void accept_resume(struct kw_loop *loop, void *arg)
 {
 	struct kpx_worker *w = arg;
-	if (!atomic_load_explicit(&w->stop, memory_order_relaxed) && w->lio.fd < 0)
-		kw_io_start(loop, &w->lio, w->lfd, KW_EV_READ);
+	if (atomic_load_explicit(&w->stop, memory_order_relaxed) || w->lio.fd >= 0)
+		return;
+	/* Still cannot watch the listener: try again later rather than never accept again.
+	 * The timer has just left the heap, so re-arming it needs no memory. */
+	if (kw_io_start(loop, &w->lio, w->lfd, KW_EV_READ) < 0 &&
+	    kw_timer_start_ms(loop, &w->accept_pause, ACCEPT_PAUSE_MS) < 0)
+		kw_error("worker %u: cannot watch the listener again", w->id);
+}
+
+/* pause_accepts rests the listener for ACCEPT_PAUSE_MS (out of descriptors or memory). */
+static void pause_accepts(struct kpx_worker *w)
+{
+	kw_io_stop(w->loop, &w->lio);
+	/* Without the timer nothing would watch the listener again: better a busy
+	 * listener than a worker that never accepts again. */
+	if (kw_timer_start_ms(w->loop, &w->accept_pause, ACCEPT_PAUSE_MS) < 0 &&
+	    kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ) < 0)
+		kw_error("worker %u: cannot pause accepting nor watch the listener", w->id);
 }
 
 /*
@@ -71,8 +87,7 @@ static void on_accept(struct kw_loop *loop, int fd, unsigned events, void *arg)
 			    errno == ENOMEM) {
 				kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id,
 				        strerror(errno), ACCEPT_PAUSE_MS);
-				kw_io_stop(loop, &w->lio);
-				kw_timer_start_ms(loop, &w->accept_pause, ACCEPT_PAUSE_MS);
+				pause_accepts(w);
 			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				kw_warn("worker %u: accept: %s", w->id, strerror(errno));
 			}

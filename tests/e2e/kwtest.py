@@ -389,7 +389,9 @@ def make_ca(cn):
     return key, cert
 
 
-def make_leaf(ca_key, ca_cert, cn, server, key=None):
+def make_leaf(ca_key, ca_cert, cn, server, key=None, dns=()):
+    """A leaf certificate from ca: a server one (127.0.0.1, localhost) or a client one
+    (with DNS subjectAltNames dns, if any)."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
          .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -405,6 +407,9 @@ def make_leaf(ca_key, ca_cert, cn, server, key=None):
         b = b.add_extension(x509.SubjectAlternativeName([
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
             critical=False)
+    elif dns:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]),
+                            critical=False)
     return key, b.sign(ca_key, hashes.SHA256())
 
 
@@ -472,6 +477,35 @@ class PKI:
         if max_version is not None:
             ctx.maximum_version = max_version
         return ctx
+
+
+class ClientCert:
+    """A further client certificate from pki's CA (or ca=(key, cert)), written under
+    pki.dir as NAME.pem / NAME-key.pem; .spki is the SHA-256 of its SubjectPublicKeyInfo."""
+
+    def __init__(self, pki, name, cn, dns=(), ca=None):
+        ca_key, ca_cert = ca or (pki.ca_key, pki.ca)
+        self.pki = pki
+        self.key, self.cert = make_leaf(ca_key, ca_cert, cn, False, dns=dns)
+        self.cert_file = write_cert(os.path.join(pki.dir, name + ".pem"), self.cert)
+        self.key_file = write_key(os.path.join(pki.dir, name + "-key.pem"), self.key)
+        self.spki = hashlib.sha256(self.cert.public_key().public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo)).hexdigest()
+
+    def context(self, min_version=None, max_version=None):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.pki.ca_file)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        if min_version is not None:
+            ctx.minimum_version = min_version
+        if max_version is not None:
+            ctx.maximum_version = max_version
+        return ctx
+
+    def connect(self, port, **kw):
+        return Client.tcp(port, self.context(kw.pop("min_version", None),
+                                             kw.pop("max_version", None)), **kw)
 
 
 class TestKey:

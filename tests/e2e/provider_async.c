@@ -20,8 +20,10 @@
  *   -n N -c C            N handshakes, C at a time (default 200, 50)
  *   --spurious           resume each handshake once right after WANT_ASYNC (before
  *                        its notification): such a resume must pause again
- *   --abandon K          free the first K servers while their job is paused (fd mode,
- *                        as HAProxy does); they count as neither done nor failed
+ *   --abandon K          free the first K servers while their job is paused (as
+ *                        HAProxy does); they count as neither done nor failed
+ *   --abandon-waiting    abandon only servers paused in a capacity queue
+ *                        (ASYNC_STATUS_EAGAIN): a freed slot must not wake them
  *   --ring N             threads backend: ring slots (a small one fills up)
  *   --sync-threads T     no SSL_MODE_ASYNC: T threads each run their share of the
  *                        handshakes one by one, blocking in the provider
@@ -30,8 +32,10 @@
  *
  * Prints "done N failed F abandoned A", "fds BEFORE AFTER" (open descriptors
  * after a warm-up handshake and after everything was freed) and, when the
- * provider is built in, its counters. Exit 0 when every handshake not
- * abandoned completed.
+ * provider is built in, its counters, and "late_callbacks L": async callbacks
+ * that came for a server SSL already freed (a use after free the provider
+ * must prevent). Exit 0 when every handshake not abandoned completed and L
+ * is 0.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -65,7 +69,7 @@ struct pair {
 
 static struct {
 	const char *key, *cert, *ca, *provider_dir, *backend, *tls12;
-	bool local, fd_mode, spurious;
+	bool local, fd_mode, spurious, abandon_waiting;
 	int n, c, abandon, ring, sync_threads;
 } opt = {.backend = NULL, .n = 200, .c = 50, .ring = 0};
 
@@ -78,6 +82,11 @@ static int *q;
 static int q_len, q_cap;
 static bool q_overflow; /* then every parked pair counts as notified: a resume too many is fine */
 static int wake_fd = -1;
+
+/* Server SSLs freed while their job was paused (guarded by q_mu): no callback may name one. */
+static SSL **gone;
+static int gone_len, gone_cap;
+static int late_callbacks;
 
 static struct kw_loop *loop;
 static struct kw_backend *backend;
@@ -101,10 +110,25 @@ static int count_fds(void)
 	return n - 3; /* ".", ".." and the DIR's own descriptor */
 }
 
+/* is_gone tells whether s is a freed server's address (q_mu held). */
+static bool is_gone(const SSL *s)
+{
+	for (int i = 0; i < gone_len; i++)
+		if (gone[i] == s)
+			return true;
+	return false;
+}
+
 static int async_cb(SSL *s, void *arg)
 {
-	struct pair *p = SSL_get_app_data(s);
 	pthread_mutex_lock(&q_mu);
+	if (is_gone(s)) {
+		/* libssl already read the freed SSL to get here: count it, touch nothing. */
+		late_callbacks++;
+		pthread_mutex_unlock(&q_mu);
+		return 0;
+	}
+	struct pair *p = SSL_get_app_data(s);
 	if (q_len < q_cap)
 		q[q_len++] = p->id;
 	else
@@ -200,6 +224,11 @@ static void pair_start(struct pair *p, SSL_CTX *sctx, SSL_CTX *cctx)
 	if (p->srv == NULL || p->cli == NULL || BIO_new_bio_pair(&b1, 0, &b2, 0) != 1)
 		die("pair");
 	SSL_set_app_data(p->srv, p);
+	pthread_mutex_lock(&q_mu);
+	for (int i = 0; i < gone_len; i++)
+		if (gone[i] == p->srv)
+			gone[i] = gone[--gone_len]; /* the address was reused: a live SSL again */
+	pthread_mutex_unlock(&q_mu);
 	SSL_set_bio(p->srv, b1, b1);
 	SSL_set_bio(p->cli, b2, b2);
 	SSL_set_accept_state(p->srv);
@@ -321,6 +350,16 @@ static void fds_ready(int ms)
 	}
 	free(pf);
 	free(owner);
+}
+
+/* abandonable tells whether --abandon may free p's server now. */
+static bool abandonable(const struct pair *p)
+{
+	int status = ASYNC_STATUS_UNSUPPORTED;
+
+	if (!opt.abandon_waiting)
+		return true;
+	return SSL_get_async_status(p->srv, &status) == 1 && status == ASYNC_STATUS_EAGAIN;
 }
 
 /* wait_events blocks until something may have completed (at most ~ms). */
@@ -453,6 +492,8 @@ int main(int argc, char **argv)
 			opt.local = true;
 		else if (!strcmp(a, "--spurious"))
 			opt.spurious = true;
+		else if (!strcmp(a, "--abandon-waiting"))
+			opt.abandon_waiting = true;
 		else if (!strcmp(a, "--tls12") && v)
 			opt.tls12 = v, i++;
 		else
@@ -499,6 +540,8 @@ int main(int argc, char **argv)
 	pairs = calloc((size_t)opt.c, sizeof(*pairs));
 	q_cap = opt.c * 64;
 	q = calloc((size_t)q_cap, sizeof(*q));
+	gone_cap = opt.abandon;
+	gone = calloc((size_t)gone_cap + 1, sizeof(*gone));
 	SSL_CTX *sctx = server_ctx(), *cctx = client_ctx();
 
 	/* A warm-up handshake: the provider's steady descriptors exist after it. */
@@ -531,9 +574,14 @@ int main(int argc, char **argv)
 					p->parked = p->notified = p->spurred = false;
 				if (!p->parked)
 					progress |= step(p);
-				if (p->used && p->parked && to_abandon > 0 && opt.fd_mode) {
+				if (p->used && p->parked && to_abandon > 0 && abandonable(p)) {
 					/* HAProxy frees an SSL whose job is paused. */
+					SSL *srv = p->srv;
 					pair_free(p);
+					pthread_mutex_lock(&q_mu);
+					if (gone_len < gone_cap)
+						gone[gone_len++] = srv;
+					pthread_mutex_unlock(&q_mu);
 					abandoned++;
 					to_abandon--;
 					progress = true;
@@ -564,6 +612,10 @@ int main(int argc, char **argv)
 			pair_free(&pairs[i]); /* only after a timeout */
 	printf("done %d failed %d abandoned %d\n", done, failed, abandoned);
 	printf("fds %d %d\n", fds_warm, count_fds());
+	pthread_mutex_lock(&q_mu);
+	int late = late_callbacks;
+	pthread_mutex_unlock(&q_mu);
+	printf("late_callbacks %d\n", late);
 	fflush(stdout);
 	SSL_CTX_free(sctx);
 	SSL_CTX_free(cctx);
@@ -596,5 +648,6 @@ int main(int argc, char **argv)
 	close(wake_fd);
 	free(pairs);
 	free(q);
-	return done == opt.n - abandoned && failed == 0 ? 0 : 1;
+	free(gone);
+	return done == opt.n - abandoned && failed == 0 && late == 0 ? 0 : 1;
 }

@@ -11,8 +11,9 @@
   - eagain and eventfds_created == 0 in callback mode; spurious resumes
   forced (SSL_do_handshake called again at once) and a full backend forced
   (max_inflight 2) with both paths counted; servers freed while their job
-  is paused (fd mode, as HAProxy does) without harm, and the process's
-  open descriptors back to where they were;
+  is paused (as HAProxy does; in callback mode also while waiting in the
+  capacity queue) without harm -- no callback for a freed SSL -- and the
+  process's open descriptors back to where they were;
 - the same driver with the provider built in and polling = external: a
   keyless backend bound to the thread (on the driver's own loop), a threads
   backend with a wrapped local key (a 2-slot ring: full), the inline
@@ -101,7 +102,8 @@ def run_driver(c, s, what, args, servers, env_over=None, builtin=False, local=No
     dt = time.monotonic() - t0
     lines = dict(l.split(" ", 1) for l in p.stdout.splitlines() if " " in l)
     st = kwprov.read_stats(stats)
-    detail = p.stdout[-1500:] + p.stderr[-1500:] + "\nstats: %r" % st
+    detail = "exit %d\n" % p.returncode + p.stdout[-1500:] + p.stderr[-1500:] + \
+        "\nstats: %r" % st
     c.check(p.returncode == 0, "%s: every handshake completes (%.1f s: %s)" % (
         what, dt, lines.get("done", "?")), detail)
     fds = lines.get("fds", "").split()
@@ -156,6 +158,23 @@ def body(c):
                                        "--spurious"], slow, {"KEYWAY_MAX_INFLIGHT": "3"})
             c.check(lines.get("done", "").startswith("%d failed 0 abandoned 40" % (N - 40)),
                     "fd mode: the others complete after 40 paused jobs were abandoned", d)
+            # Callback mode has no descriptor to close, but the same teardown: a
+            # server freed while its job waits for a slot (or for its answer) must
+            # never be called back, and a slot handed to it passes on.
+            st, lines, d = run_driver(c, s, "callback mode, 20 servers freed in the capacity "
+                                      "queue", ["-c", "40", "--notify", "cb", "--abandon", "20",
+                                                "--abandon-waiting"], slow,
+                                      {"KEYWAY_MAX_INFLIGHT": "2"}, n=40)
+            c.check(lines.get("done", "").startswith("20 failed 0 abandoned 20") and
+                    lines.get("late_callbacks") == "0",
+                    "callback mode: no callback for a freed SSL; the others complete", d)
+            c.eq(st.get("eventfds_created"), 0, "callback mode, freed SSLs: no eventfd created")
+            st, lines, d = run_driver(c, s, "callback mode, 40 servers freed while paused",
+                                      ["-c", "50", "--notify", "cb", "--abandon", "40",
+                                       "--spurious"], slow, {"KEYWAY_MAX_INFLIGHT": "3"})
+            c.check(lines.get("done", "").startswith("%d failed 0 abandoned 40" % (N - 40)) and
+                    lines.get("late_callbacks") == "0",
+                    "callback mode: the others complete after 40 paused jobs were abandoned", d)
 
             c.section("blocking callers (no job), several threads, max_inflight 1")
             st, _, d = run_driver(c, s, "8 threads blocking, max_inflight 1",

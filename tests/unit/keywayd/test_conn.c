@@ -8,7 +8,9 @@
  * with exactly one "closed" callback, and the counters follow.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -49,8 +51,7 @@ static void stub_closed(void *arg, void *owner)
 	st->closed_owner = owner;
 }
 
-static void stub_init(struct stub *st, struct kw_loop *loop, struct kwd_exec *exec,
-                      const struct kwd_keystore *ks)
+static void stub_init(struct stub *st, struct kw_loop *loop, struct kwd_executor *ex)
 {
 	memset(st, 0, sizeof(*st));
 	st->env = (struct kwd_conn_env){
@@ -58,8 +59,7 @@ static void stub_init(struct stub *st, struct kw_loop *loop, struct kwd_exec *ex
 	    .metrics = &st->metrics,
 	    .out_bound = 1024 * KW_PADDED_LEN,
 	    .idle_ns = 30000000000ull,
-	    .exec = exec,
-	    .ks = ks,
+	    .executor = ex,
 	    .refresh = stub_refresh,
 	    .closed = stub_closed,
 	    .arg = st,
@@ -414,11 +414,207 @@ static void test_idle_timeout(struct kw_loop *loop, struct stub *st)
 	kw_loop_run_once(loop, 0);
 }
 
+/* ---- a device and a batcher of this test's making (executor.h) ---- */
+
+/* A device thread that answers "dev" to each job after a millisecond. */
+struct fake_device {
+	struct kwd_device dev;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct kwd_job *head, *tail; /* queued, through device_data */
+	bool stop;
+	unsigned done;
+};
+
+static int fake_submit(struct kwd_device *d, struct kwd_job *job)
+{
+	struct fake_device *f = (struct fake_device *)d;
+	pthread_mutex_lock(&f->mu);
+	job->device_data = NULL;
+	if (f->tail != NULL)
+		f->tail->device_data = job;
+	else
+		f->head = job;
+	f->tail = job;
+	pthread_cond_signal(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	return 0;
+}
+
+static void *fake_thread(void *arg)
+{
+	struct fake_device *f = arg;
+	pthread_mutex_lock(&f->mu);
+	for (;;) {
+		while (f->head == NULL && !f->stop)
+			pthread_cond_wait(&f->cv, &f->mu);
+		if (f->head == NULL)
+			break;
+		struct kwd_job *job = f->head;
+		f->head = job->device_data;
+		if (f->head == NULL)
+			f->tail = NULL;
+		pthread_mutex_unlock(&f->mu);
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+		memcpy(job->res.buf, "dev", 3);
+		kwd_exec_result_output(&job->res, 3);
+		job->exec_ns = 1000000;
+		/* Counted before it is handed back: once the executor has it, the
+		 * test may look at done. */
+		pthread_mutex_lock(&f->mu);
+		f->done++;
+		pthread_mutex_unlock(&f->mu);
+		kwd_job_finish(job);
+		pthread_mutex_lock(&f->mu);
+	}
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+/* A batcher taking the P-256 key's operations, answering "bat", recording its runs. */
+struct fake_batcher {
+	struct kwd_batcher b;
+	unsigned runs, jobs, largest;
+};
+
+static bool fake_takes(struct kwd_batcher *b, const struct kwd_exec_op *op)
+{
+	return memcmp(op->key->ski, key_ski, KW_SKI_LEN) == 0;
+}
+
+static void fake_run(struct kwd_batcher *b, struct kwd_job **jobs, size_t n)
+{
+	struct fake_batcher *f = (struct fake_batcher *)b;
+	f->runs++;
+	f->jobs += (unsigned)n;
+	if (n > f->largest)
+		f->largest = (unsigned)n;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(jobs[i]->res.buf, "bat", 3);
+		kwd_exec_result_output(&jobs[i]->res, 3);
+	}
+}
+
+static struct kw_msg sign_with(const uint8_t *ski, uint8_t opcode, const uint8_t *hash, size_t len)
+{
+	struct kw_msg m = {.has_opcode = true, .opcode = opcode, .has_ski = true};
+	memcpy(m.ski, ski, KW_SKI_LEN);
+	m.payload.data = hash;
+	m.payload.len = len;
+	return m;
+}
+
+/*
+ * Requests for a device key are answered when the device hands them back,
+ * out of order with the rest: a ping sent after 20 device requests comes
+ * back first, and every answer carries its own request ID.
+ */
+static void test_device_out_of_order(struct kw_loop *loop, struct stub *st, struct fake_device *f)
+{
+	struct kwd_conn *c = NULL;
+	int fd = open_pair(st, &c);
+	uint8_t hash[48] = {3};
+	struct kw_msg sign = sign_with(slow_ski, KW_OP_ECDSA_SIGN_SHA384, hash, sizeof(hash));
+	for (uint32_t id = 1; id <= 20; id++)
+		send_msg(fd, id, &sign);
+	struct kw_msg req = ping("meanwhile");
+	send_msg(fd, 99, &req);
+
+	struct kw_buf in = KW_BUF_INIT;
+	bool seen[21] = {false};
+	unsigned answers = 0, device_answers_before_pong = 0;
+	bool pong = false;
+	struct kw_header h;
+	struct kw_msg m;
+	while (answers < 21 && read_frame(loop, fd, &in, &h, &m) == 0) {
+		answers++;
+		if (h.id == 99) {
+			CHECK_EQ(m.opcode, KW_OP_PONG);
+			pong = true;
+		} else if (h.id >= 1 && h.id <= 20 && !seen[h.id]) {
+			seen[h.id] = true;
+			CHECK_EQ(m.opcode, KW_OP_RESPONSE);
+			CHECK(m.payload.len == 3 && memcmp(m.payload.data, "dev", 3) == 0);
+			if (!pong)
+				device_answers_before_pong++;
+		} else {
+			CHECK(!"an answer with an unknown or repeated ID");
+		}
+		next_frame(&in, &h);
+	}
+	CHECK_EQ(answers, 21);
+	CHECK(pong);
+	CHECK(device_answers_before_pong < 20);
+
+	/* Closing with requests still on the device drops their answers. */
+	for (uint32_t id = 1; id <= 20; id++)
+		send_msg(fd, id, &sign);
+	for (int turn = 0; turn < 20; turn++)
+		kw_loop_run_once(loop, 1);
+	close(fd);
+	for (int turn = 0; turn < TURNS && st->closed < 1; turn++)
+		kw_loop_run_once(loop, 10);
+	CHECK_EQ(st->closed, 1);
+	for (int turn = 0; turn < TURNS; turn++) {
+		struct kwd_executor_stats es;
+		kwd_executor_stats(st->env.executor, &es);
+		if (es.pending == 0)
+			break;
+		kw_loop_run_once(loop, 10);
+	}
+	struct kwd_executor_stats es;
+	kwd_executor_stats(st->env.executor, &es);
+	CHECK_EQ(es.pending, 0);
+	CHECK_EQ(es.device_ops, 40);
+	pthread_mutex_lock(&f->mu);
+	CHECK_EQ(f->done, 40);
+	pthread_mutex_unlock(&f->mu);
+	kw_buf_cleanup(&in);
+}
+
+/* Batched requests of two connections read in one loop turn run as one batch. */
+static void test_batch_across_connections(struct kw_loop *loop, struct stub *st,
+                                          struct fake_batcher *fb)
+{
+	struct kwd_conn *a = NULL, *b = NULL;
+	int fa = open_pair(st, &a), fbd = open_pair(st, &b);
+	uint8_t hash[32] = {5};
+	struct kw_msg sign = sign_with(key_ski, KW_OP_ECDSA_SIGN_SHA256, hash, sizeof(hash));
+	for (uint32_t id = 1; id <= 3; id++) {
+		send_msg(fa, id, &sign);
+		send_msg(fbd, 10 + id, &sign);
+	}
+	int fds[2] = {fa, fbd};
+	for (int i = 0; i < 2; i++) {
+		struct kw_buf in = KW_BUF_INIT;
+		struct kw_header h;
+		struct kw_msg m;
+		for (uint32_t k = 1; k <= 3; k++) {
+			CHECK_EQ(read_frame(loop, fds[i], &in, &h, &m), 0);
+			CHECK_EQ(h.id, (uint32_t)(i * 10) + k);
+			CHECK(m.payload.len == 3 && memcmp(m.payload.data, "bat", 3) == 0);
+			next_frame(&in, &h);
+		}
+		kw_buf_cleanup(&in);
+	}
+	CHECK_EQ(fb->jobs, 6);
+	CHECK(fb->largest >= 4); /* more than one connection's three */
+	close(fa);
+	close(fbd);
+	for (int turn = 0; turn < TURNS && st->closed < 2; turn++)
+		kw_loop_run_once(loop, 10);
+	CHECK_EQ(st->closed, 2);
+	kw_loop_run_once(loop, 0);
+}
+
 int main(void)
 {
 	struct kw_loop *loop = NULL;
 	struct kwd_keystore *ks = NULL;
-	struct kwd_exec *exec = NULL;
+	struct kwd_gen *gen = NULL;
+	struct kwd_executor *ex = NULL;
 	struct stub st;
 	char err[512];
 	char *dir = make_tmpdir();
@@ -430,29 +626,53 @@ int main(void)
 	CHECK(write_key(join(dir, "p256.key"), key, FMT_PKCS8_PEM, 0600) == 0);
 	CHECK(write_key(join(dir, "p384.key"), slow, FMT_PKCS8_PEM, 0600) == 0);
 	CHECK(kwd_keystore_load(dir, NULL, &ks, err, sizeof(err)) == 0);
-	CHECK(kwd_exec_new(&exec) == 0);
+	CHECK(ks != NULL && kwd_gen_new(&gen, 1, ks, NULL) == 0);
 	CHECK(kw_loop_new(&loop) == 0);
-	if (ks == NULL || exec == NULL || loop == NULL)
+	CHECK(loop != NULL && kwd_executor_new(&ex, loop) == 0);
+	if (gen == NULL || ex == NULL)
 		CHECK_DONE();
+	kwd_executor_use(ex, gen);
 
-	stub_init(&st, loop, exec, ks);
+	stub_init(&st, loop, ex);
 	test_ping_and_pipeline(loop, &st);
-	stub_init(&st, loop, exec, ks);
+	stub_init(&st, loop, ex);
 	test_burst_released(loop, &st);
-	stub_init(&st, loop, exec, ks);
+	stub_init(&st, loop, ex);
 	test_time_slice(loop, &st);
-	stub_init(&st, loop, exec, ks);
+	stub_init(&st, loop, ex);
 	test_malformed(loop, &st);
-	stub_init(&st, loop, exec, ks);
+	stub_init(&st, loop, ex);
 	test_drain(loop, &st);
-	stub_init(&st, loop, exec, ks);
+	stub_init(&st, loop, ex);
 	test_abort(loop, &st);
-	stub_init(&st, loop, exec, ks);
+	stub_init(&st, loop, ex);
 	test_idle_timeout(loop, &st);
 
+	/* The P-384 key becomes a device key (a test may write its own keystore). */
+	struct fake_device dev = {.dev = {.submit = fake_submit}};
+	pthread_mutex_init(&dev.mu, NULL);
+	pthread_cond_init(&dev.cv, NULL);
+	CHECK(pthread_create(&dev.thread, NULL, fake_thread, &dev) == 0);
+	struct kwd_key *dk = (struct kwd_key *)kwd_keystore_find_ski(ks, slow_ski);
+	dk->device = &dev.dev;
+	stub_init(&st, loop, ex);
+	test_device_out_of_order(loop, &st, &dev);
+	dk->device = NULL;
+
+	struct fake_batcher fb = {.b = {.takes = fake_takes, .run = fake_run}};
+	kwd_executor_set_batcher(ex, &fb.b);
+	stub_init(&st, loop, ex);
+	test_batch_across_connections(loop, &st, &fb);
+	kwd_executor_set_batcher(ex, NULL);
+
+	kwd_executor_free(ex);
+	pthread_mutex_lock(&dev.mu);
+	dev.stop = true;
+	pthread_cond_signal(&dev.cv);
+	pthread_mutex_unlock(&dev.mu);
+	pthread_join(dev.thread, NULL);
 	kw_loop_free(loop);
-	kwd_exec_free(exec);
-	kwd_keystore_free(ks);
+	kwd_gen_unref(gen);
 	EVP_PKEY_free(key);
 	EVP_PKEY_free(slow);
 	rm_tree(dir);

@@ -16,6 +16,7 @@ static unsigned workers;
 static bool verbose;
 static int mode;
 static char **servers;
+static char **uris;
 static unsigned idle_timeout;
 static const char *const modes[] = {"fast", "slow", NULL};
 
@@ -29,6 +30,7 @@ static struct kw_option opts[] = {
     {.name = "verbose", .type = KW_OPT_BOOL, .dest = &verbose},
     {.name = "mode", .type = KW_OPT_ENUM, .dest = &mode, .choices = modes},
     {.name = "servers", .type = KW_OPT_LIST, .dest = &servers},
+    {.name = "uri", .type = KW_OPT_LIST, .dest = &uris, .whole = true},
     {.name = "idle-timeout", .type = KW_OPT_UINT, .dest = &idle_timeout},
     {0},
 };
@@ -52,6 +54,7 @@ static int parse(int argc, char **argv, char *err)
 	verbose = false;
 	mode = 0;
 	servers = NULL;
+	uris = NULL;
 	err[0] = '\0';
 	return kw_config_parse(opts, argc, argv, "usage: t", NULL, NULL, err, 512);
 }
@@ -184,6 +187,12 @@ int main(void)
 	CHECK_EQ(mode, 1);
 	CHECK(servers && strcmp(servers[0], "a:1") == 0 && strcmp(servers[2], "c:3") == 0 &&
 	      servers[3] == NULL);
+
+	/* A whole-value list keeps commas: a PKCS#11 URI may hold them unescaped. */
+	char *au[] = {"t", "--uri", "pkcs11:object=a,b;token=t", "--uri", "pkcs11:token=u"};
+	CHECK_EQ(parse(5, au, err), 0);
+	CHECK(uris && strcmp(uris[0], "pkcs11:object=a,b;token=t") == 0 &&
+	      strcmp(uris[1], "pkcs11:token=u") == 0 && uris[2] == NULL);
 
 	/* File values, with comments and quotes; flags override whatever their position. */
 	write_file(
