@@ -77,7 +77,7 @@ int kw_rsa_batch_pad(const struct kw_rsa_batch_key *k, uint8_t opcode, const uin
 
 /* Process-wide counters (relaxed atomics). */
 struct kw_rsa_batch_stats {
-	uint64_t batches;       /* kw_rsa_batch_run calls that used the kernel */
+	uint64_t batches;       /* kernel calls (one per modulus size in a kw_rsa_batch_run) */
 	uint64_t lanes;         /* lanes computed by the kernel */
 	uint64_t openssl_lanes; /* lanes computed by OpenSSL (no kernel, unsupported size) */
 	uint64_t verify_failed; /* kernel results that failed the public check (recomputed) */
