@@ -429,7 +429,7 @@ void kw_rsa_batch_run(struct kw_rsa_batch_item *items, size_t n)
 				done[j] = true;
 			}
 		}
-		if (!run_kernel(group, g))
+		if (g < KW_RSA_BATCH_MIN_KERNEL || !run_kernel(group, g))
 			for (size_t j = 0; j < g; j++)
 				run_openssl(group[j]);
 	}
