@@ -60,8 +60,18 @@ struct kw_rsa_batch_item {
 };
 
 /*
+ * The kernel always computes eight lanes, so its cost is per call (about
+ * 5 OpenSSL signatures for RSA-2048 on the machines measured, see
+ * bench/README.md): fewer lanes of one size than this go to OpenSSL.
+ */
+#define KW_RSA_BATCH_MIN_KERNEL 6
+
+/*
  * kw_rsa_batch_run computes every item (n <= KW_RSA_BATCH_MAX) and sets each
- * rc. A lane's failure costs that lane only.
+ * rc. A lane's failure costs that lane only. Lanes of one modulus size are
+ * computed by one kernel call if there are at least KW_RSA_BATCH_MIN_KERNEL
+ * of them, by OpenSSL otherwise: a caller gains nothing by padding a partial
+ * batch, and may hand over whatever it has.
  */
 void kw_rsa_batch_run(struct kw_rsa_batch_item *items, size_t n);
 
@@ -77,7 +87,7 @@ int kw_rsa_batch_pad(const struct kw_rsa_batch_key *k, uint8_t opcode, const uin
 
 /* Process-wide counters (relaxed atomics). */
 struct kw_rsa_batch_stats {
-	uint64_t batches;       /* kw_rsa_batch_run calls that used the kernel */
+	uint64_t batches;       /* kernel calls (one per modulus size in a kw_rsa_batch_run) */
 	uint64_t lanes;         /* lanes computed by the kernel */
 	uint64_t openssl_lanes; /* lanes computed by OpenSSL (no kernel, unsupported size) */
 	uint64_t verify_failed; /* kernel results that failed the public check (recomputed) */

@@ -5,6 +5,7 @@
  * lane only, and the counters.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,8 +95,8 @@ static void test_random_batches(int rounds)
 /* test_edges: 0, 1 and n-1 as inputs; an input >= n fails its lane only. */
 static void test_edges(void)
 {
-	struct kw_rsa_batch_item items[4];
-	uint8_t in[4][256], out[4][256], want[256];
+	struct kw_rsa_batch_item items[KW_RSA_BATCH_MAX];
+	uint8_t in[KW_RSA_BATCH_MAX][256], out[KW_RSA_BATCH_MAX][256], want[256];
 	memset(in[0], 0, 256);
 	memset(in[1], 0, 256);
 	in[1][255] = 1;
@@ -107,14 +108,54 @@ static void test_edges(void)
 	BN_add_word(n, 1);
 	BN_bn2binpad(n, in[3], 256); /* exactly n: out of range */
 	BN_free(n);
-	for (int i = 0; i < 4; i++)
+	/* Filled up to a kernel batch with random inputs (checked too). */
+	for (int i = 4; i < KW_RSA_BATCH_MAX; i++)
+		random_below_n(in[i], 256);
+	for (int i = 0; i < KW_RSA_BATCH_MAX; i++)
 		items[i] = (struct kw_rsa_batch_item){keys[0], in[i], out[i], -1};
-	kw_rsa_batch_run(items, 4);
-	for (int i = 0; i < 3; i++) {
+	kw_rsa_batch_run(items, KW_RSA_BATCH_MAX);
+	for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
+		if (i == 3)
+			continue;
 		CHECK_EQ(items[i].rc, 0);
 		CHECK(ref(pkeys[0], in[i], want, 256) == 0 && memcmp(want, out[i], 256) == 0);
 	}
 	CHECK_EQ(items[3].rc, -KW_ECRYPTO);
+}
+
+/*
+ * test_min_kernel: fewer than KW_RSA_BATCH_MIN_KERNEL lanes go to OpenSSL
+ * (the kernel's cost is per call); that many use the kernel, with one bad
+ * input among them failing alone.
+ */
+static void test_min_kernel(void)
+{
+	struct kw_rsa_batch_item items[KW_RSA_BATCH_MIN_KERNEL];
+	uint8_t in[KW_RSA_BATCH_MIN_KERNEL][256], out[KW_RSA_BATCH_MIN_KERNEL][256], want[256];
+	struct kw_rsa_batch_stats a, b, c;
+
+	for (int i = 0; i < KW_RSA_BATCH_MIN_KERNEL; i++) {
+		random_below_n(in[i], 256);
+		items[i] = (struct kw_rsa_batch_item){keys[i % NKEYS], in[i], out[i], -1};
+	}
+	kw_rsa_batch_stats(&a);
+	kw_rsa_batch_run(items, KW_RSA_BATCH_MIN_KERNEL - 1);
+	kw_rsa_batch_stats(&b);
+	CHECK_EQ(b.lanes - a.lanes, 0);
+	CHECK_EQ(b.openssl_lanes - a.openssl_lanes, KW_RSA_BATCH_MIN_KERNEL - 1);
+	memset(in[0], 0xff, 256); /* >= n */
+	kw_rsa_batch_run(items, KW_RSA_BATCH_MIN_KERNEL);
+	kw_rsa_batch_stats(&c);
+	if (kw_rsa_batch_available()) {
+		CHECK_EQ(c.batches - b.batches, 1);
+		CHECK_EQ(c.lanes - b.lanes, KW_RSA_BATCH_MIN_KERNEL - 1);
+	}
+	CHECK_EQ(items[0].rc, -KW_ECRYPTO);
+	for (int i = 1; i < KW_RSA_BATCH_MIN_KERNEL; i++) {
+		CHECK_EQ(items[i].rc, 0);
+		CHECK(ref(pkeys[i % NKEYS], in[i], want, 256) == 0 &&
+		      memcmp(want, out[i], 256) == 0);
+	}
 }
 
 /* test_pad: every RSA sign opcode's block, exponentiated by the batch, verifies with OpenSSL. */
@@ -249,7 +290,17 @@ static void test_fault(void)
 	EVP_PKEY_free(pbad);
 }
 
-/* test_sizes: RSA-3072 and -4096 beside RSA-2048 in one batch (one kernel call per size). */
+/*
+ * size_of_lane: round r of test_sizes. Rounds 0-2 give all eight lanes one
+ * size (a full kernel batch each); later rounds mix them: six lanes of one
+ * size (a kernel call) and two of another (OpenSSL, below the kernel's minimum).
+ */
+static int size_of_lane(int r, int i)
+{
+	return r < 3 ? r : (r + (i >= 6)) % 3;
+}
+
+/* test_sizes: RSA-3072 and -4096 beside RSA-2048 (one kernel call per size present). */
 static void test_sizes(int rounds)
 {
 	static const unsigned sizes[] = {3072, 4096};
@@ -257,6 +308,7 @@ static void test_sizes(int rounds)
 	struct kw_rsa_batch_key *k[3] = {keys[0]};
 	struct kw_rsa_batch_item items[KW_RSA_BATCH_MAX];
 	uint8_t in[KW_RSA_BATCH_MAX][512], out[KW_RSA_BATCH_MAX][512], want[512];
+	struct kw_rsa_batch_stats before, after;
 	int bad = 0;
 
 	for (int i = 1; i < 3; i++) {
@@ -267,16 +319,17 @@ static void test_sizes(int rounds)
 			return;
 		CHECK_EQ(kw_rsa_batch_key_bytes(k[i]), sizes[i - 1] / 8);
 	}
+	kw_rsa_batch_stats(&before);
 	for (int r = 0; r < rounds; r++) {
 		for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
-			int s = (i + r) % 3;
+			int s = size_of_lane(r, i);
 			size_t len = kw_rsa_batch_key_bytes(k[s]);
 			random_below_n(in[i], len);
 			items[i] = (struct kw_rsa_batch_item){k[s], in[i], out[i], -1};
 		}
 		kw_rsa_batch_run(items, KW_RSA_BATCH_MAX);
 		for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
-			int s = (i + r) % 3;
+			int s = size_of_lane(r, i);
 			size_t len = kw_rsa_batch_key_bytes(k[s]);
 			if (items[i].rc != 0 || ref(pk[s], in[i], want, len) != 0 ||
 			    memcmp(want, out[i], len) != 0)
@@ -284,10 +337,55 @@ static void test_sizes(int rounds)
 		}
 	}
 	CHECK_EQ(bad, 0);
+	kw_rsa_batch_stats(&after);
+	/* The kernel took 8 lanes in each of the first three rounds, 6 in each later one. */
+	if (kw_rsa_batch_available())
+		CHECK_EQ(after.lanes - before.lanes, 3 * 8 + (rounds - 3) * 6);
 	for (int i = 1; i < 3; i++) {
 		kw_rsa_batch_key_free(k[i]);
 		EVP_PKEY_free(pk[i]);
 	}
+}
+
+/* thread_batches: full batches on the shared keys; returns the number of wrong lanes. */
+static void *thread_batches(void *arg)
+{
+	struct kw_rsa_batch_item items[KW_RSA_BATCH_MAX];
+	uint8_t in[KW_RSA_BATCH_MAX][256], out[KW_RSA_BATCH_MAX][256], want[256];
+	intptr_t bad = 0;
+
+	(void)arg;
+	for (int r = 0; r < 40; r++) {
+		for (int i = 0; i < KW_RSA_BATCH_MAX; i++) {
+			random_below_n(in[i], 256);
+			items[i] = (struct kw_rsa_batch_item){keys[i % NKEYS], in[i], out[i], -1};
+		}
+		kw_rsa_batch_run(items, KW_RSA_BATCH_MAX);
+		for (int i = 0; i < KW_RSA_BATCH_MAX; i++)
+			if (items[i].rc != 0 || ref(pkeys[i % NKEYS], in[i], want, 256) != 0 ||
+			    memcmp(want, out[i], 256) != 0)
+				bad++;
+	}
+	return (void *)bad;
+}
+
+/*
+ * test_threads: keys are shared by threads (their blinding pair moves on
+ * under a lock at every use); concurrent batches must all stay right.
+ */
+static void test_threads(void)
+{
+	pthread_t t[3];
+	intptr_t bad = 0;
+
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(pthread_create(&t[i], NULL, thread_batches, NULL), 0);
+	for (int i = 0; i < 3; i++) {
+		void *rv = NULL;
+		pthread_join(t[i], &rv);
+		bad += (intptr_t)rv;
+	}
+	CHECK_EQ(bad, 0);
 }
 
 int main(void)
@@ -311,7 +409,9 @@ int main(void)
 	test_pad();
 	kw_rsa_batch_stats(&after);
 	test_fault();
-	test_sizes(4);
+	test_sizes(6);
+	test_min_kernel();
+	test_threads();
 	/* Where the kernel runs, it computed the lanes; elsewhere OpenSSL did. */
 	if (kw_rsa_batch_available()) {
 		CHECK(after.lanes > before.lanes);
