@@ -33,7 +33,7 @@ struct kwd_key {
 	unsigned index; /* dense index 0..count-1, for per-thread caches */
 	char *label;    /* a token key's CKA_LABEL; NULL for file keys */
 	const struct kwd_p11_key *p11; /* a token key (pkcs11.h); NULL for file keys */
-	struct kw_rsa_batch_key *bk; /* the multi-buffer kernel's form (--rsa-batch), or NULL */
+	struct kw_rsa_batch_key *bk;   /* the multi-buffer kernel's form (--rsa-batch), or NULL */
 };
 
 struct kwd_keystore;
@@ -42,7 +42,7 @@ struct kwd_keystore_options {
 	bool allow_group_readable; /* accept keys readable by group/others */
 	struct kwd_p11_set *p11;   /* token keys to serve too (a reference is taken); NULL: none */
 	struct kwd_device *p11_device; /* the device computing them (their kwd_key.device) */
-	bool rsa_batch;            /* prepare RSA keys the batch kernel takes (kwd_key.bk) */
+	bool rsa_batch;                /* prepare RSA keys the batch kernel takes (kwd_key.bk) */
 };
 
 /*

@@ -47,7 +47,7 @@ struct kwd_wmetrics {
 	_Atomic uint64_t refused;      /* new connections closed at the cap (none to evict) */
 	_Atomic uint64_t acl_denied[KWD_NACL_REASON]; /* requests --acl denied, by reason */
 	_Atomic uint64_t reverify_closed; /* closed when their certificate no longer verified */
-	_Atomic uint64_t rsa_batches;  /* multi-buffer RSA batches run (batch.c) */
+	_Atomic uint64_t rsa_batches;     /* multi-buffer RSA batches run (batch.c) */
 	_Atomic uint64_t rsa_batch_lanes;
 	_Atomic uint64_t rsa_batch_fallbacks; /* batchable requests computed by OpenSSL alone */
 };

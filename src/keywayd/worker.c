@@ -62,8 +62,8 @@ struct kwd_worker {
 	uint64_t drain_ms;
 	struct kw_timer drain_timer; /* closes what is left at the drain deadline */
 
-	struct kwd_audit *audit;     /* --audit-log, or NULL */
-	struct kw_timer audit_timer; /* hands env.audit in at each interval boundary */
+	struct kwd_audit *audit;         /* --audit-log, or NULL */
+	struct kw_timer audit_timer;     /* hands env.audit in at each interval boundary */
 	struct kwd_rsa_batcher *batcher; /* --rsa-batch, else NULL */
 
 	struct kwd_wmetrics metrics;
