@@ -65,7 +65,7 @@ static struct kw_option opts[] = {
     KW_OPT_STR("data", &data_file, "FILE", "send FILE as the request body, with its Content-Length"),
     KW_OPT_FLAG("data-no-length", &data_no_length, "send the --data body without a Content-Length (the server learns its end from the stream's)"),
     KW_OPT_NUM("timeout", &timeout_s, "S", "give up after S seconds (default 30)", 1, 86400),
-    KW_OPT_NUM("key-update-kb", &key_update_kb, "KB", "start a key update (RFC 9001 §6) every KB kilobytes of body received (default 0: never)", 0, 0),
+    KW_OPT_NUM("key-update-kb", &key_update_kb, "KB", "start a key update (RFC 9001 §6) every KB kilobytes of body received or of request stream data the server acknowledged (default 0: never)", 0, 0),
     KW_OPT_NUM("migrate-kb", &migrate_kb, "KB", "move to a new local port (connection migration, RFC 9000 §9) every KB kilobytes of body received (default 0: never)", 0, 0),
     KW_OPT_END,
 };
@@ -96,6 +96,7 @@ struct client {
 	char data_len_text[24];
 	struct req *reqs;
 	unsigned opened, finished, failed;
+	uint64_t acked_bytes; /* our stream data the server acknowledged */
 	uint64_t body_bytes, next_key_update, key_updates, next_migrate, migrations;
 	bool handshake_done;
 	const char *why; /* the first failure */
@@ -334,6 +335,7 @@ static int acked_stream_data_offset(ngtcp2_conn *conn, int64_t sid, uint64_t off
                                     void *ud, void *sd)
 {
 	struct client *c = ud;
+	c->acked_bytes += len; /* uploads move --key-update-kb on too */
 	return c->h3 == NULL || nghttp3_conn_add_ack_offset(c->h3, sid, len) == 0
 	           ? 0
 	           : NGTCP2_ERR_CALLBACK_FAILURE;
@@ -648,14 +650,15 @@ static void close_conn(struct client *c)
 		(void)send(c->fd, buf, (size_t)n, 0);
 }
 
-/* maybe_key_update starts a key update every --key-update-kb of body received. */
+/* maybe_key_update starts a key update every --key-update-kb of body received or sent. */
 static void maybe_key_update(struct client *c)
 {
-	if (key_update_kb == 0 || c->body_bytes < c->next_key_update)
+	uint64_t moved = c->body_bytes + c->acked_bytes;
+	if (key_update_kb == 0 || moved < c->next_key_update)
 		return;
 	if (ngtcp2_conn_initiate_key_update(c->conn, now_ns()) == 0) {
 		c->key_updates++;
-		c->next_key_update = c->body_bytes + (uint64_t)key_update_kb * 1024;
+		c->next_key_update = moved + (uint64_t)key_update_kb * 1024;
 	}
 }
 
