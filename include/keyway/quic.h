@@ -138,7 +138,12 @@ enum kw_quic_dir { KW_QUIC_DIR_SEAL, KW_QUIC_DIR_OPEN };
  * number starts, largest_pn the largest packet number received in its space
  * (UINT64_MAX: none yet). On success buf holds the unprotected header
  * [0, hdr_len), the plaintext [hdr_len, hdr_len + out_len), pn the full
- * packet number. On failure the bytes of buf are unspecified.
+ * packet number. On an authentication failure (-KW_ECRYPTO after header
+ * protection came off) or -KW_ENOKEY, hdr_len, pn and the unprotected
+ * header buf[0, hdr_len) are set all the same (a stack asking for the
+ * header-protection mask alone gets it from them); hdr_len stays as given
+ * when header protection could not be removed. The rest of buf is
+ * unspecified on failure.
  *
  * key is the key (seal; open of long headers and of short headers whose key
  * phase bit is 0); key1 opens short headers whose key phase bit is 1 (NULL:

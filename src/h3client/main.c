@@ -49,7 +49,7 @@ static const char usage[] =
 /* The options (kw_config_parse fills them). */
 static char *connect_to, *ca_file, *output, *method, *data_file, *cipher;
 static bool insecure, include, stats, data_no_length;
-static unsigned nreq = 1, timeout_s = 30, key_update_kb, migrate_kb;
+static unsigned nreq = 1, timeout_s = 30, key_update_kb, migrate_kb, interval_ms;
 
 /* clang-format off */
 static struct kw_option opts[] = {
@@ -58,6 +58,7 @@ static struct kw_option opts[] = {
     KW_OPT_STR("cipher", &cipher, "NAME", "offer only this TLS 1.3 cipher: aes-128-gcm, aes-256-gcm or chacha20-poly1305 (default: all three)"),
     KW_OPT_FLAG("insecure", &insecure, "do not verify the server's certificate"),
     KW_OPT_NUM("parallel", &nreq, "N", "(-n) requests in parallel on the one connection (default 1)", 1, MAX_STREAMS),
+    KW_OPT_NUM("interval-ms", &interval_ms, "MS", "pace the -n requests: request i starts i x MS milliseconds after the handshake (default 0: all at once)", 0, 60000),
     KW_OPT_STR("output", &output, "FILE", "(-o) write the (first) body to FILE instead of stdout"),
     KW_OPT_FLAG("include", &include, "write the status and header fields before the body"),
     KW_OPT_FLAG("stats", &stats, "print a summary line on stderr: responses, bytes, seconds, key updates"),
@@ -65,7 +66,7 @@ static struct kw_option opts[] = {
     KW_OPT_STR("data", &data_file, "FILE", "send FILE as the request body, with its Content-Length"),
     KW_OPT_FLAG("data-no-length", &data_no_length, "send the --data body without a Content-Length (the server learns its end from the stream's)"),
     KW_OPT_NUM("timeout", &timeout_s, "S", "give up after S seconds (default 30)", 1, 86400),
-    KW_OPT_NUM("key-update-kb", &key_update_kb, "KB", "start a key update (RFC 9001 §6) every KB kilobytes of body received (default 0: never)", 0, 0),
+    KW_OPT_NUM("key-update-kb", &key_update_kb, "KB", "start a key update (RFC 9001 §6) every KB kilobytes of body received or of request stream data the server acknowledged (default 0: never)", 0, 0),
     KW_OPT_NUM("migrate-kb", &migrate_kb, "KB", "move to a new local port (connection migration, RFC 9000 §9) every KB kilobytes of body received (default 0: never)", 0, 0),
     KW_OPT_END,
 };
@@ -96,9 +97,11 @@ struct client {
 	char data_len_text[24];
 	struct req *reqs;
 	unsigned opened, finished, failed;
+	uint64_t acked_bytes; /* our stream data the server acknowledged */
 	uint64_t body_bytes, next_key_update, key_updates, next_migrate, migrations;
 	bool handshake_done;
-	const char *why; /* the first failure */
+	uint64_t t_ready; /* when the handshake completed: --interval-ms counts from it */
+	const char *why;  /* the first failure */
 };
 
 static uint64_t now_ns(void)
@@ -267,12 +270,20 @@ static nghttp3_ssize read_body(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec, 
 	return vec[0].len > 0 ? 1 : 0;
 }
 
+/* next_request_ns is when the next request may start (--interval-ms). */
+static uint64_t next_request_ns(const struct client *c)
+{
+	return c->t_ready + (uint64_t)c->opened * interval_ms * 1000000ull;
+}
+
 /* open_requests opens request streams while the server's stream limit allows. */
 static int open_requests(struct client *c)
 {
 	if (c->h3 == NULL)
 		return 0;
 	while (c->opened < nreq) {
+		if (next_request_ns(c) > now_ns())
+			return 0; /* paced: the run loop wakes for it */
 		struct req *r = &c->reqs[c->opened];
 		if (ngtcp2_conn_open_bidi_stream(c->conn, &r->id, r) != 0)
 			return 0; /* no credit: extend_max_local_streams_bidi comes back */
@@ -308,6 +319,7 @@ static int handshake_completed(ngtcp2_conn *conn, void *ud)
 {
 	struct client *c = ud;
 	c->handshake_done = true;
+	c->t_ready = now_ns();
 	if (setup_h3(c) != 0 || open_requests(c) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	return 0;
@@ -334,6 +346,7 @@ static int acked_stream_data_offset(ngtcp2_conn *conn, int64_t sid, uint64_t off
                                     void *ud, void *sd)
 {
 	struct client *c = ud;
+	c->acked_bytes += len; /* uploads move --key-update-kb on too */
 	return c->h3 == NULL || nghttp3_conn_add_ack_offset(c->h3, sid, len) == 0
 	           ? 0
 	           : NGTCP2_ERR_CALLBACK_FAILURE;
@@ -648,14 +661,15 @@ static void close_conn(struct client *c)
 		(void)send(c->fd, buf, (size_t)n, 0);
 }
 
-/* maybe_key_update starts a key update every --key-update-kb of body received. */
+/* maybe_key_update starts a key update every --key-update-kb of body received or sent. */
 static void maybe_key_update(struct client *c)
 {
-	if (key_update_kb == 0 || c->body_bytes < c->next_key_update)
+	uint64_t moved = c->body_bytes + c->acked_bytes;
+	if (key_update_kb == 0 || moved < c->next_key_update)
 		return;
 	if (ngtcp2_conn_initiate_key_update(c->conn, now_ns()) == 0) {
 		c->key_updates++;
-		c->next_key_update = c->body_bytes + (uint64_t)key_update_kb * 1024;
+		c->next_key_update = moved + (uint64_t)key_update_kb * 1024;
 	}
 }
 
@@ -703,6 +717,9 @@ static int run(struct client *c)
 			return -1;
 		}
 		uint64_t wake = expiry < deadline ? expiry : deadline;
+		if (interval_ms != 0 && c->h3 != NULL && c->opened < nreq &&
+		    next_request_ns(c) < wake)
+			wake = next_request_ns(c);
 		int ms = wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
 		struct pollfd p = {.fd = c->fd, .events = POLLIN};
 		if (poll(&p, 1, ms) < 0 && errno != EINTR)
@@ -721,6 +738,8 @@ static int run(struct client *c)
 			fail(c, "the server closed the connection");
 			return -1;
 		}
+		if (open_requests(c) != 0)
+			return -1;
 		maybe_key_update(c);
 		maybe_migrate(c);
 		if (write_all(c) < 0)

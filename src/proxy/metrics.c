@@ -173,6 +173,12 @@ static const struct family quic_families[] = {
     ONE("keyway_proxy_quic_key_limit_updates_total", "counter",
         "Key updates started because the engine's per-key count reached its limit.",
         quic_key_limit_updates),
+    ONE("keyway_proxy_quic_packets_opened_total", "counter",
+        "1-RTT packets received that Keyway's QUIC engine opened (--quic-crypto engine).",
+        quic_packets_opened),
+    ONE("keyway_proxy_quic_open_failures_total", "counter",
+        "1-RTT packets received that failed authentication in the engine (dropped).",
+        quic_open_failures),
 };
 
 /* families writes the n families of f, each summed over the workers. */

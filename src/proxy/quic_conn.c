@@ -772,7 +772,9 @@ void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
 	};
 	ngtcp2_pkt_info pi = {0};
 	c->rx_udp += len;
+	kpx_qtx_rx_window(ep->tx, data, len);
 	int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, kw_now_ns());
+	kpx_qtx_rx_window(ep->tx, NULL, 0);
 	if (rv != 0) {
 		on_error(c, rv);
 		return;

@@ -16,17 +16,35 @@
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
+#include "keyway/err.h"
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/quic.h"
+#include "quic_listen.h"
 #include "stats.h"
 
 /* Recorded packets per batch at most: a 64 KB batch of the smallest 1-RTT packets. */
 #define MAX_PENDING 4096
 
-/* One of our contexts: the key it stands for (one reference). */
+/* One of our contexts: the key it stands for (one reference), and for a receive context the
+ * connection it receives for (hp_mask has no direction: send contexts have NULL). */
 struct qkey {
 	struct kw_quic_key *key;
+	struct kpx_qtx_conn *rx;
+};
+
+/* A receive scratch: a whole UDP payload, opened in place. */
+#define RX_MAX 65536
+
+/* The last packet the header-protection callback opened, for the decrypt callback. */
+struct opened {
+	bool valid;
+	const uint8_t *ct; /* its ciphertext in the datagram, and length (tag included) */
+	size_t ct_len;
+	uint64_t pn;
+	struct kw_quic_key *key; /* the key the engine used (one reference; NULL: none) */
+	int status;
+	size_t hdr_len, out_len;
 };
 
 struct kpx_qtx {
@@ -34,6 +52,10 @@ struct kpx_qtx {
 	struct kpx_wmetrics *m;
 	size_t n;
 	struct kw_quic_pkt pkts[MAX_PENDING];
+	const uint8_t *win; /* the datagram being read (kpx_qtx_rx_window) */
+	size_t win_len;
+	struct opened op;
+	uint8_t rxbuf[RX_MAX];
 };
 
 /* The worker thread's state: the encrypt callback has no user data. */
@@ -49,14 +71,32 @@ static struct qkey *untag(const void *handle)
 	return (struct qkey *)((uintptr_t)handle & ~(uintptr_t)1);
 }
 
-/* wrap makes a context for k (a new reference); NULL when out of memory. */
-static void *wrap(struct kw_quic_key *k)
+/* wrap_rx makes a context for k (a new reference), receiving for rx (NULL: sending); NULL
+ * when out of memory. */
+static void *wrap_rx(struct kw_quic_key *k, struct kpx_qtx_conn *rx)
 {
 	struct qkey *q = malloc(sizeof(*q));
 	if (q == NULL)
 		return NULL;
 	q->key = kw_quic_key_ref(k);
+	q->rx = rx;
 	return (void *)((uintptr_t)q | 1);
+}
+
+static void *wrap(struct kw_quic_key *k)
+{
+	return wrap_rx(k, NULL);
+}
+
+/* pn_of is the packet number in nonce under k's IV: its low 8 bytes (RFC 9001 §5.3). */
+static uint64_t pn_of(const struct kw_quic_key *k, const uint8_t *nonce)
+{
+	struct kw_quic_key_material km;
+	kw_quic_key_material(k, &km);
+	uint64_t pn = 0;
+	for (size_t i = 4; i < KW_QUIC_IV_LEN; i++)
+		pn = pn << 8 | (uint8_t)(nonce[i] ^ km.iv[i]);
+	return pn;
 }
 
 static void unwrap_free(void *handle)
@@ -78,7 +118,6 @@ static int tx_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 		                                nonce, noncelen, aad, aadlen);
 	struct kpx_qtx *tx = cur;
 	struct qkey *q = untag(aead_ctx->native_handle);
-	struct kw_quic_key_material km;
 	/* ngtcp2 seals a packet in place right after its header; anything else is not ours to
 	 * defer. */
 	if (tx == NULL || tx->n == MAX_PENDING || dest != aad + aadlen ||
@@ -87,11 +126,7 @@ static int tx_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 	if (dest != plaintext)
 		memmove(dest, plaintext, plaintextlen);
 	memset(dest + plaintextlen, 0, KW_QUIC_TAG_LEN); /* the tag's room, sealed later */
-	/* The packet number is the nonce's low 8 bytes without the IV (RFC 9001 §5.3). */
-	kw_quic_key_material(q->key, &km);
-	uint64_t pn = 0;
-	for (size_t i = 4; i < KW_QUIC_IV_LEN; i++)
-		pn = pn << 8 | (uint8_t)(nonce[i] ^ km.iv[i]);
+	uint64_t pn = pn_of(q->key, nonce);
 	struct kw_quic_pkt *p = &tx->pkts[tx->n++];
 	memset(p, 0, sizeof(*p));
 	p->buf = (uint8_t *)aad;
@@ -103,11 +138,153 @@ static int tx_encrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 	return 0;
 }
 
+/* ---- receiving ---- */
+
+static void op_clear(struct kpx_qtx *tx)
+{
+	kw_quic_key_unref(tx->op.key);
+	memset(&tx->op, 0, sizeof(tx->op));
+}
+
+/* in_window tells whether p[0, len) lies in the datagram being read. */
+static bool in_window(const struct kpx_qtx *tx, const uint8_t *p, size_t len)
+{
+	return tx->win != NULL && p >= tx->win && len <= tx->win_len &&
+	       (size_t)(p - tx->win) <= tx->win_len - len;
+}
+
+/*
+ * open_copy opens a copy of the protected packet pkt[0, len) whose packet
+ * number starts at pn_offset through the engine (key for key phase 0, key1
+ * for 1) and records the outcome in tx->op. Returns -1 when the header
+ * protection could not even be removed (no mask to give ngtcp2).
+ */
+static int open_copy(struct kpx_qtx *tx, const uint8_t *pkt, size_t len, size_t pn_offset,
+                     uint64_t largest_pn, struct kw_quic_key *key, struct kw_quic_key *key1)
+{
+	struct kw_quic_pkt p = {0};
+
+	op_clear(tx);
+	memcpy(tx->rxbuf, pkt, len);
+	p.buf = tx->rxbuf;
+	p.len = len;
+	p.pn_offset = pn_offset;
+	p.largest_pn = largest_pn;
+	p.key = key;
+	p.key1 = key1;
+	p.dir = KW_QUIC_DIR_OPEN;
+	uint64_t t0 = kw_now_ns();
+	kw_quic_engine_run(tx->engine, &p, 1);
+	kpx_add(&tx->m->quic_engine_cpu_ns, kw_now_ns() - t0);
+	/* hdr_len is set once the header is unprotected, whatever the AEAD said. */
+	if (p.hdr_len <= pn_offset)
+		return -1;
+	struct kw_quic_key *used = (tx->rxbuf[0] & 0x04) ? key1 : key;
+	tx->op = (struct opened){
+	    .valid = true,
+	    .ct = pkt + p.hdr_len,
+	    .ct_len = len - p.hdr_len,
+	    .pn = p.pn,
+	    .key = used != NULL ? kw_quic_key_ref(used) : NULL,
+	    .status = p.status,
+	    .hdr_len = p.hdr_len,
+	    .out_len = p.out_len,
+	};
+	return 0;
+}
+
+/*
+ * rx_hp_mask opens the short-header packet whose sample ngtcp2 points at
+ * (in the datagram it reads: the packet runs to the datagram's end) with
+ * the connection's newest keys of both phases, and answers the mask the
+ * engine removed: the XOR of the protected and unprotected first byte and
+ * packet number (the only mask bytes ngtcp2 uses).
+ */
+static int rx_hp_mask(uint8_t *dest, struct qkey *q, const uint8_t *sample)
+{
+	struct kpx_qtx *tx = cur;
+	struct kpx_qtx_conn *tc = q->rx;
+	const size_t pn_offset = 1 + KPX_QUIC_SCID_LEN;
+
+	if (tx == NULL || !in_window(tx, sample, KW_QUIC_SAMPLE_LEN) ||
+	    (size_t)(sample - tx->win) < pn_offset + 4)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	const uint8_t *pkt = sample - 4 - pn_offset;
+	size_t len = tx->win_len - (size_t)(pkt - tx->win);
+	if ((pkt[0] & 0x80) || len > RX_MAX ||
+	    open_copy(tx, pkt, len, pn_offset, tc->rx_next - 1, tc->rx[0], tc->rx[1]) < 0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	memset(dest, 0, NGTCP2_HP_SAMPLELEN);
+	dest[0] = pkt[0] ^ tx->rxbuf[0];
+	for (size_t i = pn_offset; i < tx->op.hdr_len; i++)
+		dest[1 + i - pn_offset] = pkt[i] ^ tx->rxbuf[i];
+	return 0;
+}
+
+static int rx_decrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
+                      const ngtcp2_crypto_aead_ctx *aead_ctx, const uint8_t *ciphertext,
+                      size_t ciphertextlen, const uint8_t *nonce, size_t noncelen,
+                      const uint8_t *aad, size_t aadlen)
+{
+	if (!ours(aead_ctx->native_handle))
+		return ngtcp2_crypto_decrypt_cb(dest, aead, aead_ctx, ciphertext, ciphertextlen,
+		                                nonce, noncelen, aad, aadlen);
+	struct kpx_qtx *tx = cur;
+	struct qkey *q = untag(aead_ctx->native_handle);
+	if (tx == NULL || noncelen != KW_QUIC_IV_LEN || aadlen < 2)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	uint64_t pn = pn_of(q->key, nonce);
+	struct opened *op = &tx->op;
+	/* ngtcp2 chose another key or decoded another packet number than the engine did: open
+	 * this packet again (from the datagram, right before its ciphertext) with its choice. */
+	if (!op->valid || op->key != q->key || op->pn != pn || op->ct != ciphertext ||
+	    op->ct_len != ciphertextlen) {
+		const uint8_t *pkt = ciphertext - aadlen;
+		size_t pn_len = (size_t)(aad[0] & 3) + 1;
+		if (!in_window(tx, pkt, aadlen + ciphertextlen) ||
+		    aadlen + ciphertextlen > RX_MAX ||
+		    open_copy(tx, pkt, aadlen + ciphertextlen, aadlen - pn_len, pn - 1, q->key,
+		              q->key) < 0 ||
+		    op->pn != pn)
+			goto fail;
+	}
+	int status = op->status;
+	if (status == 0 && op->out_len + KW_QUIC_TAG_LEN == ciphertextlen) {
+		memcpy(dest, tx->rxbuf + op->hdr_len, op->out_len);
+		kpx_add(&tx->m->quic_packets_opened, 1);
+		if (pn + 1 > q->rx->rx_next)
+			q->rx->rx_next = pn + 1;
+		op_clear(tx);
+		return 0;
+	}
+	op_clear(tx);
+	if (status == -KW_ECRYPTO) {
+		kpx_add(&tx->m->quic_open_failures, 1);
+		return NGTCP2_ERR_DECRYPT;
+	}
+	return NGTCP2_ERR_CALLBACK_FAILURE;
+fail:
+	op_clear(tx);
+	return NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+void kpx_qtx_rx_window(struct kpx_qtx *tx, const uint8_t *data, size_t len)
+{
+	if (tx == NULL)
+		return;
+	tx->win = data;
+	tx->win_len = data != NULL ? len : 0;
+	op_clear(tx);
+}
+
 static int tx_hp_mask(uint8_t *dest, const ngtcp2_crypto_cipher *hp,
                       const ngtcp2_crypto_cipher_ctx *hp_ctx, const uint8_t *sample)
 {
 	if (!ours(hp_ctx->native_handle))
 		return ngtcp2_crypto_hp_mask_cb(dest, hp, hp_ctx, sample);
+	struct qkey *q = untag(hp_ctx->native_handle);
+	if (q->rx != NULL)
+		return rx_hp_mask(dest, q, sample);
 	/* The header stays unprotected until the engine seals the packet. */
 	memset(dest, 0, NGTCP2_HP_SAMPLELEN);
 	return 0;
@@ -132,9 +309,39 @@ static void tx_delete_cipher_ctx(ngtcp2_conn *conn, ngtcp2_crypto_cipher_ctx *ct
 }
 
 /*
- * tx_update_key: ngtcp2's key update. The receive side is ngtcp2's; the
- * send side is the next phase of the current engine key (same header-
- * protection key), checked against the IV ngtcp2 derived itself.
+ * next_key makes the next key phase of k into *out, checked against the IV ngtcp2 derived
+ * itself, and replaces ngtcp2's context ctx with one of ours (receiving for rx). 0 or -1.
+ */
+static int next_key(struct kw_quic_key **out, struct kw_quic_key *k, const uint8_t *iv,
+                    ngtcp2_crypto_aead_ctx *ctx, struct kpx_qtx_conn *rx)
+{
+	struct kw_quic_key *next = NULL;
+	struct kw_quic_key_material km;
+
+	if (kw_quic_key_next(&next, k) < 0)
+		return -1;
+	kw_quic_key_material(next, &km);
+	if (memcmp(km.iv, iv, KW_QUIC_IV_LEN) != 0) {
+		kw_error("QUIC key update: the engine's next key differs from ngtcp2's");
+		kw_quic_key_unref(next);
+		return -1;
+	}
+	void *h = wrap_rx(next, rx);
+	if (h == NULL) {
+		kw_quic_key_unref(next);
+		return -1;
+	}
+	ngtcp2_crypto_aead_ctx_free(ctx);
+	ctx->native_handle = h;
+	*out = next;
+	return 0;
+}
+
+/*
+ * tx_update_key: ngtcp2's key update. Each side of an engine connection
+ * gets the next phase of its newest engine key (same header-protection
+ * key); the receive side keeps the newest key of each phase for the
+ * header-protection callback.
  */
 static int tx_update_key(ngtcp2_conn *conn, uint8_t *rx_secret, uint8_t *tx_secret,
                          ngtcp2_crypto_aead_ctx *rx_aead_ctx, uint8_t *rx_iv,
@@ -144,8 +351,7 @@ static int tx_update_key(ngtcp2_conn *conn, uint8_t *rx_secret, uint8_t *tx_secr
 {
 	struct kpx_qtx_conn *tc = ud;
 	uint8_t rx_key[64], tx_key[64];
-	struct kw_quic_key *next = NULL;
-	struct kw_quic_key_material km;
+	struct kw_quic_key *rx = NULL, *next = NULL;
 
 	if (ngtcp2_crypto_update_key(conn, rx_secret, tx_secret, rx_aead_ctx, rx_key, rx_iv,
 	                             tx_aead_ctx, tx_key, tx_iv, current_rx_secret,
@@ -153,32 +359,41 @@ static int tx_update_key(ngtcp2_conn *conn, uint8_t *rx_secret, uint8_t *tx_secr
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	memset(rx_key, 0, sizeof(rx_key));
 	memset(tx_key, 0, sizeof(tx_key));
-	if (tc->key == NULL)
-		return 0; /* not an engine connection: ngtcp2's contexts stay */
-	ngtcp2_crypto_aead_ctx_free(tx_aead_ctx);
-	tx_aead_ctx->native_handle = NULL;
-	if (kw_quic_key_next(&next, tc->key) < 0)
+	struct kw_quic_key *rxcur = tc->rx[tc->rx_phase];
+	if (rxcur != NULL && next_key(&rx, rxcur, rx_iv, rx_aead_ctx, tc) < 0)
 		goto fail;
-	kw_quic_key_material(next, &km);
-	if (memcmp(km.iv, tx_iv, KW_QUIC_IV_LEN) != 0) {
-		kw_error("QUIC key update: the engine's next key differs from ngtcp2's");
+	if (tc->key != NULL && next_key(&next, tc->key, tx_iv, tx_aead_ctx, NULL) < 0)
 		goto fail;
+	if (rx != NULL) {
+		tc->rx_phase ^= 1;
+		kw_quic_key_unref(tc->rx[tc->rx_phase]);
+		tc->rx[tc->rx_phase] = rx;
 	}
-	if ((tx_aead_ctx->native_handle = wrap(next)) == NULL)
-		goto fail;
-	kw_quic_key_unref(tc->key);
-	tc->key = next;
+	if (next != NULL) {
+		kw_quic_key_unref(tc->key);
+		tc->key = next;
+	}
 	return 0;
 fail:
-	kw_quic_key_unref(next);
-	ngtcp2_crypto_aead_ctx_free(rx_aead_ctx);
+	/* ngtcp2 frees neither context when the callback fails. */
+	kw_quic_key_unref(rx);
+	if (ours(rx_aead_ctx->native_handle))
+		unwrap_free(rx_aead_ctx->native_handle);
+	else
+		ngtcp2_crypto_aead_ctx_free(rx_aead_ctx);
 	rx_aead_ctx->native_handle = NULL;
+	if (ours(tx_aead_ctx->native_handle))
+		unwrap_free(tx_aead_ctx->native_handle);
+	else
+		ngtcp2_crypto_aead_ctx_free(tx_aead_ctx);
+	tx_aead_ctx->native_handle = NULL;
 	return NGTCP2_ERR_CALLBACK_FAILURE;
 }
 
 void kpx_qtx_callbacks(ngtcp2_callbacks *cb)
 {
 	cb->encrypt = tx_encrypt;
+	cb->decrypt = rx_decrypt;
 	cb->hp_mask = tx_hp_mask;
 	cb->update_key = tx_update_key;
 	cb->delete_crypto_aead_ctx = tx_delete_aead_ctx;
@@ -231,7 +446,37 @@ static int install_tx_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, const uint
 	return 0;
 }
 
-/* secret_func is ngtcp2's GnuTLS secret hook, but for the 1-RTT send key. */
+/* install_rx_key installs the 1-RTT receive key (key phase 0) as the engine's. */
+static int install_rx_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, const uint8_t *secret,
+                          size_t secretlen)
+{
+	int cipher = cipher_of(conn);
+	struct kw_quic_key *k = NULL;
+	struct kw_quic_key_material km;
+	ngtcp2_crypto_aead_ctx aead_ctx = {0};
+	ngtcp2_crypto_cipher_ctx hp_ctx = {0};
+
+	if (cipher < 0 || kw_quic_key_new(&k, (enum kw_quic_cipher)cipher, secret, secretlen) < 0)
+		return -1;
+	kw_quic_key_material(k, &km);
+	aead_ctx.native_handle = wrap_rx(k, tc);
+	hp_ctx.native_handle = wrap_rx(k, tc);
+	if (aead_ctx.native_handle == NULL || hp_ctx.native_handle == NULL ||
+	    ngtcp2_conn_install_rx_key(conn, secret, secretlen, &aead_ctx, km.iv, km.iv_len,
+	                               &hp_ctx) != 0) {
+		if (aead_ctx.native_handle != NULL)
+			unwrap_free(aead_ctx.native_handle);
+		if (hp_ctx.native_handle != NULL)
+			unwrap_free(hp_ctx.native_handle);
+		kw_quic_key_unref(k);
+		return -1;
+	}
+	tc->rx[0] = k;
+	tc->rx_phase = 0;
+	return 0;
+}
+
+/* secret_func is ngtcp2's GnuTLS secret hook, but for the 1-RTT keys. */
 static int secret_func(gnutls_session_t session, gnutls_record_encryption_level_t gtls_level,
                        const void *rx_secret, const void *tx_secret, size_t secretlen)
 {
@@ -241,12 +486,17 @@ static int secret_func(gnutls_session_t session, gnutls_record_encryption_level_
 	ngtcp2_crypto_level level =
 	    ngtcp2_crypto_gnutls_from_gnutls_record_encryption_level(gtls_level);
 
-	if (rx_secret != NULL && ngtcp2_crypto_derive_and_install_rx_key(
-	                             conn, NULL, NULL, NULL, level, rx_secret, secretlen) != 0)
+	bool app = level == NGTCP2_CRYPTO_LEVEL_APPLICATION && cipher_of(conn) >= 0;
+
+	if (rx_secret != NULL && app && install_rx_key(conn, tc, rx_secret, secretlen) < 0)
+		return -1;
+	if (rx_secret != NULL && !app &&
+	    ngtcp2_crypto_derive_and_install_rx_key(conn, NULL, NULL, NULL, level, rx_secret,
+	                                            secretlen) != 0)
 		return -1;
 	if (tx_secret == NULL)
 		return 0;
-	if (level == NGTCP2_CRYPTO_LEVEL_APPLICATION && cipher_of(conn) >= 0)
+	if (app)
 		return install_tx_key(conn, tc, tx_secret, secretlen);
 	return ngtcp2_crypto_derive_and_install_tx_key(conn, NULL, NULL, NULL, level, tx_secret,
 	                                               secretlen) != 0
@@ -263,6 +513,10 @@ void kpx_qtx_conn_cleanup(struct kpx_qtx_conn *tc)
 {
 	kw_quic_key_unref(tc->key);
 	tc->key = NULL;
+	for (int i = 0; i < 2; i++) {
+		kw_quic_key_unref(tc->rx[i]);
+		tc->rx[i] = NULL;
+	}
 }
 
 /* ---- sealing ---- */
@@ -334,6 +588,7 @@ void kpx_qtx_free(struct kpx_qtx *tx)
 	if (tx == NULL)
 		return;
 	drop_all(tx);
+	op_clear(tx);
 	if (cur == tx)
 		cur = NULL;
 	kw_quic_engine_free(tx->engine);

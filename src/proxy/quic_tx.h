@@ -15,8 +15,19 @@
  * protection. A key ngtcp2 deletes meanwhile (a key update, the end of the
  * connection) lives on until the packets under it are sealed.
  *
- * Initial and Handshake packets, and everything received, stay on ngtcp2's
- * GnuTLS callbacks. ngtcp2 still counts packets against RFC 9001 §6.6's
+ * Receiving is per packet, since ngtcp2 needs each packet's plaintext at
+ * once: the header-protection callback of a 1-RTT receive key opens the
+ * whole packet through the engine (header protection, packet number, AEAD)
+ * from the datagram being read (kpx_qtx_rx_window), answers the mask the
+ * engine removed, and keeps the result; the decrypt callback hands over the
+ * plaintext when its key, packet number and ciphertext are the ones the
+ * engine used, and otherwise (a delayed packet of an old key phase, a
+ * different packet number decoding) opens that packet again with ngtcp2's
+ * choice. An authentication failure answers NGTCP2_ERR_DECRYPT, so ngtcp2
+ * drops and counts the packet as with GnuTLS.
+ *
+ * Initial and Handshake packets (and 0-RTT) stay on ngtcp2's GnuTLS
+ * callbacks. ngtcp2 still counts packets against RFC 9001 §6.6's
  * limits (max_encryption); the engine's own per-key count additionally
  * starts a key update when it says so.
  *
@@ -44,6 +55,12 @@ struct kw_quic_key;
 struct kpx_qtx_conn {
 	struct kpx_qtx *tx;
 	struct kw_quic_key *key; /* the current 1-RTT send key (one reference) */
+	/* Receiving: the newest 1-RTT receive key of each key phase (one reference each), the
+	 * phase of the newest one (where the next key update starts), and the largest packet
+	 * number opened plus one (0: none), from which the engine decodes packet numbers. */
+	struct kw_quic_key *rx[2];
+	unsigned rx_phase;
+	uint64_t rx_next;
 };
 
 /* kpx_qtx_new makes w's engine state with the --quic-engine engine; 0 or -errno. */
@@ -67,5 +84,13 @@ void kpx_qtx_conn_cleanup(struct kpx_qtx_conn *tc);
  * not be sent). NULL tx: nothing to do.
  */
 int kpx_qtx_seal(struct kpx_qtx *tx, uint8_t *buf, size_t len, ngtcp2_conn *conn);
+
+/*
+ * kpx_qtx_rx_window tells the receive callbacks which datagram ngtcp2 is
+ * about to read (data[0, len)), NULL after it: a short-header packet runs
+ * to the datagram's end, which ngtcp2's header-protection callback does not
+ * say. NULL tx: nothing to do.
+ */
+void kpx_qtx_rx_window(struct kpx_qtx *tx, const uint8_t *data, size_t len);
 
 #endif

@@ -84,6 +84,7 @@ struct kpx_wmetrics {
 	/* --quic-crypto engine */
 	_Atomic uint64_t quic_packets_protected, quic_protect_batches, quic_protect_failures;
 	_Atomic uint64_t quic_engine_cpu_ns, quic_key_limit_updates;
+	_Atomic uint64_t quic_packets_opened, quic_open_failures;
 };
 
 /* kpx_add adds n to counter c, kpx_set stores v in gauge c: single-writer updates (the

@@ -125,6 +125,10 @@ with QuicProxy(key, crt, "--workers", "1",
         c.check(m["keyway_proxy_quic_packets_protected_total"] > 5000,
                 "Keyway's engine protected the packets Chromium opened",
                 m["keyway_proxy_quic_packets_protected_total"])
+        c.check(m["keyway_proxy_quic_packets_opened_total"] > 100 and
+                m["keyway_proxy_quic_open_failures_total"] == 0,
+                "Keyway's engine opened the packets Chromium sealed",
+                m["keyway_proxy_quic_packets_opened_total"])
         c.check(m["keyway_proxy_quic_requests_total"] >= 2, "the page and the body relayed")
     c.eq(p.stop(), 0, "exit 0 on SIGTERM")
 

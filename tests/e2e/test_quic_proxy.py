@@ -174,7 +174,8 @@ for what, args, engine_on in modes:
 
 with c.section("--max-connections caps QUIC connections too"):
     with QuicProxy(key, crt, "--workers", "1", "--max-connections", "1") as p:
-        proc = h3_start(p, "/bytes/300000000", "-o", os.devnull, ca=crt)
+        # Long enough to outlast the second client's 2 s (300 MB can finish in 1.5 s).
+        proc = h3_start(p, "/bytes/1000000000", "-o", os.devnull, ca=crt)
         c.check(wait_for(lambda: p.metrics()["keyway_proxy_quic_connections"] == 1),
                 "the first connection is open")
         r = h3(p, "/", "--timeout", "2", ca=crt)

@@ -132,6 +132,15 @@ static void test_flipped_bits(enum kw_quic_cipher c, bool long_hdr)
 				accepted++;
 		}
 		CHECK_EQ(accepted, 0);
+		/* A bad tag still leaves the header unprotected and hdr_len and pn set: the
+		 * proxy answers ngtcp2's header-protection callback from them. */
+		struct kw_quic_pkt r;
+		memcpy(bad, sealed, p.out_len);
+		bad[p.out_len - 1] ^= 1;
+		CHECK_EQ(open_copy(engines[e], k, bad, p.out_len, 70, scratch, &r), -KW_ECRYPTO);
+		CHECK_EQ(r.hdr_len, hl);
+		CHECK(r.pn == 77);
+		CHECK(memcmp(scratch, plain, hl) == 0);
 	}
 	struct kw_quic_key_usage u;
 	kw_quic_key_usage(k, &u);
