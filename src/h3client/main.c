@@ -770,9 +770,15 @@ int main(int argc, char **argv)
 	char **pos = calloc((size_t)argc + 1, sizeof(char *));
 	int npos = 0;
 	short_options(argc, argv);
+	if (pos == NULL) {
+		fprintf(stderr, "keyway-h3: out of memory\n");
+		return 1;
+	}
 	int rc = kw_config_parse(opts, argc, argv, usage, pos, &npos, err, sizeof(err));
-	if (rc == 1)
+	if (rc == 1) {
+		free(pos);
 		return 0;
+	}
 	if (rc == 0 && npos != 1) {
 		snprintf(err, sizeof(err), "give one URL (https://HOST:PORT/PATH)");
 		rc = -1;
@@ -784,8 +790,13 @@ int main(int argc, char **argv)
 	}
 	if (rc != 0) {
 		fprintf(stderr, "keyway-h3: %s\n", err);
+		free(pos);
 		return 2;
 	}
+	/* pos holds pointers into argv: keep the URL, drop the array. */
+	const char *url = pos[0];
+	free(pos);
+	pos = NULL;
 	const char *chost = c.host, *cport = port;
 	char cbuf[300];
 	if (connect_to != NULL) {
@@ -817,6 +828,9 @@ int main(int argc, char **argv)
 		} else {
 			fprintf(stderr, "keyway-h3: cannot read --data %s: %s\n", data_file,
 			        strerror(errno));
+			if (f != NULL)
+				fclose(f);
+			free(c.data);
 			return 1;
 		}
 		fclose(f);
@@ -850,7 +864,7 @@ int main(int argc, char **argv)
 		        (unsigned long long)c.key_updates, (unsigned long long)c.migrations);
 	}
 	if (status != 0)
-		fprintf(stderr, "keyway-h3: %s: %s\n", pos[0], c.why != NULL ? c.why : "failed");
+		fprintf(stderr, "keyway-h3: %s: %s\n", url, c.why != NULL ? c.why : "failed");
 	if (c.out != stdout)
 		fclose(c.out);
 	else

@@ -420,7 +420,7 @@ static int run(struct main_ctx *mc)
 		kw_addr_format(&o.quic_addr, qwhere, sizeof(qwhere));
 	if (o.metrics != NULL) /* the address bound: --metrics HOST:0 shows the kernel's port */
 		kw_addr_format(&mc->maddr, mwhere, sizeof(mwhere));
-	char quic[128] = "";
+	char quic[sizeof(qwhere) + 96] = "";
 	if (o.quic_listen != NULL) {
 		/* The engine auto resolves to, as every worker's engine instance does. */
 		const char *engine = strcmp(o.quic_engine, "auto") != 0     ? o.quic_engine
