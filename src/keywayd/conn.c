@@ -691,8 +691,9 @@ static void release_burst(struct kwd_conn *c)
 static void settle(struct kwd_conn *c)
 {
 	struct kwd_conn_env *env = c->env;
-	/* Answers still to come from a device or a batch count as output to send. */
-	size_t pend = pending_out(c) + c->jobs.pending;
+	/* Answers still to come from a device or a batch count as output to send (each
+	 * will be one padded frame). */
+	size_t pend = pending_out(c) + (size_t)c->jobs.pending * KW_PADDED_LEN;
 
 	if (!c->closing && c->eof && !has_frame(c)) {
 		c->closing = true;
