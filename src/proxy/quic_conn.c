@@ -769,6 +769,10 @@ void kpx_qconn_flush(struct kpx_qconn *c)
 
 void kpx_qconn_drain(struct kpx_qconn *c)
 {
+	if (c->busy) { /* in its handshake: no request to answer, close when it is back */
+		c->close_after = true;
+		return;
+	}
 	if (c->h3 == NULL || kw_list_empty(&c->streams)) {
 		set_reason(c, KPX_R_DRAIN);
 		kpx_qconn_close(c);

@@ -4,7 +4,8 @@ URI) against keywayd behind keyway-relay at 5 ms, on the handshake threads (thei
 moves, one keyserver operation per handshake). With the keyserver slowed to 1 s each
 way, a download on an established connection keeps going while 4 handshakes wait on the
 keyserver: the worker's loop never waits for it. --quic-handshake-threads 0 (signing on
-the loop) stalls that download, which is what the threads are for.
+the loop) stalls that download, which is what the threads are for. SIGTERM while steps
+wait on the keyserver exits cleanly.
 """
 
 import os
@@ -109,5 +110,19 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
         c.check(stalled, "signing on the loop (--quic-handshake-threads 0) stalls the download "
                 "(what the threads prevent)", m)
         c.eq(m["keyway_proxy_quic_handshake_steps_total"], 0.0, "threads 0: no steps offloaded")
+
+    with c.section("SIGTERM while signing steps wait on the keyserver"):
+        slow = kwprov.Relay(s.server(), 1000)
+        with QuicProxy(s.refs["rsa2048"], s.certs["rsa2048"], "--workers", "2",
+                       "--servers", slow.addr(), "--timeout-ms", "20000",
+                       "--attempt-timeout-ms", "20000", *tls_flags, env=clean_env()) as p:
+            hs = [h3_start(p, "/", ca=ca) for _ in range(6)]
+            c.check(wait_for(lambda: p.metrics()["keyway_provider_ops_submitted_total"] >= 6,
+                             10), "6 signing steps under way")
+            c.eq(p.stop(), 0, "the proxy exits 0 once the steps are back")
+            for h in hs:
+                h.kill()
+                h.wait()
+        slow.stop()
     relay.stop()
 c.done()
