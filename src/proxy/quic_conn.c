@@ -869,6 +869,12 @@ static void run_step(struct kpx_qhs_job *j)
 	    NULL,
 	};
 	ngtcp2_pkt_info pi = {0};
+	/* Queued past the connection's handshake deadline (ngtcp2's, from its start): the
+	 * client has given up, so no keyserver is asked. */
+	if (kw_now_ns() - c->start_ns >= NGTCP2_DEFAULT_HANDSHAKE_TIMEOUT) {
+		c->step_rv = NGTCP2_ERR_HANDSHAKE_TIMEOUT;
+		return;
+	}
 	unsigned signs = kpx_tls_quic_remote_signs();
 	off_loop = true;
 	c->step_rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, h->data, h->len, kw_now_ns());

@@ -111,6 +111,26 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
                 "(what the threads prevent)", m)
         c.eq(m["keyway_proxy_quic_handshake_steps_total"], 0.0, "threads 0: no steps offloaded")
 
+    with c.section("steps queued past the handshake deadline ask no keyserver"):
+        # One thread, 2 s per signature: of 8 handshakes queued at once, those still
+        # queued 10 s after their start are dropped without a keyserver operation.
+        slow = kwprov.Relay(s.server(), 1000)
+        with QuicProxy(s.uris["p256"], s.certs["p256"], "--workers", "1",
+                       "--quic-handshake-threads", "1", "--servers", slow.addr(),
+                       "--timeout-ms", "20000", "--attempt-timeout-ms", "20000", *tls_flags,
+                       env=clean_env()) as p:
+            hs = [h3_start(p, "/", ca=ca) for _ in range(8)]
+            for h in hs:
+                h.communicate(timeout=60)
+            c.check(wait_for(lambda: p.metrics()["keyway_proxy_quic_connections"] == 0, 40),
+                    "every connection ended")
+            m = p.metrics()
+            c.eq(m["keyway_proxy_quic_handshake_steps_total"], 8.0, "8 steps queued")
+            c.check(m["keyway_provider_ops_submitted_total"] <= 6,
+                    "the late ones skipped the keyserver", m["keyway_provider_ops_submitted_total"])
+            c.eq(p.stop(), 0, "clean exit")
+        slow.stop()
+
     with c.section("SIGTERM while signing steps wait on the keyserver"):
         slow = kwprov.Relay(s.server(), 1000)
         with QuicProxy(s.refs["rsa2048"], s.certs["rsa2048"], "--workers", "2",
