@@ -11,11 +11,10 @@
 # --respond --quic-listen --workers 1 pinned to CPU 1, sign on keywayd:
 #   threads  --quic-handshake-threads T (default 4): the signing steps on the threads
 #   loop     --quic-handshake-threads 0: GnuTLS signs on the worker's loop, blocking it
-# Load: N (default 400) runs of keyway-h3 (one handshake and one GET / each), C (default
-# 32) at a time, on CPU 0 with keywayd and the relay. Handshakes/s is N over the wall
-# time of the slice; the two modes take turns, R rounds (default 3), medians compared.
-# keyway-h3 is a process per handshake, so the load generator's own CPU bounds the
-# threads figure on a small machine; the loop figure is bound by the round trip.
+# Load: C (default 32) keyway-h3 processes on CPU 0 with keywayd and the relay, each
+# making N/C (N default 400) connections one after another (--repeat; one handshake and
+# one GET / each). Handshakes/s is the handshakes completed over the wall time of the
+# slice; the two modes take turns, R rounds (default 3), medians compared.
 # Prints a table and RESULT lines (INFO), writes RESULTS/quic-keyless-rtt-DATE.dat.
 # Exit status 1 if a handshake failed, 2 on a setup error, else 0.
 set -euo pipefail
@@ -32,7 +31,7 @@ want n '^[1-9][0-9]{1,5}$' "--handshakes: expected 10-999999" \
 	rounds '^[1-9][0-9]?$' "--rounds: expected 1-99" \
 	delay '^[0-9]+(\.[0-9]+)?$' "--delay-ms: expected a number of milliseconds" \
 	threads '^[1-9][0-9]?$' "--threads: expected 1-99"
-bench_init "proxy keywayd relay cli h3" "openssl taskset python3 timeout curl xargs"
+bench_init "proxy keywayd relay cli h3" "openssl taskset python3 timeout curl"
 
 echo "== machine: $machine; load average $(loadavg)"
 echo "== keyway-proxy: $proxy; keyway-h3: $h3; relay $delay ms each way"
@@ -41,20 +40,26 @@ start_keywayd "$load_cpu"
 start_relay relay "$load_cpu" "$delay" "$kport"
 fail=0
 
-# slice NAME: N handshakes against proxy NAME; prints handshakes/s.
+# slice NAME: N handshakes against proxy NAME (C keyway-h3 processes, each making its
+# share of new connections one after another with --repeat); prints handshakes/s.
 slice() {
-	local q=${qp[$1]} t0 t1 ok
+	local q=${qp[$1]} t0 t1 ok i pids=()
 	t0=$(date +%s.%N)
-	seq "$n" | taskset -c "$load_cpu" xargs -P "$clients" -I{} timeout 60 "$h3" \
-		--connect "127.0.0.1:$q" --ca "$pki/ca.crt" -o /dev/null "https://localhost:$q/" ||
-		{ echo "FAIL: a keyway-h3 run failed against $1" >&2; fail=1; }
+	for i in $(seq "$clients"); do
+		taskset -c "$load_cpu" timeout 300 "$h3" --connect "127.0.0.1:$q" --ca "$pki/ca.crt" \
+			--repeat $((n / clients)) -o /dev/null "https://localhost:$q/" &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do
+		wait "$i" || { echo "FAIL: a keyway-h3 run failed against $1" >&2; fail=1; }
+	done
 	t1=$(date +%s.%N)
 	ok=$(metric "${mport[$1]}" keyway_proxy_quic_handshakes_total)
 	python3 -c "print('%.1f' % ($ok / ($t1 - $t0)))"
 }
 
 open_dat quic-keyless-rtt
-echo "# round key mode handshakes_per_s (relay $delay ms each way, $n handshakes, $clients at a time)" >>"$dat"
+echo "# round key mode handshakes_per_s (relay $delay ms each way, $n handshakes, $clients clients, threads mode: $threads threads)" >>"$dat"
 declare -A qp rate
 for key in ecdsa-p256 rsa2048; do
 	for r in $(seq "$rounds"); do

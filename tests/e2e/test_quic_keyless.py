@@ -93,11 +93,14 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
                 r = h3(p, "/bytes/3000000", "-o", os.path.join(tmp, "body"), ca=ca)
                 c.check(r.returncode == 0 and os.path.getsize(os.path.join(tmp, "body")) ==
                         3000000, what + ": 3 MB over the connection", r.stderr[-300:])
+                r = h3(p, "/", "--repeat", "3", ca=ca)
+                c.check(r.returncode == 0 and r.stdout == b"ok\n" * 3,
+                        what + ": keyway-h3 --repeat 3 (the benchmark's load)", r.stderr[-300:])
                 m = p.metrics()
-                c.eq(m["keyway_proxy_quic_handshakes_total"], 4.0, what + ": 4 handshakes")
-                c.check(m["keyway_proxy_quic_handshake_steps_total"] >= 4,
+                c.eq(m["keyway_proxy_quic_handshakes_total"], 7.0, what + ": 7 handshakes")
+                c.check(m["keyway_proxy_quic_handshake_steps_total"] >= 7,
                         what + ": the signing steps ran on the handshake threads", m)
-                c.eq(m["keyway_provider_ops_submitted_total"], 4.0,
+                c.eq(m["keyway_provider_ops_submitted_total"], 7.0,
                      what + ": one keyserver signature per handshake")
                 c.eq(p.stop(), 0, what + ": clean exit")
 
@@ -125,7 +128,8 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
             c.check(wait_for(lambda: p.metrics()["keyway_proxy_quic_connections"] == 0, 40),
                     "every connection ended")
             m = p.metrics()
-            c.eq(m["keyway_proxy_quic_handshake_steps_total"], 8.0, "8 steps queued")
+            # 8 or more: a client resending its Initial after its late step ended it starts anew.
+            c.check(m["keyway_proxy_quic_handshake_steps_total"] >= 8, "8 steps queued")
             c.check(m["keyway_provider_ops_submitted_total"] <= 6,
                     "the late ones skipped the keyserver", m["keyway_provider_ops_submitted_total"])
             c.eq(p.stop(), 0, "clean exit")
