@@ -5,10 +5,11 @@ moves, one keyserver operation per handshake). With the keyserver slowed to 1 s 
 way, a download on an established connection keeps going while 4 handshakes wait on the
 keyserver: the worker's loop never waits for it. --quic-handshake-threads 0 (signing on
 the loop) stalls that download, which is what the threads are for. SIGTERM while steps
-wait on the keyserver exits cleanly.
+wait on the keyserver exits cleanly, and SIGHUP reloads the keyserver-held key.
 """
 
 import os
+import signal
 import tempfile
 import time
 
@@ -102,6 +103,14 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
                         what + ": the signing steps ran on the handshake threads", m)
                 c.eq(m["keyway_provider_ops_submitted_total"], 7.0,
                      what + ": one keyserver signature per handshake")
+                # SIGHUP reloads the external key with the rest; new handshakes use it.
+                p.signal(signal.SIGHUP)
+                c.check(p.wait_log("SIGHUP: reloaded", 10), what + ": SIGHUP reloaded")
+                r = h3(p, "/", ca=ca)
+                c.check(r.returncode == 0 and r.stdout == b"ok\n",
+                        what + ": a handshake after SIGHUP signs on the keyserver", r.stderr[-300:])
+                c.eq(p.metrics()["keyway_provider_ops_submitted_total"], 8.0,
+                     what + ": its signature too")
                 c.eq(p.stop(), 0, what + ": clean exit")
 
     with c.section("the loop does not wait on the keyserver"):
