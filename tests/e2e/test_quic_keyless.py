@@ -1,11 +1,13 @@
 """keyway-proxy --quic-listen with keys only keyservers hold: HTTP/3 handshakes sign
 through the keyway provider (RSA-2048 as a KEYWAY KEY reference PEM, P-256 as a keyway:
-URI) against keywayd behind keyway-relay at 5 ms, on the handshake threads (their counter
-moves, one keyserver operation per handshake). With the keyserver slowed to 1 s each
-way, a download on an established connection keeps going while 4 handshakes wait on the
-keyserver: the worker's loop never waits for it. --quic-handshake-threads 0 (signing on
-the loop) stalls that download, which is what the threads are for. SIGTERM while steps
-wait on the keyserver exits cleanly, and SIGHUP reloads the keyserver-held key.
+URI; P-384 and Ed25519 once each) against keywayd behind keyway-relay at 5 ms, on the
+handshake threads (their counter moves, one keyserver operation per handshake). With
+the keyserver slowed to 1 s each way, a download on an established connection keeps
+going while 4 handshakes wait on the keyserver: the worker's loop never waits for it.
+--quic-handshake-threads 0 (signing on the loop) stalls that download, which is what
+the threads are for. Steps queued past the handshake deadline skip the keyserver;
+SIGTERM while steps wait on the keyserver exits cleanly, and SIGHUP reloads the
+keyserver-held key.
 """
 
 import os
@@ -75,7 +77,7 @@ def stalls_while_handshaking(s, ca, tls_flags, threads):
         slow.stop()
 
 
-with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
+with kwprov.Setup(tmp, names=("rsa2048", "p256", "p384", "ed25519")) as s:
     ca = s.pki.ca_file
     tls_flags = ["--ca", ca, "--client-cert", s.pki.client_cert_file,
                  "--client-key", s.pki.client_key_file]
@@ -112,6 +114,17 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256")) as s:
                 c.eq(p.metrics()["keyway_provider_ops_submitted_total"], 8.0,
                      what + ": its signature too")
                 c.eq(p.stop(), 0, what + ": clean exit")
+
+    with c.section("P-384 and Ed25519 keys on the keyserver"):
+        for name in ("p384", "ed25519"):
+            with QuicProxy(s.refs[name], s.certs[name], "--workers", "1", "--servers",
+                           relay.addr(), *tls_flags, env=clean_env()) as p:
+                r = h3(p, "/", ca=ca)
+                c.check(r.returncode == 0 and r.stdout == b"ok\n",
+                        "%s: handshake verified with --ca" % name, r.stderr[-300:])
+                c.eq(p.metrics()["keyway_provider_ops_submitted_total"], 1.0,
+                     "%s: signed on the keyserver" % name)
+                c.eq(p.stop(), 0, "%s: clean exit" % name)
 
     with c.section("the loop does not wait on the keyserver"):
         stalled, m = stalls_while_handshaking(s, ca, tls_flags, 4)
