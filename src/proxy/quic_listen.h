@@ -51,9 +51,9 @@ struct kpx_qep {
 	unsigned nconns;
 	unsigned handshaking; /* connections whose handshake has not completed */
 	bool draining;
-	uint8_t *txbuf;     /* KPX_QUIC_TXBUF: one GSO batch being built */
-	struct kpx_qrx *rx; /* recvmmsg buffers */
-	struct kpx_qtx *tx; /* --quic-crypto engine (quic_tx.c); NULL: gnutls */
+	uint8_t *txbuf;          /* KPX_QUIC_TXBUF: one GSO batch being built */
+	struct kpx_qrx *rx;      /* recvmmsg buffers */
+	struct kpx_qtx *tx;      /* --quic-crypto engine (quic_tx.c); NULL: gnutls */
 	struct kpx_qhs_port *hs; /* keyserver-held keys: the handshake threads; else NULL */
 };
 
