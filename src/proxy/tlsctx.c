@@ -330,8 +330,16 @@ static bool can_sign(gnutls_pk_algorithm_t pk, gnutls_sign_algorithm_t algo)
 /* sign_failed logs why a signature for a QUIC handshake failed (GnuTLS only says it did). */
 static int sign_failed(gnutls_datum_t *sig)
 {
-	char why[256];
-	kw_tls_err_explain(why, sizeof(why), "private key");
+	/* The provider's own words (which keyserver, why) are the error's data. */
+	const char *data = NULL;
+	int fl = 0;
+	char why[256] = "no reason given";
+	unsigned long e = ERR_peek_last_error_all(NULL, NULL, NULL, &data, &fl);
+	if (e != 0 && data != NULL && (fl & ERR_TXT_STRING) && data[0] != 0)
+		snprintf(why, sizeof(why), "%s", data);
+	else if (e != 0)
+		ERR_error_string_n(e, why, sizeof(why));
+	ERR_clear_error();
 	kw_warn("QUIC handshake: signing with the keyserver-held key failed: %s", why);
 	gnutls_free(sig->data);
 	sig->data = NULL;

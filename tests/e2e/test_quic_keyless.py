@@ -6,8 +6,8 @@ the keyserver slowed to 1 s each way, a download on an established connection ke
 going while 4 handshakes wait on the keyserver: the worker's loop never waits for it.
 --quic-handshake-threads 0 (signing on the loop) stalls that download, which is what
 the threads are for. Steps queued past the handshake deadline skip the keyserver;
-SIGTERM while steps wait on the keyserver exits cleanly, and SIGHUP reloads the
-keyserver-held key.
+SIGTERM while steps wait on the keyserver exits cleanly, SIGHUP reloads the
+keyserver-held key, and with no keyserver the handshake fails with a warning naming it.
 """
 
 import os
@@ -125,6 +125,19 @@ with kwprov.Setup(tmp, names=("rsa2048", "p256", "p384", "ed25519")) as s:
                 c.eq(p.metrics()["keyway_provider_ops_submitted_total"], 1.0,
                      "%s: signed on the keyserver" % name)
                 c.eq(p.stop(), 0, "%s: clean exit" % name)
+
+    with c.section("no keyserver: the handshake fails and the log says why"):
+        gone = kwprov.Relay(s.server(), 1)
+        with QuicProxy(s.uris["p256"], s.certs["p256"], "--workers", "1", "--servers",
+                       gone.addr(), *tls_flags, env=clean_env()) as p:
+            gone.stop()
+            r = h3(p, "/", ca=ca)
+            c.eq(r.returncode, 1, "keyway-h3 fails")
+            c.check(p.wait_log("QUIC handshake: signing with the keyserver-held key failed: "
+                               "127.0.0.1:%d" % gone.port, 10),
+                    "the warning names the keyserver", p.stderr()[-600:])
+            c.check(p.alive(), "the proxy stays up")
+            c.eq(p.stop(), 0, "clean exit")
 
     with c.section("the loop does not wait on the keyserver"):
         stalled, m = stalls_while_handshaking(s, ca, tls_flags, 4)
