@@ -49,7 +49,7 @@ static const char usage[] =
 /* The options (kw_config_parse fills them). */
 static char *connect_to, *ca_file, *output, *method, *data_file, *cipher;
 static bool insecure, include, stats, data_no_length;
-static unsigned nreq = 1, timeout_s = 30, key_update_kb, migrate_kb, interval_ms;
+static unsigned nreq = 1, timeout_s = 30, key_update_kb, migrate_kb, interval_ms, repeat = 1;
 
 /* clang-format off */
 static struct kw_option opts[] = {
@@ -65,6 +65,7 @@ static struct kw_option opts[] = {
     KW_OPT_STR("method", &method, "NAME", "request method (default GET, or POST with --data)"),
     KW_OPT_STR("data", &data_file, "FILE", "send FILE as the request body, with its Content-Length"),
     KW_OPT_FLAG("data-no-length", &data_no_length, "send the --data body without a Content-Length (the server learns its end from the stream's)"),
+    KW_OPT_NUM("repeat", &repeat, "N", "make the exchange N times, each on a new connection, one after another (a handshake load generator; --stats tells of the last; default 1)", 1, 1000000),
     KW_OPT_NUM("timeout", &timeout_s, "S", "give up after S seconds (default 30)", 1, 86400),
     KW_OPT_NUM("key-update-kb", &key_update_kb, "KB", "start a key update (RFC 9001 §6) every KB kilobytes of body received or of request stream data the server acknowledged (default 0: never)", 0, 0),
     KW_OPT_NUM("migrate-kb", &migrate_kb, "KB", "move to a new local port (connection migration, RFC 9000 §9) every KB kilobytes of body received (default 0: never)", 0, 0),
@@ -748,6 +749,29 @@ static int run(struct client *c)
 	return c->why == NULL ? 0 : -1;
 }
 
+/* reset_conn ends the connection made for --repeat's last round and clears what it held. */
+static void reset_conn(struct client *c)
+{
+	nghttp3_conn_del(c->h3);
+	ngtcp2_conn_del(c->conn);
+	if (c->tls != NULL)
+		gnutls_deinit(c->tls);
+	if (c->cred != NULL)
+		gnutls_certificate_free_credentials(c->cred);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->h3 = NULL;
+	c->conn = NULL;
+	c->tls = NULL;
+	c->cred = NULL;
+	c->fd = -1;
+	memset(c->reqs, 0, nreq * sizeof(*c->reqs));
+	c->opened = c->finished = c->failed = 0;
+	c->body_bytes = c->key_updates = c->migrations = 0;
+	c->handshake_done = false;
+	ngtcp2_connection_close_error_default(&c->last_error);
+}
+
 /* short_options maps the two short forms -n and -o to their long names, in place. */
 static void short_options(int argc, char **argv)
 {
@@ -842,12 +866,17 @@ int main(int argc, char **argv)
 	ngtcp2_connection_close_error_default(&c.last_error);
 	uint64_t t0 = now_ns();
 	int status = 1;
-	if (c.reqs != NULL && open_socket(&c, chost, cport) == 0 && setup_tls(&c) == 0 &&
-	    setup_conn(&c) == 0) {
-		status = run(&c) == 0 ? 0 : 1;
-		close_conn(&c);
-	} else {
-		fail(&c, "cannot start");
+	for (unsigned i = 0; i < repeat && (i == 0 || status == 0); i++) {
+		if (i > 0)
+			reset_conn(&c);
+		status = 1;
+		if (c.reqs != NULL && open_socket(&c, chost, cport) == 0 && setup_tls(&c) == 0 &&
+		    setup_conn(&c) == 0) {
+			status = run(&c) == 0 ? 0 : 1;
+			close_conn(&c);
+		} else {
+			fail(&c, "cannot start");
+		}
 	}
 	if (stats) {
 		unsigned ok = 0;

@@ -79,6 +79,7 @@ static struct kpx_options o = {
     .max_handshake_bytes = 65536,
     .access_fd = -1,
     .quic_idle_timeout_s = 30,
+    .quic_handshake_threads = 4,
     .quic_engine = "auto",
 };
 
@@ -130,6 +131,7 @@ static struct kw_option opts[] = {
     /* HTTP/3 */
     KW_OPT_STR("quic-listen", &o.quic_listen, "ADDR:PORT", "HTTP/3 over QUIC on this UDP address too (one SO_REUSEPORT socket per worker; same certificates and mode)"),
     KW_OPT_NUM("quic-idle-timeout", &o.quic_idle_timeout_s, "S", "QUIC idle timeout (transport parameter max_idle_timeout; default 30)", 1, 3600),
+    KW_OPT_NUM("quic-handshake-threads", &o.quic_handshake_threads, "N", "threads that run QUIC handshake steps signing with keyserver-held keys, so the loops never wait on a keyserver (default 4; 0: sign on the worker's loop, blocking it)", 0, 256),
     KW_OPT_CHOICE("quic-retry", &o.quic_retry, "auto|on|off", "answer client Initials with Retry, so clients prove their address first: auto (default: when a worker has 64 handshakes in progress), on (always) or off", quic_retry_names),
     KW_OPT_CHOICE("quic-crypto", &o.quic_crypto, "engine|gnutls", "who protects HTTP/3's 1-RTT packets sent: Keyway's QUIC engine, in batches (default), or ngtcp2's GnuTLS callbacks", quic_crypto_names),
     KW_OPT_STR("quic-engine", &o.quic_engine, "evp|ipsec-mb|auto", "--quic-crypto engine: the engine (default auto: ipsec-mb where built and supported, else evp)"),
@@ -173,13 +175,6 @@ static int check_keys(char *err, size_t errlen)
 		local |= !r;
 	}
 	o.keys_remote = remote;
-	if (o.quic_listen != NULL && remote) {
-		snprintf(err, errlen,
-		         "--quic-listen needs local key files: QUIC's handshake signs with GnuTLS, "
-		         "synchronously; fix: give a local PEM private key for every --cert, or "
-		         "drop --quic-listen");
-		return -KW_ECONFIG;
-	}
 	if (!option_seen("backend")) {
 		o.backend = remote ? KPX_BACKEND_KEYLESS : KPX_BACKEND_INLINE;
 	} else if (o.backend == KPX_BACKEND_KEYLESS && !remote) {

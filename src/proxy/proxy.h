@@ -77,6 +77,7 @@ struct kpx_options {
 	char *quic_listen;        /* --quic-listen ADDR:PORT, NULL: no QUIC */
 	struct kw_addr quic_addr; /* parsed at start-up */
 	unsigned quic_idle_timeout_s;
+	unsigned quic_handshake_threads;  /* keyserver-held keys: handshake steps off the loops */
 	enum kpx_quic_crypto quic_crypto; /* who protects 1-RTT packets sent */
 	enum kpx_quic_retry quic_retry;
 	char *quic_engine; /* --quic-engine: evp, ipsec-mb or auto */

@@ -28,6 +28,7 @@
 #include "http.h"
 #include "proxyv2.h"
 #include "keyway/log.h"
+#include "quic_hs.h"
 #include "quic_listen.h"
 #include "quic_relay.h"
 #include "quic_tx.h"
@@ -60,6 +61,25 @@ struct qstream {
 	char clen[24];
 };
 
+/* A datagram kept for a connection while its handshake step runs on a thread. */
+struct held {
+	struct held *next;
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	size_t len;
+	uint8_t data[];
+};
+
+/* Datagrams held per connection at most meanwhile; more are dropped (the client resends). */
+#define MAX_HELD 32
+/* Connection-ID changes ngtcp2 may ask for during a step on a thread, applied when back. */
+#define MAX_CID_OPS 16
+
+struct cid_op {
+	ngtcp2_cid cid;
+	bool add;
+};
+
 struct kpx_qconn {
 	struct kpx_qtx_conn tx;          /* first: quic_tx.c's callbacks find it at the user data */
 	ngtcp2_crypto_conn_ref conn_ref; /* gnutls_session_get_ptr: how ngtcp2's helper finds us */
@@ -80,7 +100,27 @@ struct kpx_qconn {
 	socklen_t peer_len;
 	uint64_t start_ns, handshake_ns, requests, rx_udp, tx_udp;
 	enum kpx_reason reason; /* the first cause recorded wins */
+	/*
+	 * Keyserver-held keys (ep->hs): until GnuTLS has signed, each datagram
+	 * is read on a handshake thread (the step), since GnuTLS signs
+	 * synchronously inside ngtcp2's read. While a step runs (busy) the loop
+	 * touches nothing of conn/tls: datagrams are held, the timer is
+	 * stopped, a close waits (close_after), and connection-ID changes are
+	 * recorded (cid_ops) for the loop's table.
+	 */
+	bool offload, busy, close_after, signed_key;
+	struct kpx_qhs_job job;
+	struct held *step; /* the datagram the step reads */
+	int step_rv;
+	struct held *held, **held_tail;
+	unsigned nheld;
+	struct cid_op cid_ops[MAX_CID_OPS];
+	unsigned ncid_ops;
+	bool hs_done_off_loop; /* handshake_completed ran on a thread: the loop counts it */
 };
+
+/* Set on a handshake thread while it runs a step: callbacks defer what belongs to the loop. */
+static _Thread_local bool off_loop;
 
 static void qconn_free(struct kpx_qconn *c);
 static void close_with_error(struct kpx_qconn *c);
@@ -389,7 +429,10 @@ static int handshake_completed(ngtcp2_conn *conn, void *ud)
 {
 	struct kpx_qconn *c = ud;
 	c->handshake_done = true;
-	c->ep->handshaking--;
+	if (off_loop)
+		c->hs_done_off_loop = true; /* the endpoint's count is the loop's */
+	else
+		c->ep->handshaking--;
 	c->handshake_ns = kw_now_ns() - c->start_ns;
 	kpx_add(&metrics(c)->quic_handshakes, 1);
 	if (c->h3 == NULL && setup_h3(c) != 0)
@@ -494,19 +537,31 @@ static int new_cid(struct kpx_qconn *c, ngtcp2_cid *cid)
 	return 0;
 }
 
+/* defer_cid records a connection-ID change made on a handshake thread for the loop. */
+static int defer_cid(struct kpx_qconn *c, const ngtcp2_cid *cid, bool add)
+{
+	if (c->ncid_ops == MAX_CID_OPS)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	c->cid_ops[c->ncid_ops++] = (struct cid_op){*cid, add};
+	return 0;
+}
+
 static int get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t cidlen,
                                  void *ud)
 {
 	struct kpx_qconn *c = ud;
-	if (new_cid(c, cid) != 0 || kpx_quic_reset_token(token, cid) != 0 ||
-	    kpx_qep_cid_add(c->ep, cid, c) != 0)
+	if (new_cid(c, cid) != 0 || kpx_quic_reset_token(token, cid) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
-	return 0;
+	if (off_loop)
+		return defer_cid(c, cid, true);
+	return kpx_qep_cid_add(c->ep, cid, c) != 0 ? NGTCP2_ERR_CALLBACK_FAILURE : 0;
 }
 
 static int remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *ud)
 {
 	struct kpx_qconn *c = ud;
+	if (off_loop)
+		return defer_cid(c, cid, false);
 	kpx_qep_cid_remove(c->ep, cid);
 	return 0;
 }
@@ -692,6 +747,8 @@ void kpx_qconn_flush(struct kpx_qconn *c)
 {
 	if (kw_list_linked(&c->dirty_node))
 		kw_list_del(&c->dirty_node);
+	if (c->busy) /* flushed when its handshake step is back */
+		return;
 	if (ngtcp2_conn_is_in_closing_period(c->conn) ||
 	    ngtcp2_conn_is_in_draining_period(c->conn)) {
 		qconn_free(c);
@@ -712,6 +769,10 @@ void kpx_qconn_flush(struct kpx_qconn *c)
 
 void kpx_qconn_drain(struct kpx_qconn *c)
 {
+	if (c->busy) { /* in its handshake: no request to answer, close when it is back */
+		c->close_after = true;
+		return;
+	}
 	if (c->h3 == NULL || kw_list_empty(&c->streams)) {
 		set_reason(c, KPX_R_DRAIN);
 		kpx_qconn_close(c);
@@ -761,7 +822,8 @@ static void on_error(struct kpx_qconn *c, int rv)
 	close_with_error(c);
 }
 
-void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
+/* read_now reads a datagram into c on the loop: 0, or -1 when c was closed (freed). */
+static int read_now(struct kpx_qconn *c, const uint8_t *data, size_t len,
                     const struct sockaddr *peer, socklen_t peer_len)
 {
 	struct kpx_qep *ep = c->ep;
@@ -771,15 +833,155 @@ void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
 	    NULL,
 	};
 	ngtcp2_pkt_info pi = {0};
-	c->rx_udp += len;
 	kpx_qtx_rx_window(ep->tx, data, len);
 	int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, kw_now_ns());
 	kpx_qtx_rx_window(ep->tx, NULL, 0);
 	if (rv != 0) {
 		on_error(c, rv);
+		return -1;
+	}
+	mark_dirty(c);
+	return 0;
+}
+
+static struct held *held_new(const uint8_t *data, size_t len, const struct sockaddr *peer,
+                             socklen_t peer_len)
+{
+	struct held *h = malloc(sizeof(*h) + len);
+	if (h == NULL || peer_len > sizeof(h->peer)) {
+		free(h);
+		return NULL;
+	}
+	h->next = NULL;
+	memcpy(&h->peer, peer, peer_len);
+	h->peer_len = peer_len;
+	h->len = len;
+	memcpy(h->data, data, len);
+	return h;
+}
+
+/* run_step runs on a handshake thread: the read in which GnuTLS may sign, blocking. */
+static void run_step(struct kpx_qhs_job *j)
+{
+	struct kpx_qconn *c = kw_container_of(j, struct kpx_qconn, job);
+	struct held *h = c->step;
+	ngtcp2_path path = {
+	    {(struct sockaddr *)&c->ep->local, c->ep->local_len},
+	    {(struct sockaddr *)&h->peer, h->peer_len},
+	    NULL,
+	};
+	ngtcp2_pkt_info pi = {0};
+	/* Queued past the connection's handshake deadline (ngtcp2's, from its start): the
+	 * client has given up, so no keyserver is asked. */
+	if (kw_now_ns() - c->start_ns >= NGTCP2_DEFAULT_HANDSHAKE_TIMEOUT) {
+		c->step_rv = NGTCP2_ERR_HANDSHAKE_TIMEOUT;
+		return;
+	}
+	unsigned signs = kpx_tls_quic_remote_signs();
+	off_loop = true;
+	c->step_rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, h->data, h->len, kw_now_ns());
+	off_loop = false;
+	c->signed_key = kpx_tls_quic_remote_signs() != signs;
+}
+
+/* start_step hands the datagram to a handshake thread; 0, or -1 (read it here instead). */
+static int start_step(struct kpx_qconn *c, const uint8_t *data, size_t len,
+                      const struct sockaddr *peer, socklen_t peer_len)
+{
+	if ((c->step = held_new(data, len, peer, peer_len)) == NULL)
+		return -1;
+	c->busy = true;
+	kw_timer_stop(c->ep->w->loop, &c->timer); /* ngtcp2's expiry waits for the step */
+	c->job.run = run_step;
+	kpx_add(&metrics(c)->quic_hs_steps, 1);
+	kpx_qhs_submit(c->ep->hs, &c->job);
+	return 0;
+}
+
+/* hold keeps a datagram for c until its step is back (the first MAX_HELD). */
+static void hold(struct kpx_qconn *c, const uint8_t *data, size_t len, const struct sockaddr *peer,
+                 socklen_t peer_len)
+{
+	struct held *h = c->nheld < MAX_HELD ? held_new(data, len, peer, peer_len) : NULL;
+	if (h == NULL) {
+		kpx_add(&metrics(c)->quic_hs_held_dropped, 1);
+		return;
+	}
+	if (c->held == NULL)
+		c->held_tail = &c->held;
+	*c->held_tail = h;
+	c->held_tail = &h->next;
+	c->nheld++;
+}
+
+/* read_dgram reads or holds a datagram for c: 0, or -1 when c was closed (freed). */
+static int read_dgram(struct kpx_qconn *c, const uint8_t *data, size_t len,
+                      const struct sockaddr *peer, socklen_t peer_len)
+{
+	if (c->busy) {
+		hold(c, data, len, peer, peer_len);
+		return 0;
+	}
+	if (c->offload && !c->signed_key && !c->handshake_done &&
+	    start_step(c, data, len, peer, peer_len) == 0)
+		return 0;
+	return read_now(c, data, len, peer, peer_len);
+}
+
+void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
+                    const struct sockaddr *peer, socklen_t peer_len)
+{
+	c->rx_udp += len;
+	read_dgram(c, data, len, peer, peer_len);
+}
+
+/* step_done takes c back on the loop after its handshake step. */
+static void step_done(struct kpx_qconn *c)
+{
+	struct kpx_qep *ep = c->ep;
+	c->busy = false;
+	free(c->step);
+	c->step = NULL;
+	for (unsigned i = 0; i < c->ncid_ops; i++) {
+		if (!c->cid_ops[i].add)
+			kpx_qep_cid_remove(ep, &c->cid_ops[i].cid);
+		else if (kpx_qep_cid_add(ep, &c->cid_ops[i].cid, c) != 0)
+			c->step_rv = NGTCP2_ERR_CALLBACK_FAILURE;
+	}
+	c->ncid_ops = 0;
+	if (c->hs_done_off_loop) {
+		c->hs_done_off_loop = false;
+		ep->handshaking--;
+	}
+	if (c->close_after) {
+		kpx_qconn_close(c);
+		return;
+	}
+	if (c->step_rv != 0) {
+		on_error(c, c->step_rv);
 		return;
 	}
 	mark_dirty(c);
+	/* The datagrams that came meanwhile, in order, until one starts another step. */
+	while (c->held != NULL && !c->busy) {
+		struct held *h = c->held;
+		c->held = h->next;
+		c->nheld--;
+		int rc = read_dgram(c, h->data, h->len, (struct sockaddr *)&h->peer, h->peer_len);
+		free(h);
+		if (rc < 0)
+			return;
+	}
+}
+
+void kpx_qconn_hs_collect(struct kpx_qep *ep)
+{
+	struct kpx_qhs_job *j = kpx_qhs_collect(ep->hs);
+	while (j != NULL) {
+		struct kpx_qhs_job *next = j->next;
+		step_done(kw_container_of(j, struct kpx_qconn, job));
+		j = next;
+	}
 }
 
 static void on_timer(struct kw_loop *loop, void *arg)
@@ -814,6 +1016,10 @@ static void close_with_error(struct kpx_qconn *c)
 
 void kpx_qconn_close(struct kpx_qconn *c)
 {
+	if (c->busy) { /* its handshake step owns it: closed when the step is back */
+		c->close_after = true;
+		return;
+	}
 	set_reason(c, KPX_R_DRAIN); /* unless a cause was recorded first */
 	ngtcp2_connection_close_error_set_application_error(&c->last_error, NGHTTP3_H3_NO_ERROR,
 	                                                    NULL, 0);
@@ -874,6 +1080,12 @@ static void qconn_free(struct kpx_qconn *c)
 		gnutls_deinit(c->tls);
 	kpx_tls_unref(c->certs);
 	kpx_qtx_conn_cleanup(&c->tx);
+	while (c->held != NULL) {
+		struct held *h = c->held;
+		c->held = h->next;
+		free(h);
+	}
+	free(c->step);
 	if (!c->handshake_done)
 		ep->handshaking--;
 	ep->nconns--;
@@ -902,6 +1114,8 @@ static int setup_tls(struct kpx_qconn *c)
 		kpx_qtx_configure_session(c->tls);
 	gnutls_session_set_ptr(c->tls, &c->conn_ref);
 	ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
+	/* A set with keyserver-held keys: the steps until GnuTLS signs go to the threads. */
+	c->offload = c->ep->hs != NULL && kpx_tls_quic_remote(c->certs);
 	return 0;
 }
 

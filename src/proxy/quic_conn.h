@@ -37,6 +37,12 @@ void kpx_qconn_flush(struct kpx_qconn *c);
 void kpx_qconn_drain(struct kpx_qconn *c);
 /* kpx_qconn_close sends CONNECTION_CLOSE (NO_ERROR) and frees c. */
 void kpx_qconn_close(struct kpx_qconn *c);
+/*
+ * kpx_qconn_hs_collect takes back the connections whose handshake step
+ * finished on a handshake thread (ep->hs): their later datagrams are read
+ * and they are flushed as usual; on ep's loop, before it sleeps.
+ */
+void kpx_qconn_hs_collect(struct kpx_qep *ep);
 /* kpx_qconn_of is the connection on ep->conns or ep->dirty at node l. */
 struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty);
 

@@ -28,6 +28,7 @@
 #include "keyway/err.h"
 #include "keyway/log.h"
 #include "quic_conn.h"
+#include "quic_hs.h"
 #include "quic_tx.h"
 
 #ifndef UDP_SEGMENT
@@ -374,6 +375,8 @@ static void on_readable(struct kw_loop *loop, int fd, unsigned events, void *arg
 static void flush_dirty(struct kw_loop *loop, void *arg)
 {
 	struct kpx_qep *ep = arg;
+	if (ep->hs != NULL)
+		kpx_qconn_hs_collect(ep);
 	while (!kw_list_empty(&ep->dirty))
 		kpx_qconn_flush(kpx_qconn_of(ep->dirty.next, true));
 }
@@ -483,6 +486,12 @@ int kpx_quic_start(struct kpx_worker *w, int fd)
 		         w->opt->quic_engine, kw_strerror(rc));
 		goto fail;
 	}
+	/* GnuTLS signs synchronously: keyserver-held keys sign on the handshake threads. */
+	if (w->opt->keys_remote && w->opt->quic_handshake_threads > 0 &&
+	    (ep->hs = kpx_qhs_port_new(w->loop, w->opt->quic_handshake_threads)) == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	kw_hook_add(w->loop, &ep->flush);
 	if ((rc = kw_io_start(w->loop, &ep->io, fd, KW_EV_READ)) < 0)
 		goto fail;
@@ -511,6 +520,11 @@ void kpx_quic_close_all(struct kpx_worker *w)
 	if (ep == NULL)
 		return;
 	ep->draining = true;
+	/* A connection whose handshake step is on a thread is closed once it is back. */
+	if (ep->hs != NULL) {
+		kpx_qhs_wait(ep->hs);
+		kpx_qconn_hs_collect(ep);
+	}
 	while (!kw_list_empty(&ep->conns))
 		kpx_qconn_close(kpx_qconn_of(ep->conns.next, false));
 }
@@ -525,6 +539,7 @@ void kpx_quic_stop(struct kpx_worker *w)
 	kw_hook_remove(w->loop, &ep->flush);
 	close(ep->fd);
 	kpx_qtx_free(ep->tx);
+	kpx_qhs_port_free(ep->hs);
 	free(ep->buckets);
 	free(ep->txbuf);
 	free(ep->rx);

@@ -31,6 +31,7 @@
 #define KPX_QUIC_TXBUF 65000
 
 struct kpx_qcid;
+struct kpx_qhs_port;
 struct kpx_qrx;
 struct kpx_qtx;
 
@@ -50,9 +51,10 @@ struct kpx_qep {
 	unsigned nconns;
 	unsigned handshaking; /* connections whose handshake has not completed */
 	bool draining;
-	uint8_t *txbuf;     /* KPX_QUIC_TXBUF: one GSO batch being built */
-	struct kpx_qrx *rx; /* recvmmsg buffers */
-	struct kpx_qtx *tx; /* --quic-crypto engine (quic_tx.c); NULL: gnutls */
+	uint8_t *txbuf;          /* KPX_QUIC_TXBUF: one GSO batch being built */
+	struct kpx_qrx *rx;      /* recvmmsg buffers */
+	struct kpx_qtx *tx;      /* --quic-crypto engine (quic_tx.c); NULL: gnutls */
+	struct kpx_qhs_port *hs; /* keyserver-held keys: the handshake threads; else NULL */
 };
 
 /*

@@ -73,8 +73,10 @@ struct kpx_wmetrics {
 	_Atomic uint64_t relays;               /* gauge: connections relaying */
 	/* QUIC (--quic-listen) */
 	_Atomic uint64_t quic_accepted, quic_handshakes, quic_closed, quic_refused;
-	_Atomic uint64_t quic_conns;                   /* gauge */
-	_Atomic uint64_t quic_datagrams[2];            /* 0: received, 1: sent */
+	_Atomic uint64_t quic_hs_steps;        /* handshake steps run on handshake threads */
+	_Atomic uint64_t quic_hs_held_dropped; /* datagrams dropped while a step ran */
+	_Atomic uint64_t quic_conns;           /* gauge */
+	_Atomic uint64_t quic_datagrams[2];    /* 0: received, 1: sent */
 	_Atomic uint64_t quic_sends, quic_send_errors; /* sendmsg calls (one per GSO batch) */
 	_Atomic uint64_t quic_receives;                /* recvmmsg calls that returned datagrams */
 	_Atomic uint64_t quic_dropped; /* datagrams dropped before any connection saw them */

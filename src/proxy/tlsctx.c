@@ -25,8 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
 #include "conn.h"
@@ -47,7 +50,12 @@ struct kpx_tls {
 	unsigned char *alpn; /* wire format: length-prefixed protocol names */
 	size_t alpn_len;
 	gnutls_certificate_credentials_t quic_cred; /* --quic-listen: every pair; else NULL */
+	bool quic_remote;              /* a pair's key is held by keyservers: sign off the loop */
+	gnutls_pcert_st **quic_pcerts; /* per remote pair: its chain (owned by quic_cred) */
 };
+
+/* Signatures made by keyserver-held keys on this thread (quic_conn.c's handshake steps). */
+static _Thread_local unsigned remote_signs;
 
 static int ssl_set_index = -1;
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
@@ -98,6 +106,9 @@ void kpx_tls_unref(struct kpx_tls *t)
 	free(t->alpn);
 	if (t->quic_cred != NULL)
 		gnutls_certificate_free_credentials(t->quic_cred);
+	for (size_t i = 0; t->quic_pcerts != NULL && i < t->n; i++)
+		free(t->quic_pcerts[i]);
+	free(t->quic_pcerts);
 	free(t);
 }
 
@@ -260,22 +271,226 @@ err:
 	return NULL;
 }
 
+/* ---- GnuTLS keys signed through the keyway provider (--quic-listen) ---- */
+
+/* The digest of a TLS 1.3 signature scheme; NULL for Ed25519 (no pre-hash). */
+static const EVP_MD *sign_md(gnutls_sign_algorithm_t algo, bool *pss)
+{
+	*pss = false;
+	switch (algo) {
+	case GNUTLS_SIGN_RSA_PSS_RSAE_SHA256:
+		*pss = true;
+		/* fall through */
+	case GNUTLS_SIGN_ECDSA_SECP256R1_SHA256:
+	case GNUTLS_SIGN_ECDSA_SHA256:
+		return EVP_sha256();
+	case GNUTLS_SIGN_RSA_PSS_RSAE_SHA384:
+		*pss = true;
+		/* fall through */
+	case GNUTLS_SIGN_ECDSA_SECP384R1_SHA384:
+	case GNUTLS_SIGN_ECDSA_SHA384:
+		return EVP_sha384();
+	case GNUTLS_SIGN_RSA_PSS_RSAE_SHA512:
+		*pss = true;
+		/* fall through */
+	case GNUTLS_SIGN_ECDSA_SECP521R1_SHA512:
+	case GNUTLS_SIGN_ECDSA_SHA512:
+		return EVP_sha512();
+	default:
+		return NULL;
+	}
+}
+
+/* Which GnuTLS public-key algorithm an OpenSSL key is (0: none we sign with). */
+static gnutls_pk_algorithm_t pk_of(EVP_PKEY *key)
+{
+	switch (EVP_PKEY_get_base_id(key)) {
+	case EVP_PKEY_RSA:
+		return GNUTLS_PK_RSA;
+	case EVP_PKEY_EC:
+		return GNUTLS_PK_ECDSA;
+	case EVP_PKEY_ED25519:
+		return GNUTLS_PK_EDDSA_ED25519;
+	default:
+		return GNUTLS_PK_UNKNOWN;
+	}
+}
+
+/* Whether algo is a TLS 1.3 scheme we sign with a key of type pk. */
+static bool can_sign(gnutls_pk_algorithm_t pk, gnutls_sign_algorithm_t algo)
+{
+	bool pss;
+	if (algo == GNUTLS_SIGN_EDDSA_ED25519)
+		return pk == GNUTLS_PK_EDDSA_ED25519;
+	if (sign_md(algo, &pss) == NULL)
+		return false;
+	return pss ? pk == GNUTLS_PK_RSA : pk == GNUTLS_PK_ECDSA;
+}
+
+/* sign_failed logs why a signature for a QUIC handshake failed (GnuTLS only says it did). */
+static int sign_failed(gnutls_datum_t *sig)
+{
+	/* The provider's own words (which keyserver, why) are the error's data. */
+	const char *data = NULL;
+	int fl = 0;
+	char why[256] = "no reason given";
+	unsigned long e = ERR_peek_last_error_all(NULL, NULL, NULL, &data, &fl);
+	if (e != 0 && data != NULL && (fl & ERR_TXT_STRING) && data[0] != 0)
+		snprintf(why, sizeof(why), "%s", data);
+	else if (e != 0)
+		ERR_error_string_n(e, why, sizeof(why));
+	ERR_clear_error();
+	kw_warn("QUIC handshake: signing with the keyserver-held key failed: %s", why);
+	gnutls_free(sig->data);
+	sig->data = NULL;
+	return GNUTLS_E_PK_SIGN_FAILED;
+}
+
 /*
- * load_quic loads every pair into GnuTLS for QUIC. Only local key files:
- * GnuTLS signs synchronously, so a keyserver-held key would stall the
- * worker's loop (the option check refuses them with --quic-listen).
+ * ext_sign_hash signs a digest GnuTLS made (ECDSA, RSA-PSS) with EVP_PKEY_sign
+ * on the keyway provider's key, as the TCP side's signatures go: RSA-PSS with
+ * MGF1 and a salt as long as the digest, as TLS 1.3 wants; ECDSA as DER, the
+ * form GnuTLS sends. It blocks until the keyserver answers, so it only runs
+ * on a handshake thread (quic_conn.c).
+ */
+static int ext_sign_hash(gnutls_privkey_t gkey, gnutls_sign_algorithm_t algo, void *userdata,
+                         unsigned flags, const gnutls_datum_t *hash, gnutls_datum_t *sig)
+{
+	EVP_PKEY *key = userdata;
+	bool pss;
+	const EVP_MD *md = sign_md(algo, &pss);
+	EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+	size_t len = 0;
+	int ok = 0;
+
+	sig->data = NULL;
+	if (pctx != NULL && md != NULL && can_sign(pk_of(key), algo) &&
+	    EVP_PKEY_sign_init(pctx) == 1 && EVP_PKEY_CTX_set_signature_md(pctx, md) == 1 &&
+	    (!pss || (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
+	              EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1 &&
+	              EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) == 1)) &&
+	    EVP_PKEY_sign(pctx, NULL, &len, hash->data, hash->size) == 1 &&
+	    (sig->data = gnutls_malloc(len)) != NULL &&
+	    EVP_PKEY_sign(pctx, sig->data, &len, hash->data, hash->size) == 1)
+		ok = 1;
+	EVP_PKEY_CTX_free(pctx);
+	if (!ok)
+		return sign_failed(sig);
+	sig->size = (unsigned)len;
+	remote_signs++;
+	return 0;
+}
+
+/* ext_sign_data signs the whole message for Ed25519 (no pre-hash), like ext_sign_hash. */
+static int ext_sign_data(gnutls_privkey_t gkey, gnutls_sign_algorithm_t algo, void *userdata,
+                         unsigned flags, const gnutls_datum_t *data, gnutls_datum_t *sig)
+{
+	EVP_PKEY *key = userdata;
+	EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+	size_t len = 0;
+	int ok = 0;
+
+	sig->data = NULL;
+	if (mctx != NULL && algo == GNUTLS_SIGN_EDDSA_ED25519 && can_sign(pk_of(key), algo) &&
+	    EVP_DigestSignInit(mctx, NULL, NULL, NULL, key) == 1 &&
+	    EVP_DigestSign(mctx, NULL, &len, data->data, data->size) == 1 &&
+	    (sig->data = gnutls_malloc(len)) != NULL &&
+	    EVP_DigestSign(mctx, sig->data, &len, data->data, data->size) == 1)
+		ok = 1;
+	EVP_MD_CTX_free(mctx);
+	if (!ok)
+		return sign_failed(sig);
+	sig->size = (unsigned)len;
+	remote_signs++;
+	return 0;
+}
+
+static void ext_deinit(gnutls_privkey_t gkey, void *userdata)
+{
+	EVP_PKEY_free(userdata);
+}
+
+static int ext_info(gnutls_privkey_t gkey, unsigned flags, void *userdata)
+{
+	gnutls_pk_algorithm_t pk = pk_of(userdata);
+	if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO)
+		return (int)pk;
+	if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO_BITS)
+		return EVP_PKEY_get_bits(userdata);
+	if (flags & GNUTLS_PRIVKEY_INFO_HAVE_SIGN_ALGO)
+		return can_sign(pk, (gnutls_sign_algorithm_t)GNUTLS_FLAGS_TO_SIGN_ALGO(flags));
+	return -1;
+}
+
+/*
+ * load_quic_remote gives GnuTLS pair i as the certificate chain from its
+ * file and an external key signing through the EVP_PKEY the TCP side
+ * uses (the keyway provider's): every signature goes where the TCP
+ * side's would.
+ */
+static int load_quic_remote(const struct kpx_options *o, struct kpx_tls *t, size_t i)
+{
+	EVP_PKEY *key = kpx_tls_key(t, i);
+	gnutls_privkey_t gkey = NULL;
+	unsigned n = 16;
+	int rc;
+
+	if (pk_of(key) == GNUTLS_PK_UNKNOWN)
+		return GNUTLS_E_UNKNOWN_PK_ALGORITHM;
+	if ((t->quic_pcerts[i] = calloc(n, sizeof(gnutls_pcert_st))) == NULL)
+		return GNUTLS_E_MEMORY_ERROR;
+	rc = gnutls_pcert_list_import_x509_file(t->quic_pcerts[i], &n, o->certs[i],
+	                                        GNUTLS_X509_FMT_PEM, NULL, NULL, 0);
+	if (rc < 0)
+		return rc;
+	if ((rc = gnutls_privkey_init(&gkey)) < 0)
+		goto err;
+	EVP_PKEY_up_ref(key); /* the GnuTLS key's own reference, dropped by ext_deinit */
+	rc = gnutls_privkey_import_ext4(gkey, key, ext_sign_data, ext_sign_hash, NULL, ext_deinit,
+	                                ext_info, GNUTLS_PRIVKEY_IMPORT_AUTO_RELEASE);
+	if (rc < 0) {
+		EVP_PKEY_free(key);
+		goto err;
+	}
+	/* The credentials own the chain and the key from here on. */
+	rc = gnutls_certificate_set_key(t->quic_cred, NULL, 0, t->quic_pcerts[i], (int)n, gkey);
+	if (rc < 0)
+		goto err;
+	t->quic_remote = true;
+	return 0;
+err:
+	gnutls_privkey_deinit(gkey);
+	for (unsigned j = 0; j < n; j++)
+		gnutls_pcert_deinit(&t->quic_pcerts[i][j]);
+	return rc;
+}
+
+/*
+ * load_quic loads every pair into GnuTLS for QUIC: local key files as
+ * files; keyserver-held keys as external keys (load_quic_remote), whose
+ * handshakes quic_conn.c runs on handshake threads since GnuTLS signs
+ * synchronously.
  */
 static int load_quic(const struct kpx_options *o, struct kpx_tls *t, char *err, size_t errlen)
 {
 	int rc = gnutls_certificate_allocate_credentials(&t->quic_cred);
+	if (rc >= 0 && (t->quic_pcerts = calloc(t->n, sizeof(*t->quic_pcerts))) == NULL)
+		rc = GNUTLS_E_MEMORY_ERROR;
+	/* The key check would sign on a keyserver while loading; OpenSSL's check covered it. */
+	if (rc >= 0)
+		gnutls_certificate_set_flags(t->quic_cred, GNUTLS_CERTIFICATE_SKIP_KEY_CERT_MATCH);
 	for (size_t i = 0; rc >= 0 && i < t->n; i++) {
-		rc = gnutls_certificate_set_x509_key_file2(t->quic_cred, o->certs[i], o->keys[i],
-		                                           GNUTLS_X509_FMT_PEM, NULL, 0);
+		if (kpx_key_kind(o->keys[i]) == KPX_KEY_KEYWAY)
+			rc = load_quic_remote(o, t, i);
+		else
+			rc = gnutls_certificate_set_x509_key_file2(
+			    t->quic_cred, o->certs[i], o->keys[i], GNUTLS_X509_FMT_PEM, NULL, 0);
 		if (rc < 0) {
 			snprintf(
 			    err, errlen,
 			    "--quic-listen: GnuTLS cannot load the pair %s and %s: %s; fix: give "
-			    "a PEM certificate chain and its unencrypted PEM private key",
+			    "a PEM certificate chain and its unencrypted PEM private key (or a "
+			    "keyserver-held RSA, ECDSA or Ed25519 key)",
 			    o->certs[i], o->keys[i], gnutls_strerror(rc));
 			return -KW_ECONFIG;
 		}
@@ -285,6 +500,16 @@ static int load_quic(const struct kpx_options *o, struct kpx_tls *t, char *err, 
 		return -KW_ECONFIG;
 	}
 	return 0;
+}
+
+bool kpx_tls_quic_remote(const struct kpx_tls *t)
+{
+	return t->quic_remote;
+}
+
+unsigned kpx_tls_quic_remote_signs(void)
+{
+	return remote_signs;
 }
 
 void *kpx_tls_quic_cred(const struct kpx_tls *t)

@@ -33,6 +33,11 @@ void kpx_tls_refuse(struct kpx_tls *t, size_t i, const char *ski_hex);
 /* kpx_tls_quic_cred is t's gnutls_certificate_credentials_t for QUIC (NULL without
  * --quic-listen), owned by t: hold a reference to t while a session uses it. */
 void *kpx_tls_quic_cred(const struct kpx_tls *t);
+/* kpx_tls_quic_remote: a pair of t has a keyserver-held key, which GnuTLS signs with
+ * synchronously (so quic_conn.c runs such handshakes on its handshake threads). */
+bool kpx_tls_quic_remote(const struct kpx_tls *t);
+/* kpx_tls_quic_remote_signs counts the signatures keyserver-held keys made on this thread. */
+unsigned kpx_tls_quic_remote_signs(void);
 
 /* kpx_tls_publish makes t (its reference taken over) the set new connections get. */
 void kpx_tls_publish(struct kpx_tls *t);
