@@ -645,9 +645,19 @@ class Keywayd(kwharness.Process):
         return True
 
     def start(self):
-        super().start()
-        if self.wait_ready(self._pid_written, self.start_timeout):
-            return self
+        for _ in range(3):
+            super().start()
+            if self.wait_ready(self._pid_written, self.start_timeout):
+                return self
+            if self.alive() or not self._metrics_port_taken():
+                break
+            # free_port() cannot reserve the port it returns: another program on
+            # the machine took the metrics port first. That port is ours to change.
+            self.proc.wait()
+            self._log.close()
+            self.metrics_port = free_port()
+            i = self.args.index("--metrics")
+            self.args[i + 1] = "127.0.0.1:%d" % self.metrics_port
         if not self.alive():
             self.note()
             raise KeywaydError("keywayd exited %d at start-up: %s\nargs: %s" % (
@@ -659,6 +669,11 @@ class Keywayd(kwharness.Process):
 
     def stderr_text(self):
         return self.log_text()
+
+    def _metrics_port_taken(self):
+        return (self.metrics_port is not None and "--metrics" in self.args and
+                "--metrics: cannot listen" in self.log_text() and
+                "Address already in use" in self.log_text())
 
     # client helpers
     def connect(self, cert="good", **kw):
