@@ -895,13 +895,14 @@ void kwd_conn_drain(struct kwd_conn *c)
 	if (c->dead || c->draining)
 		return;
 	c->draining = true;
-	if (c->handshaking) {
-		close_now(c, "shutting down");
-		return;
-	}
-	/* Read whatever the peer already sent, answer it, and close when done. */
+	/* Read whatever the peer already sent, answer it, and close when done. A
+	 * client whose Finished is already here (its requests right behind it)
+	 * completes its handshake in this read and is answered; one that is still
+	 * mid-handshake after it is closed, as nothing it sends can be served. */
 	c->input_drained = false;
 	service(c, true);
+	if (!c->dead && c->handshaking)
+		close_now(c, "shutting down");
 }
 
 size_t kwd_conn_buffer_bytes(const struct kwd_conn *c)
