@@ -295,8 +295,9 @@ int kpx_h1_feed(struct kpx_h1 *h, const uint8_t *p, size_t n, size_t *used)
 			break;
 		}
 		case S_BLANK_LF:
-			if (p[i++] != '\n')
-				return KPX_H1_ERROR;
+			if (p[i] != '\n')
+				goto bad;
+			i++;
 			end_head(h);
 			break;
 		case S_START:
@@ -307,17 +308,20 @@ int kpx_h1_feed(struct kpx_h1 *h, const uint8_t *p, size_t n, size_t *used)
 				return KPX_H1_HEAD;
 			}
 			if (rc < 0)
-				return KPX_H1_ERROR;
+				goto bad;
 			i++;
 			break;
 		}
 		default:
 			if (chunk_byte(h, p[i]) < 0)
-				return KPX_H1_ERROR;
+				goto bad;
 			i++;
 			break;
 		}
 	}
 	*used = n;
 	return KPX_H1_MORE;
+bad:
+	*used = i;
+	return KPX_H1_ERROR;
 }

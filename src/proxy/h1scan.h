@@ -52,7 +52,8 @@ void kpx_h1_init(struct kpx_h1 *h, bool response);
 /*
  * kpx_h1_feed scans p[0, n): KPX_H1_MORE with *used = n, KPX_H1_HEAD with
  * *used the offset of the blank line that ends a head (feed the rest again
- * after acting on it), or KPX_H1_ERROR for framing that is not HTTP/1.x.
+ * after acting on it), or KPX_H1_ERROR for framing that is not HTTP/1.x (*used
+ * bytes before the one found wrong).
  */
 int kpx_h1_feed(struct kpx_h1 *h, const uint8_t *p, size_t n, size_t *used);
 

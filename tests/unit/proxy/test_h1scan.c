@@ -129,6 +129,14 @@ static void malformed(void)
 	CHECK_EQ(scan(true, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxgarbage\r\n\r\n"),
 	         KPX_H1_ERROR);
 	CHECK_EQ(scan(true, "SSH-2.0-x\r\n"), KPX_H1_ERROR);
+	/* An error tells how many bytes came before the wrong one. */
+	struct kpx_h1 h;
+	size_t used = 99;
+	kpx_h1_init(&h, true);
+	CHECK_EQ(kpx_h1_feed(&h, (const uint8_t *)"HTTP/1.1 200 OK\r\n\r\n", 17, &used),
+	         KPX_H1_MORE);
+	CHECK_EQ(kpx_h1_feed(&h, (const uint8_t *)"xx\r\n", 4, &used), KPX_H1_ERROR);
+	CHECK_EQ(used, 3);
 	CHECK_EQ(scan(true, "HTTP/1.1 2000 OK\r\n"), KPX_H1_ERROR);
 	CHECK_EQ(scan(true, "HTTP/1.1 200 OK\r\nNoColon\r\n\r\n"), KPX_H1_ERROR);
 	CHECK_EQ(scan(true, "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n"), KPX_H1_ERROR);
