@@ -30,6 +30,12 @@
  * received from the upstream is written, so the client can tell the
  * stream was cut.
  *
+ * With --quic-listen the relay is HTTP/1.1-aware on the response path: it
+ * adds Alt-Svc to each final response head (see struct alt); u2c's bytes
+ * past rel are not yet scanned and wait. The buffer has ALT_ROOM bytes past
+ * RELAY_BUF for the insertions; one that does not fit waits until the client
+ * took the bytes before it. Without --quic-listen nothing is parsed.
+ *
  * The client side is a byte stream (kpx_conn_recv/send/shutdown): the
  * same relay serves any transport that offers one. Over TLS,
  * SSL_MODE_ASYNC was cleared when the handshake finished, so the stream
@@ -301,6 +307,9 @@ static enum kpx_step scan_responses(struct kpx_conn *c, struct kpx_upstream *u)
 		    (a->resp.status == 101 || (a->resp.answers == KPX_H1_REQ_CONNECT &&
 		                               a->resp.status >= 200 && a->resp.status < 300)))
 			kpx_h1_set_tunnel(&a->req); /* the client's bytes are no longer requests */
+		else if (rc == KPX_H1_HEAD && a->resp.answers == KPX_H1_REQ_CONNECT)
+			give_up_scanning(
+			    a); /* a refused CONNECT: what followed it was not scanned */
 	}
 	return st;
 }
