@@ -30,6 +30,12 @@
  * received from the upstream is written, so the client can tell the
  * stream was cut.
  *
+ * With --quic-listen the relay is HTTP/1.1-aware on the response path: it
+ * adds Alt-Svc to each final response head (see struct alt); u2c's bytes
+ * past rel are not yet scanned and wait. The buffer has ALT_ROOM bytes past
+ * RELAY_BUF for the insertions; one that does not fit waits until the client
+ * took the bytes before it. Without --quic-listen nothing is parsed.
+ *
  * The client side is a byte stream (kpx_conn_recv/send/shutdown): the
  * same relay serves any transport that offers one. Over TLS,
  * SSL_MODE_ASYNC was cleared when the handshake finished, so the stream
@@ -48,17 +54,36 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "h1scan.h"
 #include "keyway/err.h"
 #include "keyway/log.h"
 #include "proxyv2.h"
 
 #define RELAY_BUF 32768    /* per direction */
 #define COMPACT_BELOW 4096 /* move unread bytes to the front when less room is left at the end */
+#define ALT_ROOM 64   /* room past RELAY_BUF for inserted Alt-Svc lines (opt->alt_svc's size) */
+#define KINDS_MAX 256 /* requests whose responses have not begun, at most */
 
 /* One direction's buffer: bytes [off, len) are still to be written. */
 struct dir {
-	uint8_t *b; /* RELAY_BUF bytes while it holds data, else NULL */
+	uint8_t *b; /* RELAY_BUF + ALT_ROOM bytes while it holds data, else NULL */
 	size_t off, len;
+	size_t rel; /* with Alt-Svc, u2c's bytes before rel were scanned and may be written */
+};
+
+/*
+ * With --quic-listen the relay follows HTTP/1.1 framing both ways (h1scan.h)
+ * to add Alt-Svc to each final response head: the request scanner notes each
+ * request's kind (HEAD, CONNECT: they change the response's framing) in a
+ * FIFO the response scanner takes from.
+ */
+struct alt {
+	const char *line; /* opt->alt_svc */
+	size_t line_len;
+	struct kpx_h1 req, resp;
+	uint8_t kinds[KINDS_MAX]; /* enum kpx_h1_kind, oldest at first */
+	unsigned first, count;
+	bool insert; /* insert line at u2c.rel once there is room */
 };
 
 struct kpx_upstream {
@@ -76,13 +101,14 @@ struct kpx_upstream {
 	uint64_t last_ns; /* last time a byte moved (idle timeout) */
 	uint64_t to_up, to_client; /* payload moved in this pump, counted when it ends */
 	struct dir c2u, u2c;
+	struct alt *alt; /* NULL: the byte-exact relay */
 };
 
 /* take_buf makes sure d's buffer exists before a read into it; false when out of memory. */
 static bool take_buf(struct dir *d)
 {
 	if (d->b == NULL)
-		d->b = malloc(RELAY_BUF);
+		d->b = malloc(RELAY_BUF + ALT_ROOM);
 	return d->b != NULL;
 }
 
@@ -92,17 +118,24 @@ static void give_back(struct dir *d)
 	if (d->b != NULL && d->off == d->len) {
 		free(d->b);
 		d->b = NULL;
-		d->off = d->len = 0;
+		d->off = d->len = d->rel = 0;
 	}
+}
+
+/* sendable: where u2c's bytes that may go to the client end. */
+static size_t sendable(const struct kpx_upstream *u)
+{
+	return u->alt != NULL ? u->u2c.rel : u->u2c.len;
 }
 
 static void make_room(struct dir *d)
 {
 	if (d->off == d->len) {
-		d->off = d->len = 0;
-	} else if (d->off > 0 && RELAY_BUF - d->len < COMPACT_BELOW) {
+		d->off = d->len = d->rel = 0;
+	} else if (d->off > 0 && d->len > RELAY_BUF - COMPACT_BELOW) {
 		memmove(d->b, d->b + d->off, d->len - d->off);
 		d->len -= d->off;
+		d->rel = d->rel > d->off ? d->rel - d->off : 0;
 		d->off = 0;
 	}
 }
@@ -112,6 +145,7 @@ static void upstream_free_now(void *p)
 	struct kpx_upstream *u = p;
 	free(u->c2u.b);
 	free(u->u2c.b);
+	free(u->alt);
 	free(u);
 }
 
@@ -155,7 +189,7 @@ static void update_interest(struct kpx_conn *c, struct kpx_upstream *u)
 
 	if ((!u->client_eof && u->c2u.len - u->c2u.off < RELAY_BUF) || u->write_wants_read)
 		ce |= KW_EV_READ;
-	if (u->u2c.off < u->u2c.len || u->read_wants_write || u->shut_pending)
+	if (u->u2c.off < sendable(u) || u->read_wants_write || u->shut_pending)
 		ce |= KW_EV_WRITE;
 	if (u->connecting) {
 		ue = KW_EV_WRITE;
@@ -175,6 +209,111 @@ static void update_interest(struct kpx_conn *c, struct kpx_upstream *u)
  * it could do nothing now, KPX_STEP_CLOSED when it closed the connection.
  */
 
+/* give_up_scanning: framing can no longer be followed; the rest is relayed byte-exact. */
+static void give_up_scanning(struct alt *a)
+{
+	kpx_h1_set_tunnel(&a->req);
+	kpx_h1_set_tunnel(&a->resp);
+	a->count = 0;
+}
+
+/*
+ * note_requests scans n bytes the client sent for request heads and queues
+ * each one's kind. A request the scanner cannot follow (or too many
+ * outstanding) ends the scanning, not the connection: the upstream judges
+ * requests, and a relay without Alt-Svc is still correct.
+ */
+static void note_requests(struct alt *a, const uint8_t *p, size_t n)
+{
+	while (a != NULL && n > 0 && !kpx_h1_tunnel(&a->req)) {
+		size_t used;
+		int rc = kpx_h1_feed(&a->req, p, n, &used);
+		if (rc == KPX_H1_ERROR || (rc == KPX_H1_HEAD && a->count == KINDS_MAX)) {
+			give_up_scanning(a);
+			return;
+		}
+		if (rc == KPX_H1_MORE)
+			return;
+		a->kinds[(a->first + a->count++) % KINDS_MAX] = (uint8_t)a->req.kind;
+		p += used;
+		n -= used;
+	}
+}
+
+/* next_kind takes the kind of the oldest request not answered yet. */
+static enum kpx_h1_kind next_kind(struct alt *a)
+{
+	if (a->count == 0)
+		return KPX_H1_REQ_OTHER; /* an answer to nothing: the upstream's business */
+	enum kpx_h1_kind k = a->kinds[a->first];
+	a->first = (a->first + 1) % KINDS_MAX;
+	a->count--;
+	return k;
+}
+
+/* insert_alt puts the Alt-Svc line at u2c.rel: false while there is no room yet. */
+static bool insert_alt(struct kpx_upstream *u)
+{
+	struct alt *a = u->alt;
+	struct dir *d = &u->u2c;
+	if (d->len + a->line_len > RELAY_BUF + ALT_ROOM)
+		make_room(d);
+	if (d->len + a->line_len > RELAY_BUF + ALT_ROOM)
+		return false; /* once the client took what comes before it */
+	memmove(d->b + d->rel + a->line_len, d->b + d->rel, d->len - d->rel);
+	memcpy(d->b + d->rel, a->line, a->line_len);
+	d->len += a->line_len;
+	d->rel += a->line_len;
+	a->insert = false;
+	return true;
+}
+
+/*
+ * scan_responses follows the upstream's bytes in u2c past rel, adding
+ * Alt-Svc before the blank line of each final (>= 200) response head that
+ * has none; 1xx interim heads are left alone. A response that is not
+ * HTTP/1.x ends the upstream side (what came before it still reaches the
+ * client, nothing after).
+ */
+static enum kpx_step scan_responses(struct kpx_conn *c, struct kpx_upstream *u)
+{
+	struct alt *a = u->alt;
+	struct dir *d = &u->u2c;
+	enum kpx_step st = KPX_STEP_BLOCKED;
+
+	while (a != NULL && (d->rel < d->len || a->insert)) {
+		if (a->insert) {
+			if (!insert_alt(u))
+				break;
+			st = KPX_STEP_DONE;
+			continue;
+		}
+		size_t used;
+		int rc = kpx_h1_feed(&a->resp, d->b + d->rel, d->len - d->rel, &used);
+		d->rel += used;
+		st = KPX_STEP_DONE;
+		if (rc == KPX_H1_ERROR) {
+			kw_debug("worker %u: upstream response is not HTTP/1.x framing; closing",
+			         c->w->id);
+			d->len = d->rel;
+			u->upstream_err = u->upstream_eof = true;
+			break;
+		}
+		if (rc == KPX_H1_HEAD && a->resp.status >= 200) {
+			a->resp.answers = next_kind(a);
+			a->insert = !a->resp.has_alt_svc;
+		}
+		if (rc == KPX_H1_HEAD &&
+		    (a->resp.status == 101 || (a->resp.answers == KPX_H1_REQ_CONNECT &&
+		                               a->resp.status >= 200 && a->resp.status < 300)))
+			kpx_h1_set_tunnel(&a->req); /* the client's bytes are no longer requests */
+		else if (rc == KPX_H1_HEAD && a->resp.answers == KPX_H1_REQ_CONNECT)
+			give_up_scanning(
+			    a); /* a refused CONNECT: what followed it was not scanned */
+	}
+	return st;
+}
+
 /* client_to_buf: the client's stream into c2u. */
 static enum kpx_step client_to_buf(struct kpx_conn *c, struct kpx_upstream *u)
 {
@@ -188,6 +327,7 @@ static enum kpx_step client_to_buf(struct kpx_conn *c, struct kpx_upstream *u)
 	ssize_t n = kpx_conn_recv(c, u->c2u.b + u->c2u.len, RELAY_BUF - u->c2u.len);
 	u->read_wants_write = n == KPX_XFER_WANT_WRITE;
 	if (n > 0) {
+		note_requests(u->alt, u->c2u.b + u->c2u.len, (size_t)n);
 		u->c2u.len += (size_t)n;
 		return KPX_STEP_DONE;
 	}
@@ -254,9 +394,10 @@ static enum kpx_step upstream_to_buf(struct kpx_conn *c, struct kpx_upstream *u)
 /* buf_to_client: u2c to the client's stream. */
 static enum kpx_step buf_to_client(struct kpx_conn *c, struct kpx_upstream *u)
 {
-	if (u->u2c.off >= u->u2c.len)
+	size_t end = sendable(u);
+	if (u->u2c.off >= end)
 		return KPX_STEP_BLOCKED;
-	ssize_t n = kpx_conn_send(c, u->u2c.b + u->u2c.off, u->u2c.len - u->u2c.off);
+	ssize_t n = kpx_conn_send(c, u->u2c.b + u->u2c.off, end - u->u2c.off);
 	u->write_wants_read = n == KPX_XFER_WANT_READ;
 	if (n > 0) {
 		u->u2c.off += (size_t)n;
@@ -284,7 +425,7 @@ static enum kpx_step end_client(struct kpx_conn *c, struct kpx_upstream *u)
 }
 
 static enum kpx_step (*const steps[])(struct kpx_conn *, struct kpx_upstream *) = {
-    client_to_buf, buf_to_upstream, upstream_to_buf, buf_to_client, end_client,
+    client_to_buf, buf_to_upstream, upstream_to_buf, scan_responses, buf_to_client, end_client,
 };
 
 /* move runs the steps until none makes progress: DONE if any did, else BLOCKED; CLOSED. */
@@ -456,6 +597,18 @@ static void start(struct kpx_conn *c)
 	u->last_ns = kw_loop_now_ns(w->loop);
 	c->mode_state = u;
 	kpx_add(&w->m.relays, 1);
+	if (o->alt_svc[0] != 0) {
+		/* --quic-listen: tell browsers of HTTP/3 in each response, as --respond does. */
+		u->alt = calloc(1, sizeof(*u->alt));
+		if (u->alt == NULL) {
+			kpx_conn_close_why(c, KPX_R_INTERNAL);
+			return;
+		}
+		u->alt->line = o->alt_svc;
+		u->alt->line_len = strlen(o->alt_svc);
+		kpx_h1_init(&u->alt->req, false);
+		kpx_h1_init(&u->alt->resp, true);
+	}
 	kpx_conn_bare_eof_ends(c);
 	if (o->send_proxy_v2 && proxy_header(c, u) < 0) {
 		kpx_conn_close_why(c, KPX_R_INTERNAL);

@@ -3,7 +3,7 @@ upstream. A 10 MB response with Content-Length, chunked and close-delimited, eac
 SHA-256 through keyway-h3; request bodies of 10 MB with and without a Content-Length
 (chunked upstream) checked by the upstream's SHA-256; :authority as Host, connection-specific
 fields stripped both ways; HEAD, 204, 304 and a 100 Continue before the answer; 502 when the
-upstream is gone; and Alt-Svc stays off the byte-exact TCP relay.
+upstream is gone. (The TCP relay's Alt-Svc insertion is tested by test_proxy_altsvc.py.)
 """
 
 import hashlib
