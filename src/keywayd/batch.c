@@ -23,6 +23,11 @@ bool kwd_rsa_batch_takes(const struct kwd_exec_op *op)
 	const struct kw_opcode_desc *d = op->desc;
 	if (op->key->bk == NULL || op->key->device != NULL || d == NULL)
 		return false;
+	/* A size no batch pays for (no IFMA, or a kernel slower than OpenSSL, as in an
+	 * unoptimised sanitizer build) stays inline, under the connection's time slice,
+	 * rather than being set aside only to be signed by OpenSSL a batch at a time. */
+	if (kw_rsa_batch_min_lanes(op->key->bk, op->key->pkey) > KW_RSA_BATCH_MAX)
+		return false;
 	if (d->alg == KW_ALG_RSA_DECRYPT)
 		return op->in.len <= kw_rsa_batch_key_bytes(op->key->bk);
 	return d->alg == KW_ALG_RSA_PKCS1 || d->alg == KW_ALG_RSA_PSS;

@@ -351,6 +351,9 @@ static unsigned teardowns;
 static void *teardown_main(void *arg)
 {
 	set_destroy(arg);
+	/* This thread is detached: free OpenSSL's state of it (the token may have
+	 * used libcrypto here) before the exit it may race is told it is done. */
+	OPENSSL_thread_stop();
 	pthread_mutex_lock(&teardown_lock);
 	if (--teardowns == 0)
 		pthread_cond_broadcast(&teardown_cond);

@@ -19,6 +19,7 @@ import urllib.request
 
 from cryptography.hazmat.primitives.asymmetric import padding
 
+import kwharness
 import kwtest as kw
 
 CONNS, EACH = 6, 64
@@ -159,12 +160,17 @@ def main(c):
                 nrsa = load(c, kd, keys, rsa_keys)
                 batches, lanes, fallbacks, kernel = counters(kd)
             c.eq(kd.returncode, 0, "keywayd exits 0 on SIGTERM")
-            c.eq(lanes + fallbacks, float(nrsa), "every RSA request batched or sent to OpenSSL")
-            if kernel == 1:
+            # A sanitizer build's kernel is unoptimised and instrumented: slower than
+            # OpenSSL, so no batch pays and RSA requests stay inline.
+            sanitized = "LD_PRELOAD" in kwharness.sanitizer_env(kw.keywayd_binary())
+            if kernel == 1 and not sanitized:
+                c.eq(lanes + fallbacks, float(nrsa),
+                     "every RSA request batched or sent to OpenSSL")
                 c.check(batches > 0, "the IFMA kernel runs here: pipelined requests made "
                         "batches (%s, %s lanes)" % (batches, lanes))
             else:
-                c.eq(batches, 0.0, "no IFMA kernel here: no batch pays, none ran")
+                c.eq(batches, 0.0, "no IFMA kernel here, or it does not pay: none ran")
+                c.eq(lanes + fallbacks, 0.0, "no batch pays: RSA requests are answered inline")
 
         with c.section("--rsa-batch off"):
             with kw.Keywayd(pki, keys_dir, tmp, workers=1, metrics=True,

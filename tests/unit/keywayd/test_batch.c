@@ -76,9 +76,15 @@ static void test_keystore_and_takes(void)
 	                         .desc = kw_opcode_desc(KW_OP_RSA_PSS_SIGN_SHA256),
 	                         .opcode = KW_OP_RSA_PSS_SIGN_SHA256,
 	                         .in = {d, 32}};
+	/* Where a batch pays (forced here: whether it does is this CPU's and build's). */
+	setenv("KEYWAY_RSA_BATCH_MIN_LANES", "2", 1);
 	CHECK(kwd_rsa_batch_takes(&op));
 	op.desc = kw_opcode_desc(op.opcode = KW_OP_RSA_DECRYPT);
 	CHECK(kwd_rsa_batch_takes(&op));
+	/* Where none does, the request stays inline. */
+	setenv("KEYWAY_RSA_BATCH_MIN_LANES", "9", 1);
+	CHECK(!kwd_rsa_batch_takes(&op));
+	unsetenv("KEYWAY_RSA_BATCH_MIN_LANES");
 	op.key = p;
 	op.desc = kw_opcode_desc(op.opcode = KW_OP_ECDSA_SIGN_SHA256);
 	CHECK(!kwd_rsa_batch_takes(&op));
