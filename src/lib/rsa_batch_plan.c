@@ -29,7 +29,9 @@ static uint64_t cpu_ns(void)
 
 unsigned kw_rsa_batch_lanes_needed(uint64_t one_ns, uint64_t full_ns, uint64_t openssl_ns)
 {
-	if (openssl_ns == 0 || one_ns == 0)
+	/* A zero is a measurement that failed (time_batch returns 0 when a lane did): never
+	 * batch on it -- a failed full batch must not read as a free one. */
+	if (openssl_ns == 0 || one_ns == 0 || full_ns == 0)
 		return KW_RSA_BATCH_NEVER;
 	for (unsigned n = 1; n <= KW_RSA_BATCH_MAX; n++) {
 		/* The cost of n lanes, between the two measured sizes. */

@@ -125,6 +125,8 @@ static void test_lanes_needed(void)
 	CHECK_EQ(kw_rsa_batch_lanes_needed(300, 400, 400), 1);
 	/* Lanes costing what OpenSSL does (no kernel): never. */
 	CHECK_EQ(kw_rsa_batch_lanes_needed(1000, 8000, 1000), KW_RSA_BATCH_NEVER);
+	/* A failed measurement (0) never reads as a batch that costs nothing. */
+	CHECK_EQ(kw_rsa_batch_lanes_needed(250, 0, 240), KW_RSA_BATCH_NEVER);
 	CHECK_EQ(kw_rsa_batch_lanes_needed(0, 0, 0), KW_RSA_BATCH_NEVER);
 }
 
