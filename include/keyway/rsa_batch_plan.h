@@ -23,12 +23,13 @@
 #define KW_RSA_BATCH_NEVER (KW_RSA_BATCH_MAX + 1)
 
 /*
- * kw_rsa_batch_min_lanes is the fewest lanes of k's modulus size for which a
- * kernel run is cheaper than OpenSSL per operation (1..KW_RSA_BATCH_MAX, or
- * KW_RSA_BATCH_NEVER when the kernel does not run here or never pays). The
- * first call for a size measures, with k and its pkey: the CPU time of a
- * one-lane and of a full batch against one OpenSSL private operation, a few
- * milliseconds. KEYWAY_RSA_BATCH_MIN_LANES=N (1..9) in the environment
+ * kw_rsa_batch_min_lanes is the fewest lanes of k's modulus size from which
+ * every kernel run up to a full batch is cheaper than OpenSSL per operation
+ * (KW_RSA_BATCH_MIN_KERNEL..KW_RSA_BATCH_MAX, or KW_RSA_BATCH_NEVER when the
+ * kernel does not run here or never pays). The first call for a size
+ * measures, with k and its pkey: the CPU time of the smallest kernel run
+ * (KW_RSA_BATCH_MIN_KERNEL lanes) and of a full batch against one OpenSSL
+ * private operation, a few milliseconds. KEYWAY_RSA_BATCH_MIN_LANES=N (1..9) in the environment
  * replaces the measurement, for tuning and tests; it holds even where the
  * kernel does not run (kw_rsa_batch_run's OpenSSL path then computes the
  * lanes), so the gathering of batches can be tested on any CPU.
@@ -37,10 +38,11 @@ unsigned kw_rsa_batch_min_lanes(const struct kw_rsa_batch_key *k, EVP_PKEY *pkey
 
 /*
  * kw_rsa_batch_lanes_needed is the threshold the measurement gives for a
- * one-lane batch costing one_ns, a full batch full_ns and an OpenSSL
- * operation openssl_ns (a linear cost between the two batch sizes).
+ * KW_RSA_BATCH_MIN_KERNEL-lane kernel run costing low_ns, a full batch
+ * full_ns and an OpenSSL operation openssl_ns (a linear cost between the two
+ * batch sizes). Every size from the threshold up to a full batch pays.
  */
-unsigned kw_rsa_batch_lanes_needed(uint64_t one_ns, uint64_t full_ns, uint64_t openssl_ns);
+unsigned kw_rsa_batch_lanes_needed(uint64_t low_ns, uint64_t full_ns, uint64_t openssl_ns);
 
 /* Counters of one gatherer of batches (owner's thread, or relaxed atomics: see its user). */
 struct kw_rsa_batch_counts {

@@ -27,20 +27,30 @@ static uint64_t cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-unsigned kw_rsa_batch_lanes_needed(uint64_t one_ns, uint64_t full_ns, uint64_t openssl_ns)
+unsigned kw_rsa_batch_lanes_needed(uint64_t low_ns, uint64_t full_ns, uint64_t openssl_ns)
 {
 	/* A zero is a measurement that failed (time_batch returns 0 when a lane did): never
 	 * batch on it -- a failed full batch must not read as a free one. */
-	if (openssl_ns == 0 || one_ns == 0 || full_ns == 0)
+	if (openssl_ns == 0 || low_ns == 0 || full_ns == 0)
 		return KW_RSA_BATCH_NEVER;
-	for (unsigned n = 1; n <= KW_RSA_BATCH_MAX; n++) {
+	/* Gatherers fill batches up to KW_RSA_BATCH_MAX, so a threshold must pay from there
+	 * down: walk from the full batch to the smallest kernel run, stopping at the first
+	 * size that does not pay (an unoptimised build's kernel can cost more per lane than
+	 * OpenSSL, which a small batch's measurement alone would not show). */
+	unsigned lanes = KW_RSA_BATCH_NEVER;
+	const unsigned span = KW_RSA_BATCH_MAX - KW_RSA_BATCH_MIN_KERNEL;
+	for (unsigned n = KW_RSA_BATCH_MAX; n >= KW_RSA_BATCH_MIN_KERNEL; n--) {
 		/* The cost of n lanes, between the two measured sizes. */
-		uint64_t extra =
-		    full_ns > one_ns ? (full_ns - one_ns) * (n - 1) / (KW_RSA_BATCH_MAX - 1) : 0;
-		if (one_ns + extra < (uint64_t)n * openssl_ns)
-			return n;
+		uint64_t cost = full_ns;
+		if (span > 0 && full_ns >= low_ns)
+			cost = low_ns + (full_ns - low_ns) * (n - KW_RSA_BATCH_MIN_KERNEL) / span;
+		else if (span > 0)
+			cost = low_ns - (low_ns - full_ns) * (n - KW_RSA_BATCH_MIN_KERNEL) / span;
+		if (cost >= (uint64_t)n * openssl_ns)
+			break;
+		lanes = n;
 	}
-	return KW_RSA_BATCH_NEVER;
+	return lanes;
 }
 
 /* time_batch is the fastest of REPS kernel runs of n lanes on block. */
@@ -102,13 +112,13 @@ static unsigned measure(const struct kw_rsa_batch_key *k, EVP_PKEY *pkey)
 	/* A PKCS#1 block of a constant digest: what a signature exponentiates. */
 	if (block != NULL && out != NULL &&
 	    kw_rsa_batch_pad(k, KW_OP_RSA_SIGN_SHA256, digest, sizeof(digest), block) == 0) {
-		uint64_t one = time_batch(k, block, out, 1);
+		uint64_t low = time_batch(k, block, out, KW_RSA_BATCH_MIN_KERNEL);
 		uint64_t full = time_batch(k, block, out, KW_RSA_BATCH_MAX);
 		uint64_t ossl = time_openssl(pkey, block, len, out);
-		lanes = kw_rsa_batch_lanes_needed(one, full, ossl);
-		kw_debug("RSA-%zu batches: one lane %llu ns, %d lanes %llu ns, OpenSSL %llu ns: "
+		lanes = kw_rsa_batch_lanes_needed(low, full, ossl);
+		kw_debug("RSA-%zu batches: %d lanes %llu ns, %d lanes %llu ns, OpenSSL %llu ns: "
 		         "batch from %u lanes",
-		         len * 8, (unsigned long long)one, KW_RSA_BATCH_MAX,
+		         len * 8, KW_RSA_BATCH_MIN_KERNEL, (unsigned long long)low, KW_RSA_BATCH_MAX,
 		         (unsigned long long)full, (unsigned long long)ossl, lanes);
 	}
 	if (out != NULL)

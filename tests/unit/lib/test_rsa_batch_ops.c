@@ -119,12 +119,15 @@ static void test_threshold(void)
 /* The measured threshold: a kernel run against OpenSSL per op. */
 static void test_lanes_needed(void)
 {
-	/* A full batch barely dearer than one lane, 2.5 OpenSSL ops: three lanes pay. */
-	CHECK_EQ(kw_rsa_batch_lanes_needed(1000, 1200, 400), 3);
-	/* A kernel cheaper than one OpenSSL op: even a lone op. */
-	CHECK_EQ(kw_rsa_batch_lanes_needed(300, 400, 400), 1);
+	/* Six lanes cost 5 OpenSSL ops, eight barely more: the smallest kernel run pays. */
+	CHECK_EQ(kw_rsa_batch_lanes_needed(2000, 2100, 400), KW_RSA_BATCH_MIN_KERNEL);
+	/* Six lanes cost 6.3 OpenSSL ops, seven 6.8, eight 7.3: from seven lanes. */
+	CHECK_EQ(kw_rsa_batch_lanes_needed(2600, 3000, 410), 7);
 	/* Lanes costing what OpenSSL does (no kernel): never. */
-	CHECK_EQ(kw_rsa_batch_lanes_needed(1000, 8000, 1000), KW_RSA_BATCH_NEVER);
+	CHECK_EQ(kw_rsa_batch_lanes_needed(6000, 8000, 1000), KW_RSA_BATCH_NEVER);
+	/* A small run that looks cheap but a full batch dearer than 8 OpenSSL ops (an
+	 * unoptimised kernel): never, since gatherers fill batches up to eight. */
+	CHECK_EQ(kw_rsa_batch_lanes_needed(3000, 260000, 4600), KW_RSA_BATCH_NEVER);
 	/* A failed measurement (0) never reads as a batch that costs nothing. */
 	CHECK_EQ(kw_rsa_batch_lanes_needed(250, 0, 240), KW_RSA_BATCH_NEVER);
 	CHECK_EQ(kw_rsa_batch_lanes_needed(0, 0, 0), KW_RSA_BATCH_NEVER);
