@@ -118,8 +118,9 @@ static unsigned measure(const struct kw_rsa_batch_key *k, EVP_PKEY *pkey)
 		lanes = kw_rsa_batch_lanes_needed(low, full, ossl);
 		kw_debug("RSA-%zu batches: %d lanes %llu ns, %d lanes %llu ns, OpenSSL %llu ns: "
 		         "batch from %u lanes",
-		         len * 8, KW_RSA_BATCH_MIN_KERNEL, (unsigned long long)low, KW_RSA_BATCH_MAX,
-		         (unsigned long long)full, (unsigned long long)ossl, lanes);
+		         len * 8, KW_RSA_BATCH_MIN_KERNEL, (unsigned long long)low,
+		         KW_RSA_BATCH_MAX, (unsigned long long)full, (unsigned long long)ossl,
+		         lanes);
 	}
 	if (out != NULL)
 		OPENSSL_cleanse(out, len * KW_RSA_BATCH_MAX);
