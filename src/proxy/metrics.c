@@ -122,6 +122,7 @@ static const struct family termination_families[] = {
 };
 
 static const char *const qdirs[2] = {"received", "sent"};
+static const char *const rx_paths[2] = {"batch", "packet"};
 
 /* HTTP/3 over QUIC (--quic-listen). */
 static const struct family quic_families[] = {
@@ -185,6 +186,20 @@ static const struct family quic_families[] = {
     ONE("keyway_proxy_quic_open_failures_total", "counter",
         "1-RTT packets received that failed authentication in the engine (dropped).",
         quic_open_failures),
+    {"keyway_proxy_quic_rx_opens_total", "counter",
+     "1-RTT packets received that the engine opened, by path: batch (opened with their "
+     "receive batch in one engine run, checked in ngtcp2's callbacks) or packet (opened "
+     "alone in the callbacks: key updates, changed packet number decoding, held datagrams).",
+     "path", rx_paths, 2, OFF(quic_rx_opens)},
+    ONE("keyway_proxy_quic_rx_batches_total", "counter",
+        "Engine runs over the short-header packets of a receive batch (--quic-crypto engine).",
+        quic_rx_batches),
+    ONE("keyway_proxy_quic_rx_batch_packets_total", "counter",
+        "Short-header packets opened ahead with their receive batch.", quic_rx_batch_packets),
+    ONE("keyway_proxy_quic_rx_batch_unused_total", "counter",
+        "Packets opened ahead whose result ngtcp2's callbacks did not take (opened again "
+        "alone, or not read).",
+        quic_rx_batch_unused),
 };
 
 /* families writes the n families of f, each summed over the workers. */

@@ -928,6 +928,11 @@ static int read_dgram(struct kpx_qconn *c, const uint8_t *data, size_t len,
 	return read_now(c, data, len, peer, peer_len);
 }
 
+struct kpx_qtx_conn *kpx_qconn_rx_batchable(struct kpx_qconn *c)
+{
+	return c->handshake_done && !c->busy ? &c->tx : NULL;
+}
+
 void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
                     const struct sockaddr *peer, socklen_t peer_len)
 {

@@ -30,6 +30,12 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const ngtcp2_
 /* kpx_qconn_read hands a datagram to c; it may close c. Writing waits for kpx_qconn_flush. */
 void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
                     const struct sockaddr *peer, socklen_t peer_len);
+/*
+ * kpx_qconn_rx_batchable is c's engine receive state when the receive
+ * batch may open packets for it now (its handshake completed on the loop
+ * and no handshake step runs), else NULL.
+ */
+struct kpx_qtx_conn *kpx_qconn_rx_batchable(struct kpx_qconn *c);
 /* kpx_qconn_flush writes what c has to send (ep->dirty); it may close c. */
 void kpx_qconn_flush(struct kpx_qconn *c);
 /* kpx_qconn_drain sends GOAWAY and closes c once its open requests are answered (now if

@@ -317,6 +317,38 @@ static size_t gro_size(struct msghdr *mh)
 	return 0;
 }
 
+/* seg_size is the size of the datagrams in a received buffer of len bytes. */
+static size_t seg_size(struct msghdr *mh, size_t len)
+{
+	size_t seg = gro_size(mh);
+	return seg == 0 || seg > len ? len : seg;
+}
+
+/*
+ * rx_prebatch opens the short-header packets of the n received buffers in
+ * one engine run (--quic-crypto engine) before any is read; ngtcp2's
+ * callbacks check each result before they use it (quic_rxbatch.h).
+ */
+static void rx_prebatch(struct kpx_qep *ep, struct mmsghdr *msgs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct msghdr *mh = &msgs[i].msg_hdr;
+		size_t len = msgs[i].msg_len, seg = seg_size(mh, len);
+		if (mh->msg_flags & MSG_TRUNC)
+			continue;
+		for (size_t off = 0; off < len; off += seg) {
+			const uint8_t *d = ep->rx->buf[i] + off;
+			size_t dl = len - off < seg ? len - off : seg;
+			if (dl <= 1 + KPX_QUIC_SCID_LEN || (d[0] & 0x80))
+				continue;
+			struct kpx_qconn *c = cid_find(ep, d + 1, KPX_QUIC_SCID_LEN);
+			if (c != NULL)
+				kpx_qtx_rx_add(ep->tx, kpx_qconn_rx_batchable(c), d, dl);
+		}
+	}
+	kpx_qtx_rx_run(ep->tx);
+}
+
 /*
  * on_readable receives with recvmmsg, RX_MSGS buffers per call, each of
  * which may hold several datagrams of one sender that the kernel coalesced
@@ -349,15 +381,15 @@ static void on_readable(struct kw_loop *loop, int fd, unsigned events, void *arg
 			return;
 		}
 		kpx_add(&ep->w->m.quic_receives, 1);
+		if (ep->tx != NULL)
+			rx_prebatch(ep, msgs, n);
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &msgs[i].msg_hdr;
-			size_t len = msgs[i].msg_len, seg = gro_size(mh);
+			size_t len = msgs[i].msg_len, seg = seg_size(mh, len);
 			if (mh->msg_flags & MSG_TRUNC) {
 				kpx_add(&ep->w->m.quic_dropped, 1); /* larger than any we accept */
 				continue;
 			}
-			if (seg == 0 || seg > len)
-				seg = len;
 			for (size_t off = 0; off < len; off += seg) {
 				size_t dl = len - off < seg ? len - off : seg;
 				kpx_add(&ep->w->m.quic_datagrams[0], 1);
@@ -366,6 +398,7 @@ static void on_readable(struct kw_loop *loop, int fd, unsigned events, void *arg
 					         (struct sockaddr *)&rx->peer[i], mh->msg_namelen);
 			}
 		}
+		kpx_qtx_rx_done(ep->tx);
 		if (n < RX_MSGS)
 			return;
 	}

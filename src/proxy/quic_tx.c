@@ -21,6 +21,7 @@
 #include "keyway/loop.h"
 #include "keyway/quic.h"
 #include "quic_listen.h"
+#include "quic_rxbatch.h"
 #include "stats.h"
 
 /* Recorded packets per batch at most: a 64 KB batch of the smallest 1-RTT packets. */
@@ -36,10 +37,13 @@ struct qkey {
 /* A receive scratch: a whole UDP payload, opened in place. */
 #define RX_MAX 65536
 
-/* The last packet the header-protection callback opened, for the decrypt callback. */
+/* The last packet the header-protection callback opened (or found pre-opened in the
+ * receive batch: ent), for the decrypt callback. */
 struct opened {
 	bool valid;
-	const uint8_t *ct; /* its ciphertext in the datagram, and length (tag included) */
+	struct kpx_rxb_ent *ent; /* the batch's entry; NULL: opened alone into rxbuf */
+	const uint8_t *pt;       /* the plaintext */
+	const uint8_t *ct;       /* its ciphertext in the datagram, and length (tag included) */
 	size_t ct_len;
 	uint64_t pn;
 	struct kw_quic_key *key; /* the key the engine used (one reference; NULL: none) */
@@ -55,6 +59,7 @@ struct kpx_qtx {
 	const uint8_t *win; /* the datagram being read (kpx_qtx_rx_window) */
 	size_t win_len;
 	struct opened op;
+	struct kpx_rxb *rxb; /* the receive batch (kpx_qtx_rx_add) */
 	uint8_t rxbuf[RX_MAX];
 };
 
@@ -182,6 +187,7 @@ static int open_copy(struct kpx_qtx *tx, const uint8_t *pkt, size_t len, size_t 
 	struct kw_quic_key *used = (tx->rxbuf[0] & 0x04) ? key1 : key;
 	tx->op = (struct opened){
 	    .valid = true,
+	    .pt = tx->rxbuf + p.hdr_len,
 	    .ct = pkt + p.hdr_len,
 	    .ct_len = len - p.hdr_len,
 	    .pn = p.pn,
@@ -191,6 +197,24 @@ static int open_copy(struct kpx_qtx *tx, const uint8_t *pkt, size_t len, size_t 
 	    .out_len = p.out_len,
 	};
 	return 0;
+}
+
+/* use_entry makes the batch's pre-opened entry e the packet the decrypt callback checks. */
+static void use_entry(struct kpx_qtx *tx, struct kpx_rxb_ent *e)
+{
+	op_clear(tx);
+	tx->op = (struct opened){
+	    .valid = true,
+	    .ent = e,
+	    .pt = e->buf + e->hdr_len,
+	    .ct = e->pkt + e->hdr_len,
+	    .ct_len = e->len - e->hdr_len,
+	    .pn = e->pn,
+	    .key = e->key != NULL ? kw_quic_key_ref(e->key) : NULL,
+	    .status = e->status,
+	    .hdr_len = e->hdr_len,
+	    .out_len = e->out_len,
+	};
 }
 
 /*
@@ -211,13 +235,22 @@ static int rx_hp_mask(uint8_t *dest, struct qkey *q, const uint8_t *sample)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	const uint8_t *pkt = sample - 4 - pn_offset;
 	size_t len = tx->win_len - (size_t)(pkt - tx->win);
-	if ((pkt[0] & 0x80) || len > RX_MAX ||
-	    open_copy(tx, pkt, len, pn_offset, tc->rx_next - 1, tc->rx[0], tc->rx[1]) < 0)
+	if (pkt[0] & 0x80)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
+	/* Pre-opened with the receive batch: the same bytes at the same place for the same
+	 * connection give the same mask (one header-protection key per connection). */
+	struct kpx_rxb_ent *e = kpx_rxb_find(tx->rxb, tc, pkt, len, pn_offset);
+	const uint8_t *hdr = tx->rxbuf;
+	if (e != NULL) {
+		use_entry(tx, e);
+		hdr = e->buf;
+	} else if (len > RX_MAX ||
+	           open_copy(tx, pkt, len, pn_offset, tc->rx_next - 1, tc->rx[0], tc->rx[1]) < 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	memset(dest, 0, NGTCP2_HP_SAMPLELEN);
-	dest[0] = pkt[0] ^ tx->rxbuf[0];
+	dest[0] = pkt[0] ^ hdr[0];
 	for (size_t i = pn_offset; i < tx->op.hdr_len; i++)
-		dest[1 + i - pn_offset] = pkt[i] ^ tx->rxbuf[i];
+		dest[1 + i - pn_offset] = pkt[i] ^ hdr[i];
 	return 0;
 }
 
@@ -235,10 +268,15 @@ static int rx_decrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	uint64_t pn = pn_of(q->key, nonce);
 	struct opened *op = &tx->op;
-	/* ngtcp2 chose another key or decoded another packet number than the engine did: open
-	 * this packet again (from the datagram, right before its ciphertext) with its choice. */
-	if (!op->valid || op->key != q->key || op->pn != pn || op->ct != ciphertext ||
-	    op->ct_len != ciphertextlen) {
+	bool same = op->valid &&
+	            (op->ent != NULL ? kpx_rxb_matches(op->ent, q->key, pn, ciphertext,
+	                                               ciphertextlen, aad, aadlen)
+	                             : op->key == q->key && op->pn == pn && op->ct == ciphertext &&
+	                                   op->ct_len == ciphertextlen);
+	/* ngtcp2 chose another key or decoded another packet number than the engine did (or,
+	 * for a pre-opened packet, anything differs): open this packet again (from the datagram,
+	 * right before its ciphertext) with its choice. */
+	if (!same) {
 		const uint8_t *pkt = ciphertext - aadlen;
 		size_t pn_len = (size_t)(aad[0] & 3) + 1;
 		if (!in_window(tx, pkt, aadlen + ciphertextlen) ||
@@ -249,9 +287,13 @@ static int rx_decrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 			goto fail;
 	}
 	int status = op->status;
+	bool batched = same && op->ent != NULL;
+	if (batched)
+		op->ent->taken = true;
 	if (status == 0 && op->out_len + KW_QUIC_TAG_LEN == ciphertextlen) {
-		memcpy(dest, tx->rxbuf + op->hdr_len, op->out_len);
+		memcpy(dest, op->pt, op->out_len);
 		kpx_add(&tx->m->quic_packets_opened, 1);
+		kpx_add(&tx->m->quic_rx_opens[batched ? 0 : 1], 1);
 		if (pn + 1 > q->rx->rx_next)
 			q->rx->rx_next = pn + 1;
 		op_clear(tx);
@@ -266,6 +308,35 @@ static int rx_decrypt(uint8_t *dest, const ngtcp2_crypto_aead *aead,
 fail:
 	op_clear(tx);
 	return NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+void kpx_qtx_rx_add(struct kpx_qtx *tx, struct kpx_qtx_conn *tc, const uint8_t *data, size_t len)
+{
+	if (tx == NULL || tc == NULL || (data[0] & 0x80))
+		return;
+	/* A short-header packet runs to the datagram's end. */
+	kpx_rxb_add(tx->rxb, tc, data, len, 1 + KPX_QUIC_SCID_LEN, tc->rx_next - 1, tc->rx[0],
+	            tc->rx[1]);
+}
+
+void kpx_qtx_rx_run(struct kpx_qtx *tx)
+{
+	if (tx == NULL || tx->rxb->n == 0)
+		return;
+	uint64_t t0 = kw_now_ns();
+	kpx_rxb_run(tx->rxb, tx->engine);
+	kpx_add(&tx->m->quic_engine_cpu_ns, kw_now_ns() - t0);
+	kpx_add(&tx->m->quic_rx_batches, 1);
+	kpx_add(&tx->m->quic_rx_batch_packets, tx->rxb->n);
+}
+
+void kpx_qtx_rx_done(struct kpx_qtx *tx)
+{
+	if (tx == NULL)
+		return;
+	op_clear(tx);
+	kpx_add(&tx->m->quic_rx_batch_unused, kpx_rxb_unused(tx->rxb));
+	kpx_rxb_clear(tx->rxb);
 }
 
 void kpx_qtx_rx_window(struct kpx_qtx *tx, const uint8_t *data, size_t len)
@@ -577,6 +648,12 @@ int kpx_qtx_new(struct kpx_qtx **out, struct kpx_worker *w)
 		free(tx);
 		return rc;
 	}
+	tx->rxb = kpx_rxb_new(KPX_RXB_SCRATCH);
+	if (tx->rxb == NULL) {
+		kw_quic_engine_free(tx->engine);
+		free(tx);
+		return -ENOMEM;
+	}
 	tx->m = &w->m;
 	cur = tx;
 	*out = tx;
@@ -589,6 +666,7 @@ void kpx_qtx_free(struct kpx_qtx *tx)
 		return;
 	drop_all(tx);
 	op_clear(tx);
+	kpx_rxb_free(tx->rxb);
 	if (cur == tx)
 		cur = NULL;
 	kw_quic_engine_free(tx->engine);

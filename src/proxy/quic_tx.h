@@ -15,16 +15,18 @@
  * protection. A key ngtcp2 deletes meanwhile (a key update, the end of the
  * connection) lives on until the packets under it are sealed.
  *
- * Receiving is per packet, since ngtcp2 needs each packet's plaintext at
- * once: the header-protection callback of a 1-RTT receive key opens the
- * whole packet through the engine (header protection, packet number, AEAD)
- * from the datagram being read (kpx_qtx_rx_window), answers the mask the
- * engine removed, and keeps the result; the decrypt callback hands over the
- * plaintext when its key, packet number and ciphertext are the ones the
- * engine used, and otherwise (a delayed packet of an old key phase, a
- * different packet number decoding) opens that packet again with ngtcp2's
- * choice. An authentication failure answers NGTCP2_ERR_DECRYPT, so ngtcp2
- * drops and counts the packet as with GnuTLS.
+ * Receiving is batched where it can be (quic_rxbatch.h): before ngtcp2
+ * reads a receive batch, kpx_qtx_rx_add/kpx_qtx_rx_run open its
+ * short-header packets in one engine run with each connection's keys as
+ * they stand; the callbacks below then take a pre-opened result only when
+ * ngtcp2 asks for exactly that open. Otherwise, per packet, since ngtcp2
+ * needs each packet's plaintext at once: the header-protection callback of a 1-RTT receive key
+ * opens the whole packet through the engine (header protection, packet number, AEAD) from the
+ * datagram being read (kpx_qtx_rx_window), answers the mask the engine removed, and keeps the
+ * result; the decrypt callback hands over the plaintext when its key, packet number and ciphertext
+ * are the ones the engine used, and otherwise (a delayed packet of an old key phase, a different
+ * packet number decoding) opens that packet again with ngtcp2's choice. An authentication failure
+ * answers NGTCP2_ERR_DECRYPT, so ngtcp2 drops and counts the packet as with GnuTLS.
  *
  * Initial and Handshake packets (and 0-RTT) stay on ngtcp2's GnuTLS
  * callbacks. ngtcp2 still counts packets against RFC 9001 §6.6's
@@ -92,5 +94,18 @@ int kpx_qtx_seal(struct kpx_qtx *tx, uint8_t *buf, size_t len, ngtcp2_conn *conn
  * say. NULL tx: nothing to do.
  */
 void kpx_qtx_rx_window(struct kpx_qtx *tx, const uint8_t *data, size_t len);
+
+/*
+ * A receive batch, on the worker's thread: kpx_qtx_rx_add queues the
+ * datagram data[0, len) of connection tc (a short-header packet; anything
+ * else is ignored) while the datagrams stay where they are until
+ * kpx_qtx_rx_done; kpx_qtx_rx_run opens the queued packets in one engine
+ * run before ngtcp2 reads any of them; kpx_qtx_rx_done forgets the batch.
+ * tc must not be in use on another thread meanwhile (a handshake step).
+ * NULL tx or tc: nothing to do.
+ */
+void kpx_qtx_rx_add(struct kpx_qtx *tx, struct kpx_qtx_conn *tc, const uint8_t *data, size_t len);
+void kpx_qtx_rx_run(struct kpx_qtx *tx);
+void kpx_qtx_rx_done(struct kpx_qtx *tx);
 
 #endif

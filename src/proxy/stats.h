@@ -87,6 +87,10 @@ struct kpx_wmetrics {
 	_Atomic uint64_t quic_packets_protected, quic_protect_batches, quic_protect_failures;
 	_Atomic uint64_t quic_engine_cpu_ns, quic_key_limit_updates;
 	_Atomic uint64_t quic_packets_opened, quic_open_failures;
+	/* Receive batches: opens by path (0: pre-opened with the batch, 1: alone in ngtcp2's
+	 * callbacks), engine runs over a batch, packets pre-opened, of which not used. */
+	_Atomic uint64_t quic_rx_opens[2];
+	_Atomic uint64_t quic_rx_batches, quic_rx_batch_packets, quic_rx_batch_unused;
 };
 
 /* kpx_add adds n to counter c, kpx_set stores v in gauge c: single-writer updates (the

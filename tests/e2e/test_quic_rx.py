@@ -5,6 +5,12 @@ and ipsec-mb engines and all three ciphers; keyway_proxy_quic_packets_opened_tot
 received and stays 0 with --quic-crypto gnutls; tampered copies of client datagrams
 injected by a UDP relay fail authentication in the engine, are counted and dropped, and
 the transfer they were injected into completes intact.
+
+Receive batches: the short-header packets of each recvmmsg batch are opened ahead in one
+engine run and taken in ngtcp2's callbacks only when they match; every open is counted by
+path (batch or packet) and the two add up to all opens. The batch path carries the
+transfers, through key updates, tampered datagrams (caught as failures whichever path
+opened them) and a relay that reorders and drops datagrams across key phases.
 """
 
 import hashlib
@@ -23,6 +29,19 @@ upload = os.path.join(tmp, "upload")
 with open(upload, "wb") as f:
     f.write(os.urandom(20000000))
 RECEIVED = 'keyway_proxy_quic_datagrams_total{direction="received"}'
+BATCH = 'keyway_proxy_quic_rx_opens_total{path="batch"}'
+PACKET = 'keyway_proxy_quic_rx_opens_total{path="packet"}'
+
+
+def check_paths(m, what, least=1):
+    """The opens by path add up to all opens, and the batch path opened at least least."""
+    opened = m["keyway_proxy_quic_packets_opened_total"]
+    c.eq(m[BATCH] + m[PACKET], opened, "%s: opens by path add up to all opens" % what)
+    c.check(m[BATCH] >= least, "%s: the receive batch opened packets" % what,
+            "%d by batch, %d per packet" % (m[BATCH], m[PACKET]))
+    c.check(m["keyway_proxy_quic_rx_batches_total"] > 0 and
+            m["keyway_proxy_quic_rx_batch_packets_total"] >= m[BATCH],
+            "%s: batches counted" % what)
 
 
 class TamperRelay(LossyRelay):
@@ -81,6 +100,8 @@ for what, args in modes:
                     "%d opened, %d datagrams received" % (opened, got))
             c.eq(m["keyway_proxy_quic_open_failures_total"], 0.0,
                  "%s: no authentication failure" % what)
+            # Loopback at full speed: most datagrams arrive in batches opened ahead.
+            check_paths(m, what, least=opened / 2)
             c.check(m["keyway_proxy_quic_packets_protected_total"] > 10000,
                     "%s: the send side stays on the engine" % what)
             for cipher in ("aes-256-gcm", "chacha20-poly1305"):
@@ -93,6 +114,7 @@ for what, args in modes:
                     "%s: opened by the engine with both ciphers too" % what)
             c.eq(m2["keyway_proxy_quic_open_failures_total"], 0.0,
                  "%s: still no authentication failure" % what)
+            check_paths(m2, what + " (all ciphers)", least=m[BATCH] + 10000)
 
         with QuicProxy(key, crt, "--workers", "1", "--quic-crypto", "engine", *args) as p:
             relay = TamperRelay(p.qport)
@@ -111,9 +133,30 @@ for what, args in modes:
                  "%s: each failed authentication in the engine and was dropped" % what)
             c.check(m["keyway_proxy_quic_packets_opened_total"] > 10000,
                     "%s: the rest was opened" % what)
+            check_paths(m, what + " (tampered)")
             r = h3(p, "/", ca=crt)
             c.check(p.alive() and r.returncode == 0 and r.stdout == b"ok\n",
                     "%s: the proxy still serves" % what)
+
+with c.section("reordering and loss across key updates (a UDP relay), engine evp"):
+    with QuicProxy(key, crt, "--workers", "1", "--quic-crypto", "engine",
+                   "--quic-engine", "evp") as p:
+        relay = LossyRelay(p.qport, loss=0.01, reorder=0.05, seed=11)
+        try:
+            # A key update every 300 KB: reordered neighbours straddle key phases.
+            r = run([H3, "--connect", "127.0.0.1:%d" % relay.port, "--stats", "--ca", crt,
+                     "--data", upload, "--key-update-kb", "300", p.url("/")])
+        finally:
+            relay.close()
+        err = r.stderr.decode()
+        c.check(r.returncode == 0 and r.stdout == b"ok\n",
+                "the upload through reordering and loss completes", err[-300:])
+        c.check(" key_updates=0" not in err, "the client updated its keys", err)
+        c.check(relay.swapped > 100, "the relay reordered datagrams", str(relay.swapped))
+        m = p.metrics()
+        c.eq(m["keyway_proxy_quic_open_failures_total"], 0.0,
+             "reordered packets of either key phase open without failure")
+        check_paths(m, "reordered")
 
 with c.section("--quic-crypto gnutls: nothing opened by the engine"):
     with QuicProxy(key, crt, "--workers", "1", "--quic-crypto", "gnutls") as p:
@@ -121,5 +164,6 @@ with c.section("--quic-crypto gnutls: nothing opened by the engine"):
         c.eq(r.returncode, 0, "gnutls: a download")
         m = p.metrics()
         c.eq(m["keyway_proxy_quic_packets_opened_total"], 0.0, "gnutls: nothing opened")
+        c.eq(m["keyway_proxy_quic_rx_batches_total"], 0.0, "gnutls: no receive batch")
 
 c.done()
