@@ -51,8 +51,17 @@ def check_engine(p, what, engine_on):
                 "%s: in batches of several packets" % what)
         c.check(m["keyway_proxy_quic_engine_cpu_seconds_total"] > 0,
                 "%s: engine CPU time counted" % what)
+        # Received 1-RTT packets (the client's ACKs): opened ahead with their receive batch
+        # where that is what ngtcp2 asked for, else alone; both counted, adding up.
+        batch = m['keyway_proxy_quic_rx_opens_total{path="batch"}']
+        alone = m['keyway_proxy_quic_rx_opens_total{path="packet"}']
+        c.check(batch > 0, "%s: received packets opened by the receive batch" % what,
+                "%d by batch, %d alone" % (batch, alone))
+        c.eq(batch + alone, m["keyway_proxy_quic_packets_opened_total"],
+             "%s: opens by path add up" % what)
     else:
         c.eq(prot, 0.0, "%s: no packet protected by the engine" % what)
+        c.eq(m["keyway_proxy_quic_rx_batches_total"], 0.0, "%s: no receive batch" % what)
     c.eq(m["keyway_proxy_quic_protect_failures_total"], 0.0, "%s: no protection failure" % what)
 
 
