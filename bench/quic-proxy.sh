@@ -5,11 +5,12 @@
 #
 #   bench/quic-proxy.sh [--megabytes M] [--rounds R] [--strace-megabytes S]
 #                       [--perf-megabytes P] [--rate N] [--clients C] [--seconds T]
-#                       [--parts bulk,syscalls,perf,requests]
+#                       [--upload-megabytes U] [--parts bulk,syscalls,perf,requests,upload]
 #                       [--engine auto|evp|ipsec-mb] [--build DIR] [--results DIR]
 #
-# --parts picks the measurements (default all four); targets are judged only for the
-# parts run.
+# --parts picks the measurements (default all five); targets are judged only for the
+# parts run. A short run: --parts bulk,perf,upload --megabytes 300 --perf-megabytes 200
+# --upload-megabytes 100.
 #
 # Each run: keyway-proxy --respond --quic-listen --workers 1 pinned to CPU 1, a fresh
 # process per run; keyway-h3 (ngtcp2 with the stock GnuTLS callbacks) pinned to CPU 0
@@ -34,6 +35,10 @@
 # GET / for T seconds (default 10). The proxy's CPU from when all C connections are up
 # until the clients are done, over the requests answered meanwhile
 # (keyway_proxy_quic_requests_total), is its CPU per request; R rounds, medians.
+# Upload (the receive side): keyway-h3 --data posts U MB (default 200) on the load CPU;
+# the proxy's CPU over the run per MB, R rounds, medians; in engine mode also the share
+# of received 1-RTT packets opened with their receive batch
+# (keyway_proxy_quic_rx_opens_total{path="batch"}) and the engine's time per packet.
 # Targets (the project's issue on HTTP/3): engine CPU per MB <= 0.94 x gnutls's;
 # system calls per datagram sent <= 0.25; packet protection <= 3 % of the server's CPU
 # with the engine. Exit status 1 if a target is missed or a
@@ -45,18 +50,20 @@ set -euo pipefail
 . "$(dirname "$0")/proxy-lib.sh"
 programs[h3]="keyway-h3 h3client"
 h3=''
-mb=1000 rounds=3 smb=200 engine=auto pmb=300 rate=1000 clients=100 seconds=10
-parts=bulk,syscalls,perf,requests
-parse_args "quic-proxy.sh [--megabytes M] [--rounds R] [--strace-megabytes S] [--perf-megabytes P] [--rate N] [--clients C] [--seconds T] [--parts LIST] [--engine auto|evp|ipsec-mb] [--build DIR] [--results DIR]" \
+mb=1000 rounds=3 smb=200 engine=auto pmb=300 rate=1000 clients=100 seconds=10 umb=200
+parts=bulk,syscalls,perf,requests,upload
+parse_args "quic-proxy.sh [--megabytes M] [--rounds R] [--strace-megabytes S] [--perf-megabytes P] [--rate N] [--clients C] [--seconds T] [--upload-megabytes U] [--parts LIST] [--engine auto|evp|ipsec-mb] [--build DIR] [--results DIR]" \
 	--megabytes=mb --rounds=rounds --strace-megabytes=smb --engine=engine \
-	--perf-megabytes=pmb --rate=rate --clients=clients --seconds=seconds --parts=parts -- "$@"
+	--perf-megabytes=pmb --rate=rate --clients=clients --seconds=seconds \
+	--upload-megabytes=umb --parts=parts -- "$@"
 want mb '^[1-9][0-9]{1,4}$' "--megabytes: expected 10-99999" \
 	smb '^[1-9][0-9]{1,4}$' "--strace-megabytes: expected 10-99999" \
 	pmb '^[1-9][0-9]{1,4}$' "--perf-megabytes: expected 10-99999" \
+	umb '^[1-9][0-9]{1,3}$' "--upload-megabytes: expected 10-9999" \
 	rate '^[1-9][0-9]{1,4}$' "--rate: expected 1-99999" \
 	clients '^[1-9][0-9]{0,3}$' "--clients: expected 1-9999" \
 	seconds '^[1-9][0-9]{0,3}$' "--seconds: expected 1-9999" \
-	parts '^(bulk|syscalls|perf|requests)(,(bulk|syscalls|perf|requests))*$' "--parts: expected a comma list of bulk, syscalls, perf, requests" \
+	parts '^(bulk|syscalls|perf|requests|upload)(,(bulk|syscalls|perf|requests|upload))*$' "--parts: expected a comma list of bulk, syscalls, perf, requests, upload" \
 	rounds '^[1-9][0-9]?$' "--rounds: expected 1-99" \
 	engine '^(auto|evp|ipsec-mb)$' "--engine: expected auto, evp or ipsec-mb"
 bench_init "proxy h3" "openssl taskset python3 timeout curl strace perf"
@@ -154,7 +161,8 @@ libs = re.compile(r"lib(nettle|hogweed|gnutls|IPSec_MB|crypto|ngtcp2_crypto_gnut
 syms = re.compile(r"^(kw_quic_|seal_chunk|open_chunk|gather|prepare_(seal|open)|unmask|hp_xor|"
                   r"set_nonce|key_state|count_seals|imb_|evp_|gcm_direct|fill_(mask|cipher)|"
                   r"burst|slot_|tx_encrypt|tx_hp_mask|rx_hp_mask|rx_decrypt|open_copy|pn_of|"
-                  r"kpx_qtx_seal|in_window|op_clear|drop_all)")
+                  r"kpx_qtx_seal|in_window|op_clear|drop_all|kpx_rxb_|kpx_qtx_rx_|use_entry|"
+                  r"rx_prebatch)")
 prot = total = 0
 for line in sys.stdin:
     m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(\S+)", line)
@@ -228,6 +236,40 @@ if part requests; then
 	rq_e=$(med ${per_req[engine]})
 fi
 
+# Upload: the receive side, where the receive batch opens the client's 1-RTT packets.
+declare -A per_up
+if part upload; then
+	head -c "$((umb * 1000000))" /dev/urandom >"$scratch/upload"
+	echo "# upload round mode proxy_ms_per_mb engine_ns_per_packet_opened opened_batch opened_alone" >>"$dat"
+	for r in $(seq "$rounds"); do
+		for mode in gnutls engine; do
+			run_proxy "up-$mode-$r" "$mode"
+			t0=$(cpu_ticks "${child[up-$mode-$r]}")
+			out=$(taskset -c "$load_cpu" timeout 600 "$h3" --connect "127.0.0.1:$qport" \
+				--ca "$scratch/cert.pem" --stats --data "$scratch/upload" -o /dev/null \
+				"https://localhost:$qport/" 2>&1) ||
+				{ echo "FAIL: keyway-h3 upload: $out" >&2; fail=1; }
+			t1=$(cpu_ticks "${child[up-$mode-$r]}")
+			eng=$(curl -s "http://127.0.0.1:$mport/metrics" |
+				awk '$1 == "keyway_proxy_quic_engine_cpu_seconds_total" { print $2 }')
+			ob=$(metric "$mport" 'keyway_proxy_quic_rx_opens_total{path="batch"}')
+			oa=$(metric "$mport" 'keyway_proxy_quic_rx_opens_total{path="packet"}')
+			stop_proc "up-$mode-$r"
+			ms=$(python3 -c "print('%.3f' % (($t1 - $t0) * 1000.0 / $tck / $umb))")
+			ns=$(python3 -c "print('%.0f' % (${eng:-0} * 1e9 / max($ob + $oa, 1)))")
+			per_up[$mode]="${per_up[$mode]:-} $ms"
+			echo "$r $mode $ms $ns $ob $oa" >>"$dat"
+			printf '  upload round %d %-6s %7s ms/MB' "$r" "$mode" "$ms"
+			[ "$mode" = engine ] && printf ' (%s opened with their batch, %s alone; engine %s ns per packet)' "$ob" "$oa" "$ns"
+			echo
+		done
+	done
+	# shellcheck disable=SC2086
+	ug=$(med ${per_up[gnutls]})
+	# shellcheck disable=SC2086
+	ue=$(med ${per_up[engine]})
+fi
+
 echo
 printf '%-40s %12s %12s\n' "" "gnutls" "engine"
 if part bulk; then
@@ -241,6 +283,7 @@ fi
 part syscalls && printf '%-40s %12s %12s\n' "system calls per datagram" "${per_dgram[gnutls]}" "${per_dgram[engine]}"
 part perf && printf '%-40s %12s %12s\n' "packet protection, % of server CPU" "${prot_share[gnutls]}" "${prot_share[engine]}"
 part requests && printf '%-40s %12s %12s\n' "server CPU per request, us (median)" "$rq_g" "$rq_e"
+part upload && printf '%-40s %12s %12s\n' "upload: server CPU, ms per MB (median)" "$ug" "$ue"
 if part bulk; then
 	echo "engine/gnutls CPU per MB: $ratio (engine: $engine, runs:${per_mb[engine]} vs${per_mb[gnutls]})"
 	v=$(pass "$ratio" 0.94)
@@ -265,6 +308,12 @@ if part requests; then
 	echo "RESULT quic_request_cpu_us_gnutls $rq_g - INFO"
 	echo "RESULT quic_request_cpu_us_engine $rq_e - INFO"
 	echo "RESULT quic_request_cpu_ratio $(python3 -c "print('%.3f' % ($rq_e / max($rq_g, 1e-9)))") - INFO"
+fi
+if part upload; then
+	echo "upload: ${umb} MB; runs (ms per MB): engine${per_up[engine]} vs gnutls${per_up[gnutls]}"
+	echo "RESULT quic_upload_gnutls_ms_per_mb $ug - INFO"
+	echo "RESULT quic_upload_engine_ms_per_mb $ue - INFO"
+	echo "RESULT quic_upload_cpu_ratio $(python3 -c "print('%.3f' % ($ue / max($ug, 1e-9)))") - INFO"
 fi
 
 if part bulk; then
