@@ -55,6 +55,8 @@ static const char *const notify_names[] = {"callback", "fd", NULL};
 static const char *const poll_names[] = {"heuristic", "timer", "busy", NULL};
 static const char *const quic_crypto_names[] = {"engine", "gnutls", NULL};
 static const char *const quic_retry_names[] = {"auto", "on", "off", NULL};
+/* In enum kw_quic_sched's order. */
+static const char *const quic_sched_names[] = {"inline", "sjbsq", "hash", "jsq", NULL};
 _Static_assert(sizeof(enum kpx_backend_kind) == sizeof(int) &&
                    sizeof(enum kpx_notify) == sizeof(int) && sizeof(enum kpx_poll) == sizeof(int) &&
                    sizeof(enum kpx_quic_crypto) == sizeof(int) &&
@@ -81,6 +83,7 @@ static struct kpx_options o = {
     .quic_idle_timeout_s = 30,
     .quic_handshake_threads = 4,
     .quic_engine = "auto",
+    .quic_crypto_threads = 1,
 };
 
 /* One entry per line: the table reads as a table. */
@@ -135,6 +138,8 @@ static struct kw_option opts[] = {
     KW_OPT_CHOICE("quic-retry", &o.quic_retry, "auto|on|off", "answer client Initials with Retry, so clients prove their address first: auto (default: when a worker has 64 handshakes in progress), on (always) or off", quic_retry_names),
     KW_OPT_CHOICE("quic-crypto", &o.quic_crypto, "engine|gnutls", "who protects HTTP/3's 1-RTT packets sent: Keyway's QUIC engine, in batches (default), or ngtcp2's GnuTLS callbacks", quic_crypto_names),
     KW_OPT_STR("quic-engine", &o.quic_engine, "evp|ipsec-mb|auto", "--quic-crypto engine: the engine (default auto: ipsec-mb where built and supported, else evp)"),
+    KW_OPT_CHOICE("quic-sched", &o.quic_sched, "inline|sjbsq|hash|jsq", "--quic-crypto engine: where batches are protected: inline on the worker (default: measured fastest on small machines), or on --quic-crypto-threads crypto threads per worker picked by sjbsq, hash or jsq", quic_sched_names),
+    KW_OPT_NUM("quic-crypto-threads", &o.quic_crypto_threads, "N", "--quic-sched other than inline: crypto threads per worker (default 1)", 1, 64),
     KW_OPT_END,
 };
 /* clang-format on */
@@ -216,6 +221,19 @@ static int check_options(char *err, size_t errlen)
 	o.rsa_batch_given = option_seen("rsa-batch");
 	if (!o.rsa_batch_given)
 		o.rsa_batch = kw_rsa_batch_available();
+	if (o.quic_sched == KW_QUIC_SCHED_INLINE && option_seen("quic-crypto-threads")) {
+		snprintf(err, errlen,
+		         "--quic-crypto-threads given with --quic-sched inline (no "
+		         "crypto threads); fix: add --quic-sched sjbsq, hash or jsq");
+		return -KW_ECONFIG;
+	}
+	if (o.quic_sched != KW_QUIC_SCHED_INLINE && o.quic_crypto == KPX_QUIC_CRYPTO_GNUTLS) {
+		snprintf(err, errlen,
+		         "--quic-sched %s needs --quic-crypto engine; fix: drop "
+		         "--quic-sched or use --quic-crypto engine",
+		         quic_sched_names[o.quic_sched]);
+		return -KW_ECONFIG;
+	}
 	if (o.workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		o.workers = n > 0 ? (unsigned)(n > 256 ? 256 : n) : 1;
@@ -415,16 +433,20 @@ static int run(struct main_ctx *mc)
 		kw_addr_format(&o.quic_addr, qwhere, sizeof(qwhere));
 	if (o.metrics != NULL) /* the address bound: --metrics HOST:0 shows the kernel's port */
 		kw_addr_format(&mc->maddr, mwhere, sizeof(mwhere));
-	char quic[sizeof(qwhere) + 96] = "";
+	char quic[sizeof(qwhere) + 160] = "", sched[64] = "";
+	if (o.quic_sched != KW_QUIC_SCHED_INLINE)
+		snprintf(sched, sizeof(sched), ", %s over %u crypto thread%s per worker",
+		         quic_sched_names[o.quic_sched], o.quic_crypto_threads,
+		         o.quic_crypto_threads == 1 ? "" : "s");
 	if (o.quic_listen != NULL) {
 		/* The engine auto resolves to, as every worker's engine instance does. */
 		const char *engine = strcmp(o.quic_engine, "auto") != 0     ? o.quic_engine
 		                     : kw_quic_engine_available("ipsec-mb") ? "ipsec-mb"
 		                                                            : "evp";
-		snprintf(quic, sizeof(quic), ", HTTP/3 on udp %s (1-RTT protection: %s%s%s)",
+		snprintf(quic, sizeof(quic), ", HTTP/3 on udp %s (1-RTT protection: %s%s%s%s)",
 		         qwhere, quic_crypto_names[o.quic_crypto],
 		         o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE ? " " : "",
-		         o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE ? engine : "");
+		         o.quic_crypto == KPX_QUIC_CRYPTO_ENGINE ? engine : "", sched);
 	}
 	kw_info("keyway-proxy listening on %s: %u worker%s, backend %s, async %s, notify %s, "
 	        "poll %s%s%s%s",

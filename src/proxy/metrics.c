@@ -334,8 +334,10 @@ int kpx_metrics_render(struct kpx_metrics *m, struct kw_buf *b)
 		FAMILIES(quic_families);
 		char secs[48];
 		kw_prom_ns_seconds(sum(m, OFF(quic_engine_cpu_ns)), secs, sizeof(secs));
-		kw_prom_family(p, "keyway_proxy_quic_engine_cpu_seconds_total", "counter",
-		               "CPU time the workers spent in the QUIC engine protecting packets.");
+		kw_prom_family(
+		    p, "keyway_proxy_quic_engine_cpu_seconds_total", "counter",
+		    "CPU time spent in the QUIC engine protecting and opening packets: the "
+		    "workers' (inline) or their crypto threads' (--quic-sched).");
 		kw_prom_sample(p, "keyway_proxy_quic_engine_cpu_seconds_total", NULL, 0, secs);
 	}
 	limits(m, p);

@@ -81,7 +81,9 @@ struct kpx_options {
 	enum kpx_quic_crypto quic_crypto; /* who protects 1-RTT packets sent */
 	enum kpx_quic_retry quic_retry;
 	char *quic_engine; /* --quic-engine: evp, ipsec-mb or auto */
-	char alt_svc[64];  /* "Alt-Svc: h3=\":PORT\"; ma=86400\r\n" with --quic-listen, else "" */
+	int quic_sched;    /* --quic-sched: enum kw_quic_sched (inline: no crypto threads) */
+	unsigned quic_crypto_threads; /* --quic-crypto-threads: the pool's threads per worker */
+	char alt_svc[64]; /* "Alt-Svc: h3=\":PORT\"; ma=86400\r\n" with --quic-listen, else "" */
 };
 
 /* ---- the worker (worker.c) ---- */

@@ -50,6 +50,7 @@ bool kpx_rxb_add(struct kpx_rxb *b, const void *owner, const uint8_t *pkt, size_
 	    .largest_pn = largest_pn,
 	    .key = key != NULL ? kw_quic_key_ref(key) : NULL,
 	    .key1 = key1 != NULL ? kw_quic_key_ref(key1) : NULL,
+	    .conn = (uintptr_t)owner, /* a pool keeps each connection's order and core */
 	    .dir = KW_QUIC_DIR_OPEN,
 	};
 	b->ent[b->n] = (struct kpx_rxb_ent){.owner = owner, .pkt = pkt, .len = len, .buf = copy};
@@ -57,11 +58,11 @@ bool kpx_rxb_add(struct kpx_rxb *b, const void *owner, const uint8_t *pkt, size_
 	return true;
 }
 
-size_t kpx_rxb_run(struct kpx_rxb *b, struct kw_quic_engine *e)
+size_t kpx_rxb_run(struct kpx_rxb *b, kpx_rxb_runner run, void *arg)
 {
 	if (b->n == 0)
 		return 0;
-	size_t ok = kw_quic_engine_run(e, b->pkts, b->n);
+	size_t ok = run(arg, b->pkts, b->n);
 	for (size_t i = 0; i < b->n; i++) {
 		struct kw_quic_pkt *p = &b->pkts[i];
 		struct kpx_rxb_ent *en = &b->ent[i];

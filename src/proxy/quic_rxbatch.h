@@ -70,8 +70,13 @@ void kpx_rxb_free(struct kpx_rxb *b); /* NULL ok */
 bool kpx_rxb_add(struct kpx_rxb *b, const void *owner, const uint8_t *pkt, size_t len,
                  size_t pn_offset, uint64_t largest_pn, struct kw_quic_key *key,
                  struct kw_quic_key *key1);
-/* kpx_rxb_run opens every queued packet in one engine run; returns how many opened. */
-size_t kpx_rxb_run(struct kpx_rxb *b, struct kw_quic_engine *e);
+/*
+ * What opens a batch: an engine run inline, or the crypto threads' pool
+ * (waited for); returns how many packets succeeded, every status set.
+ */
+typedef size_t (*kpx_rxb_runner)(void *arg, struct kw_quic_pkt *pkts, size_t n);
+/* kpx_rxb_run opens every queued packet with one call of run; returns how many opened. */
+size_t kpx_rxb_run(struct kpx_rxb *b, kpx_rxb_runner run, void *arg);
 
 /*
  * kpx_rxb_find is the entry of the packet pkt[0, len) pre-opened for owner

@@ -52,7 +52,10 @@ struct opened {
 };
 
 struct kpx_qtx {
-	struct kw_quic_engine *engine;
+	struct kw_quic_engine *engine;     /* inline runs, and packets opened alone */
+	struct kw_quic_pool *pool;         /* --quic-sched other than inline: batches go here */
+	size_t pool_ok;                    /* packets of the current pool run that succeeded */
+	uint64_t pool_cpu_ns, pool_cpu_at; /* the crypto threads' CPU counted so far, and when */
 	struct kpx_wmetrics *m;
 	size_t n;
 	struct kw_quic_pkt pkts[MAX_PENDING];
@@ -109,6 +112,69 @@ static void unwrap_free(void *handle)
 	struct qkey *q = untag(handle);
 	kw_quic_key_unref(q->key);
 	free(q);
+}
+
+/* ---- running batches: inline or on the crypto threads ---- */
+
+/* Sample the crypto threads' CPU time at most this often (it costs a system call each). */
+#define POOL_CPU_EVERY_NS 100000000u
+
+static void pool_done(void *arg, struct kw_quic_pkt *pkts, size_t n)
+{
+	struct kpx_qtx *tx = arg;
+	for (size_t i = 0; i < n; i++)
+		tx->pool_ok += pkts[i].status == 0;
+}
+
+/* pool_cpu adds the crypto threads' CPU time since the last sample to the engine's. */
+static void pool_cpu(struct kpx_qtx *tx, bool now)
+{
+	uint64_t t = kw_now_ns();
+	if (!now && t - tx->pool_cpu_at < POOL_CPU_EVERY_NS)
+		return;
+	struct kw_quic_pool_stats st;
+	kw_quic_pool_stats(tx->pool, &st);
+	if (st.core_cpu_ns > tx->pool_cpu_ns)
+		kpx_add(&tx->m->quic_engine_cpu_ns, st.core_cpu_ns - tx->pool_cpu_ns);
+	tx->pool_cpu_ns = st.core_cpu_ns;
+	tx->pool_cpu_at = t;
+}
+
+/*
+ * run_batch protects or opens pkts[0, n): inline through the worker's
+ * engine, or handed to the crypto threads and waited for (the batch's
+ * datagrams are sent, or read, right after, so nothing else could use the
+ * wait). Returns how many succeeded; every status is set.
+ */
+static size_t run_batch(void *arg, struct kw_quic_pkt *pkts, size_t n)
+{
+	struct kpx_qtx *tx = arg;
+	if (tx->pool == NULL) {
+		/* The engine never blocks, so the monotonic clock (vDSO, no system call, unlike
+		 * the thread CPU clock) measures the worker's CPU time in it. */
+		uint64_t t0 = kw_now_ns();
+		size_t ok = kw_quic_engine_run(tx->engine, pkts, n);
+		kpx_add(&tx->m->quic_engine_cpu_ns, kw_now_ns() - t0);
+		return ok;
+	}
+	size_t off = 0;
+	tx->pool_ok = 0;
+	while (off < n || kw_quic_pool_inflight(tx->pool) > 0) {
+		int rc = off < n ? kw_quic_pool_submit(tx->pool, pkts + off, n - off) : -EAGAIN;
+		if (rc > 0) {
+			off += (size_t)rc;
+			continue;
+		}
+		if (rc != -EAGAIN) { /* not a "full" answer: these packets cannot be run */
+			for (; off < n; off++)
+				pkts[off].status = rc;
+			continue;
+		}
+		if (kw_quic_pool_poll(tx->pool) == 0)
+			kw_quic_pool_wait(tx->pool, 100);
+	}
+	pool_cpu(tx, false);
+	return tx->pool_ok;
 }
 
 /* ---- the callbacks ---- */
@@ -323,9 +389,7 @@ void kpx_qtx_rx_run(struct kpx_qtx *tx)
 {
 	if (tx == NULL || tx->rxb->n == 0)
 		return;
-	uint64_t t0 = kw_now_ns();
-	kpx_rxb_run(tx->rxb, tx->engine);
-	kpx_add(&tx->m->quic_engine_cpu_ns, kw_now_ns() - t0);
+	kpx_rxb_run(tx->rxb, run_batch, tx);
 	kpx_add(&tx->m->quic_rx_batches, 1);
 	kpx_add(&tx->m->quic_rx_batch_packets, tx->rxb->n);
 }
@@ -615,11 +679,9 @@ int kpx_qtx_seal(struct kpx_qtx *tx, uint8_t *buf, size_t len, ngtcp2_conn *conn
 	tx->n = keep;
 	if (keep == 0)
 		return 0;
-	/* The engine never blocks, so the monotonic clock (vDSO, no system call, unlike the
-	 * thread CPU clock) measures the worker's CPU time in it. */
-	uint64_t t0 = kw_now_ns();
-	size_t ok = kw_quic_engine_run(tx->engine, tx->pkts, tx->n);
-	kpx_add(&tx->m->quic_engine_cpu_ns, kw_now_ns() - t0);
+	for (size_t i = 0; i < tx->n; i++)
+		tx->pkts[i].conn = (uintptr_t)conn; /* a pool's core selection */
+	size_t ok = run_batch(tx, tx->pkts, tx->n);
 	kpx_add(&tx->m->quic_packets_protected, ok);
 	kpx_add(&tx->m->quic_protect_batches, 1);
 	/* A key at the engine's count limit: move to the next key phase now. ngtcp2's own
@@ -650,9 +712,22 @@ int kpx_qtx_new(struct kpx_qtx **out, struct kpx_worker *w)
 	}
 	tx->rxb = kpx_rxb_new(KPX_RXB_SCRATCH);
 	if (tx->rxb == NULL) {
-		kw_quic_engine_free(tx->engine);
-		free(tx);
+		kpx_qtx_free(tx);
 		return -ENOMEM;
+	}
+	if (w->opt->quic_sched != KW_QUIC_SCHED_INLINE) {
+		struct kw_quic_pool_config pc = {
+		    .engine = w->opt->quic_engine,
+		    .sched = (enum kw_quic_sched)w->opt->quic_sched,
+		    .workers = w->opt->quic_crypto_threads,
+		    .done = pool_done,
+		    .done_arg = tx,
+		};
+		rc = kw_quic_pool_new(&tx->pool, &pc);
+		if (rc < 0) {
+			kpx_qtx_free(tx);
+			return rc;
+		}
 	}
 	tx->m = &w->m;
 	cur = tx;
@@ -666,6 +741,9 @@ void kpx_qtx_free(struct kpx_qtx *tx)
 		return;
 	drop_all(tx);
 	op_clear(tx);
+	if (tx->pool != NULL && tx->m != NULL)
+		pool_cpu(tx, true);
+	kw_quic_pool_free(tx->pool);
 	kpx_rxb_free(tx->rxb);
 	if (cur == tx)
 		cur = NULL;

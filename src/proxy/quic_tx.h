@@ -33,6 +33,11 @@
  * limits (max_encryption); the engine's own per-key count additionally
  * starts a key update when it says so.
  *
+ * Batches (packets sent, receive batches) run inline on the worker's
+ * engine, or with --quic-sched sjbsq|hash|jsq on the worker's crypto
+ * threads (keyway/quic.h's pool), waited for before the batch is sent or
+ * read; packets opened alone always run inline.
+ *
  * One kpx_qtx per worker thread; everything runs on that thread.
  */
 #ifndef KPX_QUIC_TX_H

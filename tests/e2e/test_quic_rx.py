@@ -11,6 +11,7 @@ engine run and taken in ngtcp2's callbacks only when they match; every open is c
 path (batch or packet) and the two add up to all opens. The batch path carries the
 transfers, through key updates, tampered datagrams (caught as failures whichever path
 opened them) and a relay that reorders and drops datagrams across key phases.
+--quic-sched sjbsq|hash|jsq runs the batches on crypto threads with the same results.
 """
 
 import hashlib
@@ -157,6 +158,37 @@ with c.section("reordering and loss across key updates (a UDP relay), engine evp
         c.eq(m["keyway_proxy_quic_open_failures_total"], 0.0,
              "reordered packets of either key phase open without failure")
         check_paths(m, "reordered")
+
+for sched in ("sjbsq", "hash", "jsq"):
+    with c.section("--quic-sched %s: batches on 2 crypto threads per worker" % sched):
+        with QuicProxy(key, crt, "--workers", "1", "--quic-crypto", "engine", "--quic-engine",
+                       "evp", "--quic-sched", sched, "--quic-crypto-threads", "2") as p:
+            c.check("%s over 2 crypto threads per worker" % sched in p.stderr(),
+                    "%s: the start-up line names the scheduler" % sched, p.stderr()[-300:])
+            transfer(p, sched)
+            m = p.metrics()
+            c.check(m["keyway_proxy_quic_packets_protected_total"] > 10000,
+                    "%s: the crypto threads protected the packets sent" % sched)
+            c.eq(m["keyway_proxy_quic_protect_failures_total"], 0.0,
+                 "%s: no protection failure" % sched)
+            c.eq(m["keyway_proxy_quic_open_failures_total"], 0.0,
+                 "%s: no authentication failure" % sched)
+            check_paths(m, sched, least=m["keyway_proxy_quic_packets_opened_total"] / 2)
+            c.check(m["keyway_proxy_quic_engine_cpu_seconds_total"] > 0,
+                    "%s: the crypto threads' CPU time counted" % sched)
+
+with c.section("--quic-sched and --quic-crypto-threads refused where they mean nothing"):
+    base = [os.environ["KEYWAY_PROXY"], "--listen", "127.0.0.1:0", "--cert", crt, "--key", key,
+            "--respond", "--quic-listen", "127.0.0.1:0"]
+    r = run(base + ["--quic-crypto-threads", "2"])
+    c.check(r.returncode != 0 and b"--quic-sched sjbsq, hash or jsq" in r.stderr,
+            "crypto threads with --quic-sched inline: refused with the fix", r.stderr)
+    r = run(base + ["--quic-crypto", "gnutls", "--quic-sched", "jsq"])
+    c.check(r.returncode != 0 and b"needs --quic-crypto engine" in r.stderr,
+            "--quic-sched with --quic-crypto gnutls: refused with the fix", r.stderr)
+    r = run(base + ["--quic-sched", "fastest"])
+    c.check(r.returncode != 0 and b"inline|sjbsq|hash|jsq" in r.stderr,
+            "an unknown scheduler: refused, the choices listed", r.stderr)
 
 with c.section("--quic-crypto gnutls: nothing opened by the engine"):
     with QuicProxy(key, crt, "--workers", "1", "--quic-crypto", "gnutls") as p:
