@@ -123,6 +123,14 @@ int kw_loop_defer_free(struct kw_loop *loop, void (*fn)(void *p), void *p);
  */
 void kw_loop_forget_fds(struct kw_loop *loop);
 
+/*
+ * kw_loop_wake_within bounds the turn's coming wait to ms (the smallest of
+ * the turn's calls wins), from the loop's thread, typically in a hook. It
+ * needs no memory, unlike a timer: the way to retry something a refused
+ * timer would have retried.
+ */
+void kw_loop_wake_within(struct kw_loop *loop, int ms);
+
 /* kw_loop_wake makes a waiting kw_loop_run_once return; callable from any thread. */
 void kw_loop_wake(struct kw_loop *loop);
 

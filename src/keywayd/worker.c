@@ -59,6 +59,7 @@ struct kwd_worker {
 
 	atomic_bool drain_requested; /* set by kwd_worker_drain (any thread) */
 	bool draining;               /* this thread has begun draining */
+	bool accept_lost;            /* neither the accept timer nor a listener could be armed */
 	uint64_t drain_ms;
 	struct kw_timer drain_timer; /* closes what is left at the drain deadline */
 
@@ -93,6 +94,15 @@ static int reserve_open(void)
 	return open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
+static void accept_lost(struct kwd_worker *w)
+{
+	if (!w->accept_lost)
+		kw_error("worker %u: cannot watch the listeners nor arm the accept timer; "
+		         "retrying every %d ms",
+		         w->id, ACCEPT_PAUSE_MS);
+	w->accept_lost = true;
+}
+
 static void on_accept_timer(struct kw_loop *loop, void *arg)
 {
 	struct kwd_worker *w = arg;
@@ -103,7 +113,25 @@ static void on_accept_timer(struct kw_loop *loop, void *arg)
 	/* Still cannot watch a listener: try again later rather than never accept
 	 * again. The timer has just left the heap, so re-arming it needs no memory. */
 	if (kw_timer_start_ms(loop, &w->accept_timer, ACCEPT_PAUSE_MS) < 0)
-		kw_error("worker %u: cannot re-arm the accept timer", w->id);
+		accept_lost(w);
+}
+
+/*
+ * accept_retry runs every turn (on_hook): a listener neither watched nor
+ * timed to be (both refused in a row) is tried again, and until it is
+ * watched the loop waits at most ACCEPT_PAUSE_MS, so accepting resumes.
+ */
+static void accept_retry(struct kwd_worker *w)
+{
+	if (!w->accept_lost)
+		return;
+	if (w->draining || listeners_start(w) == 0) {
+		w->accept_lost = false;
+		if (!w->draining)
+			kw_info("worker %u: watching the listeners again", w->id);
+		return;
+	}
+	kw_loop_wake_within(w->loop, ACCEPT_PAUSE_MS);
 }
 
 /* set_generation makes g (whose reference w takes) the keys, rules and trust served. */
@@ -256,8 +284,10 @@ static void pause_accepts(struct kwd_worker *w, int err)
 	kw_warn("worker %u: accept: %s; pausing accepts for %d ms", w->id, strerror(err),
 	        ACCEPT_PAUSE_MS);
 	listeners_stop(w);
-	if (kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS) < 0)
-		listeners_start(w); /* better a busy listener than a dead worker */
+	/* Better a busy listener than a dead worker; with neither, the hook retries. */
+	if (kw_timer_start_ms(w->loop, &w->accept_timer, ACCEPT_PAUSE_MS) < 0 &&
+	    listeners_start(w) < 0)
+		accept_lost(w);
 }
 
 /*
@@ -434,6 +464,7 @@ static void on_hook(struct kw_loop *loop, void *arg)
 	refresh(w);
 	if (!w->draining && atomic_load_explicit(&w->drain_requested, memory_order_acquire))
 		begin_drain(w);
+	accept_retry(w);
 }
 
 static void *worker_main(void *arg)

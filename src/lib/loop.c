@@ -79,6 +79,7 @@ struct kw_loop {
 	int timerfd;           /* for precise timers; -1 until the first one waits */
 	struct kw_io timer_io; /* watches timerfd */
 	uint64_t timerfd_ns;   /* deadline timerfd is armed for; 0: disarmed */
+	int wait_cap_ms;       /* kw_loop_wake_within for the next wait; -1: none */
 };
 
 struct deferred {
@@ -119,6 +120,7 @@ int kw_loop_new(struct kw_loop **out)
 	}
 	kw_list_init(&loop->hooks);
 	loop->timerfd = -1;
+	loop->wait_cap_ms = -1;
 	loop->now_ns = kw_now_ns();
 	*out = loop;
 	return 0;
@@ -444,6 +446,9 @@ int kw_loop_run_once(struct kw_loop *loop, int timeout_ms)
 	run_hooks(loop);
 	if (loop->stopped)
 		return 0;
+	if (loop->wait_cap_ms >= 0 && (timeout_ms < 0 || loop->wait_cap_ms < timeout_ms))
+		timeout_ms = loop->wait_cap_ms;
+	loop->wait_cap_ms = -1;
 	if (loop->nheap > 0) {
 		uint64_t now = kw_now_ns(), dl = loop->heap[0]->deadline_ns;
 		/* Round up so a timer is never woken for early and then spun on. */
@@ -494,6 +499,12 @@ int kw_loop_run(struct kw_loop *loop)
 			return rc;
 	}
 	return 0;
+}
+
+void kw_loop_wake_within(struct kw_loop *loop, int ms)
+{
+	if (ms >= 0 && (loop->wait_cap_ms < 0 || ms < loop->wait_cap_ms))
+		loop->wait_cap_ms = ms;
 }
 
 void kw_loop_stop(struct kw_loop *loop)

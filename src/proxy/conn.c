@@ -380,6 +380,9 @@ static bool peer_reset(const struct kpx_conn *c)
 
 static void resume(struct kpx_conn *c)
 {
+	/* Before the handshake goes on (and perhaps answers its client): whoever sees the
+	 * answer then sees the op out of the in-flight gauge too. */
+	kpx_poller_refresh(&c->w->poller);
 	if (c->state == KPX_CS_HANDSHAKE) {
 		/* A job came free for a connection that had none (or a harmless late notification).
 		 */

@@ -117,12 +117,19 @@ void kpx_poller_cleanup(struct kpx_poller *p)
 	p->timer_running = false;
 }
 
+void kpx_poller_refresh(struct kpx_poller *p)
+{
+	if (p->backend == NULL)
+		return;
+	for (int k = 0; k < KW_OPK_COUNT; k++)
+		kpx_set(&p->m->inflight[k], kw_backend_inflight(p->backend, (enum kw_op_kind)k));
+}
+
 int kpx_poller_before_sleep(struct kpx_poller *p)
 {
 	if (p->backend == NULL)
 		return -1;
-	for (int k = 0; k < KW_OPK_COUNT; k++)
-		kpx_set(&p->m->inflight[k], kw_backend_inflight(p->backend, (enum kw_op_kind)k));
+	kpx_poller_refresh(p);
 	if (!p->ring)
 		return -1;
 	unsigned n = inflight(p);

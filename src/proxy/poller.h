@@ -64,6 +64,9 @@ void kpx_poller_cleanup(struct kpx_poller *p);
 /* kpx_poller_check is the QTLS heuristic with `active` connections, run after an op was
  * submitted and when a connection goes idle or closes. */
 void kpx_poller_check(struct kpx_poller *p, unsigned active);
+/* kpx_poller_refresh sets the in-flight gauges from the backend (each turn, and before a
+ * paused handshake resumes, so its answer never beats its op out of the gauge). */
+void kpx_poller_refresh(struct kpx_poller *p);
 /* kpx_poller_before_sleep returns the loop timeout (ms, -1 forever) and arms the wake-up. */
 int kpx_poller_before_sleep(struct kpx_poller *p);
 /* kpx_poller_after_wake disarms what kpx_poller_before_sleep armed. */

@@ -109,6 +109,7 @@ struct kpx_worker {
 	_Atomic bool stop;
 	struct kpx_wmetrics m;
 	struct kw_timer accept_pause; /* out of descriptors: accept again later */
+	bool accept_lost;             /* neither the pause timer nor the listener could be armed */
 	int qfd;                      /* --quic-listen: the UDP socket until the endpoint starts */
 	struct kpx_qep *quic;         /* --quic-listen: the endpoint (NULL: none) */
 };

@@ -46,6 +46,34 @@ static SSL *ssl_new(struct kpx_worker *w)
 	return w->tls != NULL ? kpx_tls_ssl_new(w->tls) : NULL;
 }
 
+/*
+ * accept_lost: neither a timer nor the listener's watch could be armed. The
+ * loop then retries the watch every turn, with its wait bounded by
+ * ACCEPT_PAUSE_MS (accept_retry), so the worker accepts again as soon as the
+ * loop can take the watch.
+ */
+static void accept_lost(struct kpx_worker *w)
+{
+	if (!w->accept_lost)
+		kw_error("worker %u: cannot watch the listener nor arm a timer; retrying every "
+		         "%d ms",
+		         w->id, ACCEPT_PAUSE_MS);
+	w->accept_lost = true;
+}
+
+/* accept_retry re-watches a lost listener; returns the loop's wait bound (ms, -1: none). */
+static int accept_retry(struct kpx_worker *w)
+{
+	if (!w->accept_lost)
+		return -1;
+	if (w->lio.fd >= 0 || kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ) == 0) {
+		w->accept_lost = false;
+		kw_info("worker %u: watching the listener again", w->id);
+		return -1;
+	}
+	return ACCEPT_PAUSE_MS;
+}
+
 static void accept_resume(struct kw_loop *loop, void *arg)
 {
 	struct kpx_worker *w = arg;
@@ -55,7 +83,7 @@ static void accept_resume(struct kw_loop *loop, void *arg)
 	 * The timer has just left the heap, so re-arming it needs no memory. */
 	if (kw_io_start(loop, &w->lio, w->lfd, KW_EV_READ) < 0 &&
 	    kw_timer_start_ms(loop, &w->accept_pause, ACCEPT_PAUSE_MS) < 0)
-		kw_error("worker %u: cannot watch the listener again", w->id);
+		accept_lost(w);
 }
 
 /* pause_accepts rests the listener for ACCEPT_PAUSE_MS (out of descriptors or memory). */
@@ -66,7 +94,7 @@ static void pause_accepts(struct kpx_worker *w)
 	 * listener than a worker that never accepts again. */
 	if (kw_timer_start_ms(w->loop, &w->accept_pause, ACCEPT_PAUSE_MS) < 0 &&
 	    kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ) < 0)
-		kw_error("worker %u: cannot pause accepting nor watch the listener", w->id);
+		accept_lost(w);
 }
 
 /*
@@ -176,6 +204,7 @@ static void drain_step(struct kpx_worker *w)
 	if (w->lio.fd >= 0)
 		kw_io_stop(w->loop, &w->lio);
 	kw_timer_stop(w->loop, &w->accept_pause);
+	w->accept_lost = false;
 	close_conns(w, true);
 	kpx_quic_drain(w);
 }
@@ -202,6 +231,9 @@ static void run(struct kpx_worker *w)
 		}
 		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
 		int timeout = kpx_poller_before_sleep(&w->poller);
+		int retry = drain_deadline == 0 ? accept_retry(w) : -1;
+		if (retry >= 0 && (timeout < 0 || timeout > retry))
+			timeout = retry;
 		if (kpx_waitq_pending(&w->waitq))
 			timeout = 0;
 		if (drain_deadline != 0 && (timeout < 0 || timeout > 10))

@@ -34,8 +34,10 @@
  * after a warm-up handshake and after everything was freed) and, when the
  * provider is built in, its counters, and "late_callbacks L": async callbacks
  * that came for a server SSL already freed (a use after free the provider
- * must prevent). Exit 0 when every handshake not abandoned completed and L
- * is 0.
+ * must prevent), and "callbacks_during_free D": callbacks that ran while
+ * SSL_free was freeing their server (allowed: SSL_free waits for them; the
+ * callback finds no app data and ignores them). Exit 0 when every handshake
+ * not abandoned completed and L is 0.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -87,6 +89,7 @@ static int wake_fd = -1;
 static SSL **gone;
 static int gone_len, gone_cap;
 static int late_callbacks;
+static int callbacks_during_free; /* came while SSL_free ran: allowed, ignored */
 
 static struct kw_loop *loop;
 static struct kw_backend *backend;
@@ -128,7 +131,13 @@ static int async_cb(SSL *s, void *arg)
 		pthread_mutex_unlock(&q_mu);
 		return 0;
 	}
+	/* NULL: s is being freed on the driver thread (see pair_free), which waits for us. */
 	struct pair *p = SSL_get_app_data(s);
+	if (p == NULL) {
+		callbacks_during_free++;
+		pthread_mutex_unlock(&q_mu);
+		return 0;
+	}
 	if (q_len < q_cap)
 		q[q_len++] = p->id;
 	else
@@ -240,6 +249,14 @@ static void pair_start(struct pair *p, SSL_CTX *sctx, SSL_CTX *cctx)
 
 static void pair_free(struct pair *p)
 {
+	/*
+	 * A callback can start on the provider's thread until SSL_free reaches
+	 * the wait context, late in SSL_free (after the ex_data is gone): tell it
+	 * first, under its lock, that this server is going away.
+	 */
+	pthread_mutex_lock(&q_mu);
+	SSL_set_app_data(p->srv, NULL);
+	pthread_mutex_unlock(&q_mu);
 	SSL_free(p->srv);
 	SSL_free(p->cli);
 	p->srv = p->cli = NULL;
@@ -613,9 +630,10 @@ int main(int argc, char **argv)
 	printf("done %d failed %d abandoned %d\n", done, failed, abandoned);
 	printf("fds %d %d\n", fds_warm, count_fds());
 	pthread_mutex_lock(&q_mu);
-	int late = late_callbacks;
+	int late = late_callbacks, during = callbacks_during_free;
 	pthread_mutex_unlock(&q_mu);
 	printf("late_callbacks %d\n", late);
+	printf("callbacks_during_free %d\n", during);
 	fflush(stdout);
 	SSL_CTX_free(sctx);
 	SSL_CTX_free(cctx);

@@ -205,12 +205,13 @@ static void unfill_fds(void)
  * EMFILE with no reserve: accepting pauses. fault_mask says which call
  * fails: the pause timer's arming (the listener is then watched again at
  * once), or the listener's watch when the pause ends (the timer is then
- * re-armed). Either way the client that waited is served once descriptors
- * are free again; with the failure unhandled the worker would never accept
+ * re-armed), or both in a row (the worker's hook then retries the watch
+ * every turn, its wait bounded). Each way the client that waited is served
+ * once descriptors are free again; with the failure unhandled the worker would never accept
  * again.
  */
 static void test_accept_pause(struct kwd_gen_slot *slot, const struct sockaddr_un *sa, int lfd,
-                              unsigned fault_mask)
+                              unsigned fault_mask, unsigned count)
 {
 	struct kwd_worker *w = make(slot, lfd, 30000000000ull, 1024 * KW_PADDED_LEN, NULL);
 	if (w == NULL)
@@ -221,14 +222,14 @@ static void test_accept_pause(struct kwd_gen_slot *slot, const struct sockaddr_u
 	CHECK_EQ(kwd_worker_start(w), 0);
 
 	int fd = client();
-	kw_fault_arm(fault_mask, 1, 1);
+	kw_fault_arm(fault_mask, 1, count);
 	fill_fds(lfd);
 	CHECK_EQ(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
-	CHECK(wait_fired(1));
+	CHECK(wait_fired(count));
 	usleep(150000); /* a pause or two with the table still full */
 	unfill_fds();
 	kw_fault_disarm();
-	CHECK_EQ(kw_fault_fired(), 1);
+	CHECK_EQ(kw_fault_fired(), count);
 	CHECK_EQ(ping_n(fd, 1), 1);
 	/* And it goes on accepting. */
 	int again = dial(sa);
@@ -361,8 +362,10 @@ int main(void)
 	kwd_gen_slot_publish(&slot, gen_with(1, key, "a"));
 	int lfd = listen_unix(&sa);
 
-	test_accept_pause(&slot, &sa, lfd, KW_FAULT_TIMER);
-	test_accept_pause(&slot, &sa, lfd, KW_FAULT_IO);
+	test_accept_pause(&slot, &sa, lfd, KW_FAULT_TIMER, 1);
+	test_accept_pause(&slot, &sa, lfd, KW_FAULT_IO, 1);
+	/* Both in a row (the pause timer, then the listener's watch): the hook retries. */
+	test_accept_pause(&slot, &sa, lfd, KW_FAULT_TIMER | KW_FAULT_IO, 2);
 	test_open_fails(&slot, &sa, lfd);
 	test_kick_fails(&slot, &sa, lfd);
 	test_idle_rearm_fails(&slot, &sa, lfd);

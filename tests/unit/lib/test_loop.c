@@ -175,6 +175,29 @@ static void test_hooks_and_wake(void)
 	kw_loop_free(loop);
 }
 
+static void bound_wait_fn(struct kw_loop *loop, void *arg)
+{
+	(void)arg;
+	kw_loop_wake_within(loop, 1);
+}
+
+/* A hook bounds the turn's wait: with nothing to wake it, the turn still returns. */
+static void test_wake_within(void)
+{
+	struct kw_loop *loop;
+	CHECK_EQ(kw_loop_new(&loop), 0);
+	struct kw_hook h;
+	kw_hook_init(&h, bound_wait_fn, NULL);
+	kw_hook_add(loop, &h);
+	/* Without the bound these would wait for ever; CTest's timeout would catch a hang. */
+	CHECK_EQ(kw_loop_run_once(loop, -1), 0);
+	CHECK_EQ(kw_loop_run_once(loop, -1), 0);
+	kw_hook_remove(loop, &h);
+	/* A bound lasts one turn only: now a zero-timeout turn is not lengthened. */
+	CHECK_EQ(kw_loop_run_once(loop, 0), 0);
+	kw_loop_free(loop);
+}
+
 static uint64_t fired_ns;
 
 static void stamp_fn(struct kw_loop *loop, void *arg)
@@ -232,6 +255,7 @@ int main(void)
 	test_io_read_and_modify();
 	test_deferred_free_in_same_turn();
 	test_hooks_and_wake();
+	test_wake_within();
 	test_precise_timers();
 	CHECK_DONE();
 }

@@ -7,7 +7,8 @@
  *
  *  - Out of descriptors, accepting pauses; if the pause timer cannot be
  *    armed the listener is watched again at once, and if the listener
- *    cannot be watched again when the pause ends, the timer is re-armed:
+ *    cannot be watched again when the pause ends, the timer is re-armed;
+ *    if both are refused in a row, the loop retries the watch every turn:
  *    either way the client that waited is served once descriptors are back.
  *  - A connection whose handshake timer, request timer (--respond, once the
  *    handshake is done) or keep-alive timer cannot be armed is closed: a
@@ -225,21 +226,21 @@ static void unfill_fds(void)
  * that waited meanwhile is served once descriptors are free again; with the
  * failure unhandled the worker would never accept again.
  */
-static void test_accept_pause(const struct kpx_options *o, unsigned fault_mask)
+static void test_accept_pause(const struct kpx_options *o, unsigned fault_mask, unsigned count)
 {
 	struct kpx_worker w;
 	uint16_t port;
 	if (!start_worker(&w, o, &port))
 		return;
 	int fd = client();
-	kw_fault_arm(fault_mask, 1, 1);
+	kw_fault_arm(fault_mask, 1, count);
 	fill_fds(fd);
 	connect_to(fd, port);
-	CHECK(wait_fired(1));
+	CHECK(wait_fired(count));
 	usleep(150000); /* a pause or two with the table still full */
 	unfill_fds();
 	kw_fault_disarm();
-	CHECK_EQ(kw_fault_fired(), 1);
+	CHECK_EQ(kw_fault_fired(), count);
 	CHECK(get(fd));
 	CHECK(get_new(port)); /* and it goes on accepting */
 	stop_worker(&w);
@@ -362,8 +363,10 @@ int main(void)
 	CHECK(client_ctx != NULL);
 	SSL_CTX_set_verify(client_ctx, SSL_VERIFY_NONE, NULL);
 
-	test_accept_pause(&o, KW_FAULT_TIMER);
-	test_accept_pause(&o, KW_FAULT_IO);
+	test_accept_pause(&o, KW_FAULT_TIMER, 1);
+	test_accept_pause(&o, KW_FAULT_IO, 1);
+	/* Both: the pause timer, then the listener's watch at once: the loop retries. */
+	test_accept_pause(&o, KW_FAULT_TIMER | KW_FAULT_IO, 2);
 	test_handshake_timer_fails(&o);
 	test_respond_timers_fail(&o);
 	test_upstream_timers_fail(&o);
