@@ -6,7 +6,8 @@
 #   bench/quic-proxy.sh [--megabytes M] [--rounds R] [--strace-megabytes S]
 #                       [--perf-megabytes P] [--rate N] [--clients C] [--seconds T]
 #                       [--upload-megabytes U] [--parts bulk,syscalls,perf,requests,upload]
-#                       [--engine auto|evp|ipsec-mb] [--build DIR] [--results DIR]
+#                       [--engine auto|evp|ipsec-mb] [--sched inline|sjbsq|hash|jsq]
+#                       [--build DIR] [--results DIR]
 #
 # --parts picks the measurements (default all five); targets are judged only for the
 # parts run. A short run: --parts bulk,perf,upload --megabytes 300 --perf-megabytes 200
@@ -19,7 +20,9 @@
 # divided by M, is its CPU per MB; --quic-crypto gnutls and engine take turns, R rounds
 # (default 3), and each side's median is compared. The engine's own time comes from
 # keyway_proxy_quic_engine_cpu_seconds_total. The engine runs inline on the worker (no
-# crypto cores: one core is left for the client).
+# crypto cores: one core is left for the client); --sched S other than inline runs the
+# engine mode with --quic-sched S --quic-crypto-threads 1 instead, its crypto thread
+# pinned with the worker (the process's CPU counts it).
 # System calls: one more run per side under `strace -c -f` (S MB, default 200), the
 # count over keyway_proxy_quic_datagrams_total{direction="sent"}; strace slows every
 # call, so CPU is never measured in these runs.
@@ -50,10 +53,10 @@ set -euo pipefail
 . "$(dirname "$0")/proxy-lib.sh"
 programs[h3]="keyway-h3 h3client"
 h3=''
-mb=1000 rounds=3 smb=200 engine=auto pmb=300 rate=1000 clients=100 seconds=10 umb=200
+mb=1000 rounds=3 smb=200 engine=auto sched=inline pmb=300 rate=1000 clients=100 seconds=10 umb=200
 parts=bulk,syscalls,perf,requests,upload
-parse_args "quic-proxy.sh [--megabytes M] [--rounds R] [--strace-megabytes S] [--perf-megabytes P] [--rate N] [--clients C] [--seconds T] [--upload-megabytes U] [--parts LIST] [--engine auto|evp|ipsec-mb] [--build DIR] [--results DIR]" \
-	--megabytes=mb --rounds=rounds --strace-megabytes=smb --engine=engine \
+parse_args "quic-proxy.sh [--megabytes M] [--rounds R] [--strace-megabytes S] [--perf-megabytes P] [--rate N] [--clients C] [--seconds T] [--upload-megabytes U] [--parts LIST] [--engine auto|evp|ipsec-mb] [--sched inline|sjbsq|hash|jsq] [--build DIR] [--results DIR]" \
+	--megabytes=mb --rounds=rounds --strace-megabytes=smb --engine=engine --sched=sched \
 	--perf-megabytes=pmb --rate=rate --clients=clients --seconds=seconds \
 	--upload-megabytes=umb --parts=parts -- "$@"
 want mb '^[1-9][0-9]{1,4}$' "--megabytes: expected 10-99999" \
@@ -65,7 +68,8 @@ want mb '^[1-9][0-9]{1,4}$' "--megabytes: expected 10-99999" \
 	seconds '^[1-9][0-9]{0,3}$' "--seconds: expected 1-9999" \
 	parts '^(bulk|syscalls|perf|requests|upload)(,(bulk|syscalls|perf|requests|upload))*$' "--parts: expected a comma list of bulk, syscalls, perf, requests, upload" \
 	rounds '^[1-9][0-9]?$' "--rounds: expected 1-99" \
-	engine '^(auto|evp|ipsec-mb)$' "--engine: expected auto, evp or ipsec-mb"
+	engine '^(auto|evp|ipsec-mb)$' "--engine: expected auto, evp or ipsec-mb" \
+	sched '^(inline|sjbsq|hash|jsq)$' "--sched: expected inline, sjbsq, hash or jsq"
 bench_init "proxy h3" "openssl taskset python3 timeout curl strace perf"
 
 echo "== machine: $machine; load average $(loadavg)"
@@ -81,13 +85,15 @@ fail=0
 run_proxy() {
 	local name=$1 mode=$2
 	shift 2
-	local port
+	local port sched_args=()
+	[ "$mode" = engine ] && [ "$sched" != inline ] &&
+		sched_args=(--quic-sched "$sched" --quic-crypto-threads 1)
 	port=$(free_port)
 	mport=$(free_port)
 	start "$name" "$server_cpu" "$@" "$proxy" --listen "127.0.0.1:$port" \
 		--quic-listen "127.0.0.1:$port" --cert "$scratch/cert.pem" --key "$scratch/key.pem" \
 		--respond --workers 1 --access-log off --log-level warn --metrics "127.0.0.1:$mport" \
-		--quic-crypto "$mode" --quic-engine "$engine"
+		--quic-crypto "$mode" --quic-engine "$engine" "${sched_args[@]}"
 	qport=$port
 	wait_port "$mport" || die "$name did not start: $(cat "$scratch/$name.log")"
 }
@@ -285,7 +291,7 @@ part perf && printf '%-40s %12s %12s\n' "packet protection, % of server CPU" "${
 part requests && printf '%-40s %12s %12s\n' "server CPU per request, us (median)" "$rq_g" "$rq_e"
 part upload && printf '%-40s %12s %12s\n' "upload: server CPU, ms per MB (median)" "$ug" "$ue"
 if part bulk; then
-	echo "engine/gnutls CPU per MB: $ratio (engine: $engine, runs:${per_mb[engine]} vs${per_mb[gnutls]})"
+	echo "engine/gnutls CPU per MB: $ratio (engine: $engine, sched: $sched, runs:${per_mb[engine]} vs${per_mb[gnutls]})"
 	v=$(pass "$ratio" 0.94)
 	verdicts+=("$v")
 	echo "RESULT quic_bulk_cpu_ratio $ratio 0.94 $v"

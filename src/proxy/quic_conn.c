@@ -930,7 +930,8 @@ static int read_dgram(struct kpx_qconn *c, const uint8_t *data, size_t len,
 
 struct kpx_qtx_conn *kpx_qconn_rx_batchable(struct kpx_qconn *c)
 {
-	return c->handshake_done && !c->busy ? &c->tx : NULL;
+	/* busy first: while a step runs, its thread may be writing handshake_done. */
+	return !c->busy && c->handshake_done ? &c->tx : NULL;
 }
 
 void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
