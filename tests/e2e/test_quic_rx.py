@@ -64,6 +64,27 @@ class TamperRelay(LossyRelay):
         send(data)
 
 
+class HostileRelay(LossyRelay):
+    """Forwards everything; before some client short-header datagrams it injects, with
+    the connection's own DCID, a truncated copy (no room for a header-protection sample),
+    a copy whose bytes after the DCID are random, and a copy with the (protected) key
+    phase bit flipped. Each lands in the proxy's receive batch."""
+
+    def __init__(self, target_port, every=200, count=5):
+        super().__init__(target_port, loss=0, reorder=0)
+        self.every, self.count, self.seen, self.rounds = every, count, 0, 0
+
+    def forward(self, data, send, way):
+        if way == "up" and not data[0] & 0x80 and len(data) > 64:
+            self.seen += 1
+            if self.seen % self.every == 0 and self.rounds < self.count:
+                send(data[:20])
+                send(data[:17] + os.urandom(len(data) - 17))
+                send(bytes([data[0] ^ 0x04]) + data[1:])
+                self.rounds += 1
+        send(data)
+
+
 def transfer(p, what):
     """A 20 MB download and a 20 MB upload, each with client key updates."""
     body = os.path.join(tmp, "body")
@@ -158,6 +179,30 @@ with c.section("reordering and loss across key updates (a UDP relay), engine evp
         c.eq(m["keyway_proxy_quic_open_failures_total"], 0.0,
              "reordered packets of either key phase open without failure")
         check_paths(m, "reordered")
+
+with c.section("hostile datagrams with a live connection ID go through the batch"):
+    with QuicProxy(key, crt, "--workers", "1", "--quic-crypto", "engine",
+                   "--quic-engine", "evp") as p:
+        relay = HostileRelay(p.qport)
+        try:
+            r = run([H3, "--connect", "127.0.0.1:%d" % relay.port, "--stats", "--ca", crt,
+                     "--data", upload, "--key-update-kb", "4000", p.url("/")])
+        finally:
+            relay.close()
+        c.check(r.returncode == 0 and r.stdout == b"ok\n",
+                "the upload with truncated, random and phase-flipped copies completes",
+                r.stderr.decode()[-300:])
+        c.eq(relay.rounds, 5, "5 rounds of hostile copies injected")
+        m = p.metrics()
+        fails = m["keyway_proxy_quic_open_failures_total"]
+        # Random bytes always fail authentication; a flipped key phase fails when ngtcp2
+        # tries a key for it (it may drop it unopened); a truncated one is never opened.
+        c.check(5 <= fails <= 10, "random and phase-flipped copies failed authentication",
+                "%d failures" % fails)
+        check_paths(m, "hostile")
+        r = h3(p, "/", ca=crt)
+        c.check(p.alive() and r.returncode == 0 and r.stdout == b"ok\n",
+                "the proxy still serves after hostile datagrams")
 
 for sched in ("sjbsq", "hash", "jsq"):
     with c.section("--quic-sched %s: batches on 2 crypto threads per worker" % sched):
