@@ -20,15 +20,12 @@
 #include "keyway/loop.h"
 #include "keyway/net.h"
 #include "proxy.h"
+#include "quic_const.h"
 
-/* The server's connection IDs: fixed length, the first byte the worker's id. */
-#define KPX_QUIC_SCID_LEN 16
 /* --quic-retry auto: Retry once a worker has this many connections in their handshake. */
 #define KPX_QUIC_RETRY_AUTO 64
 /* How long a Retry token is good for. */
 #define KPX_QUIC_RETRY_TOKEN_S 10
-/* One GSO send at most: ~64 KB of equal-sized datagrams to one peer. */
-#define KPX_QUIC_TXBUF 65000
 
 struct kpx_qcid;
 struct kpx_qhs_port;
