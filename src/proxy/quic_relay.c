@@ -20,7 +20,9 @@
 
 #include "keyway/buf.h"
 #include "keyway/log.h"
+#include "keyway/loop.h"
 #include "keyway/net.h"
+#include "proxy.h"
 #include "proxyv2.h"
 #include "quic_conn.h"
 
