@@ -49,13 +49,13 @@ static pthread_once_t pattern_once = PTHREAD_ONCE_INIT;
 
 /* One request stream. */
 struct qstream {
-	struct kw_list node; /* in the connection's streams */
+	struct kpx_qrelay *relay; /* --upstream: the request's relay; first: see quic_relay.h */
+	struct kw_list node;      /* in the connection's streams */
 	int64_t id;
 	char path[PATH_MAX_LEN];
 	size_t path_len;
 	bool head, path_too_long;
-	struct kpx_qrelay *relay; /* --upstream: the request's relay */
-	const uint8_t *body;      /* fixed body, or NULL: the pattern */
+	const uint8_t *body; /* fixed body, or NULL: the pattern */
 	uint64_t body_len, sent;
 	char clen[24];
 };
@@ -147,56 +147,6 @@ static int reset_token(struct kpx_qconn *c, uint8_t *token, const ngtcp2_cid *ci
 	return c->env->ops.reset_token(c->env->ops.ctx, token, cid);
 }
 
-struct nghttp3_conn *kpx_qconn_h3(struct kpx_qconn *c)
-{
-	return c->h3;
-}
-
-ngtcp2_conn *kpx_qconn_ngtcp2(struct kpx_qconn *c)
-{
-	return c->conn;
-}
-
-struct kpx_worker *kpx_qconn_worker(struct kpx_qconn *c)
-{
-	return c->env->w;
-}
-
-struct kpx_qrelay *kpx_qconn_stream_relay(void *stream_user_data)
-{
-	return ((struct qstream *)stream_user_data)->relay;
-}
-
-void kpx_qconn_pp2_info(struct kpx_qconn *c, struct kpx_pp2_info *in, char *sni_buf, size_t sni_len)
-{
-	unsigned type;
-	size_t len = sni_len - 1;
-	if (gnutls_server_name_get(c->tls, sni_buf, &len, &type, 0) != 0)
-		sni_buf[0] = 0;
-	*in = (struct kpx_pp2_info){
-	    .src = (struct sockaddr *)&c->peer,
-	    .dst = (struct sockaddr *)&c->env->local,
-	    .tls_version = "TLSv1.3",
-	    .cipher = gnutls_ciphersuite_get(c->tls),
-	    .sni = sni_buf[0] != 0 ? sni_buf : NULL,
-	    .alpn = (const unsigned char *)"h3",
-	    .alpn_len = 2,
-	    .udp = true,
-	};
-}
-
-void kpx_qconn_count_request(struct kpx_qconn *c)
-{
-	c->requests++;
-}
-
-static void mark_dirty(struct kpx_qconn *c);
-
-void kpx_qconn_wake(struct kpx_qconn *c)
-{
-	mark_dirty(c);
-}
-
 struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty)
 {
 	return dirty ? kw_container_of(l, struct kpx_qconn, dirty_node)
@@ -218,6 +168,63 @@ static void mark_dirty(struct kpx_qconn *c)
 static struct kpx_wmetrics *metrics(struct kpx_qconn *c)
 {
 	return &c->env->w->m;
+}
+
+/* ---- what a request stream's relay asks of the connection (struct kpx_qrelay_ops) ---- */
+
+static void relay_wake(void *ctx)
+{
+	mark_dirty(ctx);
+}
+
+static void relay_count_request(void *ctx)
+{
+	struct kpx_qconn *c = ctx;
+	c->requests++;
+}
+
+/*
+ * pp2_info fills what a PROXY v2 header says of c: UDP transport, TLS 1.3
+ * with its cipher, h3 (strings owned by c's session, sni_buf holding the
+ * server name).
+ */
+static void pp2_info(struct kpx_qconn *c, struct kpx_pp2_info *in, char *sni_buf, size_t sni_len)
+{
+	unsigned type;
+	size_t len = sni_len - 1;
+	if (gnutls_server_name_get(c->tls, sni_buf, &len, &type, 0) != 0)
+		sni_buf[0] = 0;
+	*in = (struct kpx_pp2_info){
+	    .src = (struct sockaddr *)&c->peer,
+	    .dst = (struct sockaddr *)&c->env->local,
+	    .tls_version = "TLSv1.3",
+	    .cipher = gnutls_ciphersuite_get(c->tls),
+	    .sni = sni_buf[0] != 0 ? sni_buf : NULL,
+	    .alpn = (const unsigned char *)"h3",
+	    .alpn_len = 2,
+	    .udp = true,
+	};
+}
+
+/*
+ * relay_new starts the relay of request stream sid: it is given the
+ * connection's handles and ops, and the PROXY v2 facts as plain data, so it
+ * never calls back into this file. NULL when out of memory.
+ */
+static struct kpx_qrelay *relay_new(struct kpx_qconn *c, int64_t sid)
+{
+	const struct kpx_qrelay_conn qc = {
+	    .ops = {.ctx = c, .wake = relay_wake, .count_request = relay_count_request},
+	    .w = c->env->w,
+	    .conn = c->conn,
+	    .h3 = c->h3,
+	};
+	struct kpx_pp2_info in;
+	char sni[256];
+	bool pp2 = c->env->w->opt->send_proxy_v2;
+	if (pp2)
+		pp2_info(c, &in, sni, sizeof(sni));
+	return kpx_qrelay_new(&qc, sid, pp2 ? &in : NULL);
 }
 
 /* ---- HTTP/3: requests and the --respond answers ---- */
@@ -281,7 +288,7 @@ static int h3_begin_headers(nghttp3_conn *h3, int64_t stream_id, void *ud, void 
 		return NGHTTP3_ERR_CALLBACK_FAILURE;
 	st->id = stream_id;
 	kw_list_add_tail(&c->streams, &st->node);
-	if (c->env->w->opt->upstream != NULL && (st->relay = kpx_qrelay_new(c, stream_id)) == NULL)
+	if (c->env->w->opt->upstream != NULL && (st->relay = relay_new(c, stream_id)) == NULL)
 		return NGHTTP3_ERR_CALLBACK_FAILURE;
 	nghttp3_conn_set_stream_user_data(h3, stream_id, st);
 	return 0;

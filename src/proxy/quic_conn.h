@@ -93,24 +93,4 @@ void kpx_qconn_hs_collect(struct kpx_qconn_env *env);
 /* kpx_qconn_of is the connection on env->conns or env->dirty at node l. */
 struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty);
 
-/* ---- for quic_relay.c ---- */
-
-struct kpx_qrelay;
-struct nghttp3_conn;
-/* The HTTP/3 and QUIC connections of c, its worker. */
-struct nghttp3_conn *kpx_qconn_h3(struct kpx_qconn *c);
-ngtcp2_conn *kpx_qconn_ngtcp2(struct kpx_qconn *c);
-struct kpx_worker *kpx_qconn_worker(struct kpx_qconn *c);
-/* kpx_qconn_wake: c has something to write (a flush before the loop sleeps). */
-void kpx_qconn_wake(struct kpx_qconn *c);
-struct kpx_pp2_info;
-/* kpx_qconn_pp2_info fills what a PROXY v2 header says of c (strings owned by c's session,
- * sni_buf holding the server name). */
-void kpx_qconn_pp2_info(struct kpx_qconn *c, struct kpx_pp2_info *in, char *sni_buf,
-                        size_t sni_len);
-/* kpx_qconn_count_request counts an answered request for c's access log line. */
-void kpx_qconn_count_request(struct kpx_qconn *c);
-/* kpx_qconn_stream_relay is the relay of a request stream (nghttp3's stream user data). */
-struct kpx_qrelay *kpx_qconn_stream_relay(void *stream_user_data);
-
 #endif
