@@ -20,7 +20,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/quic.h"
-#include "quic_listen.h"
+#include "quic_const.h"
 #include "stats.h"
 
 /* Recorded packets per batch at most: a 64 KB batch of the smallest 1-RTT packets. */
