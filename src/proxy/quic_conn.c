@@ -29,7 +29,6 @@
 #include "proxyv2.h"
 #include "keyway/log.h"
 #include "quic_hs.h"
-#include "quic_listen.h"
 #include "quic_relay.h"
 #include "quic_tx.h"
 #include "tlsctx.h"
@@ -50,13 +49,13 @@ static pthread_once_t pattern_once = PTHREAD_ONCE_INIT;
 
 /* One request stream. */
 struct qstream {
-	struct kw_list node; /* in the connection's streams */
+	struct kpx_qrelay *relay; /* --upstream: the request's relay; first: see quic_relay.h */
+	struct kw_list node;      /* in the connection's streams */
 	int64_t id;
 	char path[PATH_MAX_LEN];
 	size_t path_len;
 	bool head, path_too_long;
-	struct kpx_qrelay *relay; /* --upstream: the request's relay */
-	const uint8_t *body;      /* fixed body, or NULL: the pattern */
+	const uint8_t *body; /* fixed body, or NULL: the pattern */
 	uint64_t body_len, sent;
 	char clen[24];
 };
@@ -83,7 +82,7 @@ struct cid_op {
 struct kpx_qconn {
 	struct kpx_qtx_conn tx;          /* first: quic_tx.c's callbacks find it at the user data */
 	ngtcp2_crypto_conn_ref conn_ref; /* gnutls_session_get_ptr: how ngtcp2's helper finds us */
-	struct kpx_qep *ep;
+	struct kpx_qconn_env *env;       /* the endpoint's: what the connections share */
 	struct kw_list node, dirty_node;
 	ngtcp2_conn *conn;
 	nghttp3_conn *h3;
@@ -101,7 +100,7 @@ struct kpx_qconn {
 	uint64_t start_ns, handshake_ns, requests, rx_udp, tx_udp;
 	enum kpx_reason reason; /* the first cause recorded wins */
 	/*
-	 * Keyserver-held keys (ep->hs): until GnuTLS has signed, each datagram
+	 * Keyserver-held keys (env->hs): until GnuTLS has signed, each datagram
 	 * is read on a handshake thread (the step), since GnuTLS signs
 	 * synchronously inside ngtcp2's read. While a step runs (busy) the loop
 	 * touches nothing of conn/tls: datagrams are held, the timer is
@@ -125,54 +124,27 @@ static _Thread_local bool off_loop;
 static void qconn_free(struct kpx_qconn *c);
 static void close_with_error(struct kpx_qconn *c);
 
-struct nghttp3_conn *kpx_qconn_h3(struct kpx_qconn *c)
+/* ---- the endpoint's operations (struct kpx_qconn_ops) ---- */
+
+static int send_dgrams(struct kpx_qconn *c, const struct sockaddr *peer, socklen_t peer_len,
+                       const uint8_t *buf, size_t len, size_t gso)
 {
-	return c->h3;
+	return c->env->ops.send(c->env->ops.ctx, peer, peer_len, buf, len, gso);
 }
 
-ngtcp2_conn *kpx_qconn_ngtcp2(struct kpx_qconn *c)
+static int cid_add(struct kpx_qconn *c, const ngtcp2_cid *cid)
 {
-	return c->conn;
+	return c->env->ops.cid_add(c->env->ops.ctx, cid, c);
 }
 
-struct kpx_worker *kpx_qconn_worker(struct kpx_qconn *c)
+static void cid_remove(struct kpx_qconn *c, const ngtcp2_cid *cid)
 {
-	return c->ep->w;
+	c->env->ops.cid_remove(c->env->ops.ctx, cid);
 }
 
-struct kpx_qrelay *kpx_qconn_stream_relay(void *stream_user_data)
+static int reset_token(struct kpx_qconn *c, uint8_t *token, const ngtcp2_cid *cid)
 {
-	return ((struct qstream *)stream_user_data)->relay;
-}
-
-void kpx_qconn_pp2_info(struct kpx_qconn *c, struct kpx_pp2_info *in, char *sni_buf, size_t sni_len)
-{
-	unsigned type;
-	size_t len = sni_len - 1;
-	if (gnutls_server_name_get(c->tls, sni_buf, &len, &type, 0) != 0)
-		sni_buf[0] = 0;
-	*in = (struct kpx_pp2_info){
-	    .src = (struct sockaddr *)&c->peer,
-	    .dst = (struct sockaddr *)&c->ep->local,
-	    .tls_version = "TLSv1.3",
-	    .cipher = gnutls_ciphersuite_get(c->tls),
-	    .sni = sni_buf[0] != 0 ? sni_buf : NULL,
-	    .alpn = (const unsigned char *)"h3",
-	    .alpn_len = 2,
-	    .udp = true,
-	};
-}
-
-void kpx_qconn_count_request(struct kpx_qconn *c)
-{
-	c->requests++;
-}
-
-static void mark_dirty(struct kpx_qconn *c);
-
-void kpx_qconn_wake(struct kpx_qconn *c)
-{
-	mark_dirty(c);
+	return c->env->ops.reset_token(c->env->ops.ctx, token, cid);
 }
 
 struct kpx_qconn *kpx_qconn_of(struct kw_list *l, bool dirty)
@@ -190,12 +162,69 @@ static void set_reason(struct kpx_qconn *c, enum kpx_reason r)
 static void mark_dirty(struct kpx_qconn *c)
 {
 	if (!kw_list_linked(&c->dirty_node))
-		kw_list_add_tail(&c->ep->dirty, &c->dirty_node);
+		kw_list_add_tail(&c->env->dirty, &c->dirty_node);
 }
 
 static struct kpx_wmetrics *metrics(struct kpx_qconn *c)
 {
-	return &c->ep->w->m;
+	return &c->env->w->m;
+}
+
+/* ---- what a request stream's relay asks of the connection (struct kpx_qrelay_ops) ---- */
+
+static void relay_wake(void *ctx)
+{
+	mark_dirty(ctx);
+}
+
+static void relay_count_request(void *ctx)
+{
+	struct kpx_qconn *c = ctx;
+	c->requests++;
+}
+
+/*
+ * pp2_info fills what a PROXY v2 header says of c: UDP transport, TLS 1.3
+ * with its cipher, h3 (strings owned by c's session, sni_buf holding the
+ * server name).
+ */
+static void pp2_info(struct kpx_qconn *c, struct kpx_pp2_info *in, char *sni_buf, size_t sni_len)
+{
+	unsigned type;
+	size_t len = sni_len - 1;
+	if (gnutls_server_name_get(c->tls, sni_buf, &len, &type, 0) != 0)
+		sni_buf[0] = 0;
+	*in = (struct kpx_pp2_info){
+	    .src = (struct sockaddr *)&c->peer,
+	    .dst = (struct sockaddr *)&c->env->local,
+	    .tls_version = "TLSv1.3",
+	    .cipher = gnutls_ciphersuite_get(c->tls),
+	    .sni = sni_buf[0] != 0 ? sni_buf : NULL,
+	    .alpn = (const unsigned char *)"h3",
+	    .alpn_len = 2,
+	    .udp = true,
+	};
+}
+
+/*
+ * relay_new starts the relay of request stream sid: it is given the
+ * connection's handles and ops, and the PROXY v2 facts as plain data, so it
+ * never calls back into this file. NULL when out of memory.
+ */
+static struct kpx_qrelay *relay_new(struct kpx_qconn *c, int64_t sid)
+{
+	const struct kpx_qrelay_conn qc = {
+	    .ops = {.ctx = c, .wake = relay_wake, .count_request = relay_count_request},
+	    .w = c->env->w,
+	    .conn = c->conn,
+	    .h3 = c->h3,
+	};
+	struct kpx_pp2_info in;
+	char sni[256];
+	bool pp2 = c->env->w->opt->send_proxy_v2;
+	if (pp2)
+		pp2_info(c, &in, sni, sizeof(sni));
+	return kpx_qrelay_new(&qc, sid, pp2 ? &in : NULL);
 }
 
 /* ---- HTTP/3: requests and the --respond answers ---- */
@@ -259,7 +288,7 @@ static int h3_begin_headers(nghttp3_conn *h3, int64_t stream_id, void *ud, void 
 		return NGHTTP3_ERR_CALLBACK_FAILURE;
 	st->id = stream_id;
 	kw_list_add_tail(&c->streams, &st->node);
-	if (c->ep->w->opt->upstream != NULL && (st->relay = kpx_qrelay_new(c, stream_id)) == NULL)
+	if (c->env->w->opt->upstream != NULL && (st->relay = relay_new(c, stream_id)) == NULL)
 		return NGHTTP3_ERR_CALLBACK_FAILURE;
 	nghttp3_conn_set_stream_user_data(h3, stream_id, st);
 	return 0;
@@ -331,8 +360,8 @@ static int respond(struct kpx_qconn *c, struct qstream *st)
 		type = "application/octet-stream";
 		st->body_len = n;
 	} else {
-		st->body = (const uint8_t *)c->ep->w->opt->body;
-		st->body_len = strlen(c->ep->w->opt->body);
+		st->body = (const uint8_t *)c->env->w->opt->body;
+		st->body_len = strlen(c->env->w->opt->body);
 	}
 	snprintf(st->clen, sizeof(st->clen), "%llu", (unsigned long long)st->body_len);
 	const nghttp3_nv nva[] = {
@@ -432,7 +461,7 @@ static int handshake_completed(ngtcp2_conn *conn, void *ud)
 	if (off_loop)
 		c->hs_done_off_loop = true; /* the endpoint's count is the loop's */
 	else
-		c->ep->handshaking--;
+		c->env->handshaking--;
 	c->handshake_ns = kw_now_ns() - c->start_ns;
 	kpx_add(&metrics(c)->quic_handshakes, 1);
 	if (c->h3 == NULL && setup_h3(c) != 0)
@@ -533,7 +562,7 @@ static int new_cid(struct kpx_qconn *c, ngtcp2_cid *cid)
 	cid->datalen = KPX_QUIC_SCID_LEN;
 	if (gnutls_rnd(GNUTLS_RND_RANDOM, cid->data, cid->datalen) != 0)
 		return -1;
-	cid->data[0] = (uint8_t)c->ep->w->id;
+	cid->data[0] = (uint8_t)c->env->w->id;
 	return 0;
 }
 
@@ -550,11 +579,11 @@ static int get_new_connection_id(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *to
                                  void *ud)
 {
 	struct kpx_qconn *c = ud;
-	if (new_cid(c, cid) != 0 || kpx_quic_reset_token(token, cid) != 0)
+	if (new_cid(c, cid) != 0 || reset_token(c, token, cid) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	if (off_loop)
 		return defer_cid(c, cid, true);
-	return kpx_qep_cid_add(c->ep, cid, c) != 0 ? NGTCP2_ERR_CALLBACK_FAILURE : 0;
+	return cid_add(c, cid) != 0 ? NGTCP2_ERR_CALLBACK_FAILURE : 0;
 }
 
 static int remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *ud)
@@ -562,7 +591,7 @@ static int remove_connection_id(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *
 	struct kpx_qconn *c = ud;
 	if (off_loop)
 		return defer_cid(c, cid, false);
-	kpx_qep_cid_remove(c->ep, cid);
+	cid_remove(c, cid);
 	return 0;
 }
 
@@ -611,10 +640,10 @@ static int batch_send(struct kpx_qconn *c, struct batch *b, bool sealed)
 {
 	if (b->n == 0)
 		return 0;
-	if (!sealed && kpx_qtx_seal(c->ep->tx, b->buf, b->len, c->conn) < 0)
+	if (!sealed && kpx_qtx_seal(c->env->tx, b->buf, b->len, c->conn) < 0)
 		return -1;
-	kpx_qep_send(c->ep, (struct sockaddr *)&b->peer, b->peer_len, b->buf, b->len,
-	             b->n > 1 ? b->gso : 0);
+	send_dgrams(c, (struct sockaddr *)&b->peer, b->peer_len, b->buf, b->len,
+	            b->n > 1 ? b->gso : 0);
 	c->tx_udp += b->len;
 	b->len = b->n = b->gso = 0;
 	return 0;
@@ -674,9 +703,9 @@ static void arm_timer(struct kpx_qconn *c)
 {
 	ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(c->conn);
 	if (expiry == UINT64_MAX)
-		kw_timer_stop(c->ep->w->loop, &c->timer);
+		kw_timer_stop(c->env->w->loop, &c->timer);
 	else
-		kw_timer_start_at(c->ep->w->loop, &c->timer, expiry);
+		kw_timer_start_at(c->env->w->loop, &c->timer, expiry);
 }
 
 /*
@@ -686,7 +715,7 @@ static void arm_timer(struct kpx_qconn *c)
 static int write_all(struct kpx_qconn *c)
 {
 	ngtcp2_path_storage ps;
-	struct batch b = {.buf = c->ep->txbuf};
+	struct batch b = {.buf = c->env->txbuf};
 	ngtcp2_tstamp ts = kw_now_ns();
 	size_t mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
 	size_t quantum = ngtcp2_conn_get_send_quantum(c->conn);
@@ -697,7 +726,7 @@ static int write_all(struct kpx_qconn *c)
 		max_pkts = 1;
 
 	ngtcp2_path_storage_zero(&ps);
-	kpx_qtx_seal(c->ep->tx, NULL, 0, c->conn); /* nothing recorded before counts */
+	kpx_qtx_seal(c->env->tx, NULL, 0, c->conn); /* nothing recorded before counts */
 	for (size_t sent = 0; sent < max_pkts;) {
 		/* After the first, no datagram may be larger than the batch's segment size. */
 		size_t room = b.n == 0 ? mtu : b.gso;
@@ -718,7 +747,7 @@ static int write_all(struct kpx_qconn *c)
 		if (!same_peer) {
 			/* A path change (migration, probing): the batch so far goes, and the new
 			 * datagram starts the next one. Both are sealed where they were written. */
-			if (kpx_qtx_seal(c->ep->tx, b.buf, b.len + (size_t)n, c->conn) < 0)
+			if (kpx_qtx_seal(c->env->tx, b.buf, b.len + (size_t)n, c->conn) < 0)
 				return NGTCP2_ERR_CALLBACK_FAILURE;
 			size_t before = b.len;
 			batch_send(c, &b, true);
@@ -789,7 +818,7 @@ void kpx_qconn_drain(struct kpx_qconn *c)
 static void on_error(struct kpx_qconn *c, int rv)
 {
 	bool hs = c->handshake_done;
-	kw_debug("worker %u: QUIC connection: %s", c->ep->w->id, ngtcp2_strerror(rv));
+	kw_debug("worker %u: QUIC connection: %s", c->env->w->id, ngtcp2_strerror(rv));
 	switch (rv) {
 	case NGTCP2_ERR_DRAINING: /* the peer closed */
 		set_reason(c, hs ? KPX_R_CLIENT_CLOSE : KPX_R_HANDSHAKE_FAILED);
@@ -826,16 +855,16 @@ static void on_error(struct kpx_qconn *c, int rv)
 static int read_now(struct kpx_qconn *c, const uint8_t *data, size_t len,
                     const struct sockaddr *peer, socklen_t peer_len)
 {
-	struct kpx_qep *ep = c->ep;
+	struct kpx_qconn_env *env = c->env;
 	ngtcp2_path path = {
-	    {(struct sockaddr *)&ep->local, ep->local_len},
+	    {(struct sockaddr *)&env->local, env->local_len},
 	    {(struct sockaddr *)peer, peer_len},
 	    NULL,
 	};
 	ngtcp2_pkt_info pi = {0};
-	kpx_qtx_rx_window(ep->tx, data, len);
+	kpx_qtx_rx_window(env->tx, data, len);
 	int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, kw_now_ns());
-	kpx_qtx_rx_window(ep->tx, NULL, 0);
+	kpx_qtx_rx_window(env->tx, NULL, 0);
 	if (rv != 0) {
 		on_error(c, rv);
 		return -1;
@@ -866,7 +895,7 @@ static void run_step(struct kpx_qhs_job *j)
 	struct kpx_qconn *c = kw_container_of(j, struct kpx_qconn, job);
 	struct held *h = c->step;
 	ngtcp2_path path = {
-	    {(struct sockaddr *)&c->ep->local, c->ep->local_len},
+	    {(struct sockaddr *)&c->env->local, c->env->local_len},
 	    {(struct sockaddr *)&h->peer, h->peer_len},
 	    NULL,
 	};
@@ -891,10 +920,10 @@ static int start_step(struct kpx_qconn *c, const uint8_t *data, size_t len,
 	if ((c->step = held_new(data, len, peer, peer_len)) == NULL)
 		return -1;
 	c->busy = true;
-	kw_timer_stop(c->ep->w->loop, &c->timer); /* ngtcp2's expiry waits for the step */
+	kw_timer_stop(c->env->w->loop, &c->timer); /* ngtcp2's expiry waits for the step */
 	c->job.run = run_step;
 	kpx_add(&metrics(c)->quic_hs_steps, 1);
-	kpx_qhs_submit(c->ep->hs, &c->job);
+	kpx_qhs_submit(c->env->hs, &c->job);
 	return 0;
 }
 
@@ -944,20 +973,20 @@ void kpx_qconn_read(struct kpx_qconn *c, const uint8_t *data, size_t len,
 /* step_done takes c back on the loop after its handshake step. */
 static void step_done(struct kpx_qconn *c)
 {
-	struct kpx_qep *ep = c->ep;
+	struct kpx_qconn_env *env = c->env;
 	c->busy = false;
 	free(c->step);
 	c->step = NULL;
 	for (unsigned i = 0; i < c->ncid_ops; i++) {
 		if (!c->cid_ops[i].add)
-			kpx_qep_cid_remove(ep, &c->cid_ops[i].cid);
-		else if (kpx_qep_cid_add(ep, &c->cid_ops[i].cid, c) != 0)
+			cid_remove(c, &c->cid_ops[i].cid);
+		else if (cid_add(c, &c->cid_ops[i].cid) != 0)
 			c->step_rv = NGTCP2_ERR_CALLBACK_FAILURE;
 	}
 	c->ncid_ops = 0;
 	if (c->hs_done_off_loop) {
 		c->hs_done_off_loop = false;
-		ep->handshaking--;
+		env->handshaking--;
 	}
 	if (c->close_after) {
 		kpx_qconn_close(c);
@@ -980,9 +1009,9 @@ static void step_done(struct kpx_qconn *c)
 	}
 }
 
-void kpx_qconn_hs_collect(struct kpx_qep *ep)
+void kpx_qconn_hs_collect(struct kpx_qconn_env *env)
 {
-	struct kpx_qhs_job *j = kpx_qhs_collect(ep->hs);
+	struct kpx_qhs_job *j = kpx_qhs_collect(env->hs);
 	while (j != NULL) {
 		struct kpx_qhs_job *next = j->next;
 		step_done(kw_container_of(j, struct kpx_qconn, job));
@@ -1009,13 +1038,13 @@ static void close_with_error(struct kpx_qconn *c)
 		ngtcp2_path_storage ps;
 		ngtcp2_pkt_info pi;
 		ngtcp2_path_storage_zero(&ps);
-		kpx_qtx_seal(c->ep->tx, NULL, 0, c->conn);
+		kpx_qtx_seal(c->env->tx, NULL, 0, c->conn);
 		ngtcp2_ssize n = ngtcp2_conn_write_connection_close(
-		    c->conn, &ps.path, &pi, c->ep->txbuf, NGTCP2_MAX_UDP_PAYLOAD_SIZE,
+		    c->conn, &ps.path, &pi, c->env->txbuf, NGTCP2_MAX_UDP_PAYLOAD_SIZE,
 		    &c->last_error, kw_now_ns());
-		if (n > 0 && kpx_qtx_seal(c->ep->tx, c->ep->txbuf, (size_t)n, c->conn) == 0)
-			kpx_qep_send(c->ep, ps.path.remote.addr, ps.path.remote.addrlen,
-			             c->ep->txbuf, (size_t)n, 0);
+		if (n > 0 && kpx_qtx_seal(c->env->tx, c->env->txbuf, (size_t)n, c->conn) == 0)
+			send_dgrams(c, ps.path.remote.addr, ps.path.remote.addrlen, c->env->txbuf,
+			            (size_t)n, 0);
 	}
 	qconn_free(c);
 }
@@ -1056,12 +1085,12 @@ static void log_close(struct kpx_qconn *c)
 	    .tx_udp = c->tx_udp,
 	    .reason = c->reason == KPX_R_NONE ? KPX_R_DONE : c->reason,
 	};
-	kpx_accesslog_quic(c->ep->w, &q);
+	kpx_accesslog_quic(c->env->w, &q);
 }
 
 static void qconn_free(struct kpx_qconn *c)
 {
-	struct kpx_qep *ep = c->ep;
+	struct kpx_qconn_env *env = c->env;
 	log_close(c);
 	if (c->conn != NULL) {
 		size_t n = ngtcp2_conn_get_num_scid(c->conn);
@@ -1069,15 +1098,15 @@ static void qconn_free(struct kpx_qconn *c)
 		if (ids != NULL) {
 			n = ngtcp2_conn_get_scid(c->conn, ids);
 			for (size_t i = 0; i < n; i++)
-				kpx_qep_cid_remove(ep, &ids[i]);
+				cid_remove(c, &ids[i]);
 			free(ids);
 		}
 	}
-	kpx_qep_cid_remove(ep, &c->odcid);
+	cid_remove(c, &c->odcid);
 	kw_list_del(&c->node);
 	if (kw_list_linked(&c->dirty_node))
 		kw_list_del(&c->dirty_node);
-	kw_timer_stop(ep->w->loop, &c->timer);
+	kw_timer_stop(env->w->loop, &c->timer);
 	while (!kw_list_empty(&c->streams))
 		stream_free(kw_container_of(c->streams.next, struct qstream, node));
 	nghttp3_conn_del(c->h3);
@@ -1093,10 +1122,10 @@ static void qconn_free(struct kpx_qconn *c)
 	}
 	free(c->step);
 	if (!c->handshake_done)
-		ep->handshaking--;
-	ep->nconns--;
-	kpx_set(&ep->w->m.quic_conns, ep->nconns);
-	kpx_add(&ep->w->m.quic_closed, 1);
+		env->handshaking--;
+	env->nconns--;
+	kpx_set(&env->w->m.quic_conns, env->nconns);
+	kpx_add(&env->w->m.quic_closed, 1);
 	kpx_conn_drop_slot();
 	free(c);
 }
@@ -1116,31 +1145,31 @@ static int setup_tls(struct kpx_qconn *c)
 	    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, cred) != 0 ||
 	    gnutls_alpn_set_protocols(c->tls, &alpn_h3, 1, GNUTLS_ALPN_MANDATORY) != 0)
 		return -1;
-	if (c->ep->tx != NULL)
+	if (c->env->tx != NULL)
 		kpx_qtx_configure_session(c->tls);
 	gnutls_session_set_ptr(c->tls, &c->conn_ref);
 	ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
 	/* A set with keyserver-held keys: the steps until GnuTLS signs go to the threads. */
-	c->offload = c->ep->hs != NULL && kpx_tls_quic_remote(c->certs);
+	c->offload = c->env->hs != NULL && kpx_tls_quic_remote(c->certs);
 	return 0;
 }
 
 static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
                       const struct sockaddr *peer, socklen_t peer_len)
 {
-	const struct kpx_options *o = c->ep->w->opt;
+	const struct kpx_options *o = c->env->w->opt;
 	ngtcp2_callbacks cb;
 	ngtcp2_settings settings;
 	ngtcp2_transport_params params;
 	ngtcp2_cid scid;
 	ngtcp2_path path = {
-	    {(struct sockaddr *)&c->ep->local, c->ep->local_len},
+	    {(struct sockaddr *)&c->env->local, c->env->local_len},
 	    {(struct sockaddr *)peer, peer_len},
 	    NULL,
 	};
 
 	fill_callbacks(&cb);
-	if (c->ep->tx != NULL)
+	if (c->env->tx != NULL)
 		kpx_qtx_callbacks(&cb);
 	ngtcp2_settings_default(&settings);
 	settings.initial_ts = kw_now_ns();
@@ -1165,13 +1194,12 @@ static int setup_conn(struct kpx_qconn *c, const ngtcp2_pkt_hd *hd, const ngtcp2
 		params.retry_scid_present = 1;
 	}
 	params.stateless_reset_token_present = 1;
-	if (new_cid(c, &scid) != 0 ||
-	    kpx_quic_reset_token(params.stateless_reset_token, &scid) != 0)
+	if (new_cid(c, &scid) != 0 || reset_token(c, params.stateless_reset_token, &scid) != 0)
 		return -1;
 	if (ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, &cb, &settings,
 	                           &params, NULL, c) != 0)
 		return -1;
-	if (kpx_qep_cid_add(c->ep, &scid, c) != 0 || kpx_qep_cid_add(c->ep, &hd->dcid, c) != 0)
+	if (cid_add(c, &scid) != 0 || cid_add(c, &hd->dcid) != 0)
 		return -1;
 	return setup_tls(c);
 }
@@ -1183,7 +1211,7 @@ static void fill_pattern(void)
 		pattern[i] = (i % 64 == 63) ? '\n' : (uint8_t)('a' + i % 64 % 26);
 }
 
-void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
+void kpx_qconn_accept(struct kpx_qconn_env *env, const ngtcp2_pkt_hd *hd, const ngtcp2_cid *odcid,
                       const uint8_t *data, size_t len, const struct sockaddr *peer,
                       socklen_t peer_len)
 {
@@ -1193,8 +1221,8 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const ngtcp2_
 		return;
 	}
 	pthread_once(&pattern_once, fill_pattern);
-	c->ep = ep;
-	c->tx.tx = ep->tx;
+	c->env = env;
+	c->tx.tx = env->tx;
 	c->conn_ref.get_conn = get_conn;
 	c->conn_ref.user_data = c;
 	c->odcid = hd->dcid;
@@ -1203,15 +1231,15 @@ void kpx_qconn_accept(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const ngtcp2_
 	c->peer_len = peer_len;
 	kw_list_init(&c->streams);
 	kw_list_init(&c->dirty_node);
-	kw_list_add_tail(&ep->conns, &c->node);
+	kw_list_add_tail(&env->conns, &c->node);
 	kw_timer_init_precise(&c->timer, on_timer, c);
 	ngtcp2_connection_close_error_default(&c->last_error);
-	ep->nconns++;
-	kpx_set(&ep->w->m.quic_conns, ep->nconns);
-	kpx_add(&ep->w->m.quic_accepted, 1);
-	ep->handshaking++;
+	env->nconns++;
+	kpx_set(&env->w->m.quic_conns, env->nconns);
+	kpx_add(&env->w->m.quic_accepted, 1);
+	env->handshaking++;
 	if (setup_conn(c, hd, odcid, peer, peer_len) != 0) {
-		kw_warn("worker %u: cannot start a QUIC connection (out of memory?)", ep->w->id);
+		kw_warn("worker %u: cannot start a QUIC connection (out of memory?)", env->w->id);
 		set_reason(c, KPX_R_INTERNAL);
 		qconn_free(c);
 		return;

@@ -70,7 +70,8 @@ static void make_secret(void)
 		abort(); /* no randomness: nothing safe to do */
 }
 
-int kpx_quic_reset_token(uint8_t *token, const ngtcp2_cid *cid)
+/* reset_token writes the stateless reset token of cid (process-wide secret). */
+static int reset_token(uint8_t *token, const ngtcp2_cid *cid)
 {
 	pthread_once(&secret_once, make_secret);
 	return ngtcp2_crypto_generate_stateless_reset_token(token, reset_secret,
@@ -90,7 +91,8 @@ static size_t cid_hash(const struct kpx_qep *ep, const uint8_t *id, size_t len)
 	return (size_t)(h % ep->nbuckets);
 }
 
-int kpx_qep_cid_add(struct kpx_qep *ep, const ngtcp2_cid *cid, void *c)
+/* cid_add maps cid to the connection c; 0 or -ENOMEM. */
+static int cid_add(struct kpx_qep *ep, const ngtcp2_cid *cid, void *c)
 {
 	struct kpx_qcid *e = malloc(sizeof(*e));
 	if (e == NULL)
@@ -103,7 +105,8 @@ int kpx_qep_cid_add(struct kpx_qep *ep, const ngtcp2_cid *cid, void *c)
 	return 0;
 }
 
-void kpx_qep_cid_remove(struct kpx_qep *ep, const ngtcp2_cid *cid)
+/* cid_remove forgets cid (no-op when absent). */
+static void cid_remove(struct kpx_qep *ep, const ngtcp2_cid *cid)
 {
 	for (struct kpx_qcid **p = &ep->buckets[cid_hash(ep, cid->data, cid->datalen)]; *p != NULL;
 	     p = &(*p)->next) {
@@ -126,8 +129,14 @@ static void *cid_find(struct kpx_qep *ep, const uint8_t *id, size_t len)
 
 /* ---- sending ---- */
 
-int kpx_qep_send(struct kpx_qep *ep, const struct sockaddr *peer, socklen_t peer_len,
-                 const uint8_t *buf, size_t len, size_t gso)
+/*
+ * ep_send sends len bytes to peer: one datagram, or with gso > 0 and len >
+ * gso several of gso bytes (the last may be shorter) in one sendmsg with
+ * UDP_SEGMENT. A full socket buffer drops them (QUIC's loss recovery
+ * resends); 0 or -errno.
+ */
+static int ep_send(struct kpx_qep *ep, const struct sockaddr *peer, socklen_t peer_len,
+                   const uint8_t *buf, size_t len, size_t gso)
 {
 	struct iovec iov = {(void *)buf, len};
 	union {
@@ -136,7 +145,7 @@ int kpx_qep_send(struct kpx_qep *ep, const struct sockaddr *peer, socklen_t peer
 	} u;
 	struct msghdr msg = {
 	    .msg_name = (void *)peer, .msg_namelen = peer_len, .msg_iov = &iov, .msg_iovlen = 1};
-	struct kpx_wmetrics *m = &ep->w->m;
+	struct kpx_wmetrics *m = &ep->env.w->m;
 
 	if (gso > 0 && len > gso) {
 		memset(&u, 0, sizeof(u));
@@ -165,6 +174,29 @@ int kpx_qep_send(struct kpx_qep *ep, const struct sockaddr *peer, socklen_t peer
 	return 0;
 }
 
+/* ---- what the connections ask of the endpoint (struct kpx_qconn_ops) ---- */
+
+static int op_send(void *ctx, const struct sockaddr *peer, socklen_t peer_len, const uint8_t *buf,
+                   size_t len, size_t gso)
+{
+	return ep_send(ctx, peer, peer_len, buf, len, gso);
+}
+
+static int op_cid_add(void *ctx, const ngtcp2_cid *cid, struct kpx_qconn *c)
+{
+	return cid_add(ctx, cid, c);
+}
+
+static void op_cid_remove(void *ctx, const ngtcp2_cid *cid)
+{
+	cid_remove(ctx, cid);
+}
+
+static int op_reset_token(void *ctx, uint8_t *token, const ngtcp2_cid *cid)
+{
+	return reset_token(token, cid);
+}
+
 /* send_reset answers a short-header packet for an unknown connection ID. */
 static void send_reset(struct kpx_qep *ep, const uint8_t *dcid, size_t dcidlen, size_t pktlen,
                        const struct sockaddr *peer, socklen_t peer_len)
@@ -178,12 +210,11 @@ static void send_reset(struct kpx_qep *ep, const uint8_t *dcid, size_t dcidlen, 
 	size_t randlen = pktlen - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
 	if (randlen > sizeof(rnd))
 		randlen = sizeof(rnd);
-	if (kpx_quic_reset_token(token, &cid) < 0 ||
-	    gnutls_rnd(GNUTLS_RND_NONCE, rnd, randlen) != 0)
+	if (reset_token(token, &cid) < 0 || gnutls_rnd(GNUTLS_RND_NONCE, rnd, randlen) != 0)
 		return;
 	ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(out, sizeof(out), token, rnd, randlen);
-	if (n > 0 && kpx_qep_send(ep, peer, peer_len, out, (size_t)n, 0) == 0)
-		kpx_add(&ep->w->m.quic_stateless_resets, 1);
+	if (n > 0 && ep_send(ep, peer, peer_len, out, (size_t)n, 0) == 0)
+		kpx_add(&ep->env.w->m.quic_stateless_resets, 1);
 }
 
 /* send_vn answers a client Initial of a version we do not speak (RFC 9000 §6). */
@@ -196,20 +227,20 @@ static void send_vn(struct kpx_qep *ep, const ngtcp2_version_cid *vc, const stru
 	/* The client's IDs swapped: its DCID is our SCID. */
 	ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
 	    out, sizeof(out), r, vc->scid, vc->scidlen, vc->dcid, vc->dcidlen, sv, 1);
-	if (n > 0 && kpx_qep_send(ep, peer, peer_len, out, (size_t)n, 0) == 0)
-		kpx_add(&ep->w->m.quic_version_negotiations, 1);
+	if (n > 0 && ep_send(ep, peer, peer_len, out, (size_t)n, 0) == 0)
+		kpx_add(&ep->env.w->m.quic_version_negotiations, 1);
 }
 
 /* need_retry: --quic-retry on, or auto with this worker's handshakes over the mark. */
 static bool need_retry(const struct kpx_qep *ep)
 {
-	switch (ep->w->opt->quic_retry) {
+	switch (ep->env.w->opt->quic_retry) {
 	case KPX_QUIC_RETRY_ON:
 		return true;
 	case KPX_QUIC_RETRY_OFF:
 		return false;
 	default:
-		return ep->handshaking >= KPX_QUIC_RETRY_AUTO;
+		return ep->env.handshaking >= KPX_QUIC_RETRY_AUTO;
 	}
 }
 
@@ -226,7 +257,7 @@ static void send_retry(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const struct
 	scid.datalen = KPX_QUIC_SCID_LEN;
 	if (gnutls_rnd(GNUTLS_RND_NONCE, scid.data, scid.datalen) != 0)
 		return;
-	scid.data[0] = (uint8_t)ep->w->id; /* the connection will be this worker's */
+	scid.data[0] = (uint8_t)ep->env.w->id; /* the connection will be this worker's */
 	pthread_once(&secret_once, make_secret);
 	ngtcp2_ssize tlen = ngtcp2_crypto_generate_retry_token(
 	    token, token_secret, sizeof(token_secret), hd->version, peer, peer_len, &scid,
@@ -235,8 +266,8 @@ static void send_retry(struct kpx_qep *ep, const ngtcp2_pkt_hd *hd, const struct
 		return;
 	ngtcp2_ssize n = ngtcp2_crypto_write_retry(out, sizeof(out), hd->version, &hd->scid, &scid,
 	                                           &hd->dcid, token, (size_t)tlen);
-	if (n > 0 && kpx_qep_send(ep, peer, peer_len, out, (size_t)n, 0) == 0)
-		kpx_add(&ep->w->m.quic_retries, 1);
+	if (n > 0 && ep_send(ep, peer, peer_len, out, (size_t)n, 0) == 0)
+		kpx_add(&ep->env.w->m.quic_retries, 1);
 }
 
 /* accept_initial makes a connection for a new client Initial, within the limits. */
@@ -247,11 +278,11 @@ static void accept_initial(struct kpx_qep *ep, const uint8_t *data, size_t len,
 	ngtcp2_cid odcid;
 	bool retried = false;
 	if (ngtcp2_accept(&hd, data, len) != 0) {
-		kpx_add(&ep->w->m.quic_dropped, 1); /* not an Initial, too small, bad header */
+		kpx_add(&ep->env.w->m.quic_dropped, 1); /* not an Initial, too small, bad header */
 		return;
 	}
 	if (ep->draining) {
-		kpx_add(&ep->w->m.quic_refused, 1);
+		kpx_add(&ep->env.w->m.quic_refused, 1);
 		return;
 	}
 	/* Only Retry tokens are ours (no NEW_TOKEN is sent); another token is ignored. */
@@ -261,7 +292,7 @@ static void accept_initial(struct kpx_qep *ep, const uint8_t *data, size_t len,
 		        &odcid, hd.token.base, hd.token.len, token_secret, sizeof(token_secret),
 		        hd.version, peer, peer_len, &hd.dcid,
 		        KPX_QUIC_RETRY_TOKEN_S * NGTCP2_SECONDS, kw_now_ns()) != 0) {
-			kpx_add(&ep->w->m.quic_bad_tokens,
+			kpx_add(&ep->env.w->m.quic_bad_tokens,
 			        1); /* forged, expired or another address */
 			return;
 		}
@@ -271,11 +302,11 @@ static void accept_initial(struct kpx_qep *ep, const uint8_t *data, size_t len,
 		send_retry(ep, &hd, peer, peer_len);
 		return;
 	}
-	if (!kpx_conn_take_slot(ep->w->opt->max_connections)) {
-		kpx_add(&ep->w->m.quic_refused, 1);
+	if (!kpx_conn_take_slot(ep->env.w->opt->max_connections)) {
+		kpx_add(&ep->env.w->m.quic_refused, 1);
 		return;
 	}
-	kpx_qconn_accept(ep, &hd, retried ? &odcid : NULL, data, len, peer, peer_len);
+	kpx_qconn_accept(&ep->env, &hd, retried ? &odcid : NULL, data, len, peer, peer_len);
 }
 
 static void dispatch(struct kpx_qep *ep, const uint8_t *data, size_t len,
@@ -288,7 +319,7 @@ static void dispatch(struct kpx_qep *ep, const uint8_t *data, size_t len,
 		return;
 	}
 	if (rc != 0) {
-		kpx_add(&ep->w->m.quic_dropped, 1);
+		kpx_add(&ep->env.w->m.quic_dropped, 1);
 		return;
 	}
 	struct kpx_qconn *c = cid_find(ep, vc.dcid, vc.dcidlen);
@@ -300,7 +331,7 @@ static void dispatch(struct kpx_qep *ep, const uint8_t *data, size_t len,
 		accept_initial(ep, data, len, peer, peer_len);
 		return;
 	}
-	kpx_add(&ep->w->m.quic_dropped, 1);
+	kpx_add(&ep->env.w->m.quic_dropped, 1);
 	send_reset(ep, vc.dcid, vc.dcidlen, len, peer, peer_len);
 }
 
@@ -343,10 +374,10 @@ static void rx_prebatch(struct kpx_qep *ep, struct mmsghdr *msgs, int n)
 				continue;
 			struct kpx_qconn *c = cid_find(ep, d + 1, KPX_QUIC_SCID_LEN);
 			if (c != NULL)
-				kpx_qtx_rx_add(ep->tx, kpx_qconn_rx_batchable(c), d, dl);
+				kpx_qtx_rx_add(ep->env.tx, kpx_qconn_rx_batchable(c), d, dl);
 		}
 	}
-	kpx_qtx_rx_run(ep->tx);
+	kpx_qtx_rx_run(ep->env.tx);
 }
 
 /*
@@ -376,29 +407,30 @@ static void on_readable(struct kw_loop *loop, int fd, unsigned events, void *arg
 		int n = recvmmsg(fd, msgs, RX_MSGS, MSG_DONTWAIT, NULL);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EINTR)
-				kw_debug("worker %u: quic recvmmsg: %s", ep->w->id,
+				kw_debug("worker %u: quic recvmmsg: %s", ep->env.w->id,
 				         strerror(errno));
 			return;
 		}
-		kpx_add(&ep->w->m.quic_receives, 1);
-		if (ep->tx != NULL)
+		kpx_add(&ep->env.w->m.quic_receives, 1);
+		if (ep->env.tx != NULL)
 			rx_prebatch(ep, msgs, n);
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &msgs[i].msg_hdr;
 			size_t len = msgs[i].msg_len, seg = seg_size(mh, len);
 			if (mh->msg_flags & MSG_TRUNC) {
-				kpx_add(&ep->w->m.quic_dropped, 1); /* larger than any we accept */
+				kpx_add(&ep->env.w->m.quic_dropped,
+				        1); /* larger than any we accept */
 				continue;
 			}
 			for (size_t off = 0; off < len; off += seg) {
 				size_t dl = len - off < seg ? len - off : seg;
-				kpx_add(&ep->w->m.quic_datagrams[0], 1);
+				kpx_add(&ep->env.w->m.quic_datagrams[0], 1);
 				if (dl > 0)
 					dispatch(ep, rx->buf[i] + off, dl,
 					         (struct sockaddr *)&rx->peer[i], mh->msg_namelen);
 			}
 		}
-		kpx_qtx_rx_done(ep->tx);
+		kpx_qtx_rx_done(ep->env.tx);
 		if (n < RX_MSGS)
 			return;
 	}
@@ -408,10 +440,10 @@ static void on_readable(struct kw_loop *loop, int fd, unsigned events, void *arg
 static void flush_dirty(struct kw_loop *loop, void *arg)
 {
 	struct kpx_qep *ep = arg;
-	if (ep->hs != NULL)
-		kpx_qconn_hs_collect(ep);
-	while (!kw_list_empty(&ep->dirty))
-		kpx_qconn_flush(kpx_qconn_of(ep->dirty.next, true));
+	if (ep->env.hs != NULL)
+		kpx_qconn_hs_collect(&ep->env);
+	while (!kw_list_empty(&ep->env.dirty))
+		kpx_qconn_flush(kpx_qconn_of(ep->env.dirty.next, true));
 }
 
 /* ---- the endpoint ---- */
@@ -492,36 +524,44 @@ int kpx_quic_start(struct kpx_worker *w, int fd)
 		close(fd);
 		return -ENOMEM;
 	}
-	ep->w = w;
+	ep->env.ops = (struct kpx_qconn_ops){
+	    .ctx = ep,
+	    .send = op_send,
+	    .cid_add = op_cid_add,
+	    .cid_remove = op_cid_remove,
+	    .reset_token = op_reset_token,
+	};
+	ep->env.w = w;
 	ep->fd = fd;
 	ep->nbuckets = NBUCKETS;
-	ep->local_len = sizeof(ep->local);
-	kw_list_init(&ep->conns);
-	kw_list_init(&ep->dirty);
+	ep->env.local_len = sizeof(ep->env.local);
+	kw_list_init(&ep->env.conns);
+	kw_list_init(&ep->env.dirty);
 	kw_hook_init(&ep->flush, flush_dirty, ep);
 	kw_io_init(&ep->io, on_readable, ep);
 	w->quic = ep;
 	int rc = -ENOMEM;
 	if ((ep->buckets = calloc(ep->nbuckets, sizeof(*ep->buckets))) == NULL ||
-	    (ep->txbuf = malloc(KPX_QUIC_TXBUF)) == NULL ||
+	    (ep->env.txbuf = malloc(KPX_QUIC_TXBUF)) == NULL ||
 	    (ep->rx = malloc(sizeof(*ep->rx))) == NULL)
 		goto fail;
 	/* Coalesced receives where the kernel can (Linux 5.0+); plain datagrams otherwise. */
 	int one = 1;
 	setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
-	if (getsockname(fd, (struct sockaddr *)&ep->local, &ep->local_len) < 0) {
+	if (getsockname(fd, (struct sockaddr *)&ep->env.local, &ep->env.local_len) < 0) {
 		rc = -errno;
 		goto fail;
 	}
 	gnutls_rnd(GNUTLS_RND_NONCE, &ep->hash_seed, sizeof(ep->hash_seed));
-	if (w->opt->quic_crypto == KPX_QUIC_CRYPTO_ENGINE && (rc = kpx_qtx_new(&ep->tx, w)) < 0) {
+	if (w->opt->quic_crypto == KPX_QUIC_CRYPTO_ENGINE &&
+	    (rc = kpx_qtx_new(&ep->env.tx, w)) < 0) {
 		kw_error("worker %u: cannot start the QUIC engine '%s': %s", w->id,
 		         w->opt->quic_engine, kw_strerror(rc));
 		goto fail;
 	}
 	/* GnuTLS signs synchronously: keyserver-held keys sign on the handshake threads. */
 	if (w->opt->keys_remote && w->opt->quic_handshake_threads > 0 &&
-	    (ep->hs = kpx_qhs_port_new(w->loop, w->opt->quic_handshake_threads)) == NULL) {
+	    (ep->env.hs = kpx_qhs_port_new(w->loop, w->opt->quic_handshake_threads)) == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -540,7 +580,7 @@ void kpx_quic_drain(struct kpx_worker *w)
 	if (ep == NULL || ep->draining)
 		return;
 	ep->draining = true;
-	for (struct kw_list *l = ep->conns.next; l != &ep->conns;) {
+	for (struct kw_list *l = ep->env.conns.next; l != &ep->env.conns;) {
 		struct kpx_qconn *c = kpx_qconn_of(l, false);
 		l = l->next; /* c may be freed */
 		kpx_qconn_drain(c);
@@ -554,12 +594,12 @@ void kpx_quic_close_all(struct kpx_worker *w)
 		return;
 	ep->draining = true;
 	/* A connection whose handshake step is on a thread is closed once it is back. */
-	if (ep->hs != NULL) {
-		kpx_qhs_wait(ep->hs);
-		kpx_qconn_hs_collect(ep);
+	if (ep->env.hs != NULL) {
+		kpx_qhs_wait(ep->env.hs);
+		kpx_qconn_hs_collect(&ep->env);
 	}
-	while (!kw_list_empty(&ep->conns))
-		kpx_qconn_close(kpx_qconn_of(ep->conns.next, false));
+	while (!kw_list_empty(&ep->env.conns))
+		kpx_qconn_close(kpx_qconn_of(ep->env.conns.next, false));
 }
 
 void kpx_quic_stop(struct kpx_worker *w)
@@ -571,10 +611,10 @@ void kpx_quic_stop(struct kpx_worker *w)
 	kw_io_stop(w->loop, &ep->io);
 	kw_hook_remove(w->loop, &ep->flush);
 	close(ep->fd);
-	kpx_qtx_free(ep->tx);
-	kpx_qhs_port_free(ep->hs);
+	kpx_qtx_free(ep->env.tx);
+	kpx_qhs_port_free(ep->env.hs);
 	free(ep->buckets);
-	free(ep->txbuf);
+	free(ep->env.txbuf);
 	free(ep->rx);
 	free(ep);
 	w->quic = NULL;
@@ -582,5 +622,5 @@ void kpx_quic_stop(struct kpx_worker *w)
 
 unsigned kpx_quic_conns(const struct kpx_worker *w)
 {
-	return w->quic != NULL ? w->quic->nconns : 0;
+	return w->quic != NULL ? w->quic->env.nconns : 0;
 }

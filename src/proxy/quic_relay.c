@@ -20,9 +20,10 @@
 
 #include "keyway/buf.h"
 #include "keyway/log.h"
+#include "keyway/loop.h"
 #include "keyway/net.h"
+#include "proxy.h"
 #include "proxyv2.h"
-#include "quic_conn.h"
 
 #define BLK 16384
 #define MAX_HEAD 65536
@@ -39,8 +40,7 @@ enum body_mode { BODY_NONE, BODY_CLEN, BODY_CHUNKED, BODY_CLOSE };
 enum chunk_state { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER };
 
 struct kpx_qrelay {
-	struct kpx_qconn *c;
-	struct kpx_worker *w;
+	struct kpx_qrelay_conn qc; /* the connection: its ops and handles */
 	int64_t sid;
 	int fd;
 	struct kw_io io;
@@ -131,7 +131,7 @@ void kpx_qrelay_acked(struct kpx_qrelay *r, uint64_t n)
 static nghttp3_ssize read_data(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec, size_t veccnt,
                                uint32_t *pflags, void *ud, void *sd)
 {
-	struct kpx_qrelay *r = kpx_qconn_stream_relay(sd);
+	struct kpx_qrelay *r = *(struct kpx_qrelay **)sd; /* see quic_relay.h */
 	size_t i = 0;
 	while (i < veccnt && r->send_blk != NULL) {
 		struct blk *b = r->send_blk;
@@ -157,19 +157,25 @@ static nghttp3_ssize read_data(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec, 
 
 /* ---- answering the client ---- */
 
+/* wake: the connection has something to write now. */
+static void wake(struct kpx_qrelay *r)
+{
+	r->qc.ops.wake(r->qc.ops.ctx);
+}
+
 /* fail_stream ends the client's stream with an error: the response can no longer be whole. */
 static void fail_stream(struct kpx_qrelay *r)
 {
-	ngtcp2_conn_shutdown_stream(kpx_qconn_ngtcp2(r->c), r->sid, NGHTTP3_H3_INTERNAL_ERROR);
-	kpx_qconn_wake(r->c);
+	ngtcp2_conn_shutdown_stream(r->qc.conn, r->sid, NGHTTP3_H3_INTERNAL_ERROR);
+	wake(r);
 }
 
 static void close_upstream(struct kpx_qrelay *r)
 {
 	if (r->fd < 0)
 		return;
-	kw_io_stop(r->w->loop, &r->io);
-	kw_timer_stop(r->w->loop, &r->timer);
+	kw_io_stop(r->qc.w->loop, &r->io);
+	kw_timer_stop(r->qc.w->loop, &r->timer);
 	close(r->fd);
 	r->fd = -1;
 }
@@ -191,7 +197,7 @@ static void answer_error(struct kpx_qrelay *r, const char *why)
 	}
 	r->submitted = true;
 	r->resp_eof = true;
-	kpx_add(&r->w->m.quic_http_errors, 1);
+	kpx_add(&r->qc.w->m.quic_http_errors, 1);
 	static const char body[] = "bad gateway\n";
 	out_append(r, (const uint8_t *)body, sizeof(body) - 1);
 	const nghttp3_nv nva[] = {
@@ -200,9 +206,9 @@ static void answer_error(struct kpx_qrelay *r, const char *why)
 	    NV("content-length", 14, "12", 2),
 	};
 	nghttp3_data_reader dr = {.read_data = read_data};
-	if (nghttp3_conn_submit_response(kpx_qconn_h3(r->c), r->sid, nva, 3, &dr) != 0)
+	if (nghttp3_conn_submit_response(r->qc.h3, r->sid, nva, 3, &dr) != 0)
 		fail_stream(r);
-	kpx_qconn_wake(r->c);
+	wake(r);
 }
 
 /* ---- the upstream's response ---- */
@@ -289,9 +295,9 @@ static int submit_head(struct kpx_qrelay *r, char *p, size_t len)
 		r->resp_eof = true;
 	nghttp3_data_reader dr = {.read_data = read_data};
 	r->submitted = true;
-	kpx_add(&r->w->m.quic_requests, 1);
-	kpx_qconn_count_request(r->c);
-	if (nghttp3_conn_submit_response(kpx_qconn_h3(r->c), r->sid, nva, n,
+	kpx_add(&r->qc.w->m.quic_requests, 1);
+	r->qc.ops.count_request(r->qc.ops.ctx); /* for its access log line */
+	if (nghttp3_conn_submit_response(r->qc.h3, r->sid, nva, n,
 	                                 r->mode == BODY_NONE ? NULL : &dr) != 0)
 		return -1;
 	return 1;
@@ -454,11 +460,11 @@ static void credit(struct kpx_qrelay *r)
 {
 	/* Once the upstream took the bytes, the client may send that many more. */
 	if (r->credit_owed > 0 && kw_buf_unread(&r->req) < REQ_LOW_WATER) {
-		ngtcp2_conn *conn = kpx_qconn_ngtcp2(r->c);
+		ngtcp2_conn *conn = r->qc.conn;
 		ngtcp2_conn_extend_max_stream_offset(conn, r->sid, r->credit_owed);
 		ngtcp2_conn_extend_max_offset(conn, r->credit_owed);
 		r->credit_owed = 0;
-		kpx_qconn_wake(r->c);
+		wake(r);
 	}
 }
 
@@ -473,9 +479,9 @@ static void update_interest(struct kpx_qrelay *r)
 	if (r->connected && !r->paused)
 		ev |= KW_EV_READ;
 	if (r->io.fd < 0)
-		kw_io_start(r->w->loop, &r->io, r->fd, ev);
+		kw_io_start(r->qc.w->loop, &r->io, r->fd, ev);
 	else
-		kw_io_modify(r->w->loop, &r->io, ev);
+		kw_io_modify(r->qc.w->loop, &r->io, ev);
 }
 
 static int write_some(struct kpx_qrelay *r)
@@ -485,7 +491,7 @@ static int write_some(struct kpx_qrelay *r)
 		if (n < 0)
 			return errno == EAGAIN || errno == EINTR ? 0 : -1;
 		kw_buf_consume(&r->req, (size_t)n);
-		kpx_add(&r->w->m.relay_bytes[0], (uint64_t)n);
+		kpx_add(&r->qc.w->m.relay_bytes[0], (uint64_t)n);
 	}
 	credit(r);
 	return 0;
@@ -498,11 +504,11 @@ static void on_upstream(struct kw_loop *loop, int fd, unsigned events, void *arg
 		int err = 0;
 		socklen_t el = sizeof(err);
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0) {
-			kpx_add(&r->w->m.upstream_connects[1], 1);
+			kpx_add(&r->qc.w->m.upstream_connects[1], 1);
 			answer_error(r, "connect failed");
 			return;
 		}
-		kpx_add(&r->w->m.upstream_connects[0], 1);
+		kpx_add(&r->qc.w->m.upstream_connects[0], 1);
 		r->connected = true;
 		kw_timer_stop(loop, &r->timer);
 	}
@@ -521,22 +527,22 @@ static void on_upstream(struct kw_loop *loop, int fd, unsigned events, void *arg
 			if (n == 0 && r->head_done && r->mode == BODY_CLOSE) {
 				r->resp_eof = true;
 				close_upstream(r);
-				nghttp3_conn_resume_stream(kpx_qconn_h3(r->c), r->sid);
-				kpx_qconn_wake(r->c);
+				nghttp3_conn_resume_stream(r->qc.h3, r->sid);
+				wake(r);
 			} else {
 				answer_error(r, "the upstream closed early");
 			}
 			return;
 		}
-		kpx_add(&r->w->m.relay_bytes[1], (uint64_t)n);
+		kpx_add(&r->qc.w->m.relay_bytes[1], (uint64_t)n);
 		int rc = got_bytes(r, buf, (size_t)n);
 		if (rc < 0) {
 			answer_error(r, "malformed response");
 			return;
 		}
 		if (r->submitted)
-			nghttp3_conn_resume_stream(kpx_qconn_h3(r->c), r->sid);
-		kpx_qconn_wake(r->c);
+			nghttp3_conn_resume_stream(r->qc.h3, r->sid);
+		wake(r);
 		if (rc == 1) {
 			r->resp_eof = true;
 			close_upstream(r);
@@ -549,21 +555,35 @@ static void on_upstream(struct kw_loop *loop, int fd, unsigned events, void *arg
 static void on_connect_timeout(struct kw_loop *loop, void *arg)
 {
 	struct kpx_qrelay *r = arg;
-	kpx_add(&r->w->m.upstream_connects[2], 1);
+	kpx_add(&r->qc.w->m.upstream_connects[2], 1);
 	answer_error(r, "connect timed out");
 }
 
 /* ---- the request ---- */
 
-struct kpx_qrelay *kpx_qrelay_new(struct kpx_qconn *c, int64_t sid)
+/* build_pp2 makes the PROXY v2 header the upstream is sent first; 0 or -1. */
+static int build_pp2(struct kpx_qrelay *r, const struct kpx_pp2_info *pp2)
+{
+	if ((r->pp2 = malloc(KPX_PP2_MAX)) == NULL ||
+	    (r->pp2_len = kpx_pp2_build(r->pp2, KPX_PP2_MAX, pp2)) < 0)
+		return -1;
+	return 0;
+}
+
+struct kpx_qrelay *kpx_qrelay_new(const struct kpx_qrelay_conn *qc, int64_t sid,
+                                  const struct kpx_pp2_info *pp2)
 {
 	struct kpx_qrelay *r = calloc(1, sizeof(*r));
 	if (r == NULL)
 		return NULL;
-	r->c = c;
-	r->w = kpx_qconn_worker(c);
+	r->qc = *qc;
 	r->sid = sid;
 	r->fd = -1;
+	if (pp2 != NULL && build_pp2(r, pp2) < 0) {
+		free(r->pp2);
+		free(r);
+		return NULL;
+	}
 	kw_io_init(&r->io, on_upstream, r);
 	kw_timer_init(&r->timer, on_connect_timeout, r);
 	return r;
@@ -639,24 +659,15 @@ int kpx_qrelay_headers_done(struct kpx_qrelay *r, bool fin)
 {
 	if (r->method[0] == 0 || kw_buf_unread(&r->path) == 0 || strcmp(r->method, "CONNECT") == 0)
 		return -1;
-	const struct kpx_options *o = r->w->opt;
-	if (o->send_proxy_v2) {
-		/* The client as PROXY v2 says it: UDP transport, TLS 1.3 with its cipher, h3. */
-		struct kpx_pp2_info in;
-		char sni[256];
-		kpx_qconn_pp2_info(r->c, &in, sni, sizeof(sni));
-		if ((r->pp2 = malloc(KPX_PP2_MAX)) == NULL ||
-		    (r->pp2_len = kpx_pp2_build(r->pp2, KPX_PP2_MAX, &in)) < 0)
-			return -1;
-	}
+	const struct kpx_options *o = r->qc.w->opt;
 	int fd = kw_connect(&o->upstream_addr);
 	if (fd < 0) {
-		kpx_add(&r->w->m.upstream_connects[1], 1);
+		kpx_add(&r->qc.w->m.upstream_connects[1], 1);
 		answer_error(r, "connect failed");
 		return 0;
 	}
 	r->fd = fd;
-	kw_timer_start_ms(r->w->loop, &r->timer, (uint64_t)o->connect_timeout_s * 1000);
+	kw_timer_start_ms(r->qc.w->loop, &r->timer, (uint64_t)o->connect_timeout_s * 1000);
 	/* A request known to have no body goes at once; otherwise the first body byte or the
 	 * end decides between chunked and none. */
 	if (fin || r->have_clen) {
@@ -733,6 +744,6 @@ void kpx_qrelay_free(struct kpx_qrelay *r)
 		return;
 	close_upstream(r);
 	/* The watcher may have an event due this turn: free after it. */
-	if (kw_loop_defer_free(r->w->loop, relay_free, r) < 0)
+	if (kw_loop_defer_free(r->qc.w->loop, relay_free, r) < 0)
 		relay_free(r);
 }

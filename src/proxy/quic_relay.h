@@ -27,14 +27,52 @@
 #include <stdint.h>
 
 #include <nghttp3/nghttp3.h>
+#include <ngtcp2/ngtcp2.h>
 
 #define KPX_QRELAY_WINDOW (1u << 20)
 
-struct kpx_qconn;
+struct kpx_pp2_info;
 struct kpx_qrelay;
+struct kpx_worker;
 
-/* kpx_qrelay_new starts the relay of request stream sid of c; NULL when out of memory. */
-struct kpx_qrelay *kpx_qrelay_new(struct kpx_qconn *c, int64_t sid);
+/*
+ * kpx_qrelay_ops: what a relay asks of the connection its stream belongs
+ * to. The connection (quic_conn.c) fills it in, so this layer never calls
+ * up into the connection; ctx is the ops' argument.
+ */
+struct kpx_qrelay_ops {
+	void *ctx;
+	/* wake: the connection has something to write (a flush before the loop sleeps). */
+	void (*wake)(void *ctx);
+	/* count_request counts an answered request for the connection's access log line. */
+	void (*count_request)(void *ctx);
+};
+
+/*
+ * kpx_qrelay_conn: the connection as a relay sees it: its ops and the
+ * handles it drives the stream with (they live as long as the connection,
+ * which frees its relays first).
+ */
+struct kpx_qrelay_conn {
+	struct kpx_qrelay_ops ops;
+	struct kpx_worker *w;
+	ngtcp2_conn *conn;
+	nghttp3_conn *h3;
+};
+
+/*
+ * kpx_qrelay_new starts the relay of request stream sid of qc (copied);
+ * pp2: what the PROXY v2 header sent first says of the client (--send-proxy-v2;
+ * NULL: none), read here. NULL when out of memory.
+ */
+struct kpx_qrelay *kpx_qrelay_new(const struct kpx_qrelay_conn *qc, int64_t sid,
+                                  const struct kpx_pp2_info *pp2);
+/*
+ * The stream user data a connection gives nghttp3 for a relayed stream
+ * begins with a struct kpx_qrelay *, its relay: the relay's data reader,
+ * handed only that, finds itself there without asking the connection.
+ */
+
 /* kpx_qrelay_header takes one request field (token: nghttp3's QPACK token). 0 or -1. */
 int kpx_qrelay_header(struct kpx_qrelay *r, int32_t token, const uint8_t *name, size_t nlen,
                       const uint8_t *value, size_t vlen);

@@ -20,7 +20,7 @@
 #include "keyway/log.h"
 #include "keyway/loop.h"
 #include "keyway/quic.h"
-#include "quic_listen.h"
+#include "quic_const.h"
 #include "quic_rxbatch.h"
 #include "stats.h"
 
