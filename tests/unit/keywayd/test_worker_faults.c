@@ -21,8 +21,6 @@
  */
 #include "worker.c"
 
-#include <dirent.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -30,6 +28,8 @@
 #include <openssl/err.h>
 
 #include "check.h"
+#include "fault_wait.h"
+#include "fd_fill.h"
 #include "keygen.h"
 #include "keyway/buf.h"
 #include "keyway/protocol.h"
@@ -109,14 +109,6 @@ static bool reads_eof(int fd)
 	return n == 0 || (n < 0 && errno == ECONNRESET);
 }
 
-/* wait_fired waits (at most 3 s) until the armed fault made n calls fail. */
-static bool wait_fired(unsigned n)
-{
-	for (int i = 0; i < 300 && kw_fault_fired() < n; i++)
-		usleep(10000);
-	return kw_fault_fired() >= n;
-}
-
 static struct kwd_gen *gen_with(uint64_t seq, EVP_PKEY *key, const char *sub)
 {
 	struct kwd_keystore *ks = NULL;
@@ -159,48 +151,6 @@ static bool stop(struct kwd_worker *w)
 	return true;
 }
 
-/* ---- a descriptor table with no free slot ---- */
-
-static int fillers[65536];
-static int nfillers;
-static struct rlimit saved_limit;
-
-static int highest_fd(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int hi = 2;
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL)
-		if (atoi(e->d_name) > hi)
-			hi = atoi(e->d_name);
-	closedir(d);
-	return hi;
-}
-
-/* fill_fds takes every descriptor number below a lowered limit: then EMFILE. */
-static void fill_fds(int any_fd)
-{
-	int hi = highest_fd();
-	CHECK(hi > 2);
-	CHECK_EQ(getrlimit(RLIMIT_NOFILE, &saved_limit), 0);
-	struct rlimit r = {.rlim_cur = (rlim_t)hi + 1, .rlim_max = saved_limit.rlim_max};
-	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &r), 0);
-	int fd;
-	while (nfillers < (int)(sizeof(fillers) / sizeof(fillers[0])) &&
-	       (fd = fcntl(any_fd, F_DUPFD_CLOEXEC, 0)) >= 0)
-		fillers[nfillers++] = fd;
-	CHECK_EQ(errno, EMFILE);
-}
-
-static void unfill_fds(void)
-{
-	while (nfillers > 0)
-		close(fillers[--nfillers]);
-	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &saved_limit), 0);
-}
-
 /*
  * EMFILE with no reserve: accepting pauses. fault_mask says which call
  * fails: the pause timer's arming (the listener is then watched again at
@@ -223,11 +173,11 @@ static void test_accept_pause(struct kwd_gen_slot *slot, const struct sockaddr_u
 
 	int fd = client();
 	kw_fault_arm(fault_mask, 1, count);
-	fill_fds(lfd);
+	fd_fill(lfd);
 	CHECK_EQ(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
-	CHECK(wait_fired(count));
+	CHECK(fault_wait_fired(count));
 	usleep(150000); /* a pause or two with the table still full */
-	unfill_fds();
+	fd_unfill();
 	kw_fault_disarm();
 	CHECK_EQ(kw_fault_fired(), count);
 	CHECK_EQ(ping_n(fd, 1), 1);
