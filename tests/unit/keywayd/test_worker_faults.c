@@ -21,7 +21,6 @@
  */
 #include "worker.c"
 
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 
@@ -34,39 +33,12 @@
 #include "keyway/buf.h"
 #include "keyway/protocol.h"
 #include "keyway/loop_fault.h"
+#include "worker_fixture.h"
 
 /* conn.c's EXEC_BUDGET: requests one connection gets answered per loop turn. */
 #define EXEC_BUDGET_FOR_TEST 256
 
 static char *dir;
-
-static int listen_unix(struct sockaddr_un *sa)
-{
-	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
-	snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", join(dir, "sock"));
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	CHECK(fd >= 0);
-	CHECK_EQ(bind(fd, (struct sockaddr *)sa, sizeof(*sa)), 0);
-	CHECK_EQ(listen(fd, 64), 0);
-	return fd;
-}
-
-/* client makes a blocking Unix socket whose reads give up after 3 s (not connected yet). */
-static int client(void)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = {.tv_sec = 3};
-	CHECK(fd >= 0);
-	CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	return fd;
-}
-
-static int dial(const struct sockaddr_un *sa)
-{
-	int fd = client();
-	CHECK_EQ(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
-	return fd;
-}
 
 /* read_answer reads one frame; its opcode, or -1. */
 static int read_answer(int fd)
@@ -98,27 +70,6 @@ static int ping_n(int fd, int n)
 	for (int i = 0; i < n && read_answer(fd) == KW_OP_PONG; i++)
 		pongs++;
 	return pongs;
-}
-
-static bool reads_eof(int fd)
-{
-	char buf[4096];
-	ssize_t n;
-	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
-		;
-	return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-static struct kwd_gen *gen_with(uint64_t seq, EVP_PKEY *key, const char *sub)
-{
-	struct kwd_keystore *ks = NULL;
-	struct kwd_gen *g = NULL;
-	char err[512];
-	CHECK_EQ(mkdir(join(dir, sub), 0700), 0);
-	CHECK_EQ(write_key(join(join(dir, sub), "k.key"), key, FMT_PKCS8_PEM, 0600), 0);
-	CHECK_EQ(kwd_keystore_load(join(dir, sub), NULL, &ks, err, sizeof(err)), 0);
-	CHECK_EQ(kwd_gen_new(&g, seq, ks, NULL), 0);
-	return g;
 }
 
 static struct kwd_worker *make(struct kwd_gen_slot *slot, int lfd, uint64_t idle_ns,
@@ -278,19 +229,7 @@ static void test_drain_deadline_fails(struct kwd_gen_slot *slot, const struct so
 		return;
 	CHECK_EQ(kwd_worker_start(w), 0);
 	int fd = dial(sa);
-	struct kw_msg ping = {.has_opcode = true, .opcode = KW_OP_PING};
-	struct kw_buf b = KW_BUF_INIT;
-	CHECK_EQ(kw_msg_encode(&b, 1, &ping, true), 0);
-	/* Rounds of sending until the socket is full, while the worker answers into it. */
-	int sent = 0;
-	for (int round = 0; round < 5; round++) {
-		while (sent < 20000 && send(fd, kw_buf_head(&b), kw_buf_unread(&b),
-		                            MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
-			sent++;
-		usleep(50000);
-	}
-	kw_buf_cleanup(&b);
-	CHECK(sent > 0);
+	CHECK(fill_with_pings(fd) > 0);
 	kw_fault_arm(KW_FAULT_TIMER, 1, 1u << 30);
 	CHECK(stop(w)); /* drain_ms is 60 s: only the refused deadline can end it this soon */
 	CHECK(kw_fault_fired() >= 1);
@@ -309,8 +248,8 @@ int main(void)
 	dir = make_tmpdir();
 	CHECK(dir != NULL && key != NULL);
 	kwd_gen_slot_init(&slot);
-	kwd_gen_slot_publish(&slot, gen_with(1, key, "a"));
-	int lfd = listen_unix(&sa);
+	kwd_gen_slot_publish(&slot, gen_with(dir, 1, key, "a"));
+	int lfd = listen_unix(dir, &sa);
 
 	test_accept_pause(&slot, &sa, lfd, KW_FAULT_TIMER, 1);
 	test_accept_pause(&slot, &sa, lfd, KW_FAULT_IO, 1);
