@@ -6,11 +6,9 @@
  * connection cap closes a newcomer when none can be evicted (Unix-socket
  * connections never are), counting it refused.
  */
-#include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -22,31 +20,10 @@
 #include "keyway/keyid.h"
 #include "keyway/loop.h"
 #include "keyway/protocol.h"
+#include "worker_fixture.h"
 #include "worker.h"
 
 static char *dir;
-
-static int listen_unix(struct sockaddr_un *sa)
-{
-	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
-	snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", join(dir, "sock"));
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	CHECK(fd >= 0);
-	CHECK_EQ(bind(fd, (struct sockaddr *)sa, sizeof(*sa)), 0);
-	CHECK_EQ(listen(fd, 64), 0);
-	return fd;
-}
-
-/* dial connects a blocking client whose reads give up after 3 s. */
-static int dial(const struct sockaddr_un *sa)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = {.tv_sec = 3};
-	CHECK(fd >= 0);
-	CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	CHECK_EQ(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
-	return fd;
-}
 
 /* ask sends m and returns the answer's opcode (first payload byte in *err), or -1. */
 static int ask(int fd, const struct kw_msg *m, uint8_t *err)
@@ -68,27 +45,6 @@ static int ask(int fd, const struct kw_msg *m, uint8_t *err)
 		*err = r.payload.len > 0 ? r.payload.data[0] : 0;
 	}
 	return opcode;
-}
-
-static bool reads_eof(int fd)
-{
-	char buf[4096];
-	ssize_t n;
-	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
-		;
-	return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-static struct kwd_gen *gen_with(uint64_t seq, EVP_PKEY *key, const char *sub)
-{
-	struct kwd_keystore *ks = NULL;
-	struct kwd_gen *g = NULL;
-	char err[512];
-	CHECK_EQ(mkdir(join(dir, sub), 0700), 0);
-	CHECK_EQ(write_key(join(join(dir, sub), "k.key"), key, FMT_PKCS8_PEM, 0600), 0);
-	CHECK_EQ(kwd_keystore_load(join(dir, sub), NULL, &ks, err, sizeof(err)), 0);
-	CHECK_EQ(kwd_gen_new(&g, seq, ks, NULL), 0);
-	return g;
 }
 
 static struct kwd_worker *start_capped(struct kwd_gen_slot *slot, int lfd, size_t out_bound,
@@ -170,7 +126,7 @@ static void test_serve_reload_drain(struct kwd_gen_slot *slot, const struct sock
 	CHECK_EQ(ask(fd, &sign, &e), KW_OP_ERROR);
 	CHECK_EQ(e, KW_ERR_KEY_NOT_FOUND);
 	/* ...until a generation holding it is published: the next request sees it. */
-	kwd_gen_slot_publish(slot, gen_with(2, key_b, "b"));
+	kwd_gen_slot_publish(slot, gen_with(dir, 2, key_b, "b"));
 	CHECK_EQ(ask(fd, &sign, &e), KW_OP_RESPONSE);
 
 	uint64_t t0 = kw_now_ns();
@@ -194,19 +150,7 @@ static void test_drain_deadline(struct kwd_gen_slot *slot, const struct sockaddr
 	if (w == NULL)
 		return;
 	int fd = dial(sa);
-	struct kw_msg ping = {.has_opcode = true, .opcode = KW_OP_PING};
-	struct kw_buf b = KW_BUF_INIT;
-	CHECK_EQ(kw_msg_encode(&b, 1, &ping, true), 0);
-	/* Rounds of sending until the socket is full, while the worker answers into it. */
-	int sent = 0;
-	for (int round = 0; round < 5; round++) {
-		while (sent < 20000 && send(fd, kw_buf_head(&b), kw_buf_unread(&b),
-		                            MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
-			sent++;
-		usleep(50000);
-	}
-	kw_buf_cleanup(&b);
-	CHECK(sent > 0);
+	CHECK(fill_with_pings(fd) > 0);
 
 	uint64_t t0 = kw_now_ns();
 	kwd_worker_drain(w);
@@ -228,8 +172,8 @@ int main(void)
 	dir = make_tmpdir();
 	CHECK(dir != NULL && key_a != NULL && key_b != NULL);
 	kwd_gen_slot_init(&slot);
-	kwd_gen_slot_publish(&slot, gen_with(1, key_a, "a"));
-	int lfd = listen_unix(&sa);
+	kwd_gen_slot_publish(&slot, gen_with(dir, 1, key_a, "a"));
+	int lfd = listen_unix(dir, &sa);
 
 	test_serve_reload_drain(&slot, &sa, lfd, key_b);
 	test_drain_deadline(&slot, &sa, lfd);

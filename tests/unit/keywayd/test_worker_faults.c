@@ -21,52 +21,24 @@
  */
 #include "worker.c"
 
-#include <dirent.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 
 #include <openssl/err.h>
 
 #include "check.h"
+#include "fault_wait.h"
+#include "fd_fill.h"
 #include "keygen.h"
 #include "keyway/buf.h"
 #include "keyway/protocol.h"
 #include "keyway/loop_fault.h"
+#include "worker_fixture.h"
 
 /* conn.c's EXEC_BUDGET: requests one connection gets answered per loop turn. */
 #define EXEC_BUDGET_FOR_TEST 256
 
 static char *dir;
-
-static int listen_unix(struct sockaddr_un *sa)
-{
-	*sa = (struct sockaddr_un){.sun_family = AF_UNIX};
-	snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", join(dir, "sock"));
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	CHECK(fd >= 0);
-	CHECK_EQ(bind(fd, (struct sockaddr *)sa, sizeof(*sa)), 0);
-	CHECK_EQ(listen(fd, 64), 0);
-	return fd;
-}
-
-/* client makes a blocking Unix socket whose reads give up after 3 s (not connected yet). */
-static int client(void)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = {.tv_sec = 3};
-	CHECK(fd >= 0);
-	CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-	return fd;
-}
-
-static int dial(const struct sockaddr_un *sa)
-{
-	int fd = client();
-	CHECK_EQ(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
-	return fd;
-}
 
 /* read_answer reads one frame; its opcode, or -1. */
 static int read_answer(int fd)
@@ -100,35 +72,6 @@ static int ping_n(int fd, int n)
 	return pongs;
 }
 
-static bool reads_eof(int fd)
-{
-	char buf[4096];
-	ssize_t n;
-	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
-		;
-	return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-/* wait_fired waits (at most 3 s) until the armed fault made n calls fail. */
-static bool wait_fired(unsigned n)
-{
-	for (int i = 0; i < 300 && kw_fault_fired() < n; i++)
-		usleep(10000);
-	return kw_fault_fired() >= n;
-}
-
-static struct kwd_gen *gen_with(uint64_t seq, EVP_PKEY *key, const char *sub)
-{
-	struct kwd_keystore *ks = NULL;
-	struct kwd_gen *g = NULL;
-	char err[512];
-	CHECK_EQ(mkdir(join(dir, sub), 0700), 0);
-	CHECK_EQ(write_key(join(join(dir, sub), "k.key"), key, FMT_PKCS8_PEM, 0600), 0);
-	CHECK_EQ(kwd_keystore_load(join(dir, sub), NULL, &ks, err, sizeof(err)), 0);
-	CHECK_EQ(kwd_gen_new(&g, seq, ks, NULL), 0);
-	return g;
-}
-
 static struct kwd_worker *make(struct kwd_gen_slot *slot, int lfd, uint64_t idle_ns,
                                size_t out_bound, atomic_uint *count)
 {
@@ -159,48 +102,6 @@ static bool stop(struct kwd_worker *w)
 	return true;
 }
 
-/* ---- a descriptor table with no free slot ---- */
-
-static int fillers[65536];
-static int nfillers;
-static struct rlimit saved_limit;
-
-static int highest_fd(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int hi = 2;
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL)
-		if (atoi(e->d_name) > hi)
-			hi = atoi(e->d_name);
-	closedir(d);
-	return hi;
-}
-
-/* fill_fds takes every descriptor number below a lowered limit: then EMFILE. */
-static void fill_fds(int any_fd)
-{
-	int hi = highest_fd();
-	CHECK(hi > 2);
-	CHECK_EQ(getrlimit(RLIMIT_NOFILE, &saved_limit), 0);
-	struct rlimit r = {.rlim_cur = (rlim_t)hi + 1, .rlim_max = saved_limit.rlim_max};
-	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &r), 0);
-	int fd;
-	while (nfillers < (int)(sizeof(fillers) / sizeof(fillers[0])) &&
-	       (fd = fcntl(any_fd, F_DUPFD_CLOEXEC, 0)) >= 0)
-		fillers[nfillers++] = fd;
-	CHECK_EQ(errno, EMFILE);
-}
-
-static void unfill_fds(void)
-{
-	while (nfillers > 0)
-		close(fillers[--nfillers]);
-	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &saved_limit), 0);
-}
-
 /*
  * EMFILE with no reserve: accepting pauses. fault_mask says which call
  * fails: the pause timer's arming (the listener is then watched again at
@@ -223,11 +124,11 @@ static void test_accept_pause(struct kwd_gen_slot *slot, const struct sockaddr_u
 
 	int fd = client();
 	kw_fault_arm(fault_mask, 1, count);
-	fill_fds(lfd);
+	fd_fill(lfd);
 	CHECK_EQ(connect(fd, (const struct sockaddr *)sa, sizeof(*sa)), 0);
-	CHECK(wait_fired(count));
+	CHECK(fault_wait_fired(count));
 	usleep(150000); /* a pause or two with the table still full */
-	unfill_fds();
+	fd_unfill();
 	kw_fault_disarm();
 	CHECK_EQ(kw_fault_fired(), count);
 	CHECK_EQ(ping_n(fd, 1), 1);
@@ -328,19 +229,7 @@ static void test_drain_deadline_fails(struct kwd_gen_slot *slot, const struct so
 		return;
 	CHECK_EQ(kwd_worker_start(w), 0);
 	int fd = dial(sa);
-	struct kw_msg ping = {.has_opcode = true, .opcode = KW_OP_PING};
-	struct kw_buf b = KW_BUF_INIT;
-	CHECK_EQ(kw_msg_encode(&b, 1, &ping, true), 0);
-	/* Rounds of sending until the socket is full, while the worker answers into it. */
-	int sent = 0;
-	for (int round = 0; round < 5; round++) {
-		while (sent < 20000 && send(fd, kw_buf_head(&b), kw_buf_unread(&b),
-		                            MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
-			sent++;
-		usleep(50000);
-	}
-	kw_buf_cleanup(&b);
-	CHECK(sent > 0);
+	CHECK(fill_with_pings(fd) > 0);
 	kw_fault_arm(KW_FAULT_TIMER, 1, 1u << 30);
 	CHECK(stop(w)); /* drain_ms is 60 s: only the refused deadline can end it this soon */
 	CHECK(kw_fault_fired() >= 1);
@@ -359,8 +248,8 @@ int main(void)
 	dir = make_tmpdir();
 	CHECK(dir != NULL && key != NULL);
 	kwd_gen_slot_init(&slot);
-	kwd_gen_slot_publish(&slot, gen_with(1, key, "a"));
-	int lfd = listen_unix(&sa);
+	kwd_gen_slot_publish(&slot, gen_with(dir, 1, key, "a"));
+	int lfd = listen_unix(dir, &sa);
 
 	test_accept_pause(&slot, &sa, lfd, KW_FAULT_TIMER, 1);
 	test_accept_pause(&slot, &sa, lfd, KW_FAULT_IO, 1);

@@ -5,58 +5,16 @@
  * signing ops; freed capacity is reported only when a poll reaped
  * something.
  */
-#include <errno.h>
 #include <stdlib.h>
 
 #include <openssl/evp.h>
 
 #include "check.h"
+#include "fake_backend.h"
 #include "keyway/backend.h"
 #include "keyway/loop.h"
 #include "keyway/offload.h"
 #include "poller.h"
-
-/* ---- a scripted backend: inflight and poll results set by the test ---- */
-
-struct fake {
-	struct kw_backend base;
-	unsigned inflight;  /* ops in flight (all of kind ASYM) */
-	unsigned completes; /* what the next poll reaps */
-	int polls;
-};
-
-static int fake_submit(struct kw_backend *b, struct kw_op *op)
-{
-	return -EINVAL;
-}
-
-static int fake_poll(struct kw_backend *b, unsigned max)
-{
-	struct fake *f = (struct fake *)b;
-	unsigned n = f->completes < max ? f->completes : max;
-	f->polls++;
-	f->completes -= n;
-	f->inflight -= n;
-	return (int)n;
-}
-
-static unsigned fake_inflight(const struct kw_backend *b, enum kw_op_kind kind)
-{
-	const struct fake *f = (const struct fake *)b;
-	return kind == KW_OPK_ASYM ? f->inflight : 0;
-}
-
-static void fake_free(struct kw_backend *b)
-{
-}
-
-static const struct kw_backend_ops fake_ops = {
-    .name = "fake",
-    .submit = fake_submit,
-    .poll = fake_poll,
-    .inflight = fake_inflight,
-    .free = fake_free,
-};
 
 static int freed_calls;
 
@@ -84,7 +42,7 @@ static void test_without_backend(struct kw_loop *loop)
  * eventfd to register). */
 static void test_heuristic(struct kw_loop *loop)
 {
-	struct fake f = {.base = {&fake_ops}};
+	struct fake_backend f = {.base = {&fake_backend_ops}};
 	struct kpx_poller p;
 	struct kpx_wmetrics m = {0};
 

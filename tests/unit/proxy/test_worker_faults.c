@@ -20,12 +20,11 @@
  */
 #include "worker.c"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/resource.h>
 
 #include "check.h"
+#include "fault_wait.h"
+#include "fd_fill.h"
 #include "pki.h"
 #include "keyway/loop_fault.h"
 #include "keywayd/keygen.h"
@@ -151,13 +150,6 @@ static bool wait_idle(struct kpx_worker *w)
 	return w->nconns == 0;
 }
 
-static bool wait_fired(unsigned n)
-{
-	for (int i = 0; i < 300 && kw_fault_fired() < n; i++)
-		usleep(10000);
-	return kw_fault_fired() >= n;
-}
-
 /* start_worker runs a worker on a new listener; *port is where it listens. */
 static bool start_worker(struct kpx_worker *w, const struct kpx_options *o, uint16_t *port)
 {
@@ -178,48 +170,6 @@ static void stop_worker(struct kpx_worker *w)
 	kpx_worker_cleanup(w);
 }
 
-/* ---- a descriptor table with no free slot ---- */
-
-static int fillers[65536];
-static int nfillers;
-static struct rlimit saved_limit;
-
-static int highest_fd(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int hi = 2;
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL)
-		if (atoi(e->d_name) > hi)
-			hi = atoi(e->d_name);
-	closedir(d);
-	return hi;
-}
-
-/* fill_fds takes every descriptor number below a lowered limit: then EMFILE. */
-static void fill_fds(int any_fd)
-{
-	int hi = highest_fd();
-	CHECK(hi > 2);
-	CHECK_EQ(getrlimit(RLIMIT_NOFILE, &saved_limit), 0);
-	struct rlimit r = {.rlim_cur = (rlim_t)hi + 1, .rlim_max = saved_limit.rlim_max};
-	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &r), 0);
-	int fd;
-	while (nfillers < (int)(sizeof(fillers) / sizeof(fillers[0])) &&
-	       (fd = fcntl(any_fd, F_DUPFD_CLOEXEC, 0)) >= 0)
-		fillers[nfillers++] = fd;
-	CHECK_EQ(errno, EMFILE);
-}
-
-static void unfill_fds(void)
-{
-	while (nfillers > 0)
-		close(fillers[--nfillers]);
-	CHECK_EQ(setrlimit(RLIMIT_NOFILE, &saved_limit), 0);
-}
-
 /*
  * EMFILE pauses accepting. fault_mask says which call fails: the pause
  * timer's arming, or the listener's watch when the pause ends. The client
@@ -234,11 +184,11 @@ static void test_accept_pause(const struct kpx_options *o, unsigned fault_mask, 
 		return;
 	int fd = client();
 	kw_fault_arm(fault_mask, 1, count);
-	fill_fds(fd);
+	fd_fill(fd);
 	connect_to(fd, port);
-	CHECK(wait_fired(count));
+	CHECK(fault_wait_fired(count));
 	usleep(150000); /* a pause or two with the table still full */
-	unfill_fds();
+	fd_unfill();
 	kw_fault_disarm();
 	CHECK_EQ(kw_fault_fired(), count);
 	CHECK(get(fd));
