@@ -150,6 +150,33 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
 	normalize(r, t + L, L);
 }
 
+/*
+ * lookup copies table[idx] of each lane into r, reading every entry and
+ * keeping one by mask. Specialised per size like amm and ams: with L known
+ * the L partial results stay in registers across the 32 entries, so each
+ * entry costs L loads and L selects and no store (the generic loop kept
+ * them in memory, a load and a store per limb and entry, and cost as much
+ * as a Montgomery multiplication).
+ */
+INLINE void lookup(vnum_p r, const kw_mb_vnum *table, const uint64_t *idxp, unsigned L)
+{
+	vec acc[KW_MB_LMAX];
+	const vec idx = v_load(idxp);
+
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++)
+		acc[j] = v_zero();
+	for (unsigned t = 0; t < KW_MB_TABLE; t++) {
+		vec mask = v_eqmask(idx, v_set1(t));
+		MB_UNROLL
+		for (unsigned j = 0; j < L; j++)
+			acc[j] = v_select(mask, v_load(table[t][j]), acc[j]);
+	}
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++)
+		v_store(r[j], acc[j]);
+}
+
 /* cond_sub: r -= m where r >= m (r < 2m), by a mask from the final borrow. */
 INLINE void cond_sub(vnum_p r, cvnum_p m, unsigned L)
 {
@@ -170,6 +197,7 @@ INLINE void cond_sub(vnum_p r, cvnum_p m, unsigned L)
 /* Specialised per size, so the loops unroll and the accumulators stay in registers. */
 typedef void amm_fn(vnum_p, cvnum_p, cvnum_p, cvnum_p, const uint64_t *);
 typedef void ams_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *);
+typedef void lookup_fn(vnum_p, const kw_mb_vnum *, const uint64_t *);
 #define MB_SIZE(L)                                                                                 \
 	NOINLINE void amm##L(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0)        \
 	{                                                                                          \
@@ -178,6 +206,10 @@ typedef void ams_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *);
 	NOINLINE void ams##L(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0)                   \
 	{                                                                                          \
 		ams(r, a, m, k0, L);                                                               \
+	}                                                                                          \
+	NOINLINE void lookup##L(vnum_p r, const kw_mb_vnum *table, const uint64_t *idx)            \
+	{                                                                                          \
+		lookup(r, table, idx, L);                                                          \
 	}
 MB_SIZE(20)
 MB_SIZE(30)
@@ -198,29 +230,12 @@ static void window(struct kw_mb_work *w, unsigned pos)
 	}
 }
 
-/* lookup copies table[idx] of each lane into r, reading every entry and keeping one by mask. */
-static void lookup(vnum_p r, const struct kw_mb_work *w, unsigned L)
-{
-	vec acc[KW_MB_LMAX];
-	const vec idx = v_load(w->idx);
-
-	for (unsigned j = 0; j < L; j++)
-		acc[j] = v_zero();
-	for (unsigned t = 0; t < KW_MB_TABLE; t++) {
-		vec mask = v_eqmask(idx, v_set1(t));
-		for (unsigned j = 0; j < L; j++)
-			acc[j] = v_select(mask, v_load(w->table[t][j]), acc[j]);
-	}
-	for (unsigned j = 0; j < L; j++)
-		v_store(r[j], acc[j]);
-}
-
 /*
  * modexp: res = x^e mod m (x in Montgomery form in w->x, result in normal
  * form, fully reduced), fixed windows over all hb exponent bits.
  */
 static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, amm_fn *mul,
-                   ams_fn *sqr)
+                   ams_fn *sqr, lookup_fn *sel)
 {
 	const unsigned nwin = (hb + KW_MB_WIN - 1) / KW_MB_WIN;
 
@@ -229,7 +244,7 @@ static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, am
 	for (unsigned t = 2; t < KW_MB_TABLE; t++)
 		mul(w->table[t], w->table[t - 1], w->x, w->m, w->k0);
 	window(w, (nwin - 1) * KW_MB_WIN);
-	lookup(w->acc, w, L);
+	sel(w->acc, (const kw_mb_vnum *)w->table, w->idx);
 	for (unsigned wi = nwin - 1; wi-- > 0;) {
 		for (int s = 0; s < KW_MB_WIN; s++)
 			sqr(w->acc, w->acc, w->m, w->k0);
@@ -245,7 +260,7 @@ static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, am
 		     w->idx[6] | w->idx[7]) == 0)
 			continue;
 #endif
-		lookup(w->t, w, L);
+		sel(w->t, (const kw_mb_vnum *)w->table, w->idx);
 		mul(w->acc, w->acc, w->t, w->m, w->k0);
 	}
 	/* Out of Montgomery form (a product by 1), then into [0, m). */
@@ -408,6 +423,7 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 	const size_t nb = keys[0]->bits / 8;
 	amm_fn *mul = L == 20 ? amm20 : L == 30 ? amm30 : amm40;
 	ams_fn *sqr = L == 20 ? ams20 : L == 30 ? ams30 : ams40;
+	lookup_fn *sel = L == 20 ? lookup20 : L == 30 ? lookup30 : lookup40;
 
 	/* q first: its prime stays in w->qv for Garner; p's constants stay loaded. */
 	for (int half = 1; half >= 0; half--) {
@@ -415,7 +431,7 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 			be_to_limbs(w->wide, l, buf[l], nb, 2 * L);
 		load_half(w, keys, half, L);
 		to_mont(w, L, mul);
-		modexp(w, half ? w->m2 : w->m1, L, hb, mul, sqr);
+		modexp(w, half ? w->m2 : w->m1, L, hb, mul, sqr, sel);
 		if (half)
 			memcpy(w->qv, w->m, sizeof(w->qv));
 	}
