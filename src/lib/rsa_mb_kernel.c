@@ -151,26 +151,31 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
 }
 
 /*
- * lookup copies table[idx] of each lane into r, reading every entry and
- * keeping one by mask. Specialised per size like amm and ams: with L known
- * the L partial results stay in registers across the 32 entries, so each
- * entry costs L loads and L selects and no store (the generic loop kept
- * them in memory, a load and a store per limb and entry, and cost as much
- * as a Montgomery multiplication).
+ * lookup_part selects, by full scan, among the table entries [first, first +
+ * count): r keeps its lanes whose idx is not in that range (r starts from zero
+ * when first is 0), and takes the entry of those whose idx is. All entries of
+ * the range are read, every lane the same; first and count are public.
+ *
+ * The selection is merge-masked loads, which use load slots and no vector ALU
+ * slot, so a part run next to a squaring (ams_sel) overlaps its
+ * multiply-adds: the window's entry is gathered in five parts over the five
+ * squarings before its multiplication. The L partial results stay in
+ * registers across the entries of a part.
  */
-INLINE void lookup(vnum_p r, const kw_mb_vnum *table, const uint64_t *idxp, unsigned L)
+INLINE void lookup_part(vnum_p r, const kw_mb_vnum *table, const uint64_t *idxp, unsigned first,
+                        unsigned count, unsigned L)
 {
 	vec acc[KW_MB_LMAX];
 	const vec idx = v_load(idxp);
 
 	MB_UNROLL
 	for (unsigned j = 0; j < L; j++)
-		acc[j] = v_zero();
-	for (unsigned t = 0; t < KW_MB_TABLE; t++) {
-		vec mask = v_eqmask(idx, v_set1(t));
+		acc[j] = first == 0 ? v_zero() : v_load(r[j]);
+	for (unsigned t = first; t < first + count; t++) {
+		vmask mask = v_eqk(idx, v_set1(t));
 		MB_UNROLL
 		for (unsigned j = 0; j < L; j++)
-			acc[j] = v_select(mask, v_load(table[t][j]), acc[j]);
+			acc[j] = v_mload(acc[j], mask, table[t][j]);
 	}
 	MB_UNROLL
 	for (unsigned j = 0; j < L; j++)
@@ -198,6 +203,8 @@ INLINE void cond_sub(vnum_p r, cvnum_p m, unsigned L)
 typedef void amm_fn(vnum_p, cvnum_p, cvnum_p, cvnum_p, const uint64_t *);
 typedef void ams_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *);
 typedef void lookup_fn(vnum_p, const kw_mb_vnum *, const uint64_t *);
+typedef void ams_sel_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *, vnum_p, const kw_mb_vnum *,
+                        const uint64_t *, unsigned, unsigned);
 #define MB_SIZE(L)                                                                                 \
 	NOINLINE void amm##L(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0)        \
 	{                                                                                          \
@@ -207,9 +214,17 @@ typedef void lookup_fn(vnum_p, const kw_mb_vnum *, const uint64_t *);
 	{                                                                                          \
 		ams(r, a, m, k0, L);                                                               \
 	}                                                                                          \
+	/* ams_sel: r = a^2 / R, and one part of a table lookup into sel (see lookup_part). */     \
+	NOINLINE void ams_sel##L(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0, vnum_p sel,   \
+	                         const kw_mb_vnum *table, const uint64_t *idx, unsigned first,     \
+	                         unsigned count)                                                   \
+	{                                                                                          \
+		ams(r, a, m, k0, L);                                                               \
+		lookup_part(sel, table, idx, first, count, L);                                     \
+	}                                                                                          \
 	NOINLINE void lookup##L(vnum_p r, const kw_mb_vnum *table, const uint64_t *idx)            \
 	{                                                                                          \
-		lookup(r, table, idx, L);                                                          \
+		lookup_part(r, table, idx, 0, KW_MB_TABLE, L);                                     \
 	}
 MB_SIZE(20)
 MB_SIZE(30)
@@ -232,23 +247,36 @@ static void window(struct kw_mb_work *w, unsigned pos)
 
 /*
  * modexp: res = x^e mod m (x in Montgomery form in w->x, result in normal
- * form, fully reduced), fixed windows over all hb exponent bits.
+ * form, fully reduced), fixed windows over all hb exponent bits. A window's
+ * table entry is gathered into w->t in parts alongside the squarings that
+ * precede its multiplication (ams_sel), where the loads are nearly free.
  */
 static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, amm_fn *mul,
-                   ams_fn *sqr, lookup_fn *sel)
+                   ams_fn *sqr, ams_sel_fn *sqr_sel, lookup_fn *sel)
 {
 	const unsigned nwin = (hb + KW_MB_WIN - 1) / KW_MB_WIN;
+	/* Table entries gathered alongside each of a window's squarings. */
+	const unsigned part = (KW_MB_TABLE + KW_MB_WIN - 1) / KW_MB_WIN;
 
 	memcpy(w->table[0], w->r1, sizeof(w->table[0]));
 	memcpy(w->table[1], w->x, sizeof(w->table[1]));
-	for (unsigned t = 2; t < KW_MB_TABLE; t++)
-		mul(w->table[t], w->table[t - 1], w->x, w->m, w->k0);
+	/* x^t R: even powers by squaring (cheaper), odd ones by one more product. */
+	for (unsigned t = 2; t < KW_MB_TABLE; t++) {
+		if (t % 2 == 0)
+			sqr(w->table[t], w->table[t / 2], w->m, w->k0);
+		else
+			mul(w->table[t], w->table[t - 1], w->x, w->m, w->k0);
+	}
 	window(w, (nwin - 1) * KW_MB_WIN);
 	sel(w->acc, (const kw_mb_vnum *)w->table, w->idx);
 	for (unsigned wi = nwin - 1; wi-- > 0;) {
-		for (int s = 0; s < KW_MB_WIN; s++)
-			sqr(w->acc, w->acc, w->m, w->k0);
 		window(w, wi * KW_MB_WIN);
+		for (unsigned s = 0; s < KW_MB_WIN; s++) {
+			unsigned first = s * part,
+			         n = first + part <= KW_MB_TABLE ? part : KW_MB_TABLE - first;
+			sqr_sel(w->acc, w->acc, w->m, w->k0, w->t, (const kw_mb_vnum *)w->table,
+			        w->idx, first, n);
+		}
 #ifdef KW_MB_CT_LEAK
 		/*
 		 * Test-only leak: skip the multiplication by table[0] (R, the
@@ -260,7 +288,6 @@ static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, am
 		     w->idx[6] | w->idx[7]) == 0)
 			continue;
 #endif
-		sel(w->t, (const kw_mb_vnum *)w->table, w->idx);
 		mul(w->acc, w->acc, w->t, w->m, w->k0);
 	}
 	/* Out of Montgomery form (a product by 1), then into [0, m). */
@@ -423,6 +450,7 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 	const size_t nb = keys[0]->bits / 8;
 	amm_fn *mul = L == 20 ? amm20 : L == 30 ? amm30 : amm40;
 	ams_fn *sqr = L == 20 ? ams20 : L == 30 ? ams30 : ams40;
+	ams_sel_fn *sqr_sel = L == 20 ? ams_sel20 : L == 30 ? ams_sel30 : ams_sel40;
 	lookup_fn *sel = L == 20 ? lookup20 : L == 30 ? lookup30 : lookup40;
 
 	/* q first: its prime stays in w->qv for Garner; p's constants stay loaded. */
@@ -431,7 +459,7 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 			be_to_limbs(w->wide, l, buf[l], nb, 2 * L);
 		load_half(w, keys, half, L);
 		to_mont(w, L, mul);
-		modexp(w, half ? w->m2 : w->m1, L, hb, mul, sqr, sel);
+		modexp(w, half ? w->m2 : w->m1, L, hb, mul, sqr, sqr_sel, sel);
 		if (half)
 			memcpy(w->qv, w->m, sizeof(w->qv));
 	}
