@@ -59,6 +59,10 @@ static inline vec v_and(vec a, vec b)
 {
 	MB_VOP(a.l[i_] & b.l[i_]);
 }
+static inline vec v_or(vec a, vec b)
+{
+	MB_VOP(a.l[i_] | b.l[i_]);
+}
 static inline vec v_srli(vec a, int n)
 {
 	MB_VOP(a.l[i_] >> n);
@@ -94,21 +98,6 @@ static inline vec v_select(vec mask, vec a, vec b)
 {
 	MB_VOP((mask.l[i_] & a.l[i_]) | (~mask.l[i_] & b.l[i_]));
 }
-/* A lane mask (AVX-512 keeps these in k registers): all ones or all zeros per lane here. */
-typedef vec vmask;
-static inline vmask v_eqk(vec a, vec b)
-{
-	return v_eqmask(a, b);
-}
-/*
- * v_mload is acc with the lanes set in mask replaced by p's, as a merge-masked
- * load: all eight of p's lanes are read whatever the mask.
- */
-static inline vec v_mload(vec acc, vmask mask, const uint64_t *p)
-{
-	return v_select(mask, v_load(p), acc);
-}
-
 #else /* AVX-512 IFMA */
 
 #include <immintrin.h>
@@ -122,6 +111,7 @@ typedef __m512i vec;
 #define v_add(a, b) _mm512_add_epi64((a), (b))
 #define v_sub(a, b) _mm512_sub_epi64((a), (b))
 #define v_and(a, b) _mm512_and_si512((a), (b))
+#define v_or(a, b) _mm512_or_si512((a), (b))
 #define v_srli(a, n) _mm512_srli_epi64((a), (n))
 #define v_slli(a, n) _mm512_slli_epi64((a), (n))
 #define v_srai(a, n) _mm512_srai_epi64((a), (n))
@@ -130,15 +120,6 @@ typedef __m512i vec;
 #define v_eqmask(a, b) _mm512_maskz_set1_epi64(_mm512_cmpeq_epu64_mask((a), (b)), -1)
 /* mask ? a : b: ternary logic 0xca is (A & B) | (~A & C). */
 #define v_select(mask, a, b) _mm512_ternarylogic_epi64((mask), (a), (b), 0xca)
-/*
- * A merge-masked load takes a load slot and no vector ALU slot: on the AMD
- * Zen 4 cores this was tuned on, the vector ALU ops (ternlog, blends) issue
- * on the pipes vpmadd52 needs, loads do not. The load reads the whole 64
- * bytes whatever the mask (no masked-out lane is near a page boundary here).
- */
-typedef __mmask8 vmask;
-#define v_eqk(a, b) _mm512_cmpeq_epu64_mask((a), (b))
-#define v_mload(acc, mask, p) _mm512_mask_load_epi64((acc), (mask), (const void *)(p))
 
 #endif
 
