@@ -15,7 +15,7 @@
  *
  * Constant time: no branch, loop bound or address depends on a key or on the
  * data. Exponent windows are read with shifts by public amounts; the table
- * entry is chosen by reading all 32 entries and keeping one with masks; the
+ * entry is chosen by reading all 16 entries and keeping one with masks; the
  * final subtractions are masked. Products are "almost Montgomery" (< 2m, no
  * conditional subtraction), which the 16+ bits of headroom between the
  * prime and R = 2^(52 L) allow (see kw_mb_half).
@@ -222,9 +222,8 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
  * range is read for every lane; first and count are public.
  *
  * A part runs after each of the window's squarings (ams_sel), so a lookup is
- * five short bursts instead of one 40 KB scan (for L = 20) between two
- * products. The L partial results stay in registers across a part's
- * entries. AND and OR issue beside vpmadd52 on the Zen 4 cores measured;
+ * four short bursts instead of one scan between two products. The L partial results stay in
+ * registers across a part's entries. AND and OR issue beside vpmadd52 on the Zen 4 cores measured;
  * ternary logic (v_select) competes with it.
  */
 INLINE void lookup_part(vnum_p r, const kw_mb_vnum *table, const uint64_t *idxp, unsigned first,
