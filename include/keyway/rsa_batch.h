@@ -61,7 +61,7 @@ struct kw_rsa_batch_item {
 
 /*
  * The kernel always computes eight lanes, so its cost is per call (about
- * 5 OpenSSL signatures for RSA-2048 on the machines measured, see
+ * 4-5 OpenSSL signatures for RSA-2048 on the machines measured, see
  * bench/README.md): fewer lanes of one size than this go to OpenSSL.
  */
 #define KW_RSA_BATCH_MIN_KERNEL 6

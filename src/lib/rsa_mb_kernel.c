@@ -4,9 +4,11 @@
  *
  * Written from the published algorithms: Gueron and Krasnov, "Accelerating
  * big integer arithmetic using Intel IFMA extensions" (radix 2^52 numbers,
- * word-by-word "almost Montgomery" multiplication with vpmadd52luq/huq), and
- * Drucker and Gueron, "Fast modular squaring with AVX512IFMA" (the square
- * computed with each cross product once, doubled, then reduced).
+ * "almost Montgomery" multiplication with vpmadd52luq/huq), and Drucker and
+ * Gueron, "Fast modular squaring with AVX512IFMA" (the square computed with
+ * each cross product once, doubled, then reduced). Products and squares take
+ * one Karatsuba step (Karatsuba and Ofman) over half-size schoolbook ones
+ * before the Montgomery reduction.
  *
  * Layout: limb i of the eight lanes is one vector, so each lane has its own
  * key and the lanes never interact. L (limbs per half) and the exponent
@@ -15,7 +17,7 @@
  *
  * Constant time: no branch, loop bound or address depends on a key or on the
  * data. Exponent windows are read with shifts by public amounts; the table
- * entry is chosen by reading all 32 entries and keeping one with masks; the
+ * entry is chosen by reading all 16 entries and keeping one with masks; the
  * final subtractions are masked. Products are "almost Montgomery" (< 2m, no
  * conditional subtraction), which the 16+ bits of headroom between the
  * prime and R = 2^(52 L) allow (see kw_mb_half).
@@ -66,76 +68,71 @@ INLINE void normalize(vnum_p r, vec *acc, unsigned L)
 }
 
 /*
- * amm: r = a * b / R mod m, "almost": r < a * b / R + m, limbs normalised.
- * Word by word: add a_i * b, add q * m with q making the low limb vanish,
- * drop that limb. Low halves of products land on limb j, high halves on
- * j + 1, which after the drop is j again. r may alias a or b.
+ * sq_cols: c[0..2h) = x^2 as columns (not normalised) for x of h limbs: each
+ * cross product x_i x_j (i < j) once, doubled, plus the diagonal
+ * (Drucker-Gueron). h^2 + h multiply-adds; columns stay below 2^58.
  */
-INLINE void amm(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0p, unsigned L)
+INLINE void sq_cols(vec *c, const vec *x, unsigned h)
 {
-	vec acc[KW_MB_LMAX];
-	const vec zero = v_zero(), k0 = v_load(k0p);
+	const vec zero = v_zero();
 
 	MB_UNROLL
-	for (unsigned j = 0; j < L; j++)
-		acc[j] = zero;
-	for (unsigned i = 0; i < L; i++) {
-		vec ai = v_load(a[i]);
+	for (unsigned j = 0; j < 2 * h; j++)
+		c[j] = zero;
+	MB_UNROLL
+	for (unsigned i = 0; i < h; i++) {
 		MB_UNROLL
-		for (unsigned j = 0; j < L; j++)
-			acc[j] = v_madd52lo(acc[j], ai, v_load(b[j]));
-		vec q = v_madd52lo(zero, acc[0], k0);
-		MB_UNROLL
-		for (unsigned j = 0; j < L; j++)
-			acc[j] = v_madd52lo(acc[j], q, v_load(m[j]));
-		vec carry = v_srli(acc[0], 52);
-		MB_UNROLL
-		for (unsigned j = 0; j + 1 < L; j++)
-			acc[j] =
-			    v_madd52hi(v_madd52hi(acc[j + 1], ai, v_load(b[j])), q, v_load(m[j]));
-		acc[L - 1] =
-		    v_madd52hi(v_madd52hi(zero, ai, v_load(b[L - 1])), q, v_load(m[L - 1]));
-		acc[0] = v_add(acc[0], carry);
+		for (unsigned j = i + 1; j < h; j++) {
+			c[i + j] = v_madd52lo(c[i + j], x[i], x[j]);
+			c[i + j + 1] = v_madd52hi(c[i + j + 1], x[i], x[j]);
+		}
 	}
-	normalize(r, acc, L);
+	MB_UNROLL
+	for (unsigned j = 0; j < 2 * h; j++)
+		c[j] = v_add(c[j], c[j]);
+	MB_UNROLL
+	for (unsigned i = 0; i < h; i++) {
+		c[2 * i] = v_madd52lo(c[2 * i], x[i], x[i]);
+		c[2 * i + 1] = v_madd52hi(c[2 * i + 1], x[i], x[i]);
+	}
 }
 
 /*
- * ams: r = a^2 / R mod m, almost (the same bound as amm). Drucker-Gueron:
- * the 2L-limb square with each cross product a_i a_j (i < j) computed once
- * and doubled, the diagonal added, then L Montgomery reduction steps. About
- * 3L^2 multiply-adds instead of amm's 4L^2.
+ * absdiff: d = |x - y| for numbers of h normalised limbs: both differences
+ * computed with their borrow chains, the non-negative one kept by mask.
+ * Returns that mask: all ones in the lanes where x < y.
  */
-INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
+INLINE vec absdiff(vec *d, const vec *x, const vec *y, unsigned h)
 {
-	vec t[2 * KW_MB_LMAX];
-	const vec zero = v_zero(), k0 = v_load(k0p);
+	vec u[KW_MB_LMAX / 2], v[KW_MB_LMAX / 2];
+	const vec mask = v_set1(MB_MASK52);
+	vec bu = v_zero(), bv = v_zero();
 
 	MB_UNROLL
-	for (unsigned j = 0; j < 2 * L; j++)
-		t[j] = zero;
-	/* Cross products, each once. */
-	MB_UNROLL
-	for (unsigned i = 0; i < L; i++) {
-		vec ai = v_load(a[i]);
-		MB_UNROLL
-		for (unsigned j = i + 1; j < L; j++) {
-			vec aj = v_load(a[j]);
-			t[i + j] = v_madd52lo(t[i + j], ai, aj);
-			t[i + j + 1] = v_madd52hi(t[i + j + 1], ai, aj);
-		}
+	for (unsigned j = 0; j < h; j++) {
+		vec tu = v_add(v_sub(x[j], y[j]), bu), tv = v_add(v_sub(y[j], x[j]), bv);
+		u[j] = v_and(tu, mask);
+		v[j] = v_and(tv, mask);
+		bu = v_srai(tu, 52); /* 0, or all ones on a borrow */
+		bv = v_srai(tv, 52);
 	}
-	/* Doubled, plus the squares on the diagonal. */
+	/* bu is all ones where x < y: take y - x there. */
 	MB_UNROLL
-	for (unsigned j = 0; j < 2 * L; j++)
-		t[j] = v_add(t[j], t[j]);
-	MB_UNROLL
-	for (unsigned i = 0; i < L; i++) {
-		vec ai = v_load(a[i]);
-		t[2 * i] = v_madd52lo(t[2 * i], ai, ai);
-		t[2 * i + 1] = v_madd52hi(t[2 * i + 1], ai, ai);
-	}
-	/* Reduction: limb i cleared by q_i * m, its carry moved up. */
+	for (unsigned j = 0; j < h; j++)
+		d[j] = v_select(bu, v[j], u[j]);
+	return bu;
+}
+
+/*
+ * reduce_cols: r = t / R mod m, almost, for a 2L-column t (columns signed,
+ * below 2^62 in magnitude; total non-negative and below 2^(52 L) m): L
+ * Montgomery reduction steps (limb i cleared by q_i m, its carry moved up
+ * by an arithmetic shift), then the upper half normalised.
+ */
+INLINE void reduce_cols(vnum_p r, vec *t, cvnum_p m, const uint64_t *k0p, unsigned L)
+{
+	const vec zero = v_zero(), k0 = v_load(k0p), mask = v_set1(MB_MASK52);
+
 	MB_UNROLL
 	for (unsigned i = 0; i < L; i++) {
 		vec q = v_madd52lo(zero, t[i], k0);
@@ -145,9 +142,148 @@ INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
 			t[i + j] = v_madd52lo(t[i + j], q, mj);
 			t[i + j + 1] = v_madd52hi(t[i + j + 1], q, mj);
 		}
-		t[i + 1] = v_add(t[i + 1], v_srli(t[i], 52));
+		t[i + 1] = v_add(t[i + 1], v_srai(t[i], 52));
 	}
-	normalize(r, t + L, L);
+	/* Signed normalisation of the upper half (the total is below 2^(52 L)). */
+	vec c = zero;
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++) {
+		vec tj = v_add(t[L + j], c);
+		v_store(r[j], v_and(tj, mask));
+		c = v_srai(tj, 52);
+	}
+}
+
+/* mul_cols: c[0..2h) = x y as columns (not normalised) for x, y of h limbs: 2h^2 multiply-adds. */
+INLINE void mul_cols(vec *c, const vec *x, const vec *y, unsigned h)
+{
+	const vec zero = v_zero();
+
+	MB_UNROLL
+	for (unsigned j = 0; j < 2 * h; j++)
+		c[j] = zero;
+	MB_UNROLL
+	for (unsigned i = 0; i < h; i++) {
+		MB_UNROLL
+		for (unsigned j = 0; j < h; j++) {
+			c[i + j] = v_madd52lo(c[i + j], x[i], y[j]);
+			c[i + j + 1] = v_madd52hi(c[i + j + 1], x[i], y[j]);
+		}
+	}
+}
+
+/*
+ * amm: r = a b / R mod m, "almost": r < a b / R + m, limbs normalised
+ * (a, b < 2m keep r < 2m: the 16+ bits of headroom). The product by one Karatsuba
+ * step: a b = aL bL + (aL bL + aH bH - (aL - aH)(bL - bH)) B^h + aH bH B^2h,
+ * the middle product as |aL - aH| |bL - bH| with its sign applied by mask
+ * (x ^ s) - s negates x where s is all ones. 3 (2h^2) multiply-adds for the
+ * product instead of 2L^2 (600 against 800 for L = 20), then reduce_cols.
+ * r may alias a or b (both are read before r is written).
+ */
+INLINE void amm(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0p, unsigned L)
+{
+	const unsigned h = L / 2;
+	vec t[2 * KW_MB_LMAX], al[KW_MB_LMAX / 2], ah[KW_MB_LMAX / 2], bl[KW_MB_LMAX / 2],
+	    bh[KW_MB_LMAX / 2], da[KW_MB_LMAX / 2], db[KW_MB_LMAX / 2];
+	vec pl[KW_MB_LMAX], ph[KW_MB_LMAX], pd[KW_MB_LMAX];
+
+	MB_UNROLL
+	for (unsigned j = 0; j < h; j++) {
+		al[j] = v_load(a[j]);
+		ah[j] = v_load(a[h + j]);
+		bl[j] = v_load(b[j]);
+		bh[j] = v_load(b[h + j]);
+	}
+	/* (aL - aH)(bL - bH) = sign |da| |db|; keep = all ones where it is non-negative. */
+	vec keep =
+	    v_xor(v_xor(absdiff(da, al, ah, h), absdiff(db, bl, bh, h)), v_set1(~(uint64_t)0));
+	mul_cols(pl, al, bl, h);
+	mul_cols(ph, ah, bh, h);
+	mul_cols(pd, da, db, h);
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++) {
+		t[j] = pl[j];
+		t[L + j] = ph[j];
+	}
+	/* Middle: pl + ph - (aL - aH)(bL - bH) = pl + ph + ((pd ^ keep) - keep). */
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++)
+		t[h + j] =
+		    v_add(t[h + j], v_add(v_add(pl[j], ph[j]), v_sub(v_xor(pd[j], keep), keep)));
+	reduce_cols(r, t, m, k0p, L);
+}
+
+/*
+ * ams: r = a^2 / R mod m, almost (the same bound as amm). The 2L-limb
+ * square, then L Montgomery reduction steps (limb i cleared by q_i m).
+ *
+ * The square is one Karatsuba step over squares done as Drucker and Gueron
+ * do (sq_cols): with a = aL + aH B^h (h = L/2, B = 2^52) and d = |aL - aH|,
+ * a^2 = aL^2 + (aL^2 + aH^2 - d^2) B^h + aH^2 B^2h: three h-limb squares,
+ * 3(h^2 + h) multiply-adds instead of L^2 + L (330 against 420 for L = 20;
+ * the reduction's 2L^2 is unchanged). The difference is formed with 52-bit
+ * limbs because vpmadd52 reads only 52 bits of each factor (aL + aH would
+ * not fit). Columns of the middle term may be negative: they are 64-bit
+ * two's complement and every carry below is an arithmetic shift, exact for
+ * the non-negative total. The extra adds and shifts issue beside the
+ * multiply-adds, which bound the time.
+ */
+INLINE void ams(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0p, unsigned L)
+{
+	const unsigned h = L / 2;
+	vec t[2 * KW_MB_LMAX], x[KW_MB_LMAX / 2], y[KW_MB_LMAX / 2], d[KW_MB_LMAX / 2];
+	vec pl[KW_MB_LMAX], ph[KW_MB_LMAX], pd[KW_MB_LMAX];
+
+	MB_UNROLL
+	for (unsigned j = 0; j < h; j++) {
+		x[j] = v_load(a[j]);
+		y[j] = v_load(a[h + j]);
+	}
+	(void)absdiff(d, x, y, h);
+	sq_cols(pl, x, h);
+	sq_cols(ph, y, h);
+	sq_cols(pd, d, h);
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++) {
+		t[j] = pl[j];
+		t[L + j] = ph[j];
+	}
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++)
+		t[h + j] = v_add(t[h + j], v_sub(v_add(pl[j], ph[j]), pd[j]));
+	reduce_cols(r, t, m, k0p, L);
+}
+
+/*
+ * lookup_part ORs into r, by full scan, the table entries [first, first +
+ * count) masked to the lanes whose idx they are (r starts from zero when
+ * first is 0): after all parts r holds each lane's entry. Every entry of the
+ * range is read for every lane; first and count are public.
+ *
+ * A part runs after each of the window's squarings (ams_sel), so a lookup is
+ * four short bursts instead of one scan between two products. The L partial results stay in
+ * registers across a part's entries. AND and OR issue beside vpmadd52 on the Zen 4 cores measured;
+ * ternary logic (v_select) competes with it.
+ */
+INLINE void lookup_part(vnum_p r, const kw_mb_vnum *table, const uint64_t *idxp, unsigned first,
+                        unsigned count, unsigned L)
+{
+	vec acc[KW_MB_LMAX];
+	const vec idx = v_load(idxp);
+
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++)
+		acc[j] = first == 0 ? v_zero() : v_load(r[j]);
+	for (unsigned t = first; t < first + count; t++) {
+		vec mask = v_eqmask(idx, v_set1(t));
+		MB_UNROLL
+		for (unsigned j = 0; j < L; j++)
+			acc[j] = v_or(acc[j], v_and(mask, v_load(table[t][j])));
+	}
+	MB_UNROLL
+	for (unsigned j = 0; j < L; j++)
+		v_store(r[j], acc[j]);
 }
 
 /* cond_sub: r -= m where r >= m (r < 2m), by a mask from the final borrow. */
@@ -170,6 +306,9 @@ INLINE void cond_sub(vnum_p r, cvnum_p m, unsigned L)
 /* Specialised per size, so the loops unroll and the accumulators stay in registers. */
 typedef void amm_fn(vnum_p, cvnum_p, cvnum_p, cvnum_p, const uint64_t *);
 typedef void ams_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *);
+typedef void lookup_fn(vnum_p, const kw_mb_vnum *, const uint64_t *);
+typedef void ams_sel_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *, vnum_p, const kw_mb_vnum *,
+                        const uint64_t *, unsigned, unsigned);
 #define MB_SIZE(L)                                                                                 \
 	NOINLINE void amm##L(vnum_p r, cvnum_p a, cvnum_p b, cvnum_p m, const uint64_t *k0)        \
 	{                                                                                          \
@@ -178,6 +317,18 @@ typedef void ams_fn(vnum_p, cvnum_p, cvnum_p, const uint64_t *);
 	NOINLINE void ams##L(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0)                   \
 	{                                                                                          \
 		ams(r, a, m, k0, L);                                                               \
+	}                                                                                          \
+	/* ams_sel: r = a^2 / R, and one part of a table lookup into sel (see lookup_part). */     \
+	NOINLINE void ams_sel##L(vnum_p r, cvnum_p a, cvnum_p m, const uint64_t *k0, vnum_p sel,   \
+	                         const kw_mb_vnum *table, const uint64_t *idx, unsigned first,     \
+	                         unsigned count)                                                   \
+	{                                                                                          \
+		ams(r, a, m, k0, L);                                                               \
+		lookup_part(sel, table, idx, first, count, L);                                     \
+	}                                                                                          \
+	NOINLINE void lookup##L(vnum_p r, const kw_mb_vnum *table, const uint64_t *idx)            \
+	{                                                                                          \
+		lookup_part(r, table, idx, 0, KW_MB_TABLE, L);                                     \
 	}
 MB_SIZE(20)
 MB_SIZE(30)
@@ -198,42 +349,38 @@ static void window(struct kw_mb_work *w, unsigned pos)
 	}
 }
 
-/* lookup copies table[idx] of each lane into r, reading every entry and keeping one by mask. */
-static void lookup(vnum_p r, const struct kw_mb_work *w, unsigned L)
-{
-	vec acc[KW_MB_LMAX];
-	const vec idx = v_load(w->idx);
-
-	for (unsigned j = 0; j < L; j++)
-		acc[j] = v_zero();
-	for (unsigned t = 0; t < KW_MB_TABLE; t++) {
-		vec mask = v_eqmask(idx, v_set1(t));
-		for (unsigned j = 0; j < L; j++)
-			acc[j] = v_select(mask, v_load(w->table[t][j]), acc[j]);
-	}
-	for (unsigned j = 0; j < L; j++)
-		v_store(r[j], acc[j]);
-}
-
 /*
  * modexp: res = x^e mod m (x in Montgomery form in w->x, result in normal
- * form, fully reduced), fixed windows over all hb exponent bits.
+ * form, fully reduced), fixed windows over all hb exponent bits. A window's
+ * table entry is gathered into w->t in parts alongside the squarings that
+ * precede its multiplication (ams_sel), where the loads are nearly free.
  */
 static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, amm_fn *mul,
-                   ams_fn *sqr)
+                   ams_fn *sqr, ams_sel_fn *sqr_sel, lookup_fn *sel)
 {
 	const unsigned nwin = (hb + KW_MB_WIN - 1) / KW_MB_WIN;
+	/* Table entries gathered alongside each of a window's squarings. */
+	const unsigned part = (KW_MB_TABLE + KW_MB_WIN - 1) / KW_MB_WIN;
 
 	memcpy(w->table[0], w->r1, sizeof(w->table[0]));
 	memcpy(w->table[1], w->x, sizeof(w->table[1]));
-	for (unsigned t = 2; t < KW_MB_TABLE; t++)
-		mul(w->table[t], w->table[t - 1], w->x, w->m, w->k0);
+	/* x^t R: even powers by squaring (cheaper), odd ones by one more product. */
+	for (unsigned t = 2; t < KW_MB_TABLE; t++) {
+		if (t % 2 == 0)
+			sqr(w->table[t], w->table[t / 2], w->m, w->k0);
+		else
+			mul(w->table[t], w->table[t - 1], w->x, w->m, w->k0);
+	}
 	window(w, (nwin - 1) * KW_MB_WIN);
-	lookup(w->acc, w, L);
+	sel(w->acc, (const kw_mb_vnum *)w->table, w->idx);
 	for (unsigned wi = nwin - 1; wi-- > 0;) {
-		for (int s = 0; s < KW_MB_WIN; s++)
-			sqr(w->acc, w->acc, w->m, w->k0);
 		window(w, wi * KW_MB_WIN);
+		for (unsigned s = 0; s < KW_MB_WIN; s++) {
+			unsigned first = s * part,
+			         n = first + part <= KW_MB_TABLE ? part : KW_MB_TABLE - first;
+			sqr_sel(w->acc, w->acc, w->m, w->k0, w->t, (const kw_mb_vnum *)w->table,
+			        w->idx, first, n);
+		}
 #ifdef KW_MB_CT_LEAK
 		/*
 		 * Test-only leak: skip the multiplication by table[0] (R, the
@@ -245,7 +392,6 @@ static void modexp(struct kw_mb_work *w, vnum_p res, unsigned L, unsigned hb, am
 		     w->idx[6] | w->idx[7]) == 0)
 			continue;
 #endif
-		lookup(w->t, w, L);
 		mul(w->acc, w->acc, w->t, w->m, w->k0);
 	}
 	/* Out of Montgomery form (a product by 1), then into [0, m). */
@@ -408,6 +554,8 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 	const size_t nb = keys[0]->bits / 8;
 	amm_fn *mul = L == 20 ? amm20 : L == 30 ? amm30 : amm40;
 	ams_fn *sqr = L == 20 ? ams20 : L == 30 ? ams30 : ams40;
+	ams_sel_fn *sqr_sel = L == 20 ? ams_sel20 : L == 30 ? ams_sel30 : ams_sel40;
+	lookup_fn *sel = L == 20 ? lookup20 : L == 30 ? lookup30 : lookup40;
 
 	/* q first: its prime stays in w->qv for Garner; p's constants stay loaded. */
 	for (int half = 1; half >= 0; half--) {
@@ -415,7 +563,7 @@ void KW_MB_FN(kw_mb_rsa_private)(const struct kw_mb_key *const keys[8], uint8_t 
 			be_to_limbs(w->wide, l, buf[l], nb, 2 * L);
 		load_half(w, keys, half, L);
 		to_mont(w, L, mul);
-		modexp(w, half ? w->m2 : w->m1, L, hb, mul, sqr);
+		modexp(w, half ? w->m2 : w->m1, L, hb, mul, sqr, sqr_sel, sel);
 		if (half)
 			memcpy(w->qv, w->m, sizeof(w->qv));
 	}

@@ -13,7 +13,12 @@
 #include <stdint.h>
 
 #define KW_MB_LMAX 40 /* limbs of a 2048-bit half (RSA-4096) */
-#define KW_MB_WIN 5   /* exponent window bits */
+/*
+ * Exponent window bits. 4 rather than 5: 51 more products per half, but the
+ * 16-entry table (20 KB for RSA-2048) stays in a 32 KB L1 while the 32-entry
+ * one streamed from L2 at every lookup; measured about 2 % faster.
+ */
+#define KW_MB_WIN 4
 #define KW_MB_TABLE (1 << KW_MB_WIN)
 
 /* One prime of a CRT key in radix 2^52 (limbs little-endian), with its Montgomery constants. */

@@ -59,6 +59,14 @@ static inline vec v_and(vec a, vec b)
 {
 	MB_VOP(a.l[i_] & b.l[i_]);
 }
+static inline vec v_or(vec a, vec b)
+{
+	MB_VOP(a.l[i_] | b.l[i_]);
+}
+static inline vec v_xor(vec a, vec b)
+{
+	MB_VOP(a.l[i_] ^ b.l[i_]);
+}
 static inline vec v_srli(vec a, int n)
 {
 	MB_VOP(a.l[i_] >> n);
@@ -94,7 +102,6 @@ static inline vec v_select(vec mask, vec a, vec b)
 {
 	MB_VOP((mask.l[i_] & a.l[i_]) | (~mask.l[i_] & b.l[i_]));
 }
-
 #else /* AVX-512 IFMA */
 
 #include <immintrin.h>
@@ -108,6 +115,8 @@ typedef __m512i vec;
 #define v_add(a, b) _mm512_add_epi64((a), (b))
 #define v_sub(a, b) _mm512_sub_epi64((a), (b))
 #define v_and(a, b) _mm512_and_si512((a), (b))
+#define v_or(a, b) _mm512_or_si512((a), (b))
+#define v_xor(a, b) _mm512_xor_si512((a), (b))
 #define v_srli(a, n) _mm512_srli_epi64((a), (n))
 #define v_slli(a, n) _mm512_slli_epi64((a), (n))
 #define v_srai(a, n) _mm512_srai_epi64((a), (n))
