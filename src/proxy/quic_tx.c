@@ -91,11 +91,6 @@ static void *wrap_rx(struct kw_quic_key *k, struct kpx_qtx_conn *rx)
 	return (void *)((uintptr_t)q | 1);
 }
 
-static void *wrap(struct kw_quic_key *k)
-{
-	return wrap_rx(k, NULL);
-}
-
 /* pn_of is the packet number in nonce under k's IV: its low 8 bytes (RFC 9001 §5.3). */
 static uint64_t pn_of(const struct kw_quic_key *k, const uint8_t *nonce)
 {
@@ -552,9 +547,14 @@ static int cipher_of(ngtcp2_conn *conn)
 	}
 }
 
-/* install_tx_key installs the 1-RTT send key as the engine's. */
-static int install_tx_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, const uint8_t *secret,
-                          size_t secretlen)
+/*
+ * install_key installs a 1-RTT key (receive: key phase 0) as the engine's,
+ * for ngtcp2 to hand back in its callbacks; *out takes this function's
+ * reference to the key. Both contexts wrap the same key, each with a
+ * reference of its own, dropped when ngtcp2 deletes that context.
+ */
+static int install_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, bool rx, const uint8_t *secret,
+                       size_t secretlen, struct kw_quic_key **out)
 {
 	int cipher = cipher_of(conn);
 	struct kw_quic_key *k = NULL;
@@ -565,11 +565,15 @@ static int install_tx_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, const uint
 	if (cipher < 0 || kw_quic_key_new(&k, (enum kw_quic_cipher)cipher, secret, secretlen) < 0)
 		return -1;
 	kw_quic_key_material(k, &km);
-	aead_ctx.native_handle = wrap(k);
-	hp_ctx.native_handle = wrap(k);
-	if (aead_ctx.native_handle == NULL || hp_ctx.native_handle == NULL ||
-	    ngtcp2_conn_install_tx_key(conn, secret, secretlen, &aead_ctx, km.iv, km.iv_len,
-	                               &hp_ctx) != 0) {
+	aead_ctx.native_handle = wrap_rx(k, rx ? tc : NULL);
+	hp_ctx.native_handle = wrap_rx(k, rx ? tc : NULL);
+	int rc = -1;
+	if (aead_ctx.native_handle != NULL && hp_ctx.native_handle != NULL)
+		rc = rx ? ngtcp2_conn_install_rx_key(conn, secret, secretlen, &aead_ctx, km.iv,
+		                                     km.iv_len, &hp_ctx)
+		        : ngtcp2_conn_install_tx_key(conn, secret, secretlen, &aead_ctx, km.iv,
+		                                     km.iv_len, &hp_ctx);
+	if (rc != 0) {
 		if (aead_ctx.native_handle != NULL)
 			unwrap_free(aead_ctx.native_handle);
 		if (hp_ctx.native_handle != NULL)
@@ -577,36 +581,21 @@ static int install_tx_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, const uint
 		kw_quic_key_unref(k);
 		return -1;
 	}
-	tc->key = k;
+	*out = k;
 	return 0;
 }
 
-/* install_rx_key installs the 1-RTT receive key (key phase 0) as the engine's. */
+static int install_tx_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, const uint8_t *secret,
+                          size_t secretlen)
+{
+	return install_key(conn, tc, false, secret, secretlen, &tc->key);
+}
+
 static int install_rx_key(ngtcp2_conn *conn, struct kpx_qtx_conn *tc, const uint8_t *secret,
                           size_t secretlen)
 {
-	int cipher = cipher_of(conn);
-	struct kw_quic_key *k = NULL;
-	struct kw_quic_key_material km;
-	ngtcp2_crypto_aead_ctx aead_ctx = {0};
-	ngtcp2_crypto_cipher_ctx hp_ctx = {0};
-
-	if (cipher < 0 || kw_quic_key_new(&k, (enum kw_quic_cipher)cipher, secret, secretlen) < 0)
+	if (install_key(conn, tc, true, secret, secretlen, &tc->rx[0]) < 0)
 		return -1;
-	kw_quic_key_material(k, &km);
-	aead_ctx.native_handle = wrap_rx(k, tc);
-	hp_ctx.native_handle = wrap_rx(k, tc);
-	if (aead_ctx.native_handle == NULL || hp_ctx.native_handle == NULL ||
-	    ngtcp2_conn_install_rx_key(conn, secret, secretlen, &aead_ctx, km.iv, km.iv_len,
-	                               &hp_ctx) != 0) {
-		if (aead_ctx.native_handle != NULL)
-			unwrap_free(aead_ctx.native_handle);
-		if (hp_ctx.native_handle != NULL)
-			unwrap_free(hp_ctx.native_handle);
-		kw_quic_key_unref(k);
-		return -1;
-	}
-	tc->rx[0] = k;
 	tc->rx_phase = 0;
 	return 0;
 }
