@@ -37,16 +37,14 @@ unsigned kw_rsa_batch_lanes_needed(uint64_t low_ns, uint64_t full_ns, uint64_t o
 	 * down: walk from the full batch to the smallest kernel run, stopping at the first
 	 * size that does not pay (an unoptimised build's kernel can cost more per lane than
 	 * OpenSSL, which a small batch's measurement alone would not show). */
+	_Static_assert(KW_RSA_BATCH_MAX > KW_RSA_BATCH_MIN_KERNEL, "two batch sizes to measure");
+	const int64_t span = KW_RSA_BATCH_MAX - KW_RSA_BATCH_MIN_KERNEL;
 	unsigned lanes = KW_RSA_BATCH_NEVER;
-	const unsigned span = KW_RSA_BATCH_MAX - KW_RSA_BATCH_MIN_KERNEL;
 	for (unsigned n = KW_RSA_BATCH_MAX; n >= KW_RSA_BATCH_MIN_KERNEL; n--) {
-		/* The cost of n lanes, between the two measured sizes. */
-		uint64_t cost = full_ns;
-		if (span > 0 && full_ns >= low_ns)
-			cost = low_ns + (full_ns - low_ns) * (n - KW_RSA_BATCH_MIN_KERNEL) / span;
-		else if (span > 0)
-			cost = low_ns - (low_ns - full_ns) * (n - KW_RSA_BATCH_MIN_KERNEL) / span;
-		if (cost >= (uint64_t)n * openssl_ns)
+		/* The cost of n lanes, on the line through the two measured sizes. */
+		int64_t cost = (int64_t)low_ns + ((int64_t)full_ns - (int64_t)low_ns) *
+		                                     (int64_t)(n - KW_RSA_BATCH_MIN_KERNEL) / span;
+		if (cost >= (int64_t)(n * openssl_ns))
 			break;
 		lanes = n;
 	}

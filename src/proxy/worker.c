@@ -61,17 +61,17 @@ static void accept_lost(struct kpx_worker *w)
 	w->accept_lost = true;
 }
 
-/* accept_retry re-watches a lost listener; returns the loop's wait bound (ms, -1: none). */
-static int accept_retry(struct kpx_worker *w)
+/* accept_retry re-watches a lost listener, else bounds the coming wait so it tries again. */
+static void accept_retry(struct kpx_worker *w)
 {
 	if (!w->accept_lost)
-		return -1;
+		return;
 	if (w->lio.fd >= 0 || kw_io_start(w->loop, &w->lio, w->lfd, KW_EV_READ) == 0) {
 		w->accept_lost = false;
 		kw_info("worker %u: watching the listener again", w->id);
-		return -1;
+		return;
 	}
-	return ACCEPT_PAUSE_MS;
+	kw_loop_wake_within(w->loop, ACCEPT_PAUSE_MS);
 }
 
 static void accept_resume(struct kw_loop *loop, void *arg)
@@ -231,9 +231,8 @@ static void run(struct kpx_worker *w)
 		}
 		kpx_waitq_run(&w->waitq, kpx_conn_resume_waiter);
 		int timeout = kpx_poller_before_sleep(&w->poller);
-		int retry = drain_deadline == 0 ? accept_retry(w) : -1;
-		if (retry >= 0 && (timeout < 0 || timeout > retry))
-			timeout = retry;
+		if (drain_deadline == 0)
+			accept_retry(w);
 		if (kpx_waitq_pending(&w->waitq))
 			timeout = 0;
 		if (drain_deadline != 0 && (timeout < 0 || timeout > 10))
