@@ -6,10 +6,13 @@
  *       CPU per RSA sign: OpenSSL's EVP_PKEY_sign (PKCS#1 v1.5, SHA-256) one at
  *       a time, kw_rsa_batch_run on full batches of 8 (padding, blinding,
  *       kernel, public check, unblinding), and the bare kernel.
- *   keyway-rsa-bench dudect [--measurements N]
- *       dudect-style leak test of the real IFMA kernel: a fixed key against
+ *   keyway-rsa-bench dudect [--measurements N] [--fixed-keys 1|8]
+ *       dudect-style leak test of the real IFMA kernel: fixed keys against
  *       random keys (all eight lanes of a measurement from one class, classes
- *       interleaved at random), Welch's t on the cycle counts.
+ *       interleaved at random), Welch's t on the cycle counts. The fixed class
+ *       is one key copied into every lane (1, the default) or a fixed key per
+ *       lane (8): the second tells a dependence on the key's value from one on
+ *       all lanes carrying the same data.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -177,11 +180,11 @@ static int cmp_u64(const void *a, const void *b)
 #define POOL 32
 #define NCROP 3
 
-static int dudect(long total)
+static int dudect(long total, int fixed_keys)
 {
 	static const double pct[NCROP] = {0.5, 0.9, 0.99};
 	struct kw_mb_key *pool[2][POOL];
-	EVP_PKEY *fixed = keygen(2048);
+	EVP_PKEY *fixed[8] = {NULL};
 	uint8_t in[8][256], *bufs[8];
 	uint64_t crop[NCROP], pilot[10000];
 	struct welch raw = {0}, cropped[NCROP];
@@ -193,10 +196,13 @@ static int dudect(long total)
 		return 1;
 	}
 	memset(cropped, 0, sizeof(cropped));
-	/* Class 0: copies of one fixed key; class 1: random keys. Same number of structures. */
+	for (int i = 0; i < fixed_keys; i++)
+		fixed[i] = keygen(2048);
+	/* Class 0: copies of the fixed keys (lane i draws from the copies of key i % fixed_keys);
+	 * class 1: random keys. Same number of structures, so both touch as much memory. */
 	for (int i = 0; i < POOL; i++) {
 		EVP_PKEY *r = keygen(2048);
-		pool[0][i] = mb_key(fixed, 2048);
+		pool[0][i] = mb_key(fixed[i % fixed_keys], 2048);
 		pool[1][i] = mb_key(r, 2048);
 		EVP_PKEY_free(r);
 	}
@@ -208,7 +214,13 @@ static int dudect(long total)
 		RAND_bytes(rnd, sizeof(rnd));
 		int cls = rnd[8] & 1;
 		for (int i = 0; i < 8; i++) {
-			keys[i] = pool[cls][rnd[i] % POOL];
+			/* POOL is a multiple of 8, so a fixed-class lane i keeps key i %
+			 * fixed_keys. */
+			unsigned pick = cls == 0 ? (unsigned)(rnd[i] % (POOL / fixed_keys)) *
+			                                   (unsigned)fixed_keys +
+			                               (unsigned)(i % fixed_keys)
+			                         : rnd[i] % POOL;
+			keys[i] = pool[cls][pick];
 			RAND_bytes(in[i], 256); /* the (blinded) input is random in both classes */
 			in[i][0] &= 0x3f;
 		}
@@ -253,7 +265,8 @@ static int dudect(long total)
 		kw_mb_key_free(pool[0][i]);
 		kw_mb_key_free(pool[1][i]);
 	}
-	EVP_PKEY_free(fixed);
+	for (int i = 0; i < fixed_keys; i++)
+		EVP_PKEY_free(fixed[i]);
 	return tmax < 4.5 ? 0 : 1;
 }
 
@@ -261,6 +274,7 @@ int main(int argc, char **argv)
 {
 	unsigned bits = 2048;
 	long n = 0;
+	int fixed_keys = 1;
 
 	for (int i = 2; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--bits") == 0)
@@ -268,12 +282,18 @@ int main(int argc, char **argv)
 		else if (strcmp(argv[i], "--batches") == 0 ||
 		         strcmp(argv[i], "--measurements") == 0)
 			n = atol(argv[i + 1]);
+		else if (strcmp(argv[i], "--fixed-keys") == 0)
+			fixed_keys = atoi(argv[i + 1]);
+	}
+	if (fixed_keys != 1 && fixed_keys != 8) {
+		fprintf(stderr, "keyway-rsa-bench: --fixed-keys: expected 1 or 8\n");
+		return 2;
 	}
 	if (argc >= 2 && strcmp(argv[1], "speed") == 0 && kw_rsa_batch_supported_bits(bits))
 		return speed(bits, n > 0 ? (int)n : 200);
 	if (argc >= 2 && strcmp(argv[1], "dudect") == 0)
-		return dudect(n > 0 ? n : 1000000);
+		return dudect(n > 0 ? n : 1000000, fixed_keys);
 	fprintf(stderr, "usage: keyway-rsa-bench speed [--bits 2048|3072|4096] [--batches N]\n"
-	                "       keyway-rsa-bench dudect [--measurements N]\n");
+	                "       keyway-rsa-bench dudect [--measurements N] [--fixed-keys 1|8]\n");
 	return 2;
 }
