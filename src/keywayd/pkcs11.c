@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -417,17 +418,41 @@ struct uri_ctx {
 	size_t errlen;
 };
 
-/* redact copies uri into out with the value of pin-value replaced by "***". */
+/* put appends n bytes of s at out[*o], truncating at len - 1 (out stays a string). */
+static void put(char *out, size_t len, size_t *o, const char *s, size_t n)
+{
+	if (*o + n >= len)
+		n = len - 1 - *o;
+	memcpy(out + *o, s, n);
+	*o += n;
+	out[*o] = '\0';
+}
+
+/*
+ * redact copies uri into out with the value of every pin-value replaced by
+ * "***". Every occurrence and any letter case: p11-kit may take either of two
+ * pin-values, or refuse the URI, and the message shows the URI either way. A
+ * value ends where p11-kit ends it: at '&' in the query, where ';' may be part
+ * of the PIN, and at ';' or '?' in the path.
+ */
 static void redact(char *out, size_t len, const char *uri)
 {
-	const char *p = strstr(uri, "pin-value=");
-	if (p == NULL) {
-		snprintf(out, len, "%s", uri);
-		return;
+	static const char key[] = "pin-value=";
+	const char *query = strchr(uri, '?');
+	const char *p = uri;
+	size_t o = 0;
+
+	out[0] = '\0';
+	while (*p != '\0') {
+		if (strncasecmp(p, key, sizeof(key) - 1) != 0) {
+			put(out, len, &o, p++, 1);
+			continue;
+		}
+		put(out, len, &o, p, sizeof(key) - 1);
+		put(out, len, &o, "***", 3);
+		p += sizeof(key) - 1;
+		p += strcspn(p, query != NULL && p > query ? "&" : ";?");
 	}
-	p += strlen("pin-value=");
-	const char *end = p + strcspn(p, "&;");
-	snprintf(out, len, "%.*s***%s", (int)(p - uri), uri, end);
 }
 
 /* blank_trim copies a blank-padded PKCS#11 string field into a C string. */

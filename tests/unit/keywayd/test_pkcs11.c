@@ -252,6 +252,13 @@ static void test_refusals(void)
 	               "selects no private key");
 	expect_refused("http://example.com/", module, "not a PKCS#11 URI");
 	expect_refused("pkcs11:token=kwtest", module, "needs a PIN");
+	/* Every pin-value is blanked: a repeated one, one whose PIN has a ';' (allowed in
+	 * a query value), and one in capitals that p11-kit refuses. */
+	expect_refused("pkcs11:token=kwtest?pin-value=9999&pin-value=9999", module, "wrong PIN");
+	expect_refused("pkcs11:token=kwtest?pin-value=12;9999", module, "wrong PIN");
+	expect_refused("pkcs11:token=kwtest?PIN-VALUE=9999", module, "not a PKCS#11 URI");
+	expect_refused("pkcs11:token=kwtest?pin-value=9999;x&module-path=/nonexistent/libnone.so",
+	               module, "cannot be loaded");
 }
 
 /* pin-source is a file, checked like key files; its trailing newline is not part of the PIN. */
