@@ -8,7 +8,9 @@
  * using it goes. A token keeps one "anchor" session open for its life, since
  * the login belongs to the token and ends with its last session, and a pool
  * of sessions for operations (one operation per session at a time), bounded
- * by the token's session limit.
+ * by the token's session limit. A token is shared by every set that serves
+ * it (see token_get), so a reload neither needs a session more nor logs in
+ * again.
  *
  * Keys are indexed like file keys: the public half is rebuilt as an EVP_PKEY
  * from the token's attributes and kw_key_ski / kw_key_digest run on it.
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -216,6 +219,10 @@ struct kwd_p11_token {
 	struct module *mod;
 	CK_SLOT_ID slot;
 	char label[33];
+	unsigned char serial[16]; /* CK_TOKEN_INFO's, to tell a token put in the same slot */
+	unsigned refs;            /* sets holding it; under tokens_lock */
+	bool stale;               /* its login session failed: not shared any more */
+	struct kwd_p11_token *next_live;
 	char *pin; /* kept for logging in again after a token reset; wiped */
 	size_t pin_len;
 	CK_SESSION_HANDLE anchor; /* holds the login */
@@ -246,6 +253,34 @@ static void token_free(struct kwd_p11_token *t)
 	pthread_cond_destroy(&t->cond);
 	module_unref(t->mod);
 	free(t);
+}
+
+/*
+ * The tokens of every live set. A reload shares them instead of opening a
+ * second login session and pool beside the old set's: on a token with a
+ * small session limit (a smart card, a YubiHSM) the old set's sessions
+ * would leave none for the new one and every reload would fail until a
+ * restart, ACL and CRL changes included.
+ */
+static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kwd_p11_token *live_tokens;
+
+static void token_unref(struct kwd_p11_token *t)
+{
+	if (t == NULL)
+		return;
+	pthread_mutex_lock(&tokens_lock);
+	if (--t->refs > 0) {
+		pthread_mutex_unlock(&tokens_lock);
+		return;
+	}
+	for (struct kwd_p11_token **p = &live_tokens; *p != NULL; p = &(*p)->next_live)
+		if (*p == t) {
+			*p = t->next_live;
+			break;
+		}
+	pthread_mutex_unlock(&tokens_lock);
+	token_free(t);
 }
 
 /* login logs s's token in; a login another session made counts as success. */
@@ -338,7 +373,7 @@ static void set_destroy(struct kwd_p11_set *s)
 		key_cleanup(&s->keys[i]);
 	free(s->keys);
 	for (size_t i = 0; i < s->ntokens; i++)
-		token_free(s->tokens[i]);
+		token_unref(s->tokens[i]);
 	free(s->tokens);
 	free(s);
 }
@@ -417,17 +452,41 @@ struct uri_ctx {
 	size_t errlen;
 };
 
-/* redact copies uri into out with the value of pin-value replaced by "***". */
+/* put appends n bytes of s at out[*o], truncating at len - 1 (out stays a string). */
+static void put(char *out, size_t len, size_t *o, const char *s, size_t n)
+{
+	if (*o + n >= len)
+		n = len - 1 - *o;
+	memcpy(out + *o, s, n);
+	*o += n;
+	out[*o] = '\0';
+}
+
+/*
+ * redact copies uri into out with the value of every pin-value replaced by
+ * "***". Every occurrence and any letter case: p11-kit may take either of two
+ * pin-values, or refuse the URI, and the message shows the URI either way. A
+ * value ends where p11-kit ends it: at '&' in the query, where ';' may be part
+ * of the PIN, and at ';' or '?' in the path.
+ */
 static void redact(char *out, size_t len, const char *uri)
 {
-	const char *p = strstr(uri, "pin-value=");
-	if (p == NULL) {
-		snprintf(out, len, "%s", uri);
-		return;
+	static const char key[] = "pin-value=";
+	const char *query = strchr(uri, '?');
+	const char *p = uri;
+	size_t o = 0;
+
+	out[0] = '\0';
+	while (*p != '\0') {
+		if (strncasecmp(p, key, sizeof(key) - 1) != 0) {
+			put(out, len, &o, p++, 1);
+			continue;
+		}
+		put(out, len, &o, p, sizeof(key) - 1);
+		put(out, len, &o, "***", 3);
+		p += sizeof(key) - 1;
+		p += strcspn(p, query != NULL && p > query ? "&" : ";?");
 	}
-	p += strlen("pin-value=");
-	const char *end = p + strcspn(p, "&;");
-	snprintf(out, len, "%.*s***%s", (int)(p - uri), uri, end);
 }
 
 /* blank_trim copies a blank-padded PKCS#11 string field into a C string. */
@@ -881,6 +940,7 @@ static int open_token(struct uri_ctx *c, struct module *m, CK_SLOT_ID slot, cons
 	pthread_cond_init(&t->cond, NULL);
 	t->slot = slot;
 	blank_trim(t->label, ti->label, sizeof(ti->label));
+	memcpy(t->serial, ti->serialNumber, sizeof(t->serial));
 	t->max = pool_limit(c, ti);
 	if ((rc = read_pin(c, t)) != 0)
 		goto fail;
@@ -912,6 +972,70 @@ static int open_token(struct uri_ctx *c, struct module *m, CK_SLOT_ID slot, cons
 fail:
 	token_free(t);
 	return rc;
+}
+
+/*
+ * shared_token returns, with one more reference, the token a live set opened
+ * in (m, slot) if it is still the same token and its login session still
+ * works (logging in again if the token was reset); NULL otherwise, and a
+ * token whose login session failed is not offered again. The URI's PIN and
+ * max-sessions apply when a token is first opened, as documented.
+ */
+static struct kwd_p11_token *shared_token(struct module *m, CK_SLOT_ID slot,
+                                          const CK_TOKEN_INFO *ti)
+{
+	struct kwd_p11_token *t;
+	CK_SESSION_INFO si;
+
+	pthread_mutex_lock(&tokens_lock);
+	for (t = live_tokens; t != NULL; t = t->next_live)
+		if (t->mod == m && t->slot == slot && !t->stale &&
+		    memcmp(t->serial, ti->serialNumber, sizeof(t->serial)) == 0)
+			break;
+	if (t != NULL)
+		t->refs++;
+	pthread_mutex_unlock(&tokens_lock);
+	if (t == NULL)
+		return NULL;
+	if (m->fl->C_GetSessionInfo(t->anchor, &si) == CKR_OK && login(t, t->anchor) == CKR_OK)
+		return t;
+	pthread_mutex_lock(&tokens_lock);
+	t->stale = true;
+	pthread_mutex_unlock(&tokens_lock);
+	token_unref(t);
+	return NULL;
+}
+
+/*
+ * token_get returns a token for (m, slot): a live set's (shared_token) or a
+ * newly opened one. The URI's PIN is read either way, so a pin-source that
+ * went missing or readable by others still fails the load.
+ */
+static int token_get(struct uri_ctx *c, struct module *m, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti,
+                     struct kwd_p11_token **out)
+{
+	struct kwd_p11_token probe = {0};
+	bool pin_ok;
+	int rc;
+
+	if ((rc = read_pin(c, &probe)) != 0)
+		return rc;
+	pin_ok = probe.pin != NULL || !(ti->flags & CKF_LOGIN_REQUIRED);
+	if (probe.pin != NULL) {
+		OPENSSL_cleanse(probe.pin, probe.pin_len);
+		free(probe.pin);
+	}
+	/* Without a PIN open_token says what is missing. */
+	if (pin_ok && (*out = shared_token(m, slot, ti)) != NULL)
+		return 0;
+	if ((rc = open_token(c, m, slot, ti, out)) != 0)
+		return rc;
+	pthread_mutex_lock(&tokens_lock);
+	(*out)->refs = 1;
+	(*out)->next_live = live_tokens;
+	live_tokens = *out;
+	pthread_mutex_unlock(&tokens_lock);
+	return 0;
 }
 
 /* find_token returns the set's token for (m, slot) when an earlier URI opened it. */
@@ -964,7 +1088,7 @@ static int load_slots(struct uri_ctx *c, struct module *m)
 				break;
 			}
 			c->set->tokens = nt;
-			if ((rc = open_token(c, m, slots[i], &ti, &t)) != 0)
+			if ((rc = token_get(c, m, slots[i], &ti, &t)) != 0)
 				break;
 			nt[c->set->ntokens++] = t;
 		}
@@ -1027,6 +1151,8 @@ out:
 int kwd_p11_load(const struct kwd_p11_options *o, struct kwd_p11_set **out, char *err,
                  size_t errlen)
 {
+	/* Loads search objects on shared login sessions: one load at a time. */
+	static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 	struct uri_ctx c = {.o = o, .err = err, .errlen = errlen};
 	int rc = 0;
 
@@ -1034,8 +1160,10 @@ int kwd_p11_load(const struct kwd_p11_options *o, struct kwd_p11_set **out, char
 	if ((c.set = calloc(1, sizeof(*c.set))) == NULL)
 		return -ENOMEM;
 	atomic_init(&c.set->refs, 1);
+	pthread_mutex_lock(&load_lock);
 	for (size_t i = 0; i < o->nuris && rc == 0; i++)
 		rc = load_uri(&c, o->uris[i]);
+	pthread_mutex_unlock(&load_lock);
 	if (rc != 0) {
 		set_destroy(c.set); /* on the loading thread: start-up and reload wait anyway */
 		return rc;

@@ -5,11 +5,12 @@
  * and the keyless operations run on the token.
  *
  * A kwd_p11_set is what the --pkcs11 URIs select at one load (start-up or
- * SIGHUP): its tokens (module + slot, the login, a pool of sessions) and
- * their keys. It is reference-counted: the keystore serving it and every
- * device job in flight hold a reference, so a reload never pulls a token out
- * from under an operation. Operations block on the token and must run on a
- * device thread (device.h), never on a worker's loop.
+ * SIGHUP): its tokens (module + slot, the login, a pool of sessions; shared
+ * with the previous set when it serves the same token) and their keys. It is
+ * reference-counted: the keystore serving it and every device job in flight
+ * hold a reference, so a reload never pulls a token out from under an
+ * operation. Operations block on the token and must run on a device thread
+ * (device.h), never on a worker's loop.
  */
 #ifndef KEYWAYD_PKCS11_H
 #define KEYWAYD_PKCS11_H

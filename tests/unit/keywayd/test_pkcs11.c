@@ -252,6 +252,13 @@ static void test_refusals(void)
 	               "selects no private key");
 	expect_refused("http://example.com/", module, "not a PKCS#11 URI");
 	expect_refused("pkcs11:token=kwtest", module, "needs a PIN");
+	/* Every pin-value is blanked: a repeated one, one whose PIN has a ';' (allowed in
+	 * a query value), and one in capitals that p11-kit refuses. */
+	expect_refused("pkcs11:token=kwtest?pin-value=9999&pin-value=9999", module, "wrong PIN");
+	expect_refused("pkcs11:token=kwtest?pin-value=12;9999", module, "wrong PIN");
+	expect_refused("pkcs11:token=kwtest?PIN-VALUE=9999", module, "not a PKCS#11 URI");
+	expect_refused("pkcs11:token=kwtest?pin-value=9999;x&module-path=/nonexistent/libnone.so",
+	               module, "cannot be loaded");
 }
 
 /* pin-source is a file, checked like key files; its trailing newline is not part of the PIN. */
@@ -428,6 +435,24 @@ static void test_shim(void)
 		goto out;
 	CHECK(atomic_load(open_max) <= 2);
 	CHECK(atomic_load(refusals) >= 2); /* the two requests above at least */
+
+	/* A reload while the old set holds every session the token grants: the new set
+	 * shares the token's login and sessions instead of needing more, and signs. */
+	struct kwd_p11_set *s2 = NULL;
+	CHECK(kwd_p11_load(&o, &s2, err, sizeof(err)) == 0);
+	if (s2 == NULL) {
+		fprintf(stderr, "reload at the session limit: %s\n", err);
+	} else {
+		const struct kwd_p11_key *k2 = kwd_p11_set_key(s2, 0);
+		CHECK(k2 != NULL && k2->token == k->token);
+		CHECK_EQ(kwd_p11_run(k2, d, in, 32, out, sizeof(out), &olen), KW_ERR_NONE);
+		CHECK(verify(p256, d, out, olen, in, 32));
+		kwd_p11_set_unref(s2);
+		kwd_p11_wait_teardowns();
+		/* The old set keeps the token's login after the new one went. */
+		CHECK_EQ(kwd_p11_run(k, d, in, 32, out, sizeof(out), &olen), KW_ERR_NONE);
+	}
+	CHECK(atomic_load(open_max) <= 2);
 
 	/* A failing device: that request gets 0x08, the session is replaced, the next works. */
 	atomic_store(fail, 1);
