@@ -68,6 +68,15 @@ static void observe(struct kwd_devpool *p, enum kwd_dev_result res, uint64_t ns)
 
 static void run(struct kwd_devpool *p, struct kwd_devreq *r)
 {
+	/* Asked as late as possible: a connection that closed while r waited in the
+	 * queue must not keep the token (and so every other client) busy. */
+	if (r->cancelled != NULL && r->cancelled(r)) {
+		r->error = KW_ERR_INTERNAL;
+		r->out_len = 0;
+		r->exec_ns = 0;
+		atomic_fetch_add_explicit(&p->ops[KWD_DEV_CANCELLED], 1, memory_order_relaxed);
+		return;
+	}
 	uint64_t t0 = kw_now_ns();
 
 	atomic_fetch_add_explicit(&p->running, 1, memory_order_relaxed);
@@ -225,6 +234,12 @@ struct job_req {
 	struct kwd_job *job;
 };
 
+/* job_cancelled: only the job is read (it lives until kwd_job_finish), never its connection. */
+static bool job_cancelled(const struct kwd_devreq *r)
+{
+	return kwd_job_cancelled(((const struct job_req *)r)->job);
+}
+
 static void job_done(struct kwd_devreq *r)
 {
 	struct job_req *jr = (struct job_req *)r;
@@ -259,6 +274,7 @@ static int p11_submit(struct kwd_device *dev, struct kwd_job *job)
 	    .out = job->res.buf,
 	    .out_cap = sizeof(job->res.buf),
 	    .done = job_done,
+	    .cancelled = job_cancelled,
 	};
 	/* The job's generation reference keeps key (its keystore and set) alive. */
 	if ((rc = kwd_devpool_submit(d->pool, &jr->r)) != 0)

@@ -17,6 +17,7 @@
 #define KEYWAYD_DEVICE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,13 +42,31 @@ struct kwd_devreq {
 	uint64_t exec_ns; /* time on the token */
 
 	void (*done)(struct kwd_devreq *r); /* on the device thread */
-	void *arg;                          /* the submitter's */
-	struct kwd_devreq *next;            /* the pool's queue */
+	/*
+	 * NULL, or asked (on the device thread) just before r would run: true
+	 * when no one wants the answer any more (its connection closed). r is
+	 * then not run on the token -- error KW_ERR_INTERNAL, counted as
+	 * KWD_DEV_CANCELLED -- and done is called as usual.
+	 */
+	bool (*cancelled)(const struct kwd_devreq *r);
+	void *arg;               /* the submitter's */
+	struct kwd_devreq *next; /* the pool's queue */
 	uint64_t queued_ns;
 };
 
-/* Result labels of the operation counter. */
-enum kwd_dev_result { KWD_DEV_OK = 0, KWD_DEV_CRYPTO_ERROR, KWD_DEV_INTERNAL_ERROR, KWD_DEV_NRES };
+/*
+ * Result labels of the operation counter. The results before KWD_DEV_NTIMED
+ * ran on the token and have a latency histogram; a cancelled request never
+ * reached the token.
+ */
+enum kwd_dev_result {
+	KWD_DEV_OK = 0,
+	KWD_DEV_CRYPTO_ERROR,
+	KWD_DEV_INTERNAL_ERROR,
+	KWD_DEV_NTIMED,
+	KWD_DEV_CANCELLED = KWD_DEV_NTIMED,
+	KWD_DEV_NRES
+};
 
 struct kwd_devpool_stats {
 	uint64_t ops[KWD_DEV_NRES];
@@ -83,7 +102,8 @@ void kwd_devpool_stats(struct kwd_devpool *p, struct kwd_devpool_stats *out);
 
 /*
  * kwd_devpool_latency copies the latency histogram of token operations (time
- * on the token, per result; buckets as metrics.h's, not cumulative).
+ * on the token, per result below KWD_DEV_NTIMED; buckets as metrics.h's, not
+ * cumulative).
  */
 void kwd_devpool_latency(struct kwd_devpool *p, enum kwd_dev_result res, uint64_t *buckets,
                          uint64_t *sum_ns);
@@ -92,7 +112,8 @@ void kwd_devpool_latency(struct kwd_devpool *p, enum kwd_dev_result res, uint64_
  * The pool as the executor's device kind (executor.h): a job's operation
  * runs on a device thread, its answer is written straight into job->res and
  * the job handed back with kwd_job_finish (the executor's eventfd wakes the
- * worker's loop). Token keys' kwd_key.device points here.
+ * worker's loop). A job its connection has given up on (kwd_job_cancelled)
+ * is skipped rather than run. Token keys' kwd_key.device points here.
  */
 struct kwd_p11_device {
 	struct kwd_device dev;

@@ -359,10 +359,12 @@ enum kwd_submit kwd_executor_submit(struct kwd_executor *ex, struct kwd_job_owne
 
 void kwd_executor_detach(struct kwd_executor *ex, struct kwd_job_owner *o)
 {
-	/* Device jobs are in o->jobs: they come back later and are dropped then. */
+	/* Device jobs are in o->jobs: they come back later and are dropped then;
+	 * the mark lets the device skip those it has not started. */
 	while (!kw_list_empty(&o->jobs)) {
 		struct kwd_job *job = kw_container_of(o->jobs.next, struct kwd_job, link);
 		kw_list_del(&job->link);
+		atomic_store_explicit(&job->cancelled, true, memory_order_relaxed);
 		job->owner = NULL;
 		o->pending--;
 	}

@@ -17,11 +17,13 @@
  * carries its request ID, as the keyless protocol allows). A job holds a
  * reference to the key generation it was submitted under, so a reload while
  * it runs changes nothing for it. A connection that closes detaches its jobs:
- * their results are wiped and dropped when they come back.
+ * a device skips those it has not started (kwd_job_cancelled), and their
+ * results are wiped and dropped when they come back.
  */
 #ifndef KEYWAYD_EXECUTOR_H
 #define KEYWAYD_EXECUTOR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +44,7 @@ struct kwd_job {
 	struct kwd_exec_result res; /* the answer (kwd_exec_result_output / _error) */
 	uint64_t exec_ns;           /* computing time to account to it (set by who computes) */
 	void *device_data;          /* free for the device's use */
+	atomic_bool cancelled;      /* its owner detached: see kwd_job_cancelled */
 
 	/* The executor's. */
 	struct kwd_executor *ex;
@@ -129,6 +132,16 @@ enum kwd_submit kwd_executor_submit(struct kwd_executor *ex, struct kwd_job_owne
 
 /* kwd_executor_detach: o goes away; its jobs are dropped when they come back. */
 void kwd_executor_detach(struct kwd_executor *ex, struct kwd_job_owner *o);
+
+/*
+ * kwd_job_cancelled (any thread): job's owner has detached, so no one will
+ * read its answer; a device should finish it without computing it. The job
+ * itself stays valid until kwd_job_finish, its owner may already be freed.
+ */
+static inline bool kwd_job_cancelled(const struct kwd_job *job)
+{
+	return atomic_load_explicit(&job->cancelled, memory_order_relaxed);
+}
 
 /* kwd_job_finish hands a device's finished job back to its executor (any thread). */
 void kwd_job_finish(struct kwd_job *job);

@@ -140,7 +140,8 @@ void kwd_metrics_set_devpool(struct kwd_metrics *m, struct kwd_devpool *pool)
 /* render_pkcs11 writes the device threads' families: operations, latency, queue. */
 static void render_pkcs11(struct kwd_metrics *m, struct kw_prom *p)
 {
-	static const char *const results[KWD_DEV_NRES] = {"ok", "crypto_error", "internal_error"};
+	static const char *const results[KWD_DEV_NRES] = {"ok", "crypto_error", "internal_error",
+	                                                  "cancelled"};
 	struct kwd_devpool_stats st;
 
 	kwd_devpool_stats(m->devpool, &st);
@@ -151,7 +152,8 @@ static void render_pkcs11(struct kwd_metrics *m, struct kw_prom *p)
 		            (const struct kw_prom_label[]){{"result", results[r]}}, 1, st.ops[r]);
 	kw_prom_family(p, "keyway_keywayd_pkcs11_operation_duration_seconds", "histogram",
 	               "Time of PKCS#11 token operations on the token, by result.");
-	for (int r = 0; r < KWD_DEV_NRES; r++) {
+	/* Cancelled operations never ran on the token: no latency of theirs. */
+	for (int r = 0; r < KWD_DEV_NTIMED; r++) {
 		uint64_t bucket[KWD_HIST_BUCKETS + 1], sum_ns;
 		char sum_s[32];
 		kwd_devpool_latency(m->devpool, (enum kwd_dev_result)r, bucket, &sum_ns);

@@ -3,7 +3,8 @@
 directory through SOFTHSM2_CONF), and nothing else: every keyless operation on
 RSA-2048, P-256, P-384 and Ed25519 token keys, each result checked with the
 public key; a ping answered while hundreds of token signatures are queued
-(on the same connection and on another one); SIGHUP picking up a key added to
+(on the same connection and on another one); the queued operations of
+connections that closed dropped unrun; SIGHUP picking up a key added to
 the token; the metrics; and the start-up refusals: wrong PIN (never echoed),
 missing module, missing token, a token key and a key file with the same SKI.
 Skipped when SoftHSM2 is not installed."""
@@ -177,6 +178,48 @@ def metrics_ok(c, kd):
                 r.stdout + r.stderr)
 
 
+def metric(kd, name):
+    """The value of the sample name (with its labels) on kd's metrics page, 0 if absent."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % kd.metrics_port,
+                                  timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def closed_connections_cancel(c, tmp, module, tk, nconn=20, n=500):
+    """nconn connections each queue n token signatures and close at once: their
+    queued operations are dropped before they reach the token, and a new client is
+    served without waiting for them (one device thread: ~1 ms a signature, so
+    running them all would take seconds)."""
+    op, p = kw.sign_request(tk, "sha256", b"gone")
+    reqs = b"".join(kw.encode(op, p, ski=tk.ski, id=i) for i in range(1, n + 1))
+    ops = 'keyway_keywayd_pkcs11_operations_total{result="%s"}'
+    with keywayd(tmp, module, metrics=True, extra=["--pkcs11-threads", "1"]) as kd:
+        for _ in range(nconn):
+            with kd.connect_unix(timeout=30) as gone:
+                gone.send(reqs)
+        t0 = time.monotonic()
+        with kd.connect_unix(timeout=60) as cl:
+            ok, f = kw.signs_with(cl, tk)
+        took = time.monotonic() - t0
+        c.check(ok and took < 5.0, "a new client is served within 5 s after %d connections "
+                "queued %d token signatures each and closed" % (nconn, n),
+                "ok=%s, %.3f s, %s" % (ok, took, kw.describe(f)))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (
+                metric(kd, "keyway_keywayd_pkcs11_queue_depth") > 0 or
+                metric(kd, "keyway_keywayd_pkcs11_operations_running") > 0):
+            time.sleep(0.05)
+        ran, dropped = metric(kd, ops % "ok"), metric(kd, ops % "cancelled")
+        c.check(ran + dropped >= nconn * 100,
+                "the closed connections queued token work", "ok=%d, cancelled=%d" % (ran, dropped))
+        c.check(ran <= 0.1 * (ran + dropped),
+                "the token ran few of the operations queued by closed connections; the rest "
+                "were counted as cancelled", "ok=%d, cancelled=%d" % (ran, dropped))
+
+
 def refusals(c, tmp, module, keys):
     def expect(args, needle, what):
         rc, out = kw.run_keywayd_expect_exit(args + ["--unix", os.path.join(tmp, "r.sock")])
@@ -267,6 +310,7 @@ def main(c):
         c.eq(kd.returncode, 0, "keywayd exits 0 on SIGTERM")
         log = kd.stderr_text()
         c.check(PIN not in log, "the PIN is not logged", "")
+        closed_connections_cancel(c, tmp, module, keys["rsa2048"])
         refusals(c, tmp, module, keys)
         reload_failure_keeps_keys(c, tmp, module, keys["p256"])
         acl_by_label(c, tmp, module, keys)

@@ -2,7 +2,7 @@
  * test_device.c - the PKCS#11 device threads on a SoftHSM2 token: requests
  * completed back to a loop through an eventfd while the loop keeps turning,
  * a full queue refused rather than waited on, queued requests run at free,
- * and the counters. Skipped (77) when SoftHSM2 is not installed.
+ * cancelled requests skipped, and the counters. Skipped (77) when SoftHSM2 is not installed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -252,6 +252,58 @@ static void test_errors_counted(void)
 	kw_loop_free(loop);
 }
 
+static bool always_cancelled(const struct kwd_devreq *r)
+{
+	(void)r;
+	return true;
+}
+
+static bool never_cancelled(const struct kwd_devreq *r)
+{
+	(void)r;
+	return false;
+}
+
+/*
+ * A request whose submitter gave up on it (its connection closed) is not run
+ * on the token: it comes back as an internal error, counted as cancelled and
+ * kept out of the latency histogram; the others run as usual.
+ */
+static void test_cancelled_skipped(void)
+{
+	struct kw_loop *loop;
+	struct kwd_devpool *p;
+	struct sink s;
+
+	CHECK(kw_loop_new(&loop) == 0);
+	sink_init(&s, loop);
+	CHECK(kwd_devpool_new(1, 16, &p) == 0);
+	for (unsigned i = 0; i < 10; i++) {
+		struct req *q = new_req(&s, i);
+		q->r.cancelled = i % 2 ? always_cancelled : never_cancelled;
+		CHECK(kwd_devpool_submit(p, &q->r) == 0);
+	}
+	for (int i = 0; i < 600 && s.taken < 10; i++)
+		kw_loop_run_once(loop, 100);
+	CHECK_EQ(s.taken, 10);
+	CHECK_EQ(s.good, 5);
+	CHECK_EQ(s.bad, 5);
+	struct kwd_devpool_stats st;
+	kwd_devpool_stats(p, &st);
+	CHECK_EQ(st.ops[KWD_DEV_OK], 5);
+	CHECK_EQ(st.ops[KWD_DEV_CANCELLED], 5);
+	CHECK_EQ(st.ops[KWD_DEV_INTERNAL_ERROR], 0);
+	uint64_t b[KWD_HIST_BUCKETS + 1], sum = 0, n = 0;
+	kwd_devpool_latency(p, KWD_DEV_OK, b, &sum);
+	for (int i = 0; i <= KWD_HIST_BUCKETS; i++)
+		n += b[i];
+	CHECK_EQ(n, 5);
+	kwd_devpool_free(p);
+	kw_io_stop(loop, &s.io);
+	close(s.efd);
+	kw_loop_free(loop);
+}
+
 /* Each request's own completion time, for test_slow_token. */
 struct timed {
 	struct kwd_devreq r;
@@ -350,6 +402,7 @@ int main(void)
 		test_completions();
 		test_full_and_free();
 		test_errors_counted();
+		test_cancelled_skipped();
 		test_slow_token(module);
 	}
 	kwd_p11_set_unref(set);
