@@ -530,9 +530,51 @@ static void log_handshake(struct kwd_conn *c)
 	         SSL_get_cipher_name(c->ssl), cn);
 }
 
+/*
+ * A refused client certificate (revoked, its CA's CRL expired, an unknown CA)
+ * is the operator's business, so it is a warning naming the reason; but a
+ * client retrying in a loop meets it on every connection, so at most one line
+ * per REFUSED_LOG_INTERVAL_NS (all workers together), counting the ones held
+ * back.
+ */
+#define REFUSED_LOG_INTERVAL_NS (10ull * 1000000000ull)
+static pthread_mutex_t refused_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t refused_last_ns;
+static bool refused_logged;
+static unsigned long refused_held;
+
+static void log_refused_cert(struct kwd_conn *c, long verify)
+{
+	uint64_t now = kw_loop_now_ns(c->env->loop);
+	unsigned long held = 0;
+	bool log = false;
+
+	pthread_mutex_lock(&refused_mu);
+	if (!refused_logged || now - refused_last_ns >= REFUSED_LOG_INTERVAL_NS) {
+		log = true;
+		held = refused_held;
+		refused_held = 0;
+		refused_last_ns = now;
+		refused_logged = true;
+	} else {
+		refused_held++;
+	}
+	pthread_mutex_unlock(&refused_mu);
+	if (!log)
+		return;
+	/* OpenSSL keeps no peer certificate after a failed verification: the
+	 * address and the reason are what there is to name. */
+	kw_warn("connection %s: client certificate refused: %s (%lu more refusals not logged "
+	        "in the last 10 s)",
+	        c->peer, X509_verify_cert_error_string(verify), held);
+}
+
 static void handshake_failed(struct kwd_conn *c, const char *why)
 {
 	char reason[256];
+	long verify = SSL_get_verify_result(c->ssl);
+	if (verify != X509_V_OK)
+		log_refused_cert(c, verify);
 	kw_tls_err_string(reason, sizeof(reason));
 	kw_debug("connection %s: TLS handshake failed: %s%s%s", c->peer, why, reason[0] ? ": " : "",
 	         reason);

@@ -2,15 +2,18 @@
 #include "trust.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "keyway/err.h"
+#include "keyway/log.h"
 #include "keyway/tls.h"
 
 #define MAX_TRUST_FILE (16u << 20) /* CRLs of a large CA are megabytes, not more */
@@ -80,6 +83,64 @@ static int covered(STACK_OF(X509_INFO) * crls, X509 *ca)
 	return 0;
 }
 
+/* time_str writes t as 2026-12-07T01:43:50Z, or "none". */
+static void time_str(const ASN1_TIME *t, char *out, size_t outlen)
+{
+	struct tm tm;
+	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1 ||
+	    strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, outlen, "none");
+}
+
+/* current: crl is within its validity now (thisUpdate passed, nextUpdate not). */
+static bool current(X509_CRL *crl)
+{
+	const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+	return X509_cmp_current_time(X509_CRL_get0_lastUpdate(crl)) < 0 &&
+	       (next == NULL || X509_cmp_current_time(next) > 0);
+}
+
+/* has_current: another CRL of crl's issuer in crls is current (OpenSSL then uses that one). */
+static bool has_current(STACK_OF(X509_INFO) * crls, X509_CRL *crl)
+{
+	for (int i = 0; i < sk_X509_INFO_num(crls); i++) {
+		X509_CRL *o = sk_X509_INFO_value(crls, i)->crl;
+		if (o != NULL && o != crl &&
+		    X509_NAME_cmp(X509_CRL_get_issuer(o), X509_CRL_get_issuer(crl)) == 0 &&
+		    current(o))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * warn_stale warns of each CA whose CRLs are all expired or not yet valid.
+ * Such a file is accepted (a CRL may be replaced before its clients notice),
+ * but until it is, verification refuses every client certificate of that CA
+ * -- which would otherwise show only as failed handshakes.
+ */
+static void warn_stale(STACK_OF(X509_INFO) * crls, const char *crl_file)
+{
+	for (int i = 0; i < sk_X509_INFO_num(crls); i++) {
+		X509_CRL *crl = sk_X509_INFO_value(crls, i)->crl;
+		if (crl == NULL || current(crl) || has_current(crls, crl))
+			continue;
+		char issuer[256], next[32], last[32];
+		issuer[0] = '\0';
+		X509_NAME_oneline(X509_CRL_get_issuer(crl), issuer, (int)sizeof(issuer));
+		time_str(X509_CRL_get0_nextUpdate(crl), next, sizeof(next));
+		time_str(X509_CRL_get0_lastUpdate(crl), last, sizeof(last));
+		bool early = X509_cmp_current_time(X509_CRL_get0_lastUpdate(crl)) >= 0;
+		kw_warn(
+		    "--client-crl %s: the CRL of the CA '%s' %s (thisUpdate %s, nextUpdate "
+		    "%s): every client certificate of that CA is refused until a current CRL is "
+		    "loaded; fix: %s",
+		    crl_file, issuer, early ? "is not valid yet" : "has expired", last, next,
+		    early ? "check this host's clock and the CRL's dates"
+		          : "put the CA's current CRL in the file and send SIGHUP");
+	}
+}
+
 /* install_crls checks every CA of cas has a CRL in crls, then adds them all to ctx's store. */
 static int install_crls(SSL_CTX *ctx, STACK_OF(X509_INFO) * cas, STACK_OF(X509_INFO) * crls,
                         const char *ca_file, const char *crl_file, char *err, size_t errlen)
@@ -118,6 +179,7 @@ static int install_crls(SSL_CTX *ctx, STACK_OF(X509_INFO) * cas, STACK_OF(X509_I
 		}
 	}
 	X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+	warn_stale(crls, crl_file);
 	return 0;
 }
 

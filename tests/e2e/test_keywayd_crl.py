@@ -4,10 +4,13 @@ revokes the certificate of an open connection closes that connection (and
 only that one). Every CA of --client-ca needs a CRL: one missing is refused
 at start-up and on reload (the old CRLs stay). The listener issues no
 session tickets and resumes no session (TLS 1.2 and 1.3), so a revoked
-client cannot come back on an old session."""
+client cannot come back on an old session. An expired CRL (or one not valid
+yet) is warned about at load, and each refused client certificate is logged
+with its reason, rate-limited."""
 
 import datetime
 import os
+import re
 import signal
 import ssl
 import urllib.request
@@ -19,11 +22,11 @@ import kwharness
 import kwtest as kw
 
 
-def make_crl(ca_key, ca_cert, revoked=()):
+def make_crl(ca_key, ca_cert, revoked=(), last=None, next=None):
     now = datetime.datetime.now(datetime.timezone.utc)
     b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
-         .last_update(now - datetime.timedelta(minutes=5))
-         .next_update(now + datetime.timedelta(days=7)))
+         .last_update(last or now - datetime.timedelta(minutes=5))
+         .next_update(next or now + datetime.timedelta(days=7)))
     for cert in revoked:
         b = b.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
@@ -47,6 +50,54 @@ def connects(cert, port):
         return False
 
 
+def stale_crls(c, tmp, pki, keys_dir, x):
+    """An expired CRL is accepted (as documented) but warned about at start-up and on
+    reload, naming the file, the CA and nextUpdate; each client it makes verification
+    refuse is logged with the reason. A CRL not valid yet is warned about too."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    expired_at = now - datetime.timedelta(days=1)
+    path = os.path.join(tmp, "stale.pem")
+    write_crls(path, make_crl(pki.ca_key, pki.ca, last=now - datetime.timedelta(days=8),
+                              next=expired_at))
+    want = (r"--client-crl %s: the CRL of the CA '/CN=Keyway Test CA' has expired "
+            r"\(thisUpdate [0-9TZ:-]+, nextUpdate %s\)" %
+            (re.escape(path), expired_at.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    with kw.Keywayd(pki, keys_dir, tmp, extra=["--client-crl", path]) as kd:
+        c.check(kd.wait_log(want, timeout=5.0) is not None,
+                "start-up warns of the expired CRL, naming the file, the CA and nextUpdate",
+                kd.stderr_text()[-600:])
+        c.check(not connects(x, kd.port), "a client of that CA is refused")
+        m = kd.wait_log(r"client certificate refused: CRL has expired", timeout=5.0)
+        c.check(m is not None, "the refused handshake is logged with its reason",
+                kd.stderr_text()[-600:])
+        c.check(not connects(x, kd.port) and not connects(x, kd.port),
+                "later tries are refused too")
+        log = kd.stderr_text()
+        c.eq(log.count("refused: CRL has expired"), 1,
+             "refusals within 10 s after a logged one are held back (rate limit)")
+        at = len(log)
+        future = now + datetime.timedelta(days=1)
+        write_crls(path, make_crl(pki.ca_key, pki.ca, last=future,
+                                  next=future + datetime.timedelta(days=7)))
+        kd.signal(signal.SIGHUP)
+        m = kd.wait_log(r"--client-crl %s: the CRL of the CA '/CN=Keyway Test CA' is not "
+                        r"valid yet \(thisUpdate %s" %
+                        (re.escape(path), future.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                        timeout=5.0, start=at)
+        c.check(m is not None, "a reload warns of a CRL not valid yet",
+                kd.stderr_text()[at:][-600:])
+        at = len(kd.stderr_text())
+        write_crls(path, make_crl(pki.ca_key, pki.ca),
+                   make_crl(pki.ca_key, pki.ca, last=now - datetime.timedelta(days=8),
+                            next=expired_at))
+        kd.signal(signal.SIGHUP)
+        kd.wait_log("reloaded", timeout=5.0, start=at)
+        c.check("has expired" not in kd.stderr_text()[at:],
+                "no warning when the CA also has a current CRL in the file",
+                kd.stderr_text()[at:][-600:])
+        c.check(connects(x, kd.port), "with a current CRL the client connects again")
+
+
 def main(c):
     with kw.TempDir() as tmp:
         pki, keys_dir, keys = kw.setup(tmp, ["p256"])
@@ -68,6 +119,10 @@ def main(c):
                 c.check(kw.ping_ok(cy) and kw.signs_with(cy, p256)[0],
                         "the other client's open connection goes on")
                 c.check(not connects(x, kd.port), "the revoked client cannot connect again")
+                c.check(kd.wait_log(r"client certificate refused: certificate revoked",
+                                    timeout=5.0) is not None,
+                        "the refused handshake is logged with its reason (revoked)",
+                        kd.stderr_text()[-600:])
                 c.check(connects(y, kd.port), "the other client still connects")
                 with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % kd.metrics_port,
                                             timeout=5) as r:
@@ -121,6 +176,9 @@ def main(c):
             rc, out = kw.run_keywayd_expect_exit(base + ["--client-crl", f.name])
             c.check(rc == 2 and "--client-crl" in out, "a file without a CRL is refused",
                     "rc=%s: %s" % (rc, out))
+
+        with c.section("an expired CRL"):  # after the start-up checks restored --client-ca
+            stale_crls(c, tmp, pki, keys_dir, x)
 
 
 if __name__ == "__main__":
