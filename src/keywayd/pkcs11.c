@@ -8,7 +8,10 @@
  * using it goes. A token keeps one "anchor" session open for its life, since
  * the login belongs to the token and ends with its last session, and a pool
  * of sessions for operations (one operation per session at a time), bounded
- * by the token's session limit. A token is shared by every set that serves
+ * by the token's session limit. A token that grants no session besides the
+ * anchor has no pool: its operations take turns on the anchor ("shared"
+ * mode), and a load searching objects on the anchor takes its turn too. A
+ * token is shared by every set that serves
  * it (see token_get), so a reload neither needs a session more nor logs in
  * again.
  *
@@ -43,6 +46,7 @@
 #include "keyway/err.h"
 #include "keyway/keyfile.h"
 #include "keyway/keyid.h"
+#include "keyway/log.h"
 
 #define MAX_POOL 256 /* sessions per token when the token sets no limit */
 #define MAX_PIN 256
@@ -229,6 +233,11 @@ struct kwd_p11_token {
 	bool has_anchor;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	/* The anchor is used by one thread at a time: a load (anchor_take) and, in
+	 * shared mode, each operation. Under lock. */
+	bool shared; /* no pool: operations run on the anchor, one at a time */
+	bool anchor_busy;
+	pthread_cond_t anchor_cond;
 	unsigned open; /* pool sessions open (idle or lent) */
 	unsigned max;  /* pool limit */
 	unsigned nidle;
@@ -251,6 +260,7 @@ static void token_free(struct kwd_p11_token *t)
 	}
 	pthread_mutex_destroy(&t->lock);
 	pthread_cond_destroy(&t->cond);
+	pthread_cond_destroy(&t->anchor_cond);
 	module_unref(t->mod);
 	free(t);
 }
@@ -292,10 +302,85 @@ static CK_RV login(struct kwd_p11_token *t, CK_SESSION_HANDLE s)
 	return rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv;
 }
 
+/* anchor_take waits for the anchor session to be t's caller's alone (see anchor_busy). */
+static void anchor_take(struct kwd_p11_token *t)
+{
+	pthread_mutex_lock(&t->lock);
+	while (t->anchor_busy)
+		pthread_cond_wait(&t->anchor_cond, &t->lock);
+	t->anchor_busy = true;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void anchor_give(struct kwd_p11_token *t)
+{
+	pthread_mutex_lock(&t->lock);
+	t->anchor_busy = false;
+	pthread_cond_signal(&t->anchor_cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * anchor_reopen replaces t's anchor (held with anchor_take) once the token
+ * no longer knows it (a reset, a removal): the new one logs in again. Key
+ * handles the token dropped meanwhile come back with the next reload, which
+ * finds the objects again. On failure t has no anchor until the next try.
+ */
+static CK_RV anchor_reopen(struct kwd_p11_token *t)
+{
+	CK_RV rv;
+
+	if (t->has_anchor)
+		t->mod->fl->C_CloseSession(t->anchor);
+	t->has_anchor = false;
+	rv = t->mod->fl->C_OpenSession(t->slot, CKF_SERIAL_SESSION, NULL, NULL, &t->anchor);
+	if (rv != CKR_OK)
+		return rv;
+	t->has_anchor = true;
+	return login(t, t->anchor);
+}
+
+/*
+ * go_shared switches t (lock held) to running its operations on the anchor:
+ * the token granted it no session besides the anchor. Said once, since it
+ * makes the token serve one operation at a time.
+ */
+static void go_shared(struct kwd_p11_token *t)
+{
+	if (t->shared)
+		return;
+	t->shared = true;
+	t->max = 0;
+	pthread_cond_broadcast(&t->cond); /* waiters for a pool session take the anchor now */
+	kw_info("token %s grants no session besides the login session: its operations run on "
+	        "that session, one at a time",
+	        t->label);
+}
+
+/* shared_get lends t's anchor (shared mode) once no other thread uses it; lock held. */
+static CK_RV shared_get(struct kwd_p11_token *t, CK_SESSION_HANDLE *out)
+{
+	CK_RV rv = CKR_OK;
+
+	while (t->anchor_busy)
+		pthread_cond_wait(&t->anchor_cond, &t->lock);
+	t->anchor_busy = true;
+	pthread_mutex_unlock(&t->lock);
+	if (!t->has_anchor) /* it broke and could not be replaced then: try again */
+		rv = anchor_reopen(t);
+	if (rv == CKR_OK) {
+		*out = t->anchor;
+		return CKR_OK;
+	}
+	anchor_give(t);
+	return rv;
+}
+
 /*
  * session_get lends a pool session, opening one while under the limit and
  * waiting for one to come back otherwise. A token answering
- * CKR_SESSION_COUNT lowers the limit to what it has granted.
+ * CKR_SESSION_COUNT lowers the limit to what it has granted; one that grants
+ * none besides the anchor goes shared (go_shared) and lends the anchor.
  */
 static CK_RV session_get(struct kwd_p11_token *t, CK_SESSION_HANDLE *out)
 {
@@ -303,6 +388,8 @@ static CK_RV session_get(struct kwd_p11_token *t, CK_SESSION_HANDLE *out)
 
 	pthread_mutex_lock(&t->lock);
 	for (;;) {
+		if (t->shared)
+			return shared_get(t, out); /* unlocks */
 		if (t->nidle > 0) {
 			*out = t->idle[--t->nidle];
 			pthread_mutex_unlock(&t->lock);
@@ -319,10 +406,17 @@ static CK_RV session_get(struct kwd_p11_token *t, CK_SESSION_HANDLE *out)
 		return CKR_OK;
 	pthread_mutex_lock(&t->lock);
 	t->open--;
+	if (rv == CKR_SESSION_COUNT && t->open == 0) {
+		/* No pool session is open or being opened: only the anchor is granted. */
+		go_shared(t);
+		return shared_get(t, out); /* unlocks */
+	}
 	if (rv == CKR_SESSION_COUNT && t->open > 0) {
 		t->max = t->open; /* the token's real limit: wait for a lent one */
-		while (t->nidle == 0)
+		while (t->nidle == 0 && !t->shared)
 			pthread_cond_wait(&t->cond, &t->lock);
+		if (t->shared)
+			return shared_get(t, out); /* unlocks */
 		*out = t->idle[--t->nidle];
 		rv = CKR_OK;
 	}
@@ -332,6 +426,19 @@ static CK_RV session_get(struct kwd_p11_token *t, CK_SESSION_HANDLE *out)
 
 static void session_put(struct kwd_p11_token *t, CK_SESSION_HANDLE s, bool broken)
 {
+	pthread_mutex_lock(&t->lock);
+	bool on_anchor = t->shared && s == t->anchor;
+	pthread_mutex_unlock(&t->lock);
+	if (on_anchor) {
+		/* Closing the token's only session would log it out, and a token may then
+		 * drop the handles of its private keys (SoftHSM2 does): the anchor is
+		 * replaced only if it is really gone. A failed operation has ended. */
+		CK_SESSION_INFO si;
+		if (broken && t->mod->fl->C_GetSessionInfo(s, &si) != CKR_OK)
+			anchor_reopen(t); /* a failure is retried by the next shared_get */
+		anchor_give(t);
+		return;
+	}
 	if (broken)
 		t->mod->fl->C_CloseSession(s);
 	pthread_mutex_lock(&t->lock);
@@ -896,9 +1003,12 @@ static int load_keys(struct uri_ctx *c, struct kwd_p11_token *t)
 		tmpl[n++] = *a;
 	if ((a = p11_kit_uri_get_attribute(c->uri, CKA_LABEL)) != NULL)
 		tmpl[n++] = *a;
-	long found = find_objects(t->mod->fl, t->anchor, tmpl, n, &h);
+	/* A shared token's operations run on the anchor too: take a turn. */
+	anchor_take(t);
+	long found = t->has_anchor ? find_objects(t->mod->fl, t->anchor, tmpl, n, &h) : -1;
 	for (long i = 0; i < found && rc == 0; i++)
 		rc = add_key(c, t, t->anchor, h[i]);
+	anchor_give(t);
 	free(h);
 	if (rc == 0 && found <= 0) {
 		fmt_err(c->err, c->errlen, "%s: no private key on token %s matches", c->shown,
@@ -921,8 +1031,8 @@ static unsigned pool_limit(const struct uri_ctx *c, const CK_TOKEN_INFO *ti)
 		max = strtoul(q, NULL, 10);
 	if (c->o->max_sessions > 0 && c->o->max_sessions < max)
 		max = c->o->max_sessions;
-	/* The anchor session counts against the token's limit. */
-	return max > 1 ? (unsigned)max - 1 : 1;
+	/* The anchor session counts against the token's limit; 0 leaves only it (shared). */
+	return max > 1 ? (unsigned)max - 1 : 0;
 }
 
 /* open_token opens and logs in to the token in slot. */
@@ -938,6 +1048,7 @@ static int open_token(struct uri_ctx *c, struct module *m, CK_SLOT_ID slot, cons
 		return -ENOMEM;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->cond, NULL);
+	pthread_cond_init(&t->anchor_cond, NULL);
 	t->slot = slot;
 	blank_trim(t->label, ti->label, sizeof(ti->label));
 	memcpy(t->serial, ti->serialNumber, sizeof(t->serial));
@@ -966,6 +1077,11 @@ static int open_token(struct uri_ctx *c, struct module *m, CK_SLOT_ID slot, cons
 		        rv == CKR_PIN_INCORRECT ? " (wrong PIN)" : "");
 		rc = -KW_ECONFIG;
 		goto fail;
+	}
+	if (t->max == 0) {
+		pthread_mutex_lock(&t->lock);
+		go_shared(t);
+		pthread_mutex_unlock(&t->lock);
 	}
 	*out = t;
 	return 0;
@@ -997,7 +1113,12 @@ static struct kwd_p11_token *shared_token(struct module *m, CK_SLOT_ID slot,
 	pthread_mutex_unlock(&tokens_lock);
 	if (t == NULL)
 		return NULL;
-	if (m->fl->C_GetSessionInfo(t->anchor, &si) == CKR_OK && login(t, t->anchor) == CKR_OK)
+	/* A shared token's operations run on the anchor: take a turn. */
+	anchor_take(t);
+	bool ok = t->has_anchor && m->fl->C_GetSessionInfo(t->anchor, &si) == CKR_OK &&
+	          login(t, t->anchor) == CKR_OK;
+	anchor_give(t);
+	if (ok)
 		return t;
 	pthread_mutex_lock(&tokens_lock);
 	t->stale = true;

@@ -4,7 +4,8 @@ directory through SOFTHSM2_CONF), and nothing else: every keyless operation on
 RSA-2048, P-256, P-384 and Ed25519 token keys, each result checked with the
 public key; a ping answered while hundreds of token signatures are queued
 (on the same connection and on another one); the queued operations of
-connections that closed dropped unrun; SIGHUP picking up a key added to
+connections that closed dropped unrun; a token limited to one session (max-sessions=1)
+used through its login session; SIGHUP picking up a key added to
 the token; the metrics; and the start-up refusals: wrong PIN (never echoed),
 missing module, missing token, a token key and a key file with the same SKI.
 Skipped when SoftHSM2 is not installed."""
@@ -220,6 +221,30 @@ def closed_connections_cancel(c, tmp, module, tk, nconn=20, n=500):
                 "were counted as cancelled", "ok=%d, cancelled=%d" % (ran, dropped))
 
 
+def one_session(c, tmp, module, tk, n=100):
+    """max-sessions=1 (the login session only): keywayd says so and serves every
+    request, its device threads taking turns on that session."""
+    uri = "pkcs11:token=%s?pin-value=%s&max-sessions=1" % (TOKEN, PIN)
+    op, p = kw.sign_request(tk, "sha256", b"one")
+    reqs = b"".join(kw.encode(op, p, ski=tk.ski, id=i) for i in range(1, n + 1))
+    with keywayd(tmp, module, uri=uri, extra=["--pkcs11-threads", "3"]) as kd:
+        c.check(kd.wait_log("grants no session besides the login session", 5.0) is not None,
+                "a token limited to one session is used through its login session, saying so",
+                kd.stderr_text()[-600:])
+        with kd.connect_unix(timeout=60) as cl:
+            cl.send(reqs)
+            good = 0
+            for _ in range(n):
+                f = cl.recv_frame(60)
+                good += f.opcode == kw.OP_RESPONSE and kw.verify_sig(tk, op, p, f.payload) is None
+            c.eq(good, n, "all %d signatures on a one-session token verify" % n)
+            kd.signal(signal.SIGHUP)
+            kd.wait_log("reloaded", 10)
+            ok, f = kw.signs_with(cl, tk)
+            c.check(ok, "a reload on a one-session token works and it still signs",
+                    kw.describe(f))
+
+
 def refusals(c, tmp, module, keys):
     def expect(args, needle, what):
         rc, out = kw.run_keywayd_expect_exit(args + ["--unix", os.path.join(tmp, "r.sock")])
@@ -311,6 +336,7 @@ def main(c):
         log = kd.stderr_text()
         c.check(PIN not in log, "the PIN is not logged", "")
         closed_connections_cancel(c, tmp, module, keys["rsa2048"])
+        one_session(c, tmp, module, keys["p256"])
         refusals(c, tmp, module, keys)
         reload_failure_keeps_keys(c, tmp, module, keys["p256"])
         acl_by_label(c, tmp, module, keys)
