@@ -815,9 +815,18 @@ static void on_jobs_settle(struct kwd_job_owner *o)
 		settle(c);
 }
 
+/* on_job_dropped: the connection closes before job's answer: the request still counts in
+ * the audit log, as a failure (the client never got an answer). */
+static void on_job_dropped(struct kwd_job_owner *o, const struct kwd_job *job)
+{
+	struct kwd_conn *c = kw_container_of(o, struct kwd_conn, jobs);
+	audit(c, job->op.opcode, job->op.key, false, KW_ERR_INTERNAL);
+}
+
 static const struct kwd_job_owner_ops job_ops = {
     .done = on_job_done,
     .settle = on_jobs_settle,
+    .dropped = on_job_dropped,
 };
 
 static void service(struct kwd_conn *c, bool can_read)

@@ -364,6 +364,8 @@ void kwd_executor_detach(struct kwd_executor *ex, struct kwd_job_owner *o)
 	while (!kw_list_empty(&o->jobs)) {
 		struct kwd_job *job = kw_container_of(o->jobs.next, struct kwd_job, link);
 		kw_list_del(&job->link);
+		if (o->ops->dropped != NULL)
+			o->ops->dropped(o, job);
 		atomic_store_explicit(&job->cancelled, true, memory_order_relaxed);
 		job->owner = NULL;
 		o->pending--;
@@ -374,6 +376,8 @@ void kwd_executor_detach(struct kwd_executor *ex, struct kwd_job_owner *o)
 		struct kwd_job *job = kw_container_of(l, struct kwd_job, link);
 		if (job->owner == o) {
 			kw_list_del(&job->link);
+			if (o->ops->dropped != NULL)
+				o->ops->dropped(o, job);
 			ex->nbatch--;
 			job->owner->pending--;
 			job->owner = NULL;

@@ -82,6 +82,9 @@ struct kwd_job_owner_ops {
 	void (*done)(struct kwd_job_owner *o, struct kwd_job *job);
 	/* settle: a round of answers for o is complete; write them out. */
 	void (*settle)(struct kwd_job_owner *o);
+	/* dropped (optional): o detaches while job is unanswered; it will never be
+	 * answered to o. Called from kwd_executor_detach, job->op still valid. */
+	void (*dropped)(struct kwd_job_owner *o, const struct kwd_job *job);
 };
 
 /* Embedded in whatever submits requests (a connection). */
@@ -130,7 +133,8 @@ enum kwd_submit kwd_executor_submit(struct kwd_executor *ex, struct kwd_job_owne
                                     const struct kw_msg *m, struct kwd_exec_result *res,
                                     uint64_t *inline_ns);
 
-/* kwd_executor_detach: o goes away; its jobs are dropped when they come back. */
+/* kwd_executor_detach: o goes away; its jobs are dropped when they come back (each
+ * first handed to o's dropped hook, if any). */
 void kwd_executor_detach(struct kwd_executor *ex, struct kwd_job_owner *o);
 
 /*

@@ -193,11 +193,14 @@ def closed_connections_cancel(c, tmp, module, tk, nconn=20, n=500):
     """nconn connections each queue n token signatures and close at once: their
     queued operations are dropped before they reach the token, and a new client is
     served without waiting for them (one device thread: ~1 ms a signature, so
-    running them all would take seconds)."""
+    running them all would take seconds). --audit-log still counts every request
+    sent, the dropped ones as failures (written when keywayd stops)."""
     op, p = kw.sign_request(tk, "sha256", b"gone")
     reqs = b"".join(kw.encode(op, p, ski=tk.ski, id=i) for i in range(1, n + 1))
     ops = 'keyway_keywayd_pkcs11_operations_total{result="%s"}'
-    with keywayd(tmp, module, metrics=True, extra=["--pkcs11-threads", "1"]) as kd:
+    audit = os.path.join(tmp, "audit-cancel.log")
+    with keywayd(tmp, module, metrics=True,
+                 extra=["--pkcs11-threads", "1", "--audit-log", audit]) as kd:
         for _ in range(nconn):
             with kd.connect_unix(timeout=30) as gone:
                 gone.send(reqs)
@@ -219,6 +222,17 @@ def closed_connections_cancel(c, tmp, module, tk, nconn=20, n=500):
         c.check(ran <= 0.1 * (ran + dropped),
                 "the token ran few of the operations queued by closed connections; the rest "
                 "were counted as cancelled", "ok=%d, cancelled=%d" % (ran, dropped))
+    requests = failed = 0
+    with open(audit) as f:
+        for line in f:
+            d = dict(w.split("=", 1) for w in line.split() if "=" in w)
+            if d.get("key") == tk.ski.hex() and d.get("op") == "sign":
+                requests += int(d["requests"])
+                failed += int(d["failed"])
+    c.check(requests >= nconn * n and failed >= dropped,
+            "the audit log counts every request of the closed connections, the unanswered "
+            "ones as failures", "requests=%d (sent %d+), failed=%d, cancelled=%d"
+            % (requests, nconn * n, failed, dropped))
 
 
 def one_session(c, tmp, module, tk, n=100):
