@@ -58,6 +58,17 @@
 #define EXEC_SLICE_NS 2000000u /* 2 ms */
 /* Requests of one connection a device or a batch may hold; past it reading waits. */
 #define MAX_PENDING_JOBS 1024
+/*
+ * Reading in step with a device: while a connection has at least
+ * HOLD_MIN_JOBS requests on a device, its socket is not watched; what the
+ * client sent meanwhile is read when the device hands answers back (the loop
+ * is awake for them anyway) or after HOLD_MAX_NS at the latest. Otherwise an
+ * idle worker wakes for every request a pipelining client sends, which on a
+ * busy token costs more than the request waits: the device has work queued.
+ * The bound keeps a ping on that connection answered within about a millisecond.
+ */
+#define HOLD_MIN_JOBS 4
+#define HOLD_MAX_NS 1000000u     /* 1 ms */
 #define DRAIN_QUIET_NS 50000000u /* draining: silence after which a client is done */
 /* An empty buffer larger than this is given back after each turn: steady traffic
  * keeps its small buffers, and a burst's growth does not stay pinned. */
@@ -97,12 +108,14 @@ struct kwd_conn {
 	bool draining;      /* server shutdown: close once answered */
 	bool input_drained; /* the last read emptied the socket */
 	bool handshake_failed;
+	bool holding;              /* reads wait for the device's answers (HOLD_MIN_JOBS) */
 	bool secret_out;           /* queued output holds a decrypted block: wipe it once sent */
 	const char *why;           /* reason for closing, for the debug log */
 	struct kwd_job_owner jobs; /* requests answered later (a device, a batch) */
 	struct kw_io io;
 	struct kw_timer idle; /* idle timeout (also bounds the handshake) */
 	struct kw_timer kick; /* serve buffered frames on the next turn */
+	struct kw_timer hold; /* holding: read after HOLD_MAX_NS at the latest */
 	uint64_t active_ns;   /* last request or write progress */
 	uint64_t open_ns;     /* accepted: the handshake deadline counts from here */
 	uint64_t rx_ns;       /* when the last bytes arrived */
@@ -239,6 +252,7 @@ static void close_now(struct kwd_conn *c, const char *why)
 	kw_io_stop(env->loop, &c->io);
 	kw_timer_stop(env->loop, &c->idle);
 	kw_timer_stop(env->loop, &c->kick);
+	kw_timer_stop(env->loop, &c->hold);
 	if (c->jobs.pending > 0)
 		kwd_executor_detach(env->executor, &c->jobs);
 	SSL_free(c->ssl); /* frees the BIO too */
@@ -729,6 +743,27 @@ static void release_burst(struct kwd_conn *c)
 			kw_buf_cleanup(bufs[i]); /* keeps its secret mark */
 }
 
+/*
+ * hold_reads says whether c's socket waits for the device's answers instead
+ * of being watched (see HOLD_MIN_JOBS), arming the bound the first time.
+ * Without the timer the socket is watched as usual.
+ */
+static bool hold_reads(struct kwd_conn *c)
+{
+	if (c->jobs.pending < HOLD_MIN_JOBS || c->handshaking || c->draining) {
+		c->holding = false;
+		kw_timer_stop(c->env->loop, &c->hold);
+		return false;
+	}
+	if (!c->holding) {
+		if (kw_timer_start_at(c->env->loop, &c->hold,
+		                      kw_loop_now_ns(c->env->loop) + HOLD_MAX_NS) < 0)
+			return false;
+		c->holding = true;
+	}
+	return true;
+}
+
 /* settle decides what to wait for next, or closes. */
 static void settle(struct kwd_conn *c)
 {
@@ -776,7 +811,10 @@ static void settle(struct kwd_conn *c)
 	release_burst(c);
 	account_buffers(c);
 	unsigned ev = 0;
-	if (!c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN)
+	bool want_read = !c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN;
+	if (want_read && hold_reads(c))
+		want_read = false;
+	if (want_read)
 		ev |= KW_EV_READ;
 	if (kw_buf_unread(&c->tx) > 0)
 		ev |= KW_EV_WRITE;
@@ -806,12 +844,22 @@ static void on_job_done(struct kwd_job_owner *o, struct kwd_job *job)
 	c->active_ns = kw_loop_now_ns(env->loop);
 }
 
+static void service(struct kwd_conn *c, bool can_read);
+
 static void on_jobs_settle(struct kwd_job_owner *o)
 {
 	struct kwd_conn *c = kw_container_of(o, struct kwd_conn, jobs);
 	struct turn t;
 	t.nanswered = 0;
-	if (!c->dead && flush(c, &t) != KWD_STEP_CLOSED)
+	if (c->dead)
+		return;
+	if (c->holding) { /* awake anyway: read what the client sent meanwhile */
+		c->holding = false;
+		kw_timer_stop(c->env->loop, &c->hold);
+		service(c, true);
+		return;
+	}
+	if (flush(c, &t) != KWD_STEP_CLOSED)
 		settle(c);
 }
 
@@ -860,6 +908,15 @@ static void on_kick(struct kw_loop *loop, void *arg)
 	struct kwd_conn *c = arg;
 	if (!c->dead)
 		service(c, false);
+}
+
+static void on_hold(struct kw_loop *loop, void *arg)
+{
+	struct kwd_conn *c = arg;
+	if (c->dead)
+		return;
+	c->holding = false; /* the bound: read now, and hold again from here if still busy */
+	service(c, true);
 }
 
 /*
@@ -918,6 +975,7 @@ int kwd_conn_open(struct kwd_conn **out, struct kwd_conn_env *env, void *owner, 
 	kw_io_init(&c->io, on_io, c);
 	kw_timer_init(&c->idle, on_idle, c);
 	kw_timer_init(&c->kick, on_kick, c);
+	kw_timer_init(&c->hold, on_hold, c);
 	kwd_job_owner_init(&c->jobs, &job_ops);
 	c->open_ns = c->active_ns = c->rx_ns = kw_loop_now_ns(env->loop);
 

@@ -64,7 +64,7 @@ static void observe(struct kwd_devpool *p, enum kwd_dev_result res, uint64_t ns)
  * token spends on a fast key (~50 us for P-256 on SoftHSM2); the bound keeps
  * what the burst adds to a request's latency small.
  */
-#define BURST_NS 200000 /* 200 us */
+#define BURST_NS 1000000 /* 1 ms */
 
 static void run(struct kwd_devpool *p, struct kwd_devreq *r)
 {
@@ -86,7 +86,28 @@ static void run(struct kwd_devpool *p, struct kwd_devreq *r)
 	observe(p, result_of(r->error), r->exec_ns);
 }
 
-/* hand_back calls the done callbacks of a burst, oldest first. */
+/*
+ * The executors a burst being handed back owes a wake-up (job_done adds them):
+ * each is woken once, after the whole burst, so its loop takes the burst in one
+ * go instead of waking (and, on a shared core, preempting this thread) at the
+ * first answer. More executors than fit are woken at once.
+ */
+#define WAKE_MAX 16
+static _Thread_local struct kwd_executor *wake_due[WAKE_MAX];
+static _Thread_local unsigned nwake_due;
+
+static void wake_later(struct kwd_executor *ex)
+{
+	for (unsigned i = 0; i < nwake_due; i++)
+		if (wake_due[i] == ex)
+			return;
+	if (nwake_due == WAKE_MAX)
+		kwd_executor_wake(ex);
+	else
+		wake_due[nwake_due++] = ex;
+}
+
+/* hand_back calls the done callbacks of a burst, oldest first, then wakes who is owed. */
 static void hand_back(struct kwd_devreq *list)
 {
 	while (list != NULL) {
@@ -94,6 +115,9 @@ static void hand_back(struct kwd_devreq *list)
 		list->done(list); /* list may be gone after this */
 		list = next;
 	}
+	for (unsigned i = 0; i < nwake_due; i++)
+		kwd_executor_wake(wake_due[i]);
+	nwake_due = 0;
 }
 
 static void *thread_main(void *arg)
@@ -251,7 +275,9 @@ static void job_done(struct kwd_devreq *r)
 		kwd_exec_result_error(&job->res, r->error);
 	job->exec_ns = r->exec_ns;
 	free(jr);
-	kwd_job_finish(job); /* job may be gone after this */
+	struct kwd_executor *ex = kwd_job_finish_quiet(job); /* job may be gone after this */
+	if (ex != NULL)
+		wake_later(ex); /* hand_back wakes it after the burst */
 }
 
 static int p11_submit(struct kwd_device *dev, struct kwd_job *job)

@@ -46,6 +46,7 @@ struct kwd_executor {
 	struct kw_io efd_io;
 	_Atomic(struct kwd_job *) done; /* finished device jobs, newest first */
 	atomic_uint in_device;          /* jobs handed to devices, not yet taken back */
+	atomic_uint waking;             /* device threads handing a job back, or owing a wake-up */
 	struct kw_list round;           /* owners touched in the current round */
 	struct kwd_executor_stats stats;
 };
@@ -131,20 +132,38 @@ static void end_round(struct kwd_executor *ex)
 
 /* ---- device completions ---- */
 
-void kwd_job_finish(struct kwd_job *job)
+struct kwd_executor *kwd_job_finish_quiet(struct kwd_job *job)
 {
 	struct kwd_executor *ex = job->ex;
+	/* Counted before job can be taken: kwd_executor_free waits for the wake-up too, so
+	 * ex outlives the write to its eventfd. */
+	atomic_fetch_add_explicit(&ex->waking, 1, memory_order_seq_cst);
 	struct kwd_job *head = atomic_load_explicit(&ex->done, memory_order_relaxed);
 	do {
 		job->done_next = head;
 	} while (!atomic_compare_exchange_weak_explicit(&ex->done, &head, job, memory_order_release,
 	                                                memory_order_relaxed));
-	if (head == NULL) {
-		uint64_t one = 1;
-		/* Can only fail with the counter saturated, which means a wake-up is due anyway. */
-		ssize_t w = write(ex->efd, &one, sizeof(one));
-		(void)w;
-	}
+	/* Only the push onto an empty stack owes a wake-up: the loop empties it when woken. */
+	if (head == NULL)
+		return ex;
+	atomic_fetch_sub_explicit(&ex->waking, 1, memory_order_seq_cst);
+	return NULL;
+}
+
+void kwd_executor_wake(struct kwd_executor *ex)
+{
+	uint64_t one = 1;
+	/* Can only fail with the counter saturated, which means a wake-up is due anyway. */
+	ssize_t w = write(ex->efd, &one, sizeof(one));
+	(void)w;
+	atomic_fetch_sub_explicit(&ex->waking, 1, memory_order_seq_cst); /* ex may go now */
+}
+
+void kwd_job_finish(struct kwd_job *job)
+{
+	struct kwd_executor *ex = kwd_job_finish_quiet(job);
+	if (ex != NULL)
+		kwd_executor_wake(ex);
 }
 
 /* take_finished delivers every finished device job, oldest first. */
@@ -245,6 +264,7 @@ int kwd_executor_new(struct kwd_executor **out, struct kw_loop *loop)
 	kw_list_init(&ex->round);
 	atomic_init(&ex->done, NULL);
 	atomic_init(&ex->in_device, 0);
+	atomic_init(&ex->waking, 0);
 	kw_hook_init(&ex->hook, run_batch, ex);
 	kw_timer_init(&ex->more, on_more, ex);
 	kw_io_init(&ex->efd_io, on_efd, ex);
@@ -271,7 +291,8 @@ void kwd_executor_free(struct kwd_executor *ex)
 	if (ex == NULL)
 		return;
 	/* Devices still hold jobs that point here: wait until they are all back. */
-	while (atomic_load_explicit(&ex->in_device, memory_order_relaxed) > 0) {
+	while (atomic_load_explicit(&ex->in_device, memory_order_seq_cst) > 0 ||
+	       atomic_load_explicit(&ex->waking, memory_order_seq_cst) > 0) {
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL);
 		take_finished(ex);

@@ -149,6 +149,17 @@ static inline bool kwd_job_cancelled(const struct kwd_job *job)
 
 /* kwd_job_finish hands a device's finished job back to its executor (any thread). */
 void kwd_job_finish(struct kwd_job *job);
+/*
+ * kwd_job_finish_quiet hands job back like kwd_job_finish but does not wake the
+ * executor: it returns the executor the caller must wake (kwd_executor_wake) once
+ * it has handed back the rest of its burst, or NULL if a wake-up is already due.
+ * A burst handed back in one go wakes the loop once, instead of letting it take
+ * the first answers while the rest are still being handed back.
+ */
+struct kwd_executor *kwd_job_finish_quiet(struct kwd_job *job);
+/* kwd_executor_wake pays the wake-up kwd_job_finish_quiet returned ex for, exactly once
+ * (any thread); ex may be freed as soon as it returns. */
+void kwd_executor_wake(struct kwd_executor *ex);
 
 /* Counters, loop thread. */
 struct kwd_executor_stats {
