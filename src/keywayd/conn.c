@@ -60,12 +60,13 @@
 #define MAX_PENDING_JOBS 1024
 /*
  * Reading in step with a device: while a connection has at least
- * HOLD_MIN_JOBS requests on a device, its socket is not watched; what the
- * client sent meanwhile is read when the device hands answers back (the loop
- * is awake for them anyway) or after HOLD_MAX_NS at the latest. Otherwise an
- * idle worker wakes for every request a pipelining client sends, which on a
- * busy token costs more than the request waits: the device has work queued.
- * The bound keeps a ping on that connection answered within about a millisecond.
+ * HOLD_MIN_JOBS requests waiting on a device (or in an RSA batch), its socket
+ * is not watched; what the client sent meanwhile is read when answers come
+ * back (the loop is awake for them anyway) or after HOLD_MAX_NS at the latest.
+ * Otherwise an idle worker wakes for every request a pipelining client sends,
+ * which on a busy token costs more than the request waits: the device has work
+ * queued. The bound keeps a ping on that connection answered within about a
+ * millisecond.
  */
 #define HOLD_MIN_JOBS 4
 #define HOLD_MAX_NS 1000000u     /* 1 ms */
