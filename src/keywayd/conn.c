@@ -549,33 +549,14 @@ static void log_handshake(struct kwd_conn *c)
  * A refused client certificate (revoked, its CA's CRL expired, an unknown CA)
  * is the operator's business, so it is a warning naming the reason; but a
  * client retrying in a loop meets it on every connection, so at most one line
- * per REFUSED_LOG_INTERVAL_NS (all workers together), counting the ones held
- * back.
+ * per 10 s (all workers together), counting the ones held back.
  */
-#define REFUSED_LOG_INTERVAL_NS (10ull * 1000000000ull)
-static pthread_mutex_t refused_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t refused_last_ns;
-static bool refused_logged;
-static unsigned long refused_held;
+static struct kw_log_limit refused_limit = KW_LOG_LIMIT_INIT(10ull * 1000000000ull);
 
 static void log_refused_cert(struct kwd_conn *c, long verify)
 {
-	uint64_t now = kw_loop_now_ns(c->env->loop);
-	unsigned long held = 0;
-	bool log = false;
-
-	pthread_mutex_lock(&refused_mu);
-	if (!refused_logged || now - refused_last_ns >= REFUSED_LOG_INTERVAL_NS) {
-		log = true;
-		held = refused_held;
-		refused_held = 0;
-		refused_last_ns = now;
-		refused_logged = true;
-	} else {
-		refused_held++;
-	}
-	pthread_mutex_unlock(&refused_mu);
-	if (!log)
+	unsigned long held;
+	if (!kw_log_limit_pass(&refused_limit, kw_loop_now_ns(c->env->loop), &held))
 		return;
 	/* OpenSSL keeps no peer certificate after a failed verification: the
 	 * address and the reason are what there is to name. */

@@ -87,3 +87,21 @@ void kw_log_openssl(enum kw_log_level level, const char *msg)
 	}
 	kw_log(level, "%s%s%s", msg, reason[0] ? ": " : "", reason);
 }
+
+bool kw_log_limit_pass(struct kw_log_limit *l, uint64_t now_ns, unsigned long *held)
+{
+	bool pass = false;
+
+	pthread_mutex_lock(&l->mu);
+	if (!l->logged || now_ns - l->last_ns >= l->interval_ns) {
+		pass = true;
+		*held = l->held;
+		l->held = 0;
+		l->last_ns = now_ns;
+		l->logged = true;
+	} else {
+		l->held++;
+	}
+	pthread_mutex_unlock(&l->mu);
+	return pass;
+}

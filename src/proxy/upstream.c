@@ -513,33 +513,15 @@ static int proxy_header(struct kpx_conn *c, struct kpx_upstream *u)
 
 /*
  * A dead upstream is the operator's problem, so it is a warning; but every
- * client connection meets it, so at most one line per DEAD_LOG_INTERVAL_NS
- * (all workers together: there is one upstream), counting the ones held back.
+ * client connection meets it, so at most one line per 10 s (all workers
+ * together: there is one upstream), counting the ones held back.
  */
-#define DEAD_LOG_INTERVAL_NS (10ull * 1000000000ull)
-static pthread_mutex_t dead_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t dead_last_ns;
-static bool dead_logged;
-static unsigned long dead_suppressed;
+static struct kw_log_limit dead_limit = KW_LOG_LIMIT_INIT(10ull * 1000000000ull);
 
 static void log_dead_upstream(struct kpx_conn *c, const char *what)
 {
-	uint64_t now = kw_loop_now_ns(c->w->loop);
-	unsigned long held = 0;
-	bool log = false;
-
-	pthread_mutex_lock(&dead_mu);
-	if (!dead_logged || now - dead_last_ns >= DEAD_LOG_INTERVAL_NS) {
-		log = true;
-		held = dead_suppressed;
-		dead_suppressed = 0;
-		dead_last_ns = now;
-		dead_logged = true;
-	} else {
-		dead_suppressed++;
-	}
-	pthread_mutex_unlock(&dead_mu);
-	if (log)
+	unsigned long held;
+	if (kw_log_limit_pass(&dead_limit, kw_loop_now_ns(c->w->loop), &held))
 		kw_warn("upstream %s: %s (%lu more failures not logged in the last 10 s)",
 		        c->w->opt->upstream, what, held);
 }
