@@ -112,8 +112,8 @@ void kwd_devpool_latency(struct kwd_devpool *p, enum kwd_dev_result res, uint64_
  * The pool as the executor's device kind (executor.h): a job's operation
  * runs on a device thread, its answer is written straight into job->res and
  * the job handed back with kwd_job_finish_quiet, each executor woken once per
- * burst (kwd_executor_wake: the eventfd wakes the worker's loop). A job its connection has given up on (kwd_job_cancelled)
- * is skipped rather than run. Token keys' kwd_key.device points here.
+ * burst (kwd_executor_wake: the eventfd wakes the worker's loop). A job its connection has given up
+ * on (kwd_job_cancelled) is skipped rather than run. Token keys' kwd_key.device points here.
  */
 struct kwd_p11_device {
 	struct kwd_device dev;
