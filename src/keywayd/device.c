@@ -55,17 +55,15 @@ static void observe(struct kwd_devpool *p, enum kwd_dev_result res, uint64_t ns)
 }
 
 /*
- * Finished requests are handed back in bursts: when the queue runs dry, or
- * when the next operation would end past BURST_NS after the oldest one held
- * (judged by how long the last one took, so a slow token -- a network HSM --
- * hands back every answer at once). Each hand-back can wake the submitter's
- * loop (an eventfd write, a context switch, a response write), so a busy
- * device answering one request at a time would cost the loop more than the
- * token spends on a fast key (~50 us for P-256 on SoftHSM2); the bound keeps
- * what the burst adds to a request's latency small.
+ * Finished requests are handed back in bursts (see KWD_DEVICE_BURST_NS): when
+ * the queue runs dry, or when the next operation would end past the bound
+ * after the oldest one held (judged by how long the last one took, so a slow
+ * token -- a network HSM -- hands back every answer at once). Each hand-back
+ * wakes the submitter's loop (an eventfd write, a context switch, a response
+ * write), so a busy device answering one request at a time would cost the loop
+ * more than the token spends on a fast key (~50 us for P-256 on SoftHSM2);
+ * the bound keeps what the burst adds to a request's latency small.
  */
-#define BURST_NS 1000000 /* 1 ms */
-
 static void run(struct kwd_devpool *p, struct kwd_devreq *r)
 {
 	/* Asked as late as possible: a connection that closed while r waited in the
@@ -129,7 +127,7 @@ static void *thread_main(void *arg)
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		if (burst != NULL && (p->head == NULL || p->stopping ||
-		                      kw_now_ns() - burst_t0 + last_ns >= BURST_NS)) {
+		                      kw_now_ns() - burst_t0 + last_ns >= KWD_DEVICE_BURST_NS)) {
 			pthread_mutex_unlock(&p->lock);
 			hand_back(burst);
 			burst = NULL;
