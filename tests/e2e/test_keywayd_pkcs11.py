@@ -240,7 +240,7 @@ def closed_connections_cancel(c, tmp, module, tk, nconn=20, n=500):
 def ping_behind_slow_token(c, tmp, module, tk, n=6, delay_ms=400):
     """A token taking delay_ms a signature (the test shim in front of SoftHSM2), n
     signatures queued on one connection: its socket is then read when the token
-    hands answers back, or after about a millisecond at the latest, so a ping sent
+    hands answers back, or after a few milliseconds at the latest, so a ping sent
     afterwards on that same connection is not left waiting for the token."""
     shim = os.environ.get("KW_P11_SHIM")
     if not shim or not os.path.exists(shim):
