@@ -796,10 +796,7 @@ static void settle(struct kwd_conn *c)
 	release_burst(c);
 	account_buffers(c);
 	unsigned ev = 0;
-	bool want_read = !c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN;
-	if (want_read && hold_reads(c))
-		want_read = false;
-	if (want_read)
+	if (!c->paused && !c->closing && buffered_in(c) < MAX_BUFFERED_IN && !hold_reads(c))
 		ev |= KW_EV_READ;
 	if (kw_buf_unread(&c->tx) > 0)
 		ev |= KW_EV_WRITE;
@@ -831,6 +828,14 @@ static void on_job_done(struct kwd_job_owner *o, struct kwd_job *job)
 
 static void service(struct kwd_conn *c, bool can_read);
 
+/* read_held ends c's hold: its socket is read now, and held again from here if still busy. */
+static void read_held(struct kwd_conn *c)
+{
+	c->holding = false;
+	kw_timer_stop(c->env->loop, &c->hold);
+	service(c, true);
+}
+
 static void on_jobs_settle(struct kwd_job_owner *o)
 {
 	struct kwd_conn *c = kw_container_of(o, struct kwd_conn, jobs);
@@ -839,9 +844,7 @@ static void on_jobs_settle(struct kwd_job_owner *o)
 	if (c->dead)
 		return;
 	if (c->holding) { /* awake anyway: read what the client sent meanwhile */
-		c->holding = false;
-		kw_timer_stop(c->env->loop, &c->hold);
-		service(c, true);
+		read_held(c);
 		return;
 	}
 	if (flush(c, &t) != KWD_STEP_CLOSED)
@@ -898,10 +901,8 @@ static void on_kick(struct kw_loop *loop, void *arg)
 static void on_hold(struct kw_loop *loop, void *arg)
 {
 	struct kwd_conn *c = arg;
-	if (c->dead)
-		return;
-	c->holding = false; /* the bound: read now, and hold again from here if still busy */
-	service(c, true);
+	if (!c->dead)
+		read_held(c); /* the bound */
 }
 
 /*

@@ -100,6 +100,21 @@ static void sink_init(struct sink *s, struct kw_loop *loop)
 	CHECK(kw_io_start(loop, &s->io, s->efd, KW_EV_READ) == 0);
 }
 
+/* sink_wait turns the loop until s has taken n answers (a minute at most). */
+static void sink_wait(struct sink *s, struct kw_loop *loop, unsigned n)
+{
+	for (int i = 0; i < 600 && s->taken < n; i++)
+		kw_loop_run_once(loop, 100);
+}
+
+/* sink_fini stops watching s's eventfd and frees loop (the pool is freed first). */
+static void sink_fini(struct sink *s, struct kw_loop *loop)
+{
+	kw_io_stop(loop, &s->io);
+	close(s->efd);
+	kw_loop_free(loop);
+}
+
 static void gate(struct sink *s, bool closed)
 {
 	pthread_mutex_lock(&s->gate_lock);
@@ -171,9 +186,7 @@ static void test_completions(void)
 	CHECK(sum > 0);
 	kw_timer_stop(loop, &t);
 	kwd_devpool_free(p);
-	kw_io_stop(loop, &s.io);
-	close(s.efd);
-	kw_loop_free(loop);
+	sink_fini(&s, loop);
 }
 
 /* wait_queued waits (bounded) until p's queue holds n requests. */
@@ -217,9 +230,7 @@ static void test_full_and_free(void)
 	on_efd(loop, s.efd, KW_EV_READ, &s);
 	CHECK_EQ(s.taken, 3);
 	CHECK_EQ(s.good, 3);
-	kw_io_stop(loop, &s.io);
-	close(s.efd);
-	kw_loop_free(loop);
+	sink_fini(&s, loop);
 }
 
 /* A request the token refuses is an error of that request only, counted by result. */
@@ -237,8 +248,7 @@ static void test_errors_counted(void)
 	struct req *good = new_req(&s, 1);
 	CHECK(kwd_devpool_submit(p, &bad->r) == 0);
 	CHECK(kwd_devpool_submit(p, &good->r) == 0);
-	for (int i = 0; i < 600 && s.taken < 2; i++)
-		kw_loop_run_once(loop, 100);
+	sink_wait(&s, loop, 2);
 	CHECK_EQ(s.taken, 2);
 	CHECK_EQ(s.good, 1);
 	CHECK_EQ(s.bad, 1);
@@ -247,9 +257,7 @@ static void test_errors_counted(void)
 	CHECK_EQ(st.ops[KWD_DEV_OK], 1);
 	CHECK_EQ(st.ops[KWD_DEV_CRYPTO_ERROR] + st.ops[KWD_DEV_INTERNAL_ERROR], 1);
 	kwd_devpool_free(p);
-	kw_io_stop(loop, &s.io);
-	close(s.efd);
-	kw_loop_free(loop);
+	sink_fini(&s, loop);
 }
 
 static bool always_cancelled(const struct kwd_devreq *r)
@@ -283,8 +291,7 @@ static void test_cancelled_skipped(void)
 		q->r.cancelled = i % 2 ? always_cancelled : never_cancelled;
 		CHECK(kwd_devpool_submit(p, &q->r) == 0);
 	}
-	for (int i = 0; i < 600 && s.taken < 10; i++)
-		kw_loop_run_once(loop, 100);
+	sink_wait(&s, loop, 10);
 	CHECK_EQ(s.taken, 10);
 	CHECK_EQ(s.good, 5);
 	CHECK_EQ(s.bad, 5);
@@ -299,9 +306,7 @@ static void test_cancelled_skipped(void)
 		n += b[i];
 	CHECK_EQ(n, 5);
 	kwd_devpool_free(p);
-	kw_io_stop(loop, &s.io);
-	close(s.efd);
-	kw_loop_free(loop);
+	sink_fini(&s, loop);
 }
 
 /* Each request's own completion time, for test_slow_token. */
